@@ -1,0 +1,332 @@
+#include "bench_attention.hpp"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <stdexcept>
+
+#include "eigen.hpp"
+#include "sparse/sparse.h"
+#include "sparse_config.h"
+#if SPARSE_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+namespace repro {
+namespace {
+
+void check(sparse_status s, const char* what) {
+  if (s != SPARSE_OK)
+    throw std::runtime_error(std::string(what) + ": " + sparse_status_string(s) + ": " +
+                             sparse_last_error());
+}
+
+struct LayoutHandle {
+  sparse_layout* ptr = nullptr;
+  ~LayoutHandle() { sparse_layout_destroy(ptr); }
+};
+
+// Pattern names: dense, local, strided (heads alternate row / column, the paper's multi-head
+// combination), strided_merged (every head attends to the union), fixed (heads alternate
+// block / summary), or any single sparse_pattern_kind name applied to every head.
+std::vector<sparse_pattern> patterns_for(const std::string& name, const BenchOptions& o) {
+  std::vector<sparse_pattern> out;
+  auto add = [&](sparse_pattern_kind kind, int head) {
+    sparse_pattern p;
+    check(sparse_pattern_default(&p, kind), "pattern");
+    p.head = head;
+    p.stride = o.stride;
+    p.window = o.stride;
+    p.summary = o.summary;
+    out.push_back(p);
+  };
+  if (name == "strided" || name == "fixed") {
+    const bool strided = name == "strided";
+    for (int h = 0; h < o.heads; ++h)
+      add(h % 2 == 0 ? (strided ? SPARSE_PATTERN_STRIDED_ROW : SPARSE_PATTERN_FIXED_BLOCK)
+                     : (strided ? SPARSE_PATTERN_STRIDED_COLUMN : SPARSE_PATTERN_FIXED_SUMMARY),
+          h);
+  } else if (name == "strided_merged") {
+    add(SPARSE_PATTERN_STRIDED_ROW, -1);
+    add(SPARSE_PATTERN_STRIDED_COLUMN, -1);
+  } else {
+    sparse_pattern_kind kind;
+    check(sparse_pattern_kind_from_name(name.c_str(), &kind), "--pattern");
+    add(kind, -1);
+  }
+  return out;
+}
+
+sparse_layout* make_layout(const std::string& name, int64_t n, const BenchOptions& o) {
+  const auto patterns = patterns_for(name, o);
+  sparse_layout_desc desc;
+  sparse_layout_desc_default(&desc);
+  desc.seq_len = n;
+  desc.block_size = o.block;
+  desc.num_heads = o.heads;
+  desc.patterns = patterns.data();
+  desc.num_patterns = static_cast<int32_t>(patterns.size());
+  sparse_layout* layout = nullptr;
+  check(sparse_layout_create(&desc, &layout), "layout");
+  return layout;
+}
+
+struct Buffers {
+  std::vector<float> q, k, v, out, lse, dout, dq, dk, dv;
+  sparse_tensor tq, tk, tv, tout, tlse, tdout, tdq, tdk, tdv;
+  Buffers(int64_t batch, int64_t heads, int64_t n, int64_t d, bool backward) {
+    const size_t size = static_cast<size_t>(batch * heads * n * d);
+    std::mt19937 rng(1234);
+    std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+    for (auto* v4 : {&q, &k, &v, &out}) v4->resize(size);
+    for (auto* v4 : {&q, &k, &v}) std::generate(v4->begin(), v4->end(), [&] { return uni(rng); });
+    lse.resize(static_cast<size_t>(batch * heads * n));
+    if (backward) {
+      for (auto* v4 : {&dout, &dq, &dk, &dv}) v4->resize(size);
+      std::generate(dout.begin(), dout.end(), [&] { return uni(rng); });
+    }
+    const int64_t shape[4] = {batch, heads, n, d};
+    auto wrap = [&](sparse_tensor& t, std::vector<float>& data, int nd) {
+      check(sparse_tensor_contiguous(&t, data.empty() ? nullptr : data.data(), SPARSE_DTYPE_F32,
+                                     nd, shape),
+            "tensor");
+    };
+    wrap(tq, q, 4);
+    wrap(tk, k, 4);
+    wrap(tv, v, 4);
+    wrap(tout, out, 4);
+    wrap(tlse, lse, 3);
+    wrap(tdout, dout, 4);
+    wrap(tdq, dq, 4);
+    wrap(tdk, dk, 4);
+    wrap(tdv, dv, 4);
+  }
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Median time of `reps` runs of one forward (+ backward) pass.
+double time_attention(sparse_context* ctx, const sparse_layout* layout, Buffers& b,
+                      bool backward, int reps) {
+  std::vector<double> times;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    check(sparse_attention_forward(ctx, layout, nullptr, &b.tq, &b.tk, &b.tv, &b.tout, &b.tlse),
+          "forward");
+    if (backward)
+      check(sparse_attention_backward(ctx, layout, nullptr, &b.tq, &b.tk, &b.tv, &b.tout,
+                                      &b.tlse, &b.tdout, &b.tdq, &b.tdk, &b.tdv),
+            "backward");
+    check(sparse_context_synchronize(ctx), "synchronize");
+    times.push_back(seconds_since(t0));
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+// Eigen dense GEMM rate (GFLOP/s) on `threads` threads: 1024^3, best of 3.
+double gemm_gflops(int threads) {
+  const int size = 1024;
+  Eigen::setNbThreads(threads);
+  Eigen::MatrixXf a = Eigen::MatrixXf::Random(size, size), b = Eigen::MatrixXf::Random(size, size);
+  Eigen::MatrixXf c(size, size);
+  c.noalias() = a * b;  // warm-up
+  double best = 1e30;
+  for (int r = 0; r < 3; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    c.noalias() = a * b;
+    best = std::min(best, seconds_since(t0));
+  }
+  if (c(0, 0) == 12345.0f) std::printf(" ");  // keep the product observable
+  return 2.0 * size * size * size / best / 1e9;
+}
+
+size_t rss_peak_bytes() {
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<size_t>(usage.ru_maxrss) * 1024;
+}
+
+}  // namespace
+
+void write_file_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw std::runtime_error("cannot write " + tmp);
+    out << text;
+    out.flush();
+    if (!out) {
+      std::remove(tmp.c_str());
+      throw std::runtime_error("write failed: " + tmp);
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw std::runtime_error("cannot rename " + tmp + " to " + path);
+  }
+}
+
+void add_bench_options(CLI::App& app, BenchOptions& o) {
+  app.add_option("--backend", o.backend, "cpu, cuda or auto")->capture_default_str();
+  app.add_option("--pattern", o.patterns,
+                 "dense, local, strided, strided_merged, fixed, or a pattern kind name")
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--n", o.seq_lens, "sequence lengths (comma-separated)")
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--heads", o.heads)->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--head-dim", o.head_dim)->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--block", o.block)->check(CLI::IsMember({16, 32, 64, 128}))
+      ->capture_default_str();
+  app.add_option("--batch", o.batch)->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--stride", o.stride, "l of strided/fixed, window of local")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--summary", o.summary, "c of fixed")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--mode", o.mode, "fwd, fwdbwd or both")
+      ->check(CLI::IsMember({"fwd", "fwdbwd", "both"}))
+      ->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--reps", o.reps, "repetitions (median reported)")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--dense-max-n", o.dense_max_n, "skip the dense-layout timing above this n")
+      ->capture_default_str();
+  app.add_flag("--json", o.json, "one JSON object per line instead of a table");
+  app.add_option("--output", o.output, "also append the JSON lines to this file");
+}
+
+int run_bench_attention(const BenchOptions& o) {
+  sparse_settings settings;
+  sparse_settings_default(&settings);
+  check(sparse_backend_from_name(o.backend.c_str(), &settings.backend), "--backend");
+  settings.num_threads = o.threads;
+  sparse_context* ctx = nullptr;
+  check(sparse_context_create(&settings, &ctx), "context");
+  std::unique_ptr<sparse_context, void (*)(sparse_context*)> ctx_guard(ctx,
+                                                                       sparse_context_destroy);
+  sparse_backend backend;
+  sparse_context_backend(ctx, &backend);
+  int32_t threads = 1;
+  sparse_context_num_threads(ctx, &threads);
+  const double gemm = gemm_gflops(threads);
+
+  std::vector<std::string> modes;
+  if (o.mode == "both") modes = {"fwd", "fwdbwd"};
+  else modes = {o.mode};
+  std::map<std::pair<int64_t, std::string>, double> dense_cache;
+  std::string lines;
+  if (!o.json)
+    std::printf("%-15s %7s %-6s %7s %8s %10s %10s %8s %9s %9s %6s %10s\n", "pattern", "n", "mode",
+                "density", "eff.dens", "sparse_s", "dense_s", "ratio", "blk_ratio", "GFLOP/s",
+                "eff", "peak_MB");
+  for (int64_t n : o.seq_lens) {
+    for (const std::string& mode : modes) {
+      const bool backward = mode == "fwdbwd";
+      Buffers buffers(o.batch, o.heads, n, o.head_dim, backward);
+      for (const std::string& name : o.patterns) {
+        LayoutHandle layout{make_layout(name, n, o)};
+        sparse_layout_stats st;
+        st.struct_size = sizeof st;
+        check(sparse_layout_get_stats(layout.ptr, -1, &st), "stats");
+        size_t workspace = 0;
+        check(sparse_attention_workspace_size(ctx, layout.ptr, o.batch, o.head_dim, backward,
+                                              &workspace),
+              "workspace");
+        const double t_sparse = time_attention(ctx, layout.ptr, buffers, backward, o.reps);
+
+        // The same kernels on the dense causal layout.
+        double t_dense = -1;
+        int64_t dense_blocks = 0;
+        auto key = std::make_pair(n, mode);
+        {
+          LayoutHandle dense{make_layout("dense", n, o)};
+          sparse_layout_stats ds;
+          ds.struct_size = sizeof ds;
+          sparse_layout_get_stats(dense.ptr, -1, &ds);
+          dense_blocks = ds.nnz_blocks;
+          if (n <= o.dense_max_n) {
+            if (!dense_cache.count(key))
+              dense_cache[key] = name == "dense" ? t_sparse
+                                                 : time_attention(ctx, dense.ptr, buffers,
+                                                                  backward, std::min(o.reps, n > 16384 ? 1 : o.reps));
+            t_dense = dense_cache[key];
+          }
+        }
+        const double flops_per_block =
+            (backward ? 14.0 : 4.0) * o.block * o.block * static_cast<double>(o.head_dim);
+        const double computed_flops = flops_per_block * static_cast<double>(st.nnz_blocks) * o.batch;
+        const double gflops = computed_flops / t_sparse / 1e9;
+        const size_t tensor_bytes =
+            static_cast<size_t>(o.batch) * o.heads * n *
+            ((backward ? 9u : 4u) * static_cast<size_t>(o.head_dim) + 1u) * sizeof(float);
+        const size_t peak = tensor_bytes + workspace + st.memory_bytes;
+
+        nlohmann::json j;
+        j["pattern"] = name;
+        j["backend"] = sparse_backend_name(backend);
+        j["mode"] = mode;
+        j["n"] = n;
+        j["block"] = o.block;
+        j["head_dim"] = o.head_dim;
+        j["heads"] = o.heads;
+        j["batch"] = o.batch;
+        j["stride"] = o.stride;
+        if (name == "fixed" || name == "fixed_summary") j["summary"] = o.summary;
+        j["threads"] = threads;
+        j["density"] = st.density;
+        j["effective_density"] = st.effective_density;
+        j["nnz_blocks"] = st.nnz_blocks;
+        j["dense_blocks"] = dense_blocks;
+        j["time_sparse_s"] = t_sparse;
+        j["time_dense_s"] = t_dense >= 0 ? nlohmann::json(t_dense) : nlohmann::json(nullptr);
+        j["time_ratio"] = t_dense > 0 ? nlohmann::json(t_sparse / t_dense) : nlohmann::json(nullptr);
+        j["block_ratio"] = static_cast<double>(st.nnz_blocks) / static_cast<double>(dense_blocks);
+        j["gflops_computed"] = gflops;
+        j["gflops_useful"] = (backward ? 14.0 : 4.0) * static_cast<double>(st.useful_elements) *
+                             o.head_dim * o.batch / t_sparse / 1e9;
+        j["gemm_gflops"] = gemm;
+        j["efficiency"] = gflops / gemm;
+        j["peak_bytes"] = peak;
+        j["workspace_bytes"] = workspace;
+        j["layout_bytes"] = st.memory_bytes;
+        j["rss_peak_bytes"] = rss_peak_bytes();
+        const std::string line = j.dump();
+        lines += line + "\n";
+        if (o.json) {
+          std::printf("%s\n", line.c_str());
+        } else {
+          std::printf("%-15s %7lld %-6s %6.2f%% %7.2f%% %10.4f %10s %8s %9.4f %9.1f %6.2f %10.1f\n",
+                      name.c_str(), static_cast<long long>(n), mode.c_str(), 100 * st.density,
+                      100 * st.effective_density, t_sparse,
+                      t_dense >= 0 ? std::to_string(t_dense).substr(0, 8).c_str() : "-",
+                      t_dense > 0 ? std::to_string(t_sparse / t_dense).substr(0, 6).c_str() : "-",
+                      j["block_ratio"].get<double>(), gflops, gflops / gemm, peak / 1e6);
+        }
+        std::fflush(stdout);
+      }
+    }
+  }
+  if (!o.json) std::printf("dense GEMM (Eigen, %d threads): %.1f GFLOP/s\n", threads, gemm);
+  if (!o.output.empty()) {
+    std::ofstream out(o.output, std::ios::app);
+    if (!out) throw std::runtime_error("cannot append to " + o.output);
+    out << lines;
+  }
+  return 0;
+}
+
+}  // namespace repro

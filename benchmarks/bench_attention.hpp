@@ -1,0 +1,37 @@
+// sparse-repro bench-attention: times block-sparse attention, the same kernels on the dense causal
+// layout and an Eigen dense GEMM in one run, and reports their ratios (DESIGN.md section 8).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace repro {
+
+struct BenchOptions {
+  std::string backend = "cpu";
+  std::vector<std::string> patterns{"strided"};
+  std::vector<int64_t> seq_lens{4096};
+  int heads = 2;
+  int head_dim = 64;
+  int block = 64;
+  int batch = 1;
+  int64_t stride = 128;      // l (strided, fixed); window of local = stride
+  int64_t summary = 32;      // c (fixed)
+  std::string mode = "fwd";  // fwd | fwdbwd | both
+  int threads = 0;
+  int reps = 3;
+  int64_t dense_max_n = 65536;  // skip the dense-layout timing above this n
+  bool json = false;
+  std::string output;           // append JSON lines to this file
+};
+
+void add_bench_options(CLI::App& app, BenchOptions& options);
+int run_bench_attention(const BenchOptions& options);
+
+// Writes `text` to `path` through a temporary file and a rename, so readers never see a
+// half-written file and an existing file survives a failed write.
+void write_file_atomically(const std::string& path, const std::string& text);
+
+}  // namespace repro

@@ -1,0 +1,80 @@
+// sparse-repro: the project's one driver binary. Subcommands:
+//   info             library version, build and the backends available here
+//   memory-table     the paper's attention-memory table (+ block-sparse columns)
+//   bench-attention  sparse vs dense attention timing, efficiency vs the GEMM rate
+//   main             the README's main job
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <string>
+
+#include "bench_attention.hpp"
+#include "memory_table.hpp"
+#include "sparse/sparse.h"
+
+namespace {
+
+void print_info() {
+  std::printf("libsparse %s (API %u.%u.%u)\n", sparse_version_string(),
+              sparse_api_version() >> 16, (sparse_api_version() >> 8) & 0xff,
+              sparse_api_version() & 0xff);
+  std::printf("build: %s\n", sparse_build_info());
+  int devices = 0;
+  sparse_cuda_device_count(&devices);
+  for (sparse_backend b : {SPARSE_BACKEND_CPU, SPARSE_BACKEND_CUDA}) {
+    int available = 0;
+    sparse_backend_available(b, &available);
+    std::printf("backend %-4s: %s\n", sparse_backend_name(b),
+                available ? "available" : "not available on this machine");
+  }
+  std::printf("CUDA devices: %d\n", devices);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"sparse-repro: Sparse Transformer reproduction drivers"};
+  app.require_subcommand(1);
+
+  app.add_subcommand("info", "library version, build and available backends")->callback([] {
+    print_info();
+  });
+
+  bool json = false, with_sparse = true;
+  int block = 64;
+  std::string output;
+  auto* mem = app.add_subcommand("memory-table", "the paper's attention-memory table");
+  mem->add_flag("--json", json, "print JSON instead of Markdown");
+  mem->add_flag("--sparse,!--no-sparse", with_sparse, "add the block-sparse columns");
+  mem->add_option("--block", block, "block size of the sparse columns")
+      ->check(CLI::IsMember({16, 32, 64, 128}));
+  mem->add_option("--output", output, "also write the table to this file");
+
+  repro::BenchOptions bench;
+  auto* ba = app.add_subcommand("bench-attention", "time sparse vs dense attention");
+  repro::add_bench_options(*ba, bench);
+
+  auto* main_job = app.add_subcommand("main", "the README's main job");
+
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (mem->parsed()) {
+      const auto table = repro::memory_table_json(with_sparse, block);
+      const std::string text = json ? table.dump(2) + "\n" : repro::memory_table_markdown(table);
+      std::cout << text;
+      if (!output.empty()) repro::write_file_atomically(output, text);
+    }
+    if (ba->parsed()) return repro::run_bench_attention(bench);
+    if (main_job->parsed()) {
+      print_info();
+      std::printf("\nAttention memory (paper figure: 64 layers, 4 heads, fp32):\n\n");
+      std::cout << repro::memory_table_markdown(repro::memory_table_json(true, 64));
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sparse-repro: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,14 @@
+/*
+ * libsparse: the Sparse Transformer library (Child et al., 2019) - umbrella header.
+ * Link with `pkg-config --cflags --libs sparse`.
+ */
+#ifndef SPARSE_SPARSE_H
+#define SPARSE_SPARSE_H
+
+#include "sparse/version.h"
+#include "sparse/common.h"
+#include "sparse/context.h"
+#include "sparse/layout.h"
+#include "sparse/attention.h"
+
+#endif /* SPARSE_SPARSE_H */

@@ -1,0 +1,74 @@
+// The internal backend interface: one small table of operations per compute device.
+//
+// The CPU backend (reference_cpu/, Eigen) is always compiled and is the reference every other
+// backend is checked against; the CUDA backend (libsparse/cuda/) is compiled when nvcc is found.
+// The C layer validates arguments (shapes, dtypes, NULLs) before calling a backend, so backends
+// only check what depends on them (supported dtypes, memory kinds) via supports_attention().
+// Later issues extend this table with the model and trainer operations.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "sparse/context.h"
+#include "tensor.hpp"
+
+namespace sparse {
+
+class Layout;
+
+// Arguments of block-sparse multi-head attention. Tensors are [batch, heads, seq, head_dim];
+// lse is [batch, heads, seq] (natural row order), fp32.
+struct AttentionForwardArgs {
+  const Layout* layout = nullptr;
+  float scale = 1.0f;
+  TensorView q, k, v, out;
+  TensorView lse;          // may have data == nullptr when not requested
+};
+
+struct AttentionBackwardArgs {
+  const Layout* layout = nullptr;
+  float scale = 1.0f;
+  TensorView q, k, v, out, lse, dout;
+  TensorView dq, dk, dv;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual sparse_backend kind() const = 0;
+  virtual std::string description() const = 0;
+  virtual int num_threads() const = 0;
+  virtual void synchronize() {}
+
+  // Empty string when the backend can run attention on tensors of this dtype and memory kind,
+  // otherwise the reason (returned to the caller as SPARSE_ERR_UNSUPPORTED).
+  virtual std::string supports_attention(sparse_dtype dtype, sparse_memory memory,
+                                         int64_t head_dim) const = 0;
+  // Scratch memory the backend allocates for one call (beyond the caller's tensors).
+  virtual size_t attention_workspace_bytes(const Layout& layout, int64_t batch,
+                                           int64_t head_dim, bool backward) const = 0;
+  virtual void attention_forward(const AttentionForwardArgs& args) = 0;
+  virtual void attention_backward(const AttentionBackwardArgs& args) = 0;
+};
+
+// reference_cpu/cpu_backend.cpp. num_threads == 0 means all hardware threads.
+std::unique_ptr<Backend> make_cpu_backend(int num_threads, uint64_t seed);
+
+// libsparse/cuda/ (or libsparse/cuda_stub.cpp in builds without CUDA, which throws
+// SPARSE_ERR_UNSUPPORTED). `stream` is a cudaStream_t or nullptr.
+std::unique_ptr<Backend> make_cuda_backend(int device_index, void* stream, uint64_t seed);
+// Number of usable CUDA devices; 0 without CUDA support, a driver or a device. Never throws.
+int cuda_device_count() noexcept;
+// Whether this library was compiled with the CUDA backend.
+bool cuda_compiled() noexcept;
+
+}  // namespace sparse
+
+// The object behind the opaque sparse_context handle.
+struct sparse_context {
+  sparse_settings settings{};
+  std::unique_ptr<sparse::Backend> backend;
+};

@@ -1,0 +1,20 @@
+// Builds without CUDA export the same symbols; asking for the GPU gets SPARSE_ERR_UNSUPPORTED.
+#include "sparse_config.h"
+
+#if !SPARSE_HAVE_CUDA
+#include "backend.hpp"
+#include "error.hpp"
+
+namespace sparse {
+
+std::unique_ptr<Backend> make_cuda_backend(int, void*, uint64_t) {
+  throw_error(SPARSE_ERR_UNSUPPORTED,
+              "this build of libsparse has no CUDA backend (configure with -Dcuda=enabled on a "
+              "machine with nvcc)");
+}
+
+int cuda_device_count() noexcept { return 0; }
+bool cuda_compiled() noexcept { return false; }
+
+}  // namespace sparse
+#endif

@@ -1,0 +1,89 @@
+#include "tensor.hpp"
+
+#include <algorithm>
+#include <numeric>
+#include <sstream>
+
+#include "error.hpp"
+
+namespace sparse {
+
+std::string shape_string(const TensorView& t) {
+  std::ostringstream s;
+  s << "[";
+  for (int i = 0; i < t.ndim; ++i) s << (i ? ", " : "") << t.shape[i];
+  s << "]";
+  return s.str();
+}
+
+TensorView check_tensor(const sparse_tensor* t, const char* name, int32_t ndim) {
+  require(t != nullptr, name, " is NULL");
+  require(t->ndim == ndim, name, ".ndim is ", t->ndim, ", expected ", ndim);
+  require(sparse_dtype_size(t->dtype) != 0, name, ".dtype ", static_cast<int>(t->dtype),
+          " is not a known sparse_dtype");
+  require(t->memory == SPARSE_MEMORY_HOST || t->memory == SPARSE_MEMORY_DEVICE, name,
+          ".memory ", static_cast<int>(t->memory), " is not a known sparse_memory");
+  TensorView v;
+  v.data = t->data;
+  v.dtype = t->dtype;
+  v.memory = t->memory;
+  v.device = t->device;
+  v.ndim = ndim;
+  int64_t elements = 1;
+  for (int i = 0; i < ndim; ++i) {
+    require(t->shape[i] >= 0, name, ".shape[", i, "] = ", t->shape[i], " is negative");
+    require(t->strides[i] >= 0, name, ".strides[", i, "] = ", t->strides[i], " is negative");
+    v.shape[i] = t->shape[i];
+    v.strides[i] = t->strides[i];
+    elements *= t->shape[i];
+  }
+  require(elements == 0 || t->data != nullptr, name, ".data is NULL for a tensor of shape ",
+          shape_string(v));
+  return v;
+}
+
+void check_no_self_overlap(const TensorView& t, const char* name) {
+  // Sort dimensions of extent > 1 by stride; each stride must step over the whole span of the
+  // dimensions with smaller strides, which guarantees an injective index -> address map.
+  std::array<int, 4> order{};
+  int count = 0;
+  for (int i = 0; i < t.ndim; ++i)
+    if (t.shape[i] > 1) order[count++] = i;
+  for (int a = 1; a < count; ++a)  // insertion sort by stride (at most 4 entries)
+    for (int b = a; b > 0 && t.strides[order[b]] < t.strides[order[b - 1]]; --b)
+      std::swap(order[b], order[b - 1]);
+  int64_t span = 1;  // elements covered by the dimensions seen so far
+  for (int k = 0; k < count; ++k) {
+    const int d = order[k];
+    require(t.strides[d] >= span, name, " has overlapping strides (shape ", shape_string(t),
+            ", stride of dimension ", d, " is ", t.strides[d], " but must be at least ", span,
+            ")");
+    span = t.strides[d] * (t.shape[d] - 1) + span;
+  }
+}
+
+namespace {
+// Byte range [first, last) touched by a view (empty when it has no elements).
+std::pair<const char*, const char*> byte_range(const TensorView& t) {
+  int64_t last = 0;
+  for (int i = 0; i < t.ndim; ++i) {
+    if (t.shape[i] == 0) return {nullptr, nullptr};
+    last += (t.shape[i] - 1) * t.strides[i];
+  }
+  const auto* base = static_cast<const char*>(t.data);
+  const auto size = static_cast<int64_t>(sparse_dtype_size(t.dtype));
+  return {base, base + (last + 1) * size};
+}
+}  // namespace
+
+void check_disjoint(const TensorView& a, const char* name_a, const TensorView& b,
+                    const char* name_b) {
+  if (a.memory != b.memory) return;
+  auto ra = byte_range(a);
+  auto rb = byte_range(b);
+  if (ra.first == nullptr || rb.first == nullptr) return;
+  const bool overlap = ra.first < rb.second && rb.first < ra.second;
+  require(!overlap, name_a, " and ", name_b, " overlap in memory; outputs must not alias inputs");
+}
+
+}  // namespace sparse

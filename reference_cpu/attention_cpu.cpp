@@ -1,0 +1,305 @@
+// Block-sparse attention, forward and backward, on the CPU.
+//
+// Forward, per (batch, head, query block I): gather the query tile, then for every computed key
+// block J of row I compute S = scale Q K^T (Eigen GEMM on B x d tiles), mask it, and fold it into
+// an online softmax (running max m, running sum l, accumulator acc). out = acc / l and
+// lse = m + log l. No n x n buffer exists; memory is O(threads * B * (B + d)).
+//
+// Backward recomputes P = exp(S - lse) block by block:
+//   dV_J += P^T dO_I,  dP = dO_I V_J^T,  dS = P * (dP - D),  D_i = dO_i . O_i,
+//   dQ_I += scale dS K_J,  dK_J += scale dS^T Q_I.
+// dK and dV are accumulated per work item in the computed order and scattered at the end; when
+// there are fewer (batch, head) pairs than threads, the query blocks of one pair are split across
+// threads with private accumulators that are summed afterwards.
+#include "attention_cpu.hpp"
+
+#include "eigen.hpp"
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "layout.hpp"
+#include "sparse_config.h"
+
+namespace sparse::cpu {
+namespace {
+
+using Tile = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Vec = Eigen::VectorXf;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Copies rows of block `block` (computed order) of tensor t[b, h] into `tile` (B x d); rows that
+// are padding or past the end are zero.
+void gather(const TensorView& t, int64_t b, int64_t h, const HeadLayout& L, int64_t block,
+            Tile& tile) {
+  const int64_t d = tile.cols();
+  const int64_t dstride = t.strides[3];
+  for (int64_t r = 0; r < tile.rows(); ++r) {
+    const int64_t idx = block * L.block + r;
+    const int64_t p = idx < L.n_computed ? L.natural(idx) : -1;
+    float* dst = tile.row(r).data();
+    if (p < 0) {
+      std::fill(dst, dst + d, 0.0f);
+      continue;
+    }
+    const float* src = t.ptr<float>(b, h, p);
+    if (dstride == 1) {
+      std::copy(src, src + d, dst);
+    } else {
+      for (int64_t c = 0; c < d; ++c) dst[c] = src[c * dstride];
+    }
+  }
+}
+
+// Writes tile rows back to t[b, h] at their natural positions (skipping padding), times `alpha`,
+// adding the rows of `extra` tiles when given (used to sum per-thread accumulators).
+void scatter_rows(const TensorView& t, int64_t b, int64_t h, const HeadLayout& L,
+                  int64_t first_row, const float* rows, int64_t num_rows, int64_t d,
+                  float alpha) {
+  const int64_t dstride = t.strides[3];
+  for (int64_t r = 0; r < num_rows; ++r) {
+    const int64_t idx = first_row + r;
+    const int64_t p = idx < L.n_computed ? L.natural(idx) : -1;
+    if (p < 0) continue;
+    float* dst = t.ptr<float>(b, h, p);
+    const float* src = rows + r * d;
+    for (int64_t c = 0; c < d; ++c) dst[c * dstride] = alpha * src[c];
+  }
+}
+
+void apply_mask(const HeadLayout& L, int32_t mask_id, Tile& S) {
+  if (mask_id < 0) return;
+  const uint64_t* bits = L.mask(mask_id);
+  const int B = L.block;
+  for (int r = 0; r < B; ++r) {
+    const uint64_t* row = bits + static_cast<size_t>(r) * L.words;
+    float* s = S.row(r).data();
+    for (int c = 0; c < B; ++c)
+      if (((row[c >> 6] >> (c & 63)) & 1u) == 0) s[c] = kNegInf;
+  }
+}
+
+template <typename Body>
+void parallel_for(int64_t count, int num_threads, Body&& body) {
+#if SPARSE_HAVE_OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads)
+  for (int64_t item = 0; item < count; ++item) body(item);
+#else
+  (void)num_threads;
+  for (int64_t item = 0; item < count; ++item) body(item);
+#endif
+}
+
+struct ForwardScratch {
+  Tile q, k, v, s, acc;
+  Vec m, l;
+  ForwardScratch(int B, int64_t d) : q(B, d), k(B, d), v(B, d), s(B, B), acc(B, d), m(B), l(B) {}
+};
+
+void forward_block(const AttentionForwardArgs& a, int64_t b, int64_t h, int64_t I,
+                   ForwardScratch& w) {
+  const HeadLayout& L = a.layout->head(static_cast<int>(h));
+  const int B = L.block;
+  gather(a.q, b, h, L, I, w.q);
+  w.m.setConstant(kNegInf);
+  w.l.setZero();
+  w.acc.setZero();
+  for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e) {
+    const int64_t J = L.col_idx[e];
+    gather(a.k, b, h, L, J, w.k);
+    gather(a.v, b, h, L, J, w.v);
+    w.s.noalias() = w.q * w.k.transpose();
+    w.s *= a.scale;
+    apply_mask(L, L.mask_id[e], w.s);
+    for (int r = 0; r < B; ++r) {
+      const float row_max = w.s.row(r).maxCoeff();
+      const float m_new = std::max(w.m[r], row_max);
+      if (m_new == kNegInf) {  // nothing allowed in this row so far
+        w.s.row(r).setZero();
+        continue;
+      }
+      w.s.row(r) = (w.s.row(r).array() - m_new).exp().matrix();
+      const float correction = std::exp(w.m[r] - m_new);  // 0 when m was -inf
+      w.l[r] = w.l[r] * correction + w.s.row(r).sum();
+      w.acc.row(r) *= correction;
+      w.m[r] = m_new;
+    }
+    w.acc.noalias() += w.s * w.v;
+  }
+  const int64_t d = w.acc.cols();
+  for (int r = 0; r < B; ++r) {
+    const int64_t idx = I * B + r;
+    const int64_t p = idx < L.n_computed ? L.natural(idx) : -1;
+    if (p < 0) continue;
+    const bool empty = !(w.l[r] > 0.0f);
+    const float inv = empty ? 0.0f : 1.0f / w.l[r];
+    float* dst = a.out.ptr<float>(b, h, p);
+    for (int64_t c = 0; c < d; ++c) dst[c * a.out.strides[3]] = w.acc(r, c) * inv;
+    if (a.lse.data != nullptr)
+      *a.lse.ptr<float>(b, h, p) = empty ? kNegInf : w.m[r] + std::log(w.l[r]);
+  }
+}
+
+struct BackwardScratch {
+  Tile q, k, v, o, dout, p, dp, dq;
+  Vec lse, delta;
+  BackwardScratch(int B, int64_t d)
+      : q(B, d), k(B, d), v(B, d), o(B, d), dout(B, d), p(B, B), dp(B, B), dq(B, d), lse(B),
+        delta(B) {}
+};
+
+// Processes query blocks [I0, I1) of (b, h), accumulating into dk_acc / dv_acc (computed order,
+// num_blocks * B rows) and writing dq directly.
+void backward_blocks(const AttentionBackwardArgs& a, int64_t b, int64_t h, int64_t I0,
+                     int64_t I1, BackwardScratch& w, Tile& dk_acc, Tile& dv_acc) {
+  const HeadLayout& L = a.layout->head(static_cast<int>(h));
+  const int B = L.block;
+  const int64_t d = w.q.cols();
+  for (int64_t I = I0; I < I1; ++I) {
+    if (L.row_ptr[I] == L.row_ptr[I + 1]) {
+      w.dq.setZero();
+      scatter_rows(a.dq, b, h, L, I * B, w.dq.data(), B, d, 1.0f);
+      continue;
+    }
+    gather(a.q, b, h, L, I, w.q);
+    gather(a.out, b, h, L, I, w.o);
+    gather(a.dout, b, h, L, I, w.dout);
+    for (int r = 0; r < B; ++r) {
+      const int64_t idx = I * B + r;
+      const int64_t p = idx < L.n_computed ? L.natural(idx) : -1;
+      w.lse[r] = p < 0 ? kNegInf : *a.lse.ptr<float>(b, h, p);
+    }
+    w.delta = (w.dout.array() * w.o.array()).rowwise().sum().matrix();
+    w.dq.setZero();
+    for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e) {
+      const int64_t J = L.col_idx[e];
+      gather(a.k, b, h, L, J, w.k);
+      gather(a.v, b, h, L, J, w.v);
+      w.p.noalias() = w.q * w.k.transpose();
+      w.p *= a.scale;
+      apply_mask(L, L.mask_id[e], w.p);
+      for (int r = 0; r < B; ++r) {
+        if (w.lse[r] == kNegInf) {  // row without keys (or padding): no gradient
+          w.p.row(r).setZero();
+        } else {
+          w.p.row(r) = (w.p.row(r).array() - w.lse[r]).exp().matrix();
+        }
+      }
+      auto dv_rows = dv_acc.middleRows(J * B, B);
+      auto dk_rows = dk_acc.middleRows(J * B, B);
+      dv_rows.noalias() += w.p.transpose() * w.dout;
+      w.dp.noalias() = w.dout * w.v.transpose();
+      // dS = P * (dP - delta), stored in dp.
+      w.dp = (w.p.array() * (w.dp.colwise() - w.delta).array()).matrix();
+      w.dq.noalias() += w.dp * w.k;
+      dk_rows.noalias() += w.dp.transpose() * w.q;
+    }
+    scatter_rows(a.dq, b, h, L, I * B, w.dq.data(), B, d, a.scale);
+  }
+}
+
+}  // namespace
+
+void attention_forward(const AttentionForwardArgs& args, int num_threads) {
+  const Layout& layout = *args.layout;
+  const int64_t batch = args.q.shape[0], heads = args.q.shape[1], d = args.q.shape[3];
+  if (batch == 0 || d == 0) return;
+  // Every natural row maps to one computed-order row of some block I, so visiting all blocks
+  // (including rows without keys) writes every output row and lse entry.
+  int64_t max_blocks = 0;
+  for (int h = 0; h < layout.num_heads; ++h)
+    max_blocks = std::max(max_blocks, layout.head(h).num_blocks);
+  const int64_t items = batch * heads * max_blocks;
+#if SPARSE_HAVE_OPENMP
+#pragma omp parallel num_threads(num_threads)
+#endif
+  {
+    ForwardScratch scratch(layout.block, d);
+#if SPARSE_HAVE_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t I = item % max_blocks;
+      const int64_t bh = item / max_blocks;
+      const int64_t b = bh / heads, h = bh % heads;
+      if (I >= layout.head(static_cast<int>(h)).num_blocks) continue;
+      forward_block(args, b, h, I, scratch);
+    }
+  }
+}
+
+void attention_backward(const AttentionBackwardArgs& args, int num_threads) {
+  const Layout& layout = *args.layout;
+  const int64_t batch = args.q.shape[0], heads = args.q.shape[1], d = args.q.shape[3];
+  if (batch == 0 || d == 0) return;
+  const int64_t pairs = batch * heads;
+  const int B = layout.block;
+  // Split query blocks of a (b, h) pair across threads only when pairs alone cannot keep every
+  // thread busy.
+  const int64_t chunks = pairs >= num_threads ? 1 : (num_threads + pairs - 1) / pairs;
+  const int64_t items = pairs * chunks;
+  std::vector<Tile> dk_acc, dv_acc;
+  if (chunks > 1) {
+    dk_acc.resize(static_cast<size_t>(items));
+    dv_acc.resize(static_cast<size_t>(items));
+  }
+#if SPARSE_HAVE_OPENMP
+#pragma omp parallel num_threads(num_threads)
+#endif
+  {
+    BackwardScratch scratch(B, d);
+    Tile own_dk, own_dv;
+#if SPARSE_HAVE_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t bh = item / chunks, c = item % chunks;
+      const int64_t b = bh / heads, h = bh % heads;
+      const HeadLayout& L = layout.head(static_cast<int>(h));
+      const int64_t nb = L.num_blocks;
+      const int64_t I0 = nb * c / chunks, I1 = nb * (c + 1) / chunks;
+      Tile& dk = chunks > 1 ? dk_acc[static_cast<size_t>(item)] : own_dk;
+      Tile& dv = chunks > 1 ? dv_acc[static_cast<size_t>(item)] : own_dv;
+      dk.setZero(nb * B, d);
+      dv.setZero(nb * B, d);
+      backward_blocks(args, b, h, I0, I1, scratch, dk, dv);
+      if (chunks == 1) {
+        scatter_rows(args.dk, b, h, L, 0, dk.data(), nb * B, d, args.scale);
+        scatter_rows(args.dv, b, h, L, 0, dv.data(), nb * B, d, 1.0f);
+      }
+    }
+  }
+  if (chunks > 1) {
+    parallel_for(pairs, num_threads, [&](int64_t bh) {
+      const int64_t b = bh / heads, h = bh % heads;
+      const HeadLayout& L = layout.head(static_cast<int>(h));
+      Tile& dk = dk_acc[static_cast<size_t>(bh * chunks)];
+      Tile& dv = dv_acc[static_cast<size_t>(bh * chunks)];
+      for (int64_t c = 1; c < chunks; ++c) {
+        dk += dk_acc[static_cast<size_t>(bh * chunks + c)];
+        dv += dv_acc[static_cast<size_t>(bh * chunks + c)];
+      }
+      scatter_rows(args.dk, b, h, L, 0, dk.data(), L.num_blocks * B, d, args.scale);
+      scatter_rows(args.dv, b, h, L, 0, dv.data(), L.num_blocks * B, d, 1.0f);
+    });
+  }
+}
+
+size_t attention_workspace_bytes(const Layout& layout, int64_t batch, int64_t head_dim,
+                                 bool backward, int num_threads) {
+  const auto B = static_cast<size_t>(layout.block);
+  const auto d = static_cast<size_t>(head_dim);
+  const auto threads = static_cast<size_t>(num_threads);
+  if (!backward) return threads * sizeof(float) * (4 * B * d + B * B + 2 * B);
+  int64_t max_rows = 0;
+  for (int h = 0; h < layout.num_heads; ++h)
+    max_rows = std::max(max_rows, layout.head(h).num_blocks * layout.block);
+  const auto pairs = static_cast<size_t>(batch) * static_cast<size_t>(layout.num_heads);
+  const size_t chunks = pairs >= threads ? 1 : (threads + pairs - 1) / pairs;
+  const size_t accumulators = chunks > 1 ? pairs * chunks : threads;
+  return threads * sizeof(float) * (6 * B * d + 2 * B * B + 2 * B) +
+         accumulators * 2 * static_cast<size_t>(max_rows) * d * sizeof(float);
+}
+
+}  // namespace sparse::cpu

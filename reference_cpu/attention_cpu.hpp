@@ -1,0 +1,17 @@
+// Fused block-sparse attention on the CPU (Eigen), fp32: the reference every GPU kernel is
+// checked against and the path that runs everything on a machine without a GPU.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "backend.hpp"
+
+namespace sparse::cpu {
+
+void attention_forward(const AttentionForwardArgs& args, int num_threads);
+void attention_backward(const AttentionBackwardArgs& args, int num_threads);
+size_t attention_workspace_bytes(const Layout& layout, int64_t batch, int64_t head_dim,
+                                 bool backward, int num_threads);
+
+}  // namespace sparse::cpu

@@ -1,0 +1,69 @@
+// The CPU backend: Eigen kernels threaded with OpenMP.
+#include "eigen.hpp"
+#include <string>
+#include <thread>
+
+#include "attention_cpu.hpp"
+#include "backend.hpp"
+#include "sparse_config.h"
+#if SPARSE_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+namespace sparse {
+namespace {
+
+int hardware_threads() {
+#if SPARSE_HAVE_OPENMP
+  return omp_get_num_procs();
+#else
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+#endif
+}
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int num_threads)
+      : threads_(num_threads > 0 ? num_threads : hardware_threads()) {
+#if !SPARSE_HAVE_OPENMP
+    threads_ = 1;  // without OpenMP the kernels run on the calling thread
+#endif
+  }
+  sparse_backend kind() const override { return SPARSE_BACKEND_CPU; }
+  std::string description() const override {
+    return "cpu (Eigen " + std::to_string(EIGEN_WORLD_VERSION) + "." +
+           std::to_string(EIGEN_MAJOR_VERSION) + "." + std::to_string(EIGEN_MINOR_VERSION) +
+           ", " + std::to_string(threads_) + " threads, SIMD " + Eigen::SimdInstructionSetsInUse() +
+           ")";
+  }
+  int num_threads() const override { return threads_; }
+  std::string supports_attention(sparse_dtype dtype, sparse_memory memory,
+                                 int64_t) const override {
+    if (memory != SPARSE_MEMORY_HOST)
+      return "the CPU backend needs tensors in host memory (SPARSE_MEMORY_HOST)";
+    if (dtype != SPARSE_DTYPE_F32) return "the CPU backend computes attention in fp32 only";
+    return {};
+  }
+  size_t attention_workspace_bytes(const Layout& layout, int64_t batch, int64_t head_dim,
+                                   bool backward) const override {
+    return cpu::attention_workspace_bytes(layout, batch, head_dim, backward, threads_);
+  }
+  void attention_forward(const AttentionForwardArgs& args) override {
+    cpu::attention_forward(args, threads_);
+  }
+  void attention_backward(const AttentionBackwardArgs& args) override {
+    cpu::attention_backward(args, threads_);
+  }
+
+ private:
+  int threads_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(int num_threads, uint64_t) {
+  return std::make_unique<CpuBackend>(num_threads);
+}
+
+}  // namespace sparse

@@ -1,0 +1,197 @@
+// C ABI contract tests: every bad argument gets its status and a message naming what was wrong;
+// NULL handles are accepted where promised; versions and names are consistent.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "sparse/sparse.h"
+
+namespace {
+std::string last_error() { return sparse_last_error(); }
+bool error_mentions(const char* text) { return last_error().find(text) != std::string::npos; }
+}  // namespace
+
+TEST_CASE("status strings are distinct, stable and never NULL") {
+  const sparse_status all[] = {SPARSE_OK,
+                               SPARSE_ERR_INVALID_ARGUMENT,
+                               SPARSE_ERR_OUT_OF_MEMORY,
+                               SPARSE_ERR_UNSUPPORTED,
+                               SPARSE_ERR_DEVICE,
+                               SPARSE_ERR_IO,
+                               SPARSE_ERR_FORMAT,
+                               SPARSE_ERR_INTERNAL,
+                               SPARSE_ERR_BUFFER_TOO_SMALL};
+  // The numeric values are part of the ABI.
+  CHECK(SPARSE_OK == 0);
+  CHECK(SPARSE_ERR_INVALID_ARGUMENT == -1);
+  CHECK(SPARSE_ERR_OUT_OF_MEMORY == -2);
+  CHECK(SPARSE_ERR_UNSUPPORTED == -3);
+  CHECK(SPARSE_ERR_DEVICE == -4);
+  CHECK(SPARSE_ERR_IO == -5);
+  CHECK(SPARSE_ERR_FORMAT == -6);
+  CHECK(SPARSE_ERR_INTERNAL == -7);
+  CHECK(SPARSE_ERR_BUFFER_TOO_SMALL == -8);
+  for (auto a : all) {
+    REQUIRE(sparse_status_string(a) != nullptr);
+    for (auto b : all)
+      if (a != b) CHECK(std::string(sparse_status_string(a)) != sparse_status_string(b));
+  }
+  CHECK(std::string(sparse_status_string(static_cast<sparse_status>(-1000))) == "unknown status");
+}
+
+TEST_CASE("versions agree with the header") {
+  CHECK(sparse_api_version() == SPARSE_API_VERSION);
+  const std::string expected = std::to_string(SPARSE_API_VERSION_MAJOR) + "." +
+                               std::to_string(SPARSE_API_VERSION_MINOR) + "." +
+                               std::to_string(SPARSE_API_VERSION_PATCH);
+  CHECK(std::string(sparse_version_string()) == expected);
+  CHECK(std::string(sparse_build_info()).find("cuda") != std::string::npos);
+}
+
+TEST_CASE("the last error is per thread and names the argument") {
+  sparse_clear_error();
+  CHECK(last_error().empty());
+  CHECK(sparse_settings_default(nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(error_mentions("sparse_settings_default"));
+  CHECK(error_mentions("settings is NULL"));
+  std::string other_thread = "unset";
+  std::thread([&] { other_thread = sparse_last_error(); }).join();
+  CHECK(other_thread.empty());
+  sparse_clear_error();
+  CHECK(last_error().empty());
+}
+
+TEST_CASE("backend names and availability") {
+  sparse_backend b = SPARSE_BACKEND_CPU;
+  CHECK(sparse_backend_from_name("CUDA", &b) == SPARSE_OK);
+  CHECK(b == SPARSE_BACKEND_CUDA);
+  CHECK(sparse_backend_from_name("tpu", &b) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(error_mentions("tpu"));
+  CHECK(sparse_backend_from_name(nullptr, &b) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(sparse_backend_from_name("cpu", nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(std::string(sparse_backend_name(SPARSE_BACKEND_CPU)) == "cpu");
+  CHECK(std::string(sparse_backend_name(static_cast<sparse_backend>(42))) == "unknown");
+
+  int available = -1;
+  CHECK(sparse_backend_available(SPARSE_BACKEND_CPU, &available) == SPARSE_OK);
+  CHECK(available == 1);
+  CHECK(sparse_backend_available(SPARSE_BACKEND_AUTO, &available) == SPARSE_OK);
+  CHECK(available == 1);
+  CHECK(sparse_backend_available(static_cast<sparse_backend>(7), &available) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(sparse_backend_available(SPARSE_BACKEND_CPU, nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
+  int devices = -1;
+  CHECK(sparse_cuda_device_count(&devices) == SPARSE_OK);
+  CHECK(devices >= 0);
+  CHECK(sparse_backend_available(SPARSE_BACKEND_CUDA, &available) == SPARSE_OK);
+  CHECK(available == (devices > 0 ? 1 : 0));
+  CHECK(sparse_cuda_device_count(nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
+}
+
+TEST_CASE("context creation validates settings") {
+  sparse_settings s;
+  REQUIRE(sparse_settings_default(&s) == SPARSE_OK);
+  CHECK(s.struct_size == sizeof(sparse_settings));
+  CHECK(s.backend == SPARSE_BACKEND_AUTO);
+
+  sparse_context* ctx = reinterpret_cast<sparse_context*>(0x1);
+  SUBCASE("NULL out") { CHECK(sparse_context_create(&s, nullptr) == SPARSE_ERR_INVALID_ARGUMENT); }
+  SUBCASE("negative threads") {
+    s.num_threads = -2;
+    CHECK(sparse_context_create(&s, &ctx) == SPARSE_ERR_INVALID_ARGUMENT);
+    CHECK(ctx == nullptr);
+    CHECK(error_mentions("num_threads"));
+  }
+  SUBCASE("negative device") {
+    s.device_index = -1;
+    CHECK(sparse_context_create(&s, &ctx) == SPARSE_ERR_INVALID_ARGUMENT);
+    CHECK(error_mentions("device_index"));
+  }
+  SUBCASE("unknown backend") {
+    s.backend = static_cast<sparse_backend>(9);
+    CHECK(sparse_context_create(&s, &ctx) == SPARSE_ERR_INVALID_ARGUMENT);
+    CHECK(error_mentions("backend"));
+  }
+  SUBCASE("struct_size too small") {
+    s.struct_size = 4;
+    CHECK(sparse_context_create(&s, &ctx) == SPARSE_ERR_INVALID_ARGUMENT);
+    CHECK(error_mentions("struct_size"));
+  }
+  SUBCASE("reserved bytes") {
+    s.reserved[3] = 1;
+    CHECK(sparse_context_create(&s, &ctx) == SPARSE_ERR_INVALID_ARGUMENT);
+    CHECK(error_mentions("reserved"));
+  }
+}
+
+TEST_CASE("CPU context, AUTO resolution and NULL handles") {
+  sparse_settings s;
+  sparse_settings_default(&s);
+  s.backend = SPARSE_BACKEND_CPU;
+  s.num_threads = 2;
+  sparse_context* ctx = nullptr;
+  REQUIRE(sparse_context_create(&s, &ctx) == SPARSE_OK);
+  sparse_backend b = SPARSE_BACKEND_AUTO;
+  CHECK(sparse_context_backend(ctx, &b) == SPARSE_OK);
+  CHECK(b == SPARSE_BACKEND_CPU);
+  int32_t threads = 0;
+  CHECK(sparse_context_num_threads(ctx, &threads) == SPARSE_OK);
+  CHECK(threads >= 1);
+  CHECK(sparse_context_synchronize(ctx) == SPARSE_OK);
+  sparse_context_destroy(ctx);
+
+  // NULL settings = defaults (AUTO): CPU here unless a GPU is present.
+  REQUIRE(sparse_context_create(nullptr, &ctx) == SPARSE_OK);
+  int devices = 0;
+  sparse_cuda_device_count(&devices);
+  CHECK(sparse_context_backend(ctx, &b) == SPARSE_OK);
+  CHECK(b == (devices > 0 ? SPARSE_BACKEND_CUDA : SPARSE_BACKEND_CPU));
+  sparse_context_destroy(ctx);
+
+  sparse_context_destroy(nullptr);
+  sparse_layout_destroy(nullptr);
+  CHECK(sparse_context_backend(nullptr, &b) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(sparse_context_num_threads(nullptr, &threads) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(sparse_context_synchronize(nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
+}
+
+TEST_CASE("asking for CUDA without a GPU is a clear error, not a crash") {
+  int devices = 0;
+  sparse_cuda_device_count(&devices);
+  if (devices > 0) return;  // covered by the CUDA tests on a GPU machine
+  sparse_settings s;
+  sparse_settings_default(&s);
+  s.backend = SPARSE_BACKEND_CUDA;
+  sparse_context* ctx = reinterpret_cast<sparse_context*>(0x1);
+  CHECK(sparse_context_create(&s, &ctx) == SPARSE_ERR_UNSUPPORTED);
+  CHECK(ctx == nullptr);
+  CHECK(error_mentions("CUDA"));
+}
+
+TEST_CASE("tensor helpers") {
+  float data[24];
+  const int64_t shape[3] = {2, 3, 4};
+  sparse_tensor t;
+  REQUIRE(sparse_tensor_contiguous(&t, data, SPARSE_DTYPE_F32, 3, shape) == SPARSE_OK);
+  CHECK(t.strides[0] == 12);
+  CHECK(t.strides[1] == 4);
+  CHECK(t.strides[2] == 1);
+  CHECK(t.memory == SPARSE_MEMORY_HOST);
+  CHECK(sparse_tensor_contiguous(&t, data, SPARSE_DTYPE_F32, 0, shape) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(sparse_tensor_contiguous(&t, data, SPARSE_DTYPE_F32, 9, shape) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(sparse_tensor_contiguous(&t, data, static_cast<sparse_dtype>(17), 3, shape) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(sparse_tensor_contiguous(nullptr, data, SPARSE_DTYPE_F32, 3, shape) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+  const int64_t negative[2] = {2, -1};
+  CHECK(sparse_tensor_contiguous(&t, data, SPARSE_DTYPE_F32, 2, negative) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(error_mentions("shape[1]"));
+  CHECK(sparse_dtype_size(SPARSE_DTYPE_F32) == 4);
+  CHECK(sparse_dtype_size(SPARSE_DTYPE_BF16) == 2);
+  CHECK(sparse_dtype_size(static_cast<sparse_dtype>(99)) == 0);
+}
