@@ -20,6 +20,8 @@ Common check_common(sparse_context* context, const sparse_layout* layout,
   sparse::require(context != nullptr, "context is NULL");
   sparse::require(layout != nullptr, "layout is NULL");
   const sparse::Layout& l = *layout->layout;
+  sparse::require(q.shape[0] >= 1, "batch (q.shape[0]) = ", q.shape[0], " must be >= 1");
+  sparse::require(q.shape[3] >= 1, "head_dim (q.shape[3]) = ", q.shape[3], " must be >= 1");
   sparse::require(q.shape[1] == l.num_heads, "q has ", q.shape[1], " heads but the layout has ",
                   l.num_heads);
   sparse::require(q.shape[2] == l.seq_len, "q has seq_len ", q.shape[2],

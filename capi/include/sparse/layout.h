@@ -21,6 +21,14 @@
  *   BIGBIRD          LONGFORMER, plus `random_blocks` random key blocks per query block row,
  *                    drawn from `seed` and the head index (then j <= i when causal)
  *
+ * BigBird's random blocks of head h and query block row I (block units, nb = number of blocks,
+ * range R = I + 1 when causal else nb): if random_blocks >= R, all R blocks; otherwise with
+ * x = seed ^ (0x9E3779B97F4A7C15 * (h + 1)) ^ (0xBF58476D1CE4E5B9 * (I + 1)), repeat
+ * { x += 0x9E3779B97F4A7C15; z = x; z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9;
+ *   z = (z ^ (z >> 27)) * 0x94D049BB133111EB; z ^= z >> 31; take block z mod R unless already
+ * taken } until random_blocks distinct blocks are taken (splitmix64, all arithmetic mod 2^64).
+ * A random block contributes every key j of the block (j <= i when causal).
+ *
  * Several patterns may name the same head: that head attends to the union of their sets (the
  * paper's "merged" heads). A head that no pattern names attends to nothing (its output is zero).
  *

@@ -1,0 +1,399 @@
+// CPU block-sparse attention against the naive double-precision reference (naive_attention.hpp):
+// a randomized sweep over patterns, lengths, block sizes, head sizes and strides; gradients by
+// finite differences; bad inputs.
+//
+// Tolerances (fp32 kernel vs double reference, inputs uniform in [-1, 1]):
+//   forward  |got - want| <= 2e-5 + 1e-4 |want|   (out and lse)
+//   backward |got - want| <= 1e-4 + 1e-3 |want|   (dq, dk, dv)
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "test_support.hpp"
+
+using naive::Pattern;
+using support::LayoutPtr;
+
+namespace {
+
+struct ContextDeleter {
+  void operator()(sparse_context* c) const { sparse_context_destroy(c); }
+};
+using ContextPtr = std::unique_ptr<sparse_context, ContextDeleter>;
+
+ContextPtr cpu_context(int threads) {
+  sparse_settings s;
+  sparse_settings_default(&s);
+  s.backend = SPARSE_BACKEND_CPU;
+  s.num_threads = threads;
+  sparse_context* c = nullptr;
+  REQUIRE(sparse_context_create(&s, &c) == SPARSE_OK);
+  return ContextPtr(c);
+}
+
+// Memory orders for the 4-D tensors: 0 = [b, h, n, d] contiguous, 1 = stored as [b, n, h, d],
+// 2 = contiguous with the head dimension padded (row stride d + 3).
+struct Strided {
+  std::vector<float> storage;
+  sparse_tensor t{};
+  Strided(int64_t B, int64_t H, int64_t N, int64_t D, int order) {
+    t.dtype = SPARSE_DTYPE_F32;
+    t.memory = SPARSE_MEMORY_HOST;
+    t.ndim = 4;
+    t.shape[0] = B;
+    t.shape[1] = H;
+    t.shape[2] = N;
+    t.shape[3] = D;
+    if (order == 1) {
+      t.strides[3] = 1;
+      t.strides[1] = D;
+      t.strides[2] = H * D;
+      t.strides[0] = N * H * D;
+    } else {
+      const int64_t row = order == 2 ? D + 3 : D;
+      t.strides[3] = 1;
+      t.strides[2] = row;
+      t.strides[1] = N * row;
+      t.strides[0] = H * N * row;
+    }
+    storage.assign(static_cast<size_t>(B * t.strides[0]), std::nanf(""));  // padding = NaN
+    t.data = storage.data();
+  }
+  float& at(int64_t b, int64_t h, int64_t i, int64_t c) {
+    return storage[static_cast<size_t>(b * t.strides[0] + h * t.strides[1] + i * t.strides[2] +
+                                       c * t.strides[3])];
+  }
+};
+
+struct Case {
+  int64_t batch, heads, n, d;
+  int block;
+  int order;
+  int transpose = 1;
+  std::vector<Pattern> patterns;
+};
+
+bool close(double got, double want, double atol, double rtol) {
+  if (std::isinf(want)) return got == want;
+  return std::isfinite(got) && std::fabs(got - want) <= atol + rtol * std::fabs(want);
+}
+
+// Compares a strided fp32 tensor with a dense double reference; reports the first mismatches.
+void compare(const char* name, Strided& got, const std::vector<double>& want,
+             const naive::Problem& pb, double atol, double rtol) {
+  int reported = 0;
+  double max_err = 0, ref_sq = 0, err_sq = 0;
+  for (int64_t b = 0; b < pb.batch; ++b)
+    for (int64_t h = 0; h < pb.heads; ++h)
+      for (int64_t i = 0; i < pb.n; ++i)
+        for (int64_t c = 0; c < pb.d; ++c) {
+          const double g = got.at(b, h, i, c), w = want[pb.at(b, h, i, c)];
+          max_err = std::max(max_err, std::fabs(g - w));
+          err_sq += (g - w) * (g - w);
+          ref_sq += w * w;
+          if (!close(g, w, atol, rtol) && reported++ < 5)
+            FAIL_CHECK(std::string(name) << "[" << b << "," << h << "," << i << "," << c << "] = " << g
+                            << ", reference " << w);
+        }
+  if (ref_sq > 0) CHECK(err_sq / ref_sq < 1e-9);  // normalised error over the whole tensor
+  (void)max_err;
+}
+
+void run_case(const Case& c, sparse_context* ctx, bool with_backward, uint64_t seed) {
+  LayoutPtr layout;
+  REQUIRE_MESSAGE(support::make_layout(c.patterns, c.n, c.block, static_cast<int>(c.heads), layout,
+                                       c.transpose) == SPARSE_OK,
+                  sparse_last_error());
+  naive::Problem pb{c.batch, c.heads, c.n, c.d, 1.0 / std::sqrt(static_cast<double>(c.d)), {}};
+  for (int h = 0; h < c.heads; ++h)
+    pb.masks.push_back(naive::head_mask(c.patterns, h, c.n, c.block));
+
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  Strided q(c.batch, c.heads, c.n, c.d, c.order), k(c.batch, c.heads, c.n, c.d, c.order),
+      v(c.batch, c.heads, c.n, c.d, c.order), out(c.batch, c.heads, c.n, c.d, c.order),
+      dout(c.batch, c.heads, c.n, c.d, c.order), dq(c.batch, c.heads, c.n, c.d, c.order),
+      dk(c.batch, c.heads, c.n, c.d, c.order), dv(c.batch, c.heads, c.n, c.d, c.order);
+  const size_t size = static_cast<size_t>(c.batch * c.heads * c.n * c.d);
+  std::vector<double> qd(size), kd(size), vd(size), doutd(size);
+  for (int64_t b = 0; b < c.batch; ++b)
+    for (int64_t h = 0; h < c.heads; ++h)
+      for (int64_t i = 0; i < c.n; ++i)
+        for (int64_t e = 0; e < c.d; ++e) {
+          const size_t at = pb.at(b, h, i, e);
+          qd[at] = q.at(b, h, i, e) = uni(rng);
+          kd[at] = k.at(b, h, i, e) = uni(rng);
+          vd[at] = v.at(b, h, i, e) = uni(rng);
+          doutd[at] = dout.at(b, h, i, e) = uni(rng);
+        }
+  std::vector<float> lse(static_cast<size_t>(c.batch * c.heads * c.n), std::nanf(""));
+  sparse_tensor lse_t;
+  const int64_t lse_shape[3] = {c.batch, c.heads, c.n};
+  sparse_tensor_contiguous(&lse_t, lse.data(), SPARSE_DTYPE_F32, 3, lse_shape);
+
+  REQUIRE_MESSAGE(sparse_attention_forward(ctx, layout.get(), nullptr, &q.t, &k.t, &v.t, &out.t,
+                                           &lse_t) == SPARSE_OK,
+                  sparse_last_error());
+  std::vector<double> out_ref, lse_ref;
+  naive::forward(pb, qd, kd, vd, out_ref, lse_ref);
+  compare("out", out, out_ref, pb, 2e-5, 1e-4);
+  int lse_bad = 0;
+  for (size_t r = 0; r < lse.size(); ++r)
+    if (!close(lse[r], lse_ref[r], 2e-5, 1e-4) && lse_bad++ < 5)
+      FAIL_CHECK("lse[" << r << "] = " << lse[r] << ", reference " << lse_ref[r]);
+  if (!with_backward) return;
+
+  REQUIRE_MESSAGE(sparse_attention_backward(ctx, layout.get(), nullptr, &q.t, &k.t, &v.t, &out.t,
+                                            &lse_t, &dout.t, &dq.t, &dk.t, &dv.t) == SPARSE_OK,
+                  sparse_last_error());
+  std::vector<double> dq_ref, dk_ref, dv_ref;
+  naive::backward(pb, qd, kd, vd, doutd, dq_ref, dk_ref, dv_ref);
+  compare("dq", dq, dq_ref, pb, 1e-4, 1e-3);
+  compare("dk", dk, dk_ref, pb, 1e-4, 1e-3);
+  compare("dv", dv, dv_ref, pb, 1e-4, 1e-3);
+}
+
+Pattern make(sparse_pattern_kind kind, int64_t stride = 0, int64_t summary = 0, int head = -1) {
+  Pattern p;
+  p.kind = kind;
+  p.stride = stride;
+  p.window = stride;
+  p.summary = summary;
+  p.head = head;
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("the paper's patterns, forward and backward, every block size and head size") {
+  auto ctx = cpu_context(2);
+  uint64_t seed = 1;
+  for (int block : {16, 32, 64, 128}) {
+    for (int64_t d : {32, 64, 128}) {
+      CAPTURE(block);
+      CAPTURE(d);
+      // Multi-head strided (row on head 0, transposed column on head 1) and fixed with the
+      // summary head; n = 203 is a multiple of neither the block nor the stride.
+      run_case({2, 2, 203, d, block, 0, 1,
+                {make(SPARSE_PATTERN_STRIDED_ROW, 16, 0, 0),
+                 make(SPARSE_PATTERN_STRIDED_COLUMN, 16, 0, 1)}},
+               ctx.get(), true, seed++);
+      run_case({1, 2, 203, d, block, 1, 1,
+                {make(SPARSE_PATTERN_FIXED_BLOCK, 32, 0, 0),
+                 make(SPARSE_PATTERN_FIXED_SUMMARY, 32, 8, 1)}},
+               ctx.get(), true, seed++);
+    }
+  }
+}
+
+TEST_CASE("randomized sweep: all patterns, n < B, empty rows, strides, batch and heads > 1") {
+  auto ctx = cpu_context(2);
+  std::mt19937_64 rng(7);
+  for (int trial = 0; trial < 40; ++trial) {
+    Case c;
+    c.block = 16 << (rng() % 4);
+    c.n = 1 + static_cast<int64_t>(rng() % 180);
+    c.d = 32 << (rng() % 3);
+    c.batch = 1 + static_cast<int64_t>(rng() % 2);
+    c.heads = 1 + static_cast<int64_t>(rng() % 3);
+    c.order = static_cast<int>(rng() % 3);
+    c.transpose = static_cast<int>(rng() % 2);
+    const int count = 1 + static_cast<int>(rng() % 3);
+    for (int k = 0; k < count; ++k)
+      c.patterns.push_back(
+          support::random_pattern(rng, c.n, static_cast<int>(rng() % (c.heads + 1)) - 1, c.block));
+    CAPTURE(trial);
+    CAPTURE(c.n);
+    CAPTURE(c.block);
+    CAPTURE(c.d);
+    run_case(c, ctx.get(), true, rng());
+  }
+}
+
+TEST_CASE("thread counts give the same results as the reference") {
+  for (int threads : {1, 3}) {
+    auto ctx = cpu_context(threads);
+    run_case({1, 1, 300, 32, 32, 0, 1, {make(SPARSE_PATTERN_STRIDED_COLUMN, 17)}}, ctx.get(), true,
+             42);
+    run_case({3, 2, 100, 32, 16, 0, 1, {make(SPARSE_PATTERN_LOCAL, 10)}}, ctx.get(), true, 43);
+  }
+}
+
+TEST_CASE("the transposed strided column head equals its natural-order definition") {
+  // Larger n with l not dividing n: padding and masking in the transposed order.
+  auto ctx = cpu_context(2);
+  run_case({1, 1, 1000, 32, 64, 0, 1, {make(SPARSE_PATTERN_STRIDED_COLUMN, 31)}}, ctx.get(), true,
+           5);
+  run_case({1, 1, 1000, 32, 64, 0, 0, {make(SPARSE_PATTERN_STRIDED_COLUMN, 31)}}, ctx.get(), true,
+           5);
+}
+
+TEST_CASE("gradients match central finite differences of the double-precision reference") {
+  // L = sum(dout * attention(q, k, v)); each input element is perturbed by +-h in double and
+  // the naive forward re-evaluated. Checks the fp32 library gradient directly against it.
+  auto ctx = cpu_context(2);
+  const int64_t n = 37, d = 32;
+  const std::vector<Pattern> patterns = {make(SPARSE_PATTERN_STRIDED_ROW, 6, 0, 0),
+                                         make(SPARSE_PATTERN_STRIDED_COLUMN, 6, 0, 0),
+                                         make(SPARSE_PATTERN_FIXED_SUMMARY, 8, 3, 1)};
+  LayoutPtr layout;
+  REQUIRE(support::make_layout(patterns, n, 16, 2, layout) == SPARSE_OK);
+  naive::Problem pb{1, 2, n, d, 1.0 / std::sqrt(double(d)), {}};
+  for (int h = 0; h < 2; ++h) pb.masks.push_back(naive::head_mask(patterns, h, n, 16));
+  std::mt19937_64 rng(11);
+  std::uniform_real_distribution<double> uni(-1, 1);
+  const size_t size = static_cast<size_t>(2 * n * d);
+  std::vector<double> in[4];
+  for (auto& t : in) {
+    t.resize(size);
+    for (auto& x : t) x = static_cast<float>(uni(rng));  // representable in fp32
+  }
+  std::vector<float> f[8];
+  for (int t = 0; t < 8; ++t) f[t].assign(size, 0.0f);
+  for (int t = 0; t < 4; ++t)
+    for (size_t e = 0; e < size; ++e) f[t][e] = static_cast<float>(in[t][e]);
+  const int64_t shape[4] = {1, 2, n, d}, lse_shape[3] = {1, 2, n};
+  sparse_tensor T[8], lse_t;
+  for (int t = 0; t < 8; ++t) sparse_tensor_contiguous(&T[t], f[t].data(), SPARSE_DTYPE_F32, 4, shape);
+  std::vector<float> lse(static_cast<size_t>(2 * n));
+  sparse_tensor_contiguous(&lse_t, lse.data(), SPARSE_DTYPE_F32, 3, lse_shape);
+  // T: 0 q, 1 k, 2 v, 3 dout, 4 out, 5 dq, 6 dk, 7 dv
+  REQUIRE(sparse_attention_forward(ctx.get(), layout.get(), nullptr, &T[0], &T[1], &T[2], &T[4],
+                                   &lse_t) == SPARSE_OK);
+  REQUIRE(sparse_attention_backward(ctx.get(), layout.get(), nullptr, &T[0], &T[1], &T[2], &T[4],
+                                    &lse_t, &T[3], &T[5], &T[6], &T[7]) == SPARSE_OK);
+  auto loss = [&]() {
+    std::vector<double> out, l;
+    naive::forward(pb, in[0], in[1], in[2], out, l);
+    double s = 0;
+    for (size_t e = 0; e < size; ++e) s += out[e] * in[3][e];
+    return s;
+  };
+  const double h = 1e-5;
+  for (int t = 0; t < 3; ++t) {
+    int bad = 0;
+    for (size_t e = 0; e < size; e += 3) {  // every third element keeps the test quick
+      const double saved = in[t][e];
+      in[t][e] = saved + h;
+      const double up = loss();
+      in[t][e] = saved - h;
+      const double down = loss();
+      in[t][e] = saved;
+      const double fd = (up - down) / (2 * h);
+      const double got = f[5 + t][e];
+      if (std::fabs(got - fd) > 1e-4 + 1e-3 * std::fabs(fd) && bad++ < 5)
+        FAIL_CHECK("grad " << "qkv"[t] << "[" << e << "] = " << got << ", finite difference "
+                           << fd);
+    }
+  }
+}
+
+TEST_CASE("rows without keys give zero output, -inf lse and zero gradients, never NaN") {
+  auto ctx = cpu_context(2);
+  // Fixed summary with l = 64, c = 8: queries 0..55 see no key; head 1 is named by no pattern.
+  run_case({1, 2, 130, 32, 32, 0, 1, {make(SPARSE_PATTERN_FIXED_SUMMARY, 64, 8, 0)}}, ctx.get(),
+           true, 9);
+}
+
+TEST_CASE("bad attention arguments give their error and a message") {
+  auto ctx = cpu_context(1);
+  LayoutPtr layout;
+  REQUIRE(support::make_layout({make(SPARSE_PATTERN_DENSE)}, 32, 16, 2, layout) == SPARSE_OK);
+  const int64_t shape[4] = {1, 2, 32, 16}, lse_shape[3] = {1, 2, 32};
+  std::vector<float> buf[8];
+  sparse_tensor T[8], lse_t;
+  for (int t = 0; t < 8; ++t) {
+    buf[t].assign(1 * 2 * 32 * 16, 0.5f);
+    sparse_tensor_contiguous(&T[t], buf[t].data(), SPARSE_DTYPE_F32, 4, shape);
+  }
+  std::vector<float> lse(64);
+  sparse_tensor_contiguous(&lse_t, lse.data(), SPARSE_DTYPE_F32, 3, lse_shape);
+  auto fwd = [&](sparse_tensor* q, sparse_tensor* out) {
+    return sparse_attention_forward(ctx.get(), layout.get(), nullptr, q, &T[1], &T[2], out,
+                                    &lse_t);
+  };
+  auto mentions = [](const char* s) {
+    return std::string(sparse_last_error()).find(s) != std::string::npos;
+  };
+  REQUIRE(fwd(&T[0], &T[3]) == SPARSE_OK);
+
+  CHECK(fwd(nullptr, &T[3]) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(mentions("q is NULL"));
+  CHECK(sparse_attention_forward(nullptr, layout.get(), nullptr, &T[0], &T[1], &T[2], &T[3],
+                                 nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(sparse_attention_forward(ctx.get(), nullptr, nullptr, &T[0], &T[1], &T[2], &T[3],
+                                 nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
+  sparse_tensor bad = T[0];
+  bad.shape[2] = 31;  // seq_len mismatch with the layout (and with k, v)
+  CHECK(fwd(&bad, &T[3]) == SPARSE_ERR_INVALID_ARGUMENT);
+  bad = T[0];
+  bad.shape[0] = 0;  // zero batch
+  sparse_tensor bad_out = T[3];
+  bad_out.shape[0] = 0;
+  sparse_tensor bad_k = T[1], bad_v = T[2];
+  bad_k.shape[0] = bad_v.shape[0] = 0;
+  CHECK(sparse_attention_forward(ctx.get(), layout.get(), nullptr, &bad, &bad_k, &bad_v, &bad_out,
+                                 nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(mentions("batch"));
+  bad = T[0];
+  bad.ndim = 3;
+  CHECK(fwd(&bad, &T[3]) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(mentions("ndim"));
+  bad = T[3];
+  bad.strides[2] = 0;  // overlapping output rows
+  CHECK(fwd(&T[0], &bad) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(mentions("overlapping"));
+  CHECK(fwd(&T[0], &T[0]) == SPARSE_ERR_INVALID_ARGUMENT);  // out aliases q
+  CHECK(mentions("overlap"));
+  bad = T[0];
+  bad.data = nullptr;
+  CHECK(fwd(&bad, &T[3]) == SPARSE_ERR_INVALID_ARGUMENT);
+  bad = T[0];
+  bad.strides[1] = -1;
+  CHECK(fwd(&bad, &T[3]) == SPARSE_ERR_INVALID_ARGUMENT);
+  // Unsupported on the CPU backend: fp16 tensors, device memory.
+  sparse_tensor half[4];
+  for (int t = 0; t < 4; ++t) {
+    half[t] = T[t];
+    half[t].dtype = SPARSE_DTYPE_F16;
+  }
+  CHECK(sparse_attention_forward(ctx.get(), layout.get(), nullptr, &half[0], &half[1], &half[2],
+                                 &half[3], nullptr) == SPARSE_ERR_UNSUPPORTED);
+  for (int t = 0; t < 4; ++t) {
+    half[t] = T[t];
+    half[t].memory = SPARSE_MEMORY_DEVICE;
+  }
+  CHECK(sparse_attention_forward(ctx.get(), layout.get(), nullptr, &half[0], &half[1], &half[2],
+                                 &half[3], nullptr) == SPARSE_ERR_UNSUPPORTED);
+  // Mixed dtypes.
+  half[0] = T[0];
+  half[1] = T[1];
+  half[1].dtype = SPARSE_DTYPE_F64;
+  CHECK(sparse_attention_forward(ctx.get(), layout.get(), nullptr, &half[0], &half[1], &T[2],
+                                 &T[3], nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
+  // Params.
+  sparse_attention_params params;
+  sparse_attention_params_default(&params);
+  params.scale = std::nanf("");
+  CHECK(sparse_attention_forward(ctx.get(), layout.get(), &params, &T[0], &T[1], &T[2], &T[3],
+                                 nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
+  params.scale = 1.0f;
+  params.struct_size = 3;
+  CHECK(sparse_attention_forward(ctx.get(), layout.get(), &params, &T[0], &T[1], &T[2], &T[3],
+                                 nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
+  // Backward needs lse; outputs must not alias.
+  CHECK(sparse_attention_backward(ctx.get(), layout.get(), nullptr, &T[0], &T[1], &T[2], &T[3],
+                                  nullptr, &T[4], &T[5], &T[6], &T[7]) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(mentions("lse"));
+  CHECK(sparse_attention_backward(ctx.get(), layout.get(), nullptr, &T[0], &T[1], &T[2], &T[3],
+                                  &lse_t, &T[4], &T[5], &T[5], &T[7]) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+  size_t bytes = 0;
+  CHECK(sparse_attention_workspace_size(ctx.get(), layout.get(), 1, 16, 1, &bytes) == SPARSE_OK);
+  CHECK(bytes > 0);
+  CHECK(sparse_attention_workspace_size(ctx.get(), layout.get(), 0, 16, 1, &bytes) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+}
