@@ -3,6 +3,7 @@
 // catches, so no exception ever crosses the ABI.
 #pragma once
 
+#include <cstring>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -40,6 +41,21 @@ template <typename... Args>
 template <typename... Args>
 [[noreturn]] void throw_invalid(Args&&... args) {
   throw_error(SPARSE_ERR_INVALID_ARGUMENT, std::forward<Args>(args)...);
+}
+
+// The value of a caller-supplied C enum, read without loading it as the C++ enum type: a C caller
+// may pass any int, and loading an out-of-range value as a C++ enum is undefined behaviour.
+template <typename E>
+int enum_value(const E& e) noexcept {
+  static_assert(sizeof(E) == sizeof(int), "C enums are int-sized on supported ABIs");
+  int v;
+  std::memcpy(&v, &e, sizeof v);
+  return v;
+}
+
+inline bool known_dtype(int v) noexcept {
+  return v == SPARSE_DTYPE_F32 || v == SPARSE_DTYPE_F16 || v == SPARSE_DTYPE_BF16 ||
+         v == SPARSE_DTYPE_F64;
 }
 
 // Checks a caller-supplied condition; the message names what was wrong.

@@ -286,9 +286,10 @@ class HeadBuilder {
 Term validate_term(const sparse_pattern& p, int index, int64_t n, int64_t nb) {
   const std::string name = "patterns[" + std::to_string(index) + "]";
   Term t;
+  const int kind_value = enum_value(p.kind);
+  require(kind_value >= SPARSE_PATTERN_DENSE && kind_value <= SPARSE_PATTERN_BIGBIRD, name,
+          ".kind = ", kind_value, " is not a known sparse_pattern_kind");
   t.kind = p.kind;
-  require(p.kind >= SPARSE_PATTERN_DENSE && p.kind <= SPARSE_PATTERN_BIGBIRD, name, ".kind = ",
-          static_cast<int>(p.kind), " is not a known sparse_pattern_kind");
   const char* kind = sparse_pattern_kind_name(p.kind);
   if (uses_window(p.kind)) {
     require(p.window >= 1, name, " (", kind, "): window = ", p.window, " must be >= 1");

@@ -19,10 +19,11 @@ std::string shape_string(const TensorView& t) {
 TensorView check_tensor(const sparse_tensor* t, const char* name, int32_t ndim) {
   require(t != nullptr, name, " is NULL");
   require(t->ndim == ndim, name, ".ndim is ", t->ndim, ", expected ", ndim);
-  require(sparse_dtype_size(t->dtype) != 0, name, ".dtype ", static_cast<int>(t->dtype),
+  require(known_dtype(enum_value(t->dtype)), name, ".dtype ", enum_value(t->dtype),
           " is not a known sparse_dtype");
-  require(t->memory == SPARSE_MEMORY_HOST || t->memory == SPARSE_MEMORY_DEVICE, name,
-          ".memory ", static_cast<int>(t->memory), " is not a known sparse_memory");
+  const int memory = enum_value(t->memory);
+  require(memory == SPARSE_MEMORY_HOST || memory == SPARSE_MEMORY_DEVICE, name, ".memory ",
+          memory, " is not a known sparse_memory");
   TensorView v;
   v.data = t->data;
   v.dtype = t->dtype;

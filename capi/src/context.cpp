@@ -15,8 +15,9 @@ constexpr uint64_t kDefaultSeed = 0x5eed;
 // pass that size, newer fields then keep their defaults.
 constexpr size_t kSettingsMinSize = offsetof(sparse_settings, cuda_stream) + sizeof(void*);
 
-bool known_backend(sparse_backend b) {
-  return b == SPARSE_BACKEND_AUTO || b == SPARSE_BACKEND_CPU || b == SPARSE_BACKEND_CUDA;
+bool known_backend(const sparse_backend& b) {
+  const int v = sparse::enum_value(b);
+  return v == SPARSE_BACKEND_AUTO || v == SPARSE_BACKEND_CPU || v == SPARSE_BACKEND_CUDA;
 }
 
 }  // namespace
@@ -24,7 +25,7 @@ bool known_backend(sparse_backend b) {
 extern "C" {
 
 SPARSE_API const char* sparse_backend_name(sparse_backend backend) {
-  switch (backend) {
+  switch (sparse::enum_value(backend)) {
     case SPARSE_BACKEND_AUTO: return "auto";
     case SPARSE_BACKEND_CPU: return "cpu";
     case SPARSE_BACKEND_CUDA: return "cuda";
@@ -52,7 +53,7 @@ SPARSE_API sparse_status sparse_backend_available(sparse_backend backend, int* a
   return sparse::capi::guard(__func__, [&] {
     sparse::require(available != nullptr, "available is NULL");
     sparse::require(known_backend(backend), "unknown backend value ",
-                    static_cast<int>(backend));
+                    sparse::enum_value(backend));
     *available = backend == SPARSE_BACKEND_CUDA ? (sparse::cuda_device_count() > 0) : 1;
   });
 }
@@ -95,7 +96,7 @@ SPARSE_API sparse_status sparse_context_create(const sparse_settings* settings,
         sparse::require(byte == 0, "settings->reserved must be all zero");
     }
     sparse::require(known_backend(s.backend), "settings->backend = ",
-                    static_cast<int>(s.backend), " is not a known sparse_backend");
+                    sparse::enum_value(s.backend), " is not a known sparse_backend");
     sparse::require(s.num_threads >= 0, "settings->num_threads = ", s.num_threads,
                     " must be >= 0 (0 = all hardware threads)");
     sparse::require(s.device_index >= 0, "settings->device_index = ", s.device_index,

@@ -2,6 +2,7 @@
 #include <cstring>
 #include <string>
 
+#include "error.hpp"
 #include "guard.hpp"
 #include "sparse/common.h"
 #include "sparse_config.h"
@@ -26,7 +27,7 @@ void set_last_error(const char* function, const char* message) noexcept {
 extern "C" {
 
 SPARSE_API const char* sparse_status_string(sparse_status status) {
-  switch (status) {
+  switch (sparse::enum_value(status)) {
     case SPARSE_OK: return "ok";
     case SPARSE_ERR_INVALID_ARGUMENT: return "invalid argument";
     case SPARSE_ERR_OUT_OF_MEMORY: return "out of memory";
@@ -53,7 +54,7 @@ SPARSE_API const char* sparse_version_string(void) { return SPARSE_VERSION_STRIN
 SPARSE_API const char* sparse_build_info(void) { return SPARSE_BUILD_INFO; }
 
 SPARSE_API size_t sparse_dtype_size(sparse_dtype dtype) {
-  switch (dtype) {
+  switch (sparse::enum_value(dtype)) {
     case SPARSE_DTYPE_F32: return 4;
     case SPARSE_DTYPE_F16: return 2;
     case SPARSE_DTYPE_BF16: return 2;
@@ -70,7 +71,8 @@ SPARSE_API sparse_status sparse_tensor_contiguous(sparse_tensor* out, void* data
     sparse::require(shape != nullptr, "shape is NULL");
     sparse::require(ndim >= 1 && ndim <= SPARSE_TENSOR_MAX_DIMS, "ndim = ", ndim,
                     " is outside [1, ", SPARSE_TENSOR_MAX_DIMS, "]");
-    sparse::require(sparse_dtype_size(dtype) != 0, "dtype ", static_cast<int>(dtype),
+    sparse::require(sparse::known_dtype(sparse::enum_value(dtype)), "dtype ",
+                    sparse::enum_value(dtype),
                     " is not a known sparse_dtype");
     for (int i = 0; i < ndim; ++i)
       sparse::require(shape[i] >= 0, "shape[", i, "] = ", shape[i], " is negative");

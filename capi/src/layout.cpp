@@ -29,7 +29,7 @@ void check_head(const sparse::Layout& l, int32_t head, bool allow_all) {
 extern "C" {
 
 SPARSE_API const char* sparse_pattern_kind_name(sparse_pattern_kind kind) {
-  switch (kind) {
+  switch (sparse::enum_value(kind)) {
     case SPARSE_PATTERN_DENSE: return "dense";
     case SPARSE_PATTERN_LOCAL: return "local";
     case SPARSE_PATTERN_STRIDED_ROW: return "strided_row";
@@ -64,8 +64,9 @@ SPARSE_API sparse_status sparse_pattern_default(sparse_pattern* pattern,
                                                 sparse_pattern_kind kind) {
   return sparse::capi::guard(__func__, [&] {
     sparse::require(pattern != nullptr, "pattern is NULL");
-    sparse::require(std::strcmp(sparse_pattern_kind_name(kind), "unknown") != 0, "kind = ",
-                    static_cast<int>(kind), " is not a known sparse_pattern_kind");
+    const int value = sparse::enum_value(kind);
+    sparse::require(value >= SPARSE_PATTERN_DENSE && value <= SPARSE_PATTERN_BIGBIRD, "kind = ",
+                    value, " is not a known sparse_pattern_kind");
     std::memset(pattern, 0, sizeof *pattern);
     pattern->kind = kind;
     pattern->head = -1;
