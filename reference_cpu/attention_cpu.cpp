@@ -27,6 +27,7 @@ namespace {
 
 using Tile = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using Vec = Eigen::VectorXf;
+using TileView = Eigen::Map<const Tile, Eigen::Unaligned, Eigen::OuterStride<>>;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // Copies rows of block `block` (computed order) of tensor t[b, h] into `tile` (B x d); rows that
@@ -54,6 +55,19 @@ void gather(const TensorView& t, int64_t b, int64_t h, const HeadLayout& L, int6
 
 // Writes tile rows back to t[b, h] at their natural positions (skipping padding), times `alpha`,
 // adding the rows of `extra` tiles when given (used to sum per-thread accumulators).
+// A B x d view of block `block` of t[b, h]: straight into the caller's tensor when the block is
+// contiguous rows in natural order (no copy), else gathered into `scratch`.
+TileView block_view(const TensorView& t, int64_t b, int64_t h, const HeadLayout& L,
+                    int64_t block, Tile& scratch) {
+  const int64_t B = L.block;
+  if (!L.transposed && t.strides[3] == 1 && (block + 1) * B <= L.seq_len)
+    return TileView(t.ptr<float>(b, h, block * B), B, scratch.cols(),
+                    Eigen::OuterStride<>(t.strides[2]));
+  gather(t, b, h, L, block, scratch);
+  return TileView(scratch.data(), scratch.rows(), scratch.cols(),
+                  Eigen::OuterStride<>(scratch.cols()));
+}
+
 void scatter_rows(const TensorView& t, int64_t b, int64_t h, const HeadLayout& L,
                   int64_t first_row, const float* rows, int64_t num_rows, int64_t d,
                   float alpha) {
@@ -75,8 +89,17 @@ void apply_mask(const HeadLayout& L, int32_t mask_id, Tile& S) {
   for (int r = 0; r < B; ++r) {
     const uint64_t* row = bits + static_cast<size_t>(r) * L.words;
     float* s = S.row(r).data();
-    for (int c = 0; c < B; ++c)
-      if (((row[c >> 6] >> (c & 63)) & 1u) == 0) s[c] = kNegInf;
+    for (int w = 0; w * 64 < B; ++w) {
+      const uint64_t word = row[w];
+      if (word == ~uint64_t{0}) continue;
+      float* sw = s + w * 64;
+      const int count = std::min(64, B - w * 64);
+      if (word == 0) {
+        std::fill(sw, sw + count, kNegInf);
+        continue;
+      }
+      for (int c = 0; c < count; ++c) sw[c] = ((word >> c) & 1u) ? sw[c] : kNegInf;
+    }
   }
 }
 
@@ -101,15 +124,15 @@ void forward_block(const AttentionForwardArgs& a, int64_t b, int64_t h, int64_t 
                    ForwardScratch& w) {
   const HeadLayout& L = a.layout->head(static_cast<int>(h));
   const int B = L.block;
-  gather(a.q, b, h, L, I, w.q);
+  const TileView q = block_view(a.q, b, h, L, I, w.q);
   w.m.setConstant(kNegInf);
   w.l.setZero();
   w.acc.setZero();
   for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e) {
     const int64_t J = L.col_idx[e];
-    gather(a.k, b, h, L, J, w.k);
-    gather(a.v, b, h, L, J, w.v);
-    w.s.noalias() = w.q * w.k.transpose();
+    const TileView k = block_view(a.k, b, h, L, J, w.k);
+    const TileView v = block_view(a.v, b, h, L, J, w.v);
+    w.s.noalias() = q * k.transpose();
     w.s *= a.scale;
     apply_mask(L, L.mask_id[e], w.s);
     for (int r = 0; r < B; ++r) {
@@ -125,7 +148,7 @@ void forward_block(const AttentionForwardArgs& a, int64_t b, int64_t h, int64_t 
       w.acc.row(r) *= correction;
       w.m[r] = m_new;
     }
-    w.acc.noalias() += w.s * w.v;
+    w.acc.noalias() += w.s * v;
   }
   const int64_t d = w.acc.cols();
   for (int r = 0; r < B; ++r) {
@@ -162,21 +185,21 @@ void backward_blocks(const AttentionBackwardArgs& a, int64_t b, int64_t h, int64
       scatter_rows(a.dq, b, h, L, I * B, w.dq.data(), B, d, 1.0f);
       continue;
     }
-    gather(a.q, b, h, L, I, w.q);
-    gather(a.out, b, h, L, I, w.o);
-    gather(a.dout, b, h, L, I, w.dout);
+    const TileView q = block_view(a.q, b, h, L, I, w.q);
+    const TileView o = block_view(a.out, b, h, L, I, w.o);
+    const TileView dout = block_view(a.dout, b, h, L, I, w.dout);
     for (int r = 0; r < B; ++r) {
       const int64_t idx = I * B + r;
       const int64_t p = idx < L.n_computed ? L.natural(idx) : -1;
       w.lse[r] = p < 0 ? kNegInf : *a.lse.ptr<float>(b, h, p);
     }
-    w.delta = (w.dout.array() * w.o.array()).rowwise().sum().matrix();
+    w.delta = (dout.array() * o.array()).rowwise().sum().matrix();
     w.dq.setZero();
     for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e) {
       const int64_t J = L.col_idx[e];
-      gather(a.k, b, h, L, J, w.k);
-      gather(a.v, b, h, L, J, w.v);
-      w.p.noalias() = w.q * w.k.transpose();
+      const TileView k = block_view(a.k, b, h, L, J, w.k);
+      const TileView v = block_view(a.v, b, h, L, J, w.v);
+      w.p.noalias() = q * k.transpose();
       w.p *= a.scale;
       apply_mask(L, L.mask_id[e], w.p);
       for (int r = 0; r < B; ++r) {
@@ -188,12 +211,12 @@ void backward_blocks(const AttentionBackwardArgs& a, int64_t b, int64_t h, int64
       }
       auto dv_rows = dv_acc.middleRows(J * B, B);
       auto dk_rows = dk_acc.middleRows(J * B, B);
-      dv_rows.noalias() += w.p.transpose() * w.dout;
-      w.dp.noalias() = w.dout * w.v.transpose();
+      dv_rows.noalias() += w.p.transpose() * dout;
+      w.dp.noalias() = dout * v.transpose();
       // dS = P * (dP - delta), stored in dp.
       w.dp = (w.p.array() * (w.dp.colwise() - w.delta).array()).matrix();
-      w.dq.noalias() += w.dp * w.k;
-      dk_rows.noalias() += w.dp.transpose() * w.q;
+      w.dq.noalias() += w.dp * k;
+      dk_rows.noalias() += w.dp.transpose() * q;
     }
     scatter_rows(a.dq, b, h, L, I * B, w.dq.data(), B, d, a.scale);
   }
