@@ -79,10 +79,21 @@ sparse_layout* make_layout(const std::string& name, int64_t n, const BenchOption
   return layout;
 }
 
+// Inputs and outputs of one configuration, in the memory the context computes in (host for the
+// CPU backend, device memory for CUDA).
 struct Buffers {
   std::vector<float> q, k, v, out, lse, dout, dq, dk, dv;
   sparse_tensor tq, tk, tv, tout, tlse, tdout, tdq, tdk, tdv;
-  Buffers(int64_t batch, int64_t heads, int64_t n, int64_t d, bool backward) {
+  sparse_context* ctx;
+  std::vector<void*> device;
+  Buffers(const Buffers&) = delete;
+  Buffers& operator=(const Buffers&) = delete;
+  ~Buffers() {
+    for (void* p : device) sparse_context_free(ctx, p);
+  }
+  Buffers(sparse_context* context, int64_t batch, int64_t heads, int64_t n, int64_t d,
+          bool backward)
+      : ctx(context) {
     const size_t size = static_cast<size_t>(batch * heads * n * d);
     std::mt19937 rng(1234);
     std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
@@ -108,6 +119,23 @@ struct Buffers {
     wrap(tdq, dq, 4);
     wrap(tdk, dk, 4);
     wrap(tdv, dv, 4);
+    sparse_memory memory = SPARSE_MEMORY_HOST;
+    check(sparse_context_memory(ctx, &memory), "memory");
+    if (memory == SPARSE_MEMORY_DEVICE) {
+      for (sparse_tensor* t : {&tq, &tk, &tv, &tout, &tlse, &tdout, &tdq, &tdk, &tdv}) {
+        if (t->data == nullptr) continue;
+        size_t bytes = sizeof(float);
+        for (int i = 0; i < t->ndim; ++i) bytes *= static_cast<size_t>(t->shape[i]);
+        void* p = nullptr;
+        check(sparse_context_alloc(ctx, bytes, &p), "device allocation");
+        device.push_back(p);
+        check(sparse_context_copy(ctx, p, SPARSE_MEMORY_DEVICE, t->data, SPARSE_MEMORY_HOST,
+                                  bytes),
+              "copy to device");
+        t->data = p;
+        t->memory = SPARSE_MEMORY_DEVICE;
+      }
+    }
   }
 };
 
@@ -222,7 +250,9 @@ int run_bench_attention(const BenchOptions& o) {
   sparse_context_backend(ctx, &backend);
   int32_t threads = 1;
   sparse_context_num_threads(ctx, &threads);
-  const double gemm = gemm_gflops(threads);
+  // The CPU efficiency denominator: Eigen's dense GEMM rate on the same threads.
+  const bool on_gpu = backend == SPARSE_BACKEND_CUDA;
+  const double gemm = on_gpu ? 0.0 : gemm_gflops(threads);
 
   std::vector<std::string> modes;
   if (o.mode == "both") modes = {"fwd", "fwdbwd"};
@@ -236,7 +266,7 @@ int run_bench_attention(const BenchOptions& o) {
   for (int64_t n : o.seq_lens) {
     for (const std::string& mode : modes) {
       const bool backward = mode == "fwdbwd";
-      Buffers buffers(o.batch, o.heads, n, o.head_dim, backward);
+      Buffers buffers(ctx, o.batch, o.heads, n, o.head_dim, backward);
       for (const std::string& name : o.patterns) {
         LayoutHandle layout{make_layout(name, n, o)};
         sparse_layout_stats st;
@@ -298,8 +328,14 @@ int run_bench_attention(const BenchOptions& o) {
         j["gflops_computed"] = gflops;
         j["gflops_useful"] = (backward ? 14.0 : 4.0) * static_cast<double>(st.useful_elements) *
                              o.head_dim * o.batch / t_sparse / 1e9;
-        j["gemm_gflops"] = gemm;
-        j["efficiency"] = gflops / gemm;
+        if (on_gpu) {
+          j["tflops_computed"] = gflops / 1e3;
+          j["gemm_gflops"] = nullptr;
+          j["efficiency"] = nullptr;
+        } else {
+          j["gemm_gflops"] = gemm;
+          j["efficiency"] = gflops / gemm;
+        }
         j["peak_bytes"] = peak;
         j["workspace_bytes"] = workspace;
         j["layout_bytes"] = st.memory_bytes;
@@ -314,13 +350,15 @@ int run_bench_attention(const BenchOptions& o) {
                       100 * st.effective_density, t_sparse,
                       t_dense >= 0 ? std::to_string(t_dense).substr(0, 8).c_str() : "-",
                       t_dense > 0 ? std::to_string(t_sparse / t_dense).substr(0, 6).c_str() : "-",
-                      j["block_ratio"].get<double>(), gflops, gflops / gemm, peak / 1e6);
+                      j["block_ratio"].get<double>(), gflops, on_gpu ? 0.0 : gflops / gemm,
+                      peak / 1e6);
         }
         std::fflush(stdout);
       }
     }
   }
-  if (!o.json) std::printf("dense GEMM (Eigen, %d threads): %.1f GFLOP/s\n", threads, gemm);
+  if (!o.json && !on_gpu)
+    std::printf("dense GEMM (Eigen, %d threads): %.1f GFLOP/s\n", threads, gemm);
   if (!o.output.empty()) {
     std::ofstream out(o.output, std::ios::app);
     if (!out) throw std::runtime_error("cannot append to " + o.output);

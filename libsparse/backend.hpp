@@ -43,6 +43,13 @@ class Backend {
   virtual int num_threads() const = 0;
   virtual void synchronize() {}
 
+  // Memory where this backend computes; copies wait for completion. free() accepts nullptr.
+  virtual sparse_memory memory_kind() const = 0;
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void free(void* ptr) noexcept = 0;
+  virtual void copy(void* dst, sparse_memory dst_memory, const void* src,
+                    sparse_memory src_memory, size_t bytes) = 0;
+
   // Empty string when the backend can run attention on tensors of this dtype and memory kind,
   // otherwise the reason (returned to the caller as SPARSE_ERR_UNSUPPORTED).
   virtual std::string supports_attention(sparse_dtype dtype, sparse_memory memory,

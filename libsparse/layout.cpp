@@ -1,6 +1,7 @@
 #include "layout.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <string>
@@ -344,6 +345,11 @@ void check_block_size(int64_t block) {
 }
 
 }  // namespace
+
+Layout::Layout() : serial([] {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1);
+}()) {}
 
 size_t HeadLayout::memory_bytes() const {
   return sizeof(*this) + row_ptr.capacity() * sizeof(int64_t) +

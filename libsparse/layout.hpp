@@ -61,6 +61,10 @@ struct HeadLayout {
 
 class Layout {
  public:
+  Layout();
+  // Unique for the life of the process: lets backends cache device copies of a layout without
+  // being fooled by a new layout allocated at a freed one's address.
+  const uint64_t serial;
   int64_t seq_len = 0;
   int block = 0;
   int num_heads = 0;

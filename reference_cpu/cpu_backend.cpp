@@ -1,10 +1,14 @@
 // The CPU backend: Eigen kernels threaded with OpenMP.
 #include "eigen.hpp"
+#include <cstdlib>
+#include <cstring>
+#include <new>
 #include <string>
 #include <thread>
 
 #include "attention_cpu.hpp"
 #include "backend.hpp"
+#include "error.hpp"
 #include "sparse_config.h"
 #if SPARSE_HAVE_OPENMP
 #include <omp.h>
@@ -38,6 +42,19 @@ class CpuBackend final : public Backend {
            ")";
   }
   int num_threads() const override { return threads_; }
+  sparse_memory memory_kind() const override { return SPARSE_MEMORY_HOST; }
+  void* allocate(size_t bytes) override {
+    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (p == nullptr) throw std::bad_alloc();
+    return p;
+  }
+  void free(void* ptr) noexcept override { std::free(ptr); }
+  void copy(void* dst, sparse_memory dst_memory, const void* src, sparse_memory src_memory,
+            size_t bytes) override {
+    require(dst_memory == SPARSE_MEMORY_HOST && src_memory == SPARSE_MEMORY_HOST,
+            "the CPU backend copies host memory only");
+    std::memmove(dst, src, bytes);
+  }
   std::string supports_attention(sparse_dtype dtype, sparse_memory memory,
                                  int64_t) const override {
     if (memory != SPARSE_MEMORY_HOST)

@@ -170,6 +170,39 @@ TEST_CASE("asking for CUDA without a GPU is a clear error, not a crash") {
   CHECK(error_mentions("CUDA"));
 }
 
+TEST_CASE("context memory: allocation and copies on the CPU backend") {
+  sparse_settings s;
+  sparse_settings_default(&s);
+  s.backend = SPARSE_BACKEND_CPU;
+  sparse_context* ctx = nullptr;
+  REQUIRE(sparse_context_create(&s, &ctx) == SPARSE_OK);
+  sparse_memory kind = SPARSE_MEMORY_DEVICE;
+  CHECK(sparse_context_memory(ctx, &kind) == SPARSE_OK);
+  CHECK(kind == SPARSE_MEMORY_HOST);
+  void* p = nullptr;
+  REQUIRE(sparse_context_alloc(ctx, 1000, &p) == SPARSE_OK);
+  REQUIRE(p != nullptr);
+  CHECK(reinterpret_cast<uintptr_t>(p) % 64 == 0);
+  const char text[] = "block-sparse";
+  CHECK(sparse_context_copy(ctx, p, SPARSE_MEMORY_HOST, text, SPARSE_MEMORY_HOST, sizeof text) ==
+        SPARSE_OK);
+  CHECK(std::strcmp(static_cast<const char*>(p), text) == 0);
+  CHECK(sparse_context_copy(ctx, p, SPARSE_MEMORY_DEVICE, text, SPARSE_MEMORY_HOST, 4) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(error_mentions("device memory"));
+  CHECK(sparse_context_copy(ctx, nullptr, SPARSE_MEMORY_HOST, text, SPARSE_MEMORY_HOST, 4) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(sparse_context_copy(ctx, p, static_cast<sparse_memory>(5), text, SPARSE_MEMORY_HOST, 4) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+  sparse_context_free(ctx, p);
+  sparse_context_free(ctx, nullptr);
+  sparse_context_free(nullptr, nullptr);
+  CHECK(sparse_context_alloc(ctx, 0, &p) == SPARSE_OK);
+  CHECK(p == nullptr);
+  CHECK(sparse_context_alloc(nullptr, 8, &p) == SPARSE_ERR_INVALID_ARGUMENT);
+  sparse_context_destroy(ctx);
+}
+
 TEST_CASE("tensor helpers") {
   float data[24];
   const int64_t shape[3] = {2, 3, 4};

@@ -136,6 +136,48 @@ SPARSE_API sparse_status sparse_context_num_threads(const sparse_context* contex
   });
 }
 
+SPARSE_API sparse_status sparse_context_alloc(sparse_context* context, size_t bytes, void** out) {
+  if (out != nullptr) *out = nullptr;
+  return sparse::capi::guard(__func__, [&] {
+    sparse::require(context != nullptr, "context is NULL");
+    sparse::require(out != nullptr, "out is NULL");
+    if (bytes == 0) return;
+    *out = context->backend->allocate(bytes);
+  });
+}
+
+SPARSE_API void sparse_context_free(sparse_context* context, void* ptr) {
+  if (context != nullptr) context->backend->free(ptr);
+}
+
+SPARSE_API sparse_status sparse_context_memory(const sparse_context* context, sparse_memory* out) {
+  return sparse::capi::guard(__func__, [&] {
+    sparse::require(context != nullptr, "context is NULL");
+    sparse::require(out != nullptr, "out is NULL");
+    *out = context->backend->memory_kind();
+  });
+}
+
+SPARSE_API sparse_status sparse_context_copy(sparse_context* context, void* dst,
+                                             sparse_memory dst_memory, const void* src,
+                                             sparse_memory src_memory, size_t bytes) {
+  return sparse::capi::guard(__func__, [&] {
+    sparse::require(context != nullptr, "context is NULL");
+    const int dm = sparse::enum_value(dst_memory), sm = sparse::enum_value(src_memory);
+    for (int m : {dm, sm})
+      sparse::require(m == SPARSE_MEMORY_HOST || m == SPARSE_MEMORY_DEVICE, "memory kind ", m,
+                      " is not a known sparse_memory");
+    if (bytes == 0) return;
+    sparse::require(dst != nullptr, "dst is NULL");
+    sparse::require(src != nullptr, "src is NULL");
+    const sparse_memory own = context->backend->memory_kind();
+    for (int m : {dm, sm})
+      sparse::require(m == SPARSE_MEMORY_HOST || own == SPARSE_MEMORY_DEVICE,
+                      "device memory given to a context on the CPU backend");
+    context->backend->copy(dst, dst_memory, src, src_memory, bytes);
+  });
+}
+
 SPARSE_API sparse_status sparse_context_synchronize(sparse_context* context) {
   return sparse::capi::guard(__func__, [&] {
     sparse::require(context != nullptr, "context is NULL");

@@ -1,23 +1,21 @@
-// The CUDA backend: device discovery, the context's stream and cuBLAS handle.
-//
-// Attention kernels land here with the CUDA kernels issue; until then the backend reports
-// SPARSE_ERR_UNSUPPORTED for attention, so callers learn it instead of getting wrong results.
+// The CUDA backend: device discovery, the context's stream and cuBLAS handle, the layout cache
+// and the attention kernels (attention_fp32.cu).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <string>
 
+#include "attention_cuda.hpp"
 #include "backend.hpp"
+#include "cuda_check.hpp"
+#include "device_layout.hpp"
 #include "error.hpp"
+#include "layout.hpp"
 
 namespace sparse {
 namespace {
 
-void check_cuda(cudaError_t status, const char* what) {
-  if (status != cudaSuccess)
-    throw_error(SPARSE_ERR_DEVICE, what, ": ", cudaGetErrorName(status), " (",
-                cudaGetErrorString(status), ")");
-}
+using cuda::check_cuda;
 
 class CudaBackend final : public Backend {
  public:
@@ -50,23 +48,79 @@ class CudaBackend final : public Backend {
   void synchronize() override {
     check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
   }
-  std::string supports_attention(sparse_dtype, sparse_memory, int64_t) const override {
-    return "CUDA attention kernels are not implemented yet in this version";
+  sparse_memory memory_kind() const override { return SPARSE_MEMORY_DEVICE; }
+  void* allocate(size_t bytes) override {
+    check_cuda(cudaSetDevice(device_), "cudaSetDevice");
+    void* p = nullptr;
+    check_cuda(cudaMalloc(&p, bytes), "cudaMalloc");
+    return p;
   }
-  size_t attention_workspace_bytes(const Layout&, int64_t, int64_t, bool) const override {
-    return 0;
+  void free(void* ptr) noexcept override {
+    if (ptr != nullptr) cudaFree(ptr);
   }
-  void attention_forward(const AttentionForwardArgs&) override {
-    throw_error(SPARSE_ERR_UNSUPPORTED, supports_attention(SPARSE_DTYPE_F32,
-                                                           SPARSE_MEMORY_DEVICE, 0));
+  void copy(void* dst, sparse_memory dst_memory, const void* src, sparse_memory src_memory,
+            size_t bytes) override {
+    check_cuda(cudaSetDevice(device_), "cudaSetDevice");
+    const cudaMemcpyKind kind =
+        src_memory == SPARSE_MEMORY_HOST
+            ? (dst_memory == SPARSE_MEMORY_HOST ? cudaMemcpyHostToHost : cudaMemcpyHostToDevice)
+            : (dst_memory == SPARSE_MEMORY_HOST ? cudaMemcpyDeviceToHost
+                                                : cudaMemcpyDeviceToDevice);
+    check_cuda(cudaMemcpyAsync(dst, src, bytes, kind, stream_), "cudaMemcpyAsync");
+    check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
   }
-  void attention_backward(const AttentionBackwardArgs&) override {
-    throw_error(SPARSE_ERR_UNSUPPORTED, supports_attention(SPARSE_DTYPE_F32,
-                                                           SPARSE_MEMORY_DEVICE, 0));
+  std::string supports_attention(sparse_dtype dtype, sparse_memory memory,
+                                 int64_t head_dim) const override {
+    if (memory != SPARSE_MEMORY_DEVICE)
+      return "the CUDA backend needs tensors in device memory (SPARSE_MEMORY_DEVICE)";
+    if (dtype != SPARSE_DTYPE_F32)
+      return "the CUDA backend computes attention in fp32 only in this version (bf16/fp16 "
+             "tensor-core kernels are not implemented yet)";
+    if (head_dim > cuda::kMaxHeadDim)
+      return "head_dim " + std::to_string(head_dim) + " exceeds the CUDA kernels' limit of " +
+             std::to_string(cuda::kMaxHeadDim);
+    return {};
+  }
+  size_t attention_workspace_bytes(const Layout& layout, int64_t batch, int64_t,
+                                   bool backward) const override {
+    // The row statistic delta = dout . out of the backward pass.
+    return backward ? static_cast<size_t>(batch * layout.num_heads * layout.seq_len) *
+                          sizeof(float)
+                    : 0;
+  }
+  void attention_forward(const AttentionForwardArgs& args) override {
+    check_device(args.q.device);
+    check_cuda(cudaSetDevice(device_), "cudaSetDevice");
+    cuda::attention_forward_fp32(layouts_.get(*args.layout, stream_), args, stream_);
+  }
+  void attention_backward(const AttentionBackwardArgs& args) override {
+    check_device(args.q.device);
+    check_cuda(cudaSetDevice(device_), "cudaSetDevice");
+    const size_t bytes =
+        attention_workspace_bytes(*args.layout, args.q.shape[0], args.q.shape[3], true);
+    if (bytes > workspace_bytes_) {
+      if (workspace_ != nullptr) {
+        check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+        cudaFree(workspace_);
+        workspace_ = nullptr;
+        workspace_bytes_ = 0;
+      }
+      check_cuda(cudaMalloc(&workspace_, bytes), "cudaMalloc (attention workspace)");
+      workspace_bytes_ = bytes;
+    }
+    cuda::attention_backward_fp32(layouts_.get(*args.layout, stream_), args,
+                                  static_cast<float*>(workspace_), stream_);
   }
 
  private:
+  void check_device(int32_t tensor_device) const {
+    require(tensor_device == device_, "tensors live on CUDA device ", tensor_device,
+            " but the context runs on device ", device_);
+  }
+
   void release() noexcept {
+    if (workspace_ != nullptr) cudaFree(workspace_);
+    workspace_ = nullptr;
     if (cublas_ != nullptr) cublasDestroy(cublas_);
     cublas_ = nullptr;
     if (owns_stream_ && stream_ != nullptr) cudaStreamDestroy(stream_);
@@ -79,6 +133,9 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   bool owns_stream_ = false;
   cublasHandle_t cublas_ = nullptr;
+  cuda::LayoutCache layouts_;
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
 };
 
 }  // namespace

@@ -82,6 +82,28 @@ SPARSE_API sparse_status sparse_context_num_threads(const sparse_context* contex
  * Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL; SPARSE_ERR_DEVICE on a GPU error. */
 SPARSE_API sparse_status sparse_context_synchronize(sparse_context* context);
 
+/* Memory where the context computes: host memory for the CPU backend (64-byte aligned), device
+ * memory of the context's GPU for CUDA. Lets C, Rust and Julia callers run on the GPU without the
+ * CUDA toolkit. On failure *out is NULL.
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL arguments); SPARSE_ERR_OUT_OF_MEMORY;
+ * SPARSE_ERR_DEVICE. A size of 0 gives *out = NULL and SPARSE_OK. */
+SPARSE_API sparse_status sparse_context_alloc(sparse_context* context, size_t bytes, void** out);
+
+/* Frees memory from sparse_context_alloc() of the same context. NULL pointers are ignored. */
+SPARSE_API void sparse_context_free(sparse_context* context, void* ptr);
+
+/* The memory kind sparse_context_alloc() returns (SPARSE_MEMORY_HOST or SPARSE_MEMORY_DEVICE).
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL arguments. */
+SPARSE_API sparse_status sparse_context_memory(const sparse_context* context, sparse_memory* out);
+
+/* Copies `bytes` bytes between host memory and the context's memory (any direction), and waits
+ * until the copy has finished.
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL pointers with bytes > 0, unknown memory kinds, device
+ * memory on a CPU context); SPARSE_ERR_DEVICE. */
+SPARSE_API sparse_status sparse_context_copy(sparse_context* context, void* dst,
+                                             sparse_memory dst_memory, const void* src,
+                                             sparse_memory src_memory, size_t bytes);
+
 #ifdef __cplusplus
 }
 #endif
