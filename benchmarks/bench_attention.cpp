@@ -237,6 +237,47 @@ void add_bench_options(CLI::App& app, BenchOptions& o) {
   app.add_option("--output", o.output, "also append the JSON lines to this file");
 }
 
+int run_attention_memory(const BenchOptions& o) {
+  sparse_settings settings;
+  sparse_settings_default(&settings);
+  check(sparse_backend_from_name(o.backend.c_str(), &settings.backend), "--backend");
+  settings.num_threads = o.threads;
+  sparse_context* ctx = nullptr;
+  check(sparse_context_create(&settings, &ctx), "context");
+  std::unique_ptr<sparse_context, void (*)(sparse_context*)> ctx_guard(ctx,
+                                                                       sparse_context_destroy);
+  sparse_memory memory = SPARSE_MEMORY_HOST;
+  sparse_context_memory(ctx, &memory);
+  if (memory != SPARSE_MEMORY_HOST)
+    throw std::runtime_error("attention-memory measures host memory (use --backend cpu)");
+  const int64_t n = o.seq_lens.at(0);
+  LayoutHandle layout{make_layout(o.patterns.at(0), n, o)};
+  sparse_layout_stats st;
+  st.struct_size = sizeof st;
+  check(sparse_layout_get_stats(layout.ptr, -1, &st), "stats");
+  Buffers buffers(ctx, o.batch, o.heads, n, o.head_dim, true);
+  size_t workspace = 0;
+  check(sparse_attention_workspace_size(ctx, layout.ptr, o.batch, o.head_dim, 1, &workspace),
+        "workspace");
+  const size_t before = rss_peak_bytes();
+  time_attention(ctx, layout.ptr, buffers, true, 1);
+  const size_t after = rss_peak_bytes();
+  nlohmann::json j;
+  j["pattern"] = o.patterns.at(0);
+  j["n"] = n;
+  j["heads"] = o.heads;
+  j["head_dim"] = o.head_dim;
+  j["block"] = o.block;
+  j["batch"] = o.batch;
+  j["attention_bytes"] = after - before;
+  j["workspace_bytes"] = workspace;
+  j["layout_bytes"] = st.memory_bytes;
+  j["tensor_bytes"] = static_cast<size_t>(o.batch) * o.heads * n *
+                      (9u * static_cast<size_t>(o.head_dim) + 1u) * sizeof(float);
+  std::printf("%s\n", j.dump().c_str());
+  return 0;
+}
+
 int run_bench_attention(const BenchOptions& o) {
   sparse_settings settings;
   sparse_settings_default(&settings);

@@ -28,6 +28,12 @@ struct BenchOptions {
 };
 
 void add_bench_options(CLI::App& app, BenchOptions& options);
+
+// Runs one forward + backward pass of options.patterns[0] at options.seq_lens[0] in this process
+// and prints one JSON object with the peak resident memory it added beyond its inputs and
+// outputs (`attention_bytes`, measured with getrusage), the backend's workspace figure and the
+// layout's size. Meant to run in a fresh process (sparse-repro attention-memory).
+int run_attention_memory(const BenchOptions& options);
 int run_bench_attention(const BenchOptions& options);
 
 // Writes `text` to `path` through a temporary file and a rename, so readers never see a

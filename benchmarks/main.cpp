@@ -11,6 +11,7 @@
 
 #include "bench_attention.hpp"
 #include "memory_table.hpp"
+#include "provenance.hpp"
 #include "sparse/sparse.h"
 
 namespace {
@@ -55,22 +56,47 @@ int main(int argc, char** argv) {
   auto* ba = app.add_subcommand("bench-attention", "time sparse vs dense attention");
   repro::add_bench_options(*ba, bench);
 
+  bool measure = false;
+  mem->add_flag("--measure,!--no-measure", measure,
+                "measure this library's fused attention memory (one process per row)");
+
+  repro::BenchOptions memory_options;
+  memory_options.heads = 4;
+  auto* am = app.add_subcommand("attention-memory",
+                                "peak memory of one fused forward+backward (used by memory-table)");
+  repro::add_bench_options(*am, memory_options);
+
   auto* main_job = app.add_subcommand("main", "the README's main job");
 
   CLI11_PARSE(app, argc, argv);
 
   try {
     if (mem->parsed()) {
-      const auto table = repro::memory_table_json(with_sparse, block);
-      const std::string text = json ? table.dump(2) + "\n" : repro::memory_table_markdown(table);
+      auto table = repro::memory_table_json(with_sparse, block);
+      if (measure) repro::add_measured_memory(table, block);
+      table["provenance"] = repro::provenance(argc, argv);
+      const std::string text =
+          json ? table.dump(2) + "\n"
+               : "# Attention memory: the paper's table, recomputed and extended\n\n" +
+                     repro::provenance_markdown(table["provenance"]) + "\n" +
+                     "Paper figure: 64 layers, 4 heads, fp32 attention matrices (n^2 x 4 heads x 4 "
+                     "bytes per layer), decimal units. Sparse columns: the paper's pattern with 2 "
+                     "heads of each type, counting every element of the computed blocks. Measured: "
+                     "peak resident memory that one fused forward+backward pass (4 heads, "
+                     "head_dim 64, fp32, CPU) added beyond its inputs and outputs, in a fresh "
+                     "process.\n\n" +
+                     repro::memory_table_markdown(table);
       std::cout << text;
       if (!output.empty()) repro::write_file_atomically(output, text);
     }
     if (ba->parsed()) return repro::run_bench_attention(bench);
+    if (am->parsed()) return repro::run_attention_memory(memory_options);
     if (main_job->parsed()) {
       print_info();
       std::printf("\nAttention memory (paper figure: 64 layers, 4 heads, fp32):\n\n");
-      std::cout << repro::memory_table_markdown(repro::memory_table_json(true, 64));
+      auto table = repro::memory_table_json(true, 64);
+      repro::add_measured_memory(table, 64);
+      std::cout << repro::memory_table_markdown(table);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "sparse-repro: %s\n", e.what());

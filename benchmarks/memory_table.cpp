@@ -1,8 +1,12 @@
 #include "memory_table.hpp"
 
+#include <unistd.h>
+
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
+#include <stdexcept>
 
 #include "sparse/sparse.h"
 
@@ -105,6 +109,35 @@ nlohmann::json sparse_columns(const MemoryRow& row, int block) {
 
 }  // namespace
 
+void add_measured_memory(nlohmann::json& table, int block) {
+  char exe[PATH_MAX];
+  const ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (len <= 0) throw std::runtime_error("cannot find the sparse-repro executable");
+  exe[len] = '\0';
+  const std::vector<MemoryRow> rows = paper_memory_rows();
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const MemoryRow& row = rows[r];
+    std::ostringstream cmd;
+    cmd << "'" << exe << "' attention-memory --backend cpu --heads 4 --head-dim 64 --block "
+        << block << " --n " << row.n << " --pattern " << row.pattern << " --stride " << row.stride
+        << " --summary " << (row.summary > 0 ? row.summary : 32);
+    FILE* pipe = popen(cmd.str().c_str(), "r");
+    if (pipe == nullptr) throw std::runtime_error("cannot run " + cmd.str());
+    std::string output;
+    char buf[4096];
+    while (std::fgets(buf, sizeof buf, pipe) != nullptr) output += buf;
+    const int status = pclose(pipe);
+    nlohmann::json measured;
+    if (status != 0 || output.empty()) {
+      measured["error"] = "measurement failed: " + cmd.str();
+    } else {
+      measured = nlohmann::json::parse(output);
+      measured["command"] = cmd.str().substr(cmd.str().find("attention-memory"));
+    }
+    table["rows"][r]["measured"] = measured;
+  }
+}
+
 nlohmann::json memory_table_json(bool with_sparse, int block) {
   nlohmann::json rows = nlohmann::json::array();
   for (const MemoryRow& r : paper_memory_rows()) {
@@ -140,8 +173,11 @@ std::string memory_table_markdown(const nlohmann::json& table) {
      << " layers | recomputed, one layer | paper: stored / recomputed | matches paper |";
   if (sparse)
     md << " pattern | density | sparse stored | sparse recomputed | fused (lse only), one layer |";
+  const bool measured = !table["rows"].empty() && table["rows"][0].contains("measured");
+  if (measured) md << " measured: fused fwd+bwd, one layer (CPU) |";
   md << "\n|---|---|---|---|---|---|";
   if (sparse) md << "---|---|---|---|---|";
+  if (measured) md << "---|";
   md << "\n";
   for (const auto& r : table["rows"]) {
     md << "| " << r["data"].get<std::string>() << " | " << r["n"].get<int64_t>() << " | "
@@ -163,6 +199,13 @@ std::string memory_table_markdown(const nlohmann::json& table) {
            << format_bytes(s["sparse_recomputed_bytes"].get<double>()) << " | "
            << format_bytes(s["fused_bytes_one_layer"].get<double>()) << " |";
       }
+    }
+    if (measured) {
+      const auto& m = r["measured"];
+      if (m.contains("error"))
+        md << " " << m["error"].get<std::string>() << " |";
+      else
+        md << " " << format_bytes(m["attention_bytes"].get<double>()) << " |";
     }
     md << "\n";
   }

@@ -39,6 +39,9 @@ bool matches_paper_figure(double computed, double paper, int decimals);
 std::string format_bytes(double bytes, int significant = 3);
 
 nlohmann::json memory_table_json(bool sparse_columns, int block);
+// Adds "measured": the peak memory one fused forward+backward of the row's pattern (4 heads,
+// head_dim 64, fp32, CPU) added in a fresh `sparse-repro attention-memory` process.
+void add_measured_memory(nlohmann::json& table, int block);
 std::string memory_table_markdown(const nlohmann::json& table);
 
 }  // namespace repro
