@@ -10,5 +10,6 @@
 #include "sparse/context.h"
 #include "sparse/layout.h"
 #include "sparse/attention.h"
+#include "sparse/model.h"
 
 #endif /* SPARSE_SPARSE_H */

@@ -1,0 +1,222 @@
+/*
+ * libsparse: the Sparse Transformer model, its trainer, checkpoints and sampling.
+ *
+ * The model (Child et al. 2019, section 5; details of OpenAI's released code in DESIGN.md 4):
+ *   H0 = embed(x shifted right behind a learned start token) + factorized position embeddings
+ *   Hk = Hk-1 + a + b,  a = dropout(attention(norm(Hk-1))),  b = dropout(ff(norm(Hk-1 + a)))
+ *   logits = norm(HN) W_out (or tied: norm(HN) E^T), loss = cross-entropy in nats
+ *   bits per dim = mean loss / ln 2 over every one of the n positions.
+ * Tokens are bytes (vocabulary 256). This version trains and samples on the CPU, in fp32, with
+ * the CPU backend's fused block-sparse attention, whatever backend the context was created with.
+ */
+#ifndef SPARSE_MODEL_H
+#define SPARSE_MODEL_H
+
+#include "sparse/common.h"
+#include "sparse/context.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The attention pattern family of the model. Values are stable. */
+typedef enum sparse_model_attention {
+  SPARSE_MODEL_ATTENTION_DENSE = 0,   /* every head attends to all j <= i */
+  SPARSE_MODEL_ATTENTION_STRIDED = 1, /* type 1 = strided row, type 2 = strided column (stride) */
+  SPARSE_MODEL_ATTENTION_FIXED = 2    /* type 1 = fixed block, type 2 = fixed summary (stride,
+                                         summary) */
+} sparse_model_attention;
+
+/* How the two factorized head types are combined (paper section 4.3). Values are stable. */
+typedef enum sparse_head_mode {
+  SPARSE_HEADS_INTERLEAVED = 0, /* one type per residual block, following layer_cycle */
+  SPARSE_HEADS_MERGED = 1,      /* every head attends to the union of both types */
+  SPARSE_HEADS_MULTIHEAD = 2    /* even heads type 1, odd heads type 2 (num_heads >= 2) */
+} sparse_head_mode;
+
+/* Model configuration. Fill with sparse_model_config_default() or sparse_model_config_preset(),
+ * then change fields. */
+typedef struct sparse_model_config {
+  uint32_t struct_size;             /* sizeof(sparse_model_config) */
+  int64_t seq_len;                  /* n >= 2 (default 256) */
+  int32_t num_layers;               /* N >= 1 (default 2) */
+  int32_t d_model;                  /* d >= 1, a multiple of num_heads (and of 2 num_heads when
+                                       half_qk) (default 64) */
+  int32_t num_heads;                /* >= 1 (default 2) */
+  sparse_model_attention attention; /* default STRIDED */
+  sparse_head_mode head_mode;       /* default INTERLEAVED */
+  int64_t stride;                   /* l for STRIDED and FIXED, in [1, seq_len] (default 16) */
+  int64_t summary;                  /* c for FIXED, in [1, stride] (default 4) */
+  int32_t block_size;               /* 16, 32, 64 or 128 (default 16) */
+  char layer_cycle[16];             /* INTERLEAVED: head type of layer k is layer_cycle[k mod len],
+                                       '1' or '2', NUL-terminated (default "12"; OpenAI's CIFAR-10
+                                       code uses "2111": one column layer per three row layers) */
+  int32_t half_qk;                  /* 1: query/key projections of width d / 2 (default 0) */
+  int32_t half_ff;                  /* 1: feed-forward inner width 2d instead of 4d (default 0) */
+  float dropout;                    /* residual dropout probability in [0, 1) (default 0) */
+  int32_t tied_embeddings;          /* 1: logits use the transposed input embedding (default 0) */
+  int32_t num_position_dims;        /* 1 to 4 factorized position tables (default 2) */
+  int64_t position_shape[4];        /* sizes of the tables, last fastest: {rows, columns, channels}
+                                       for images, {ceil(n / l), l} for text and audio; their product
+                                       must be >= seq_len (default {16, 16}) */
+  int32_t recompute;                /* 1: keep only the residual stream per layer and recompute the
+                                       attention and feed-forward activations in the backward pass
+                                       (default 0); gradients are identical either way */
+  uint64_t seed;                    /* initialisation and dropout seed (default 1) */
+  uint8_t reserved[64];             /* must be zero */
+} sparse_model_config;
+
+/* Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL. */
+SPARSE_API sparse_status sparse_model_config_default(sparse_model_config* config);
+
+/* Fills `config` with a named preset:
+ *   "cifar10"    128 layers, d 256, 2 heads, strided l = 96 interleaved "2111", half-size QK
+ *                and FF, dropout 0.25, n = 3072, positions {32, 32, 3}           (~59M params)
+ *   "enwik8"     30 layers, d 512, 8 heads, fixed l = 128 c = 32, dropout 0.4, n = 12288,
+ *                positions {96, 128}                                              (~95M)
+ *   "imagenet64" 48 layers, d 512, 16 heads, strided l = 128, dropout 0.01, n = 12288,
+ *                positions {64, 64, 3}                                            (~152M)
+ *   "audio"      48 layers, d 512, 16 heads, strided l = 256, n = 65536,
+ *                positions {256, 256}                                             (~152M)
+ * and "<name>-small": the same sequence length, pattern and position tables with 4 layers of
+ * width 64 and 2 heads, for CPU training.
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL arguments or an unknown name. */
+SPARSE_API sparse_status sparse_model_config_preset(const char* name, sparse_model_config* config);
+
+/* Number of trainable parameters a model of this configuration has.
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL or an invalid configuration. */
+SPARSE_API sparse_status sparse_model_config_parameter_count(const sparse_model_config* config,
+                                                             int64_t* count);
+
+/* Optimisers. Values are stable. */
+typedef enum sparse_optimizer {
+  SPARSE_OPTIMIZER_ADAM = 0, /* weight decay as an L2 penalty added to the gradient */
+  SPARSE_OPTIMIZER_ADAMW = 1 /* decoupled weight decay */
+} sparse_optimizer;
+
+/* Trainer configuration. Fill with sparse_train_config_default(). Weight decay applies to
+ * matrices and embedding tables, not to biases and layer-norm gains. */
+typedef struct sparse_train_config {
+  uint32_t struct_size;       /* sizeof(sparse_train_config) */
+  sparse_optimizer optimizer; /* default ADAM (OpenAI's code: Adam with an L2 penalty) */
+  float learning_rate;        /* peak learning rate > 0 (default 3.5e-4) */
+  float beta1;                /* default 0.9 */
+  float beta2;                /* default 0.999 */
+  float epsilon;              /* default 1e-8 */
+  float weight_decay;         /* >= 0 (default 0.01) */
+  int64_t warmup_steps;       /* linear warm-up from 0 over this many steps (default 0) */
+  int64_t total_steps;        /* cosine decay to 0 at this step after warm-up; 0 = constant
+                                 learning rate after warm-up (default 0) */
+  float clip_norm;            /* clip the global gradient norm to this; 0 = off (default 1) */
+  int32_t micro_batch;        /* gradient accumulation: sequences per forward/backward pass;
+                                 0 = the whole batch at once (default 0) */
+  uint8_t reserved[64];       /* must be zero */
+} sparse_train_config;
+
+/* Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL. */
+SPARSE_API sparse_status sparse_train_config_default(sparse_train_config* config);
+
+typedef struct sparse_model sparse_model;
+
+/* Creates and initialises a model (OpenAI's initialisation, seeded by config->seed). `train` may
+ * be NULL for the defaults. The model keeps a pointer to `context`, which must outlive it; the
+ * context's thread count is used. On failure *out is NULL.
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT naming the bad field; SPARSE_ERR_OUT_OF_MEMORY. */
+SPARSE_API sparse_status sparse_model_create(sparse_context* context,
+                                             const sparse_model_config* config,
+                                             const sparse_train_config* train, sparse_model** out);
+
+/* NULL is accepted. */
+SPARSE_API void sparse_model_destroy(sparse_model* model);
+
+/* Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL. */
+SPARSE_API sparse_status sparse_model_parameter_count(const sparse_model* model, int64_t* count);
+SPARSE_API sparse_status sparse_model_get_config(const sparse_model* model,
+                                                 sparse_model_config* config);
+SPARSE_API sparse_status sparse_model_get_train_config(const sparse_model* model,
+                                                       sparse_train_config* config);
+/* Optimiser steps taken so far. */
+SPARSE_API sparse_status sparse_model_step(const sparse_model* model, int64_t* step);
+
+/* Statistics of one training step. */
+typedef struct sparse_train_stats {
+  uint32_t struct_size;          /* set by the caller to sizeof(sparse_train_stats) */
+  int64_t step;                  /* optimiser steps after this one */
+  double loss;                   /* mean cross-entropy in nats over the batch (before the update) */
+  double bits_per_dim;           /* loss / ln 2 */
+  double grad_norm;              /* global gradient norm before clipping */
+  double learning_rate;          /* the learning rate this step used */
+  int64_t tokens;                /* tokens processed in this step */
+  double seconds;                /* wall time of this step */
+  int64_t peak_activation_bytes; /* peak memory of activations and working buffers in this step */
+} sparse_train_stats;
+
+/* One optimiser step on `batch` sequences of seq_len bytes (batch * seq_len bytes, row-major):
+ * forward, backward (in micro-batches when micro_batch is set), global-norm clipping, Adam or
+ * AdamW update with the scheduled learning rate. Deterministic for a given seed, data and
+ * thread count. `stats` may be NULL.
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL, batch < 1, micro_batch not dividing batch, a too
+ * small stats->struct_size); SPARSE_ERR_OUT_OF_MEMORY. */
+SPARSE_API sparse_status sparse_model_train_step(sparse_model* model, const uint8_t* tokens,
+                                                 int64_t batch, sparse_train_stats* stats);
+
+/* Mean bits per dim of the model on `batch` sequences, without dropout and without changing the
+ * model. Errors: SPARSE_ERR_INVALID_ARGUMENT. */
+SPARSE_API sparse_status sparse_model_evaluate(sparse_model* model, const uint8_t* tokens,
+                                               int64_t batch, double* bits_per_dim);
+
+/* Peak activation memory in bytes of one training forward/backward pass on `batch` sequences,
+ * measured by running one (the model is not changed). */
+SPARSE_API sparse_status sparse_model_measure_memory(sparse_model* model, const uint8_t* tokens,
+                                                     int64_t batch, int64_t* peak_bytes);
+
+/* Sampling parameters. Fill with sparse_sample_params_default(). */
+typedef struct sparse_sample_params {
+  uint32_t struct_size; /* sizeof(sparse_sample_params) */
+  float temperature;    /* >= 0; 0 = greedy (default 1) */
+  uint64_t seed;        /* default 1 */
+  uint8_t reserved[32]; /* must be zero */
+} sparse_sample_params;
+
+/* Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL. */
+SPARSE_API sparse_status sparse_sample_params_default(sparse_sample_params* params);
+
+/* Autoregressive generation with a per-layer key/value cache: writes `length` bytes to `out`
+ * (1 <= length <= seq_len); the first `prompt_len` are copied from `prompt` (may be NULL when
+ * prompt_len == 0), the rest are sampled. `params` may be NULL for the defaults.
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT. */
+SPARSE_API sparse_status sparse_model_sample(sparse_model* model,
+                                             const sparse_sample_params* params,
+                                             const uint8_t* prompt, int64_t prompt_len,
+                                             uint8_t* out, int64_t length);
+
+/* Writes a checkpoint (safetensors layout: 8-byte little-endian header length, JSON header with
+ * the configuration, step, seeds and a checksum in "__metadata__", then the raw fp32 parameters
+ * and Adam moments). Written to `path`.tmp and renamed over `path`, so an existing checkpoint is
+ * replaced only by a complete new one.
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT; SPARSE_ERR_IO. */
+SPARSE_API sparse_status sparse_model_save(const sparse_model* model, const char* path);
+
+/* Creates a model from a checkpoint (configuration, parameters, optimiser state, step). Training
+ * continues exactly as it would have without the save. On failure *out is NULL.
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT; SPARSE_ERR_IO (missing, unreadable); SPARSE_ERR_FORMAT
+ * (truncated, corrupted, a tensor whose name, dtype or shape does not match the configuration). */
+SPARSE_API sparse_status sparse_model_load(sparse_context* context, const char* path,
+                                           sparse_model** out);
+
+/* Loads a checkpoint into an existing model, which keeps its own trainer configuration.
+ * Errors: as sparse_model_load, plus SPARSE_ERR_FORMAT when the checkpoint's model
+ * configuration differs from the model's; the model is unchanged on failure. */
+SPARSE_API sparse_status sparse_model_restore(sparse_model* model, const char* path);
+
+/* Formats a progress line: "step S/T | loss L | bpd B | N tok/s | ETA ...". total_steps 0 =
+ * unknown. Errors: SPARSE_ERR_INVALID_ARGUMENT; SPARSE_ERR_BUFFER_TOO_SMALL (truncated). */
+SPARSE_API sparse_status sparse_train_progress_line(const sparse_train_stats* stats,
+                                                    int64_t total_steps, double elapsed_seconds,
+                                                    char* buffer, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SPARSE_MODEL_H */

@@ -1,0 +1,31 @@
+// Checkpoints in the safetensors layout: an 8-byte little-endian header length N, N bytes of
+// JSON (padded with spaces to a multiple of 8), then the raw little-endian tensors.
+//
+// Tensors: "param.<name>", "adam_m.<name>", "adam_v.<name>" for every parameter tensor, F32, in
+// that order. "__metadata__" (string values, as safetensors requires) holds "format", the model
+// and trainer configurations, "step", "dropout_seed" (the dropout streams are functions of it
+// and of the step, so these two are the whole random state) and "checksum", the FNV-1a 64 hash
+// of the data section in hex.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "trainer.hpp"
+
+namespace sparse::model {
+
+// Writes `path`.tmp and renames it over `path`. Throws sparse::Error (SPARSE_ERR_IO).
+void save_checkpoint(const Trainer& trainer, const std::string& path);
+
+// Reads and validates a checkpoint and builds a trainer from it. Throws sparse::Error:
+// SPARSE_ERR_IO when the file cannot be read, SPARSE_ERR_FORMAT when it is truncated, corrupted
+// or inconsistent with its configuration. `num_threads` as for Trainer.
+std::unique_ptr<Trainer> load_checkpoint(const std::string& path, int num_threads);
+
+// Loads into an existing trainer, whose model configuration must equal the checkpoint's
+// (SPARSE_ERR_FORMAT otherwise); the trainer keeps its own trainer configuration and is unchanged
+// on failure.
+void restore_checkpoint(Trainer& trainer, const std::string& path);
+
+}  // namespace sparse::model

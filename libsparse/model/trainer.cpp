@@ -1,0 +1,147 @@
+// The trainer (see trainer.hpp).
+#include "trainer.hpp"
+
+#include <chrono>
+#include <cmath>
+
+#include "error.hpp"
+#include "sparse_config.h"
+#if SPARSE_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+namespace sparse::model {
+
+ThreadScope::ThreadScope(int threads) : previous_(0) {
+#if SPARSE_HAVE_OPENMP
+  previous_ = omp_get_max_threads();
+  if (threads > 0) omp_set_num_threads(threads);
+#else
+  (void)threads;
+#endif
+}
+
+ThreadScope::~ThreadScope() {
+#if SPARSE_HAVE_OPENMP
+  omp_set_num_threads(previous_);
+#endif
+}
+
+double scheduled_learning_rate(const sparse_train_config& t, int64_t step) {
+  const double peak = t.learning_rate;
+  if (step < t.warmup_steps)
+    return peak * static_cast<double>(step + 1) / static_cast<double>(t.warmup_steps);
+  if (t.total_steps <= 0) return peak;
+  const double span = static_cast<double>(std::max<int64_t>(1, t.total_steps - t.warmup_steps));
+  const double progress = std::min(1.0, static_cast<double>(step - t.warmup_steps) / span);
+  return peak * 0.5 * (1.0 + std::cos(M_PI * progress));
+}
+
+Trainer::Trainer(const sparse_model_config& config, const sparse_train_config& train,
+                 int num_threads)
+    : backend_(make_cpu_backend(num_threads, config.seed)),
+      threads_(backend_->num_threads()),
+      train_(train),
+      model_(config, backend_.get()),
+      reducer_(std::make_unique<GradientReducer>()) {
+  validate_train_config(train_);
+  model_.init_params(config.seed);
+  adam_m.assign(model_.params.size(), 0.0f);
+  adam_v.assign(model_.params.size(), 0.0f);
+  decay_mask_.assign(model_.params.size(), 0);
+  for (const TensorSpec& s : model_.table().tensors)
+    if (s.decay)
+      std::fill(decay_mask_.begin() + s.offset, decay_mask_.begin() + s.offset + s.size, 1);
+}
+
+sparse_train_stats Trainer::train_step(const uint8_t* tokens, int64_t batch) {
+  require(tokens != nullptr, "tokens is NULL");
+  require(batch >= 1, "batch = ", batch, " must be >= 1");
+  const int64_t micro = train_.micro_batch > 0 ? train_.micro_batch : batch;
+  require(batch % micro == 0, "micro_batch = ", micro, " does not divide batch = ", batch);
+  ThreadScope threads(threads_);
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t n = model_.dims().n;
+  const sparse_model_config& cfg = model_.config();
+
+  std::fill(model_.grads.begin(), model_.grads.end(), 0.0f);
+  model_.meter.reset();
+  const float grad_scale = static_cast<float>(1.0 / static_cast<double>(batch * n));
+  double loss_sum = 0;
+  for (int64_t mb = 0; mb < batch / micro; ++mb) {
+    const uint64_t seed =
+        mix_seed(cfg.seed, 0xd50, static_cast<uint64_t>(step), static_cast<uint64_t>(mb));
+    loss_sum += model_.forward_backward(tokens + mb * micro * n, micro, grad_scale, seed, true);
+  }
+  float* grads = model_.grads.data();
+  const int64_t count = static_cast<int64_t>(model_.grads.size());
+  reducer_->all_reduce_mean(grads, count);
+  const double loss = reducer_->all_reduce_mean(loss_sum / static_cast<double>(batch * n));
+
+  double sq = 0;
+  for (int64_t i = 0; i < count; ++i) sq += static_cast<double>(grads[i]) * grads[i];
+  const double norm = std::sqrt(sq);
+  const float clip = (train_.clip_norm > 0 && norm > train_.clip_norm)
+                         ? static_cast<float>(train_.clip_norm / norm)
+                         : 1.0f;
+
+  const double lr = scheduled_learning_rate(train_, step);
+  const float b1 = train_.beta1, b2 = train_.beta2;
+  const float c1 = static_cast<float>(1.0 - std::pow(static_cast<double>(b1), step + 1));
+  const float c2 = static_cast<float>(1.0 - std::pow(static_cast<double>(b2), step + 1));
+  const float lrf = static_cast<float>(lr), wd = train_.weight_decay, eps = train_.epsilon;
+  const bool adamw = train_.optimizer == SPARSE_OPTIMIZER_ADAMW;
+  float* w = model_.params.data();
+  float* m = adam_m.data();
+  float* v = adam_v.data();
+  for (int64_t i = 0; i < count; ++i) {
+    float gi = grads[i] * clip;
+    const bool decay = decay_mask_[static_cast<size_t>(i)] != 0 && wd > 0;
+    if (decay && !adamw) gi += wd * w[i];
+    m[i] = b1 * m[i] + (1.0f - b1) * gi;
+    v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+    const float update = (m[i] / c1) / (std::sqrt(v[i] / c2) + eps);
+    w[i] -= lrf * (update + (decay && adamw ? wd * w[i] : 0.0f));
+  }
+  ++step;
+
+  sparse_train_stats s{};
+  s.struct_size = sizeof s;
+  s.step = step;
+  s.loss = loss;
+  s.bits_per_dim = loss / std::log(2.0);
+  s.grad_norm = norm;
+  s.learning_rate = lr;
+  s.tokens = batch * n;
+  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  s.peak_activation_bytes = model_.meter.peak;
+  return s;
+}
+
+double Trainer::evaluate(const uint8_t* tokens, int64_t batch) {
+  require(tokens != nullptr, "tokens is NULL");
+  require(batch >= 1, "batch = ", batch, " must be >= 1");
+  ThreadScope threads(threads_);
+  const int64_t n = model_.dims().n;
+  const int64_t micro =
+      train_.micro_batch > 0 ? std::min<int64_t>(train_.micro_batch, batch) : batch;
+  double sum = 0;
+  for (int64_t b = 0; b < batch; b += micro) {
+    const int64_t cnt = std::min(micro, batch - b);
+    sum += model_.forward(tokens + b * n, cnt, 0, false, nullptr);
+  }
+  return sum / static_cast<double>(batch * n) / std::log(2.0);
+}
+
+int64_t Trainer::measure_memory(const uint8_t* tokens, int64_t batch) {
+  require(tokens != nullptr, "tokens is NULL");
+  require(batch >= 1, "batch = ", batch, " must be >= 1");
+  ThreadScope threads(threads_);
+  AlignedVector<float> saved = model_.grads;
+  model_.meter.reset();
+  model_.forward_backward(tokens, batch, 1.0f, 0, true);
+  model_.grads = std::move(saved);
+  return model_.meter.peak;
+}
+
+}  // namespace sparse::model

@@ -1,0 +1,423 @@
+// The trainer, checkpoints and sampling through the C ABI (the exported shared library), plus
+// the optimiser against a naive Adam written out here.
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "sparse/sparse.h"
+
+namespace {
+
+struct Ctx {
+  sparse_context* ctx = nullptr;
+  Ctx() {
+    sparse_settings s;
+    sparse_settings_default(&s);
+    s.backend = SPARSE_BACKEND_CPU;
+    s.num_threads = 1;  // the models here are too small to gain from threads
+    REQUIRE(sparse_context_create(&s, &ctx) == SPARSE_OK);
+  }
+  ~Ctx() { sparse_context_destroy(ctx); }
+};
+
+struct Model {
+  sparse_model* m = nullptr;
+  ~Model() { sparse_model_destroy(m); }
+};
+
+sparse_model_config small_config() {
+  sparse_model_config c;
+  sparse_model_config_default(&c);
+  c.seq_len = 32;
+  c.num_layers = 2;
+  c.d_model = 32;
+  c.num_heads = 2;
+  c.stride = 8;
+  c.block_size = 16;
+  c.num_position_dims = 2;
+  c.position_shape[0] = 4;
+  c.position_shape[1] = 8;
+  c.seed = 3;
+  return c;
+}
+
+std::vector<uint8_t> random_tokens(int64_t count, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<uint8_t> t(static_cast<size_t>(count));
+  for (auto& x : t) x = static_cast<uint8_t>(rng() % 256);
+  return t;
+}
+
+std::string temp_path(const char* name) {
+  return "/tmp/sparse_model_test_" + std::to_string(::getpid()) + "_" + name;
+}
+
+std::vector<char> read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<char>(std::istreambuf_iterator<char>(in), {});
+}
+
+void write_all(const std::string& path, const std::vector<char>& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(data.data(), static_cast<std::streamsize>(data.size()));
+}
+
+bool error_mentions(const char* text) {
+  return std::string(sparse_last_error()).find(text) != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("configs, presets and bad arguments") {
+  sparse_model_config c;
+  CHECK(sparse_model_config_default(nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(sparse_model_config_preset("nope", &c) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(error_mentions("nope"));
+  REQUIRE(sparse_model_config_preset("cifar10", &c) == SPARSE_OK);
+  int64_t count = 0;
+  REQUIRE(sparse_model_config_parameter_count(&c, &count) == SPARSE_OK);
+  CHECK(count > 58000000);
+  CHECK(count < 60000000);
+  c.d_model = 100;  // not a multiple of num_heads = 3
+  c.num_heads = 3;
+  CHECK(sparse_model_config_parameter_count(&c, &count) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(error_mentions("d_model"));
+
+  Ctx ctx;
+  Model m;
+  sparse_model_config bad = small_config();
+  bad.struct_size = 12;
+  CHECK(sparse_model_create(ctx.ctx, &bad, nullptr, &m.m) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(m.m == nullptr);
+  bad = small_config();
+  bad.stride = 0;
+  CHECK(sparse_model_create(ctx.ctx, &bad, nullptr, &m.m) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(error_mentions("stride"));
+  sparse_train_config t;
+  sparse_train_config_default(&t);
+  t.learning_rate = -1;
+  const sparse_model_config good = small_config();
+  CHECK(sparse_model_create(ctx.ctx, &good, &t, &m.m) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(error_mentions("learning_rate"));
+  CHECK(sparse_model_create(nullptr, &good, nullptr, &m.m) == SPARSE_ERR_INVALID_ARGUMENT);
+  REQUIRE(sparse_model_create(ctx.ctx, &good, nullptr, &m.m) == SPARSE_OK);
+  CHECK(sparse_model_train_step(m.m, nullptr, 1, nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
+  const auto tokens = random_tokens(3 * good.seq_len, 1);
+  CHECK(sparse_model_train_step(m.m, tokens.data(), 0, nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
+  double bpd = 0;
+  CHECK(sparse_model_evaluate(nullptr, tokens.data(), 1, &bpd) == SPARSE_ERR_INVALID_ARGUMENT);
+  // A freshly initialised model predicts uniformly: 8 bits per byte (zero output projection).
+  REQUIRE(sparse_model_evaluate(m.m, tokens.data(), 3, &bpd) == SPARSE_OK);
+  CHECK(bpd == doctest::Approx(8.0).epsilon(1e-6));
+  sparse_model_destroy(nullptr);
+}
+
+TEST_CASE("a tiny model overfits a fixed batch") {
+  Ctx ctx;
+  Model m;
+  sparse_model_config c = small_config();
+  sparse_train_config t;
+  sparse_train_config_default(&t);
+  t.learning_rate = 3e-3f;
+  t.warmup_steps = 10;
+  t.weight_decay = 0.0f;
+  REQUIRE(sparse_model_create(ctx.ctx, &c, &t, &m.m) == SPARSE_OK);
+  const auto tokens = random_tokens(2 * c.seq_len, 5);
+  sparse_train_stats s;
+  s.struct_size = sizeof s;
+  double first = 0;
+  for (int step = 0; step < 300; ++step) {
+    REQUIRE(sparse_model_train_step(m.m, tokens.data(), 2, &s) == SPARSE_OK);
+    if (step == 0) first = s.loss;
+  }
+  MESSAGE("loss " << first << " -> " << s.loss << " nats");
+  CHECK(first == doctest::Approx(std::log(256.0)).epsilon(1e-4));
+  CHECK(s.loss < 0.05);
+  CHECK(s.step == 300);
+  double bpd = 0;
+  REQUIRE(sparse_model_evaluate(m.m, tokens.data(), 2, &bpd) == SPARSE_OK);
+  CHECK(bpd < 0.1);
+  char line[256];
+  REQUIRE(sparse_train_progress_line(&s, 600, 30.0, line, sizeof line) == SPARSE_OK);
+  MESSAGE(line);
+  CHECK(std::string(line).find("step 300/600") != std::string::npos);
+  CHECK(std::string(line).find("ETA 0h00m30s") != std::string::npos);
+  CHECK(sparse_train_progress_line(&s, 600, 30.0, line, 10) == SPARSE_ERR_BUFFER_TOO_SMALL);
+}
+
+TEST_CASE("training is deterministic and gradient accumulation matches the whole batch") {
+  Ctx ctx;
+  sparse_model_config c = small_config();
+  c.dropout = 0.1f;
+  sparse_train_config t;
+  sparse_train_config_default(&t);
+  t.learning_rate = 1e-3f;
+  const auto tokens = random_tokens(4 * c.seq_len, 6);
+  auto run = [&](int micro) {
+    Model m;
+    sparse_train_config tt = t;
+    tt.micro_batch = micro;
+    REQUIRE(sparse_model_create(ctx.ctx, &c, &tt, &m.m) == SPARSE_OK);
+    std::vector<double> losses;
+    sparse_train_stats s;
+    s.struct_size = sizeof s;
+    for (int i = 0; i < 4; ++i) {
+      REQUIRE(sparse_model_train_step(m.m, tokens.data(), 4, &s) == SPARSE_OK);
+      losses.push_back(s.loss);
+    }
+    double bpd = 0;
+    REQUIRE(sparse_model_evaluate(m.m, tokens.data(), 4, &bpd) == SPARSE_OK);
+    losses.push_back(bpd);
+    return losses;
+  };
+  const auto a = run(0), b = run(0), d = run(4);
+  CHECK(a == b);  // bit for bit
+  CHECK(a == d);  // micro_batch == batch is the same computation
+  // Micro-batches of 2 use other dropout streams per micro-batch but, without dropout, the same
+  // gradients up to rounding.
+  c.dropout = 0.0f;
+  const auto whole = run(0), split = run(2);
+  for (size_t i = 0; i < whole.size(); ++i)
+    CHECK(split[i] == doctest::Approx(whole[i]).epsilon(1e-4));
+  Model m;
+  t.micro_batch = 3;
+  REQUIRE(sparse_model_create(ctx.ctx, &c, &t, &m.m) == SPARSE_OK);
+  CHECK(sparse_model_train_step(m.m, tokens.data(), 4, nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(error_mentions("micro_batch"));
+}
+
+TEST_CASE("checkpoints: round trip, exact resume, atomic replacement, damaged files refused") {
+  Ctx ctx;
+  sparse_model_config c = small_config();
+  c.dropout = 0.2f;  // the dropout streams are part of what must resume exactly
+  sparse_train_config t;
+  sparse_train_config_default(&t);
+  t.learning_rate = 2e-3f;
+  t.warmup_steps = 3;
+  t.total_steps = 8;
+  t.optimizer = SPARSE_OPTIMIZER_ADAMW;
+  const auto tokens = random_tokens(2 * c.seq_len, 7);
+  const std::string path = temp_path("ckpt.safetensors");
+
+  // 2N steps in one go.
+  std::vector<double> straight;
+  {
+    Model m;
+    REQUIRE(sparse_model_create(ctx.ctx, &c, &t, &m.m) == SPARSE_OK);
+    sparse_train_stats s;
+    s.struct_size = sizeof s;
+    for (int i = 0; i < 8; ++i) {
+      REQUIRE(sparse_model_train_step(m.m, tokens.data(), 2, &s) == SPARSE_OK);
+      straight.push_back(s.loss);
+    }
+  }
+  // N steps, save, load into a new model, N steps.
+  std::vector<double> resumed;
+  {
+    Model m;
+    REQUIRE(sparse_model_create(ctx.ctx, &c, &t, &m.m) == SPARSE_OK);
+    sparse_train_stats s;
+    s.struct_size = sizeof s;
+    for (int i = 0; i < 4; ++i) {
+      REQUIRE(sparse_model_train_step(m.m, tokens.data(), 2, &s) == SPARSE_OK);
+      resumed.push_back(s.loss);
+    }
+    REQUIRE(sparse_model_save(m.m, path.c_str()) == SPARSE_OK);
+  }
+  {
+    Model m;
+    REQUIRE(sparse_model_load(ctx.ctx, path.c_str(), &m.m) == SPARSE_OK);
+    int64_t step = 0;
+    sparse_model_step(m.m, &step);
+    CHECK(step == 4);
+    sparse_model_config got;
+    sparse_model_get_config(m.m, &got);
+    CHECK(std::memcmp(&got, &c, sizeof c) == 0);
+    sparse_train_config got_t;
+    sparse_model_get_train_config(m.m, &got_t);
+    CHECK(std::memcmp(&got_t, &t, sizeof t) == 0);
+    sparse_train_stats s;
+    s.struct_size = sizeof s;
+    for (int i = 0; i < 4; ++i) {
+      REQUIRE(sparse_model_train_step(m.m, tokens.data(), 2, &s) == SPARSE_OK);
+      resumed.push_back(s.loss);
+    }
+  }
+  CHECK(resumed == straight);  // bit for bit
+
+  // The file is safetensors: 8-byte little-endian length, then a JSON object.
+  const std::vector<char> good = read_all(path);
+  REQUIRE(good.size() > 16);
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i)
+    header_len = (header_len << 8) | static_cast<uint8_t>(good[static_cast<size_t>(i)]);
+  CHECK(good[8] == '{');
+  CHECK(header_len % 8 == 0);
+  const std::string header(good.begin() + 8,
+                           good.begin() + 8 + static_cast<std::ptrdiff_t>(header_len));
+  CHECK(header.find("\"param.embed.token\":{\"dtype\":\"F32\",\"shape\":[256,32]") !=
+        std::string::npos);
+
+  auto refused = [&](const std::vector<char>& bytes, sparse_status want, const char* mention) {
+    const std::string bad = temp_path("bad.safetensors");
+    write_all(bad, bytes);
+    Model m;
+    const sparse_status st = sparse_model_load(ctx.ctx, bad.c_str(), &m.m);
+    CHECK(st == want);
+    CHECK(m.m == nullptr);
+    CHECK_MESSAGE(error_mentions(mention), sparse_last_error());
+    std::remove(bad.c_str());
+  };
+  SUBCASE("truncated") {
+    refused(std::vector<char>(good.begin(), good.end() - 100), SPARSE_ERR_FORMAT, "truncated");
+    refused(std::vector<char>(good.begin(), good.begin() + 5), SPARSE_ERR_FORMAT, "truncated");
+    refused(std::vector<char>(good.begin(), good.begin() + 200), SPARSE_ERR_FORMAT, "header");
+  }
+  SUBCASE("corrupted data") {
+    std::vector<char> bad = good;
+    bad[bad.size() - 1234] ^= 0x10;
+    refused(bad, SPARSE_ERR_FORMAT, "checksum");
+  }
+  SUBCASE("corrupted header") {
+    std::vector<char> bad = good;
+    const size_t at = header.find("\"shape\":[256,32]");
+    bad[8 + at + 10] = '7';  // [756,32]
+    refused(bad, SPARSE_ERR_FORMAT, "shape");
+    bad = good;
+    bad[8 + 1] = '!';
+    refused(bad, SPARSE_ERR_FORMAT, "corrupted header");
+  }
+  SUBCASE("missing file") {
+    Model m;
+    CHECK(sparse_model_load(ctx.ctx, temp_path("none").c_str(), &m.m) == SPARSE_ERR_IO);
+  }
+  SUBCASE("mismatched configuration") {
+    Model m;
+    sparse_model_config other = c;
+    other.d_model = 16;
+    REQUIRE(sparse_model_create(ctx.ctx, &other, &t, &m.m) == SPARSE_OK);
+    CHECK(sparse_model_restore(m.m, path.c_str()) == SPARSE_ERR_FORMAT);
+    CHECK(error_mentions("different configuration"));
+    Model same;
+    REQUIRE(sparse_model_create(ctx.ctx, &c, &t, &same.m) == SPARSE_OK);
+    CHECK(sparse_model_restore(same.m, path.c_str()) == SPARSE_OK);
+    int64_t step = 0;
+    sparse_model_step(same.m, &step);
+    CHECK(step == 4);
+  }
+  SUBCASE("a failed save leaves the previous checkpoint intact") {
+    Model m;
+    REQUIRE(sparse_model_create(ctx.ctx, &c, &t, &m.m) == SPARSE_OK);
+    const std::string tmp = path + ".tmp";
+    REQUIRE(::mkdir(tmp.c_str(), 0700) == 0);  // the temporary file cannot be created
+    CHECK(sparse_model_save(m.m, path.c_str()) == SPARSE_ERR_IO);
+    ::rmdir(tmp.c_str());
+    CHECK(read_all(path) == good);
+  }
+  std::remove(path.c_str());
+}
+
+TEST_CASE("sampling is seeded, respects the prompt, and greedy decoding follows the logits") {
+  Ctx ctx;
+  Model m;
+  sparse_model_config c = small_config();
+  sparse_train_config t;
+  sparse_train_config_default(&t);
+  t.learning_rate = 3e-3f;
+  REQUIRE(sparse_model_create(ctx.ctx, &c, &t, &m.m) == SPARSE_OK);
+  // Teach it a repeating pattern so that greedy decoding has something to follow.
+  std::vector<uint8_t> pattern(static_cast<size_t>(2 * c.seq_len));
+  for (size_t i = 0; i < pattern.size(); ++i)
+    pattern[i] = static_cast<uint8_t>("abcde"[(i % 32) % 5]);
+  for (int i = 0; i < 150; ++i)
+    REQUIRE(sparse_model_train_step(m.m, pattern.data(), 2, nullptr) == SPARSE_OK);
+
+  sparse_sample_params p;
+  sparse_sample_params_default(&p);
+  std::vector<uint8_t> a(32), b(32), d(32);
+  REQUIRE(sparse_model_sample(m.m, &p, nullptr, 0, a.data(), 32) == SPARSE_OK);
+  REQUIRE(sparse_model_sample(m.m, &p, nullptr, 0, b.data(), 32) == SPARSE_OK);
+  CHECK(a == b);
+  p.temperature = 0.0f;
+  REQUIRE(sparse_model_sample(m.m, &p, pattern.data(), 3, d.data(), 32) == SPARSE_OK);
+  CHECK(std::memcmp(d.data(), pattern.data(), 3) == 0);
+  int matches = 0;
+  for (size_t i = 0; i < 32; ++i) matches += d[i] == pattern[i];
+  MESSAGE("greedy continuation matches the training pattern at " << matches << " of 32 bytes");
+  CHECK(matches >= 28);
+  p.temperature = 1.0f;
+  p.seed = 2;
+  REQUIRE(sparse_model_sample(m.m, &p, nullptr, 0, b.data(), 32) == SPARSE_OK);
+  p.temperature = 50.0f;  // nearly uniform: almost surely differs from the low-temperature sample
+  REQUIRE(sparse_model_sample(m.m, &p, nullptr, 0, b.data(), 32) == SPARSE_OK);
+  CHECK(a != b);
+  CHECK(sparse_model_sample(m.m, &p, nullptr, 0, b.data(), 33) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(sparse_model_sample(m.m, &p, nullptr, 2, b.data(), 8) == SPARSE_ERR_INVALID_ARGUMENT);
+  p.temperature = -1;
+  CHECK(sparse_model_sample(m.m, &p, nullptr, 0, b.data(), 8) == SPARSE_ERR_INVALID_ARGUMENT);
+}
+
+TEST_CASE("peak memory is reported and recomputation lowers it") {
+  Ctx ctx;
+  sparse_model_config c = small_config();
+  c.seq_len = 128;
+  c.position_shape[0] = 16;
+  c.num_layers = 6;
+  const auto tokens = random_tokens(2 * c.seq_len, 2);
+  int64_t stored = 0, recomputed = 0;
+  for (int r : {0, 1}) {
+    Model m;
+    c.recompute = r;
+    REQUIRE(sparse_model_create(ctx.ctx, &c, nullptr, &m.m) == SPARSE_OK);
+    REQUIRE(sparse_model_measure_memory(m.m, tokens.data(), 2, r ? &recomputed : &stored) ==
+            SPARSE_OK);
+  }
+  MESSAGE("peak activation bytes: stored " << stored << ", recomputed " << recomputed);
+  CHECK(recomputed > 0);
+  CHECK(recomputed < stored / 2);
+}
+
+TEST_CASE("bits per dim on a synthetic source approaches its exact entropy") {
+  // x_0 uniform on {0, 1, 2, 3} (2 bits); x_t = x_(t-1) + b_t with b_t a fair coin (1 bit).
+  // Entropy per dim = (2 + (n - 1)) / n exactly.
+  Ctx ctx;
+  Model m;
+  sparse_model_config c = small_config();
+  sparse_train_config t;
+  sparse_train_config_default(&t);
+  t.learning_rate = 3e-3f;
+  t.warmup_steps = 20;
+  t.total_steps = 500;
+  REQUIRE(sparse_model_create(ctx.ctx, &c, &t, &m.m) == SPARSE_OK);
+  const int64_t n = c.seq_len, batch = 16;
+  std::mt19937_64 rng(12);
+  auto draw = [&](int64_t count) {
+    std::vector<uint8_t> x(static_cast<size_t>(count * n));
+    for (int64_t b = 0; b < count; ++b) {
+      x[static_cast<size_t>(b * n)] = static_cast<uint8_t>(rng() % 4);
+      for (int64_t i = 1; i < n; ++i)
+        x[static_cast<size_t>(b * n + i)] =
+            static_cast<uint8_t>(x[static_cast<size_t>(b * n + i - 1)] + (rng() & 1));
+    }
+    return x;
+  };
+  const double entropy = (2.0 + static_cast<double>(n - 1)) / static_cast<double>(n);
+  const auto held_out = draw(64);
+  for (int step = 0; step < 500; ++step) {
+    const auto x = draw(batch);
+    REQUIRE(sparse_model_train_step(m.m, x.data(), batch, nullptr) == SPARSE_OK);
+  }
+  double bpd = 0;
+  REQUIRE(sparse_model_evaluate(m.m, held_out.data(), 64, &bpd) == SPARSE_OK);
+  MESSAGE("held-out bits per dim " << bpd << ", exact entropy " << entropy);
+  CHECK(bpd > entropy - 0.1);  // no model beats the entropy (up to sampling noise)
+  CHECK(bpd < entropy + 0.1);
+}
