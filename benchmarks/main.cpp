@@ -10,6 +10,7 @@
 #include <string>
 
 #include "bench_attention.hpp"
+#include "bench_train.hpp"
 #include "memory_table.hpp"
 #include "provenance.hpp"
 #include "sparse/sparse.h"
@@ -66,6 +67,10 @@ int main(int argc, char** argv) {
                                 "peak memory of one fused forward+backward (used by memory-table)");
   repro::add_bench_options(*am, memory_options);
 
+  repro::TrainBenchOptions train_bench;
+  auto* bt = app.add_subcommand("bench-train", "training throughput of the full model (CPU)");
+  repro::add_train_bench_options(*bt, train_bench);
+
   auto* main_job = app.add_subcommand("main", "the README's main job");
 
   CLI11_PARSE(app, argc, argv);
@@ -91,6 +96,7 @@ int main(int argc, char** argv) {
     }
     if (ba->parsed()) return repro::run_bench_attention(bench);
     if (am->parsed()) return repro::run_attention_memory(memory_options);
+    if (bt->parsed()) return repro::run_bench_train(train_bench);
     if (main_job->parsed()) {
       print_info();
       std::printf("\nAttention memory (paper figure: 64 layers, 4 heads, fp32):\n\n");

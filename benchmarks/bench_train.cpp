@@ -1,0 +1,116 @@
+#include "bench_train.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <stdexcept>
+#include <vector>
+
+#include "sparse/sparse.h"
+
+namespace repro {
+namespace {
+
+void check(sparse_status s, const char* what) {
+  if (s != SPARSE_OK)
+    throw std::runtime_error(std::string(what) + ": " + sparse_status_string(s) + ": " +
+                             sparse_last_error());
+}
+
+}  // namespace
+
+void add_train_bench_options(CLI::App& app, TrainBenchOptions& o) {
+  app.add_option("--preset", o.preset, "model preset (e.g. cifar10-small, enwik8-small)")
+      ->capture_default_str();
+  app.add_option("--seq-len", o.seq_len, "override n (0 = preset)");
+  app.add_option("--layers", o.layers, "override layers (0 = preset)");
+  app.add_option("--width", o.width, "override d (0 = preset)");
+  app.add_option("--heads", o.heads, "override heads (0 = preset)");
+  app.add_option("--batch", o.batch)->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--steps", o.steps, "timed steps")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--warmup", o.warmup, "untimed steps first")->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--recompute", o.recompute, "1/0 (default: the preset's)");
+  app.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(CLI::NonNegativeNumber);
+  app.add_flag("--json", o.json, "print one JSON object");
+}
+
+int run_bench_train(const TrainBenchOptions& o) {
+  sparse_model_config cfg;
+  check(sparse_model_config_preset(o.preset.c_str(), &cfg), "--preset");
+  if (o.seq_len > 0) cfg.seq_len = o.seq_len;
+  if (o.layers > 0) cfg.num_layers = o.layers;
+  if (o.width > 0) cfg.d_model = o.width;
+  if (o.heads > 0) cfg.num_heads = o.heads;
+  if (o.recompute >= 0) cfg.recompute = o.recompute;
+  cfg.dropout = 0.0f;  // identical work in every step, as in the peer
+
+  sparse_settings settings;
+  sparse_settings_default(&settings);
+  settings.backend = SPARSE_BACKEND_CPU;
+  settings.num_threads = o.threads;
+  sparse_context* ctx = nullptr;
+  check(sparse_context_create(&settings, &ctx), "context");
+  std::unique_ptr<sparse_context, void (*)(sparse_context*)> ctx_guard(ctx,
+                                                                       sparse_context_destroy);
+  int32_t threads = 1;
+  sparse_context_num_threads(ctx, &threads);
+  sparse_train_config train;
+  sparse_train_config_default(&train);
+  sparse_model* model = nullptr;
+  check(sparse_model_create(ctx, &cfg, &train, &model), "model");
+  std::unique_ptr<sparse_model, void (*)(sparse_model*)> model_guard(model, sparse_model_destroy);
+  int64_t params = 0;
+  sparse_model_parameter_count(model, &params);
+
+  std::mt19937 rng(7);
+  std::vector<uint8_t> tokens(static_cast<size_t>(o.batch * cfg.seq_len));
+  for (auto& t : tokens) t = static_cast<uint8_t>(rng() & 0xff);
+  sparse_train_stats stats;
+  stats.struct_size = sizeof stats;
+  for (int s = 0; s < o.warmup; ++s)
+    check(sparse_model_train_step(model, tokens.data(), o.batch, &stats), "train step");
+  std::vector<double> times;
+  int64_t peak = 0;
+  for (int s = 0; s < o.steps; ++s) {
+    const auto t0 = std::chrono::steady_clock::now();
+    check(sparse_model_train_step(model, tokens.data(), o.batch, &stats), "train step");
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    peak = std::max(peak, stats.peak_activation_bytes);
+  }
+  std::sort(times.begin(), times.end());
+  const double median = times[times.size() / 2];
+  nlohmann::json j;
+  j["implementation"] = "libsparse";
+  j["preset"] = o.preset;
+  j["seq_len"] = cfg.seq_len;
+  j["layers"] = cfg.num_layers;
+  j["width"] = cfg.d_model;
+  j["heads"] = cfg.num_heads;
+  j["stride"] = cfg.stride;
+  j["block"] = cfg.block_size;
+  j["batch"] = o.batch;
+  j["recompute"] = cfg.recompute;
+  j["threads"] = threads;
+  j["parameters"] = params;
+  j["seconds_per_step"] = median;
+  j["tokens_per_second"] = static_cast<double>(o.batch * cfg.seq_len) / median;
+  j["peak_activation_bytes"] = peak;
+  j["last_loss"] = stats.loss;
+  if (o.json) {
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("%s: n %lld, %d layers x d %d, %d heads, batch %d, %d threads: %.3f s/step, "
+                "%.0f tokens/s, peak activations %.1f MB\n",
+                o.preset.c_str(), static_cast<long long>(cfg.seq_len), cfg.num_layers,
+                cfg.d_model, cfg.num_heads, o.batch, threads, median,
+                j["tokens_per_second"].get<double>(), static_cast<double>(peak) / 1e6);
+  }
+  return 0;
+}
+
+}  // namespace repro
