@@ -11,5 +11,6 @@
 #include "sparse/layout.h"
 #include "sparse/attention.h"
 #include "sparse/model.h"
+#include "sparse/datasets.h"
 
 #endif /* SPARSE_SPARSE_H */

@@ -1,0 +1,220 @@
+// Classical audio: a folder of recordings (or one recording) decoded with libsndfile (WAV, FLAC,
+// Ogg Vorbis/Opus, MP3 and the rest of what the installed libsndfile reads), mixed to mono by
+// averaging the channels, resampled with libsamplerate (SRC_SINC_MEDIUM_QUALITY) to 12 kHz,
+// mu-law encoded to 8 bits and cut into non-overlapping sequences (a trailing partial sequence of
+// each recording is dropped; sequences never span two recordings).
+//
+// Split by file, deterministically: files are ordered by the 64-bit FNV-1a hash of their name
+// (ties by name); the first floor(test_fraction * n) are test, the next
+// floor(valid_fraction * n) are valid, the rest train. The assignment of a file therefore does
+// not depend on the folder's path, and a folder of fewer than 10 files (default fractions) is all
+// train.
+#include <algorithm>
+#include <cmath>
+
+#include "dataset.hpp"
+#include "error.hpp"
+#include "io.hpp"
+#include "sparse_config.h"
+
+#if SPARSE_HAVE_SNDFILE
+#include <samplerate.h>
+#include <sndfile.h>
+#endif
+
+namespace sparse::data {
+#if SPARSE_HAVE_SNDFILE
+namespace {
+
+const char* const kExtensions[] = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff",
+                                   ".aif", ".aifc", ".au", ".caf", ".w64", ".rf64"};
+
+bool audio_name(const std::string& name) {
+  const std::string l = lower(name);
+  for (const char* e : kExtensions)
+    if (ends_with(l, e)) return true;
+  return false;
+}
+
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+class AudioSource final : public Source {
+ public:
+  AudioSource(std::vector<std::vector<uint8_t>> tracks, int64_t len)
+      : tracks_(std::move(tracks)), len_(len) {
+    for (size_t t = 0; t < tracks_.size(); ++t) {
+      const int64_t n = static_cast<int64_t>(tracks_[t].size()) / len_;
+      for (int64_t i = 0; i < n; ++i) index_.emplace_back(t, i * len_);
+    }
+  }
+  int64_t size() const override { return static_cast<int64_t>(index_.size()); }
+  int64_t seq_len() const override { return len_; }
+  void read(int64_t index, uint8_t* out) const override {
+    const auto& [t, start] = index_[static_cast<size_t>(index)];
+    std::copy_n(tracks_[t].data() + start, len_, out);
+  }
+
+ private:
+  std::vector<std::vector<uint8_t>> tracks_;
+  std::vector<std::pair<size_t, int64_t>> index_;
+  int64_t len_;
+};
+
+}  // namespace
+#endif
+
+bool audio_supported() { return SPARSE_HAVE_SNDFILE != 0; }
+
+#if SPARSE_HAVE_SNDFILE
+DecodedAudio decode_audio_file(const std::string& path, int32_t sample_rate) {
+  require(sample_rate >= 1000 && sample_rate <= 384000, "sample_rate = ", sample_rate,
+          " (expected 1000..384000)");
+  SF_INFO info{};
+  SNDFILE* file = sf_open(path.c_str(), SFM_READ, &info);
+  if (file == nullptr)
+    throw_error(SPARSE_ERR_FORMAT, "file ", path, ": not a readable audio file (libsndfile: ",
+                sf_strerror(nullptr),
+                "; expected WAV, FLAC, Ogg, MP3 or another format libsndfile supports)");
+  struct Close {
+    SNDFILE* f;
+    SRC_STATE* s = nullptr;
+    ~Close() {
+      sf_close(f);
+      if (s != nullptr) src_delete(s);
+    }
+  } close{file};
+  if (info.channels < 1 || info.channels > 64 || info.samplerate < 1)
+    throw_error(SPARSE_ERR_FORMAT, "file ", path, ": ", info.channels, " channels at ",
+                info.samplerate, " Hz (expected 1..64 channels and a positive rate)");
+  int err = 0;
+  close.s = src_new(SRC_SINC_MEDIUM_QUALITY, 1, &err);
+  if (close.s == nullptr)
+    throw_error(SPARSE_ERR_INTERNAL, "libsamplerate: ", src_strerror(err));
+  const double ratio = static_cast<double>(sample_rate) / info.samplerate;
+  if (src_is_valid_ratio(ratio) == 0)
+    throw_error(SPARSE_ERR_FORMAT, "file ", path, ": sample rate ", info.samplerate,
+                " Hz cannot be resampled to ", sample_rate, " Hz (ratio outside 1/256..256)");
+  constexpr sf_count_t kFrames = 8192;
+  std::vector<float> frames(static_cast<size_t>(kFrames * info.channels));
+  std::vector<float> mono(static_cast<size_t>(kFrames));
+  std::vector<float> out(static_cast<size_t>(std::ceil(kFrames * ratio)) + 1024);
+  DecodedAudio result;
+  result.source_rate = info.samplerate;
+  result.source_channels = info.channels;
+  uint64_t total = 0;
+  float peak = 0;
+  auto run = [&](const float* in, long n, bool end) {
+    SRC_DATA d{};
+    d.data_in = in;
+    d.input_frames = n;
+    d.end_of_input = end ? 1 : 0;
+    d.src_ratio = ratio;
+    for (;;) {
+      d.data_out = out.data();
+      d.output_frames = static_cast<long>(out.size());
+      if (int e = src_process(close.s, &d))
+        throw_error(SPARSE_ERR_INTERNAL, "file ", path, ": libsamplerate: ", src_strerror(e));
+      for (long i = 0; i < d.output_frames_gen; ++i)
+        result.mulaw.push_back(mulaw_encode(out[static_cast<size_t>(i)]));
+      d.data_in += d.input_frames_used;
+      d.input_frames -= d.input_frames_used;
+      if (d.input_frames == 0 && (!end || d.output_frames_gen == 0)) break;
+    }
+  };
+  for (;;) {
+    const sf_count_t n = sf_readf_float(file, frames.data(), kFrames);
+    if (n <= 0) break;
+    for (sf_count_t i = 0; i < n; ++i) {
+      float s = 0;
+      for (int c = 0; c < info.channels; ++c) s += frames[static_cast<size_t>(i * info.channels + c)];
+      s /= static_cast<float>(info.channels);
+      if (!std::isfinite(s)) s = 0;
+      peak = std::max(peak, std::fabs(s));
+      mono[static_cast<size_t>(i)] = s;
+    }
+    total += static_cast<uint64_t>(n);
+    run(mono.data(), static_cast<long>(n), false);
+  }
+  if (sf_error(file) != SF_ERR_NO_ERROR)
+    throw_error(SPARSE_ERR_FORMAT, "file ", path, ": decoding failed after ", total,
+                " frames (libsndfile: ", sf_strerror(file), "; truncated or corrupt?)");
+  if (total == 0)
+    throw_error(SPARSE_ERR_FORMAT, "file ", path, ": no audio frames (expected a recording)");
+  if (peak < 1e-5f)
+    throw_error(SPARSE_ERR_FORMAT, "file ", path,
+                ": silent (peak amplitude below 1e-5; expected audible audio)");
+  run(mono.data(), 0, true);
+  result.source_seconds = static_cast<double>(total) / info.samplerate;
+  return result;
+}
+
+SourcePtr open_audio(const std::string& path, Split split, const AudioOptions& o) {
+  require(o.seq_len >= 1, "seq_len = ", o.seq_len, " (expected >= 1)");
+  require(o.valid_fraction >= 0 && o.test_fraction >= 0 &&
+              o.valid_fraction + o.test_fraction < 1,
+          "valid_fraction = ", o.valid_fraction, ", test_fraction = ", o.test_fraction,
+          " (expected non-negative with a sum below 1)");
+  std::vector<std::string> chosen;
+  if (!is_directory(path)) {
+    if (split != Split::Train)
+      throw_error(SPARSE_ERR_INVALID_ARGUMENT, "file ", path,
+                  ": a single recording has a train split only (expected a folder for the ",
+                  split_name(split), " split)");
+    if (!is_regular_file(path)) throw_error(SPARSE_ERR_IO, "file ", path, ": does not exist");
+    chosen.push_back(path);
+  } else {
+    std::vector<std::string> files;
+    for (const std::string& f : list_files(path))
+      if (audio_name(f)) files.push_back(f);
+    if (files.empty())
+      throw_error(SPARSE_ERR_IO, "folder ", path,
+                  ": expected audio files (.wav, .flac, .ogg, .oga, .opus, .mp3, .aiff, .au, "
+                  ".caf, .w64, .rf64), found none");
+    std::sort(files.begin(), files.end(), [](const std::string& a, const std::string& b) {
+      const uint64_t ha = fnv1a(a), hb = fnv1a(b);
+      return ha != hb ? ha < hb : a < b;
+    });
+    const size_t n = files.size();
+    const auto n_test = static_cast<size_t>(std::floor(o.test_fraction * static_cast<double>(n)));
+    const auto n_valid = static_cast<size_t>(std::floor(o.valid_fraction * static_cast<double>(n)));
+    size_t begin = 0, end = n_test;
+    if (split == Split::Valid) begin = n_test, end = n_test + n_valid;
+    if (split == Split::Train) begin = n_test + n_valid, end = n;
+    if (begin == end)
+      throw_error(SPARSE_ERR_INVALID_ARGUMENT, "folder ", path, ": ", n,
+                  " recordings leave the ", split_name(split), " split empty (it gets floor(",
+                  split == Split::Test ? o.test_fraction : o.valid_fraction, " x ", n,
+                  ") files)");
+    for (size_t i = begin; i < end; ++i) chosen.push_back(join_path(path, files[i]));
+  }
+  std::vector<std::vector<uint8_t>> tracks;
+  int64_t sequences = 0;
+  for (const std::string& f : chosen) {
+    tracks.push_back(decode_audio_file(f, o.sample_rate).mulaw);
+    sequences += static_cast<int64_t>(tracks.back().size()) / o.seq_len;
+  }
+  if (sequences == 0)
+    throw_error(SPARSE_ERR_FORMAT, "audio ", path, ": the ", split_name(split),
+                " split's recordings are all shorter than one sequence of ", o.seq_len,
+                " samples at ", o.sample_rate, " Hz");
+  return std::make_unique<AudioSource>(std::move(tracks), o.seq_len);
+}
+#else
+DecodedAudio decode_audio_file(const std::string& path, int32_t) {
+  throw_error(SPARSE_ERR_UNSUPPORTED, "file ", path,
+              ": audio needs libsndfile and libsamplerate, which this build of libsparse lacks");
+}
+SourcePtr open_audio(const std::string& path, Split, const AudioOptions&) {
+  throw_error(SPARSE_ERR_UNSUPPORTED, "audio ", path,
+              ": audio needs libsndfile and libsamplerate, which this build of libsparse lacks");
+}
+#endif
+
+}  // namespace sparse::data

@@ -1,0 +1,90 @@
+// Byte-level text: enwik8 (the raw 100,000,000-byte file or enwik8.zip, inflated once into an
+// unlinked temporary file and memory-mapped) and any raw byte file.
+#include <algorithm>
+
+#include "archive.hpp"
+#include "dataset.hpp"
+#include "error.hpp"
+
+namespace sparse::data {
+namespace {
+
+constexpr uint64_t kEnwik8Bytes = 100000000;
+
+class TextSource final : public Source {
+ public:
+  TextSource(View bytes, uint64_t begin, int64_t count, int64_t len)
+      : bytes_(std::move(bytes)), begin_(begin), count_(count), len_(len) {}
+  int64_t size() const override { return count_; }
+  int64_t seq_len() const override { return len_; }
+  void read(int64_t index, uint8_t* out) const override {
+    const uint8_t* p = bytes_.data + begin_ + static_cast<uint64_t>(index) * static_cast<uint64_t>(len_);
+    std::copy(p, p + len_, out);
+  }
+
+ private:
+  View bytes_;
+  uint64_t begin_;
+  int64_t count_, len_;
+};
+
+bool is_zip(const BlobPtr& b) {
+  return b->size() >= 4 && b->data()[0] == 'P' && b->data()[1] == 'K' &&
+         ((b->data()[2] == 3 && b->data()[3] == 4) || (b->data()[2] == 5 && b->data()[3] == 6));
+}
+
+}  // namespace
+
+ByteRange text_split_range(uint64_t n, Split split) {
+  // floor(0.9 n) and floor(0.95 n) in integers (n < 2^57 keeps 20 n exact).
+  const uint64_t a = n / 10 * 9 + (n % 10) * 9 / 10;
+  const uint64_t b = n / 20 * 19 + (n % 20) * 19 / 20;
+  switch (split) {
+    case Split::Train: return {0, a};
+    case Split::Valid: return {a, b};
+    case Split::Test: return {b, n};
+  }
+  return {0, 0};
+}
+
+SourcePtr open_text(const std::string& path, Split split, int64_t seq_len, bool enwik8) {
+  require(seq_len >= 1, "seq_len = ", seq_len, " (expected >= 1)");
+  BlobPtr blob = map_file(path);
+  View bytes;
+  std::string what = path;
+  if (is_zip(blob)) {
+    const View archive = whole(blob);
+    const std::vector<ZipEntry> entries = zip_entries(archive.data, archive.size, path);
+    const ZipEntry* entry = zip_find(entries, "enwik8");
+    if (entry == nullptr && !enwik8) {
+      std::vector<const ZipEntry*> files;
+      for (const ZipEntry& e : entries)
+        if (!e.name.empty() && e.name.back() != '/') files.push_back(&e);
+      if (files.size() == 1) entry = files[0];
+    }
+    if (entry == nullptr)
+      throw_error(SPARSE_ERR_FORMAT, "file ", path,
+                  enwik8 ? ": expected a zip member named enwik8"
+                         : ": expected a zip archive with exactly one file (or one named enwik8)");
+    if (enwik8 && entry->size != kEnwik8Bytes)
+      throw_error(SPARSE_ERR_FORMAT, "file ", path, ": member enwik8 has ", entry->size,
+                  " bytes (expected 100000000)");
+    TempFileSink sink(path + " (member " + entry->name + ")");
+    bytes = zip_member(archive, *entry, path, sink, [&] { return sink.finish(); });
+    what = path + " (member " + entry->name + ")";
+  } else {
+    bytes = whole(blob);
+  }
+  if (bytes.size == 0) throw_error(SPARSE_ERR_FORMAT, "file ", what, ": empty (expected text bytes)");
+  if (enwik8 && bytes.size > kEnwik8Bytes)
+    throw_error(SPARSE_ERR_FORMAT, "file ", what, ": ", bytes.size,
+                " bytes (expected at most enwik8's 100000000)");
+  const ByteRange r = text_split_range(bytes.size, split);
+  const int64_t count = static_cast<int64_t>((r.end - r.begin) / static_cast<uint64_t>(seq_len));
+  if (count == 0)
+    throw_error(SPARSE_ERR_FORMAT, "file ", what, ": the ", split_name(split), " split has ",
+                r.end - r.begin, " bytes, fewer than one sequence of ", seq_len);
+  return std::make_unique<TextSource>(std::move(bytes), r.begin, count, seq_len);
+}
+
+}  // namespace sparse::data
