@@ -11,6 +11,7 @@
 
 #include "bench_attention.hpp"
 #include "bench_train.hpp"
+#include "train_cli.hpp"
 #include "memory_table.hpp"
 #include "provenance.hpp"
 #include "sparse/sparse.h"
@@ -71,6 +72,16 @@ int main(int argc, char** argv) {
   auto* bt = app.add_subcommand("bench-train", "training throughput of the full model (CPU)");
   repro::add_train_bench_options(*bt, train_bench);
 
+  repro::TrainOptions train_options;
+  auto* train_cmd = app.add_subcommand("train", "train a model on a dataset, evaluate bits per dim");
+  repro::add_train_options(*train_cmd, train_options);
+  repro::EvalOptions eval_options;
+  auto* eval_cmd = app.add_subcommand("eval", "bits per dim of a checkpoint on a dataset split");
+  repro::add_eval_options(*eval_cmd, eval_options);
+  repro::SampleOptions sample_options;
+  auto* sample_cmd = app.add_subcommand("sample", "generate a sequence from a checkpoint");
+  repro::add_sample_options(*sample_cmd, sample_options);
+
   auto* main_job = app.add_subcommand("main", "the README's main job");
 
   CLI11_PARSE(app, argc, argv);
@@ -97,6 +108,9 @@ int main(int argc, char** argv) {
     if (ba->parsed()) return repro::run_bench_attention(bench);
     if (am->parsed()) return repro::run_attention_memory(memory_options);
     if (bt->parsed()) return repro::run_bench_train(train_bench);
+    if (train_cmd->parsed()) std::cout << repro::run_train(train_options).dump(2) << "\n";
+    if (eval_cmd->parsed()) std::cout << repro::run_eval(eval_options).dump(2) << "\n";
+    if (sample_cmd->parsed()) std::cout << repro::run_sample(sample_options).dump(2) << "\n";
     if (main_job->parsed()) {
       print_info();
       std::printf("\nAttention memory (paper figure: 64 layers, 4 heads, fp32):\n\n");

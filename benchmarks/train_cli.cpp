@@ -1,0 +1,382 @@
+#include "train_cli.hpp"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include "bench_attention.hpp"
+#include "sparse/sparse.h"
+
+namespace repro {
+namespace {
+
+void check(sparse_status s, const std::string& what) {
+  if (s != SPARSE_OK)
+    throw std::runtime_error(what + ": " + sparse_status_string(s) + ": " + sparse_last_error());
+}
+
+using ContextPtr = std::unique_ptr<sparse_context, void (*)(sparse_context*)>;
+using ModelPtr = std::unique_ptr<sparse_model, void (*)(sparse_model*)>;
+using DatasetPtr = std::unique_ptr<sparse_dataset, void (*)(sparse_dataset*)>;
+
+ContextPtr cpu_context(int threads) {
+  sparse_settings s;
+  sparse_settings_default(&s);
+  s.backend = SPARSE_BACKEND_CPU;
+  s.num_threads = threads;
+  sparse_context* ctx = nullptr;
+  check(sparse_context_create(&s, &ctx), "context");
+  return ContextPtr(ctx, sparse_context_destroy);
+}
+
+sparse_split parse_split(const std::string& name) {
+  if (name == "train") return SPARSE_SPLIT_TRAIN;
+  if (name == "valid") return SPARSE_SPLIT_VALID;
+  if (name == "test") return SPARSE_SPLIT_TEST;
+  throw std::runtime_error("unknown split \"" + name + "\" (train, valid or test)");
+}
+
+DatasetPtr open_dataset(const DataSpec& spec, sparse_split split, int64_t seq_len,
+                        uint64_t seed_offset = 0) {
+  const auto colon = spec.spec.find(':');
+  const std::string kind_name = spec.spec.substr(0, colon);
+  const std::string path = colon == std::string::npos ? "" : spec.spec.substr(colon + 1);
+  sparse_dataset_kind kind;
+  check(sparse_dataset_kind_from_name(kind_name.c_str(), &kind), "--data " + spec.spec);
+  sparse_dataset_desc desc;
+  check(sparse_dataset_desc_default(&desc, kind), "dataset defaults");
+  desc.path = path.empty() ? nullptr : path.c_str();
+  desc.split = split;
+  desc.seed = spec.seed + seed_offset;
+  if (kind == SPARSE_DATASET_SYNTHETIC_IMAGE) {
+    if (spec.image_width > 0) desc.image_width = spec.image_width;
+    if (spec.image_height > 0) desc.image_height = spec.image_height;
+  } else if (kind != SPARSE_DATASET_CIFAR10 && kind != SPARSE_DATASET_IMAGENET64) {
+    const int64_t n = spec.seq_len > 0 ? spec.seq_len : seq_len;
+    if (n > 0) desc.seq_len = n;
+  }
+  if (spec.vocab > 0) desc.vocab = spec.vocab;
+  if (spec.num_sequences > 0) desc.num_sequences = spec.num_sequences;
+  if (spec.copy_offset > 0) desc.copy_offset = spec.copy_offset;
+  sparse_dataset* ds = nullptr;
+  check(sparse_dataset_open(&desc, &ds), "--data " + spec.spec);
+  return DatasetPtr(ds, sparse_dataset_destroy);
+}
+
+int64_t dataset_seq_len(const sparse_dataset* ds) {
+  int64_t n = 0;
+  check(sparse_dataset_seq_len(ds, &n), "dataset");
+  return n;
+}
+
+int64_t dataset_size(const sparse_dataset* ds) {
+  int64_t n = 0;
+  check(sparse_dataset_num_sequences(ds, &n), "dataset");
+  return n;
+}
+
+// Mean bits per dim over the first `count` sequences of a split, in batches.
+double evaluate(sparse_model* model, const sparse_dataset* ds, int64_t count, int batch,
+                int64_t* evaluated) {
+  const int64_t n = dataset_seq_len(ds);
+  count = std::min(count, dataset_size(ds));
+  std::vector<uint8_t> tokens(static_cast<size_t>(batch * n));
+  double total = 0;
+  int64_t done = 0;
+  while (done < count) {
+    const int64_t b = std::min<int64_t>(batch, count - done);
+    check(sparse_dataset_read(ds, done, b, SPARSE_TOKENS_U8, tokens.data(), tokens.size()),
+          "read");
+    double bpd = 0;
+    check(sparse_model_evaluate(model, tokens.data(), b, &bpd), "evaluate");
+    total += bpd * static_cast<double>(b);
+    done += b;
+  }
+  if (evaluated) *evaluated = done;
+  return done > 0 ? total / static_cast<double>(done) : std::nan("");
+}
+
+void set_attention(sparse_model_config& cfg, const TrainOptions& o) {
+  if (!o.attention.empty()) {
+    if (o.attention == "dense") cfg.attention = SPARSE_MODEL_ATTENTION_DENSE;
+    else if (o.attention == "strided") cfg.attention = SPARSE_MODEL_ATTENTION_STRIDED;
+    else if (o.attention == "fixed") cfg.attention = SPARSE_MODEL_ATTENTION_FIXED;
+    else throw std::runtime_error("--attention must be dense, strided or fixed");
+  }
+  if (!o.head_mode.empty()) {
+    if (o.head_mode == "interleaved") cfg.head_mode = SPARSE_HEADS_INTERLEAVED;
+    else if (o.head_mode == "merged") cfg.head_mode = SPARSE_HEADS_MERGED;
+    else if (o.head_mode == "multihead") cfg.head_mode = SPARSE_HEADS_MULTIHEAD;
+    else throw std::runtime_error("--head-mode must be interleaved, merged or multihead");
+  }
+  if (!o.layer_cycle.empty()) {
+    if (o.layer_cycle.size() >= sizeof cfg.layer_cycle)
+      throw std::runtime_error("--layer-cycle is too long");
+    std::snprintf(cfg.layer_cycle, sizeof cfg.layer_cycle, "%s", o.layer_cycle.c_str());
+  }
+}
+
+// Position tables that fit the data: rows x columns for single-channel synthetic images,
+// ceil(n / l) x l for text and audio; image presets keep their own.
+void fit_positions(sparse_model_config& cfg, const std::string& kind, const DataSpec& spec) {
+  if (kind == "cifar10" || kind == "imagenet64") return;
+  if (kind == "synthetic_image") {
+    const int64_t w = spec.image_width > 0 ? spec.image_width : 32;
+    cfg.num_position_dims = 2;
+    cfg.position_shape[0] = (cfg.seq_len + w - 1) / w;
+    cfg.position_shape[1] = w;
+    return;
+  }
+  cfg.num_position_dims = 2;
+  cfg.position_shape[0] = (cfg.seq_len + cfg.stride - 1) / cfg.stride;
+  cfg.position_shape[1] = cfg.stride;
+}
+
+bool stderr_is_tty() { return isatty(STDERR_FILENO) == 1; }
+
+}  // namespace
+
+void add_data_options(CLI::App& app, DataSpec& d) {
+  app.add_option("--data", d.spec,
+                 "synthetic_image, synthetic_text, cifar10:PATH, enwik8:PATH, text:PATH, "
+                 "imagenet64:PATH or audio:PATH")
+      ->capture_default_str();
+  app.add_option("--data-seq-len", d.seq_len, "sequence length for text/audio (0 = model's)");
+  app.add_option("--vocab", d.vocab, "synthetic alphabet size (0 = default)");
+  app.add_option("--num-sequences", d.num_sequences, "synthetic sequences per split");
+  app.add_option("--image-width", d.image_width, "synthetic image width");
+  app.add_option("--image-height", d.image_height, "synthetic image height");
+  app.add_option("--copy-offset", d.copy_offset, "synthetic text copy distance");
+  app.add_option("--data-seed", d.seed, "dataset seed")->capture_default_str();
+}
+
+void add_train_options(CLI::App& app, TrainOptions& o) {
+  app.add_option("--preset", o.preset, "model preset (cifar10, enwik8, imagenet64, audio, "
+                                       "optionally -small)")
+      ->capture_default_str();
+  app.add_option("--attention", o.attention, "dense, strided or fixed");
+  app.add_option("--head-mode", o.head_mode, "interleaved, merged or multihead");
+  app.add_option("--layer-cycle", o.layer_cycle, "interleaved head types, e.g. 2111 or 1");
+  app.add_option("--seq-len", o.seq_len, "override n");
+  app.add_option("--layers", o.layers, "override layers");
+  app.add_option("--width", o.width, "override d");
+  app.add_option("--heads", o.heads, "override heads");
+  app.add_option("--block", o.block, "override block size");
+  app.add_option("--stride", o.stride, "override l");
+  app.add_option("--summary", o.summary, "override c");
+  app.add_option("--dropout", o.dropout, "override dropout");
+  app.add_option("--recompute", o.recompute, "1/0 (default: the preset's)");
+  add_data_options(app, o.data);
+  app.add_option("--steps", o.steps)->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--batch", o.batch)->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--lr", o.lr)->capture_default_str();
+  app.add_option("--warmup", o.warmup)->capture_default_str();
+  app.add_option("--eval-every", o.eval_every, "evaluate every k steps (0 = at the end only)");
+  app.add_option("--eval-sequences", o.eval_sequences)->capture_default_str();
+  app.add_option("--eval-split", o.eval_split)->capture_default_str();
+  app.add_option("--checkpoint", o.checkpoint, "save the model here (atomically)");
+  app.add_flag("--resume", o.resume, "continue from --checkpoint");
+  app.add_option("--threads", o.threads);
+  app.add_option("--seed", o.seed)->capture_default_str();
+  app.add_option("--log", o.log, "write one JSON line per step (the loss curve)");
+  app.add_option("--summary-out", o.summary_out, "write the run's JSON summary here");
+  app.add_flag("--quiet", o.quiet, "no progress display");
+}
+
+void add_eval_options(CLI::App& app, EvalOptions& o) {
+  app.add_option("--checkpoint", o.checkpoint)->required();
+  add_data_options(app, o.data);
+  app.add_option("--split", o.split)->capture_default_str();
+  app.add_option("--sequences", o.sequences)->capture_default_str();
+  app.add_option("--batch", o.batch)->capture_default_str();
+  app.add_option("--threads", o.threads);
+}
+
+void add_sample_options(CLI::App& app, SampleOptions& o) {
+  app.add_option("--checkpoint", o.checkpoint)->required();
+  app.add_option("--out", o.out, "write the raw bytes here (atomically)")->required();
+  app.add_option("--length", o.length, "tokens to generate (0 = seq_len)");
+  app.add_option("--temperature", o.temperature)->capture_default_str();
+  app.add_option("--seed", o.seed)->capture_default_str();
+  app.add_option("--threads", o.threads);
+}
+
+nlohmann::json run_train(const TrainOptions& o) {
+  auto ctx = cpu_context(o.threads);
+  sparse_model_config cfg;
+  check(sparse_model_config_preset(o.preset.c_str(), &cfg), "--preset");
+  set_attention(cfg, o);
+  if (o.layers > 0) cfg.num_layers = o.layers;
+  if (o.width > 0) cfg.d_model = o.width;
+  if (o.heads > 0) cfg.num_heads = o.heads;
+  if (o.block > 0) cfg.block_size = o.block;
+  if (o.stride > 0) cfg.stride = o.stride;
+  if (o.summary > 0) cfg.summary = o.summary;
+  if (o.dropout >= 0) cfg.dropout = o.dropout;
+  if (o.recompute >= 0) cfg.recompute = o.recompute;
+  cfg.seed = o.seed;
+
+  const std::string kind = o.data.spec.substr(0, o.data.spec.find(':'));
+  if (o.seq_len > 0) cfg.seq_len = o.seq_len;
+  auto train = open_dataset(o.data, SPARSE_SPLIT_TRAIN, cfg.seq_len);
+  cfg.seq_len = dataset_seq_len(train.get());
+  fit_positions(cfg, kind, o.data);
+  auto held_out = open_dataset(o.data, parse_split(o.eval_split), cfg.seq_len);
+
+  sparse_train_config tc;
+  sparse_train_config_default(&tc);
+  tc.learning_rate = o.lr;
+  tc.warmup_steps = o.warmup;
+  tc.total_steps = o.steps;
+  sparse_model* raw = nullptr;
+  if (o.resume) {
+    if (o.checkpoint.empty()) throw std::runtime_error("--resume needs --checkpoint");
+    check(sparse_model_load(ctx.get(), o.checkpoint.c_str(), &raw), "load " + o.checkpoint);
+  } else {
+    check(sparse_model_create(ctx.get(), &cfg, &tc, &raw), "model");
+  }
+  ModelPtr model(raw, sparse_model_destroy);
+  check(sparse_model_get_config(model.get(), &cfg), "config");
+  int64_t params = 0, step = 0;
+  sparse_model_parameter_count(model.get(), &params);
+  sparse_model_step(model.get(), &step);
+  // Batches are a pure function of (seed, epoch, position): resuming continues the same stream.
+  const int64_t train_size = dataset_size(train.get());
+  check(sparse_dataset_seek(train.get(), static_cast<uint64_t>(step * o.batch / train_size),
+                            step * o.batch % train_size),
+        "seek");
+
+  std::ofstream log;
+  if (!o.log.empty()) {
+    log.open(o.log, o.resume ? std::ios::app : std::ios::trunc);
+    if (!log) throw std::runtime_error("cannot write " + o.log);
+  }
+  std::vector<uint8_t> tokens(static_cast<size_t>(o.batch * cfg.seq_len));
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool tty = stderr_is_tty();
+  const int64_t every = std::max<int64_t>(1, o.steps / 20);
+  sparse_train_stats stats{};
+  stats.struct_size = sizeof stats;
+  double train_seconds = 0;
+  int64_t peak = 0;
+  nlohmann::json evals = nlohmann::json::array();
+  for (; step < o.steps; ++step) {
+    check(sparse_dataset_next_batch(train.get(), o.batch, SPARSE_TOKENS_U8, tokens.data(),
+                                    tokens.size(), nullptr),
+          "batch");
+    check(sparse_model_train_step(model.get(), tokens.data(), o.batch, &stats), "train step");
+    train_seconds += stats.seconds;
+    peak = std::max(peak, stats.peak_activation_bytes);
+    if (log) {
+      nlohmann::json line = {{"step", stats.step}, {"loss", stats.loss},
+                             {"bits_per_dim", stats.bits_per_dim}, {"lr", stats.learning_rate},
+                             {"grad_norm", stats.grad_norm}, {"seconds", stats.seconds}};
+      log << line.dump() << "\n";
+    }
+    if (!o.quiet && (tty || stats.step % every == 0 || stats.step == o.steps)) {
+      char line[256];
+      const double elapsed =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      sparse_train_progress_line(&stats, o.steps, elapsed, line, sizeof line);
+      std::fprintf(stderr, tty ? "\r%s   " : "%s\n", line);
+    }
+    if (o.eval_every > 0 && stats.step % o.eval_every == 0 && stats.step < o.steps) {
+      int64_t count = 0;
+      const double bpd = evaluate(model.get(), held_out.get(), o.eval_sequences, o.batch, &count);
+      evals.push_back({{"step", stats.step}, {"bits_per_dim", bpd}, {"sequences", count}});
+      if (log) log << nlohmann::json({{"step", stats.step}, {"eval_bits_per_dim", bpd}}).dump()
+                   << "\n";
+      if (!o.checkpoint.empty())
+        check(sparse_model_save(model.get(), o.checkpoint.c_str()), "save " + o.checkpoint);
+    }
+  }
+  if (!o.quiet && tty) std::fprintf(stderr, "\n");
+  int64_t count = 0;
+  const double bpd = evaluate(model.get(), held_out.get(), o.eval_sequences, o.batch, &count);
+  evals.push_back({{"step", step}, {"bits_per_dim", bpd}, {"sequences", count}});
+  if (!o.checkpoint.empty())
+    check(sparse_model_save(model.get(), o.checkpoint.c_str()), "save " + o.checkpoint);
+
+  nlohmann::json summary;
+  summary["preset"] = o.preset;
+  summary["data"] = o.data.spec;
+  summary["attention"] = cfg.attention == SPARSE_MODEL_ATTENTION_DENSE     ? "dense"
+                         : cfg.attention == SPARSE_MODEL_ATTENTION_STRIDED ? "strided"
+                                                                           : "fixed";
+  summary["layer_cycle"] = cfg.layer_cycle;
+  summary["seq_len"] = cfg.seq_len;
+  summary["layers"] = cfg.num_layers;
+  summary["width"] = cfg.d_model;
+  summary["heads"] = cfg.num_heads;
+  summary["stride"] = cfg.stride;
+  summary["parameters"] = params;
+  summary["steps"] = step;
+  summary["batch"] = o.batch;
+  summary["tokens_seen"] = step * o.batch * cfg.seq_len;
+  summary["train_seconds"] = train_seconds;
+  summary["seconds_per_step"] = step > 0 ? train_seconds / static_cast<double>(step) : 0.0;
+  summary["peak_activation_bytes"] = peak;
+  summary["final_train_loss"] = stats.loss;
+  summary["eval_split"] = o.eval_split;
+  summary["eval_sequences"] = count;
+  summary["eval_bits_per_dim"] = bpd;
+  summary["evals"] = evals;
+  double entropy = 0, empirical = 0;
+  if (sparse_dataset_entropy(held_out.get(), &entropy, &empirical) == SPARSE_OK) {
+    summary["exact_entropy_bits_per_dim"] = entropy;
+    summary["empirical_entropy_bits_per_dim"] = empirical;
+  } else {
+    sparse_clear_error();
+  }
+  if (!o.summary_out.empty()) write_file_atomically(o.summary_out, summary.dump(2) + "\n");
+  return summary;
+}
+
+nlohmann::json run_eval(const EvalOptions& o) {
+  auto ctx = cpu_context(o.threads);
+  sparse_model* raw = nullptr;
+  check(sparse_model_load(ctx.get(), o.checkpoint.c_str(), &raw), "load " + o.checkpoint);
+  ModelPtr model(raw, sparse_model_destroy);
+  sparse_model_config cfg;
+  check(sparse_model_get_config(model.get(), &cfg), "config");
+  auto ds = open_dataset(o.data, parse_split(o.split), cfg.seq_len);
+  if (dataset_seq_len(ds.get()) != cfg.seq_len)
+    throw std::runtime_error("the data's sequences have " +
+                             std::to_string(dataset_seq_len(ds.get())) +
+                             " tokens but the model's seq_len is " + std::to_string(cfg.seq_len));
+  int64_t count = 0;
+  const double bpd = evaluate(model.get(), ds.get(), o.sequences, o.batch, &count);
+  nlohmann::json j = {{"checkpoint", o.checkpoint}, {"data", o.data.spec}, {"split", o.split},
+                      {"sequences", count},         {"bits_per_dim", bpd}};
+  return j;
+}
+
+nlohmann::json run_sample(const SampleOptions& o) {
+  auto ctx = cpu_context(o.threads);
+  sparse_model* raw = nullptr;
+  check(sparse_model_load(ctx.get(), o.checkpoint.c_str(), &raw), "load " + o.checkpoint);
+  ModelPtr model(raw, sparse_model_destroy);
+  sparse_model_config cfg;
+  check(sparse_model_get_config(model.get(), &cfg), "config");
+  const int64_t length = o.length > 0 ? o.length : cfg.seq_len;
+  sparse_sample_params params;
+  sparse_sample_params_default(&params);
+  params.temperature = o.temperature;
+  params.seed = o.seed;
+  std::vector<uint8_t> out(static_cast<size_t>(length));
+  const auto t0 = std::chrono::steady_clock::now();
+  check(sparse_model_sample(model.get(), &params, nullptr, 0, out.data(), length), "sample");
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  write_file_atomically(o.out, std::string(out.begin(), out.end()));
+  return {{"checkpoint", o.checkpoint}, {"out", o.out}, {"tokens", length},
+          {"temperature", o.temperature}, {"seconds", seconds}};
+}
+
+}  // namespace repro

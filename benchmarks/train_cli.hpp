@@ -1,0 +1,75 @@
+// sparse-repro train / eval / sample: the model on a dataset through the C ABI.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace repro {
+
+struct DataSpec {
+  std::string spec = "synthetic_image";  // kind[:path]
+  int64_t seq_len = 0;                   // 0 = the model's / the kind's default
+  int32_t vocab = 0;                     // synthetic: 0 = the kind's default
+  int64_t num_sequences = 0;             // synthetic: 0 = default
+  int32_t image_width = 0, image_height = 0;
+  int64_t copy_offset = 0;
+  uint64_t seed = 0x5eed;
+};
+
+struct TrainOptions {
+  std::string preset = "cifar10-small";
+  std::string attention;   // dense | strided | fixed (empty: the preset's)
+  std::string head_mode;   // interleaved | merged | multihead
+  std::string layer_cycle;
+  int64_t seq_len = 0;
+  int layers = 0, width = 0, heads = 0, block = 0;
+  int64_t stride = 0, summary = 0;
+  float dropout = -1.0f;
+  int recompute = -1;
+  DataSpec data;
+  int64_t steps = 200;
+  int batch = 4;
+  float lr = 1e-3f;
+  int64_t warmup = 20;
+  int64_t eval_every = 0;
+  int64_t eval_sequences = 64;
+  std::string eval_split = "test";
+  std::string checkpoint;  // save here at the end (and at each evaluation)
+  bool resume = false;     // continue from --checkpoint
+  int threads = 0;
+  uint64_t seed = 1;
+  std::string log;         // JSON lines: one per step (loss curve)
+  std::string summary_out; // JSON summary of the run
+  bool quiet = false;
+};
+
+struct EvalOptions {
+  std::string checkpoint;
+  DataSpec data;
+  std::string split = "test";
+  int64_t sequences = 64;
+  int batch = 4;
+  int threads = 0;
+};
+
+struct SampleOptions {
+  std::string checkpoint;
+  std::string out;
+  int64_t length = 0;   // 0 = the model's seq_len
+  float temperature = 1.0f;
+  uint64_t seed = 1;
+  int threads = 0;
+};
+
+void add_train_options(CLI::App& app, TrainOptions& o);
+void add_eval_options(CLI::App& app, EvalOptions& o);
+void add_sample_options(CLI::App& app, SampleOptions& o);
+
+// Each returns a JSON summary (also printed) or throws std::runtime_error.
+nlohmann::json run_train(const TrainOptions& o);
+nlohmann::json run_eval(const EvalOptions& o);
+nlohmann::json run_sample(const SampleOptions& o);
+
+}  // namespace repro
