@@ -11,6 +11,7 @@
 
 #include "bench_attention.hpp"
 #include "bench_train.hpp"
+#include "main_job.hpp"
 #include "train_cli.hpp"
 #include "memory_table.hpp"
 #include "provenance.hpp"
@@ -82,7 +83,9 @@ int main(int argc, char** argv) {
   auto* sample_cmd = app.add_subcommand("sample", "generate a sequence from a checkpoint");
   repro::add_sample_options(*sample_cmd, sample_options);
 
+  repro::MainJobOptions main_options;
   auto* main_job = app.add_subcommand("main", "the README's main job");
+  repro::add_main_job_options(*main_job, main_options);
 
   CLI11_PARSE(app, argc, argv);
 
@@ -113,10 +116,7 @@ int main(int argc, char** argv) {
     if (sample_cmd->parsed()) std::cout << repro::run_sample(sample_options).dump(2) << "\n";
     if (main_job->parsed()) {
       print_info();
-      std::printf("\nAttention memory (paper figure: 64 layers, 4 heads, fp32):\n\n");
-      auto table = repro::memory_table_json(true, 64);
-      repro::add_measured_memory(table, 64);
-      std::cout << repro::memory_table_markdown(table);
+      return repro::run_main_job(main_options, argc, argv);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "sparse-repro: %s\n", e.what());
