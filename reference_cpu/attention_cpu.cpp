@@ -252,21 +252,67 @@ void attention_forward(const AttentionForwardArgs& args, int num_threads) {
   }
 }
 
+namespace {
+
+// One unit of backward work: query blocks [I0, I1) of one (batch, head) pair. `slot` >= 0 when the
+// pair is split across several items, each accumulating dK/dV privately (summed afterwards).
+struct BackwardItem {
+  int64_t pair, I0, I1, work;
+  int64_t slot;
+};
+
+// Splits the backward pass into items of about equal work (computed blocks). A pair whose work
+// exceeds its share by more than 25% is split by query blocks so no thread waits on one heavy head (the fixed
+// pattern's summary head has ~25x the blocks of its block head). Heaviest items first.
+std::vector<BackwardItem> plan_backward(const Layout& layout, int64_t batch, int64_t heads,
+                                        int num_threads, int64_t* slots) {
+  std::vector<BackwardItem> items;
+  int64_t total = 0;
+  for (int64_t h = 0; h < heads; ++h) {
+    const HeadLayout& L = layout.head(static_cast<int>(h));
+    total += batch * (L.nnz() + L.num_blocks);
+  }
+  const int64_t target = std::max<int64_t>(1, total / static_cast<int64_t>(num_threads));
+  *slots = 0;
+  for (int64_t pair = 0; pair < batch * heads; ++pair) {
+    const HeadLayout& L = layout.head(static_cast<int>(pair % heads));
+    const int64_t nb = L.num_blocks, work = L.nnz() + nb;
+    // Split only a clearly heavy pair: each split costs an n x d accumulator pair.
+    const int64_t chunks = num_threads == 1 || 4 * work <= 5 * target
+                               ? 1
+                               : std::min(nb, (work + target - 1) / target);
+    if (chunks == 1) {
+      items.push_back({pair, 0, nb, work, -1});
+      continue;
+    }
+    // Cut [0, nb) where the running work crosses multiples of work / chunks.
+    int64_t I0 = 0, acc = 0, cut = 1;
+    for (int64_t I = 0; I < nb; ++I) {
+      acc += L.row_ptr[I + 1] - L.row_ptr[I] + 1;
+      if ((acc * chunks >= cut * work && cut < chunks) || I == nb - 1) {
+        items.push_back({pair, I0, I + 1, acc, (*slots)++});
+        I0 = I + 1;
+        acc = 0;
+        ++cut;
+      }
+    }
+  }
+  std::stable_sort(items.begin(), items.end(),
+                   [](const BackwardItem& a, const BackwardItem& b) { return a.work > b.work; });
+  return items;
+}
+
+}  // namespace
+
 void attention_backward(const AttentionBackwardArgs& args, int num_threads) {
   const Layout& layout = *args.layout;
   const int64_t batch = args.q.shape[0], heads = args.q.shape[1], d = args.q.shape[3];
   if (batch == 0 || d == 0) return;
-  const int64_t pairs = batch * heads;
   const int B = layout.block;
-  // Split query blocks of a (b, h) pair across threads only when pairs alone cannot keep every
-  // thread busy.
-  const int64_t chunks = pairs >= num_threads ? 1 : (num_threads + pairs - 1) / pairs;
-  const int64_t items = pairs * chunks;
-  std::vector<Tile> dk_acc, dv_acc;
-  if (chunks > 1) {
-    dk_acc.resize(static_cast<size_t>(items));
-    dv_acc.resize(static_cast<size_t>(items));
-  }
+  int64_t slots = 0;
+  const std::vector<BackwardItem> items = plan_backward(layout, batch, heads, num_threads, &slots);
+  std::vector<Tile> dk_acc(static_cast<size_t>(slots)), dv_acc(static_cast<size_t>(slots));
+  const auto count = static_cast<int64_t>(items.size());
 #if SPARSE_HAVE_OPENMP
 #pragma omp parallel num_threads(num_threads)
 #endif
@@ -276,37 +322,41 @@ void attention_backward(const AttentionBackwardArgs& args, int num_threads) {
 #if SPARSE_HAVE_OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
-    for (int64_t item = 0; item < items; ++item) {
-      const int64_t bh = item / chunks, c = item % chunks;
-      const int64_t b = bh / heads, h = bh % heads;
+    for (int64_t k = 0; k < count; ++k) {
+      const BackwardItem& item = items[static_cast<size_t>(k)];
+      const int64_t b = item.pair / heads, h = item.pair % heads;
       const HeadLayout& L = layout.head(static_cast<int>(h));
-      const int64_t nb = L.num_blocks;
-      const int64_t I0 = nb * c / chunks, I1 = nb * (c + 1) / chunks;
-      Tile& dk = chunks > 1 ? dk_acc[static_cast<size_t>(item)] : own_dk;
-      Tile& dv = chunks > 1 ? dv_acc[static_cast<size_t>(item)] : own_dv;
-      dk.setZero(nb * B, d);
-      dv.setZero(nb * B, d);
-      backward_blocks(args, b, h, I0, I1, scratch, dk, dv);
-      if (chunks == 1) {
-        scatter_rows(args.dk, b, h, L, 0, dk.data(), nb * B, d, args.scale);
-        scatter_rows(args.dv, b, h, L, 0, dv.data(), nb * B, d, 1.0f);
+      const int64_t rows = L.num_blocks * B;
+      Tile& dk = item.slot >= 0 ? dk_acc[static_cast<size_t>(item.slot)] : own_dk;
+      Tile& dv = item.slot >= 0 ? dv_acc[static_cast<size_t>(item.slot)] : own_dv;
+      dk.setZero(rows, d);
+      dv.setZero(rows, d);
+      backward_blocks(args, b, h, item.I0, item.I1, scratch, dk, dv);
+      if (item.slot < 0) {
+        scatter_rows(args.dk, b, h, L, 0, dk.data(), rows, d, args.scale);
+        scatter_rows(args.dv, b, h, L, 0, dv.data(), rows, d, 1.0f);
       }
     }
   }
-  if (chunks > 1) {
-    parallel_for(pairs, num_threads, [&](int64_t bh) {
-      const int64_t b = bh / heads, h = bh % heads;
-      const HeadLayout& L = layout.head(static_cast<int>(h));
-      Tile& dk = dk_acc[static_cast<size_t>(bh * chunks)];
-      Tile& dv = dv_acc[static_cast<size_t>(bh * chunks)];
-      for (int64_t c = 1; c < chunks; ++c) {
-        dk += dk_acc[static_cast<size_t>(bh * chunks + c)];
-        dv += dv_acc[static_cast<size_t>(bh * chunks + c)];
-      }
-      scatter_rows(args.dk, b, h, L, 0, dk.data(), L.num_blocks * B, d, args.scale);
-      scatter_rows(args.dv, b, h, L, 0, dv.data(), L.num_blocks * B, d, 1.0f);
-    });
-  }
+  if (slots == 0) return;
+  // Sum the private accumulators of each split pair and write them out.
+  std::vector<std::vector<int64_t>> by_pair(static_cast<size_t>(batch * heads));
+  for (const BackwardItem& item : items)
+    if (item.slot >= 0) by_pair[static_cast<size_t>(item.pair)].push_back(item.slot);
+  parallel_for(batch * heads, num_threads, [&](int64_t pair) {
+    const auto& list = by_pair[static_cast<size_t>(pair)];
+    if (list.empty()) return;
+    const int64_t b = pair / heads, h = pair % heads;
+    const HeadLayout& L = layout.head(static_cast<int>(h));
+    Tile& dk = dk_acc[static_cast<size_t>(list[0])];
+    Tile& dv = dv_acc[static_cast<size_t>(list[0])];
+    for (size_t c = 1; c < list.size(); ++c) {
+      dk += dk_acc[static_cast<size_t>(list[c])];
+      dv += dv_acc[static_cast<size_t>(list[c])];
+    }
+    scatter_rows(args.dk, b, h, L, 0, dk.data(), L.num_blocks * B, d, args.scale);
+    scatter_rows(args.dv, b, h, L, 0, dv.data(), L.num_blocks * B, d, 1.0f);
+  });
 }
 
 size_t attention_workspace_bytes(const Layout& layout, int64_t batch, int64_t head_dim,
@@ -318,11 +368,12 @@ size_t attention_workspace_bytes(const Layout& layout, int64_t batch, int64_t he
   int64_t max_rows = 0;
   for (int h = 0; h < layout.num_heads; ++h)
     max_rows = std::max(max_rows, layout.head(h).num_blocks * layout.block);
-  const auto pairs = static_cast<size_t>(batch) * static_cast<size_t>(layout.num_heads);
-  const size_t chunks = pairs >= threads ? 1 : (threads + pairs - 1) / pairs;
-  const size_t accumulators = chunks > 1 ? pairs * chunks : threads;
+  int64_t slots = 0;
+  plan_backward(layout, batch, layout.num_heads, num_threads, &slots);
+  // Per-thread tiles and accumulators, plus one accumulator per split item.
   return threads * sizeof(float) * (6 * B * d + 2 * B * B + 2 * B) +
-         accumulators * 2 * static_cast<size_t>(max_rows) * d * sizeof(float);
+         (threads + static_cast<size_t>(slots)) * 2 * static_cast<size_t>(max_rows) * d *
+             sizeof(float);
 }
 
 }  // namespace sparse::cpu
