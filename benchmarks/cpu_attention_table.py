@@ -93,7 +93,7 @@ def main():
     md.append(f"| threads | {rows[0]['threads']} |")
     md.append(f"| library | {info.splitlines()[0]}; {info.splitlines()[1]} |")
     if not gpu:
-        md.append(f"| dense GEMM rate (Eigen, same threads, 1024^3) | "
+        md.append(f"| dense GEMM rate (Eigen, same threads, 2048^3, best of 5) | "
                   f"{rows[0]['gemm_gflops']:.1f} GFLOP/s |")
     md.append(f"| wall time of the run | {wall:.0f} s |")
     md.append("")
