@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cstdio>
 #include <ctime>
 #include <fstream>
 #include <sstream>
@@ -25,6 +26,22 @@ std::string cpu_model() {
   return "unknown";
 }
 
+// The commit of the source tree: asked of git at run time (the tree may have moved on since the
+// build), else what meson's vcs_tag recorded at build time.
+std::string git_commit() {
+  const std::string cmd = std::string("git -C '") + SPARSE_SOURCE_ROOT +
+                          "' describe --always --dirty 2>/dev/null";
+  if (FILE* pipe = popen(cmd.c_str(), "r")) {
+    char buf[128] = {0};
+    const bool got = std::fgets(buf, sizeof buf, pipe) != nullptr;
+    const int status = pclose(pipe);
+    std::string out(buf);
+    while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+    if (got && status == 0 && !out.empty()) return out;
+  }
+  return SPARSE_GIT_DESCRIBE;
+}
+
 }  // namespace
 
 nlohmann::json provenance(int argc, char** argv) {
@@ -33,7 +50,7 @@ nlohmann::json provenance(int argc, char** argv) {
   cmd << "sparse-repro";
   for (int i = 1; i < argc; ++i) cmd << " " << argv[i];
   p["command"] = cmd.str();
-  p["commit"] = SPARSE_GIT_DESCRIBE;
+  p["commit"] = git_commit();
   char date[64];
   const std::time_t now = std::time(nullptr);
   std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
