@@ -154,6 +154,49 @@ bool encode_png(const uint8_t* pixels, int width, int height, int channels, Byte
 }  // namespace
 #endif
 
+Bytes png_image(const Bytes& pixels, int width, int height, int channels) {
+#if REPRO_HAVE_PNG
+  if ((channels != 1 && channels != 3) ||
+      pixels.size() != static_cast<size_t>(width) * height * channels)
+    throw std::runtime_error("png: pixel count does not match the image shape");
+  Bytes out;
+  if (!encode_png(pixels.data(), width, height, channels, &out))
+    throw std::runtime_error("libpng: encoding failed");
+  return out;
+#else
+  (void)pixels;
+  (void)width;
+  (void)height;
+  (void)channels;
+  throw std::runtime_error("this build has no libpng: cannot write PNG");
+#endif
+}
+
+Bytes wav_mono16(const std::vector<float>& samples, int sample_rate) {
+  Bytes out;
+  auto put = [&](uint32_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  };
+  const auto data_bytes = static_cast<uint32_t>(samples.size() * 2);
+  out.insert(out.end(), {'R', 'I', 'F', 'F'});
+  put(36 + data_bytes, 4);
+  out.insert(out.end(), {'W', 'A', 'V', 'E', 'f', 'm', 't', ' '});
+  put(16, 4);                                      // fmt chunk size
+  put(1, 2);                                       // PCM
+  put(1, 2);                                       // mono
+  put(static_cast<uint32_t>(sample_rate), 4);
+  put(static_cast<uint32_t>(sample_rate) * 2, 4);  // byte rate
+  put(2, 2);                                       // block align
+  put(16, 2);                                      // bits per sample
+  out.insert(out.end(), {'d', 'a', 't', 'a'});
+  put(data_bytes, 4);
+  for (float x : samples) {
+    const float c = x < -1.0f ? -1.0f : (x > 1.0f ? 1.0f : x);
+    put(static_cast<uint32_t>(static_cast<uint16_t>(static_cast<int16_t>(c * 32767.0f))), 2);
+  }
+  return out;
+}
+
 double png_bits_per_subpixel(const Bytes& images, int width, int height, int channels) {
 #if REPRO_HAVE_PNG
   const size_t image_bytes = static_cast<size_t>(width) * height * channels;

@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "baselines.hpp"
 #include "bench_attention.hpp"
 #include "sparse/sparse.h"
 
@@ -374,8 +375,38 @@ nlohmann::json run_sample(const SampleOptions& o) {
   check(sparse_model_sample(model.get(), &params, nullptr, 0, out.data(), length), "sample");
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  write_file_atomically(o.out, std::string(out.begin(), out.end()));
-  return {{"checkpoint", o.checkpoint}, {"out", o.out}, {"tokens", length},
+  // The file type follows the extension: .png an image (the model's position tables give rows,
+  // columns and channels), .wav 8-bit mu-law decoded to 16-bit PCM at 12 kHz, else raw bytes.
+  auto ends_with = [&](const char* ext) {
+    const std::string e(ext);
+    return o.out.size() >= e.size() && o.out.compare(o.out.size() - e.size(), e.size(), e) == 0;
+  };
+  std::string format = "raw bytes";
+  std::vector<uint8_t> file(out.begin(), out.end());
+  if (ends_with(".png")) {
+    int rows = 0, cols = 0, channels = 1;
+    if (cfg.num_position_dims == 3) {
+      rows = static_cast<int>(cfg.position_shape[0]);
+      cols = static_cast<int>(cfg.position_shape[1]);
+      channels = static_cast<int>(cfg.position_shape[2]);
+    } else if (cfg.num_position_dims == 2) {
+      rows = static_cast<int>(cfg.position_shape[0]);
+      cols = static_cast<int>(cfg.position_shape[1]);
+    }
+    if (rows <= 0 || static_cast<int64_t>(rows) * cols * channels != length)
+      throw std::runtime_error("--out *.png needs --length equal to the model's image size "
+                               "(rows x columns x channels of its position tables)");
+    file = png_image(out, cols, rows, channels);
+    format = "png " + std::to_string(cols) + "x" + std::to_string(rows) + "x" +
+             std::to_string(channels);
+  } else if (ends_with(".wav")) {
+    std::vector<float> samples(out.size());
+    check(sparse_mulaw_decode(out.data(), out.size(), samples.data()), "mu-law decode");
+    file = wav_mono16(samples, 12000);
+    format = "wav, 12 kHz mono 16-bit from 8-bit mu-law";
+  }
+  write_file_atomically(o.out, std::string(file.begin(), file.end()));
+  return {{"checkpoint", o.checkpoint}, {"out", o.out}, {"format", format}, {"tokens", length},
           {"temperature", o.temperature}, {"seconds", seconds}};
 }
 
