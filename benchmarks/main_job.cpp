@@ -44,32 +44,13 @@ std::string fmt(double x, int digits = 3) {
 
 // All sequences of a split, concatenated in index order.
 std::vector<uint8_t> split_bytes(const DataSpec& spec, sparse_split split, int64_t seq_len) {
-  const auto colon = spec.spec.find(':');
-  const std::string kind_name = spec.spec.substr(0, colon);
-  const std::string path = colon == std::string::npos ? "" : spec.spec.substr(colon + 1);
-  sparse_dataset_kind kind;
-  check(sparse_dataset_kind_from_name(kind_name.c_str(), &kind), "kind");
-  sparse_dataset_desc desc;
-  sparse_dataset_desc_default(&desc, kind);
-  desc.path = path.empty() ? nullptr : path.c_str();
-  desc.split = split;
-  desc.seed = spec.seed;
-  if (kind == SPARSE_DATASET_SYNTHETIC_IMAGE) {
-    desc.image_width = spec.image_width;
-    desc.image_height = spec.image_height;
-  } else {
-    desc.seq_len = seq_len;
-  }
-  if (spec.vocab > 0) desc.vocab = spec.vocab;
-  if (spec.num_sequences > 0) desc.num_sequences = spec.num_sequences;
-  sparse_dataset* ds = nullptr;
-  check(sparse_dataset_open(&desc, &ds), "open " + spec.spec);
-  std::unique_ptr<sparse_dataset, void (*)(sparse_dataset*)> guard(ds, sparse_dataset_destroy);
+  DatasetPtr ds = open_dataset(spec, split, seq_len);
   int64_t count = 0, n = 0;
-  sparse_dataset_num_sequences(ds, &count);
-  sparse_dataset_seq_len(ds, &n);
+  sparse_dataset_num_sequences(ds.get(), &count);
+  sparse_dataset_seq_len(ds.get(), &n);
   std::vector<uint8_t> bytes(static_cast<size_t>(count * n));
-  check(sparse_dataset_read(ds, 0, count, SPARSE_TOKENS_U8, bytes.data(), bytes.size()), "read");
+  check(sparse_dataset_read(ds.get(), 0, count, SPARSE_TOKENS_U8, bytes.data(), bytes.size()),
+        "read");
   return bytes;
 }
 
@@ -301,30 +282,24 @@ int run_main_job(const MainJobOptions& o, int argc, char** argv) {
     t.warmup = std::max<int64_t>(1, t.steps / 20);
     std::fprintf(stderr, "  fixed attention (l = 16, c = 4), %lld steps\n",
                  static_cast<long long>(t.steps));
-    double bits = 0;
-    int64_t sequences = 0;
-    for (const char* split : {"valid", "test"}) {
-      // One training run, evaluated on both held-out splits: train once with the valid split as
-      // the evaluation target, then evaluate the saved checkpoint on the test split.
-      if (std::string(split) == "valid") {
-        t.eval_split = "valid";
-        t.checkpoint = o.out + "/enwik8_sample_model.safetensors";
-        text = run_train(t);
-        bits += text["eval_bits_per_dim"].get<double>() * text["eval_sequences"].get<double>();
-        sequences += text["eval_sequences"].get<int64_t>();
-      } else {
-        EvalOptions e;
-        e.checkpoint = t.checkpoint;
-        e.data = t.data;
-        e.split = "test";
-        e.sequences = 1000;
-        e.batch = 8;
-        e.threads = o.threads;
-        const auto r = run_eval(e);
-        bits += r["bits_per_dim"].get<double>() * r["sequences"].get<double>();
-        sequences += r["sequences"].get<int64_t>();
-      }
-    }
+    // One training run evaluated on the valid split, then its checkpoint on the test split:
+    // together the last 10% of the sample.
+    t.eval_split = "valid";
+    t.checkpoint = o.out + "/enwik8_sample_model.safetensors";
+    text = run_train(t);
+    EvalOptions e;
+    e.checkpoint = t.checkpoint;
+    e.data = t.data;
+    e.split = "test";
+    e.sequences = 1000;
+    e.batch = 8;
+    e.threads = o.threads;
+    const auto test = run_eval(e);
+    const int64_t sequences =
+        text["eval_sequences"].get<int64_t>() + test["sequences"].get<int64_t>();
+    const double bits =
+        text["eval_bits_per_dim"].get<double>() * text["eval_sequences"].get<double>() +
+        test["bits_per_dim"].get<double>() * test["sequences"].get<double>();
     text["held_out_bits_per_byte"] = bits / static_cast<double>(sequences);
     text["held_out_sequences"] = sequences;
     const auto train_bytes = split_bytes(t.data, SPARSE_SPLIT_TRAIN, 256);

@@ -39,7 +39,7 @@ bool matches_paper_figure(double computed, double paper, int decimals) {
   return std::round(value) == printed || std::floor(value) == printed;
 }
 
-std::string format_bytes(double bytes, int) {
+std::string format_bytes(double bytes) {
   const char* units[] = {"B", "kB", "MB", "GB", "TB", "PB"};
   int u = 0;
   while (bytes >= 1000 && u < 5) {

@@ -35,8 +35,8 @@ double dense_attention_bytes_one_layer(int64_t n);
 // (the paper rounds some entries and truncates others, so both are accepted; see DESIGN.md).
 bool matches_paper_figure(double computed, double paper, int decimals);
 
-// Decimal formatting with units: 1.07e9 -> "1.07 GB".
-std::string format_bytes(double bytes, int significant = 3);
+// Decimal formatting with units, three significant digits: 1.07e9 -> "1.07 GB".
+std::string format_bytes(double bytes);
 
 nlohmann::json memory_table_json(bool sparse_columns, int block);
 // Adds "measured": the peak memory one fused forward+backward of the row's pattern (4 heads,

@@ -24,7 +24,6 @@ void check(sparse_status s, const std::string& what) {
 
 using ContextPtr = std::unique_ptr<sparse_context, void (*)(sparse_context*)>;
 using ModelPtr = std::unique_ptr<sparse_model, void (*)(sparse_model*)>;
-using DatasetPtr = std::unique_ptr<sparse_dataset, void (*)(sparse_dataset*)>;
 
 ContextPtr cpu_context(int threads) {
   sparse_settings s;
@@ -43,8 +42,9 @@ sparse_split parse_split(const std::string& name) {
   throw std::runtime_error("unknown split \"" + name + "\" (train, valid or test)");
 }
 
-DatasetPtr open_dataset(const DataSpec& spec, sparse_split split, int64_t seq_len,
-                        uint64_t seed_offset = 0) {
+}  // namespace
+
+DatasetPtr open_dataset(const DataSpec& spec, sparse_split split, int64_t seq_len) {
   const auto colon = spec.spec.find(':');
   const std::string kind_name = spec.spec.substr(0, colon);
   const std::string path = colon == std::string::npos ? "" : spec.spec.substr(colon + 1);
@@ -54,7 +54,7 @@ DatasetPtr open_dataset(const DataSpec& spec, sparse_split split, int64_t seq_le
   check(sparse_dataset_desc_default(&desc, kind), "dataset defaults");
   desc.path = path.empty() ? nullptr : path.c_str();
   desc.split = split;
-  desc.seed = spec.seed + seed_offset;
+  desc.seed = spec.seed;
   if (kind == SPARSE_DATASET_SYNTHETIC_IMAGE) {
     if (spec.image_width > 0) desc.image_width = spec.image_width;
     if (spec.image_height > 0) desc.image_height = spec.image_height;
@@ -68,6 +68,17 @@ DatasetPtr open_dataset(const DataSpec& spec, sparse_split split, int64_t seq_le
   sparse_dataset* ds = nullptr;
   check(sparse_dataset_open(&desc, &ds), "--data " + spec.spec);
   return DatasetPtr(ds, sparse_dataset_destroy);
+}
+
+namespace {
+
+// A model from a checkpoint, with its configuration.
+ModelPtr load_model(sparse_context* ctx, const std::string& path, sparse_model_config* cfg) {
+  sparse_model* raw = nullptr;
+  check(sparse_model_load(ctx, path.c_str(), &raw), "load " + path);
+  ModelPtr model(raw, sparse_model_destroy);
+  check(sparse_model_get_config(model.get(), cfg), "config");
+  return model;
 }
 
 int64_t dataset_seq_len(const sparse_dataset* ds) {
@@ -341,11 +352,8 @@ nlohmann::json run_train(const TrainOptions& o) {
 
 nlohmann::json run_eval(const EvalOptions& o) {
   auto ctx = cpu_context(o.threads);
-  sparse_model* raw = nullptr;
-  check(sparse_model_load(ctx.get(), o.checkpoint.c_str(), &raw), "load " + o.checkpoint);
-  ModelPtr model(raw, sparse_model_destroy);
   sparse_model_config cfg;
-  check(sparse_model_get_config(model.get(), &cfg), "config");
+  ModelPtr model = load_model(ctx.get(), o.checkpoint, &cfg);
   auto ds = open_dataset(o.data, parse_split(o.split), cfg.seq_len);
   if (dataset_seq_len(ds.get()) != cfg.seq_len)
     throw std::runtime_error("the data's sequences have " +
@@ -360,11 +368,8 @@ nlohmann::json run_eval(const EvalOptions& o) {
 
 nlohmann::json run_sample(const SampleOptions& o) {
   auto ctx = cpu_context(o.threads);
-  sparse_model* raw = nullptr;
-  check(sparse_model_load(ctx.get(), o.checkpoint.c_str(), &raw), "load " + o.checkpoint);
-  ModelPtr model(raw, sparse_model_destroy);
   sparse_model_config cfg;
-  check(sparse_model_get_config(model.get(), &cfg), "config");
+  ModelPtr model = load_model(ctx.get(), o.checkpoint, &cfg);
   const int64_t length = o.length > 0 ? o.length : cfg.seq_len;
   sparse_sample_params params;
   sparse_sample_params_default(&params);

@@ -4,7 +4,10 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <memory>
 #include <string>
+
+#include "sparse/sparse.h"
 
 namespace repro {
 
@@ -62,6 +65,11 @@ struct SampleOptions {
   uint64_t seed = 1;
   int threads = 0;
 };
+
+using DatasetPtr = std::unique_ptr<sparse_dataset, void (*)(sparse_dataset*)>;
+// Opens `spec` ("kind[:path]" plus the synthetic options) at `split`; text and audio are cut into
+// sequences of spec.seq_len, else `seq_len` tokens (0 = the kind's default).
+DatasetPtr open_dataset(const DataSpec& spec, sparse_split split, int64_t seq_len);
 
 void add_train_options(CLI::App& app, TrainOptions& o);
 void add_eval_options(CLI::App& app, EvalOptions& o);
