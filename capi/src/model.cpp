@@ -171,6 +171,20 @@ SPARSE_API sparse_status sparse_model_evaluate(sparse_model* model, const uint8_
   });
 }
 
+SPARSE_API sparse_status sparse_model_token_bits(sparse_model* model, const uint8_t* tokens,
+                                                 int64_t batch, double* bits, size_t count) {
+  return sparse::capi::guard(__func__, [&] {
+    auto& t = trainer_of(model);
+    check_tokens(t, tokens, batch);
+    sparse::require(bits != nullptr, "bits is NULL");
+    const int64_t needed = batch * t.model().dims().n;
+    if (count < static_cast<size_t>(needed))
+      sparse::throw_error(SPARSE_ERR_BUFFER_TOO_SMALL, "bits holds ", count,
+                          " values; batch * seq_len = ", needed);
+    t.token_bits(tokens, batch, bits);
+  });
+}
+
 SPARSE_API sparse_status sparse_model_measure_memory(sparse_model* model, const uint8_t* tokens,
                                                      int64_t batch, int64_t* peak_bytes) {
   return sparse::capi::guard(__func__, [&] {

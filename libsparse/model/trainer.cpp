@@ -1,8 +1,10 @@
 // The trainer (see trainer.hpp).
 #include "trainer.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <vector>
 
 #include "error.hpp"
 #include "sparse_config.h"
@@ -131,6 +133,32 @@ double Trainer::evaluate(const uint8_t* tokens, int64_t batch) {
     sum += model_.forward(tokens + b * n, cnt, 0, false, nullptr);
   }
   return sum / static_cast<double>(batch * n) / std::log(2.0);
+}
+
+void Trainer::token_bits(const uint8_t* tokens, int64_t batch, double* bits) {
+  require(tokens != nullptr, "tokens is NULL");
+  require(bits != nullptr, "bits is NULL");
+  require(batch >= 1, "batch = ", batch, " must be >= 1");
+  ThreadScope threads(threads_);
+  const int64_t n = model_.dims().n;
+  const int64_t vocab = Dims::vocab;
+  const int64_t micro =
+      train_.micro_batch > 0 ? std::min<int64_t>(train_.micro_batch, batch) : batch;
+  std::vector<float> logits(static_cast<size_t>(micro * n * vocab));
+  for (int64_t b = 0; b < batch; b += micro) {
+    const int64_t cnt = std::min(micro, batch - b);
+    model_.forward(tokens + b * n, cnt, 0, false, logits.data());
+    // log-softmax in double of each row, at the row's target token.
+    for (int64_t r = 0; r < cnt * n; ++r) {
+      const float* z = logits.data() + r * vocab;
+      double m = z[0];
+      for (int64_t c = 1; c < vocab; ++c) m = std::max(m, static_cast<double>(z[c]));
+      double sum = 0;
+      for (int64_t c = 0; c < vocab; ++c) sum += std::exp(static_cast<double>(z[c]) - m);
+      const double nats = m + std::log(sum) - static_cast<double>(z[tokens[b * n + r]]);
+      bits[b * n + r] = nats / std::log(2.0);
+    }
+  }
 }
 
 int64_t Trainer::measure_memory(const uint8_t* tokens, int64_t batch) {

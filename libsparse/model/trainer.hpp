@@ -53,6 +53,9 @@ class Trainer {
   sparse_train_stats train_step(const uint8_t* tokens, int64_t batch);
   // Mean bits per dim without dropout; parameters unchanged.
   double evaluate(const uint8_t* tokens, int64_t batch);
+  // -log2 p(token | earlier tokens of its sequence) for each of the batch * seq_len tokens, from
+  // the same forward pass as evaluate (no dropout; parameters unchanged).
+  void token_bits(const uint8_t* tokens, int64_t batch, double* bits);
   // Peak activation bytes of one forward/backward pass (gradients are discarded).
   int64_t measure_memory(const uint8_t* tokens, int64_t batch);
 

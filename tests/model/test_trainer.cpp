@@ -153,6 +153,51 @@ TEST_CASE("a tiny model overfits a fixed batch") {
   CHECK(sparse_train_progress_line(&s, 600, 30.0, line, 10) == SPARSE_ERR_BUFFER_TOO_SMALL);
 }
 
+TEST_CASE("per-token bits: their mean is the evaluation, each row alone, and causal") {
+  Ctx ctx;
+  Model m;
+  const sparse_model_config c = small_config();
+  sparse_train_config t;
+  sparse_train_config_default(&t);
+  t.learning_rate = 3e-3f;
+  REQUIRE(sparse_model_create(ctx.ctx, &c, &t, &m.m) == SPARSE_OK);
+  const int64_t n = c.seq_len;
+  auto tokens = random_tokens(3 * n, 11);
+  for (int i = 0; i < 20; ++i)  // away from the uniform initial prediction
+    REQUIRE(sparse_model_train_step(m.m, tokens.data(), 3, nullptr) == SPARSE_OK);
+  std::vector<double> bits(static_cast<size_t>(3 * n));
+  REQUIRE(sparse_model_token_bits(m.m, tokens.data(), 3, bits.data(), bits.size()) == SPARSE_OK);
+  double mean = 0, bpd = 0;
+  for (double b : bits) mean += b / static_cast<double>(bits.size());
+  REQUIRE(sparse_model_evaluate(m.m, tokens.data(), 3, &bpd) == SPARSE_OK);
+  CHECK(mean == doctest::Approx(bpd).epsilon(1e-6));
+  CHECK(bpd < 7.9);
+  // Each row is the evaluation of that sequence alone.
+  for (int64_t r = 0; r < 3; ++r) {
+    double row = 0, alone = 0;
+    for (int64_t i = 0; i < n; ++i) row += bits[static_cast<size_t>(r * n + i)] / n;
+    REQUIRE(sparse_model_evaluate(m.m, tokens.data() + r * n, 1, &alone) == SPARSE_OK);
+    CHECK(row == doctest::Approx(alone).epsilon(1e-6));
+  }
+  // Causal: changing token k changes no earlier position's bits, and changes position k's.
+  const int64_t k = 20;
+  tokens[static_cast<size_t>(k)] ^= 0x55;
+  std::vector<double> changed(bits.size());
+  REQUIRE(sparse_model_token_bits(m.m, tokens.data(), 3, changed.data(), changed.size()) ==
+          SPARSE_OK);
+  for (int64_t i = 0; i < k; ++i)
+    CHECK(changed[static_cast<size_t>(i)] == doctest::Approx(bits[static_cast<size_t>(i)]));
+  CHECK(changed[static_cast<size_t>(k)] != doctest::Approx(bits[static_cast<size_t>(k)]));
+  // Bad arguments.
+  CHECK(sparse_model_token_bits(m.m, tokens.data(), 3, bits.data(), bits.size() - 1) ==
+        SPARSE_ERR_BUFFER_TOO_SMALL);
+  CHECK(sparse_model_token_bits(m.m, tokens.data(), 0, bits.data(), bits.size()) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(sparse_model_token_bits(m.m, tokens.data(), 1, nullptr, 0) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(sparse_model_token_bits(nullptr, tokens.data(), 1, bits.data(), bits.size()) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+}
+
 TEST_CASE("training is deterministic and gradient accumulation matches the whole batch") {
   Ctx ctx;
   sparse_model_config c = small_config();

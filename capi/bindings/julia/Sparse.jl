@@ -778,6 +778,17 @@ function evaluate(m::Model, tokens::DenseArray{UInt8})
     return bpd[]
 end
 
+"Bits of each token given the earlier ones of its sequence, shaped like `tokens` (their mean is
+`evaluate(m, tokens)`; the model is not changed)."
+function token_bits(m::Model, tokens::DenseArray{UInt8})
+    batch = batch_of(m, tokens)
+    bits = zeros(Cdouble, size(tokens))
+    GC.@preserve tokens bits check(ccall((:sparse_model_token_bits, libsparse), Cint,
+                                         (Ptr{Cvoid}, Ptr{UInt8}, Int64, Ptr{Cdouble}, Csize_t),
+                                         handle(m), tokens, batch, bits, length(bits)))
+    return bits
+end
+
 function measure_memory(m::Model, tokens::DenseArray{UInt8})
     batch = batch_of(m, tokens)
     n = Ref{Int64}(0)

@@ -371,6 +371,7 @@ PROTOTYPES = {
     "sparse_model_step": (_st, [_vp, _P(_i64)]),
     "sparse_model_train_step": (_st, [_vp, _u8p, _i64, _P(TrainStats)]),
     "sparse_model_evaluate": (_st, [_vp, _u8p, _i64, _P(ctypes.c_double)]),
+    "sparse_model_token_bits": (_st, [_vp, _u8p, _i64, _P(ctypes.c_double), _sz]),
     "sparse_model_measure_memory": (_st, [_vp, _u8p, _i64, _P(_i64)]),
     "sparse_sample_params_default": (_st, [_P(SampleParams)]),
     "sparse_model_sample": (_st, [_vp, _P(SampleParams), _u8p, _i64, _u8p, _i64]),
@@ -1016,6 +1017,16 @@ class Model(_Handle):
         check(library().sparse_model_evaluate(self.handle, t.ctypes.data_as(_u8p), batch,
                                               ctypes.byref(bpd)))
         return bpd.value
+
+    def token_bits(self, tokens):
+        """Bits of each token given the earlier ones of its sequence: float64 [batch, seq_len]
+        (their mean is evaluate(tokens))."""
+        t, batch = _tokens(tokens, self.seq_len)
+        bits = np.zeros(t.shape, np.float64)
+        check(library().sparse_model_token_bits(
+            self.handle, t.ctypes.data_as(_u8p), batch,
+            bits.ctypes.data_as(_P(ctypes.c_double)), bits.size))
+        return bits
 
     def measure_memory(self, tokens):
         t, batch = _tokens(tokens, self.seq_len)

@@ -394,6 +394,9 @@ class Model(unittest.TestCase):
             self.assertAlmostEqual(m.train_config.learning_rate, 3e-3, places=7)
             before = m.evaluate(self.tokens)
             self.assertEqual(before, m.evaluate(self.tokens))  # evaluation changes nothing
+            bits = m.token_bits(self.tokens)
+            self.assertEqual(bits.shape, self.tokens.shape)
+            self.assertAlmostEqual(float(bits.mean()), before, places=5)
             stats = [m.train_step(self.tokens) for _ in range(15)]
             self.assertEqual(m.step, 15)
             self.assertEqual(stats[-1]["step"], 15)

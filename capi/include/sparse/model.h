@@ -165,6 +165,17 @@ SPARSE_API sparse_status sparse_model_train_step(sparse_model* model, const uint
 SPARSE_API sparse_status sparse_model_evaluate(sparse_model* model, const uint8_t* tokens,
                                                int64_t batch, double* bits_per_dim);
 
+/* Bits (-log2 of the predicted probability) of each of the batch * seq_len tokens given the
+ * tokens before it in its sequence, without dropout and without changing the model:
+ * bits[b * seq_len + i] is token i of sequence b (token 0 is predicted from the start-of-sequence
+ * input alone). Their mean is what sparse_model_evaluate returns; this is the per-position form
+ * that evaluations scoring only part of each sequence (sliding windows) need. `count` is the
+ * number of doubles `bits` holds.
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL, batch < 1); SPARSE_ERR_BUFFER_TOO_SMALL (count <
+ * batch * seq_len; nothing is written). */
+SPARSE_API sparse_status sparse_model_token_bits(sparse_model* model, const uint8_t* tokens,
+                                                 int64_t batch, double* bits, size_t count);
+
 /* Peak activation memory in bytes of one training forward/backward pass on `batch` sequences,
  * measured by running one (the model is not changed). */
 SPARSE_API sparse_status sparse_model_measure_memory(sparse_model* model, const uint8_t* tokens,

@@ -235,6 +235,7 @@ const CASES = [
         tokens = rand(MersenneTwister(2), UInt8, 32, 2)          # (seq_len, batch)
         before = S.evaluate(m, tokens)
         @test S.evaluate(m, tokens) == before
+        @test isapprox(sum(S.token_bits(m, tokens)) / length(tokens), before; atol=1e-5)
         local st
         for _ in 1:15
             st = S.train_step!(m, tokens)

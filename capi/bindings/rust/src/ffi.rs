@@ -476,6 +476,13 @@ extern "C" {
         batch: i64,
         bits_per_dim: *mut f64,
     ) -> sparse_status;
+    pub fn sparse_model_token_bits(
+        model: *mut sparse_model,
+        tokens: *const u8,
+        batch: i64,
+        bits: *mut f64,
+        count: usize,
+    ) -> sparse_status;
     pub fn sparse_model_measure_memory(
         model: *mut sparse_model,
         tokens: *const u8,

@@ -180,6 +180,23 @@ impl<'c> Model<'c> {
         Ok(bpd)
     }
 
+    /// Bits of each token of `tokens` given the earlier tokens of its sequence (batch x seq_len
+    /// values, row-major); their mean is `evaluate(tokens)`. The model is not changed.
+    pub fn token_bits(&mut self, tokens: &[u8]) -> Result<Vec<f64>> {
+        let batch = self.batch(tokens)?;
+        let mut bits = vec![0f64; tokens.len()];
+        check(unsafe {
+            ffi::sparse_model_token_bits(
+                self.as_ptr(),
+                tokens.as_ptr(),
+                batch,
+                bits.as_mut_ptr(),
+                bits.len(),
+            )
+        })?;
+        Ok(bits)
+    }
+
     /// Peak activation bytes of one training pass on `tokens` (the model is not changed).
     pub fn measure_memory(&mut self, tokens: &[u8]) -> Result<i64> {
         let batch = self.batch(tokens)?;

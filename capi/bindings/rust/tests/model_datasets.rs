@@ -46,6 +46,9 @@ fn model_trains_evaluates_and_samples() {
     let batch = tokens(1, 64);
     let before = m.evaluate(&batch).unwrap();
     assert_eq!(before, m.evaluate(&batch).unwrap(), "evaluation must not change the model");
+    let bits = m.token_bits(&batch).unwrap();
+    assert_eq!(bits.len(), batch.len());
+    assert!((bits.iter().sum::<f64>() / bits.len() as f64 - before).abs() < 1e-5);
     let mut last = None;
     for _ in 0..15 {
         let s = m.train_step(&batch).unwrap();
