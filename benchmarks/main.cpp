@@ -2,6 +2,10 @@
 //   info             library version, build and the backends available here
 //   memory-table     the paper's attention-memory table (+ block-sparse columns)
 //   bench-attention  sparse vs dense attention timing, efficiency vs the GEMM rate
+//   train / eval / sample  the model on a dataset (eval --sliding: the paper's Enwik8 protocol)
+//   baselines        compressor / PNG / WebP / FLAC baselines on a dataset's held-out split
+//   table1           dense vs strided vs fixed attention at small scale (paper Table 1)
+//   report           re-render results/*.md from their JSON, and the plots
 //   main             the README's main job
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -9,13 +13,16 @@
 #include <iostream>
 #include <string>
 
+#include "baselines_cmd.hpp"
 #include "bench_attention.hpp"
 #include "bench_train.hpp"
 #include "main_job.hpp"
-#include "train_cli.hpp"
 #include "memory_table.hpp"
 #include "provenance.hpp"
+#include "report.hpp"
 #include "sparse/sparse.h"
+#include "table1.hpp"
+#include "train_cli.hpp"
 
 namespace {
 
@@ -83,6 +90,19 @@ int main(int argc, char** argv) {
   auto* sample_cmd = app.add_subcommand("sample", "generate a sequence from a checkpoint");
   repro::add_sample_options(*sample_cmd, sample_options);
 
+  repro::BaselinesOptions baselines_options;
+  auto* baselines_cmd = app.add_subcommand(
+      "baselines", "gzip/bzip2/xz/zstd, PNG/WebP (images), FLAC (audio) on held-out data");
+  repro::add_baselines_options(*baselines_cmd, baselines_options);
+  repro::Table1Options table1_options;
+  auto* table1_cmd = app.add_subcommand(
+      "table1", "dense vs strided vs fixed attention at small scale (paper Table 1)");
+  repro::add_table1_options(*table1_cmd, table1_options);
+  repro::ReportOptions report_options;
+  auto* report_cmd =
+      app.add_subcommand("report", "re-render results/*.md from their JSON, and the plots");
+  repro::add_report_options(*report_cmd, report_options);
+
   repro::MainJobOptions main_options;
   auto* main_job = app.add_subcommand("main", "the README's main job");
   repro::add_main_job_options(*main_job, main_options);
@@ -94,17 +114,7 @@ int main(int argc, char** argv) {
       auto table = repro::memory_table_json(with_sparse, block);
       if (measure) repro::add_measured_memory(table, block);
       table["provenance"] = repro::provenance(argc, argv);
-      const std::string text =
-          json ? table.dump(2) + "\n"
-               : "# Attention memory: the paper's table, recomputed and extended\n\n" +
-                     repro::provenance_markdown(table["provenance"]) + "\n" +
-                     "Paper figure: 64 layers, 4 heads, fp32 attention matrices (n^2 x 4 heads x 4 "
-                     "bytes per layer), decimal units. Sparse columns: the paper's pattern with 2 "
-                     "heads of each type, counting every element of the computed blocks. Measured: "
-                     "peak resident memory that one fused forward+backward pass (4 heads, "
-                     "head_dim 64, fp32, CPU) added beyond its inputs and outputs, in a fresh "
-                     "process.\n\n" +
-                     repro::memory_table_markdown(table);
+      const std::string text = json ? table.dump(2) + "\n" : repro::memory_table_document(table);
       std::cout << text;
       if (!output.empty()) repro::write_file_atomically(output, text);
     }
@@ -114,6 +124,18 @@ int main(int argc, char** argv) {
     if (train_cmd->parsed()) std::cout << repro::run_train(train_options).dump(2) << "\n";
     if (eval_cmd->parsed()) std::cout << repro::run_eval(eval_options).dump(2) << "\n";
     if (sample_cmd->parsed()) std::cout << repro::run_sample(sample_options).dump(2) << "\n";
+    if (baselines_cmd->parsed()) {
+      auto table = repro::run_baselines(baselines_options);
+      table["provenance"] = repro::provenance(argc, argv);
+      const std::string md = repro::baselines_markdown(table);
+      std::cout << (baselines_options.json ? table.dump(2) + "\n" : md);
+      if (!baselines_options.json_out.empty())
+        repro::write_file_atomically(baselines_options.json_out, table.dump(2) + "\n");
+      if (!baselines_options.markdown_out.empty())
+        repro::write_file_atomically(baselines_options.markdown_out, md);
+    }
+    if (table1_cmd->parsed()) return repro::run_table1(table1_options, argc, argv);
+    if (report_cmd->parsed()) return repro::run_report(report_options);
     if (main_job->parsed()) {
       print_info();
       return repro::run_main_job(main_options, argc, argv);

@@ -15,6 +15,7 @@
 #include "bench_attention.hpp"
 #include "memory_table.hpp"
 #include "provenance.hpp"
+#include "report.hpp"
 #include "sparse/sparse.h"
 #include "train_cli.hpp"
 
@@ -36,12 +37,6 @@ void make_dir(const std::string& path) {
     throw std::runtime_error("cannot create folder " + path);
 }
 
-std::string fmt(double x, int digits = 3) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", digits, x);
-  return buf;
-}
-
 // All sequences of a split, concatenated in index order.
 std::vector<uint8_t> split_bytes(const DataSpec& spec, sparse_split split, int64_t seq_len) {
   DatasetPtr ds = open_dataset(spec, split, seq_len);
@@ -60,98 +55,6 @@ struct Step {
     std::fprintf(stderr, "\n[%d/%d] %s\n", ++index, total, what.c_str());
   }
 };
-
-// Training FLOPs of one step: 6 x parameters x tokens (matrix products, forward and backward)
-// plus the attention products on the computed blocks (4 B^2 d forward, 10 B^2 d backward per
-// block and head) -- the standard estimate, not a measurement.
-double flops_per_step(const sparse_model_config& cfg, int64_t params, int64_t batch) {
-  const double tokens = static_cast<double>(batch * cfg.seq_len);
-  const double n = static_cast<double>(cfg.seq_len), l = static_cast<double>(cfg.stride);
-  const double head_dim = static_cast<double>(cfg.d_model) / cfg.num_heads;
-  // Keys per query of the paper's patterns: about l for the local head, n / l (strided) or n c / l
-  // (fixed summary) for the other; averaged over the two head types.
-  const double other = cfg.attention == SPARSE_MODEL_ATTENTION_FIXED
-                           ? n * static_cast<double>(cfg.summary) / l / 2
-                           : n / l / 2;
-  const double keys = (l + other) / 2;
-  const double attention = 14.0 * keys * head_dim * cfg.num_heads * cfg.num_layers * tokens;
-  return 6.0 * static_cast<double>(params) * tokens + attention;
-}
-
-struct PaperRow {
-  const char* dataset;
-  const char* preset;
-  double paper_bpd;
-  const char* prior;
-  double epochs;
-  double train_sequences;
-  int64_t batch;  // sequences per step
-  const char* data_note;
-};
-
-std::string bpd_markdown(const nlohmann::json& prov, const nlohmann::json* text,
-                         const std::vector<CompressorResult>& text_baselines, int threads) {
-  // Figures recalled from the paper (Child et al. 2019, tables 1-4) as given in DESIGN.md; the
-  // batch sizes are OpenAI's released CIFAR-10 setting (16) and assumptions elsewhere.
-  const PaperRow rows[] = {
-      {"CIFAR-10", "cifar10", 2.80,
-       "PixelCNN++ 2.92, Image Transformer 2.90, PixelSNAIL 2.85", 120, 48000, 16,
-       "cifar-10-binary.tar.gz"},
-      {"Enwik8", "enwik8", 0.99, "Transformer-XL 88M 1.03, Transformer-XL 277M 0.99", 80,
-       90e6 / 12288, 16, "enwik8.zip"},
-      {"ImageNet 64x64", "imagenet64", 3.44, "SPN 3.52", 70, 1.28e6, 16,
-       "downsampled ImageNet 64x64 (see datasets/README.md on the variant)"},
-      {"Classical music, 12 kHz", "audio", 1.97, "(none in the paper's table)", 1, 0, 16,
-       "a folder of recordings"},
-  };
-  std::string md = "# Bits per dim: the paper's figures and this project's runs\n\n" +
-                   provenance_markdown(prov) + "\n";
-  md += "Paper figures are recalled from Child et al. (2019) as listed in DESIGN.md section 4 "
-        "(marked *paper*). A row of this project is a measurement only at the scale it states; "
-        "no small run here is presented as a reproduction.\n\n";
-  md += "| dataset | paper (bits/dim) | prior work (paper's table) | this project: measured | "
-        "scale of our run | full-scale run: params, est. training FLOPs |\n";
-  md += "|---|---|---|---|---|---|\n";
-  for (const PaperRow& r : rows) {
-    sparse_model_config cfg;
-    sparse_model_config_preset(r.preset, &cfg);
-    int64_t params = 0;
-    sparse_model_config_parameter_count(&cfg, &params);
-    const double steps = r.epochs * r.train_sequences / static_cast<double>(r.batch);
-    const double flops = flops_per_step(cfg, params, r.batch) * steps;
-    std::string measured = "not run (needs " + std::string(r.data_note) + " and GPUs)";
-    std::string scale = "-";
-    if (std::string(r.preset) == "enwik8" && text != nullptr) {
-      measured = fmt((*text)["held_out_bits_per_byte"].get<double>()) +
-                 " on the 100 kB sample's last 10%";
-      scale = std::to_string((*text)["parameters"].get<int64_t>()) + " params, " +
-              std::to_string((*text)["steps"].get<int64_t>()) + " steps, " +
-              std::to_string((*text)["tokens_seen"].get<int64_t>()) + " tokens, " +
-              fmt((*text)["train_seconds"].get<double>(), 0) + " s on " +
-              std::to_string(threads > 0 ? threads : 0) + " CPU threads (0 = all)";
-    }
-    md += "| " + std::string(r.dataset) + " | " + fmt(r.paper_bpd, 2) + " *paper* | " + r.prior +
-          " | " + measured + " | " + scale + " | " + fmt(static_cast<double>(params) / 1e6, 1) +
-          "M, " + (steps > 0 ? fmt(flops / 1e18, 1) + " EFLOP (" + fmt(r.epochs, 0) +
-                                   " epochs, batch " + std::to_string(r.batch) + ")"
-                             : std::string("dataset size not fixed")) +
-          " |\n";
-  }
-  if (text != nullptr && !text_baselines.empty()) {
-    md += "\nBaselines on the same held-out Enwik8 bytes (cost after the training bytes):";
-    for (const auto& b : text_baselines)
-      if (b.available) md += " " + b.name + " " + fmt(b.bits_per_byte) + ";";
-    md += "\n";
-  }
-  md += "\nDense vs sparse (paper Table 1, *paper*): Enwik8 at 12,288 context dense 1.00, fixed "
-        "0.99, strided 1.13 bits/byte; CIFAR-10 dense 2.82, fixed 2.85, strided 2.80. Audio "
-        "bits/byte vs length (*paper*): 65,536 -> 1.97, 262,144 -> 2.17, 1,048,576 -> 2.99.\n";
-  md += "\nEstimated FLOPs use 6 x parameters x tokens plus the attention products of the "
-        "pattern; they are estimates to size a run, not measurements. Run the full-scale "
-        "versions with `sparse-repro train --preset <name> --data <kind>:<path>` on the "
-        "downloaded data (datasets/fetch.py).\n";
-  return md;
-}
 
 }  // namespace
 
@@ -312,49 +215,8 @@ int run_main_job(const MainJobOptions& o, int argc, char** argv) {
 
   // 4. The summary.
   step.begin("summary");
-  std::string md = "# Main job: small-scale bits per dim\n\n" + provenance_markdown(prov) + "\n";
-  md += "Small CPU models trained for minutes: a check that the pipeline learns what it should, "
-        "not a reproduction of the paper's figures (see bpd.md for those and for the scale of "
-        "each run).\n\n";
-  md += "## Synthetic image source (64 x 16 pixels, 16 levels; exact entropy known)\n\n";
-  md += "| model | steps | tokens seen | params | held-out bits/dim | exact entropy | gap |\n";
-  md += "|---|---|---|---|---|---|---|\n";
-  for (const auto& r : runs) {
-    const double bpd = r["eval_bits_per_dim"].get<double>();
-    md += "| " + r["name"].get<std::string>() + " (" + r["attention"].get<std::string>() +
-          ", cycle " + r["layer_cycle"].get<std::string>() + ", l = 32) | " +
-          std::to_string(r["steps"].get<int64_t>()) + " | " +
-          std::to_string(r["tokens_seen"].get<int64_t>()) + " | " +
-          std::to_string(r["parameters"].get<int64_t>()) + " | " + fmt(bpd) + " | " +
-          fmt(entropy) + " | " + fmt(100.0 * (bpd - entropy) / entropy, 1) + "% |\n";
-  }
-  for (const auto& b : image_baselines)
-    if (b.available)
-      md += "| " + b.name + " (given the training images) | | | | " + fmt(b.bits_per_byte) +
-            " | " + fmt(entropy) + " | " + fmt(100.0 * (b.bits_per_byte - entropy) / entropy, 1) +
-            "% |\n";
-  if (png >= 0)
-    md += "| PNG (libpng, level 9, per image) | | | | " + fmt(png) + " | " + fmt(entropy) + " | " +
-          fmt(100.0 * (png - entropy) / entropy, 1) + "% |\n";
-  if (have_text) {
-    md += "\n## Enwik8 sample (first 100,000 bytes; train on the first 90%, evaluate the last "
-          "10%)\n\n";
-    md += "| model | steps | tokens seen | params | held-out bits/byte |\n|---|---|---|---|---|\n";
-    md += "| Sparse Transformer, fixed (l = 16, c = 4), n = 256, 4 layers x 128 | " +
-          std::to_string(text["steps"].get<int64_t>()) + " | " +
-          std::to_string(text["tokens_seen"].get<int64_t>()) + " | " +
-          std::to_string(text["parameters"].get<int64_t>()) + " | " +
-          fmt(text["held_out_bits_per_byte"].get<double>()) + " |\n";
-    for (const auto& b : text_baselines)
-      if (b.available)
-        md += "| " + b.name + ", cost of the held-out bytes after the training bytes | | | | " +
-              fmt(b.bits_per_byte) + " |\n";
-  }
   const double minutes =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() / 60.0;
-  md += "\nWall time of the job: " + fmt(minutes, 1) + " min" + (o.quick ? " (--quick)" : "") +
-        ". Loss curves: `synthetic_strided_loss.jsonl`, `synthetic_local_loss.jsonl`" +
-        (have_text ? ", `enwik8_sample_loss.jsonl`" : "") + ". Memory: `memory_table.md`.\n";
   nlohmann::json all = {{"provenance", prov}, {"synthetic", runs},
                         {"synthetic_exact_entropy", entropy}, {"png_bits_per_dim", png}};
   for (const auto& b : image_baselines) all["synthetic_baselines"][b.name] = b.bits_per_byte;
@@ -362,9 +224,15 @@ int run_main_job(const MainJobOptions& o, int argc, char** argv) {
     all["enwik8_sample"] = text;
     for (const auto& b : text_baselines) all["enwik8_sample_baselines"][b.name] = b.bits_per_byte;
   }
+  // What the tables say beyond the runs' own summaries (report.cpp renders both from this).
+  all["synthetic_image"] = {{"width", base.data.image_width},
+                            {"height", base.data.image_height},
+                            {"vocab", base.data.vocab}};
+  all["wall_minutes"] = minutes;
+  all["quick"] = o.quick;
+  const std::string md = main_job_markdown(all);
   write_file_atomically(o.out + "/main_job.md", md);
-  write_file_atomically(o.out + "/bpd.md", bpd_markdown(prov, have_text ? &text : nullptr,
-                                                        text_baselines, o.threads));
+  write_file_atomically(o.out + "/bpd.md", bpd_markdown(all));
   write_file_atomically(o.out + "/main_job.json", all.dump(2) + "\n");
   std::cout << "\n" << md << "\nWritten to " << o.out << "/ (main_job.md, memory_table.md, "
             << "loss curves).\n";

@@ -12,6 +12,7 @@
 
 #include "baselines.hpp"
 #include "bench_attention.hpp"
+#include "sliding_eval.hpp"
 #include "sparse/sparse.h"
 
 namespace repro {
@@ -206,8 +207,22 @@ void add_eval_options(CLI::App& app, EvalOptions& o) {
   add_data_options(app, o.data);
   app.add_option("--split", o.split)->capture_default_str();
   app.add_option("--sequences", o.sequences)->capture_default_str();
-  app.add_option("--batch", o.batch)->capture_default_str();
+  app.add_option("--batch", o.batch)->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--threads", o.threads);
+  auto* sliding =
+      app.add_option("--sliding", o.sliding_stride,
+                     "text: sliding-window evaluation with this stride (windows of seq_len; "
+                     "only the last STRIDE bytes of each window after the first are scored)")
+          ->check(CLI::PositiveNumber);
+  app.add_option("--min-context", o.min_context,
+                 "text: sliding evaluation where every byte after the first window has at least "
+                 "this much context (stride = seq_len - min-context)")
+      ->check(CLI::NonNegativeNumber)
+      ->excludes(sliding);
+  app.add_option("--offset", o.offset, "sliding: first byte of the evaluated range in the split")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--bytes", o.bytes, "sliding: bytes to evaluate (0 = to the end of the split)")
+      ->check(CLI::NonNegativeNumber);
 }
 
 void add_sample_options(CLI::App& app, SampleOptions& o) {
@@ -327,6 +342,9 @@ nlohmann::json run_train(const TrainOptions& o) {
   summary["width"] = cfg.d_model;
   summary["heads"] = cfg.num_heads;
   summary["stride"] = cfg.stride;
+  summary["summary"] = cfg.summary;
+  summary["block"] = cfg.block_size;
+  summary["threads"] = o.threads;
   summary["parameters"] = params;
   summary["steps"] = step;
   summary["batch"] = o.batch;
@@ -350,10 +368,86 @@ nlohmann::json run_train(const TrainOptions& o) {
   return summary;
 }
 
+namespace {
+
+// The paper's Enwik8 protocol over a contiguous byte range of a text split.
+nlohmann::json run_sliding_eval(const EvalOptions& o, sparse_model* model,
+                                const sparse_model_config& cfg) {
+  const std::string kind = o.data.spec.substr(0, o.data.spec.find(':'));
+  if (kind != "text" && kind != "enwik8")
+    throw std::runtime_error(
+        "--sliding / --min-context evaluate text (--data text:PATH or "
+        "enwik8:PATH), not " +
+        o.data.spec);
+  const int64_t n = cfg.seq_len;
+  int64_t stride = o.sliding_stride;
+  if (o.min_context >= 0) {
+    if (o.min_context >= n)
+      throw std::runtime_error("--min-context " + std::to_string(o.min_context) +
+                               " must be smaller than the model's seq_len " + std::to_string(n));
+    stride = n - o.min_context;
+  }
+  if (stride > n)
+    throw std::runtime_error("--sliding " + std::to_string(stride) +
+                             " is larger than the model's seq_len " + std::to_string(n));
+  // The split as one stream: sequences of one byte are its bytes in order.
+  DataSpec one = o.data;
+  one.seq_len = 1;
+  auto ds = open_dataset(one, parse_split(o.split), 1);
+  const int64_t size = dataset_size(ds.get());
+  if (o.offset >= size)
+    throw std::runtime_error("--offset " + std::to_string(o.offset) + " is past the end of the " +
+                             o.split + " split (" + std::to_string(size) + " bytes)");
+  const int64_t length = o.bytes > 0 ? o.bytes : size - o.offset;
+  if (o.offset + length > size)
+    throw std::runtime_error("--offset + --bytes = " + std::to_string(o.offset + length) +
+                             " is past the end of the " + o.split + " split (" +
+                             std::to_string(size) + " bytes)");
+  std::vector<uint8_t> bytes(static_cast<size_t>(length));
+  check(
+      sparse_dataset_read(ds.get(), o.offset, length, SPARSE_TOKENS_U8, bytes.data(), bytes.size()),
+      "read");
+  const auto score = [&](const uint8_t* windows, int64_t count, double* bits) {
+    check(sparse_model_token_bits(model, windows, count, bits, static_cast<size_t>(count * n)),
+          "token bits");
+  };
+  const bool tty = stderr_is_tty();
+  int64_t shown = 0;
+  const auto progress = [&](int64_t done, int64_t total) {
+    if (total < 20 || (!tty && done * 10 / total == shown * 10 / total && done < total)) return;
+    shown = done;
+    const char* format = tty ? "\rsliding evaluation: window %lld/%lld   "
+                             : "sliding evaluation: window %lld/%lld\n";
+    std::fprintf(stderr, format, static_cast<long long>(done), static_cast<long long>(total));
+    if (tty && done == total) std::fprintf(stderr, "\n");
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  const SlidingResult r = sliding_evaluate(bytes, n, stride, o.batch, score, nullptr, progress);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return {{"checkpoint", o.checkpoint},
+          {"data", o.data.spec},
+          {"split", o.split},
+          {"protocol", "sliding"},
+          {"seq_len", n},
+          {"stride", stride},
+          {"min_context", r.min_context},
+          {"offset", o.offset},
+          {"bytes", r.bytes},
+          {"windows", r.windows},
+          {"bits_per_byte", r.bits_per_byte},
+          {"seconds", seconds}};
+}
+
+}  // namespace
+
 nlohmann::json run_eval(const EvalOptions& o) {
   auto ctx = cpu_context(o.threads);
   sparse_model_config cfg;
   ModelPtr model = load_model(ctx.get(), o.checkpoint, &cfg);
+  if (o.sliding_stride > 0 || o.min_context >= 0) return run_sliding_eval(o, model.get(), cfg);
+  if (o.offset > 0 || o.bytes > 0)
+    throw std::runtime_error("--offset and --bytes apply to --sliding / --min-context");
   auto ds = open_dataset(o.data, parse_split(o.split), cfg.seq_len);
   if (dataset_seq_len(ds.get()) != cfg.seq_len)
     throw std::runtime_error("the data's sequences have " +

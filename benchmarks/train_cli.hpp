@@ -55,6 +55,13 @@ struct EvalOptions {
   int64_t sequences = 64;
   int batch = 4;
   int threads = 0;
+  // Sliding-window evaluation of text (see sliding_eval.hpp): stride, or the minimum context
+  // (stride = seq_len - min_context); over `bytes` bytes (0 = to the end) from `offset` of the
+  // split.
+  int64_t sliding_stride = 0;
+  int64_t min_context = -1;
+  int64_t offset = 0;
+  int64_t bytes = 0;
 };
 
 struct SampleOptions {
@@ -71,6 +78,8 @@ using DatasetPtr = std::unique_ptr<sparse_dataset, void (*)(sparse_dataset*)>;
 // sequences of spec.seq_len, else `seq_len` tokens (0 = the kind's default).
 DatasetPtr open_dataset(const DataSpec& spec, sparse_split split, int64_t seq_len);
 
+// --data and the synthetic source options.
+void add_data_options(CLI::App& app, DataSpec& d);
 void add_train_options(CLI::App& app, TrainOptions& o);
 void add_eval_options(CLI::App& app, EvalOptions& o);
 void add_sample_options(CLI::App& app, SampleOptions& o);
