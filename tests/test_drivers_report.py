@@ -93,7 +93,11 @@ def check_sliding(tmp):
     if sanitized:
         print("note: sanitized build: the comparison through the Python binding is skipped")
         return
-    import numpy as np
+    try:
+        import numpy as np
+    except ImportError:
+        print("note: no numpy for this python3: the comparison through the binding is skipped")
+        return
     import sparse_ctypes as sp
     stream = test[offset:offset + length]
     counted = [0] * length
@@ -169,7 +173,13 @@ def check_baselines(tmp):
             w.writeframes(b"".join(struct.pack("<h", int(9000 * math.sin(2 * math.pi * f * i / 12000)
                                                            + rng.gauss(0, 300)))
                                    for i in range(6000)))
-    a = run_json("baselines", "--data", "audio:" + folder, "--data-seq-len", "1024", "--json")
+    p = run("baselines", "--data", "audio:" + folder, "--data-seq-len", "1024", "--json",
+            check=False)
+    if p.returncode != 0 and "unsupported" in p.stderr.lower():
+        print("note: this build reads no audio (no libsndfile): audio baselines skipped")
+        return check_image_baselines(path)
+    a = json.loads(run("baselines", "--data", "audio:" + folder, "--data-seq-len", "1024",
+                       "--json").stdout)
     assert a["unit"] == "bits per sample" and a["held_out_bytes"] > 0, a
     assert a["held_out_bytes"] % 1024 == 0, a
     rows = {r["name"]: r["bits"] for r in a["rows"]}
@@ -179,15 +189,20 @@ def check_baselines(tmp):
         print("note: no FLAC in this build")
     else:
         assert 0 < flac16 < 16 and 0 < flac8 < 8, rows  # tonal audio compresses
-    md = run("baselines", "--data", "audio:" + folder, "--data-seq-len", "1024").stdout
-    assert "| FLAC -8 (libsndfile), 8-bit mu-law codes | %.3f |" % flac8 in md, md
+        md = run("baselines", "--data", "audio:" + folder, "--data-seq-len", "1024").stdout
+        assert "| FLAC -8 (libsndfile), 8-bit mu-law codes | %.3f |" % flac8 in md, md
 
+    check_image_baselines(path)
+
+
+def check_image_baselines(path):
     # Images: PNG and WebP per synthetic image.
     i = run_json("baselines", "--data", "synthetic_image", "--image-width", "16",
                  "--image-height", "8", "--num-sequences", "64", "--json")
     rows = {r["name"]: r["bits"] for r in i["rows"]}
-    assert i["unit"] == "bits per sub-pixel" and 0 < rows["PNG (libpng, level 9)"] < 16, rows
-    assert rows["WebP lossless (libwebp)"] != 0, rows
+    assert i["unit"] == "bits per sub-pixel", i
+    for name in ("PNG (libpng, level 9)", "WebP lossless (libwebp)"):  # -1: not in this build
+        assert rows[name] == -1 or 0 < rows[name] < 16, rows
     p = run("baselines", "--data", "text:" + path, "--split", "train", check=False)
     assert p.returncode != 0 and "valid or test" in p.stderr, p.stderr
     print("ok: baselines (text = Python's zlib/bz2/lzma; FLAC; PNG/WebP)")
