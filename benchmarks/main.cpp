@@ -12,6 +12,7 @@
 #include "bench_attention.hpp"
 #include "bench_train.hpp"
 #include "main_job.hpp"
+#include "presets.hpp"
 #include "train_cli.hpp"
 #include "memory_table.hpp"
 #include "provenance.hpp"
@@ -87,6 +88,11 @@ int main(int argc, char** argv) {
   auto* main_job = app.add_subcommand("main", "the README's main job");
   repro::add_main_job_options(*main_job, main_options);
 
+  repro::PresetsOptions presets_options;
+  auto* presets = app.add_subcommand(
+      "presets", "the paper's four model presets, a few steps each, with the full runs' cost");
+  repro::add_presets_options(*presets, presets_options);
+
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -114,6 +120,7 @@ int main(int argc, char** argv) {
     if (train_cmd->parsed()) std::cout << repro::run_train(train_options).dump(2) << "\n";
     if (eval_cmd->parsed()) std::cout << repro::run_eval(eval_options).dump(2) << "\n";
     if (sample_cmd->parsed()) std::cout << repro::run_sample(sample_options).dump(2) << "\n";
+    if (presets->parsed()) return repro::run_presets(presets_options, argc, argv);
     if (main_job->parsed()) {
       print_info();
       return repro::run_main_job(main_options, argc, argv);
