@@ -103,7 +103,9 @@ int run_presets(const PresetsOptions& o, int argc, char** argv) {
     const char* env = std::getenv("SPARSE_DATA_DIR");
     data_dir = env ? env : "../shared/data";
   }
-  const nlohmann::json prov = provenance(argc, argv);
+  nlohmann::json prov = provenance(argc, argv);
+  double load[1] = {0};
+  if (getloadavg(load, 1) == 1) prov["load_average_at_start"] = load[0];
   nlohmann::json rows = nlohmann::json::array();
   for (const PaperRun& r : paper_runs()) {
     if (!o.only.empty() && std::find(o.only.begin(), o.only.end(), r.preset) == o.only.end())
@@ -157,7 +159,11 @@ int run_presets(const PresetsOptions& o, int argc, char** argv) {
         "the full-size models run here, and the time a step takes. The full-run cost uses the "
         "FLOP estimate of `paper_runs.cpp` (6 x parameters x tokens plus the attention "
         "products) and, for hours, the time per sequence measured here times the sequences of "
-        "the full run. These are estimates to size a run, not measurements of one.\n\n";
+        "the full run. These are estimates to size a run, not measurements of one.";
+  if (prov.contains("load_average_at_start"))
+    md += " Load average of the machine when the runs started: " +
+          fmt(prov["load_average_at_start"].get<double>(), 1) + " (other work slows the steps).";
+  md += "\n\n";
   md += "| preset | data used here | params | n | steps run | s per sequence | peak "
         "activations | GFLOP/s here | full run: steps x batch | est. FLOPs | est. time on this "
         "machine |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
