@@ -107,6 +107,52 @@ int run_presets(const PresetsOptions& o, int argc, char** argv) {
   double load[1] = {0};
   if (getloadavg(load, 1) == 1) prov["load_average_at_start"] = load[0];
   nlohmann::json rows = nlohmann::json::array();
+  // Renders the table and (re)writes the files: called after every preset, so a long run that
+  // is stopped keeps the rows it finished.
+  auto publish = [&]() {
+    std::string md = "# The paper's presets, run end to end on this machine\n\n" +
+                     provenance_markdown(prov) + "\n";
+    md += "Each of the paper's model configurations trained for a few optimiser steps of one "
+          "sequence (with recomputation), on the real data sample where one exists: proof that "
+          "the full-size models run here, and the time a step takes. The full-run cost uses the "
+          "FLOP estimate of `paper_runs.cpp` (6 x parameters x tokens plus the attention "
+          "products) and, for hours, the time per sequence measured here times the sequences of "
+          "the full run. These are estimates to size a run, not measurements of one.";
+    if (prov.contains("load_average_at_start"))
+      md += " Load average of the machine when the runs started: " +
+            fmt(prov["load_average_at_start"].get<double>(), 1) + " (other work slows the steps).";
+    md += "\n\n";
+    md += "| preset | data used here | params | n | steps run | s per sequence | peak "
+          "activations | GFLOP/s here | full run: steps x batch | est. FLOPs | est. time on this "
+          "machine |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for (const auto& row : rows) {
+      const bool full = row.contains("full_run_flops");
+      std::string time = "-";
+      if (full) {
+        const double hours = row["full_run_hours_here"].get<double>();
+        time = hours > 24 * 365 ? fmt(hours / 24 / 365, 0) + " years"
+                                : fmt(hours / 24, 1) + " days";
+      }
+      md += "| " + row["preset"].get<std::string>() + " | " + row["data"].get<std::string>() +
+            " | " + fmt(row["parameters"].get<double>() / 1e6, 1) + "M | " +
+            std::to_string(row["seq_len"].get<int64_t>()) + " | " +
+            std::to_string(row["steps_run"].get<int64_t>()) + " | " +
+            fmt(row["seconds_per_sequence"].get<double>(), 1) + " | " +
+            fmt(row["peak_activation_bytes"].get<double>() / 1e6, 0) + " MB | " +
+            fmt(row["measured_gflops"].get<double>(), 0) + " | " +
+            (full ? fmt(row["full_run_steps"].get<double>(), 0) + " x " +
+                        std::to_string(row["full_run_batch"].get<int64_t>())
+                  : std::string("dataset size not fixed")) +
+            " | " + (full ? fmt(row["full_run_flops"].get<double>() / 1e18, 1) + " EFLOP" : "-") +
+            " | " + time + " |\n";
+    }
+    if (!o.out.empty()) {
+      write_file_atomically(o.out + "/presets.md", md);
+      write_file_atomically(o.out + "/presets.json",
+                            nlohmann::json{{"provenance", prov}, {"presets", rows}}.dump(2) + "\n");
+    }
+    return md;
+  };
   for (const PaperRun& r : paper_runs()) {
     if (!o.only.empty() && std::find(o.only.begin(), o.only.end(), r.preset) == o.only.end())
       continue;
@@ -151,50 +197,10 @@ int run_presets(const PresetsOptions& o, int argc, char** argv) {
       row["full_run_hours_here"] = seconds * static_cast<double>(r.batch) * steps / 3600.0;
     }
     rows.push_back(row);
+    publish();
   }
-  std::string md = "# The paper's presets, run end to end on this machine\n\n" +
-                   provenance_markdown(prov) + "\n";
-  md += "Each of the paper's model configurations trained for a few optimiser steps of one "
-        "sequence (with recomputation), on the real data sample where one exists: proof that "
-        "the full-size models run here, and the time a step takes. The full-run cost uses the "
-        "FLOP estimate of `paper_runs.cpp` (6 x parameters x tokens plus the attention "
-        "products) and, for hours, the time per sequence measured here times the sequences of "
-        "the full run. These are estimates to size a run, not measurements of one.";
-  if (prov.contains("load_average_at_start"))
-    md += " Load average of the machine when the runs started: " +
-          fmt(prov["load_average_at_start"].get<double>(), 1) + " (other work slows the steps).";
-  md += "\n\n";
-  md += "| preset | data used here | params | n | steps run | s per sequence | peak "
-        "activations | GFLOP/s here | full run: steps x batch | est. FLOPs | est. time on this "
-        "machine |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
-  for (const auto& row : rows) {
-    const bool full = row.contains("full_run_flops");
-    std::string time = "-";
-    if (full) {
-      const double hours = row["full_run_hours_here"].get<double>();
-      time = hours > 24 * 365 ? fmt(hours / 24 / 365, 0) + " years"
-                              : fmt(hours / 24, 1) + " days";
-    }
-    md += "| " + row["preset"].get<std::string>() + " | " + row["data"].get<std::string>() +
-          " | " + fmt(row["parameters"].get<double>() / 1e6, 1) + "M | " +
-          std::to_string(row["seq_len"].get<int64_t>()) + " | " +
-          std::to_string(row["steps_run"].get<int64_t>()) + " | " +
-          fmt(row["seconds_per_sequence"].get<double>(), 1) + " | " +
-          fmt(row["peak_activation_bytes"].get<double>() / 1e6, 0) + " MB | " +
-          fmt(row["measured_gflops"].get<double>(), 0) + " | " +
-          (full ? fmt(row["full_run_steps"].get<double>(), 0) + " x " +
-                      std::to_string(row["full_run_batch"].get<int64_t>())
-                : std::string("dataset size not fixed")) +
-          " | " + (full ? fmt(row["full_run_flops"].get<double>() / 1e18, 1) + " EFLOP" : "-") +
-          " | " + time + " |\n";
-  }
-  std::cout << md;
-  if (!o.out.empty()) {
-    write_file_atomically(o.out + "/presets.md", md);
-    write_file_atomically(o.out + "/presets.json",
-                          nlohmann::json{{"provenance", prov}, {"presets", rows}}.dump(2) + "\n");
-    std::cout << "\nWritten to " << o.out << "/presets.md and presets.json\n";
-  }
+  std::cout << publish();
+  if (!o.out.empty()) std::cout << "\nWritten to " << o.out << "/presets.md and presets.json\n";
   return 0;
 }
 
