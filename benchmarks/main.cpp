@@ -18,6 +18,7 @@
 #include "bench_train.hpp"
 #include "main_job.hpp"
 #include "memory_table.hpp"
+#include "presets.hpp"
 #include "provenance.hpp"
 #include "report.hpp"
 #include "sparse/sparse.h"
@@ -107,6 +108,11 @@ int main(int argc, char** argv) {
   auto* main_job = app.add_subcommand("main", "the README's main job");
   repro::add_main_job_options(*main_job, main_options);
 
+  repro::PresetsOptions presets_options;
+  auto* presets = app.add_subcommand(
+      "presets", "the paper's four model presets, a few steps each, with the full runs' cost");
+  repro::add_presets_options(*presets, presets_options);
+
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -136,6 +142,7 @@ int main(int argc, char** argv) {
     }
     if (table1_cmd->parsed()) return repro::run_table1(table1_options, argc, argv);
     if (report_cmd->parsed()) return repro::run_report(report_options);
+    if (presets->parsed()) return repro::run_presets(presets_options, argc, argv);
     if (main_job->parsed()) {
       print_info();
       return repro::run_main_job(main_options, argc, argv);

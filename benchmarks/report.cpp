@@ -15,6 +15,7 @@
 
 #include "bench_attention.hpp"
 #include "memory_table.hpp"
+#include "paper_runs.hpp"
 #include "provenance.hpp"
 #include "sparse/sparse.h"
 
@@ -47,34 +48,6 @@ std::vector<std::pair<std::string, double>> ordered_baselines(const nlohmann::js
 std::string num(const nlohmann::json& j, const char* key) {
   return std::to_string(j.at(key).get<int64_t>());
 }
-
-// Training FLOPs of one step: 6 x parameters x tokens (matrix products, forward and backward)
-// plus the attention products on the computed blocks (4 B^2 d forward, 10 B^2 d backward per
-// block and head) -- the standard estimate, not a measurement.
-double flops_per_step(const sparse_model_config& cfg, int64_t params, int64_t batch) {
-  const double tokens = static_cast<double>(batch * cfg.seq_len);
-  const double n = static_cast<double>(cfg.seq_len), l = static_cast<double>(cfg.stride);
-  const double head_dim = static_cast<double>(cfg.d_model) / cfg.num_heads;
-  // Keys per query of the paper's patterns: about l for the local head, n / l (strided) or n c / l
-  // (fixed summary) for the other; averaged over the two head types.
-  const double other = cfg.attention == SPARSE_MODEL_ATTENTION_FIXED
-                           ? n * static_cast<double>(cfg.summary) / l / 2
-                           : n / l / 2;
-  const double keys = (l + other) / 2;
-  const double attention = 14.0 * keys * head_dim * cfg.num_heads * cfg.num_layers * tokens;
-  return 6.0 * static_cast<double>(params) * tokens + attention;
-}
-
-struct PaperRow {
-  const char* dataset;
-  const char* preset;
-  double paper_bpd;
-  const char* prior;
-  double epochs;
-  double train_sequences;
-  int64_t batch;  // sequences per step
-  const char* data_note;
-};
 
 // "fixed (l = 16, c = 4), n = 256, 4 layers x 128" from a run summary of `sparse-repro train`.
 std::string text_model_description(const nlohmann::json& r) {
@@ -113,10 +86,17 @@ std::string main_job_markdown(const nlohmann::json& job) {
   if (job.contains("synthetic_image")) {
     const auto& s = job["synthetic_image"];
     md += "## Synthetic image source (" + num(s, "width") + " x " + num(s, "height") + " pixels, " +
-          num(s, "vocab") + " levels; exact entropy known)\n\n";
-  } else {
+          num(s, "vocab") + " levels" +
+          (s.contains("noise_scale") ? ", noise scale " + fmt(s["noise_scale"].get<double>(), 1)
+                                     : std::string()) +
+          "; exact entropy known)\n\n";
+  } else {  // a main_job.json from before the job recorded the source's shape
     md += "## Synthetic image source (exact entropy known)\n\n";
   }
+  md +=
+      "Each pixel is drawn around the mean of its left and upper neighbours. The strided model's "
+      "column heads reach the pixel above; the local-only model (row heads only) does not, so "
+      "only the strided model can approach the entropy.\n\n";
   md += "| model | steps | tokens seen | params | held-out bits/dim | exact entropy | gap |\n";
   md += "|---|---|---|---|---|---|---|\n";
   for (const auto& r : runs) {
@@ -162,18 +142,6 @@ std::string main_job_markdown(const nlohmann::json& job) {
 std::string bpd_markdown(const nlohmann::json& job) {
   const nlohmann::json* text = job.contains("enwik8_sample") ? &job["enwik8_sample"] : nullptr;
   const int threads = text ? text->value("threads", 0) : 0;
-  // Figures recalled from the paper (Child et al. 2019, tables 1-4) as given in DESIGN.md; the
-  // batch sizes are OpenAI's released CIFAR-10 setting (16) and assumptions elsewhere.
-  const PaperRow rows[] = {
-      {"CIFAR-10", "cifar10", 2.80, "PixelCNN++ 2.92, Image Transformer 2.90, PixelSNAIL 2.85", 120,
-       48000, 16, "cifar-10-binary.tar.gz"},
-      {"Enwik8", "enwik8", 0.99, "Transformer-XL 88M 1.03, Transformer-XL 277M 0.99", 80,
-       90e6 / 12288, 16, "enwik8.zip"},
-      {"ImageNet 64x64", "imagenet64", 3.44, "SPN 3.52", 70, 1.28e6, 16,
-       "downsampled ImageNet 64x64 (see datasets/README.md on the variant)"},
-      {"Classical music, 12 kHz", "audio", 1.97, "(none in the paper's table)", 1, 0, 16,
-       "a folder of recordings"},
-  };
   std::string md = "# Bits per dim: the paper's figures and this project's runs\n\n" +
                    provenance_markdown(job.at("provenance")) + "\n";
   md +=
@@ -184,12 +152,12 @@ std::string bpd_markdown(const nlohmann::json& job) {
       "| dataset | paper (bits/dim) | prior work (paper's table) | this project: measured | "
       "scale of our run | full-scale run: params, est. training FLOPs |\n";
   md += "|---|---|---|---|---|---|\n";
-  for (const PaperRow& r : rows) {
+  for (const PaperRun& r : paper_runs()) {
     sparse_model_config cfg;
     sparse_model_config_preset(r.preset, &cfg);
     int64_t params = 0;
     sparse_model_config_parameter_count(&cfg, &params);
-    const double steps = r.epochs * r.train_sequences / static_cast<double>(r.batch);
+    const double steps = full_run_steps(r);
     const double flops = flops_per_step(cfg, params, r.batch) * steps;
     std::string measured = "not run (needs " + std::string(r.data_note) + " and GPUs)";
     std::string scale = "-";

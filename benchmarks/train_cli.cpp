@@ -59,6 +59,7 @@ DatasetPtr open_dataset(const DataSpec& spec, sparse_split split, int64_t seq_le
   if (kind == SPARSE_DATASET_SYNTHETIC_IMAGE) {
     if (spec.image_width > 0) desc.image_width = spec.image_width;
     if (spec.image_height > 0) desc.image_height = spec.image_height;
+    if (spec.noise_scale > 0) desc.noise_scale = spec.noise_scale;
   } else if (kind != SPARSE_DATASET_CIFAR10 && kind != SPARSE_DATASET_IMAGENET64) {
     const int64_t n = spec.seq_len > 0 ? spec.seq_len : seq_len;
     if (n > 0) desc.seq_len = n;
@@ -165,6 +166,9 @@ void add_data_options(CLI::App& app, DataSpec& d) {
   app.add_option("--num-sequences", d.num_sequences, "synthetic sequences per split");
   app.add_option("--image-width", d.image_width, "synthetic image width");
   app.add_option("--image-height", d.image_height, "synthetic image height");
+  app.add_option("--noise-scale", d.noise_scale,
+                 "synthetic image: scale of the noise around the mean of the left and upper "
+                 "neighbours (0 = default 4; smaller = more predictable)");
   app.add_option("--copy-offset", d.copy_offset, "synthetic text copy distance");
   app.add_option("--data-seed", d.seed, "dataset seed")->capture_default_str();
 }

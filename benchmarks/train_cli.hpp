@@ -17,6 +17,7 @@ struct DataSpec {
   int32_t vocab = 0;                     // synthetic: 0 = the kind's default
   int64_t num_sequences = 0;             // synthetic: 0 = default
   int32_t image_width = 0, image_height = 0;
+  double noise_scale = 0;                // synthetic image: 0 = default
   int64_t copy_offset = 0;
   uint64_t seed = 0x5eed;
 };

@@ -40,7 +40,8 @@ except ImportError:
     sys.exit(SKIP)
 
 sys.path.insert(0, HERE)
-import libsparse_ctypes  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "capi", "bindings", "python"))
+import numpy as np  # noqa: E402
 import torch_model  # noqa: E402
 
 LOSS_RTOL = 1e-4
@@ -106,7 +107,7 @@ def rel(a, b):
     return abs(a - b) / max(abs(b), 1e-30)
 
 
-def run_case(lib, name, fields, threads, verbose, tmpdir):
+def run_case(sp, name, fields, threads, verbose, tmpdir):
     rng = random.Random(zlib.crc32(name.encode()))
     batch = 2
     n = fields["seq_len"]
@@ -116,30 +117,33 @@ def run_case(lib, name, fields, threads, verbose, tmpdir):
     def batch_bytes():
         return bytes(rng.randrange(256) for _ in range(batch * n))
 
-    ctx = lib.context(threads)
-    cfg = lib.model_config(**fields)
-    train = lib.train_config(learning_rate=lr, weight_decay=0.01, clip_norm=1.0)
-    model = lib.create_model(ctx, cfg, train)
+    def array(data):
+        return np.frombuffer(data, dtype=np.uint8).reshape(batch, n)
+
+    ctx = sp.Context("cpu", num_threads=threads)
+    cfg = sp.model_config(**fields)
+    train = sp.train_config(learning_rate=lr, weight_decay=0.01, clip_norm=1.0)
+    model = sp.Model(ctx, cfg, train)
     try:
         for _ in range(5):
-            lib.train_step(model, batch_bytes(), batch)
+            model.train_step(array(batch_bytes()))
         ckpt_a = os.path.join(tmpdir, f"{name}-a.safetensors")
-        lib.save(model, ckpt_a)
+        model.save(ckpt_a)
         # Large random weights (the trained ones are still close to OpenAI's small
         # initialisation, where attention patterns barely move the loss), loaded back through
         # the library's own strict checkpoint reader.
         perturb_checkpoint(ckpt_a, zlib.crc32(name.encode()))
-        lib.destroy_model(model)
-        model = lib.load(ctx, ckpt_a)
+        model.close()
+        model = sp.Model.load(ctx, ckpt_a)
         eval_data = batch_bytes()
-        lib_bpd = lib.evaluate(model, eval_data, batch)
+        lib_bpd = model.evaluate(array(eval_data))
         step_data = batch_bytes()
-        stats = lib.train_step(model, step_data, batch)
+        stats = model.train_step(array(step_data))
         ckpt_b = os.path.join(tmpdir, f"{name}-b.safetensors")
-        lib.save(model, ckpt_b)
+        model.save(ckpt_b)
     finally:
-        lib.destroy_model(model)
-        lib.destroy_context(ctx)
+        model.close()
+        ctx.close()
 
     def tokens(data):
         return torch.tensor(list(data), dtype=torch.int64).view(batch, n)
@@ -170,10 +174,10 @@ def run_case(lib, name, fields, threads, verbose, tmpdir):
     trainer.load_adam_state(tensors, int(meta["step"]))
     tm.train()
     t_loss, t_norm = trainer.step(tokens(step_data))
-    if rel(t_loss, stats.loss) > LOSS_RTOL:
-        failures.append(f"train-step loss {t_loss:.8f} vs libsparse {stats.loss:.8f}")
-    if rel(t_norm, stats.grad_norm) > 1e-3:
-        failures.append(f"gradient norm {t_norm:.6e} vs libsparse {stats.grad_norm:.6e}")
+    if rel(t_loss, stats['loss']) > LOSS_RTOL:
+        failures.append(f"train-step loss {t_loss:.8f} vs libsparse {stats['loss']:.8f}")
+    if rel(t_norm, stats['grad_norm']) > 1e-3:
+        failures.append(f"gradient norm {t_norm:.6e} vs libsparse {stats['grad_norm']:.6e}")
     _, after = torch_model.read_safetensors(ckpt_b)
     worst, worst_name = 0.0, ""
     for pname, p in tm.named_tensors():
@@ -188,8 +192,8 @@ def run_case(lib, name, fields, threads, verbose, tmpdir):
     line = (f"{name:30s} eval loss lib {lib_loss:.7f} sdpa {losses['sdpa']:.7f} "
             f"(rel {rel(losses['sdpa'], lib_loss):.1e}) math rel "
             f"{rel(losses['math'], lib_loss):.1e} | causal-only rel {sensitivity:.1e} | "
-            f"step loss rel {rel(t_loss, stats.loss):.1e} grad-norm rel "
-            f"{rel(t_norm, stats.grad_norm):.1e} | params max diff {worst:.1e} "
+            f"step loss rel {rel(t_loss, stats['loss']):.1e} grad-norm rel "
+            f"{rel(t_norm, stats['grad_norm']):.1e} | params max diff {worst:.1e} "
             f"({worst / lr:.1e} lr)")
     print(("FAIL " if failures else "ok   ") + line, flush=True)
     for f in failures:
@@ -211,14 +215,15 @@ def main():
               "build it or pass --lib", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    lib = libsparse_ctypes.Library(path)
+    os.environ["SPARSE_LIBRARY"] = os.path.abspath(path)
+    import sparse_ctypes as sp  # the Python binding (capi/bindings/python), on this library
     print(f"libsparse: {path}; torch {torch.__version__}; loss tolerance {LOSS_RTOL:g} relative")
     ok = True
     with tempfile.TemporaryDirectory(prefix="sparse-peer-") as tmpdir:
         for name, fields in CASES.items():
             if args.case and name not in args.case:
                 continue
-            ok &= run_case(lib, name, fields, args.threads, args.verbose, tmpdir)
+            ok &= run_case(sp, name, fields, args.threads, args.verbose, tmpdir)
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 

@@ -898,7 +898,13 @@ def _set_fields(struct, fields):
         if name == "layer_cycle" and isinstance(value, str):
             value = value.encode()
         elif name == "position_shape":
-            value = (ctypes.c_int64 * 4)(*(list(value) + [0] * (4 - len(value))))
+            value = list(value)
+            if not 1 <= len(value) <= 4:
+                raise ValueError(f"position_shape needs 1 to 4 sizes, got {len(value)}")
+            # A list sets the number of tables too, unless num_position_dims is given.
+            if "num_position_dims" not in fields:
+                struct.num_position_dims = len(value)
+            value = (ctypes.c_int64 * 4)(*(value + [0] * (4 - len(value))))
         setattr(struct, name, value)
     return struct
 

@@ -453,6 +453,15 @@ class Model(unittest.TestCase):
         self.assertEqual((big.num_layers, big.d_model, big.layer_cycle), (128, 256, b"2111"))
         self.assertGreater(sp.parameter_count(big), 10**7)
 
+    def test_position_shape_list_sets_the_number_of_tables(self):
+        c = sp.model_config(seq_len=96, position_shape=(4, 8, 3))
+        self.assertEqual(c.num_position_dims, 3)
+        self.assertEqual(list(c.position_shape), [4, 8, 3, 0])
+        c = sp.model_config(seq_len=96, position_shape=[96, 1], num_position_dims=1)
+        self.assertEqual(c.num_position_dims, 1)
+        with self.assertRaises(ValueError):
+            sp.model_config(position_shape=[])
+
 
 class Datasets(unittest.TestCase):
     def test_text_file_splits(self):

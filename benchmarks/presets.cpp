@@ -1,0 +1,207 @@
+#include "presets.hpp"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <stdexcept>
+
+#include "bench_attention.hpp"
+#include "paper_runs.hpp"
+#include "provenance.hpp"
+#include "train_cli.hpp"
+
+namespace repro {
+namespace {
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0;
+}
+
+std::string fmt(double x, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, x);
+  return buf;
+}
+
+// The data a preset is wired to: the real sample of its dataset when there is one, else a
+// synthetic source of the preset's shape (said so in the table).
+struct Wiring {
+  DataSpec data;
+  std::string note;
+};
+
+// Whether the audio sample opens in this build (libsndfile is optional); `why` gets the reason
+// when not.
+bool audio_readable(const std::string& path, std::string* why) {
+  try {
+    DataSpec spec;
+    spec.spec = "audio:" + path;
+    open_dataset(spec, SPARSE_SPLIT_TRAIN, 65536);
+    return true;
+  } catch (const std::exception& e) {
+    *why = std::string("the audio sample does not open: ") + e.what();
+    return false;
+  }
+}
+
+Wiring wiring_for(const std::string& preset, const std::string& data_dir) {
+  Wiring w;
+  std::string why;
+  const std::string cifar = data_dir + "/cifar10/data_batch_1-first100.bin";
+  const std::string text = data_dir + "/enwik8/enwik8-head-100000";
+  const std::string audio = data_dir + "/audio/brahms-hungarian-dance-5-22k-mono.ogg";
+  if (preset == "cifar10" && exists(cifar)) {
+    w.data.spec = "cifar10:" + cifar;
+    w.note = "CIFAR-10 sample (100 images)";
+  } else if (preset == "enwik8" && exists(text)) {
+    w.data.spec = "enwik8:" + text;
+    w.note = "Enwik8 sample (100 kB)";
+  } else if (preset == "audio" && audio_readable(audio, &why)) {
+    w.data.spec = "audio:" + audio;
+    w.note = "Brahms sample (45.8 s, resampled to 12 kHz, mu-law)";
+  } else {
+    // Random-looking bytes of the preset's length: a single-channel synthetic image whose rows
+    // hold one row of sub-pixels (images) or 256 bytes (text and audio).
+    sparse_model_config cfg;
+    sparse_model_config_preset(preset.c_str(), &cfg);
+    const int64_t width = preset == "cifar10" ? 96 : preset == "imagenet64" ? 192 : 256;
+    w.data.spec = "synthetic_image";
+    w.data.image_width = static_cast<int32_t>(width);
+    w.data.image_height = static_cast<int32_t>(cfg.seq_len / width);
+    w.data.vocab = 256;
+    w.data.num_sequences = 4;
+    w.note = "synthetic bytes of the preset's length (" +
+             (why.empty() ? "no sample of this dataset found" : why) + "); positions refitted to " + std::to_string(w.data.image_height) + " x " +
+             std::to_string(width);
+  }
+  return w;
+}
+
+}  // namespace
+
+void add_presets_options(CLI::App& app, PresetsOptions& o) {
+  app.add_option("--out", o.out, "folder for presets.md and presets.json (\"\" = print only)")
+      ->capture_default_str();
+  app.add_option("--data-dir", o.data_dir,
+                 "real data samples (default: $SPARSE_DATA_DIR or ../shared/data)");
+  app.add_option("--only", o.only, "presets to run (cifar10, enwik8, imagenet64, audio)")
+      ->check(CLI::IsMember({"cifar10", "enwik8", "imagenet64", "audio"}));
+  app.add_option("--steps", o.steps, "optimiser steps per preset (batch 1)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads (0 = all)");
+}
+
+int run_presets(const PresetsOptions& o, int argc, char** argv) {
+  std::string data_dir = o.data_dir;
+  if (data_dir.empty()) {
+    const char* env = std::getenv("SPARSE_DATA_DIR");
+    data_dir = env ? env : "../shared/data";
+  }
+  nlohmann::json prov = provenance(argc, argv);
+  double load[1] = {0};
+  if (getloadavg(load, 1) == 1) prov["load_average_at_start"] = load[0];
+  nlohmann::json rows = nlohmann::json::array();
+  // Renders the table and (re)writes the files: called after every preset, so a long run that
+  // is stopped keeps the rows it finished.
+  auto publish = [&]() {
+    std::string md = "# The paper's presets, run end to end on this machine\n\n" +
+                     provenance_markdown(prov) + "\n";
+    md += "Each of the paper's model configurations trained for a few optimiser steps of one "
+          "sequence (with recomputation), on the real data sample where one exists: proof that "
+          "the full-size models run here, and the time a step takes. The full-run cost uses the "
+          "FLOP estimate of `paper_runs.cpp` (6 x parameters x tokens plus the attention "
+          "products) and, for hours, the time per sequence measured here times the sequences of "
+          "the full run. These are estimates to size a run, not measurements of one.";
+    if (prov.contains("load_average_at_start"))
+      md += " Load average of the machine when the runs started: " +
+            fmt(prov["load_average_at_start"].get<double>(), 1) + " (other work slows the steps).";
+    md += "\n\n";
+    md += "| preset | data used here | params | n | steps run | s per sequence | peak "
+          "activations | GFLOP/s here | full run: steps x batch | est. FLOPs | est. time on this "
+          "machine |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for (const auto& row : rows) {
+      const bool full = row.contains("full_run_flops");
+      std::string time = "-";
+      if (full) {
+        const double hours = row["full_run_hours_here"].get<double>();
+        time = hours > 24 * 365 ? fmt(hours / 24 / 365, 0) + " years"
+                                : fmt(hours / 24, 1) + " days";
+      }
+      md += "| " + row["preset"].get<std::string>() + " | " + row["data"].get<std::string>() +
+            " | " + fmt(row["parameters"].get<double>() / 1e6, 1) + "M | " +
+            std::to_string(row["seq_len"].get<int64_t>()) + " | " +
+            std::to_string(row["steps_run"].get<int64_t>()) + " | " +
+            fmt(row["seconds_per_sequence"].get<double>(), 1) + " | " +
+            fmt(row["peak_activation_bytes"].get<double>() / 1e6, 0) + " MB | " +
+            fmt(row["measured_gflops"].get<double>(), 0) + " | " +
+            (full ? fmt(row["full_run_steps"].get<double>(), 0) + " x " +
+                        std::to_string(row["full_run_batch"].get<int64_t>())
+                  : std::string("dataset size not fixed")) +
+            " | " + (full ? fmt(row["full_run_flops"].get<double>() / 1e18, 1) + " EFLOP" : "-") +
+            " | " + time + " |\n";
+    }
+    if (!o.out.empty()) {
+      write_file_atomically(o.out + "/presets.md", md);
+      write_file_atomically(o.out + "/presets.json",
+                            nlohmann::json{{"provenance", prov}, {"presets", rows}}.dump(2) + "\n");
+    }
+    return md;
+  };
+  for (const PaperRun& r : paper_runs()) {
+    if (!o.only.empty() && std::find(o.only.begin(), o.only.end(), r.preset) == o.only.end())
+      continue;
+    const Wiring w = wiring_for(r.preset, data_dir);
+    std::fprintf(stderr, "\n%s preset on %s: %lld steps of one sequence\n", r.preset,
+                 w.note.c_str(), static_cast<long long>(o.steps));
+    TrainOptions t;
+    t.preset = r.preset;
+    t.data = w.data;
+    t.steps = o.steps;
+    t.batch = 1;
+    t.warmup = 0;
+    t.recompute = 1;  // as in the paper for long sequences: activations of one layer at a time
+    t.eval_sequences = 1;
+    t.eval_split = "train";  // the samples' held-out splits are shorter than one sequence
+    t.threads = o.threads;
+    t.quiet = false;
+    nlohmann::json s = run_train(t);
+    sparse_model_config cfg;
+    sparse_model_config_preset(r.preset, &cfg);
+    const int64_t params = s["parameters"].get<int64_t>();
+    const double seconds = s["seconds_per_step"].get<double>();
+    const double one = flops_per_step(cfg, params, 1);
+    const double steps = full_run_steps(r);
+    nlohmann::json row = {{"preset", r.preset},
+                          {"dataset", r.dataset},
+                          {"data", w.note},
+                          {"parameters", params},
+                          {"seq_len", cfg.seq_len},
+                          {"layers", cfg.num_layers},
+                          {"width", cfg.d_model},
+                          {"steps_run", s["steps"]},
+                          {"seconds_per_sequence", seconds},
+                          {"peak_activation_bytes", s["peak_activation_bytes"]},
+                          {"eval_bits_per_dim", s["eval_bits_per_dim"]},
+                          {"flops_per_sequence", one},
+                          {"measured_gflops", one / seconds / 1e9},
+                          {"full_run_batch", r.batch},
+                          {"full_run_steps", steps}};
+    if (steps > 0) {
+      row["full_run_flops"] = one * static_cast<double>(r.batch) * steps;
+      row["full_run_hours_here"] = seconds * static_cast<double>(r.batch) * steps / 3600.0;
+    }
+    rows.push_back(row);
+    publish();
+  }
+  std::cout << publish();
+  if (!o.out.empty()) std::cout << "\nWritten to " << o.out << "/presets.md and presets.json\n";
+  return 0;
+}
+
+}  // namespace repro
