@@ -3,6 +3,8 @@
 
 #include <cuda_runtime.h>
 
+#include <string>
+
 #include "backend.hpp"
 
 namespace sparse::cuda {
@@ -16,5 +18,14 @@ void attention_forward_fp32(const DeviceLayout& layout, const AttentionForwardAr
                             cudaStream_t stream);
 void attention_backward_fp32(const DeviceLayout& layout, const AttentionBackwardArgs& args,
                              float* delta, cudaStream_t stream);
+
+// bf16 / fp16 on tensor cores (attention_tc.cu): q, k, v, out, dout, dq, dk, dv of the 16-bit
+// dtype, lse fp32; head_dim 32, 64 or 128 and block sizes 16..128 (tensor_core_support() says
+// why not, empty when supported).
+std::string tensor_core_support(int block, int64_t head_dim);
+void attention_forward_tc(const DeviceLayout& layout, const AttentionForwardArgs& args,
+                          cudaStream_t stream);
+void attention_backward_tc(const DeviceLayout& layout, const AttentionBackwardArgs& args,
+                           float* delta, cudaStream_t stream);
 
 }  // namespace sparse::cuda

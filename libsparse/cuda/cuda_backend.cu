@@ -1,5 +1,6 @@
 // The CUDA backend: device discovery, the context's stream and cuBLAS handle, the layout cache
-// and the attention kernels (attention_fp32.cu).
+// and the attention kernels (fp32: attention_fp32.cu; bf16/fp16 on tensor cores:
+// attention_tc*.cu).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -73,9 +74,17 @@ class CudaBackend final : public Backend {
                                  int64_t head_dim) const override {
     if (memory != SPARSE_MEMORY_DEVICE)
       return "the CUDA backend needs tensors in device memory (SPARSE_MEMORY_DEVICE)";
+    if (dtype == SPARSE_DTYPE_BF16 || dtype == SPARSE_DTYPE_F16) {
+      if (sm_ < 80)
+        return "the bf16/fp16 attention kernels need a GPU of compute capability 8.0 or newer "
+               "(this one is sm_" + std::to_string(sm_) + ")";
+      // The block size is checked at launch (tensor_core_support), where the layout is known.
+      return head_dim == 32 || head_dim == 64 || head_dim == 128
+                 ? std::string()
+                 : cuda::tensor_core_support(64, head_dim);
+    }
     if (dtype != SPARSE_DTYPE_F32)
-      return "the CUDA backend computes attention in fp32 only in this version (bf16/fp16 "
-             "tensor-core kernels are not implemented yet)";
+      return "the CUDA backend computes attention in fp32, bf16 and fp16 (not fp64)";
     if (head_dim > cuda::kMaxHeadDim)
       return "head_dim " + std::to_string(head_dim) + " exceeds the CUDA kernels' limit of " +
              std::to_string(cuda::kMaxHeadDim);
@@ -91,7 +100,11 @@ class CudaBackend final : public Backend {
   void attention_forward(const AttentionForwardArgs& args) override {
     check_device(args.q.device);
     check_cuda(cudaSetDevice(device_), "cudaSetDevice");
-    cuda::attention_forward_fp32(layouts_.get(*args.layout, stream_), args, stream_);
+    const cuda::DeviceLayout& dl = layouts_.get(*args.layout, stream_);
+    if (args.q.dtype == SPARSE_DTYPE_F32)
+      cuda::attention_forward_fp32(dl, args, stream_);
+    else
+      cuda::attention_forward_tc(dl, args, stream_);
   }
   void attention_backward(const AttentionBackwardArgs& args) override {
     check_device(args.q.device);
@@ -108,8 +121,12 @@ class CudaBackend final : public Backend {
       check_cuda(cudaMalloc(&workspace_, bytes), "cudaMalloc (attention workspace)");
       workspace_bytes_ = bytes;
     }
-    cuda::attention_backward_fp32(layouts_.get(*args.layout, stream_), args,
-                                  static_cast<float*>(workspace_), stream_);
+    const cuda::DeviceLayout& dl = layouts_.get(*args.layout, stream_);
+    float* delta = static_cast<float*>(workspace_);
+    if (args.q.dtype == SPARSE_DTYPE_F32)
+      cuda::attention_backward_fp32(dl, args, delta, stream_);
+    else
+      cuda::attention_backward_tc(dl, args, delta, stream_);
   }
 
  private:
