@@ -10,6 +10,11 @@
 namespace sparse::cuda {
 
 struct DeviceLayout;
+}  // namespace sparse::cuda
+namespace sparse {
+class Layout;
+}
+namespace sparse::cuda {
 
 constexpr int64_t kMaxHeadDim = 128;
 
@@ -27,5 +32,13 @@ void attention_forward_tc(const DeviceLayout& layout, const AttentionForwardArgs
                           cudaStream_t stream);
 void attention_backward_tc(const DeviceLayout& layout, const AttentionBackwardArgs& args,
                            float* delta, cudaStream_t stream);
+
+// The 2019-style unfused path, fp32 (attention_unfused.cu). `scores`, `probs` and `dscores` are
+// device buffers of unfused_scores_bytes() each; `delta` holds batch * heads * seq_len floats.
+size_t unfused_scores_bytes(const Layout& layout, int64_t batch);
+void attention_forward_unfused(const DeviceLayout& layout, const AttentionForwardArgs& args,
+                               float* scores, cudaStream_t stream);
+void attention_backward_unfused(const DeviceLayout& layout, const AttentionBackwardArgs& args,
+                                float* delta, float* probs, float* dscores, cudaStream_t stream);
 
 }  // namespace sparse::cuda

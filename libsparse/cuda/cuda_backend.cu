@@ -70,10 +70,13 @@ class CudaBackend final : public Backend {
     check_cuda(cudaMemcpyAsync(dst, src, bytes, kind, stream_), "cudaMemcpyAsync");
     check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
   }
-  std::string supports_attention(sparse_dtype dtype, sparse_memory memory,
-                                 int64_t head_dim) const override {
+  std::string supports_attention(sparse_dtype dtype, sparse_memory memory, int64_t head_dim,
+                                 sparse_attention_algorithm algorithm) const override {
     if (memory != SPARSE_MEMORY_DEVICE)
       return "the CUDA backend needs tensors in device memory (SPARSE_MEMORY_DEVICE)";
+    if (algorithm == SPARSE_ATTENTION_UNFUSED && dtype != SPARSE_DTYPE_F32)
+      return "the CUDA backend computes the unfused algorithm (SPARSE_ATTENTION_UNFUSED) in fp32 "
+             "only; use SPARSE_ATTENTION_FUSED for bf16/fp16";
     if (dtype == SPARSE_DTYPE_BF16 || dtype == SPARSE_DTYPE_F16) {
       if (sm_ < 80)
         return "the bf16/fp16 attention kernels need a GPU of compute capability 8.0 or newer "
@@ -91,45 +94,72 @@ class CudaBackend final : public Backend {
     return {};
   }
   size_t attention_workspace_bytes(const Layout& layout, int64_t batch, int64_t,
-                                   bool backward) const override {
-    // The row statistic delta = dout . out of the backward pass.
-    return backward ? static_cast<size_t>(batch * layout.num_heads * layout.seq_len) *
-                          sizeof(float)
-                    : 0;
+                                   bool backward,
+                                   sparse_attention_algorithm algorithm) const override {
+    // Backward: the row statistic delta = dout . out (rounded up to 256 bytes).
+    const size_t delta =
+        backward ? align(static_cast<size_t>(batch * layout.num_heads * layout.seq_len) *
+                         sizeof(float))
+                 : 0;
+    if (algorithm != SPARSE_ATTENTION_UNFUSED) return delta;
+    // Unfused: the scores of every computed block (forward), P and dS (backward).
+    const size_t scores = align(cuda::unfused_scores_bytes(layout, batch));
+    return delta + (backward ? 2 : 1) * scores;
   }
   void attention_forward(const AttentionForwardArgs& args) override {
     check_device(args.q.device);
     check_cuda(cudaSetDevice(device_), "cudaSetDevice");
     const cuda::DeviceLayout& dl = layouts_.get(*args.layout, stream_);
-    if (args.q.dtype == SPARSE_DTYPE_F32)
+    if (args.algorithm == SPARSE_ATTENTION_UNFUSED) {
+      ensure_workspace(attention_workspace_bytes(*args.layout, args.q.shape[0], args.q.shape[3],
+                                                 false, args.algorithm));
+      cuda::attention_forward_unfused(dl, args, static_cast<float*>(workspace_), stream_);
+    } else if (args.q.dtype == SPARSE_DTYPE_F32) {
       cuda::attention_forward_fp32(dl, args, stream_);
-    else
+    } else {
       cuda::attention_forward_tc(dl, args, stream_);
+    }
   }
   void attention_backward(const AttentionBackwardArgs& args) override {
     check_device(args.q.device);
     check_cuda(cudaSetDevice(device_), "cudaSetDevice");
-    const size_t bytes =
-        attention_workspace_bytes(*args.layout, args.q.shape[0], args.q.shape[3], true);
-    if (bytes > workspace_bytes_) {
-      if (workspace_ != nullptr) {
-        check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
-        cudaFree(workspace_);
-        workspace_ = nullptr;
-        workspace_bytes_ = 0;
-      }
-      check_cuda(cudaMalloc(&workspace_, bytes), "cudaMalloc (attention workspace)");
-      workspace_bytes_ = bytes;
-    }
+    ensure_workspace(attention_workspace_bytes(*args.layout, args.q.shape[0], args.q.shape[3],
+                                               true, args.algorithm));
     const cuda::DeviceLayout& dl = layouts_.get(*args.layout, stream_);
     float* delta = static_cast<float*>(workspace_);
-    if (args.q.dtype == SPARSE_DTYPE_F32)
+    if (args.algorithm == SPARSE_ATTENTION_UNFUSED) {
+      auto* base = static_cast<unsigned char*>(workspace_);
+      const size_t delta_bytes = align(static_cast<size_t>(args.q.shape[0] * args.q.shape[1] *
+                                                           args.q.shape[2]) *
+                                       sizeof(float));
+      const size_t scores = align(cuda::unfused_scores_bytes(*args.layout, args.q.shape[0]));
+      cuda::attention_backward_unfused(dl, args, delta,
+                                       reinterpret_cast<float*>(base + delta_bytes),
+                                       reinterpret_cast<float*>(base + delta_bytes + scores),
+                                       stream_);
+    } else if (args.q.dtype == SPARSE_DTYPE_F32) {
       cuda::attention_backward_fp32(dl, args, delta, stream_);
-    else
+    } else {
       cuda::attention_backward_tc(dl, args, delta, stream_);
+    }
   }
 
  private:
+  static size_t align(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+  // Grows the backend's workspace to at least `bytes` (waiting for work that may still use it).
+  void ensure_workspace(size_t bytes) {
+    if (bytes <= workspace_bytes_) return;
+    if (workspace_ != nullptr) {
+      check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+      cudaFree(workspace_);
+      workspace_ = nullptr;
+      workspace_bytes_ = 0;
+    }
+    check_cuda(cudaMalloc(&workspace_, bytes), "cudaMalloc (attention workspace)");
+    workspace_bytes_ = bytes;
+  }
+
   void check_device(int32_t tensor_device) const {
     require(tensor_device == device_, "tensors live on CUDA device ", tensor_device,
             " but the context runs on device ", device_);

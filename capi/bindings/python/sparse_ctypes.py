@@ -250,9 +250,12 @@ class LayoutStats(ctypes.Structure):
                 ("effective_density", ctypes.c_double), ("memory_bytes", ctypes.c_size_t)]
 
 
+ATTENTION_FUSED, ATTENTION_UNFUSED = 0, 1  # sparse_attention_algorithm
+
+
 class AttentionParams(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("scale", ctypes.c_float),
-                ("reserved", ctypes.c_uint8 * 60)]
+                ("algorithm", ctypes.c_int32), ("reserved", ctypes.c_uint8 * 56)]
 
 
 class ModelConfig(ctypes.Structure):
@@ -358,6 +361,8 @@ PROTOTYPES = {
     "sparse_attention_forward": (_st, [_vp, _vp, _P(AttentionParams)] + [_P(Tensor)] * 5),
     "sparse_attention_backward": (_st, [_vp, _vp, _P(AttentionParams)] + [_P(Tensor)] * 9),
     "sparse_attention_workspace_size": (_st, [_vp, _vp, _i64, _i64, _i32, _P(_sz)]),
+    "sparse_attention_workspace_size_params": (_st, [_vp, _vp, _P(AttentionParams), _i64, _i64,
+                                                     _i32, _P(_sz)]),
     # model.h
     "sparse_model_config_default": (_st, [_P(ModelConfig)]),
     "sparse_model_config_preset": (_st, [_c, _P(ModelConfig)]),
@@ -877,10 +882,15 @@ def attention_backward(ctx, layout, q, k, v, out, lse, dout, dq=None, dk=None, d
     return tuple(grads)
 
 
-def attention_workspace_size(ctx, layout, batch, head_dim, backward=False):
+def attention_workspace_size(ctx, layout, batch, head_dim, backward=False,
+                             algorithm=ATTENTION_FUSED):
     n = ctypes.c_size_t()
-    check(library().sparse_attention_workspace_size(ctx.handle, layout.handle, batch, head_dim,
-                                                    int(bool(backward)), ctypes.byref(n)))
+    p = AttentionParams()
+    check(library().sparse_attention_params_default(ctypes.byref(p)))
+    p.algorithm = algorithm
+    check(library().sparse_attention_workspace_size_params(ctx.handle, layout.handle,
+                                                           ctypes.byref(p), batch, head_dim,
+                                                           int(bool(backward)), ctypes.byref(n)))
     return n.value
 
 
