@@ -38,6 +38,15 @@ struct AttentionBackwardArgs {
   TensorView dq, dk, dv;
 };
 
+// Dense causal attention through the vendor GEMM library (cuBLAS on CUDA): the benchmarks'
+// dense baseline, not part of the C ABI. Contiguous [batch, heads, seq, head_dim] tensors of one
+// dtype; lse fp32 [batch, heads, seq]; the backward fields are used when `backward` is set.
+struct DenseBaselineArgs {
+  float scale = 1.0f;
+  bool backward = false;
+  TensorView q, k, v, out, lse, dout, dq, dk, dv;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -64,6 +73,12 @@ class Backend {
                                            sparse_attention_algorithm algorithm) const = 0;
   virtual void attention_forward(const AttentionForwardArgs& args) = 0;
   virtual void attention_backward(const AttentionBackwardArgs& args) = 0;
+  // Runs the dense baseline (forward, and backward when args.backward); returns the reason when
+  // this backend cannot (empty string on success).
+  virtual std::string dense_attention_baseline(const DenseBaselineArgs& args) {
+    (void)args;
+    return "the dense GEMM baseline is implemented on the CUDA backend (cuBLAS) only";
+  }
 };
 
 // reference_cpu/cpu_backend.cpp. num_threads == 0 means all hardware threads.

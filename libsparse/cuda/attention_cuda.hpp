@@ -1,6 +1,7 @@
 // Launchers of the CUDA attention kernels (host side).
 #pragma once
 
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <string>
@@ -32,6 +33,13 @@ void attention_forward_tc(const DeviceLayout& layout, const AttentionForwardArgs
                           cudaStream_t stream);
 void attention_backward_tc(const DeviceLayout& layout, const AttentionBackwardArgs& args,
                            float* delta, cudaStream_t stream);
+
+// The dense cuBLAS baseline (dense_cublas.cu): why it cannot run (empty when it can), its
+// workspace, and the run itself on the backend's handle and stream.
+std::string dense_baseline_check(const DenseBaselineArgs& args);
+size_t dense_baseline_workspace(const DenseBaselineArgs& args);
+void dense_baseline_run(const DenseBaselineArgs& args, cublasHandle_t handle, cudaStream_t stream,
+                        void* workspace);
 
 // The 2019-style unfused path, fp32 (attention_unfused.cu). `scores`, `probs` and `dscores` are
 // device buffers of unfused_scores_bytes() each; `delta` holds batch * heads * seq_len floats.

@@ -144,6 +144,23 @@ class CudaBackend final : public Backend {
     }
   }
 
+  std::string dense_attention_baseline(const DenseBaselineArgs& args) override {
+    const std::string why = cuda::dense_baseline_check(args);
+    if (!why.empty()) return why;
+    check_device(args.q.device);
+    check_cuda(cudaSetDevice(device_), "cudaSetDevice");
+    const size_t bytes = cuda::dense_baseline_workspace(args);
+    size_t free_bytes = 0, total_bytes = 0;
+    check_cuda(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
+    if (bytes > workspace_bytes_ && bytes - workspace_bytes_ > free_bytes / 10 * 9)
+      return "the dense baseline needs " + std::to_string(bytes >> 20) +
+             " MiB of n x n buffers; the GPU has " + std::to_string(free_bytes >> 20) +
+             " MiB free";
+    ensure_workspace(bytes);
+    cuda::dense_baseline_run(args, cublas_, stream_, workspace_);
+    return {};
+  }
+
  private:
   static size_t align(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
