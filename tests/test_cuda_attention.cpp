@@ -109,14 +109,30 @@ struct Kernel {
 };
 
 const Kernel kKernels[] = {
-    {"fused fp32", SPARSE_DTYPE_F32, SPARSE_ATTENTION_FUSED, {2e-5, 1e-4, 1e-9},
-     {1e-4, 1e-3, 1e-9}, {2e-5, 1e-4, 1e-9}},
-    {"unfused fp32", SPARSE_DTYPE_F32, SPARSE_ATTENTION_UNFUSED, {2e-5, 1e-4, 1e-9},
-     {1e-4, 1e-3, 1e-9}, {2e-5, 1e-4, 1e-9}},
-    {"fused bf16", SPARSE_DTYPE_BF16, SPARSE_ATTENTION_FUSED, {1e-2, 2e-2, 1e-4},
-     {2e-2, 5e-2, 4e-4}, {2e-3, 2e-3, 1e-6}},
-    {"fused fp16", SPARSE_DTYPE_F16, SPARSE_ATTENTION_FUSED, {2e-3, 4e-3, 4e-6},
-     {4e-3, 1e-2, 2e-5}, {2e-3, 2e-3, 1e-6}},
+    {"fused fp32",
+     SPARSE_DTYPE_F32,
+     SPARSE_ATTENTION_FUSED,
+     {2e-5, 1e-4, 1e-9},
+     {1e-4, 1e-3, 1e-9},
+     {2e-5, 1e-4, 1e-9}},
+    {"unfused fp32",
+     SPARSE_DTYPE_F32,
+     SPARSE_ATTENTION_UNFUSED,
+     {2e-5, 1e-4, 1e-9},
+     {1e-4, 1e-3, 1e-9},
+     {2e-5, 1e-4, 1e-9}},
+    {"fused bf16",
+     SPARSE_DTYPE_BF16,
+     SPARSE_ATTENTION_FUSED,
+     {1e-2, 2e-2, 1e-4},
+     {2e-2, 5e-2, 4e-4},
+     {2e-3, 2e-3, 1e-6}},
+    {"fused fp16",
+     SPARSE_DTYPE_F16,
+     SPARSE_ATTENTION_FUSED,
+     {2e-3, 4e-3, 4e-6},
+     {4e-3, 1e-2, 2e-5},
+     {2e-3, 2e-3, 1e-6}},
 };
 
 bool tensor_core_dim(int64_t d) { return d == 32 || d == 64 || d == 128; }
@@ -179,15 +195,17 @@ int compare(const char* kernel, const char* name, const std::vector<float>& got,
     if (!ok && bad++ < 5) {
       const int64_t c = static_cast<int64_t>(e) % dim, row = static_cast<int64_t>(e) / dim;
       const int64_t i = row % sh.n, h = (row / sh.n) % sh.heads, b = row / sh.n / sh.heads;
-      FAIL_CHECK(std::string(kernel) << ": " << std::string(name) << "[" << b << "," << h << "," << i << "," << c
-                        << "]: cuda " << g << ", cpu " << w);
+      FAIL_CHECK(std::string(kernel) << ": " << std::string(name) << "[" << b << "," << h << ","
+                                     << i << "," << c << "]: cuda " << g << ", cpu " << w);
     }
   }
-  if (bad > 5) FAIL_CHECK(std::string(kernel) << ": " << std::string(name) << ": " << bad << " mismatches in total");
+  if (bad > 5)
+    FAIL_CHECK(std::string(kernel)
+               << ": " << std::string(name) << ": " << bad << " mismatches in total");
   if (ref_sq > 0)
     CHECK_MESSAGE(err_sq / ref_sq <= tol.norm,
-                  std::string(kernel) << ": " << std::string(name) << ": normalised error " << err_sq / ref_sq << " > "
-                         << tol.norm);
+                  std::string(kernel) << ": " << std::string(name) << ": normalised error "
+                                      << err_sq / ref_sq << " > " << tol.norm);
   return bad;
 }
 
@@ -276,8 +294,8 @@ void run_case(const Case& c, const Kernel& kernel, sparse_context* cpu, sparse_c
   REQUIRE_MESSAGE(sparse_attention_forward(gpu, layout.get(), &params, &D[0], &D[1], &D[2], &D[4],
                                            &DL) == SPARSE_OK,
                   sparse_last_error());
-  REQUIRE_MESSAGE(sparse_attention_backward(gpu, layout.get(), &params, &D[0], &D[1], &D[2],
-                                            &D[4], &DL, &D[3], &D[5], &D[6], &D[7]) == SPARSE_OK,
+  REQUIRE_MESSAGE(sparse_attention_backward(gpu, layout.get(), &params, &D[0], &D[1], &D[2], &D[4],
+                                            &DL, &D[3], &D[5], &D[6], &D[7]) == SPARSE_OK,
                   sparse_last_error());
   REQUIRE(sparse_context_synchronize(gpu) == SPARSE_OK);
 
@@ -335,8 +353,8 @@ void sweep(int trials, int64_t max_n, uint64_t seed) {
     c.order = static_cast<int>(rng() % 3);
     const int count = 1 + static_cast<int>(rng() % 3);
     for (int k = 0; k < count; ++k)
-      c.patterns.push_back(support::random_pattern(
-          rng, c.n, static_cast<int>(rng() % (c.heads + 1)) - 1, c.block));
+      c.patterns.push_back(
+          support::random_pattern(rng, c.n, static_cast<int>(rng() % (c.heads + 1)) - 1, c.block));
     const uint64_t data_seed = rng();
     CAPTURE(trial);
     CAPTURE(c.n);
@@ -373,13 +391,18 @@ TEST_CASE("every block size and head size with the paper's patterns, every kerne
         CAPTURE(d);
         CAPTURE(kernel.name);
         // n = 203: a multiple of neither the block nor the stride; head 1 transposed.
-        run_case({2, 2, 203, d, block, 0,
+        run_case({2,
+                  2,
+                  203,
+                  d,
+                  block,
+                  0,
                   {make(SPARSE_PATTERN_STRIDED_ROW, 16, 0, 0),
                    make(SPARSE_PATTERN_STRIDED_COLUMN, 16, 0, 1)}},
                  kernel, cpu.get(), gpu.get(), 3);
         // Rows without keys: the summary head with l = 64, c = 8 leaves queries 0..55 empty.
-        run_case({1, 2, 130, d, block, 2, {make(SPARSE_PATTERN_FIXED_SUMMARY, 64, 8, 0)}},
-                 kernel, cpu.get(), gpu.get(), 4);
+        run_case({1, 2, 130, d, block, 2, {make(SPARSE_PATTERN_FIXED_SUMMARY, 64, 8, 0)}}, kernel,
+                 cpu.get(), gpu.get(), 4);
       }
 }
 
@@ -392,11 +415,21 @@ TEST_CASE("the paper's patterns at realistic lengths") {
         CAPTURE(block);
         CAPTURE(d);
         CAPTURE(kernel.name);
-        run_case({2, 2, 3000, d, block, 0,
+        run_case({2,
+                  2,
+                  3000,
+                  d,
+                  block,
+                  0,
                   {make(SPARSE_PATTERN_STRIDED_ROW, 96, 0, 0),
                    make(SPARSE_PATTERN_STRIDED_COLUMN, 96, 0, 1)}},
                  kernel, cpu.get(), gpu.get(), 7);
-        run_case({1, 2, 2100, d, block, 1,
+        run_case({1,
+                  2,
+                  2100,
+                  d,
+                  block,
+                  1,
                   {make(SPARSE_PATTERN_FIXED_BLOCK, 128, 0, 0),
                    make(SPARSE_PATTERN_FIXED_SUMMARY, 128, 32, 1)}},
                  kernel, cpu.get(), gpu.get(), 8);

@@ -15,10 +15,17 @@ namespace {
 template <typename T>
 void forward_typed(const DeviceLayout& dl, const AttentionForwardArgs& a, cudaStream_t stream) {
   switch (a.q.shape[3]) {
-    case 32: tc::forward<T, 32>(dl, a, stream); break;
-    case 64: tc::forward<T, 64>(dl, a, stream); break;
-    case 128: tc::forward<T, 128>(dl, a, stream); break;
-    default: break;  // rejected by tensor_core_support()
+    case 32:
+      tc::forward<T, 32>(dl, a, stream);
+      break;
+    case 64:
+      tc::forward<T, 64>(dl, a, stream);
+      break;
+    case 128:
+      tc::forward<T, 128>(dl, a, stream);
+      break;
+    default:
+      break;  // rejected by tensor_core_support()
   }
 }
 
@@ -26,10 +33,17 @@ template <typename T>
 void backward_typed(const DeviceLayout& dl, const AttentionBackwardArgs& a, float* delta,
                     cudaStream_t stream) {
   switch (a.q.shape[3]) {
-    case 32: tc::backward<T, 32>(dl, a, delta, stream); break;
-    case 64: tc::backward<T, 64>(dl, a, delta, stream); break;
-    case 128: tc::backward<T, 128>(dl, a, delta, stream); break;
-    default: break;
+    case 32:
+      tc::backward<T, 32>(dl, a, delta, stream);
+      break;
+    case 64:
+      tc::backward<T, 64>(dl, a, delta, stream);
+      break;
+    case 128:
+      tc::backward<T, 128>(dl, a, delta, stream);
+      break;
+    default:
+      break;
   }
 }
 
@@ -37,8 +51,9 @@ void check_launch(int64_t batch, const DeviceLayout& dl, const Layout& layout, i
   const std::string why = tensor_core_support(layout.block, head_dim);
   if (!why.empty()) throw_error(SPARSE_ERR_UNSUPPORTED, why);
   if (batch > 65535 || dl.num_heads > 65535)
-    throw_error(SPARSE_ERR_UNSUPPORTED, "the CUDA kernels support at most 65535 batch entries "
-                                        "and 65535 heads per call");
+    throw_error(SPARSE_ERR_UNSUPPORTED,
+                "the CUDA kernels support at most 65535 batch entries "
+                "and 65535 heads per call");
 }
 
 }  // namespace
@@ -49,7 +64,8 @@ std::string tensor_core_support(int block, int64_t head_dim) {
            std::to_string(head_dim) + "); use fp32 tensors for other sizes";
   if (block != 16 && block != 32 && block != 64 && block != 128)
     return "the bf16/fp16 tensor-core attention kernels support block sizes 16, 32, 64 and 128 "
-           "(got " + std::to_string(block) + ")";
+           "(got " +
+           std::to_string(block) + ")";
   return {};
 }
 

@@ -62,7 +62,9 @@ struct ElemOps<__nv_bfloat16> {
     return u;
   }
   static __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-  static __device__ __forceinline__ __nv_bfloat16 from_float(float x) { return __float2bfloat16_rn(x); }
+  static __device__ __forceinline__ __nv_bfloat16 from_float(float x) {
+    return __float2bfloat16_rn(x);
+  }
   static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4],
                                              const uint32_t (&b)[2]) {
     asm volatile(
@@ -125,8 +127,8 @@ __device__ __forceinline__ uint64_t low_bits(int count) {
 
 // The allowed-key bits of one query row for the key columns [c0, c0 + cols) of a block (bit c =
 // key c0 + c); cols <= 64 and c0 is a multiple of cols, so they lie in one mask word.
-__device__ __forceinline__ uint64_t mask_bits(const DeviceHead& L, int32_t mask_id, int row,
-                                              int c0, int cols) {
+__device__ __forceinline__ uint64_t mask_bits(const DeviceHead& L, int32_t mask_id, int row, int c0,
+                                              int cols) {
   if (mask_id < 0) return low_bits(cols);
   const uint64_t word =
       L.masks[(static_cast<int64_t>(mask_id) * L.block + row) * L.words + (c0 >> 6)];
@@ -227,8 +229,8 @@ __device__ __forceinline__ void gemm_ss(float (&acc)[N][4], const T* a, int row0
 // acc (16 x 8 N tiles) += P (16 x KC, register C fragments, KC / 8 tiles) * B where B[k][n] is
 // read n-major from `b` (rows n, columns k).
 template <typename T, int KC, int N, int SB>
-__device__ __forceinline__ void gemm_rs(float (&acc)[N][4], const float (&p)[KC / 8][4],
-                                        const T* b, int lane) {
+__device__ __forceinline__ void gemm_rs(float (&acc)[N][4], const float (&p)[KC / 8][4], const T* b,
+                                        int lane) {
 #pragma unroll
   for (int j = 0; j < KC / 16; ++j) {
     uint32_t af[4];
@@ -281,8 +283,8 @@ struct ForwardSmem {
 template <int D, int TILE>
 struct DqSmem {
   static constexpr int kSD = D + 8, kST = TILE + 8;
-  static constexpr size_t q = 0, dout = q + TILE * kSD, k = dout + TILE * kSD,
-                          v = k + TILE * kSD, kt = v + TILE * kSD, end = kt + D * kST;
+  static constexpr size_t q = 0, dout = q + TILE * kSD, k = dout + TILE * kSD, v = k + TILE * kSD,
+                          kt = v + TILE * kSD, end = kt + D * kST;
   static constexpr size_t bytes(size_t elem) { return end * elem + 16; }
 };
 template <int D, int TILE, int QC>
@@ -440,9 +442,8 @@ __device__ __forceinline__ float row_lse2(const Tensor3& lse, int64_t b, int64_t
 
 template <typename T, int D, int TILE>
 __global__ void __launch_bounds__(TILE * 2)
-    dq_kernel(const DeviceHead* heads, Tensor4 q, Tensor4 k, Tensor4 v, Tensor3 lse,
-              Tensor4 dout, const float* delta, Tensor4 dq, int64_t num_heads, float scale,
-              float scale_log2) {
+    dq_kernel(const DeviceHead* heads, Tensor4 q, Tensor4 k, Tensor4 v, Tensor3 lse, Tensor4 dout,
+              const float* delta, Tensor4 dq, int64_t num_heads, float scale, float scale_log2) {
   using S = DqSmem<D, TILE>;
   extern __shared__ __align__(16) unsigned char smem[];
   T* sq = reinterpret_cast<T*>(smem) + S::q;
@@ -504,8 +505,7 @@ __global__ void __launch_bounds__(TILE * 2)
           const bool a_row = i < 2;
           const uint64_t bits = a_row ? bits_a : bits_b;
           const float pr =
-              ((bits >> col) & 1u) ? exp2f(p[nt][i] * scale_log2 - (a_row ? lse_a : lse_b))
-                                   : 0.0f;
+              ((bits >> col) & 1u) ? exp2f(p[nt][i] * scale_log2 - (a_row ? lse_a : lse_b)) : 0.0f;
           dp[nt][i] = pr * (dp[nt][i] - (a_row ? delta_a : delta_b));  // dS
         }
       }
@@ -517,9 +517,9 @@ __global__ void __launch_bounds__(TILE * 2)
 
 template <typename T, int D, int TILE, int QC>
 __global__ void __launch_bounds__(TILE * 2)
-    dkdv_kernel(const DeviceHead* heads, Tensor4 q, Tensor4 k, Tensor4 v, Tensor3 lse,
-                Tensor4 dout, const float* delta, Tensor4 dk, Tensor4 dv, int64_t num_heads,
-                float scale, float scale_log2) {
+    dkdv_kernel(const DeviceHead* heads, Tensor4 q, Tensor4 k, Tensor4 v, Tensor3 lse, Tensor4 dout,
+                const float* delta, Tensor4 dk, Tensor4 dv, int64_t num_heads, float scale,
+                float scale_log2) {
   using S = DkdvSmem<D, TILE, QC>;
   extern __shared__ __align__(16) unsigned char smem[];
   T* sk = reinterpret_cast<T*>(smem) + S::k;
@@ -529,9 +529,9 @@ __global__ void __launch_bounds__(TILE * 2)
   T* sqt = reinterpret_cast<T*>(smem) + S::qt;
   T* sdot = reinterpret_cast<T*>(smem) + S::doutt;
   unsigned char* tail = smem + (S::end * sizeof(T) + 15) / 16 * 16;
-  uint64_t* sbits = reinterpret_cast<uint64_t*>(tail);         // QC
-  float* slse = reinterpret_cast<float*>(tail + QC * 8);       // QC
-  float* sdelta = reinterpret_cast<float*>(tail + QC * 12);    // QC
+  uint64_t* sbits = reinterpret_cast<uint64_t*>(tail);       // QC
+  float* slse = reinterpret_cast<float*>(tail + QC * 8);     // QC
+  float* sdelta = reinterpret_cast<float*>(tail + QC * 12);  // QC
 
   const DeviceHead& L = heads[blockIdx.y];
   const int B = L.block, split = B / TILE;
@@ -585,8 +585,8 @@ __global__ void __launch_bounds__(TILE * 2)
           ds[nt][i] = pr * (ds[nt][i] - sdelta[qc]);
         }
       }
-      gemm_rs<T, QC, D / 8, S::kSQ>(dv_acc, p, sdot, lane);   // dV += P^T dO
-      gemm_rs<T, QC, D / 8, S::kSQ>(dk_acc, ds, sqt, lane);   // dK += dS^T Q
+      gemm_rs<T, QC, D / 8, S::kSQ>(dv_acc, p, sdot, lane);  // dV += P^T dO
+      gemm_rs<T, QC, D / 8, S::kSQ>(dk_acc, ds, sqt, lane);  // dK += dS^T Q
     }
   }
   const int64_t pos_a = natural_position(L, first_k + key_a);
@@ -623,10 +623,10 @@ void forward_tile(const DeviceLayout& dl, const AttentionForwardArgs& a, cudaStr
   const size_t bytes = ForwardSmem<D, TILE>::bytes(sizeof(T));
   prepare_launch(forward_kernel<T, D, TILE>, bytes);
   const Tensor3 lse = a.lse.data != nullptr ? tensor3(a.lse) : Tensor3{nullptr, 0, 0, 0};
-  forward_kernel<T, D, TILE><<<tile_grid(dl, a.layout->block, TILE, a.q.shape[0]), TILE * 2,
-                               bytes, stream>>>(dl.heads, tensor4(a.q), tensor4(a.k),
-                                                tensor4(a.v), tensor4(a.out), lse,
-                                                a.scale * kLog2e);
+  forward_kernel<T, D, TILE>
+      <<<tile_grid(dl, a.layout->block, TILE, a.q.shape[0]), TILE * 2, bytes, stream>>>(
+          dl.heads, tensor4(a.q), tensor4(a.k), tensor4(a.v), tensor4(a.out), lse,
+          a.scale * kLog2e);
 }
 
 template <typename T, int D, int TILE>
@@ -652,9 +652,15 @@ void backward_tile(const DeviceLayout& dl, const AttentionBackwardArgs& a, float
 template <typename T, int D>
 void forward(const DeviceLayout& dl, const AttentionForwardArgs& a, cudaStream_t stream) {
   switch (tile_for_block(a.layout->block)) {
-    case 16: forward_tile<T, D, 16>(dl, a, stream); break;
-    case 32: forward_tile<T, D, 32>(dl, a, stream); break;
-    default: forward_tile<T, D, 64>(dl, a, stream); break;
+    case 16:
+      forward_tile<T, D, 16>(dl, a, stream);
+      break;
+    case 32:
+      forward_tile<T, D, 32>(dl, a, stream);
+      break;
+    default:
+      forward_tile<T, D, 64>(dl, a, stream);
+      break;
   }
 }
 
@@ -665,9 +671,15 @@ void backward(const DeviceLayout& dl, const AttentionBackwardArgs& a, float* del
   const dim3 rows(static_cast<unsigned>((heads * n + 3) / 4), static_cast<unsigned>(batch));
   delta_kernel<T><<<rows, 128, 0, stream>>>(tensor4(a.out), tensor4(a.dout), delta, heads, n, D);
   switch (tile_for_block(a.layout->block)) {
-    case 16: backward_tile<T, D, 16>(dl, a, delta, stream); break;
-    case 32: backward_tile<T, D, 32>(dl, a, delta, stream); break;
-    default: backward_tile<T, D, 64>(dl, a, delta, stream); break;
+    case 16:
+      backward_tile<T, D, 16>(dl, a, delta, stream);
+      break;
+    case 32:
+      backward_tile<T, D, 32>(dl, a, delta, stream);
+      break;
+    default:
+      backward_tile<T, D, 64>(dl, a, delta, stream);
+      break;
   }
 }
 
@@ -675,7 +687,7 @@ void backward(const DeviceLayout& dl, const AttentionBackwardArgs& a, float* del
 
 // The explicit instantiations (attention_tc_<dtype>_d<head_dim>.cu) use this inside
 // namespace sparse::cuda::tc.
-#define SPARSE_TC_INSTANTIATE(T, D)                                                             \
-  template void forward<T, D>(const DeviceLayout&, const AttentionForwardArgs&, cudaStream_t);  \
-  template void backward<T, D>(const DeviceLayout&, const AttentionBackwardArgs&, float*,        \
+#define SPARSE_TC_INSTANTIATE(T, D)                                                            \
+  template void forward<T, D>(const DeviceLayout&, const AttentionForwardArgs&, cudaStream_t); \
+  template void backward<T, D>(const DeviceLayout&, const AttentionBackwardArgs&, float*,      \
                                cudaStream_t);

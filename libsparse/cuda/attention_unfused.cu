@@ -56,8 +56,7 @@ __device__ inline int64_t first_block(const DeviceHead* heads, int64_t b, int64_
   return b * total_nnz + prefix;
 }
 
-__device__ inline float dot_strided(const float* a, int64_t sa, const float* b, int64_t sb,
-                                    int d) {
+__device__ inline float dot_strided(const float* a, int64_t sa, const float* b, int64_t sb, int d) {
   float s = 0.0f;
   for (int x = 0; x < d; ++x) s = fmaf(a[x * sa], b[x * sb], s);
   return s;
@@ -152,9 +151,9 @@ __global__ void __launch_bounds__(kWarps * 32)
 // second output (dK next to dV).
 template <int E, bool kColumns>
 __global__ void __launch_bounds__(kWarps * 32)
-    product_kernel(const DeviceHead* heads, const float* w, Strided4 x, Strided4 out,
-                   float alpha, const float* w2, Strided4 x2, Strided4 out2, float alpha2,
-                   int64_t total_nnz, int d) {
+    product_kernel(const DeviceHead* heads, const float* w, Strided4 x, Strided4 out, float alpha,
+                   const float* w2, Strided4 x2, Strided4 out2, float alpha2, int64_t total_nnz,
+                   int d) {
   const DeviceHead& L = heads[blockIdx.y];
   const int64_t b = blockIdx.z, h = blockIdx.y;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
@@ -178,7 +177,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     const float* wb2 = kColumns ? w2 + (base + e) * B * B : nullptr;
     for (int t = 0; t < B; ++t) {
       // Row r of the block (rows) or column r of the block (columns).
-      const int64_t at = kColumns ? static_cast<int64_t>(t) * B + r : static_cast<int64_t>(r) * B + t;
+      const int64_t at =
+          kColumns ? static_cast<int64_t>(t) * B + r : static_cast<int64_t>(r) * B + t;
       const float weight = wb[at];
       const float weight2 = kColumns ? wb2[at] : 0.0f;
       if (weight == 0.0f && weight2 == 0.0f) continue;  // masked, padding or underflow
@@ -243,10 +243,9 @@ template <int E>
 void launch_forward_products(const DeviceLayout& dl, const AttentionForwardArgs& a,
                              const float* probs, int64_t total, cudaStream_t stream) {
   const Strided4 none{nullptr, 0, 0, 0, 0};
-  product_kernel<E, false><<<row_grid(dl, a.layout->block, a.q.shape[0]), kWarps * 32, 0,
-                             stream>>>(dl.heads, probs, strided(a.v), strided(a.out), 1.0f,
-                                       nullptr, none, none, 0.0f, total,
-                                       static_cast<int>(a.q.shape[3]));
+  product_kernel<E, false><<<row_grid(dl, a.layout->block, a.q.shape[0]), kWarps * 32, 0, stream>>>(
+      dl.heads, probs, strided(a.v), strided(a.out), 1.0f, nullptr, none, none, 0.0f, total,
+      static_cast<int>(a.q.shape[3]));
 }
 
 template <int E>
@@ -257,17 +256,17 @@ void launch_backward_products(const DeviceLayout& dl, const AttentionBackwardArg
   const int d = static_cast<int>(a.q.shape[3]);
   const dim3 grid = row_grid(dl, a.layout->block, a.q.shape[0]);
   product_kernel<E, false><<<grid, kWarps * 32, 0, stream>>>(
-      dl.heads, dscores, strided(a.k), strided(a.dq), a.scale, nullptr, none, none, 0.0f, total,
-      d);
-  product_kernel<E, true><<<grid, kWarps * 32, 0, stream>>>(
-      dl.heads, probs, strided(a.dout), strided(a.dv), 1.0f, dscores, strided(a.q),
-      strided(a.dk), a.scale, total, d);
+      dl.heads, dscores, strided(a.k), strided(a.dq), a.scale, nullptr, none, none, 0.0f, total, d);
+  product_kernel<E, true>
+      <<<grid, kWarps * 32, 0, stream>>>(dl.heads, probs, strided(a.dout), strided(a.dv), 1.0f,
+                                         dscores, strided(a.q), strided(a.dk), a.scale, total, d);
 }
 
 void check_limits(int64_t batch, const DeviceLayout& dl, int64_t head_dim) {
   if (batch > 65535 || dl.num_heads > 65535)
-    throw_error(SPARSE_ERR_UNSUPPORTED, "the CUDA kernels support at most 65535 batch entries "
-                                        "and 65535 heads per call");
+    throw_error(SPARSE_ERR_UNSUPPORTED,
+                "the CUDA kernels support at most 65535 batch entries "
+                "and 65535 heads per call");
   if (head_dim > kMaxHeadDim)
     throw_error(SPARSE_ERR_UNSUPPORTED, "head_dim ", head_dim,
                 " is larger than the CUDA kernels support (128)");
@@ -280,29 +279,36 @@ size_t unfused_scores_bytes(const Layout& layout, int64_t batch) {
          static_cast<size_t>(layout.block) * sizeof(float);
 }
 
-void attention_forward_unfused(const DeviceLayout& dl, const AttentionForwardArgs& a,
-                               float* scores, cudaStream_t stream) {
+void attention_forward_unfused(const DeviceLayout& dl, const AttentionForwardArgs& a, float* scores,
+                               cudaStream_t stream) {
   const int64_t batch = a.q.shape[0];
   check_limits(batch, dl, a.q.shape[3]);
   const int64_t total = total_blocks(*a.layout);
   const Strided4 none{nullptr, 0, 0, 0, 0};
   scores_kernel<false><<<block_row_grid(dl, batch), 256, 0, stream>>>(
-      dl.heads, strided(a.q), strided(a.k), none, none, Strided3{nullptr, 0, 0, 0}, nullptr,
-      scores, nullptr, total, a.q.shape[1], static_cast<int>(a.q.shape[3]), a.scale);
+      dl.heads, strided(a.q), strided(a.k), none, none, Strided3{nullptr, 0, 0, 0}, nullptr, scores,
+      nullptr, total, a.q.shape[1], static_cast<int>(a.q.shape[3]), a.scale);
   softmax_kernel<<<row_grid(dl, a.layout->block, batch), kWarps * 32, 0, stream>>>(
       dl.heads, scores, strided3(a.lse), total);
   switch ((a.q.shape[3] + 31) / 32) {
-    case 1: launch_forward_products<1>(dl, a, scores, total, stream); break;
-    case 2: launch_forward_products<2>(dl, a, scores, total, stream); break;
-    case 3: launch_forward_products<3>(dl, a, scores, total, stream); break;
-    default: launch_forward_products<4>(dl, a, scores, total, stream); break;
+    case 1:
+      launch_forward_products<1>(dl, a, scores, total, stream);
+      break;
+    case 2:
+      launch_forward_products<2>(dl, a, scores, total, stream);
+      break;
+    case 3:
+      launch_forward_products<3>(dl, a, scores, total, stream);
+      break;
+    default:
+      launch_forward_products<4>(dl, a, scores, total, stream);
+      break;
   }
   check_cuda(cudaGetLastError(), "unfused attention forward launch");
 }
 
 void attention_backward_unfused(const DeviceLayout& dl, const AttentionBackwardArgs& a,
-                                float* delta, float* probs, float* dscores,
-                                cudaStream_t stream) {
+                                float* delta, float* probs, float* dscores, cudaStream_t stream) {
   const int64_t batch = a.q.shape[0], heads = a.q.shape[1], n = a.q.shape[2];
   const int d = static_cast<int>(a.q.shape[3]);
   check_limits(batch, dl, d);
@@ -315,10 +321,18 @@ void attention_backward_unfused(const DeviceLayout& dl, const AttentionBackwardA
       dl.heads, strided(a.q), strided(a.k), strided(a.v), strided(a.dout), strided3(a.lse), delta,
       probs, dscores, total, heads, d, a.scale);
   switch ((d + 31) / 32) {
-    case 1: launch_backward_products<1>(dl, a, probs, dscores, total, stream); break;
-    case 2: launch_backward_products<2>(dl, a, probs, dscores, total, stream); break;
-    case 3: launch_backward_products<3>(dl, a, probs, dscores, total, stream); break;
-    default: launch_backward_products<4>(dl, a, probs, dscores, total, stream); break;
+    case 1:
+      launch_backward_products<1>(dl, a, probs, dscores, total, stream);
+      break;
+    case 2:
+      launch_backward_products<2>(dl, a, probs, dscores, total, stream);
+      break;
+    case 3:
+      launch_backward_products<3>(dl, a, probs, dscores, total, stream);
+      break;
+    default:
+      launch_backward_products<4>(dl, a, probs, dscores, total, stream);
+      break;
   }
   check_cuda(cudaGetLastError(), "unfused attention backward launch");
 }

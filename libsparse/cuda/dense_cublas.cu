@@ -144,26 +144,27 @@ void run_dense(const DenseBaselineArgs& a, cublasHandle_t handle, cudaStream_t s
                void* workspace, cudaDataType_t type) {
   const int64_t batch = a.q.shape[0] * a.q.shape[1], n = a.q.shape[2], d = a.q.shape[3];
   const int64_t nn = n * n, nd = n * d;
-  auto* scores = static_cast<float*>(workspace);                          // fp32 n x n
-  auto* probs = reinterpret_cast<T*>(scores + batch * nn);                // T n x n
-  T* ds = a.backward ? probs + batch * nn : nullptr;                      // T n x n
+  auto* scores = static_cast<float*>(workspace);            // fp32 n x n
+  auto* probs = reinterpret_cast<T*>(scores + batch * nn);  // T n x n
+  T* ds = a.backward ? probs + batch * nn : nullptr;        // T n x n
   auto* delta = a.backward ? reinterpret_cast<float*>(ds + batch * nn) : nullptr;
   const Gemm g{handle, type, batch};
   const cudaDataType_t f32 = CUDA_R_32F;
   const void *q = a.q.data, *k = a.k.data, *v = a.v.data;
-  g.run(CUBLAS_OP_T, CUBLAS_OP_N, n, n, d, a.scale, k, type, d, nd, q, type, d, nd, scores, f32,
-        n, nn, "S = Q K^T");
-  softmax_kernel<T><<<dim3(static_cast<unsigned>(n), static_cast<unsigned>(batch)), 256, 0,
-                      stream>>>(scores, probs, static_cast<float*>(a.lse.data), n);
+  g.run(CUBLAS_OP_T, CUBLAS_OP_N, n, n, d, a.scale, k, type, d, nd, q, type, d, nd, scores, f32, n,
+        nn, "S = Q K^T");
+  softmax_kernel<T>
+      <<<dim3(static_cast<unsigned>(n), static_cast<unsigned>(batch)), 256, 0, stream>>>(
+          scores, probs, static_cast<float*>(a.lse.data), n);
   check_cuda(cudaGetLastError(), "dense softmax launch");
   g.run(CUBLAS_OP_N, CUBLAS_OP_N, d, n, n, 1.0f, v, type, d, nd, probs, type, n, nn, a.out.data,
         type, d, nd, "O = P V");
   if (!a.backward) return;
   const void* dout = a.dout.data;
-  g.run(CUBLAS_OP_N, CUBLAS_OP_T, d, n, n, 1.0f, dout, type, d, nd, probs, type, n, nn,
-        a.dv.data, type, d, nd, "dV = P^T dO");
-  g.run(CUBLAS_OP_T, CUBLAS_OP_N, n, n, d, 1.0f, v, type, d, nd, dout, type, d, nd, scores, f32,
-        n, nn, "dP = dO V^T");
+  g.run(CUBLAS_OP_N, CUBLAS_OP_T, d, n, n, 1.0f, dout, type, d, nd, probs, type, n, nn, a.dv.data,
+        type, d, nd, "dV = P^T dO");
+  g.run(CUBLAS_OP_T, CUBLAS_OP_N, n, n, d, 1.0f, v, type, d, nd, dout, type, d, nd, scores, f32, n,
+        nn, "dP = dO V^T");
   delta_kernel<T><<<static_cast<unsigned>((batch * n + 3) / 4), 128, 0, stream>>>(
       static_cast<const T*>(a.out.data), static_cast<const T*>(dout), delta, batch * n,
       static_cast<int>(d));
@@ -214,12 +215,17 @@ size_t dense_baseline_workspace(const DenseBaselineArgs& a) {
 void dense_baseline_run(const DenseBaselineArgs& a, cublasHandle_t handle, cudaStream_t stream,
                         void* workspace) {
   switch (a.q.dtype) {
-    case SPARSE_DTYPE_F32: run_dense<float>(a, handle, stream, workspace, CUDA_R_32F); break;
+    case SPARSE_DTYPE_F32:
+      run_dense<float>(a, handle, stream, workspace, CUDA_R_32F);
+      break;
     case SPARSE_DTYPE_BF16:
       run_dense<__nv_bfloat16>(a, handle, stream, workspace, CUDA_R_16BF);
       break;
-    case SPARSE_DTYPE_F16: run_dense<__half>(a, handle, stream, workspace, CUDA_R_16F); break;
-    default: throw_error(SPARSE_ERR_UNSUPPORTED, "dense baseline dtype");
+    case SPARSE_DTYPE_F16:
+      run_dense<__half>(a, handle, stream, workspace, CUDA_R_16F);
+      break;
+    default:
+      throw_error(SPARSE_ERR_UNSUPPORTED, "dense baseline dtype");
   }
 }
 
