@@ -798,12 +798,15 @@ class Layout(_Handle):
         return np.stack([self.row_mask(head, i) for i in range(self.seq_len)])
 
 
-def _params(scale):
-    if scale is None:
+def _params(scale, algorithm=None):
+    if scale is None and algorithm is None:
         return None
     p = AttentionParams()
     check(library().sparse_attention_params_default(ctypes.byref(p)))
-    p.scale = scale
+    if scale is not None:
+        p.scale = scale
+    if algorithm is not None:
+        p.algorithm = algorithm
     return ctypes.byref(p)
 
 
@@ -843,10 +846,12 @@ def _alloc_dtype(q, name):
     return q.dtype
 
 
-def attention_forward(ctx, layout, q, k, v, out=None, lse=None, scale=None, with_lse=True):
+def attention_forward(ctx, layout, q, k, v, out=None, lse=None, scale=None, with_lse=True,
+                      algorithm=None):
     """Block-sparse attention forward. q, k, v: [batch, heads, seq_len, head_dim] numpy arrays
     (any non-negative strides) or Tensor descriptors. Returns (out, lse); out and lse are
-    allocated as float arrays like q when not given (lse = None when with_lse is False)."""
+    allocated as float arrays like q when not given (lse = None when with_lse is False).
+    `algorithm`: ATTENTION_FUSED (default) or ATTENTION_UNFUSED."""
     tq, tk, tv = _desc(q, "q"), _desc(k, "k"), _desc(v, "v")
     shape = _check_shapes(layout, [("q", tq), ("k", tk), ("v", tv)], None)
     if out is None:
@@ -858,13 +863,13 @@ def attention_forward(ctx, layout, q, k, v, out=None, lse=None, scale=None, with
     tl = _desc(lse, "lse", writable=True) if lse is not None else None
     _check_shapes(layout, [("q", tq), ("out", to)], tl)
     check(library().sparse_attention_forward(
-        ctx.handle, layout.handle, _params(scale), ctypes.byref(tq), ctypes.byref(tk),
+        ctx.handle, layout.handle, _params(scale, algorithm), ctypes.byref(tq), ctypes.byref(tk),
         ctypes.byref(tv), ctypes.byref(to), ctypes.byref(tl) if tl is not None else None))
     return out, lse
 
 
 def attention_backward(ctx, layout, q, k, v, out, lse, dout, dq=None, dk=None, dv=None,
-                       scale=None):
+                       scale=None, algorithm=None):
     """Gradients of attention_forward (same scale): returns (dq, dk, dv), allocated when not
     given."""
     tq, tk, tv = _desc(q, "q"), _desc(k, "k"), _desc(v, "v")
@@ -877,7 +882,7 @@ def attention_backward(ctx, layout, q, k, v, out, lse, dout, dq=None, dk=None, d
     tdq, tdk, tdv = (_desc(g, n, writable=True) for g, n in zip(grads, ("dq", "dk", "dv")))
     _check_shapes(layout, [("q", tq), ("dq", tdq), ("dk", tdk), ("dv", tdv)], None)
     check(library().sparse_attention_backward(
-        ctx.handle, layout.handle, _params(scale), *(ctypes.byref(t) for t in
+        ctx.handle, layout.handle, _params(scale, algorithm), *(ctypes.byref(t) for t in
                                                      (tq, tk, tv, to, tl, tdo, tdq, tdk, tdv))))
     return tuple(grads)
 
