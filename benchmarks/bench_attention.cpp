@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -13,8 +15,10 @@
 #include <random>
 #include <stdexcept>
 
+#include "backend.hpp"
 #include "eigen.hpp"
 #include "sparse/sparse.h"
+#include "tensor.hpp"
 #include "sparse_config.h"
 #if SPARSE_HAVE_OPENMP
 #include <omp.h>
@@ -79,10 +83,33 @@ sparse_layout* make_layout(const std::string& name, int64_t n, const BenchOption
   return layout;
 }
 
+// Rounds fp32 to bf16 (nearest even) or fp16 bits on the host.
+uint16_t to_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;  // NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+uint16_t to_f16(float x) {
+  const _Float16 h = static_cast<_Float16>(x);
+  uint16_t u;
+  std::memcpy(&u, &h, sizeof u);
+  return u;
+}
+
+sparse_dtype dtype_from_name(const std::string& name) {
+  if (name == "f32") return SPARSE_DTYPE_F32;
+  if (name == "bf16") return SPARSE_DTYPE_BF16;
+  if (name == "f16") return SPARSE_DTYPE_F16;
+  throw std::runtime_error("--dtype must be f32, bf16 or f16 (got " + name + ")");
+}
+
 // Inputs and outputs of one configuration, in the memory the context computes in (host for the
-// CPU backend, device memory for CUDA).
+// CPU backend, device memory for CUDA), in `dtype` (lse always fp32).
 struct Buffers {
   std::vector<float> q, k, v, out, lse, dout, dq, dk, dv;
+  std::vector<std::vector<uint16_t>> half;  // 16-bit copies of the 4-D tensors
   sparse_tensor tq, tk, tv, tout, tlse, tdout, tdq, tdk, tdv;
   sparse_context* ctx;
   std::vector<void*> device;
@@ -92,7 +119,7 @@ struct Buffers {
     for (void* p : device) sparse_context_free(ctx, p);
   }
   Buffers(sparse_context* context, int64_t batch, int64_t heads, int64_t n, int64_t d,
-          bool backward)
+          bool backward, sparse_dtype dtype = SPARSE_DTYPE_F32)
       : ctx(context) {
     const size_t size = static_cast<size_t>(batch * heads * n * d);
     std::mt19937 rng(1234);
@@ -119,12 +146,26 @@ struct Buffers {
     wrap(tdq, dq, 4);
     wrap(tdk, dk, 4);
     wrap(tdv, dv, 4);
+    if (dtype != SPARSE_DTYPE_F32) {
+      const std::pair<sparse_tensor*, std::vector<float>*> four[] = {
+          {&tq, &q}, {&tk, &k}, {&tv, &v}, {&tout, &out}, {&tdout, &dout},
+          {&tdq, &dq}, {&tdk, &dk}, {&tdv, &dv}};
+      for (const auto& [t, data] : four) {
+        if (t->data == nullptr) continue;
+        std::vector<uint16_t> bits(data->size());
+        for (size_t e = 0; e < bits.size(); ++e)
+          bits[e] = dtype == SPARSE_DTYPE_BF16 ? to_bf16((*data)[e]) : to_f16((*data)[e]);
+        half.push_back(std::move(bits));
+        t->data = half.back().data();
+        t->dtype = dtype;
+      }
+    }
     sparse_memory memory = SPARSE_MEMORY_HOST;
     check(sparse_context_memory(ctx, &memory), "memory");
     if (memory == SPARSE_MEMORY_DEVICE) {
       for (sparse_tensor* t : {&tq, &tk, &tv, &tout, &tlse, &tdout, &tdq, &tdk, &tdv}) {
         if (t->data == nullptr) continue;
-        size_t bytes = sizeof(float);
+        size_t bytes = sparse_dtype_size(t->dtype);
         for (int i = 0; i < t->ndim; ++i) bytes *= static_cast<size_t>(t->shape[i]);
         void* p = nullptr;
         check(sparse_context_alloc(ctx, bytes, &p), "device allocation");
@@ -144,19 +185,55 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 // Median time of `reps` runs of one forward (+ backward) pass.
+// On the GPU a warm-up run first keeps the layout upload, workspace allocation and module
+// loading out of the median.
 double time_attention(sparse_context* ctx, const sparse_layout* layout, Buffers& b,
-                      bool backward, int reps) {
+                      bool backward, int reps, const sparse_attention_params* params = nullptr,
+                      bool warm_up = false) {
   std::vector<double> times;
-  for (int r = 0; r < reps; ++r) {
+  for (int r = warm_up ? -1 : 0; r < reps; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
-    check(sparse_attention_forward(ctx, layout, nullptr, &b.tq, &b.tk, &b.tv, &b.tout, &b.tlse),
+    check(sparse_attention_forward(ctx, layout, params, &b.tq, &b.tk, &b.tv, &b.tout, &b.tlse),
           "forward");
     if (backward)
-      check(sparse_attention_backward(ctx, layout, nullptr, &b.tq, &b.tk, &b.tv, &b.tout,
+      check(sparse_attention_backward(ctx, layout, params, &b.tq, &b.tk, &b.tv, &b.tout,
                                       &b.tlse, &b.tdout, &b.tdq, &b.tdk, &b.tdv),
             "backward");
     check(sparse_context_synchronize(ctx), "synchronize");
-    times.push_back(seconds_since(t0));
+    if (r >= 0) times.push_back(seconds_since(t0));
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+// The cuBLAS dense causal baseline (internal backend entry, not the C ABI); -1 when the backend
+// cannot run it at this size (the reason goes to stderr once).
+double time_dense_cublas(sparse_context* ctx, Buffers& b, bool backward, int reps, float scale) {
+  sparse::DenseBaselineArgs a;
+  a.scale = scale;
+  a.backward = backward;
+  a.q = sparse::check_tensor(&b.tq, "q", 4);
+  a.k = sparse::check_tensor(&b.tk, "k", 4);
+  a.v = sparse::check_tensor(&b.tv, "v", 4);
+  a.out = sparse::check_tensor(&b.tout, "out", 4);
+  a.lse = sparse::check_tensor(&b.tlse, "lse", 3);
+  if (backward) {
+    a.dout = sparse::check_tensor(&b.tdout, "dout", 4);
+    a.dq = sparse::check_tensor(&b.tdq, "dq", 4);
+    a.dk = sparse::check_tensor(&b.tdk, "dk", 4);
+    a.dv = sparse::check_tensor(&b.tdv, "dv", 4);
+  }
+  std::vector<double> times;
+  for (int r = -1; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string why = ctx->backend->dense_attention_baseline(a);
+    if (!why.empty()) {
+      std::fprintf(stderr, "cublas-dense baseline skipped at n = %lld: %s\n",
+                   static_cast<long long>(a.q.shape[2]), why.c_str());
+      return -1;
+    }
+    check(sparse_context_synchronize(ctx), "synchronize");
+    if (r >= 0) times.push_back(seconds_since(t0));
   }
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
@@ -234,6 +311,17 @@ void add_bench_options(CLI::App& app, BenchOptions& o) {
       ->capture_default_str();
   app.add_option("--dense-max-n", o.dense_max_n, "skip the dense-layout timing above this n")
       ->capture_default_str();
+  app.add_option("--dtype", o.dtype, "element type of q, k, v, out and gradients (16-bit: CUDA)")
+      ->check(CLI::IsMember({"f32", "bf16", "f16"}))
+      ->capture_default_str();
+  app.add_option("--algorithm", o.algorithm, "fused (flash-style) or unfused (2019-style)")
+      ->check(CLI::IsMember({"fused", "unfused"}))
+      ->capture_default_str();
+  app.add_option("--baseline", o.baseline,
+                 "dense comparison: layout (our kernels on the dense causal layout) or "
+                 "cublas-dense (cuBLAS GEMMs + softmax, CUDA only)")
+      ->check(CLI::IsMember({"layout", "cublas-dense"}))
+      ->capture_default_str();
   app.add_flag("--json", o.json, "one JSON object per line instead of a table");
   app.add_option("--output", o.output, "also append the JSON lines to this file");
 }
@@ -294,6 +382,12 @@ int run_bench_attention(const BenchOptions& o) {
   sparse_context_num_threads(ctx, &threads);
   // The CPU efficiency denominator: Eigen's dense GEMM rate on the same threads.
   const bool on_gpu = backend == SPARSE_BACKEND_CUDA;
+  const sparse_dtype dtype = dtype_from_name(o.dtype);
+  if (o.baseline == "cublas-dense" && !on_gpu)
+    throw std::runtime_error("--baseline cublas-dense needs --backend cuda");
+  sparse_attention_params params;
+  sparse_attention_params_default(&params);
+  params.algorithm = o.algorithm == "unfused" ? SPARSE_ATTENTION_UNFUSED : SPARSE_ATTENTION_FUSED;
   const double gemm = on_gpu ? 0.0 : gemm_gflops(threads);
 
   std::vector<std::string> modes;
@@ -308,17 +402,18 @@ int run_bench_attention(const BenchOptions& o) {
   for (int64_t n : o.seq_lens) {
     for (const std::string& mode : modes) {
       const bool backward = mode == "fwdbwd";
-      Buffers buffers(ctx, o.batch, o.heads, n, o.head_dim, backward);
+      Buffers buffers(ctx, o.batch, o.heads, n, o.head_dim, backward, dtype);
       for (const std::string& name : o.patterns) {
         LayoutHandle layout{make_layout(name, n, o)};
         sparse_layout_stats st;
         st.struct_size = sizeof st;
         check(sparse_layout_get_stats(layout.ptr, -1, &st), "stats");
         size_t workspace = 0;
-        check(sparse_attention_workspace_size(ctx, layout.ptr, o.batch, o.head_dim, backward,
-                                              &workspace),
+        check(sparse_attention_workspace_size_params(ctx, layout.ptr, &params, o.batch,
+                                                     o.head_dim, backward, &workspace),
               "workspace");
-        const double t_sparse = time_attention(ctx, layout.ptr, buffers, backward, o.reps);
+        const double t_sparse =
+            time_attention(ctx, layout.ptr, buffers, backward, o.reps, &params, on_gpu);
 
         // The same kernels on the dense causal layout.
         double t_dense = -1;
@@ -331,10 +426,18 @@ int run_bench_attention(const BenchOptions& o) {
           sparse_layout_get_stats(dense.ptr, -1, &ds);
           dense_blocks = ds.nnz_blocks;
           if (n <= o.dense_max_n) {
-            if (!dense_cache.count(key))
-              dense_cache[key] = name == "dense" ? t_sparse
-                                                 : time_attention(ctx, dense.ptr, buffers,
-                                                                  backward, std::min(o.reps, n > 16384 ? 1 : o.reps));
+            const int dense_reps = on_gpu ? o.reps : std::min(o.reps, n > 16384 ? 1 : o.reps);
+            if (!dense_cache.count(key)) {
+              if (o.baseline == "cublas-dense")
+                dense_cache[key] =
+                    time_dense_cublas(ctx, buffers, backward, dense_reps,
+                                      1.0f / std::sqrt(static_cast<float>(o.head_dim)));
+              else
+                dense_cache[key] = name == "dense" ? t_sparse
+                                                   : time_attention(ctx, dense.ptr, buffers,
+                                                                    backward, dense_reps,
+                                                                    &params, on_gpu);
+            }
             t_dense = dense_cache[key];
           }
         }
@@ -344,13 +447,17 @@ int run_bench_attention(const BenchOptions& o) {
         const double gflops = computed_flops / t_sparse / 1e9;
         const size_t tensor_bytes =
             static_cast<size_t>(o.batch) * o.heads * n *
-            ((backward ? 9u : 4u) * static_cast<size_t>(o.head_dim) + 1u) * sizeof(float);
+            ((backward ? 9u : 4u) * static_cast<size_t>(o.head_dim) * sparse_dtype_size(dtype) +
+             sizeof(float));
         const size_t peak = tensor_bytes + workspace + st.memory_bytes;
 
         nlohmann::json j;
         j["pattern"] = name;
         j["backend"] = sparse_backend_name(backend);
         j["mode"] = mode;
+        j["dtype"] = o.dtype;
+        j["algorithm"] = o.algorithm;
+        j["dense_baseline"] = o.baseline == "cublas-dense" ? "cublas-dense" : "layout-dense";
         j["n"] = n;
         j["block"] = o.block;
         j["head_dim"] = o.head_dim;

@@ -23,6 +23,10 @@ struct BenchOptions {
   int threads = 0;
   int reps = 3;
   int64_t dense_max_n = 65536;  // skip the dense-layout timing above this n
+  std::string dtype = "f32";          // f32 | bf16 | f16 (16-bit: CUDA only)
+  std::string algorithm = "fused";    // fused | unfused
+  std::string baseline = "layout";    // dense comparison: layout (our kernels on the dense
+                                      // causal layout) | cublas-dense (cuBLAS GEMMs + softmax)
   bool json = false;
   std::string output;           // append JSON lines to this file
 };

@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "sparse/attention.h"
 #include "sparse/context.h"
 #include "tensor.hpp"
 
@@ -24,6 +25,7 @@ class Layout;
 struct AttentionForwardArgs {
   const Layout* layout = nullptr;
   float scale = 1.0f;
+  sparse_attention_algorithm algorithm = SPARSE_ATTENTION_FUSED;
   TensorView q, k, v, out;
   TensorView lse;          // may have data == nullptr when not requested
 };
@@ -31,8 +33,18 @@ struct AttentionForwardArgs {
 struct AttentionBackwardArgs {
   const Layout* layout = nullptr;
   float scale = 1.0f;
+  sparse_attention_algorithm algorithm = SPARSE_ATTENTION_FUSED;
   TensorView q, k, v, out, lse, dout;
   TensorView dq, dk, dv;
+};
+
+// Dense causal attention through the vendor GEMM library (cuBLAS on CUDA): the benchmarks'
+// dense baseline, not part of the C ABI. Contiguous [batch, heads, seq, head_dim] tensors of one
+// dtype; lse fp32 [batch, heads, seq]; the backward fields are used when `backward` is set.
+struct DenseBaselineArgs {
+  float scale = 1.0f;
+  bool backward = false;
+  TensorView q, k, v, out, lse, dout, dq, dk, dv;
 };
 
 class Backend {
@@ -53,12 +65,20 @@ class Backend {
   // Empty string when the backend can run attention on tensors of this dtype and memory kind,
   // otherwise the reason (returned to the caller as SPARSE_ERR_UNSUPPORTED).
   virtual std::string supports_attention(sparse_dtype dtype, sparse_memory memory,
-                                         int64_t head_dim) const = 0;
+                                         int64_t head_dim,
+                                         sparse_attention_algorithm algorithm) const = 0;
   // Scratch memory the backend allocates for one call (beyond the caller's tensors).
   virtual size_t attention_workspace_bytes(const Layout& layout, int64_t batch,
-                                           int64_t head_dim, bool backward) const = 0;
+                                           int64_t head_dim, bool backward,
+                                           sparse_attention_algorithm algorithm) const = 0;
   virtual void attention_forward(const AttentionForwardArgs& args) = 0;
   virtual void attention_backward(const AttentionBackwardArgs& args) = 0;
+  // Runs the dense baseline (forward, and backward when args.backward); returns the reason when
+  // this backend cannot (empty string on success).
+  virtual std::string dense_attention_baseline(const DenseBaselineArgs& args) {
+    (void)args;
+    return "the dense GEMM baseline is implemented on the CUDA backend (cuBLAS) only";
+  }
 };
 
 // reference_cpu/cpu_backend.cpp. num_threads == 0 means all hardware threads.

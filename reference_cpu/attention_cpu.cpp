@@ -376,4 +376,218 @@ size_t attention_workspace_bytes(const Layout& layout, int64_t batch, int64_t he
              sizeof(float);
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// The 2019-style unfused computation (SPARSE_ATTENTION_UNFUSED): every pass reads and writes the
+// scores of all computed blocks in a workspace, as block-sparse GEMM kernels did before fused
+// attention. Per (batch, head) pair the workspace holds nnz blocks of B x B fp32 in CSR order.
+//
+// forward:  (1) S_e = scale Q_I K_J^T, masked, for every computed block e = (I, J);
+//           (2) row-wise softmax over all blocks of a block row: P_e = exp(S_e - m) / l,
+//               lse = m + log l (in place);
+//           (3) out_I = sum_e P_e V_J.
+// backward: (1) P_e = exp(scale Q_I K_J^T - lse) recomputed into the first buffer;
+//           (2) dS_e = P_e * (dO_I V_J^T - D), D_i = dO_i . O_i, into the second buffer;
+//           (3) dQ_I = scale sum_e dS_e K_J over the row lists;
+//           (4) dK_J = scale sum_e dS_e^T Q_I and dV_J = sum_e P_e^T dO_I over the column lists.
+// Each pass is parallel over block rows (or block columns for (4)), so no two threads write the
+// same output and no atomics are needed.
+namespace {
+
+using TileMap = Eigen::Map<Tile>;
+
+struct UnfusedPlan {
+  int64_t batch = 0, heads = 0, total_nnz = 0, max_blocks = 0;
+  std::vector<int64_t> head_offset;  // first block of head h within one batch entry
+  size_t scores() const {            // floats in one buffer
+    return static_cast<size_t>(batch * total_nnz);
+  }
+};
+
+UnfusedPlan plan_unfused(const Layout& layout, int64_t batch) {
+  UnfusedPlan p;
+  p.batch = batch;
+  p.heads = layout.num_heads;
+  for (int h = 0; h < layout.num_heads; ++h) {
+    const HeadLayout& L = layout.head(h);
+    p.head_offset.push_back(p.total_nnz);
+    p.total_nnz += L.nnz();
+    p.max_blocks = std::max(p.max_blocks, L.num_blocks);
+  }
+  return p;
+}
+
+// The B x B block e of pair (b, h) in a buffer of plan.scores() blocks.
+TileMap score_block(std::vector<float>& buffer, const UnfusedPlan& plan, int64_t b, int64_t h,
+                    int64_t e, int B) {
+  const int64_t index = b * plan.total_nnz + plan.head_offset[static_cast<size_t>(h)] + e;
+  return TileMap(buffer.data() + static_cast<size_t>(index) * static_cast<size_t>(B) * B, B, B);
+}
+
+// Runs body(b, h, X) for every block row (or column) X of every (batch, head) pair, in parallel.
+template <typename Body>
+void for_each_block(const Layout& layout, const UnfusedPlan& plan, int num_threads, Body&& body) {
+  parallel_for(plan.batch * plan.heads * plan.max_blocks, num_threads, [&](int64_t item) {
+    const int64_t X = item % plan.max_blocks;
+    const int64_t bh = item / plan.max_blocks;
+    const int64_t b = bh / plan.heads, h = bh % plan.heads;
+    if (X >= layout.head(static_cast<int>(h)).num_blocks) return;
+    body(b, h, X);
+  });
+}
+
+std::vector<float> allocate_scores(const UnfusedPlan& plan, int B) {
+  return std::vector<float>(plan.scores() * static_cast<size_t>(B) * static_cast<size_t>(B));
+}
+
+}  // namespace
+
+void attention_forward_unfused(const AttentionForwardArgs& args, int num_threads) {
+  const Layout& layout = *args.layout;
+  const int64_t batch = args.q.shape[0], d = args.q.shape[3];
+  if (batch == 0 || d == 0) return;
+  const int B = layout.block;
+  const UnfusedPlan plan = plan_unfused(layout, batch);
+  std::vector<float> scores = allocate_scores(plan, B);
+  std::vector<float> lse(static_cast<size_t>(batch * plan.heads * plan.max_blocks * B));
+
+  // (1) S = scale Q K^T on every computed block.
+  for_each_block(layout, plan, num_threads, [&](int64_t b, int64_t h, int64_t I) {
+    const HeadLayout& L = layout.head(static_cast<int>(h));
+    Tile qs(B, d), ks(B, d), s(B, B);
+    const TileView q = block_view(args.q, b, h, L, I, qs);
+    for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e) {
+      const TileView k = block_view(args.k, b, h, L, L.col_idx[e], ks);
+      s.noalias() = q * k.transpose();
+      s *= args.scale;
+      apply_mask(L, L.mask_id[e], s);
+      score_block(scores, plan, b, h, e, B) = s;
+    }
+  });
+  // (2) Softmax over each row's computed blocks, in place; the row's lse.
+  for_each_block(layout, plan, num_threads, [&](int64_t b, int64_t h, int64_t I) {
+    const HeadLayout& L = layout.head(static_cast<int>(h));
+    for (int r = 0; r < B; ++r) {
+      float m = kNegInf;
+      for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e) {
+        const TileMap s = score_block(scores, plan, b, h, e, B);
+        m = std::max(m, s.row(r).maxCoeff());
+      }
+      float l = 0.0f;
+      for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e) {
+        TileMap s = score_block(scores, plan, b, h, e, B);
+        if (m == kNegInf) {
+          s.row(r).setZero();
+        } else {
+          s.row(r) = (s.row(r).array() - m).exp().matrix();
+          l += s.row(r).sum();
+        }
+      }
+      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+      for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e) {
+        TileMap s = score_block(scores, plan, b, h, e, B);
+        s.row(r) *= inv;
+      }
+      lse[static_cast<size_t>(((b * plan.heads + h) * plan.max_blocks + I) * B + r)] =
+          l > 0.0f ? m + std::log(l) : kNegInf;
+    }
+  });
+  // (3) out = P V.
+  for_each_block(layout, plan, num_threads, [&](int64_t b, int64_t h, int64_t I) {
+    const HeadLayout& L = layout.head(static_cast<int>(h));
+    Tile vs(B, d), acc = Tile::Zero(B, d);
+    for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e)
+      acc.noalias() += score_block(scores, plan, b, h, e, B) *
+                       block_view(args.v, b, h, L, L.col_idx[e], vs);
+    scatter_rows(args.out, b, h, L, I * B, acc.data(), B, d, 1.0f);
+    if (args.lse.data == nullptr) return;
+    for (int r = 0; r < B; ++r) {
+      const int64_t idx = I * B + r;
+      const int64_t p = idx < L.n_computed ? L.natural(idx) : -1;
+      if (p >= 0)
+        *args.lse.ptr<float>(b, h, p) =
+            lse[static_cast<size_t>(((b * plan.heads + h) * plan.max_blocks + I) * B + r)];
+    }
+  });
+}
+
+void attention_backward_unfused(const AttentionBackwardArgs& args, int num_threads) {
+  const Layout& layout = *args.layout;
+  const int64_t batch = args.q.shape[0], d = args.q.shape[3];
+  if (batch == 0 || d == 0) return;
+  const int B = layout.block;
+  const UnfusedPlan plan = plan_unfused(layout, batch);
+  std::vector<float> probs = allocate_scores(plan, B), dscores = allocate_scores(plan, B);
+
+  // (1) P = exp(scale Q K^T - lse); (2) dS = P * (dO V^T - D).
+  for_each_block(layout, plan, num_threads, [&](int64_t b, int64_t h, int64_t I) {
+    const HeadLayout& L = layout.head(static_cast<int>(h));
+    Tile qs(B, d), ks(B, d), vs(B, d), os(B, d), gs(B, d), s(B, B);
+    Vec row_lse(B);
+    const TileView q = block_view(args.q, b, h, L, I, qs);
+    const TileView o = block_view(args.out, b, h, L, I, os);
+    const TileView g = block_view(args.dout, b, h, L, I, gs);
+    for (int r = 0; r < B; ++r) {
+      const int64_t idx = I * B + r;
+      const int64_t p = idx < L.n_computed ? L.natural(idx) : -1;
+      row_lse[r] = p < 0 ? kNegInf : *args.lse.ptr<float>(b, h, p);
+    }
+    const Vec delta = (g.array() * o.array()).rowwise().sum().matrix();
+    for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e) {
+      const int64_t J = L.col_idx[e];
+      const TileView k = block_view(args.k, b, h, L, J, ks);
+      s.noalias() = q * k.transpose();
+      s *= args.scale;
+      apply_mask(L, L.mask_id[e], s);
+      TileMap P = score_block(probs, plan, b, h, e, B);
+      for (int r = 0; r < B; ++r) {
+        if (row_lse[r] == kNegInf)  // row without keys (or padding): no gradient
+          P.row(r).setZero();
+        else
+          P.row(r) = (s.row(r).array() - row_lse[r]).exp().matrix();
+      }
+      const TileView v = block_view(args.v, b, h, L, J, vs);
+      s.noalias() = g * v.transpose();  // dP
+      score_block(dscores, plan, b, h, e, B) =
+          (P.array() * (s.colwise() - delta).array()).matrix();
+    }
+  });
+  // (3) dQ over the row lists.
+  for_each_block(layout, plan, num_threads, [&](int64_t b, int64_t h, int64_t I) {
+    const HeadLayout& L = layout.head(static_cast<int>(h));
+    Tile ks(B, d), acc = Tile::Zero(B, d);
+    for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e)
+      acc.noalias() += score_block(dscores, plan, b, h, e, B) *
+                       block_view(args.k, b, h, L, L.col_idx[e], ks);
+    scatter_rows(args.dq, b, h, L, I * B, acc.data(), B, d, args.scale);
+  });
+  // (4) dK, dV over the column lists.
+  for_each_block(layout, plan, num_threads, [&](int64_t b, int64_t h, int64_t J) {
+    const HeadLayout& L = layout.head(static_cast<int>(h));
+    Tile qs(B, d), gs(B, d), dk = Tile::Zero(B, d), dv = Tile::Zero(B, d);
+    for (int64_t c = L.col_ptr[J]; c < L.col_ptr[J + 1]; ++c) {
+      const int64_t I = L.row_idx[c], e = L.col_to_csr[c];
+      dv.noalias() += score_block(probs, plan, b, h, e, B).transpose() *
+                      block_view(args.dout, b, h, L, I, gs);
+      dk.noalias() += score_block(dscores, plan, b, h, e, B).transpose() *
+                      block_view(args.q, b, h, L, I, qs);
+    }
+    scatter_rows(args.dk, b, h, L, J * B, dk.data(), B, d, args.scale);
+    scatter_rows(args.dv, b, h, L, J * B, dv.data(), B, d, 1.0f);
+  });
+}
+
+size_t attention_workspace_bytes_unfused(const Layout& layout, int64_t batch, int64_t head_dim,
+                                         bool backward, int num_threads) {
+  const UnfusedPlan plan = plan_unfused(layout, batch);
+  const auto B = static_cast<size_t>(layout.block);
+  const auto d = static_cast<size_t>(head_dim);
+  const size_t scores = plan.scores() * B * B * sizeof(float);
+  const size_t tiles = static_cast<size_t>(num_threads) * sizeof(float) * (6 * B * d + B * B + 2 * B);
+  if (!backward)
+    return scores + static_cast<size_t>(batch * plan.heads * plan.max_blocks) * B * sizeof(float) +
+           tiles;
+  return 2 * scores + tiles;
+}
+
 }  // namespace sparse::cpu

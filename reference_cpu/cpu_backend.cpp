@@ -55,22 +55,32 @@ class CpuBackend final : public Backend {
             "the CPU backend copies host memory only");
     std::memmove(dst, src, bytes);
   }
-  std::string supports_attention(sparse_dtype dtype, sparse_memory memory,
-                                 int64_t) const override {
+  std::string supports_attention(sparse_dtype dtype, sparse_memory memory, int64_t,
+                                 sparse_attention_algorithm) const override {
     if (memory != SPARSE_MEMORY_HOST)
       return "the CPU backend needs tensors in host memory (SPARSE_MEMORY_HOST)";
     if (dtype != SPARSE_DTYPE_F32) return "the CPU backend computes attention in fp32 only";
     return {};
   }
   size_t attention_workspace_bytes(const Layout& layout, int64_t batch, int64_t head_dim,
-                                   bool backward) const override {
-    return cpu::attention_workspace_bytes(layout, batch, head_dim, backward, threads_);
+                                   bool backward,
+                                   sparse_attention_algorithm algorithm) const override {
+    return algorithm == SPARSE_ATTENTION_UNFUSED
+               ? cpu::attention_workspace_bytes_unfused(layout, batch, head_dim, backward,
+                                                        threads_)
+               : cpu::attention_workspace_bytes(layout, batch, head_dim, backward, threads_);
   }
   void attention_forward(const AttentionForwardArgs& args) override {
-    cpu::attention_forward(args, threads_);
+    if (args.algorithm == SPARSE_ATTENTION_UNFUSED)
+      cpu::attention_forward_unfused(args, threads_);
+    else
+      cpu::attention_forward(args, threads_);
   }
   void attention_backward(const AttentionBackwardArgs& args) override {
-    cpu::attention_backward(args, threads_);
+    if (args.algorithm == SPARSE_ATTENTION_UNFUSED)
+      cpu::attention_backward_unfused(args, threads_);
+    else
+      cpu::attention_backward(args, threads_);
   }
 
  private:

@@ -99,7 +99,11 @@ void compare(const char* name, Strided& got, const std::vector<double>& want,
   if (ref_sq > 0) CHECK(err_sq / ref_sq < 1e-9);  // normalised error over the whole tensor
 }
 
-void run_case(const Case& c, sparse_context* ctx, bool with_backward, uint64_t seed) {
+void run_case(const Case& c, sparse_context* ctx, bool with_backward, uint64_t seed,
+              sparse_attention_algorithm algorithm = SPARSE_ATTENTION_FUSED) {
+  sparse_attention_params params;
+  sparse_attention_params_default(&params);
+  params.algorithm = algorithm;
   LayoutPtr layout;
   REQUIRE_MESSAGE(support::make_layout(c.patterns, c.n, c.block, static_cast<int>(c.heads), layout,
                                        c.transpose) == SPARSE_OK,
@@ -131,7 +135,7 @@ void run_case(const Case& c, sparse_context* ctx, bool with_backward, uint64_t s
   const int64_t lse_shape[3] = {c.batch, c.heads, c.n};
   sparse_tensor_contiguous(&lse_t, lse.data(), SPARSE_DTYPE_F32, 3, lse_shape);
 
-  REQUIRE_MESSAGE(sparse_attention_forward(ctx, layout.get(), nullptr, &q.t, &k.t, &v.t, &out.t,
+  REQUIRE_MESSAGE(sparse_attention_forward(ctx, layout.get(), &params, &q.t, &k.t, &v.t, &out.t,
                                            &lse_t) == SPARSE_OK,
                   sparse_last_error());
   std::vector<double> out_ref, lse_ref;
@@ -143,7 +147,7 @@ void run_case(const Case& c, sparse_context* ctx, bool with_backward, uint64_t s
       FAIL_CHECK("lse[" << r << "] = " << lse[r] << ", reference " << lse_ref[r]);
   if (!with_backward) return;
 
-  REQUIRE_MESSAGE(sparse_attention_backward(ctx, layout.get(), nullptr, &q.t, &k.t, &v.t, &out.t,
+  REQUIRE_MESSAGE(sparse_attention_backward(ctx, layout.get(), &params, &q.t, &k.t, &v.t, &out.t,
                                             &lse_t, &dout.t, &dq.t, &dk.t, &dv.t) == SPARSE_OK,
                   sparse_last_error());
   std::vector<double> dq_ref, dk_ref, dv_ref;
@@ -228,9 +232,12 @@ TEST_CASE("the transposed strided column head equals its natural-order definitio
            5);
 }
 
-TEST_CASE("gradients match central finite differences of the double-precision reference") {
-  // L = sum(dout * attention(q, k, v)); each input element is perturbed by +-h in double and
-  // the naive forward re-evaluated. Checks the fp32 library gradient directly against it.
+// L = sum(dout * attention(q, k, v)); each input element is perturbed by +-h in double and the
+// naive forward re-evaluated. Checks the fp32 library gradient directly against it.
+static void check_finite_differences(sparse_attention_algorithm algorithm) {
+  sparse_attention_params params;
+  sparse_attention_params_default(&params);
+  params.algorithm = algorithm;
   auto ctx = cpu_context(2);
   const int64_t n = 37, d = 32;
   const std::vector<Pattern> patterns = {make(SPARSE_PATTERN_STRIDED_ROW, 6, 0, 0),
@@ -258,9 +265,9 @@ TEST_CASE("gradients match central finite differences of the double-precision re
   std::vector<float> lse(static_cast<size_t>(2 * n));
   sparse_tensor_contiguous(&lse_t, lse.data(), SPARSE_DTYPE_F32, 3, lse_shape);
   // T: 0 q, 1 k, 2 v, 3 dout, 4 out, 5 dq, 6 dk, 7 dv
-  REQUIRE(sparse_attention_forward(ctx.get(), layout.get(), nullptr, &T[0], &T[1], &T[2], &T[4],
+  REQUIRE(sparse_attention_forward(ctx.get(), layout.get(), &params, &T[0], &T[1], &T[2], &T[4],
                                    &lse_t) == SPARSE_OK);
-  REQUIRE(sparse_attention_backward(ctx.get(), layout.get(), nullptr, &T[0], &T[1], &T[2], &T[4],
+  REQUIRE(sparse_attention_backward(ctx.get(), layout.get(), &params, &T[0], &T[1], &T[2], &T[4],
                                     &lse_t, &T[3], &T[5], &T[6], &T[7]) == SPARSE_OK);
   auto loss = [&]() {
     std::vector<double> out, l;
@@ -286,6 +293,10 @@ TEST_CASE("gradients match central finite differences of the double-precision re
                            << fd);
     }
   }
+}
+
+TEST_CASE("gradients match central finite differences of the double-precision reference") {
+  check_finite_differences(SPARSE_ATTENTION_FUSED);
 }
 
 TEST_CASE("rows without keys give zero output, -inf lse and zero gradients, never NaN") {
@@ -394,4 +405,114 @@ TEST_CASE("bad attention arguments give their error and a message") {
   CHECK(bytes > 0);
   CHECK(sparse_attention_workspace_size(ctx.get(), layout.get(), 0, 16, 1, &bytes) ==
         SPARSE_ERR_INVALID_ARGUMENT);
+}
+
+// ------------------------------------------------------------ the unfused (2019-style) path
+
+TEST_CASE("unfused: the paper's patterns, forward and backward, every block size and head size") {
+  auto ctx = cpu_context(2);
+  uint64_t seed = 100;
+  for (int block : {16, 32, 64, 128}) {
+    for (int64_t d : {32, 64, 128}) {
+      CAPTURE(block);
+      CAPTURE(d);
+      run_case({2, 2, 203, d, block, 0, 1,
+                {make(SPARSE_PATTERN_STRIDED_ROW, 16, 0, 0),
+                 make(SPARSE_PATTERN_STRIDED_COLUMN, 16, 0, 1)}},
+               ctx.get(), true, seed++, SPARSE_ATTENTION_UNFUSED);
+      run_case({1, 2, 203, d, block, 1, 1,
+                {make(SPARSE_PATTERN_FIXED_BLOCK, 32, 0, 0),
+                 make(SPARSE_PATTERN_FIXED_SUMMARY, 32, 8, 1)}},
+               ctx.get(), true, seed++, SPARSE_ATTENTION_UNFUSED);
+    }
+  }
+}
+
+TEST_CASE("unfused: randomized sweep, all patterns, n < B, empty rows, strides, batch and heads") {
+  auto ctx = cpu_context(2);
+  std::mt19937_64 rng(17);
+  for (int trial = 0; trial < 30; ++trial) {
+    Case c;
+    c.block = 16 << (rng() % 4);
+    c.n = 1 + static_cast<int64_t>(rng() % 180);
+    c.d = 32 << (rng() % 3);
+    c.batch = 1 + static_cast<int64_t>(rng() % 2);
+    c.heads = 1 + static_cast<int64_t>(rng() % 3);
+    c.order = static_cast<int>(rng() % 3);
+    c.transpose = static_cast<int>(rng() % 2);
+    const int count = 1 + static_cast<int>(rng() % 3);
+    for (int k = 0; k < count; ++k)
+      c.patterns.push_back(
+          support::random_pattern(rng, c.n, static_cast<int>(rng() % (c.heads + 1)) - 1, c.block));
+    CAPTURE(trial);
+    CAPTURE(c.n);
+    CAPTURE(c.block);
+    CAPTURE(c.d);
+    run_case(c, ctx.get(), true, rng(), SPARSE_ATTENTION_UNFUSED);
+  }
+}
+
+TEST_CASE("unfused: rows without keys, single thread, transposed column head") {
+  auto ctx = cpu_context(2);
+  run_case({1, 2, 130, 32, 32, 0, 1, {make(SPARSE_PATTERN_FIXED_SUMMARY, 64, 8, 0)}}, ctx.get(),
+           true, 9, SPARSE_ATTENTION_UNFUSED);
+  run_case({1, 1, 1000, 32, 64, 0, 1, {make(SPARSE_PATTERN_STRIDED_COLUMN, 31)}}, ctx.get(), true,
+           5, SPARSE_ATTENTION_UNFUSED);
+  auto one = cpu_context(1);
+  run_case({3, 2, 100, 32, 16, 2, 1, {make(SPARSE_PATTERN_LOCAL, 10)}}, one.get(), true, 43,
+           SPARSE_ATTENTION_UNFUSED);
+}
+
+TEST_CASE("unfused: gradients match central finite differences") {
+  check_finite_differences(SPARSE_ATTENTION_UNFUSED);
+}
+
+TEST_CASE("unfused: the workspace stores every computed block; bad algorithm values are rejected") {
+  auto ctx = cpu_context(2);
+  LayoutPtr layout;
+  const std::vector<Pattern> patterns = {make(SPARSE_PATTERN_STRIDED_ROW, 64, 0, 0),
+                                         make(SPARSE_PATTERN_FIXED_SUMMARY, 64, 16, 1)};
+  REQUIRE(support::make_layout(patterns, 1000, 32, 2, layout) == SPARSE_OK);
+  sparse_layout_stats stats;
+  stats.struct_size = sizeof stats;
+  REQUIRE(sparse_layout_get_stats(layout.get(), -1, &stats) == SPARSE_OK);
+  const int64_t blocks = stats.nnz_blocks;  // over all heads
+  REQUIRE(blocks > 0);
+  sparse_attention_params params;
+  sparse_attention_params_default(&params);
+  CHECK(params.algorithm == SPARSE_ATTENTION_FUSED);
+  const int64_t batch = 3, d = 64;
+  size_t fused = 0, fused_p = 0, unfused_fwd = 0, unfused_bwd = 0;
+  REQUIRE(sparse_attention_workspace_size(ctx.get(), layout.get(), batch, d, 0, &fused) ==
+          SPARSE_OK);
+  REQUIRE(sparse_attention_workspace_size_params(ctx.get(), layout.get(), nullptr, batch, d, 0,
+                                                 &fused_p) == SPARSE_OK);
+  CHECK(fused == fused_p);
+  params.algorithm = SPARSE_ATTENTION_UNFUSED;
+  REQUIRE(sparse_attention_workspace_size_params(ctx.get(), layout.get(), &params, batch, d, 0,
+                                                 &unfused_fwd) == SPARSE_OK);
+  REQUIRE(sparse_attention_workspace_size_params(ctx.get(), layout.get(), &params, batch, d, 1,
+                                                 &unfused_bwd) == SPARSE_OK);
+  const size_t scores = static_cast<size_t>(batch * blocks) * 32 * 32 * sizeof(float);
+  CHECK(unfused_fwd >= scores);
+  CHECK(unfused_bwd >= 2 * scores);
+  CHECK(unfused_fwd > fused);
+
+  params.algorithm = 7;
+  size_t bytes = 0;
+  CHECK(sparse_attention_workspace_size_params(ctx.get(), layout.get(), &params, batch, d, 0,
+                                               &bytes) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(std::string(sparse_last_error()).find("algorithm") != std::string::npos);
+  const int64_t shape[4] = {1, 2, 1000, 32};
+  std::vector<float> buf[4];
+  sparse_tensor T[4];
+  for (int t = 0; t < 4; ++t) {
+    buf[t].assign(2 * 1000 * 32, 0.25f);
+    sparse_tensor_contiguous(&T[t], buf[t].data(), SPARSE_DTYPE_F32, 4, shape);
+  }
+  CHECK(sparse_attention_forward(ctx.get(), layout.get(), &params, &T[0], &T[1], &T[2], &T[3],
+                                 nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
+  params.algorithm = -1;
+  CHECK(sparse_attention_forward(ctx.get(), layout.get(), &params, &T[0], &T[1], &T[2], &T[3],
+                                 nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
 }

@@ -1,18 +1,38 @@
-// The CUDA kernel check (checkasm style): every CUDA attention kernel against the CPU reference
-// backend on the same random inputs, over a sweep of patterns, lengths (n not a multiple of the
-// block, n < block), block sizes, head sizes, batch and heads; rows without keys included.
+// The CUDA kernel check (checkasm style): every CUDA attention kernel (fused fp32, fused bf16 and
+// fp16 on tensor cores, unfused fp32) against the CPU reference backend on the same random inputs,
+// over a sweep of patterns, lengths (n not a multiple of the block, n < block), block sizes, head
+// sizes, memory orders (contiguous, [b, n, h, d], padded rows that break 16-byte alignment),
+// batch and heads; rows without keys included.
 //
-// Tolerance per element: |cuda - cpu| <= atol + rtol |cpu|, fp32: forward atol 2e-5 rtol 1e-4,
-// backward atol 1e-4 rtol 1e-3; plus a normalised error over the whole tensor
-// (sum (cuda - cpu)^2 / sum cpu^2 <= 1e-9). NaN or Inf where the reference is finite always
-// fails; the first mismatches are printed with their indices. Exit code 77 (SKIP) without a GPU.
+// The 16-bit kernels get inputs already rounded to their dtype, and the CPU reference (fp32)
+// computes on exactly those values, so the comparison measures the kernels' own error: P and dS
+// rounded to 16 bits before their products with V, K, Q and dO, outputs rounded to 16 bits, and
+// fp32 accumulation in a different order. Per element |gpu - cpu| <= atol * max(1, rms) + rtol
+// |cpu|, where rms is the reference tensor's root mean square (gradients grow with the number
+// of keys a query sees); over the whole tensor sum (gpu - cpu)^2 / sum cpu^2 <= norm:
+//   fp32 (fused, unfused): forward atol 2e-5 rtol 1e-4, backward atol 1e-4 rtol 1e-3, norm 1e-9
+//     (the same arithmetic as the CPU in another order);
+//   bf16: forward atol 1e-2 rtol 2e-2 norm 1e-4, backward atol 2e-2 rtol 5e-2 norm 4e-4
+//     (8 significant bits: one rounding of P or of the output is up to 2^-9 = 2e-3 relative;
+//     the norms leave ~25x margin over the squared rounding error);
+//   fp16: forward atol 2e-3 rtol 4e-3 norm 4e-6, backward atol 4e-3 rtol 1e-2 norm 2e-5
+//     (11 significant bits, 8x finer than bf16);
+//   lse is fp32 for every dtype (computed from fp32 scores): atol 2e-5 (fp32) or 2e-3 (16-bit),
+//     rtol 1e-4 or 2e-3.
+// These 16-bit bounds are derived from the rounding steps, not yet calibrated on a GPU.
+// NaN or Inf where the reference is finite always fails (outputs are poisoned with NaN before each
+// run, so an element the kernel never writes fails too); -inf lse must stay -inf. The first
+// mismatches are printed with their [b, h, i, c] indices.
+// Exit code 77 (SKIP) without a GPU.
 //
-// `test_cuda_attention -tc="*small*"` runs only the small sweep (used under compute-sanitizer).
+// `test_cuda_attention -tc="*small*"` runs only the small sweep (used under compute-sanitizer);
+// it covers every kernel and dtype.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include "test_support.hpp"
@@ -44,90 +64,267 @@ struct DeviceBuffer {
     REQUIRE_MESSAGE(sparse_context_alloc(c, bytes, &ptr) == SPARSE_OK, sparse_last_error());
   }
   ~DeviceBuffer() { sparse_context_free(ctx, ptr); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
 };
 
-int compare(const char* name, const std::vector<float>& got, const std::vector<float>& want,
-            double atol, double rtol) {
+// ------------------------------------------------------------------ 16-bit conversions (host)
+
+uint16_t to_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+float from_bf16(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+}
+uint16_t to_f16(float x) {
+  const _Float16 h = static_cast<_Float16>(x);
+  uint16_t u;
+  std::memcpy(&u, &h, sizeof u);
+  return u;
+}
+float from_f16(uint16_t b) {
+  _Float16 h;
+  std::memcpy(&h, &b, sizeof h);
+  return static_cast<float>(h);
+}
+
+// ------------------------------------------------------------------ kernels and tolerances
+
+struct Tol {
+  double atol, rtol, norm;
+};
+
+struct Kernel {
+  const char* name;
+  sparse_dtype dtype;
+  sparse_attention_algorithm algorithm;
+  Tol fwd, bwd, lse;
+};
+
+const Kernel kKernels[] = {
+    {"fused fp32",
+     SPARSE_DTYPE_F32,
+     SPARSE_ATTENTION_FUSED,
+     {2e-5, 1e-4, 1e-9},
+     {1e-4, 1e-3, 1e-9},
+     {2e-5, 1e-4, 1e-9}},
+    {"unfused fp32",
+     SPARSE_DTYPE_F32,
+     SPARSE_ATTENTION_UNFUSED,
+     {2e-5, 1e-4, 1e-9},
+     {1e-4, 1e-3, 1e-9},
+     {2e-5, 1e-4, 1e-9}},
+    {"fused bf16",
+     SPARSE_DTYPE_BF16,
+     SPARSE_ATTENTION_FUSED,
+     {1e-2, 2e-2, 1e-4},
+     {2e-2, 5e-2, 4e-4},
+     {2e-3, 2e-3, 1e-6}},
+    {"fused fp16",
+     SPARSE_DTYPE_F16,
+     SPARSE_ATTENTION_FUSED,
+     {2e-3, 4e-3, 4e-6},
+     {4e-3, 1e-2, 2e-5},
+     {2e-3, 2e-3, 1e-6}},
+};
+
+bool tensor_core_dim(int64_t d) { return d == 32 || d == 64 || d == 128; }
+
+// ------------------------------------------------------------------ tensors
+
+// Storage orders of the 4-D tensors: 0 = [b, h, n, d] contiguous, 1 = stored as [b, n, h, d],
+// 2 = contiguous with the row stride d + 3 (rows not 16-byte aligned: the element-wise path).
+struct Shape {
+  int64_t batch, heads, n, d;
+  int order;
+  int64_t s[4];
+  Shape(int64_t b, int64_t h, int64_t n_, int64_t d_, int o)
+      : batch(b), heads(h), n(n_), d(d_), order(o) {
+    if (o == 1) {
+      s[3] = 1;
+      s[1] = d;
+      s[2] = h * d;
+      s[0] = n * h * d;
+    } else {
+      const int64_t row = o == 2 ? d + 3 : d;
+      s[3] = 1;
+      s[2] = row;
+      s[1] = n * row;
+      s[0] = h * n * row;
+    }
+  }
+  size_t storage() const { return static_cast<size_t>(batch * s[0]); }
+  size_t at(int64_t b, int64_t h, int64_t i, int64_t c) const {
+    return static_cast<size_t>(b * s[0] + h * s[1] + i * s[2] + c * s[3]);
+  }
+  size_t dense(int64_t b, int64_t h, int64_t i, int64_t c) const {
+    return static_cast<size_t>(((b * heads + h) * n + i) * d + c);
+  }
+  size_t elements() const { return static_cast<size_t>(batch * heads * n * d); }
+};
+
+int compare(const char* kernel, const char* name, const std::vector<float>& got,
+            const std::vector<float>& want, const Shape& sh, int64_t dim, const Tol& tol) {
+  double ref_sq = 0;
+  size_t finite = 0;
+  for (float w : want)
+    if (std::isfinite(w)) {
+      ref_sq += static_cast<double>(w) * w;
+      ++finite;
+    }
+  const double rms = finite ? std::sqrt(ref_sq / static_cast<double>(finite)) : 0.0;
+  const double atol = tol.atol * std::max(1.0, rms);
   int bad = 0;
-  double err = 0, ref = 0;
+  double err_sq = 0;
   for (size_t e = 0; e < want.size(); ++e) {
     const double g = got[e], w = want[e];
-    const bool ok = std::isinf(w) ? g == w
-                                  : (std::isfinite(g) && std::fabs(g - w) <= atol + rtol * std::fabs(w));
-    if (std::isfinite(w)) {
-      err += (g - w) * (g - w);
-      ref += w * w;
+    bool ok;
+    if (std::isinf(w)) {
+      ok = g == w;
+    } else {
+      ok = std::isfinite(g) && std::fabs(g - w) <= atol + tol.rtol * std::fabs(w);
+      err_sq += std::isfinite(g) ? (g - w) * (g - w) : 1e30;
     }
-    if (!ok && bad++ < 5)
-      FAIL_CHECK(std::string(name) << "[" << e << "]: cuda " << g << ", cpu " << w);
+    if (!ok && bad++ < 5) {
+      const int64_t c = static_cast<int64_t>(e) % dim, row = static_cast<int64_t>(e) / dim;
+      const int64_t i = row % sh.n, h = (row / sh.n) % sh.heads, b = row / sh.n / sh.heads;
+      FAIL_CHECK(std::string(kernel) << ": " << std::string(name) << "[" << b << "," << h << ","
+                                     << i << "," << c << "]: cuda " << g << ", cpu " << w);
+    }
   }
-  if (ref > 0) CHECK_MESSAGE(err / ref <= 1e-9, name << ": normalised error " << err / ref);
+  if (bad > 5)
+    FAIL_CHECK(std::string(kernel)
+               << ": " << std::string(name) << ": " << bad << " mismatches in total");
+  if (ref_sq > 0)
+    CHECK_MESSAGE(err_sq / ref_sq <= tol.norm,
+                  std::string(kernel) << ": " << std::string(name) << ": normalised error "
+                                      << err_sq / ref_sq << " > " << tol.norm);
   return bad;
 }
 
 struct Case {
   int64_t batch, heads, n, d;
   int block;
+  int order = 0;
   std::vector<Pattern> patterns;
 };
 
-void run_case(const Case& c, sparse_context* cpu, sparse_context* gpu, uint64_t seed) {
+// Runs `kernel` on the GPU and the CPU reference on the same inputs, compares out, lse, dq, dk,
+// dv.
+void run_case(const Case& c, const Kernel& kernel, sparse_context* cpu, sparse_context* gpu,
+              uint64_t seed) {
   LayoutPtr layout;
   REQUIRE_MESSAGE(support::make_layout(c.patterns, c.n, c.block, static_cast<int>(c.heads),
                                        layout) == SPARSE_OK,
                   sparse_last_error());
-  const size_t size = static_cast<size_t>(c.batch * c.heads * c.n * c.d);
-  const size_t rows = static_cast<size_t>(c.batch * c.heads * c.n);
+  const Shape sh(c.batch, c.heads, c.n, c.d, c.order);
+  const size_t size = sh.elements(), rows = static_cast<size_t>(c.batch * c.heads * c.n);
+  const bool half = kernel.dtype != SPARSE_DTYPE_F32;
+  auto round = [&](float x) {
+    if (kernel.dtype == SPARSE_DTYPE_BF16) return from_bf16(to_bf16(x));
+    if (kernel.dtype == SPARSE_DTYPE_F16) return from_f16(to_f16(x));
+    return x;
+  };
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
-  // 0 q, 1 k, 2 v, 3 dout, 4 out, 5 dq, 6 dk, 7 dv; [8] lse
-  std::vector<float> host[8], cpu_out[8], lse_cpu(rows), lse_gpu(rows);
+  // 0 q, 1 k, 2 v, 3 dout, 4 out, 5 dq, 6 dk, 7 dv; dense [b, h, n, d] fp32 for the CPU.
+  std::vector<float> dense[8], lse_cpu(rows);
   for (int t = 0; t < 8; ++t) {
-    host[t].assign(size, 0.0f);
+    dense[t].assign(size, 0.0f);
     if (t < 4)
-      for (auto& x : host[t]) x = uni(rng);
+      for (auto& x : dense[t]) x = round(uni(rng));
   }
   const int64_t shape[4] = {c.batch, c.heads, c.n, c.d}, lse_shape[3] = {c.batch, c.heads, c.n};
   sparse_tensor T[8], L;
-  for (int t = 0; t < 8; ++t) sparse_tensor_contiguous(&T[t], host[t].data(), SPARSE_DTYPE_F32, 4, shape);
+  for (int t = 0; t < 8; ++t)
+    sparse_tensor_contiguous(&T[t], dense[t].data(), SPARSE_DTYPE_F32, 4, shape);
   sparse_tensor_contiguous(&L, lse_cpu.data(), SPARSE_DTYPE_F32, 3, lse_shape);
   REQUIRE(sparse_attention_forward(cpu, layout.get(), nullptr, &T[0], &T[1], &T[2], &T[4], &L) ==
           SPARSE_OK);
   REQUIRE(sparse_attention_backward(cpu, layout.get(), nullptr, &T[0], &T[1], &T[2], &T[4], &L,
                                     &T[3], &T[5], &T[6], &T[7]) == SPARSE_OK);
-  for (int t = 4; t < 8; ++t) cpu_out[t] = host[t];
 
-  // The same on the GPU.
+  // Host staging in the GPU's storage order and dtype; outputs poisoned with NaN.
+  const size_t elem = half ? 2 : 4;
+  const size_t bytes = sh.storage() * elem;
+  std::vector<unsigned char> staging[8];
+  for (int t = 0; t < 8; ++t) {
+    staging[t].assign(bytes, 0xff);  // all-ones: NaN in fp32, bf16 and fp16
+    if (t >= 4) continue;
+    for (int64_t b = 0; b < c.batch; ++b)
+      for (int64_t h = 0; h < c.heads; ++h)
+        for (int64_t i = 0; i < c.n; ++i)
+          for (int64_t e = 0; e < c.d; ++e) {
+            const float x = dense[t][sh.dense(b, h, i, e)];
+            unsigned char* dst = staging[t].data() + sh.at(b, h, i, e) * elem;
+            if (!half) {
+              std::memcpy(dst, &x, 4);
+            } else {
+              const uint16_t bits = kernel.dtype == SPARSE_DTYPE_BF16 ? to_bf16(x) : to_f16(x);
+              std::memcpy(dst, &bits, 2);
+            }
+          }
+  }
   std::vector<std::unique_ptr<DeviceBuffer>> dev;
   sparse_tensor D[8], DL;
   for (int t = 0; t < 8; ++t) {
-    dev.push_back(std::make_unique<DeviceBuffer>(gpu, size * sizeof(float)));
-    if (t < 4)
-      REQUIRE(sparse_context_copy(gpu, dev[t]->ptr, SPARSE_MEMORY_DEVICE, host[t].data(),
-                                  SPARSE_MEMORY_HOST, size * sizeof(float)) == SPARSE_OK);
-    sparse_tensor_contiguous(&D[t], dev[t]->ptr, SPARSE_DTYPE_F32, 4, shape);
+    dev.push_back(std::make_unique<DeviceBuffer>(gpu, bytes));
+    REQUIRE(sparse_context_copy(gpu, dev[t]->ptr, SPARSE_MEMORY_DEVICE, staging[t].data(),
+                                SPARSE_MEMORY_HOST, bytes) == SPARSE_OK);
+    sparse_tensor_contiguous(&D[t], dev[t]->ptr, kernel.dtype, 4, shape);
+    for (int i = 0; i < 4; ++i) D[t].strides[i] = sh.s[i];
     D[t].memory = SPARSE_MEMORY_DEVICE;
   }
   DeviceBuffer dlse(gpu, rows * sizeof(float));
+  std::vector<float> lse_gpu(rows, std::nanf(""));
+  REQUIRE(sparse_context_copy(gpu, dlse.ptr, SPARSE_MEMORY_DEVICE, lse_gpu.data(),
+                              SPARSE_MEMORY_HOST, rows * sizeof(float)) == SPARSE_OK);
   sparse_tensor_contiguous(&DL, dlse.ptr, SPARSE_DTYPE_F32, 3, lse_shape);
   DL.memory = SPARSE_MEMORY_DEVICE;
-  REQUIRE_MESSAGE(sparse_attention_forward(gpu, layout.get(), nullptr, &D[0], &D[1], &D[2], &D[4],
+  sparse_attention_params params;
+  sparse_attention_params_default(&params);
+  params.algorithm = kernel.algorithm;
+  REQUIRE_MESSAGE(sparse_attention_forward(gpu, layout.get(), &params, &D[0], &D[1], &D[2], &D[4],
                                            &DL) == SPARSE_OK,
                   sparse_last_error());
-  REQUIRE_MESSAGE(sparse_attention_backward(gpu, layout.get(), nullptr, &D[0], &D[1], &D[2], &D[4],
+  REQUIRE_MESSAGE(sparse_attention_backward(gpu, layout.get(), &params, &D[0], &D[1], &D[2], &D[4],
                                             &DL, &D[3], &D[5], &D[6], &D[7]) == SPARSE_OK,
                   sparse_last_error());
   REQUIRE(sparse_context_synchronize(gpu) == SPARSE_OK);
-  std::vector<float> got(size);
+
   const char* names[8] = {"q", "k", "v", "dout", "out", "dq", "dk", "dv"};
+  std::vector<unsigned char> back(bytes);
+  std::vector<float> got(size);
   for (int t = 4; t < 8; ++t) {
-    REQUIRE(sparse_context_copy(gpu, got.data(), SPARSE_MEMORY_HOST, dev[t]->ptr,
-                                SPARSE_MEMORY_DEVICE, size * sizeof(float)) == SPARSE_OK);
-    compare(names[t], got, cpu_out[t], t == 4 ? 2e-5 : 1e-4, t == 4 ? 1e-4 : 1e-3);
+    REQUIRE(sparse_context_copy(gpu, back.data(), SPARSE_MEMORY_HOST, dev[t]->ptr,
+                                SPARSE_MEMORY_DEVICE, bytes) == SPARSE_OK);
+    for (int64_t b = 0; b < c.batch; ++b)
+      for (int64_t h = 0; h < c.heads; ++h)
+        for (int64_t i = 0; i < c.n; ++i)
+          for (int64_t e = 0; e < c.d; ++e) {
+            const unsigned char* src = back.data() + sh.at(b, h, i, e) * elem;
+            float x;
+            if (!half) {
+              std::memcpy(&x, src, 4);
+            } else {
+              uint16_t bits;
+              std::memcpy(&bits, src, 2);
+              x = kernel.dtype == SPARSE_DTYPE_BF16 ? from_bf16(bits) : from_f16(bits);
+            }
+            got[sh.dense(b, h, i, e)] = x;
+          }
+    compare(kernel.name, names[t], got, dense[t], sh, c.d, t == 4 ? kernel.fwd : kernel.bwd);
   }
   REQUIRE(sparse_context_copy(gpu, lse_gpu.data(), SPARSE_MEMORY_HOST, dlse.ptr,
                               SPARSE_MEMORY_DEVICE, rows * sizeof(float)) == SPARSE_OK);
-  compare("lse", lse_gpu, lse_cpu, 2e-5, 1e-4);
+  compare(kernel.name, "lse", lse_gpu, lse_cpu, sh, 1, kernel.lse);
 }
 
 Pattern make(sparse_pattern_kind kind, int64_t stride, int64_t summary = 0, int head = -1) {
@@ -140,6 +337,7 @@ Pattern make(sparse_pattern_kind kind, int64_t stride, int64_t summary = 0, int 
   return p;
 }
 
+// Random cases; each runs every kernel that supports its head_dim.
 void sweep(int trials, int64_t max_n, uint64_t seed) {
   auto cpu = make_context(SPARSE_BACKEND_CPU);
   auto gpu = make_context(SPARSE_BACKEND_CUDA);
@@ -152,56 +350,137 @@ void sweep(int trials, int64_t max_n, uint64_t seed) {
     c.d = dims[rng() % 4];
     c.batch = 1 + static_cast<int64_t>(rng() % 2);
     c.heads = 1 + static_cast<int64_t>(rng() % 3);
+    c.order = static_cast<int>(rng() % 3);
     const int count = 1 + static_cast<int>(rng() % 3);
     for (int k = 0; k < count; ++k)
-      c.patterns.push_back(support::random_pattern(
-          rng, c.n, static_cast<int>(rng() % (c.heads + 1)) - 1, c.block));
+      c.patterns.push_back(
+          support::random_pattern(rng, c.n, static_cast<int>(rng() % (c.heads + 1)) - 1, c.block));
+    const uint64_t data_seed = rng();
     CAPTURE(trial);
     CAPTURE(c.n);
     CAPTURE(c.block);
     CAPTURE(c.d);
-    run_case(c, cpu.get(), gpu.get(), rng());
+    CAPTURE(c.batch);
+    CAPTURE(c.heads);
+    CAPTURE(c.order);
+    for (const Kernel& kernel : kKernels) {
+      if (kernel.dtype != SPARSE_DTYPE_F32 && !tensor_core_dim(c.d)) continue;
+      CAPTURE(kernel.name);
+      run_case(c, kernel, cpu.get(), gpu.get(), data_seed);
+    }
   }
 }
 
 }  // namespace
 
-TEST_CASE("small sweep: every pattern kind, short sequences") { sweep(24, 80, 1); }
+TEST_CASE("small sweep: every kernel and dtype, every pattern kind, short sequences") {
+  sweep(24, 80, 1);
+}
 
-TEST_CASE("sweep: every pattern kind, block size and head size") { sweep(60, 700, 2); }
+TEST_CASE("sweep: every kernel, pattern kind, block size, head size and memory order") {
+  sweep(60, 700, 2);
+}
+
+TEST_CASE("every block size and head size with the paper's patterns, every kernel") {
+  auto cpu = make_context(SPARSE_BACKEND_CPU);
+  auto gpu = make_context(SPARSE_BACKEND_CUDA);
+  for (int block : {16, 32, 64, 128})
+    for (int64_t d : {32, 64, 128})
+      for (const Kernel& kernel : kKernels) {
+        CAPTURE(block);
+        CAPTURE(d);
+        CAPTURE(kernel.name);
+        // n = 203: a multiple of neither the block nor the stride; head 1 transposed.
+        run_case({2,
+                  2,
+                  203,
+                  d,
+                  block,
+                  0,
+                  {make(SPARSE_PATTERN_STRIDED_ROW, 16, 0, 0),
+                   make(SPARSE_PATTERN_STRIDED_COLUMN, 16, 0, 1)}},
+                 kernel, cpu.get(), gpu.get(), 3);
+        // Rows without keys: the summary head with l = 64, c = 8 leaves queries 0..55 empty.
+        run_case({1, 2, 130, d, block, 2, {make(SPARSE_PATTERN_FIXED_SUMMARY, 64, 8, 0)}}, kernel,
+                 cpu.get(), gpu.get(), 4);
+      }
+}
 
 TEST_CASE("the paper's patterns at realistic lengths") {
   auto cpu = make_context(SPARSE_BACKEND_CPU);
   auto gpu = make_context(SPARSE_BACKEND_CUDA);
   for (int block : {32, 64, 128})
-    for (int64_t d : {64, 128}) {
-      CAPTURE(block);
-      CAPTURE(d);
-      run_case({2, 2, 3000, d, block,
-                {make(SPARSE_PATTERN_STRIDED_ROW, 96, 0, 0),
-                 make(SPARSE_PATTERN_STRIDED_COLUMN, 96, 0, 1)}},
-               cpu.get(), gpu.get(), 7);
-      run_case({1, 2, 2100, d, block,
-                {make(SPARSE_PATTERN_FIXED_BLOCK, 128, 0, 0),
-                 make(SPARSE_PATTERN_FIXED_SUMMARY, 128, 32, 1)}},
-               cpu.get(), gpu.get(), 8);
-    }
+    for (int64_t d : {64, 128})
+      for (const Kernel& kernel : kKernels) {
+        CAPTURE(block);
+        CAPTURE(d);
+        CAPTURE(kernel.name);
+        run_case({2,
+                  2,
+                  3000,
+                  d,
+                  block,
+                  0,
+                  {make(SPARSE_PATTERN_STRIDED_ROW, 96, 0, 0),
+                   make(SPARSE_PATTERN_STRIDED_COLUMN, 96, 0, 1)}},
+                 kernel, cpu.get(), gpu.get(), 7);
+        run_case({1,
+                  2,
+                  2100,
+                  d,
+                  block,
+                  1,
+                  {make(SPARSE_PATTERN_FIXED_BLOCK, 128, 0, 0),
+                   make(SPARSE_PATTERN_FIXED_SUMMARY, 128, 32, 1)}},
+                 kernel, cpu.get(), gpu.get(), 8);
+      }
 }
 
-TEST_CASE("CUDA-specific errors") {
+TEST_CASE("CUDA-specific errors: memory kind and unsupported combinations") {
   auto gpu = make_context(SPARSE_BACKEND_CUDA);
   LayoutPtr layout;
   REQUIRE(support::make_layout({make(SPARSE_PATTERN_DENSE, 0)}, 16, 16, 1, layout) == SPARSE_OK);
-  std::vector<float> host(16 * 16);
+  std::vector<float> host(16 * 48);
   const int64_t shape[4] = {1, 1, 16, 16};
   sparse_tensor t;
   sparse_tensor_contiguous(&t, host.data(), SPARSE_DTYPE_F32, 4, shape);
   // Host tensors on a CUDA context.
-  std::vector<float> out(16 * 16);
+  std::vector<float> out(16 * 48);
   sparse_tensor o;
   sparse_tensor_contiguous(&o, out.data(), SPARSE_DTYPE_F32, 4, shape);
   CHECK(sparse_attention_forward(gpu.get(), layout.get(), nullptr, &t, &t, &t, &o, nullptr) ==
         SPARSE_ERR_UNSUPPORTED);
+
+  // Device tensors with combinations no kernel computes: each is refused with a message.
+  DeviceBuffer a(gpu.get(), 16 * 48 * 8), b(gpu.get(), 16 * 48 * 8);
+  auto device_tensor = [&](void* p, sparse_dtype dtype, int64_t d) {
+    const int64_t s[4] = {1, 1, 16, d};
+    sparse_tensor x;
+    sparse_tensor_contiguous(&x, p, dtype, 4, s);
+    x.memory = SPARSE_MEMORY_DEVICE;
+    return x;
+  };
+  sparse_attention_params params;
+  sparse_attention_params_default(&params);
+  struct Combo {
+    sparse_dtype dtype;
+    int64_t d;
+    sparse_attention_algorithm algorithm;
+    const char* mentions;
+  };
+  const Combo combos[] = {{SPARSE_DTYPE_BF16, 48, SPARSE_ATTENTION_FUSED, "head_dim"},
+                          {SPARSE_DTYPE_F16, 16, SPARSE_ATTENTION_FUSED, "head_dim"},
+                          {SPARSE_DTYPE_BF16, 64, SPARSE_ATTENTION_UNFUSED, "unfused"},
+                          {SPARSE_DTYPE_F64, 32, SPARSE_ATTENTION_FUSED, "fp32"}};
+  for (const Combo& combo : combos) {
+    CAPTURE(combo.mentions);
+    sparse_tensor in = device_tensor(a.ptr, combo.dtype, combo.d);
+    sparse_tensor res = device_tensor(b.ptr, combo.dtype, combo.d);
+    params.algorithm = combo.algorithm;
+    CHECK(sparse_attention_forward(gpu.get(), layout.get(), &params, &in, &in, &in, &res,
+                                   nullptr) == SPARSE_ERR_UNSUPPORTED);
+    CHECK(std::string(sparse_last_error()).find(combo.mentions) != std::string::npos);
+  }
 }
 
 int main(int argc, char** argv) {

@@ -13,7 +13,28 @@ struct Common {
   sparse::Backend* backend;
   const sparse::Layout* layout;
   float scale;
+  sparse_attention_algorithm algorithm;
 };
+
+// The caller's params (or the defaults), checked.
+sparse_attention_params checked_params(const sparse_attention_params* params) {
+  sparse_attention_params p;
+  sparse_attention_params_default(&p);
+  if (params != nullptr) {
+    sparse::require(params->struct_size == sizeof p, "params->struct_size = ",
+                    params->struct_size, " does not match sizeof(sparse_attention_params) = ",
+                    sizeof p, "; initialise with sparse_attention_params_default()");
+    for (unsigned char byte : params->reserved)
+      sparse::require(byte == 0, "params->reserved must be all zero");
+    p = *params;
+  }
+  sparse::require(std::isfinite(p.scale), "params->scale = ", p.scale, " is not finite");
+  sparse::require(p.algorithm == SPARSE_ATTENTION_FUSED || p.algorithm == SPARSE_ATTENTION_UNFUSED,
+                  "params->algorithm = ", p.algorithm,
+                  " is not a sparse_attention_algorithm (SPARSE_ATTENTION_FUSED = 0, "
+                  "SPARSE_ATTENTION_UNFUSED = 1)");
+  return p;
+}
 
 Common check_common(sparse_context* context, const sparse_layout* layout,
                     const sparse_attention_params* params, const sparse::TensorView& q) {
@@ -26,23 +47,15 @@ Common check_common(sparse_context* context, const sparse_layout* layout,
                   l.num_heads);
   sparse::require(q.shape[2] == l.seq_len, "q has seq_len ", q.shape[2],
                   " but the layout was built for seq_len ", l.seq_len);
-  sparse_attention_params p;
-  sparse_attention_params_default(&p);
-  if (params != nullptr) {
-    sparse::require(params->struct_size == sizeof p, "params->struct_size = ",
-                    params->struct_size, " does not match sizeof(sparse_attention_params) = ",
-                    sizeof p, "; initialise with sparse_attention_params_default()");
-    for (unsigned char byte : params->reserved)
-      sparse::require(byte == 0, "params->reserved must be all zero");
-    p = *params;
-  }
-  sparse::require(std::isfinite(p.scale), "params->scale = ", p.scale, " is not finite");
+  const sparse_attention_params p = checked_params(params);
+  const auto algorithm = static_cast<sparse_attention_algorithm>(p.algorithm);
   const float scale =
       p.scale != 0.0f ? p.scale
                       : (q.shape[3] > 0 ? 1.0f / std::sqrt(static_cast<float>(q.shape[3])) : 1.0f);
-  const std::string why = context->backend->supports_attention(q.dtype, q.memory, q.shape[3]);
+  const std::string why =
+      context->backend->supports_attention(q.dtype, q.memory, q.shape[3], algorithm);
   if (!why.empty()) sparse::throw_error(SPARSE_ERR_UNSUPPORTED, why);
-  return {context->backend.get(), &l, scale};
+  return {context->backend.get(), &l, scale, algorithm};
 }
 
 void check_like(const sparse::TensorView& t, const char* name, const sparse::TensorView& ref) {
@@ -76,6 +89,7 @@ SPARSE_API sparse_status sparse_attention_params_default(sparse_attention_params
     std::memset(params, 0, sizeof *params);
     params->struct_size = sizeof *params;
     params->scale = 0.0f;
+    params->algorithm = SPARSE_ATTENTION_FUSED;
   });
 }
 
@@ -106,6 +120,7 @@ SPARSE_API sparse_status sparse_attention_forward(sparse_context* context,
     }
     a.layout = c.layout;
     a.scale = c.scale;
+    a.algorithm = c.algorithm;
     c.backend->attention_forward(a);
   });
 }
@@ -144,7 +159,24 @@ SPARSE_API sparse_status sparse_attention_backward(
     sparse::check_disjoint(a.dk, "dk", a.dv, "dv");
     a.layout = c.layout;
     a.scale = c.scale;
+    a.algorithm = c.algorithm;
     c.backend->attention_backward(a);
+  });
+}
+
+SPARSE_API sparse_status sparse_attention_workspace_size_params(
+    sparse_context* context, const sparse_layout* layout, const sparse_attention_params* params,
+    int64_t batch, int64_t head_dim, int32_t backward, size_t* bytes) {
+  return sparse::capi::guard(__func__, [&] {
+    sparse::require(context != nullptr, "context is NULL");
+    sparse::require(layout != nullptr, "layout is NULL");
+    sparse::require(bytes != nullptr, "bytes is NULL");
+    sparse::require(batch >= 1, "batch = ", batch, " must be >= 1");
+    sparse::require(head_dim >= 1, "head_dim = ", head_dim, " must be >= 1");
+    const sparse_attention_params p = checked_params(params);
+    *bytes = context->backend->attention_workspace_bytes(
+        *layout->layout, batch, head_dim, backward != 0,
+        static_cast<sparse_attention_algorithm>(p.algorithm));
   });
 }
 
@@ -152,15 +184,8 @@ SPARSE_API sparse_status sparse_attention_workspace_size(sparse_context* context
                                                          const sparse_layout* layout,
                                                          int64_t batch, int64_t head_dim,
                                                          int32_t backward, size_t* bytes) {
-  return sparse::capi::guard(__func__, [&] {
-    sparse::require(context != nullptr, "context is NULL");
-    sparse::require(layout != nullptr, "layout is NULL");
-    sparse::require(bytes != nullptr, "bytes is NULL");
-    sparse::require(batch >= 1, "batch = ", batch, " must be >= 1");
-    sparse::require(head_dim >= 1, "head_dim = ", head_dim, " must be >= 1");
-    *bytes = context->backend->attention_workspace_bytes(*layout->layout, batch, head_dim,
-                                                         backward != 0);
-  });
+  return sparse_attention_workspace_size_params(context, layout, nullptr, batch, head_dim,
+                                                backward, bytes);
 }
 
 }  // extern "C"

@@ -1,5 +1,6 @@
 // The CUDA backend: device discovery, the context's stream and cuBLAS handle, the layout cache
-// and the attention kernels (attention_fp32.cu).
+// and the attention kernels (fp32: attention_fp32.cu; bf16/fp16 on tensor cores:
+// attention_tc*.cu).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -69,50 +70,113 @@ class CudaBackend final : public Backend {
     check_cuda(cudaMemcpyAsync(dst, src, bytes, kind, stream_), "cudaMemcpyAsync");
     check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
   }
-  std::string supports_attention(sparse_dtype dtype, sparse_memory memory,
-                                 int64_t head_dim) const override {
+  std::string supports_attention(sparse_dtype dtype, sparse_memory memory, int64_t head_dim,
+                                 sparse_attention_algorithm algorithm) const override {
     if (memory != SPARSE_MEMORY_DEVICE)
       return "the CUDA backend needs tensors in device memory (SPARSE_MEMORY_DEVICE)";
+    if (algorithm == SPARSE_ATTENTION_UNFUSED && dtype != SPARSE_DTYPE_F32)
+      return "the CUDA backend computes the unfused algorithm (SPARSE_ATTENTION_UNFUSED) in fp32 "
+             "only; use SPARSE_ATTENTION_FUSED for bf16/fp16";
+    if (dtype == SPARSE_DTYPE_BF16 || dtype == SPARSE_DTYPE_F16) {
+      if (sm_ < 80)
+        return "the bf16/fp16 attention kernels need a GPU of compute capability 8.0 or newer "
+               "(this one is sm_" + std::to_string(sm_) + ")";
+      // The block size is checked at launch (tensor_core_support), where the layout is known.
+      return head_dim == 32 || head_dim == 64 || head_dim == 128
+                 ? std::string()
+                 : cuda::tensor_core_support(64, head_dim);
+    }
     if (dtype != SPARSE_DTYPE_F32)
-      return "the CUDA backend computes attention in fp32 only in this version (bf16/fp16 "
-             "tensor-core kernels are not implemented yet)";
+      return "the CUDA backend computes attention in fp32, bf16 and fp16 (not fp64)";
     if (head_dim > cuda::kMaxHeadDim)
       return "head_dim " + std::to_string(head_dim) + " exceeds the CUDA kernels' limit of " +
              std::to_string(cuda::kMaxHeadDim);
     return {};
   }
   size_t attention_workspace_bytes(const Layout& layout, int64_t batch, int64_t,
-                                   bool backward) const override {
-    // The row statistic delta = dout . out of the backward pass.
-    return backward ? static_cast<size_t>(batch * layout.num_heads * layout.seq_len) *
-                          sizeof(float)
-                    : 0;
+                                   bool backward,
+                                   sparse_attention_algorithm algorithm) const override {
+    // Backward: the row statistic delta = dout . out (rounded up to 256 bytes).
+    const size_t delta =
+        backward ? align(static_cast<size_t>(batch * layout.num_heads * layout.seq_len) *
+                         sizeof(float))
+                 : 0;
+    if (algorithm != SPARSE_ATTENTION_UNFUSED) return delta;
+    // Unfused: the scores of every computed block (forward), P and dS (backward).
+    const size_t scores = align(cuda::unfused_scores_bytes(layout, batch));
+    return delta + (backward ? 2 : 1) * scores;
   }
   void attention_forward(const AttentionForwardArgs& args) override {
     check_device(args.q.device);
     check_cuda(cudaSetDevice(device_), "cudaSetDevice");
-    cuda::attention_forward_fp32(layouts_.get(*args.layout, stream_), args, stream_);
+    const cuda::DeviceLayout& dl = layouts_.get(*args.layout, stream_);
+    if (args.algorithm == SPARSE_ATTENTION_UNFUSED) {
+      ensure_workspace(attention_workspace_bytes(*args.layout, args.q.shape[0], args.q.shape[3],
+                                                 false, args.algorithm));
+      cuda::attention_forward_unfused(dl, args, static_cast<float*>(workspace_), stream_);
+    } else if (args.q.dtype == SPARSE_DTYPE_F32) {
+      cuda::attention_forward_fp32(dl, args, stream_);
+    } else {
+      cuda::attention_forward_tc(dl, args, stream_);
+    }
   }
   void attention_backward(const AttentionBackwardArgs& args) override {
     check_device(args.q.device);
     check_cuda(cudaSetDevice(device_), "cudaSetDevice");
-    const size_t bytes =
-        attention_workspace_bytes(*args.layout, args.q.shape[0], args.q.shape[3], true);
-    if (bytes > workspace_bytes_) {
-      if (workspace_ != nullptr) {
-        check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
-        cudaFree(workspace_);
-        workspace_ = nullptr;
-        workspace_bytes_ = 0;
-      }
-      check_cuda(cudaMalloc(&workspace_, bytes), "cudaMalloc (attention workspace)");
-      workspace_bytes_ = bytes;
+    ensure_workspace(attention_workspace_bytes(*args.layout, args.q.shape[0], args.q.shape[3],
+                                               true, args.algorithm));
+    const cuda::DeviceLayout& dl = layouts_.get(*args.layout, stream_);
+    float* delta = static_cast<float*>(workspace_);
+    if (args.algorithm == SPARSE_ATTENTION_UNFUSED) {
+      auto* base = static_cast<unsigned char*>(workspace_);
+      const size_t delta_bytes = align(static_cast<size_t>(args.q.shape[0] * args.q.shape[1] *
+                                                           args.q.shape[2]) *
+                                       sizeof(float));
+      const size_t scores = align(cuda::unfused_scores_bytes(*args.layout, args.q.shape[0]));
+      cuda::attention_backward_unfused(dl, args, delta,
+                                       reinterpret_cast<float*>(base + delta_bytes),
+                                       reinterpret_cast<float*>(base + delta_bytes + scores),
+                                       stream_);
+    } else if (args.q.dtype == SPARSE_DTYPE_F32) {
+      cuda::attention_backward_fp32(dl, args, delta, stream_);
+    } else {
+      cuda::attention_backward_tc(dl, args, delta, stream_);
     }
-    cuda::attention_backward_fp32(layouts_.get(*args.layout, stream_), args,
-                                  static_cast<float*>(workspace_), stream_);
+  }
+
+  std::string dense_attention_baseline(const DenseBaselineArgs& args) override {
+    const std::string why = cuda::dense_baseline_check(args);
+    if (!why.empty()) return why;
+    check_device(args.q.device);
+    check_cuda(cudaSetDevice(device_), "cudaSetDevice");
+    const size_t bytes = cuda::dense_baseline_workspace(args);
+    size_t free_bytes = 0, total_bytes = 0;
+    check_cuda(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
+    if (bytes > workspace_bytes_ && bytes - workspace_bytes_ > free_bytes / 10 * 9)
+      return "the dense baseline needs " + std::to_string(bytes >> 20) +
+             " MiB of n x n buffers; the GPU has " + std::to_string(free_bytes >> 20) +
+             " MiB free";
+    ensure_workspace(bytes);
+    cuda::dense_baseline_run(args, cublas_, stream_, workspace_);
+    return {};
   }
 
  private:
+  static size_t align(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+  // Grows the backend's workspace to at least `bytes` (waiting for work that may still use it).
+  void ensure_workspace(size_t bytes) {
+    if (bytes <= workspace_bytes_) return;
+    if (workspace_ != nullptr) {
+      check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+      cudaFree(workspace_);
+      workspace_ = nullptr;
+      workspace_bytes_ = 0;
+    }
+    check_cuda(cudaMalloc(&workspace_, bytes), "cudaMalloc (attention workspace)");
+    workspace_bytes_ = bytes;
+  }
+
   void check_device(int32_t tensor_device) const {
     require(tensor_device == device_, "tensors live on CUDA device ", tensor_device,
             " but the context runs on device ", device_);

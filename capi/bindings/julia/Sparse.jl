@@ -162,8 +162,13 @@ end
 struct AttentionParams
     struct_size::UInt32
     scale::Cfloat
-    reserved::NTuple{60,UInt8}
+    algorithm::Cint
+    reserved::NTuple{56,UInt8}
 end
+
+"sparse_attention_algorithm values."
+const ATTENTION_FUSED = Cint(0)
+const ATTENTION_UNFUSED = Cint(1)
 
 zval(::Type{T}) where {T<:Number} = zero(T)
 zval(::Type{Ptr{T}}) where {T} = Ptr{T}(C_NULL)
@@ -574,11 +579,20 @@ function attention_backward(ctx::Context, l::Layout, q::StridedArray{T,4}, k, v,
 end
 
 function workspace_size(ctx::Context, l::Layout, batch::Integer, head_dim::Integer;
-                        backward::Bool=false)
+                        backward::Bool=false, algorithm::Integer=ATTENTION_FUSED)
     out = Ref{Csize_t}(0)
-    check(ccall((:sparse_attention_workspace_size, libsparse), Cint,
-                (Ptr{Cvoid}, Ptr{Cvoid}, Int64, Int64, Int32, Ref{Csize_t}),
-                handle(ctx), handle(l), batch, head_dim, Int32(backward), out))
+    if algorithm == ATTENTION_FUSED
+        check(ccall((:sparse_attention_workspace_size, libsparse), Cint,
+                    (Ptr{Cvoid}, Ptr{Cvoid}, Int64, Int64, Int32, Ref{Csize_t}),
+                    handle(ctx), handle(l), batch, head_dim, Int32(backward), out))
+    else
+        p = params_ref(0)
+        p[] = with(p[]; algorithm=Cint(algorithm))
+        check(ccall((:sparse_attention_workspace_size_params, libsparse), Cint,
+                    (Ptr{Cvoid}, Ptr{Cvoid}, Ref{AttentionParams}, Int64, Int64, Int32,
+                     Ref{Csize_t}),
+                    handle(ctx), handle(l), p, batch, head_dim, Int32(backward), out))
+    end
     return Int(out[])
 end
 

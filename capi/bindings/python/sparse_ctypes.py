@@ -250,9 +250,12 @@ class LayoutStats(ctypes.Structure):
                 ("effective_density", ctypes.c_double), ("memory_bytes", ctypes.c_size_t)]
 
 
+ATTENTION_FUSED, ATTENTION_UNFUSED = 0, 1  # sparse_attention_algorithm
+
+
 class AttentionParams(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("scale", ctypes.c_float),
-                ("reserved", ctypes.c_uint8 * 60)]
+                ("algorithm", ctypes.c_int32), ("reserved", ctypes.c_uint8 * 56)]
 
 
 class ModelConfig(ctypes.Structure):
@@ -358,6 +361,8 @@ PROTOTYPES = {
     "sparse_attention_forward": (_st, [_vp, _vp, _P(AttentionParams)] + [_P(Tensor)] * 5),
     "sparse_attention_backward": (_st, [_vp, _vp, _P(AttentionParams)] + [_P(Tensor)] * 9),
     "sparse_attention_workspace_size": (_st, [_vp, _vp, _i64, _i64, _i32, _P(_sz)]),
+    "sparse_attention_workspace_size_params": (_st, [_vp, _vp, _P(AttentionParams), _i64, _i64,
+                                                     _i32, _P(_sz)]),
     # model.h
     "sparse_model_config_default": (_st, [_P(ModelConfig)]),
     "sparse_model_config_preset": (_st, [_c, _P(ModelConfig)]),
@@ -794,12 +799,15 @@ class Layout(_Handle):
         return np.stack([self.row_mask(head, i) for i in range(self.seq_len)])
 
 
-def _params(scale):
-    if scale is None:
+def _params(scale, algorithm=None):
+    if scale is None and algorithm is None:
         return None
     p = AttentionParams()
     check(library().sparse_attention_params_default(ctypes.byref(p)))
-    p.scale = scale
+    if scale is not None:
+        p.scale = scale
+    if algorithm is not None:
+        p.algorithm = algorithm
     return ctypes.byref(p)
 
 
@@ -839,10 +847,12 @@ def _alloc_dtype(q, name):
     return q.dtype
 
 
-def attention_forward(ctx, layout, q, k, v, out=None, lse=None, scale=None, with_lse=True):
+def attention_forward(ctx, layout, q, k, v, out=None, lse=None, scale=None, with_lse=True,
+                      algorithm=None):
     """Block-sparse attention forward. q, k, v: [batch, heads, seq_len, head_dim] numpy arrays
     (any non-negative strides) or Tensor descriptors. Returns (out, lse); out and lse are
-    allocated as float arrays like q when not given (lse = None when with_lse is False)."""
+    allocated as float arrays like q when not given (lse = None when with_lse is False).
+    `algorithm`: ATTENTION_FUSED (default) or ATTENTION_UNFUSED."""
     tq, tk, tv = _desc(q, "q"), _desc(k, "k"), _desc(v, "v")
     shape = _check_shapes(layout, [("q", tq), ("k", tk), ("v", tv)], None)
     if out is None:
@@ -854,13 +864,13 @@ def attention_forward(ctx, layout, q, k, v, out=None, lse=None, scale=None, with
     tl = _desc(lse, "lse", writable=True) if lse is not None else None
     _check_shapes(layout, [("q", tq), ("out", to)], tl)
     check(library().sparse_attention_forward(
-        ctx.handle, layout.handle, _params(scale), ctypes.byref(tq), ctypes.byref(tk),
+        ctx.handle, layout.handle, _params(scale, algorithm), ctypes.byref(tq), ctypes.byref(tk),
         ctypes.byref(tv), ctypes.byref(to), ctypes.byref(tl) if tl is not None else None))
     return out, lse
 
 
 def attention_backward(ctx, layout, q, k, v, out, lse, dout, dq=None, dk=None, dv=None,
-                       scale=None):
+                       scale=None, algorithm=None):
     """Gradients of attention_forward (same scale): returns (dq, dk, dv), allocated when not
     given."""
     tq, tk, tv = _desc(q, "q"), _desc(k, "k"), _desc(v, "v")
@@ -873,15 +883,20 @@ def attention_backward(ctx, layout, q, k, v, out, lse, dout, dq=None, dk=None, d
     tdq, tdk, tdv = (_desc(g, n, writable=True) for g, n in zip(grads, ("dq", "dk", "dv")))
     _check_shapes(layout, [("q", tq), ("dq", tdq), ("dk", tdk), ("dv", tdv)], None)
     check(library().sparse_attention_backward(
-        ctx.handle, layout.handle, _params(scale), *(ctypes.byref(t) for t in
+        ctx.handle, layout.handle, _params(scale, algorithm), *(ctypes.byref(t) for t in
                                                      (tq, tk, tv, to, tl, tdo, tdq, tdk, tdv))))
     return tuple(grads)
 
 
-def attention_workspace_size(ctx, layout, batch, head_dim, backward=False):
+def attention_workspace_size(ctx, layout, batch, head_dim, backward=False,
+                             algorithm=ATTENTION_FUSED):
     n = ctypes.c_size_t()
-    check(library().sparse_attention_workspace_size(ctx.handle, layout.handle, batch, head_dim,
-                                                    int(bool(backward)), ctypes.byref(n)))
+    p = AttentionParams()
+    check(library().sparse_attention_params_default(ctypes.byref(p)))
+    p.algorithm = algorithm
+    check(library().sparse_attention_workspace_size_params(ctx.handle, layout.handle,
+                                                           ctypes.byref(p), batch, head_dim,
+                                                           int(bool(backward)), ctypes.byref(n)))
     return n.value
 
 

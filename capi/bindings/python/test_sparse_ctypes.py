@@ -258,6 +258,27 @@ class Attention(unittest.TestCase):
         with self.assertRaises(ValueError):
             sp.Buffer(self.ctx, 16).copy_from(np.zeros(3, np.float32))
 
+    def test_unfused_algorithm_matches_fused(self):
+        rng = np.random.default_rng(9)
+        with sp.Layout(150, [P.strided_row(12, head=0), P.strided_column(12, head=1)], 2,
+                       32) as layout:
+            q, k, v, g = (rng.standard_normal((2, 2, 150, 32)).astype(np.float32)
+                          for _ in range(4))
+            results = []
+            for algorithm in (sp.ATTENTION_FUSED, sp.ATTENTION_UNFUSED):
+                out, lse = sp.attention_forward(self.ctx, layout, q, k, v, algorithm=algorithm)
+                grads = sp.attention_backward(self.ctx, layout, q, k, v, out, lse, g,
+                                              algorithm=algorithm)
+                results.append((out, lse) + tuple(grads))
+            for a, b in zip(*results):
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+            fused = sp.attention_workspace_size(self.ctx, layout, 2, 32, backward=True)
+            unfused = sp.attention_workspace_size(self.ctx, layout, 2, 32, backward=True,
+                                                  algorithm=sp.ATTENTION_UNFUSED)
+            blocks = layout.stats()["nnz_blocks"]
+            self.assertGreaterEqual(unfused, 2 * 2 * blocks * 32 * 32 * 4)
+            self.assertGreater(unfused, fused)
+
     def test_workspace_size(self):
         with sp.Layout(256, [P.strided_row(16)], 2, 32) as layout:
             self.assertGreaterEqual(sp.attention_workspace_size(self.ctx, layout, 1, 64), 0)

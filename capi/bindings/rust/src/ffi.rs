@@ -151,8 +151,13 @@ pub struct sparse_layout_stats {
 pub struct sparse_attention_params {
     pub struct_size: u32,
     pub scale: f32,
-    pub reserved: [u8; 60],
+    pub algorithm: i32,
+    pub reserved: [u8; 56],
 }
+
+pub type sparse_attention_algorithm = c_int;
+pub const SPARSE_ATTENTION_FUSED: sparse_attention_algorithm = 0;
+pub const SPARSE_ATTENTION_UNFUSED: sparse_attention_algorithm = 1;
 
 // ------------------------------------------------------------------ model.h
 
@@ -427,6 +432,15 @@ extern "C" {
     pub fn sparse_attention_workspace_size(
         context: *mut sparse_context,
         layout: *const sparse_layout,
+        batch: i64,
+        head_dim: i64,
+        backward: i32,
+        bytes: *mut usize,
+    ) -> sparse_status;
+    pub fn sparse_attention_workspace_size_params(
+        context: *mut sparse_context,
+        layout: *const sparse_layout,
+        params: *const sparse_attention_params,
         batch: i64,
         head_dim: i64,
         backward: i32,

@@ -472,6 +472,31 @@ impl Context {
         Ok(bytes)
     }
 
+    /// The same for the algorithm in `params` (the unfused one stores every computed block).
+    pub fn attention_workspace_size_params(
+        &self,
+        layout: &Layout,
+        params: &AttentionParams,
+        batch: usize,
+        head_dim: usize,
+        backward: bool,
+    ) -> Result<usize> {
+        let mut bytes = 0usize;
+        let p = params.raw();
+        check(unsafe {
+            ffi::sparse_attention_workspace_size_params(
+                self.as_ptr(),
+                layout.as_ptr(),
+                &p,
+                to_i64(batch, "batch")?,
+                to_i64(head_dim, "head_dim")?,
+                backward as i32,
+                &mut bytes,
+            )
+        })?;
+        Ok(bytes)
+    }
+
     /// Convenience: forward pass on contiguous slices of `shape` = [batch, heads, seq_len,
     /// head_dim] with the default scale; returns (out, lse).
     pub fn attention<T: Element>(
@@ -1140,21 +1165,30 @@ impl Drop for Layout {
     }
 }
 
-/// Attention parameters; `scale` 0 (default) means 1 / sqrt(head_dim).
+/// Attention parameters; `scale` 0 (default) means 1 / sqrt(head_dim); `unfused` selects the
+/// 2019-style unfused algorithm (SPARSE_ATTENTION_UNFUSED) instead of the fused default.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct AttentionParams {
     pub scale: f32,
+    pub unfused: bool,
 }
 
 impl AttentionParams {
     pub fn with_scale(scale: f32) -> AttentionParams {
-        AttentionParams { scale }
+        AttentionParams { scale, unfused: false }
     }
 
     fn raw(&self) -> ffi::sparse_attention_params {
-        let mut p = ffi::sparse_attention_params { struct_size: 0, scale: 0.0, reserved: [0; 60] };
+        let mut p = ffi::sparse_attention_params {
+            struct_size: 0,
+            scale: 0.0,
+            algorithm: 0,
+            reserved: [0; 56],
+        };
         unsafe { ffi::sparse_attention_params_default(&mut p) };
         p.scale = self.scale;
+        p.algorithm =
+            if self.unfused { ffi::SPARSE_ATTENTION_UNFUSED } else { ffi::SPARSE_ATTENTION_FUSED };
         p
     }
 }

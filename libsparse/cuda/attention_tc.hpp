@@ -1,0 +1,21 @@
+// Declarations of the tensor-core (bf16 / fp16) attention launchers; the definitions are in
+// attention_tc.cuh and are instantiated once per (dtype, head_dim) in attention_tc_*_d*.cu.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "backend.hpp"
+
+namespace sparse::cuda {
+
+struct DeviceLayout;
+
+namespace tc {
+template <typename T, int D>
+void forward(const DeviceLayout& dl, const AttentionForwardArgs& a, cudaStream_t stream);
+template <typename T, int D>
+void backward(const DeviceLayout& dl, const AttentionBackwardArgs& a, float* delta,
+              cudaStream_t stream);
+}  // namespace tc
+
+}  // namespace sparse::cuda
