@@ -345,13 +345,18 @@ int run_attention_memory(const BenchOptions& o) {
   st.struct_size = sizeof st;
   check(sparse_layout_get_stats(layout.ptr, -1, &st), "stats");
   Buffers buffers(ctx, o.batch, o.heads, n, o.head_dim, true);
+  sparse_attention_params params;
+  sparse_attention_params_default(&params);
+  params.algorithm = o.algorithm == "unfused" ? SPARSE_ATTENTION_UNFUSED : SPARSE_ATTENTION_FUSED;
   size_t workspace = 0;
-  check(sparse_attention_workspace_size(ctx, layout.ptr, o.batch, o.head_dim, 1, &workspace),
+  check(sparse_attention_workspace_size_params(ctx, layout.ptr, &params, o.batch, o.head_dim, 1,
+                                               &workspace),
         "workspace");
   const size_t before = rss_peak_bytes();
-  time_attention(ctx, layout.ptr, buffers, true, 1);
+  time_attention(ctx, layout.ptr, buffers, true, 1, &params);
   const size_t after = rss_peak_bytes();
   nlohmann::json j;
+  j["algorithm"] = o.algorithm;
   j["pattern"] = o.patterns.at(0);
   j["n"] = n;
   j["heads"] = o.heads;

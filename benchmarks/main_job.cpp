@@ -86,9 +86,7 @@ int run_main_job(const MainJobOptions& o, int argc, char** argv) {
   auto table = memory_table_json(true, 64);
   add_measured_memory(table, 64);
   table["provenance"] = prov;
-  const std::string memory_md = "# Attention memory: the paper's table, recomputed and extended\n\n" +
-                                provenance_markdown(prov) + "\n" + memory_table_markdown(table);
-  write_file_atomically(o.out + "/memory_table.md", memory_md);
+  write_file_atomically(o.out + "/memory_table.md", memory_table_document(table));
   write_file_atomically(o.out + "/memory_table.json", table.dump(2) + "\n");
   std::cout << memory_table_markdown(table);
 

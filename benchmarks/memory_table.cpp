@@ -117,24 +117,30 @@ void add_measured_memory(nlohmann::json& table, int block) {
   const std::vector<MemoryRow> rows = paper_memory_rows();
   for (size_t r = 0; r < rows.size(); ++r) {
     const MemoryRow& row = rows[r];
-    std::ostringstream cmd;
-    cmd << "'" << exe << "' attention-memory --backend cpu --heads 4 --head-dim 64 --block "
-        << block << " --n " << row.n << " --pattern " << row.pattern << " --stride " << row.stride
-        << " --summary " << (row.summary > 0 ? row.summary : 32);
-    FILE* pipe = popen(cmd.str().c_str(), "r");
-    if (pipe == nullptr) throw std::runtime_error("cannot run " + cmd.str());
-    std::string output;
-    char buf[4096];
-    while (std::fgets(buf, sizeof buf, pipe) != nullptr) output += buf;
-    const int status = pclose(pipe);
-    nlohmann::json measured;
-    if (status != 0 || output.empty()) {
-      measured["error"] = "measurement failed: " + cmd.str();
-    } else {
-      measured = nlohmann::json::parse(output);
-      measured["command"] = cmd.str().substr(cmd.str().find("attention-memory"));
+    // The fused kernels, then the 2019-style unfused computation, which stores the scores of
+    // every computed block (the paper's "stored" mode, for one layer).
+    for (const char* algorithm : {"fused", "unfused"}) {
+      std::ostringstream cmd;
+      cmd << "'" << exe << "' attention-memory --backend cpu --heads 4 --head-dim 64 --block "
+          << block << " --n " << row.n << " --pattern " << row.pattern << " --stride "
+          << row.stride << " --summary " << (row.summary > 0 ? row.summary : 32)
+          << " --algorithm " << algorithm;
+      FILE* pipe = popen(cmd.str().c_str(), "r");
+      if (pipe == nullptr) throw std::runtime_error("cannot run " + cmd.str());
+      std::string output;
+      char buf[4096];
+      while (std::fgets(buf, sizeof buf, pipe) != nullptr) output += buf;
+      const int status = pclose(pipe);
+      nlohmann::json measured;
+      if (status != 0 || output.empty()) {
+        measured["error"] = "measurement failed: " + cmd.str();
+      } else {
+        measured = nlohmann::json::parse(output);
+        measured["command"] = cmd.str().substr(cmd.str().find("attention-memory"));
+      }
+      table["rows"][r][std::string(algorithm) == "fused" ? "measured" : "measured_unfused"] =
+          measured;
     }
-    table["rows"][r]["measured"] = measured;
   }
 }
 
@@ -175,9 +181,12 @@ std::string memory_table_markdown(const nlohmann::json& table) {
     md << " pattern | density | sparse stored | sparse recomputed | fused (lse only), one layer |";
   const bool measured = !table["rows"].empty() && table["rows"][0].contains("measured");
   if (measured) md << " measured: fused fwd+bwd, one layer (CPU) |";
+  const bool unfused = !table["rows"].empty() && table["rows"][0].contains("measured_unfused");
+  if (unfused) md << " measured: unfused (scores stored) fwd+bwd, one layer (CPU) |";
   md << "\n|---|---|---|---|---|---|";
   if (sparse) md << "---|---|---|---|---|";
   if (measured) md << "---|";
+  if (unfused) md << "---|";
   md << "\n";
   for (const auto& r : table["rows"]) {
     md << "| " << r["data"].get<std::string>() << " | " << r["n"].get<int64_t>() << " | "
@@ -200,8 +209,9 @@ std::string memory_table_markdown(const nlohmann::json& table) {
            << format_bytes(s["fused_bytes_one_layer"].get<double>()) << " |";
       }
     }
-    if (measured) {
-      const auto& m = r["measured"];
+    for (const char* key : {"measured", "measured_unfused"}) {
+      if (!r.contains(key)) continue;
+      const auto& m = r[key];
       if (m.contains("error"))
         md << " " << m["error"].get<std::string>() << " |";
       else

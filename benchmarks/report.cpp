@@ -66,9 +66,11 @@ std::string memory_table_document(const nlohmann::json& table) {
          "Paper figure: 64 layers, 4 heads, fp32 attention matrices (n^2 x 4 heads x 4 "
          "bytes per layer), decimal units. Sparse columns: the paper's pattern with 2 "
          "heads of each type, counting every element of the computed blocks. Measured: "
-         "peak resident memory that one fused forward+backward pass (4 heads, "
-         "head_dim 64, fp32, CPU) added beyond its inputs and outputs, in a fresh "
-         "process.\n\n" +
+         "peak resident memory that one forward+backward pass (4 heads, head_dim 64, fp32, "
+         "CPU) added beyond its inputs and outputs, in a fresh process: the fused kernels "
+         "(online softmax, scores recomputed), and the unfused 2019-style computation that "
+         "stores the scores of every computed block (and P and dS in the backward pass) for "
+         "the layer.\n\n" +
          memory_table_markdown(table);
 }
 

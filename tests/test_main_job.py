@@ -53,6 +53,21 @@ with tempfile.TemporaryDirectory() as out:
         assert os.path.getsize(path) > 0, f"{name} missing or empty"
     assert not [f for f in os.listdir(out) if ".tmp" in f], "temporary files left behind"
 
+    # The memory table: the paper's eight figures, and the two measured one-layer columns. The
+    # unfused (2019-style) pass keeps the scores of every computed block, P and dS in the
+    # backward: its workspace is at least twice the table's analytic one-layer sparse figure,
+    # and the process really touched most of it.
+    table = json.load(open(os.path.join(out, "memory_table.json")))
+    assert len(table["rows"]) == 4 and all(r["matches_paper"] for r in table["rows"])
+    for r in table["rows"]:
+        fused, unfused = r["measured"], r["measured_unfused"]
+        assert "error" not in fused and "error" not in unfused, (fused, unfused)
+        assert unfused["algorithm"] == "unfused" and fused["algorithm"] == "fused"
+        analytic = r["sparse"]["sparse_recomputed_bytes"]
+        assert unfused["workspace_bytes"] >= 2 * analytic, (r["n"], unfused, analytic)
+        assert unfused["attention_bytes"] >= 0.8 * unfused["workspace_bytes"], (r["n"], unfused)
+        assert unfused["attention_bytes"] > fused["attention_bytes"], (r["n"], fused, unfused)
+
     job = json.load(open(os.path.join(out, "main_job.json")))
     md = open(os.path.join(out, "main_job.md")).read()
     # `sparse-repro report` re-renders the job's Markdown from its JSON to the same text.
