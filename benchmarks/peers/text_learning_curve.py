@@ -56,7 +56,7 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, n, d, layers, heads):
+    def __init__(self, n, d, layers, heads, zero_output=False):
         super().__init__()
         self.tok = nn.Embedding(256, d)
         self.pos = nn.Parameter(torch.zeros(n, d))
@@ -66,6 +66,9 @@ class GPT(nn.Module):
         for p in self.parameters():
             if p.dim() == 2:
                 nn.init.normal_(p, 0.0, 0.02)
+        if zero_output:  # as the Sparse Transformer (OpenAI's code) initialises its output layer
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def forward(self, x):  # x: [b, n] inputs (already shifted)
         h = self.tok(x) + self.pos
@@ -94,6 +97,9 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--gpt-output-init", choices=("normal", "zero"), default="normal",
+                    help="the PyTorch GPT's output layer: N(0, 0.02) (usual) or zero (as the "
+                         "Sparse Transformer does), to see what that choice costs a short run")
     ap.add_argument("--out", help="folder for text_learning_curve.{md,json}")
     args = ap.parse_args()
     if not os.path.exists(args.lib):
@@ -116,7 +122,7 @@ def main():
     warmup = max(1, args.steps // 20)
 
     # PyTorch GPT: input = [0, x_0 .. x_{n-2}] (a start byte), target = x, as our model does.
-    gpt = GPT(n, args.width, args.layers, args.heads)
+    gpt = GPT(n, args.width, args.layers, args.heads, args.gpt_output_init == "zero")
     opt = torch.optim.AdamW(gpt.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
                             weight_decay=0.01)
 
@@ -165,7 +171,8 @@ def main():
         w = max(1, len(c) // k)
         return [round(float(np.mean(c[i:i + w])), 3) for i in range(0, len(c), w)]
 
-    rows = [("PyTorch GPT (independent, dense)", "pytorch_gpt", gpt_held, gpt_seconds),
+    rows = [(f"PyTorch GPT (independent, dense, output layer {args.gpt_output_init})",
+             "pytorch_gpt", gpt_held, gpt_seconds),
             ("libsparse model (dense attention)", "libsparse", lib_held, lib_seconds)]
     prov = {"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
             "commit": provenance.git_commit(), "cpu": provenance.cpu_model(),
