@@ -22,6 +22,9 @@
 namespace repro {
 namespace {
 
+// The synthetic images of the main job (and table1): rows of 33 pixels, 16 rows.
+constexpr int kImageWidth = 33, kImageHeight = 16;
+
 void check(sparse_status s, const std::string& what) {
   if (s != SPARSE_OK)
     throw std::runtime_error(what + ": " + sparse_status_string(s) + ": " + sparse_last_error());
@@ -57,6 +60,47 @@ struct Step {
 };
 
 }  // namespace
+
+TrainOptions main_job_image_run() {
+  TrainOptions r;
+  r.preset = "cifar10-small";
+  r.data.spec = "synthetic_image";
+  r.data.image_width = kImageWidth;
+  r.data.image_height = kImageHeight;
+  r.data.vocab = 16;
+  r.data.noise_scale = 2.0;
+  r.data.num_sequences = 4096;
+  r.stride = 16;
+  r.summary = 4;  // used by fixed attention (table1)
+  r.block = 16;
+  r.layers = 4;
+  r.width = 64;
+  r.heads = 2;
+  r.dropout = 0.0f;
+  r.batch = 4;
+  r.lr = 2e-3f;
+  r.eval_sequences = 256;
+  return r;
+}
+
+TrainOptions main_job_text_run(const std::string& path) {
+  TrainOptions t;
+  t.preset = "enwik8-small";
+  t.data.spec = "text:" + path;
+  t.seq_len = 128;
+  t.attention = "fixed";
+  t.stride = 16;
+  t.summary = 4;
+  t.block = 16;
+  t.layers = 4;
+  t.width = 128;
+  t.heads = 4;
+  t.dropout = 0.0f;  // minutes of training see each byte a few dozen times at most
+  t.batch = 16;
+  t.lr = 2e-3f;
+  t.eval_sequences = 1000;  // all of the held-out split
+  return t;
+}
 
 void add_main_job_options(CLI::App& app, MainJobOptions& o) {
   app.add_option("--out", o.out, "folder for everything the job writes")->capture_default_str();
@@ -104,24 +148,7 @@ int run_main_job(const MainJobOptions& o, int argc, char** argv) {
   // heads only, window 16) sees nothing of the row above near the predicted pixel. Both
   // attend to at most 16 + ceil(n / 16) keys per query.
   step.begin("synthetic image source (exact entropy): strided vs local-only attention");
-  constexpr int kImageWidth = 33, kImageHeight = 16;
-  TrainOptions base;
-  base.preset = "cifar10-small";
-  base.data.spec = "synthetic_image";
-  base.data.image_width = kImageWidth;
-  base.data.image_height = kImageHeight;
-  base.data.vocab = 16;
-  base.data.noise_scale = 2.0;
-  base.data.num_sequences = 4096;
-  base.stride = 16;
-  base.block = 16;
-  base.layers = 4;
-  base.width = 64;
-  base.heads = 2;
-  base.dropout = 0.0f;
-  base.batch = 4;
-  base.lr = 2e-3f;
-  base.eval_sequences = 256;
+  TrainOptions base = main_job_image_run();
   base.threads = o.threads;
   base.quiet = false;
   // Probe the speed with a few steps, then size the runs to the budget.
@@ -151,7 +178,8 @@ int run_main_job(const MainJobOptions& o, int argc, char** argv) {
   const double entropy = runs[0]["exact_entropy_bits_per_dim"].get<double>();
   const auto image_train = split_bytes(base.data, SPARSE_SPLIT_TRAIN, 0);
   auto image_test = split_bytes(base.data, SPARSE_SPLIT_TEST, 0);
-  image_test.resize(static_cast<size_t>(base.eval_sequences) * kImageWidth * kImageHeight);  // the evaluated images
+  // The evaluated images.
+  image_test.resize(static_cast<size_t>(base.eval_sequences) * kImageWidth * kImageHeight);
   const auto image_baselines = conditional_compression(image_train, image_test);
   const double png = png_bits_per_subpixel(image_test, kImageWidth, kImageHeight, 1);
 
@@ -160,22 +188,9 @@ int run_main_job(const MainJobOptions& o, int argc, char** argv) {
   std::vector<CompressorResult> text_baselines;
   if (have_text) {
     step.begin("Enwik8 sample (" + enwik8 + "): 90% train, 10% held out, vs compressors");
-    TrainOptions t = base;
-    t.preset = "enwik8-small";
-    t.data = DataSpec{};
-    t.data.spec = "text:" + enwik8;
-    t.seq_len = 128;
-    t.attention = "fixed";
-    t.stride = 16;
-    t.summary = 4;
-    t.block = 16;
-    t.layers = 4;
-    t.width = 128;
-    t.heads = 4;
-    t.dropout = 0.0f;  // minutes of training see each byte a few dozen times at most
-    t.batch = 16;
-    t.lr = 2e-3f;
-    t.eval_sequences = 1000;  // all of the held-out split
+    TrainOptions t = main_job_text_run(enwik8);
+    t.threads = o.threads;
+    t.quiet = false;
     t.log = o.out + "/enwik8_sample_loss.jsonl";
     TrainOptions p = t;
     p.steps = 3;

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "bench_attention.hpp"
+#include "main_job.hpp"
 #include "provenance.hpp"
 #include "report.hpp"
 #include "train_cli.hpp"
@@ -91,24 +92,8 @@ int run_table1(const Table1Options& o, int argc, char** argv) {
   // 32 positions back); stride 16, block 16, fixed summary c = 4.
   std::fprintf(stderr, "[1/%d] synthetic image source: dense vs strided vs fixed\n",
                have_text ? 2 : 1);
-  TrainOptions image;
-  image.preset = "cifar10-small";
-  image.data.spec = "synthetic_image";
-  image.data.image_width = 33;
-  image.data.image_height = 16;
-  image.data.vocab = 16;
-  image.data.noise_scale = 2.0;
-  image.data.num_sequences = 4096;
+  TrainOptions image = main_job_image_run();
   image.layer_cycle = "21";  // alternating column/summary and row/block layers, as the main job
-  image.stride = 16;
-  image.summary = 4;
-  image.block = 16;
-  image.layers = 4;
-  image.width = 64;
-  image.heads = 2;
-  image.dropout = 0.0f;
-  image.batch = 4;
-  image.lr = 2e-3f;
   image.steps = steps;
   image.warmup = std::max<int64_t>(1, steps / 20);
   image.eval_sequences = o.quick ? 8 : 256;
@@ -130,19 +115,7 @@ int run_table1(const Table1Options& o, int argc, char** argv) {
 
   if (have_text) {
     std::fprintf(stderr, "[2/2] Enwik8 sample (%s): dense vs strided vs fixed\n", enwik8.c_str());
-    TrainOptions t;
-    t.preset = "enwik8-small";
-    t.data.spec = "text:" + enwik8;
-    t.seq_len = 128;
-    t.stride = 16;
-    t.summary = 4;
-    t.block = 16;
-    t.layers = 4;
-    t.width = 128;
-    t.heads = 4;
-    t.dropout = 0.0f;
-    t.batch = 16;
-    t.lr = 2e-3f;
+    TrainOptions t = main_job_text_run(enwik8);
     t.steps = steps;
     t.warmup = std::max<int64_t>(1, steps / 20);
     t.eval_split = "valid";
