@@ -30,13 +30,8 @@ void check(sparse_status s, const std::string& what) {
     throw std::runtime_error(what + ": " + sparse_status_string(s) + ": " + sparse_last_error());
 }
 
-bool exists(const std::string& path) {
-  struct stat st {};
-  return stat(path.c_str(), &st) == 0;
-}
-
 void make_dir(const std::string& path) {
-  if (!exists(path) && mkdir(path.c_str(), 0755) != 0)
+  if (!path_exists(path) && mkdir(path.c_str(), 0755) != 0)
     throw std::runtime_error("cannot create folder " + path);
 }
 
@@ -116,13 +111,9 @@ int run_main_job(const MainJobOptions& o, int argc, char** argv) {
   const auto started = std::chrono::steady_clock::now();
   make_dir(o.out);
   const nlohmann::json prov = provenance(argc, argv);
-  std::string data_dir = o.data_dir;
-  if (data_dir.empty()) {
-    const char* env = std::getenv("SPARSE_DATA_DIR");
-    data_dir = env ? env : "../shared/data";
-  }
+  const std::string data_dir = data_dir_or_default(o.data_dir);
   const std::string enwik8 = data_dir + "/enwik8/enwik8-head-100000";
-  const bool have_text = exists(enwik8);
+  const bool have_text = path_exists(enwik8);
   Step step{0, have_text ? 4 : 3};
 
   // 1. The memory table.

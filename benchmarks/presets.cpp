@@ -17,11 +17,6 @@
 namespace repro {
 namespace {
 
-bool exists(const std::string& path) {
-  struct stat st {};
-  return stat(path.c_str(), &st) == 0;
-}
-
 std::string fmt(double x, int digits) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", digits, x);
@@ -55,10 +50,10 @@ Wiring wiring_for(const std::string& preset, const std::string& data_dir) {
   const std::string cifar = data_dir + "/cifar10/data_batch_1-first100.bin";
   const std::string text = data_dir + "/enwik8/enwik8-head-100000";
   const std::string audio = data_dir + "/audio/brahms-hungarian-dance-5-22k-mono.ogg";
-  if (preset == "cifar10" && exists(cifar)) {
+  if (preset == "cifar10" && path_exists(cifar)) {
     w.data.spec = "cifar10:" + cifar;
     w.note = "CIFAR-10 sample (100 images)";
-  } else if (preset == "enwik8" && exists(text)) {
+  } else if (preset == "enwik8" && path_exists(text)) {
     w.data.spec = "enwik8:" + text;
     w.note = "Enwik8 sample (100 kB)";
   } else if (preset == "audio" && audio_readable(audio, &why)) {
@@ -98,11 +93,7 @@ void add_presets_options(CLI::App& app, PresetsOptions& o) {
 }
 
 int run_presets(const PresetsOptions& o, int argc, char** argv) {
-  std::string data_dir = o.data_dir;
-  if (data_dir.empty()) {
-    const char* env = std::getenv("SPARSE_DATA_DIR");
-    data_dir = env ? env : "../shared/data";
-  }
+  const std::string data_dir = data_dir_or_default(o.data_dir);
   nlohmann::json prov = provenance(argc, argv);
   double load[1] = {0};
   if (getloadavg(load, 1) == 1) prov["load_average_at_start"] = load[0];

@@ -16,11 +16,6 @@
 namespace repro {
 namespace {
 
-bool exists(const std::string& path) {
-  struct stat st {};
-  return stat(path.c_str(), &st) == 0;
-}
-
 // One run per attention type on `base`; evaluation on base.eval_split (and, when `also_test`, the
 // checkpoint on the test split too, averaged by sequences: valid + test = the held-out 10%).
 nlohmann::json compare(const TrainOptions& base, const std::string& out, const std::string& tag,
@@ -74,16 +69,12 @@ void add_table1_options(CLI::App& app, Table1Options& o) {
 }
 
 int run_table1(const Table1Options& o, int argc, char** argv) {
-  if (!exists(o.out) && mkdir(o.out.c_str(), 0755) != 0)
+  if (!path_exists(o.out) && mkdir(o.out.c_str(), 0755) != 0)
     throw std::runtime_error("cannot create folder " + o.out);
   const nlohmann::json prov = provenance(argc, argv);
-  std::string data_dir = o.data_dir;
-  if (data_dir.empty()) {
-    const char* env = std::getenv("SPARSE_DATA_DIR");
-    data_dir = env ? env : "../shared/data";
-  }
+  const std::string data_dir = data_dir_or_default(o.data_dir);
   const std::string enwik8 = data_dir + "/enwik8/enwik8-head-100000";
-  const bool have_text = o.text && exists(enwik8);
+  const bool have_text = o.text && path_exists(enwik8);
   const int64_t steps = o.quick ? 3 : o.steps;
   nlohmann::json datasets = nlohmann::json::array();
 

@@ -1,10 +1,12 @@
 #include "train_cli.hpp"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <stdexcept>
@@ -44,6 +46,17 @@ sparse_split parse_split(const std::string& name) {
 }
 
 }  // namespace
+
+bool path_exists(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0;
+}
+
+std::string data_dir_or_default(const std::string& given) {
+  if (!given.empty()) return given;
+  const char* env = std::getenv("SPARSE_DATA_DIR");
+  return env ? env : "../shared/data";
+}
 
 DatasetPtr open_dataset(const DataSpec& spec, sparse_split split, int64_t seq_len) {
   const auto colon = spec.spec.find(':');

@@ -81,6 +81,11 @@ DatasetPtr open_dataset(const DataSpec& spec, sparse_split split, int64_t seq_le
 
 // --data and the synthetic source options.
 void add_data_options(CLI::App& app, DataSpec& d);
+// Whether `path` names an existing file or folder.
+bool path_exists(const std::string& path);
+// The real data samples folder: `given` when set, else $SPARSE_DATA_DIR, else ../shared/data.
+std::string data_dir_or_default(const std::string& given);
+
 void add_train_options(CLI::App& app, TrainOptions& o);
 void add_eval_options(CLI::App& app, EvalOptions& o);
 void add_sample_options(CLI::App& app, SampleOptions& o);

@@ -190,10 +190,14 @@ TEST_CASE("the paper's patterns, forward and backward, every block size and head
   }
 }
 
-TEST_CASE("randomized sweep: all patterns, n < B, empty rows, strides, batch and heads > 1") {
-  auto ctx = cpu_context(2);
-  std::mt19937_64 rng(7);
-  for (int trial = 0; trial < 40; ++trial) {
+namespace {
+
+// `trials` random cases (pattern kinds, n < B, empty rows, memory orders, transposed heads,
+// batch and heads > 1), each against the double reference, forward and backward.
+void random_sweep(sparse_context* ctx, uint64_t seed, int trials,
+                  sparse_attention_algorithm algorithm) {
+  std::mt19937_64 rng(seed);
+  for (int trial = 0; trial < trials; ++trial) {
     Case c;
     c.block = 16 << (rng() % 4);
     c.n = 1 + static_cast<int64_t>(rng() % 180);
@@ -210,8 +214,15 @@ TEST_CASE("randomized sweep: all patterns, n < B, empty rows, strides, batch and
     CAPTURE(c.n);
     CAPTURE(c.block);
     CAPTURE(c.d);
-    run_case(c, ctx.get(), true, rng());
+    run_case(c, ctx, true, rng(), algorithm);
   }
+}
+
+}  // namespace
+
+TEST_CASE("randomized sweep: all patterns, n < B, empty rows, strides, batch and heads > 1") {
+  auto ctx = cpu_context(2);
+  random_sweep(ctx.get(), 7, 40, SPARSE_ATTENTION_FUSED);
 }
 
 TEST_CASE("thread counts give the same results as the reference") {
@@ -430,26 +441,7 @@ TEST_CASE("unfused: the paper's patterns, forward and backward, every block size
 
 TEST_CASE("unfused: randomized sweep, all patterns, n < B, empty rows, strides, batch and heads") {
   auto ctx = cpu_context(2);
-  std::mt19937_64 rng(17);
-  for (int trial = 0; trial < 30; ++trial) {
-    Case c;
-    c.block = 16 << (rng() % 4);
-    c.n = 1 + static_cast<int64_t>(rng() % 180);
-    c.d = 32 << (rng() % 3);
-    c.batch = 1 + static_cast<int64_t>(rng() % 2);
-    c.heads = 1 + static_cast<int64_t>(rng() % 3);
-    c.order = static_cast<int>(rng() % 3);
-    c.transpose = static_cast<int>(rng() % 2);
-    const int count = 1 + static_cast<int>(rng() % 3);
-    for (int k = 0; k < count; ++k)
-      c.patterns.push_back(
-          support::random_pattern(rng, c.n, static_cast<int>(rng() % (c.heads + 1)) - 1, c.block));
-    CAPTURE(trial);
-    CAPTURE(c.n);
-    CAPTURE(c.block);
-    CAPTURE(c.d);
-    run_case(c, ctx.get(), true, rng(), SPARSE_ATTENTION_UNFUSED);
-  }
+  random_sweep(ctx.get(), 17, 30, SPARSE_ATTENTION_UNFUSED);
 }
 
 TEST_CASE("unfused: rows without keys, single thread, transposed column head") {

@@ -12,35 +12,13 @@
 #include "attention_cuda.hpp"
 #include "cuda_check.hpp"
 #include "device_layout.hpp"
+#include "strided_view.cuh"
 #include "error.hpp"
 
 namespace sparse::cuda {
 namespace {
 
 constexpr int kWarps = 4;
-
-struct Strided4 {
-  float* data;
-  int64_t s0, s1, s2, s3;
-};
-struct Strided3 {
-  float* data;
-  int64_t s0, s1, s2;
-};
-
-Strided4 strided(const TensorView& t) {
-  return {static_cast<float*>(t.data), t.strides[0], t.strides[1], t.strides[2], t.strides[3]};
-}
-Strided3 strided3(const TensorView& t) {
-  return {static_cast<float*>(t.data), t.strides[0], t.strides[1], t.strides[2]};
-}
-
-__device__ inline float* row_ptr(const Strided4& t, int64_t b, int64_t h, int64_t i) {
-  return t.data + b * t.s0 + h * t.s1 + i * t.s2;
-}
-__device__ inline float* elem_ptr(const Strided3& t, int64_t b, int64_t h, int64_t i) {
-  return t.data + b * t.s0 + h * t.s1 + i * t.s2;
-}
 
 template <int E>
 __device__ inline void load_row(const Strided4& t, int64_t b, int64_t h, int64_t i, int d,

@@ -16,6 +16,7 @@
 #include "attention_cuda.hpp"
 #include "cuda_check.hpp"
 #include "device_layout.hpp"
+#include "strided_view.cuh"
 #include "error.hpp"
 #include "layout.hpp"
 
@@ -23,30 +24,6 @@ namespace sparse::cuda {
 namespace {
 
 constexpr int kWarps = 4;
-
-struct Strided4 {
-  float* data;
-  int64_t s0, s1, s2, s3;
-};
-struct Strided3 {
-  float* data;
-  int64_t s0, s1, s2;
-};
-
-Strided4 strided(const TensorView& t) {
-  return {static_cast<float*>(t.data), t.strides[0], t.strides[1], t.strides[2], t.strides[3]};
-}
-Strided3 strided3(const TensorView& t) {
-  if (t.data == nullptr) return {nullptr, 0, 0, 0};
-  return {static_cast<float*>(t.data), t.strides[0], t.strides[1], t.strides[2]};
-}
-
-__device__ inline const float* row_of(const Strided4& t, int64_t b, int64_t h, int64_t i) {
-  return t.data + b * t.s0 + h * t.s1 + i * t.s2;
-}
-__device__ inline float* lse_at(const Strided3& t, int64_t b, int64_t h, int64_t i) {
-  return t.data + b * t.s0 + h * t.s1 + i * t.s2;
-}
 
 // Index of the first score block of pair (b, h): blocks of all heads of batch entry 0, then 1...
 __device__ inline int64_t first_block(const DeviceHead* heads, int64_t b, int64_t h,
@@ -86,18 +63,18 @@ __global__ void __launch_bounds__(256)
       const int64_t kp = natural_position(L, J * B + c);
       const bool allowed = qp >= 0 && kp >= 0 && mask_allows(L, mask, r, c);
       float s = -INFINITY;
-      if (allowed) s = scale * dot_strided(row_of(q, b, h, qp), q.s3, row_of(k, b, h, kp), k.s3, d);
+      if (allowed) s = scale * dot_strided(row_ptr(q, b, h, qp), q.s3, row_ptr(k, b, h, kp), k.s3, d);
       if (!kBackward) {
         s_blk[x] = s;
         continue;
       }
       float p = 0.0f, ds = 0.0f;
       if (allowed) {
-        const float row_lse = *lse_at(lse, b, h, qp);
+        const float row_lse = *elem_ptr(lse, b, h, qp);
         if (row_lse != -INFINITY) {
           p = expf(s - row_lse);
           const float dp =
-              dot_strided(row_of(dout, b, h, qp), dout.s3, row_of(v, b, h, kp), v.s3, d);
+              dot_strided(row_ptr(dout, b, h, qp), dout.s3, row_ptr(v, b, h, kp), v.s3, d);
           ds = p * (dp - delta[(b * num_heads + h) * L.seq_len + qp]);
         }
       }
@@ -142,7 +119,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
   const int64_t qp = natural_position(L, row);
   if (lane == 0 && qp >= 0 && lse.data != nullptr)
-    *lse_at(lse, b, h, qp) = l > 0.0f ? m + logf(l) : -INFINITY;
+    *elem_ptr(lse, b, h, qp) = l > 0.0f ? m + logf(l) : -INFINITY;
 }
 
 // One warp per computed row (column_lists == false: rows of blocks I, out = sum_e W_e X_J) or per
@@ -184,8 +161,8 @@ __global__ void __launch_bounds__(kWarps * 32)
       if (weight == 0.0f && weight2 == 0.0f) continue;  // masked, padding or underflow
       const int64_t other = natural_position(L, Y * B + t);
       if (other < 0) continue;
-      const float* xr = row_of(x, b, h, other);
-      const float* xr2 = kColumns ? row_of(x2, b, h, other) : nullptr;
+      const float* xr = row_ptr(x, b, h, other);
+      const float* xr2 = kColumns ? row_ptr(x2, b, h, other) : nullptr;
 #pragma unroll
       for (int k = 0; k < E; ++k) {
         const int c = lane + 32 * k;
@@ -215,8 +192,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int64_t b = blockIdx.y;
   if (row >= heads * n) return;
   const int64_t h = row / n, i = row % n;
-  const float* o = row_of(out, b, h, i);
-  const float* g = row_of(dout, b, h, i);
+  const float* o = row_ptr(out, b, h, i);
+  const float* g = row_ptr(dout, b, h, i);
   float s = 0.0f;
   for (int c = lane; c < d; c += 32) s = fmaf(o[c * out.s3], g[c * dout.s3], s);
   for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
