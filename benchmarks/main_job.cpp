@@ -91,6 +91,10 @@ TrainOptions main_job_text_run(const std::string& path) {
   t.width = 128;
   t.heads = 4;
   t.dropout = 0.0f;  // minutes of training see each byte a few dozen times at most
+  // OpenAI's zero-initialised output projection learns text slowly in short runs
+  // (results/text_learning_curve*.md); N(0, 0.02^2) reached 3.34 held-out bits/byte after 600
+  // steps here where the zero initialisation reached 3.51.
+  t.output_init_std = 0.02f;
   t.batch = 16;
   t.lr = 2e-3f;
   t.eval_sequences = 1000;  // all of the held-out split

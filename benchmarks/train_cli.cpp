@@ -201,12 +201,21 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
   app.add_option("--stride", o.stride, "override l");
   app.add_option("--summary", o.summary, "override c");
   app.add_option("--dropout", o.dropout, "override dropout");
+  app.add_option("--output-init-std", o.output_init_std,
+                 "std of the output projection's initialisation (default 0: OpenAI's zero init)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--recompute", o.recompute, "1/0 (default: the preset's)");
   add_data_options(app, o.data);
   app.add_option("--steps", o.steps)->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--batch", o.batch)->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--lr", o.lr)->capture_default_str();
   app.add_option("--warmup", o.warmup)->capture_default_str();
+  app.add_option("--optimizer", o.optimizer,
+                 "adam (weight decay as an L2 penalty, as OpenAI's code) or adamw (decoupled)")
+      ->check(CLI::IsMember({"adam", "adamw"}))
+      ->capture_default_str();
+  app.add_option("--weight-decay", o.weight_decay, "weight decay (default: the library's, 0.01)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--eval-every", o.eval_every, "evaluate every k steps (0 = at the end only)");
   app.add_option("--eval-sequences", o.eval_sequences)->capture_default_str();
   app.add_option("--eval-split", o.eval_split)->capture_default_str();
@@ -263,6 +272,7 @@ nlohmann::json run_train(const TrainOptions& o) {
   if (o.stride > 0) cfg.stride = o.stride;
   if (o.summary > 0) cfg.summary = o.summary;
   if (o.dropout >= 0) cfg.dropout = o.dropout;
+  if (o.output_init_std >= 0) cfg.output_init_std = o.output_init_std;
   if (o.recompute >= 0) cfg.recompute = o.recompute;
   cfg.seed = o.seed;
 
@@ -278,6 +288,8 @@ nlohmann::json run_train(const TrainOptions& o) {
   tc.learning_rate = o.lr;
   tc.warmup_steps = o.warmup;
   tc.total_steps = o.steps;
+  tc.optimizer = o.optimizer == "adamw" ? SPARSE_OPTIMIZER_ADAMW : SPARSE_OPTIMIZER_ADAM;
+  if (o.weight_decay >= 0) tc.weight_decay = o.weight_decay;
   sparse_model* raw = nullptr;
   if (o.resume) {
     if (o.checkpoint.empty()) throw std::runtime_error("--resume needs --checkpoint");

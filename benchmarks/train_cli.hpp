@@ -31,12 +31,15 @@ struct TrainOptions {
   int layers = 0, width = 0, heads = 0, block = 0;
   int64_t stride = 0, summary = 0;
   float dropout = -1.0f;
+  float output_init_std = -1.0f;  // < 0: the preset's (0, OpenAI's zero initialisation)
   int recompute = -1;
   DataSpec data;
   int64_t steps = 200;
   int batch = 4;
   float lr = 1e-3f;
   int64_t warmup = 20;
+  std::string optimizer = "adam";  // adam (L2 penalty, OpenAI's) | adamw (decoupled decay)
+  float weight_decay = -1.0f;      // < 0: the library's default (0.01)
   int64_t eval_every = 0;
   int64_t eval_sequences = 64;
   std::string eval_split = "test";

@@ -65,6 +65,7 @@ class ModelConfig:
     position_shape: tuple = (16, 16)
     recompute: int = 0
     seed: int = 1
+    output_init_std: float = 0.0
 
     @property
     def dqk(self):
@@ -106,7 +107,10 @@ def preset(name):
 def config_from_string(text):
     """Parses the "model_config" metadata string of a libsparse checkpoint."""
     kv = dict(item.split("=", 1) for item in text.split(";") if item)
-    dropout = struct.unpack("<f", struct.pack("<I", int(kv["dropout_bits"])))[0]
+    def f32(key, default="0"):
+        return struct.unpack("<f", struct.pack("<I", int(kv.get(key, default))))[0]
+
+    dropout = f32("dropout_bits")
     ndims = int(kv["num_position_dims"])
     return ModelConfig(
         seq_len=int(kv["seq_len"]), num_layers=int(kv["num_layers"]), d_model=int(kv["d_model"]),
@@ -116,7 +120,8 @@ def config_from_string(text):
         half_qk=int(kv["half_qk"]), half_ff=int(kv["half_ff"]), dropout=dropout,
         tied_embeddings=int(kv["tied_embeddings"]),
         position_shape=tuple(int(kv[f"position_shape{k}"]) for k in range(ndims)),
-        recompute=int(kv["recompute"]), seed=int(kv["seed"]))
+        recompute=int(kv["recompute"]), seed=int(kv["seed"]),
+        output_init_std=f32("output_init_std_bits"))  # absent before API 0.3: zero init
 
 
 def train_config_from_string(text):
@@ -265,7 +270,7 @@ class SparseTransformer(torch.nn.Module):
         add("final_ln.gain", (d,), 0, False, 1.0)
         add("final_ln.bias", (d,), 0, False)
         if not c.tied_embeddings:
-            add("out.w", (d, VOCAB), 0, True)
+            add("out.w", (d, VOCAB), c.output_init_std, True)
 
         # Position coordinates: t in mixed radix over position_shape, last coordinate fastest.
         t = torch.arange(n, dtype=torch.int64)

@@ -33,6 +33,7 @@ sparse_model_config default_config() {
   c.position_shape[1] = 16;
   c.recompute = 0;
   c.seed = 1;
+  c.output_init_std = 0.0f;
   return c;
 }
 
@@ -150,6 +151,8 @@ void validate_config(const sparse_model_config& c) {
   require(c.recompute == 0 || c.recompute == 1, "recompute must be 0 or 1");
   require(std::isfinite(c.dropout) && c.dropout >= 0.0f && c.dropout < 1.0f,
           "dropout = ", c.dropout, " must be in [0, 1)");
+  require(std::isfinite(c.output_init_std) && c.output_init_std >= 0.0f,
+          "output_init_std = ", c.output_init_std, " must be finite and >= 0");
   require(c.num_position_dims >= 1 && c.num_position_dims <= 4,
           "num_position_dims = ", c.num_position_dims, " must be in [1, 4]");
   int64_t product = 1;
@@ -255,7 +258,10 @@ ParamTable param_table(const sparse_model_config& c) {
   }
   t.final_gain = add("final_ln.gain", {D.d}, Init::One, 0, false);
   t.final_bias = add("final_ln.bias", {D.d}, Init::Zero, 0, false);
-  if (!c.tied_embeddings) t.out = add("out.w", {D.d, Dims::vocab}, Init::Zero, 0, true);
+  if (!c.tied_embeddings) {
+    const double os = static_cast<double>(c.output_init_std);
+    t.out = add("out.w", {D.d, Dims::vocab}, os > 0 ? Init::Normal : Init::Zero, os, true);
+  }
   return t;
 }
 
@@ -333,7 +339,8 @@ std::string config_to_string(const sparse_model_config& c) {
     << ";dropout_bits=" << float_bits(c.dropout) << ";tied_embeddings=" << c.tied_embeddings
     << ";num_position_dims=" << c.num_position_dims;
   for (int k = 0; k < 4; ++k) o << ";position_shape" << k << "=" << c.position_shape[k];
-  o << ";recompute=" << c.recompute << ";seed=" << c.seed;
+  o << ";recompute=" << c.recompute << ";seed=" << c.seed
+    << ";output_init_std_bits=" << float_bits(c.output_init_std);
   return o.str();
 }
 
@@ -362,6 +369,8 @@ sparse_model_config config_from_string(const std::string& s) {
   for (int k = 0; k < 4; ++k) c.position_shape[k] = r.i64("position_shape" + std::to_string(k));
   c.recompute = static_cast<int32_t>(r.i64("recompute"));
   c.seed = r.u64("seed");
+  // Absent from checkpoints written before API 0.3: those models used the zero initialisation.
+  if (r.m.count("output_init_std_bits")) c.output_init_std = r.f32("output_init_std_bits");
   try {
     validate_config(c);
   } catch (const Error& e) {

@@ -628,7 +628,8 @@ struct ModelConfig
     position_shape::NTuple{4,Int64}
     recompute::Int32
     seed::UInt64
-    reserved::NTuple{64,UInt8}
+    output_init_std::Cfloat
+    reserved::NTuple{60,UInt8}
 end
 
 # C: sparse_train_config

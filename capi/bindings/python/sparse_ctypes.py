@@ -269,7 +269,7 @@ class ModelConfig(ctypes.Structure):
                 ("dropout", ctypes.c_float), ("tied_embeddings", ctypes.c_int32),
                 ("num_position_dims", ctypes.c_int32), ("position_shape", ctypes.c_int64 * 4),
                 ("recompute", ctypes.c_int32), ("seed", ctypes.c_uint64),
-                ("reserved", ctypes.c_uint8 * 64)]
+                ("output_init_std", ctypes.c_float), ("reserved", ctypes.c_uint8 * 60)]
 
 
 class TrainConfig(ctypes.Structure):

@@ -63,7 +63,10 @@ typedef struct sparse_model_config {
                                        attention and feed-forward activations in the backward pass
                                        (default 0); gradients are identical either way */
   uint64_t seed;                    /* initialisation and dropout seed (default 1) */
-  uint8_t reserved[64];             /* must be zero */
+  float output_init_std;            /* >= 0: standard deviation of the separate output projection's
+                                       initialisation (default 0, OpenAI's zero initialisation;
+                                       small values such as 0.02 learn faster in short runs) */
+  uint8_t reserved[60];             /* must be zero */
 } sparse_model_config;
 
 /* Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL. */

@@ -197,7 +197,8 @@ pub struct sparse_model_config {
     pub position_shape: [i64; 4],
     pub recompute: i32,
     pub seed: u64,
-    pub reserved: [u8; 64],
+    pub output_init_std: f32,
+    pub reserved: [u8; 60],
 }
 
 #[repr(C)]
