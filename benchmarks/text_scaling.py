@@ -38,9 +38,15 @@ BATCH, SEQ_LEN = 16, 128
 
 def one_run(repro, data, steps, threads, work, extra):
     name = f"steps{steps}" + ("-" + "-".join(a.strip("-") for a in extra) if extra else "")
+    # The main job's settings, with later options (e.g. --dropout) overriding earlier ones.
+    base = list(MAIN_JOB_TEXT)
+    for i in range(0, len(extra), 2):
+        if extra[i] in base:
+            j = base.index(extra[i])
+            del base[j:j + 2]
     ckpt = os.path.join(work, name + ".safetensors")
     summary = os.path.join(work, name + ".json")
-    cmd = [repro, "train", *MAIN_JOB_TEXT, *extra, "--data", data, "--steps", str(steps),
+    cmd = [repro, "train", *base, *extra, "--data", data, "--steps", str(steps),
            "--warmup", str(max(1, steps // 20)), "--eval-split", "valid",
            "--eval-sequences", "1000", "--threads", str(threads), "--quiet",
            "--checkpoint", ckpt, "--summary-out", summary]
@@ -61,6 +67,8 @@ def one_run(repro, data, steps, threads, work, extra):
             "final_train_bits": s["final_train_loss"] / math.log(2),
             "valid_bits_per_byte": s["eval_bits_per_dim"], "test_bits_per_byte": test["bits_per_dim"],
             "held_out_bits_per_byte": held_out, "held_out_bytes": (nv + nt) * SEQ_LEN,
+            "commit": provenance.git_commit(),
+            "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "command": " ".join(os.path.relpath(c) if c == repro else c for c in cmd)}
 
 
@@ -77,27 +85,43 @@ def xz_figure(folder):
     return None, None
 
 
-def render(runs, prov, xz, xz_source):
+def render(runs, prov, xz, xz_source, train_bytes):
     lines = ["# Enwik8 sample: held-out bits per byte against training length", "",
              "| provenance | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in prov.items()]
     lines += ["", "The main job's small text model (fixed attention l = 16, c = 4, n = 128, "
               "4 layers x 128, 4 heads, 0.86M parameters, batch 16, lr 2e-3, output_init_std "
-              "0.02), trained on the first 90% of `enwik8-head-100000` for each length as a "
+              "0.02), trained on the first 90% of the file for each length as a "
               "complete run (warm-up, cosine decay to zero), then evaluated on the last 10% "
               "(valid + test splits, 128-byte windows).", "",
-              "| steps | tokens seen | epochs of the 90 kB | train time (s) | last-batch train "
-              "bits | held-out bits/byte |", "|---|---|---|---|---|---|"]
+              "| steps | tokens seen | epochs of the training bytes | train time (s) | last-batch "
+              "train bits | held-out bits/byte | commit |", "|---|---|---|---|---|---|---|"]
     for r in runs:
-        epochs = r["tokens_seen"] / 90000
+        epochs = r["tokens_seen"] / train_bytes
         lines.append(f"| {r['steps']}{' ' + ' '.join(r['extra']) if r['extra'] else ''} | "
                      f"{r['tokens_seen']:,} | {epochs:.0f} | {r['train_seconds']:.0f} | "
-                     f"{r['final_train_bits']:.3f} | {r['held_out_bits_per_byte']:.3f} |")
+                     f"{r['final_train_bits']:.3f} | {r['held_out_bits_per_byte']:.3f} | "
+                     f"{r.get('commit', '')} |")
     if xz is not None:
         lines.append(f"| xz -9e, cost of the held-out bytes after the training bytes "
-                     f"(`{xz_source}`) | | | | | {xz:.3f} |")
+                     f"(`{xz_source}`) | | | | | {xz:.3f} | |")
     plain = [r for r in runs if not r["extra"]]
-    if len(plain) >= 2 and xz is not None:
+    last = plain[-1] if plain else None
+    stalled = False
+    if len(plain) >= 2:
+        a, b = plain[-2], plain[-1]
+        train_drop = a["final_train_bits"] - b["final_train_bits"]
+        held_drop = a["held_out_bits_per_byte"] - b["held_out_bits_per_byte"]
+        stalled = train_drop > 4 * max(held_drop, 0.0) and b["held_out_bits_per_byte"] - \
+            b["final_train_bits"] > 0.3
+        if stalled:
+            lines += ["", f"From {a['steps']} to {b['steps']} steps the training bits fell "
+                      f"{train_drop:.3f} but the held-out bits only {held_drop:.3f}: the longest "
+                      f"runs memorise the training bytes (last-batch train {b['final_train_bits']:.2f} "
+                      f"bits against {b['held_out_bits_per_byte']:.2f} held out). Without "
+                      "regularisation, more steps do not bring the held-out figure towards "
+                      "xz; rows with dropout, where present, show what it buys."]
+    if len(plain) >= 2 and xz is not None and not stalled:
         a, b = plain[-2], plain[-1]
         doublings = math.log2(b["tokens_seen"] / a["tokens_seen"])
         per = (a["held_out_bits_per_byte"] - b["held_out_bits_per_byte"]) / doublings
@@ -112,7 +136,7 @@ def render(runs, prov, xz, xz_source):
                 f"Even if that rate held (it has been falling), reaching xz's {xz:.3f} would need "
                 f"{need:.1f} more doublings: {factor:.0f}x the longest run's tokens, about "
                 f"{hours:.1f} hours of training at this run's speed, with regularisation against "
-                "overfitting the 90 kB on top.")
+                "overfitting the training bytes on top.")
     return "\n".join(lines) + "\n"
 
 
@@ -125,6 +149,11 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="threads per run")
     ap.add_argument("--work", default=None, help="folder for checkpoints (default: a temporary one)")
     ap.add_argument("--out", default=os.path.join(provenance.ROOT, "results"))
+    ap.add_argument("--dropout", type=float, default=None,
+                    help="residual dropout for these runs (default: the main job's, 0)")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the runs already in OUT/enwik8_sample_scaling.json (a run of the "
+                         "same steps and options is replaced)")
     args = ap.parse_args()
     data = args.data
     if data is None:
@@ -143,12 +172,26 @@ def main():
     started = time.time()
     # Longest first, so the parallel lanes finish together.
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(one_run, args.repro, data, s, args.threads, work, [])
+        extra = [] if args.dropout is None else ["--dropout", repr(args.dropout)]
+        if args.dropout is not None and not 0 <= args.dropout < 1:
+            sys.exit("text_scaling.py: --dropout must be in [0, 1)")
+        futures = [pool.submit(one_run, args.repro, data, s, args.threads, work, extra)
                    for s in sorted(steps, reverse=True)]
-        runs = sorted((f.result() for f in futures), key=lambda r: r["steps"])
+        runs = [f.result() for f in futures]
     for r in runs:
         print(f"{r['steps']:>6} steps  held-out {r['held_out_bits_per_byte']:.3f} bits/byte  "
-              f"({r['train_seconds']:.0f} s)")
+              f"({r['train_seconds']:.0f} s) {' '.join(r['extra'])}")
+    json_path = os.path.join(args.out, "enwik8_sample_scaling.json")
+    if args.append and os.path.exists(json_path):
+        with open(json_path, encoding="utf-8") as f:
+            previous = json.load(f)
+        old = previous["runs"]
+        for r in old:
+            r.setdefault("commit", previous["provenance"]["commit"])
+            r.setdefault("date_utc", previous["provenance"]["date_utc"])
+        names = {r["name"] for r in runs}
+        runs += [r for r in old if r["name"] not in names]
+    runs.sort(key=lambda r: (r["extra"], r["steps"]))
     xz, xz_source = xz_figure(args.out)
     prov = {"command": "text_scaling.py " + " ".join(sys.argv[1:]),
             "commit": provenance.git_commit(), "date_utc": time.strftime("%Y-%m-%d %H:%M UTC",
@@ -158,9 +201,10 @@ def main():
             "wall_minutes": round((time.time() - started) / 60, 1),
             "data": data.split(":", 1)[0] + ":" + os.path.relpath(data.split(":", 1)[1])}
     provenance.write_atomically(os.path.join(args.out, "enwik8_sample_scaling.md"),
-                                render(runs, prov, xz, xz_source))
+                                render(runs, prov, xz, xz_source,
+                                       os.path.getsize(data.split(":", 1)[1]) * 9 // 10))
     provenance.write_atomically(
-        os.path.join(args.out, "enwik8_sample_scaling.json"),
+        json_path,
         json.dumps({"provenance": prov, "runs": runs, "xz_bits_per_byte": xz}, indent=1) + "\n")
     for r in runs:
         try:
