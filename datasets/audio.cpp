@@ -163,12 +163,27 @@ SourcePtr open_audio(const std::string& path, Split split, const AudioOptions& o
           " (expected non-negative with a sum below 1)");
   std::vector<std::string> chosen;
   if (!is_directory(path)) {
-    if (split != Split::Train)
-      throw_error(SPARSE_ERR_INVALID_ARGUMENT, "file ", path,
-                  ": a single recording has a train split only (expected a folder for the ",
-                  split_name(split), " split)");
+    // One recording: split in time, like text. Train is the first 1 - valid - test of its
+    // samples, then valid, then test (the recording's end).
     if (!is_regular_file(path)) throw_error(SPARSE_ERR_IO, "file ", path, ": does not exist");
-    chosen.push_back(path);
+    std::vector<uint8_t> all = decode_audio_file(path, o.sample_rate).mulaw;
+    const auto n = static_cast<double>(all.size());
+    const auto n_test = static_cast<size_t>(std::floor(o.test_fraction * n));
+    const auto n_valid = static_cast<size_t>(std::floor(o.valid_fraction * n));
+    const size_t train_end = all.size() - n_test - n_valid;
+    size_t begin = 0, end = train_end;
+    if (split == Split::Valid) begin = train_end, end = train_end + n_valid;
+    if (split == Split::Test) begin = train_end + n_valid, end = all.size();
+    if (static_cast<int64_t>(end - begin) < o.seq_len)
+      throw_error(SPARSE_ERR_FORMAT, "file ", path, ": the ", split_name(split), " split has ",
+                  end - begin, " samples at ", o.sample_rate,
+                  " Hz, fewer than one sequence of ", o.seq_len,
+                  " (a single recording is split in time: ", o.valid_fraction, " valid, ",
+                  o.test_fraction, " test)");
+    std::vector<std::vector<uint8_t>> one;
+    one.emplace_back(all.begin() + static_cast<std::ptrdiff_t>(begin),
+                     all.begin() + static_cast<std::ptrdiff_t>(end));
+    return std::make_unique<AudioSource>(std::move(one), o.seq_len);
   } else {
     std::vector<std::string> files;
     for (const std::string& f : list_files(path))

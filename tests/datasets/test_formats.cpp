@@ -277,6 +277,31 @@ TEST_CASE("audio: WAV mixed to mono, resampled to 12 kHz, mu-law") {
   REQUIRE(o.status == SPARSE_OK);
   CHECK(o.size() == static_cast<int64_t>(a.mulaw.size()) / 1000);
   CHECK(o.seq(2) == std::vector<uint8_t>(a.mulaw.begin() + 2000, a.mulaw.begin() + 3000));
+
+  // The file itself (not its folder) is one recording split in time: of its N decoded samples,
+  // test is the last floor(0.1 N), valid the floor(0.1 N) before them, train the rest, each cut
+  // into whole sequences from its start.
+  const size_t n = a.mulaw.size(), tenth = n / 10;
+  const size_t train_end = n - 2 * tenth;
+  auto part = [&](size_t from, size_t len) {
+    return std::vector<uint8_t>(a.mulaw.begin() + static_cast<std::ptrdiff_t>(from),
+                                a.mulaw.begin() + static_cast<std::ptrdiff_t>(from + len));
+  };
+  Opened tr(SPARSE_DATASET_AUDIO, fx("audio/one/tone.wav"), SPARSE_SPLIT_TRAIN, 1000);
+  Opened va(SPARSE_DATASET_AUDIO, fx("audio/one/tone.wav"), SPARSE_SPLIT_VALID, 1000);
+  Opened te(SPARSE_DATASET_AUDIO, fx("audio/one/tone.wav"), SPARSE_SPLIT_TEST, 1000);
+  REQUIRE(tr.status == SPARSE_OK);
+  REQUIRE(va.status == SPARSE_OK);
+  REQUIRE(te.status == SPARSE_OK);
+  CHECK(tr.size() == static_cast<int64_t>(train_end / 1000));
+  CHECK(va.size() == static_cast<int64_t>(tenth / 1000));
+  CHECK(te.size() == static_cast<int64_t>(tenth / 1000));
+  CHECK(tr.seq(tr.size() - 1) == part((train_end / 1000 - 1) * 1000, 1000));
+  CHECK(va.seq(0) == part(train_end, 1000));
+  CHECK(te.seq(0) == part(train_end + tenth, 1000));
+  // A split shorter than one sequence is an error naming it (valid and test have ~1800 samples).
+  expect_error(SPARSE_DATASET_AUDIO, fx("audio/one/tone.wav"), SPARSE_SPLIT_VALID,
+               SPARSE_ERR_FORMAT, {"tone.wav", "valid split", "fewer than one sequence"}, 2000);
 }
 
 TEST_CASE("audio: FLAC written by libsndfile") {

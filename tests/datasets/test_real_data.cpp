@@ -116,6 +116,13 @@ TEST_CASE("Brahms recording: 45.8 s, about 45.8 x 12,000 mu-law bytes") {
   CHECK(h.size() == static_cast<int64_t>(a.mulaw.size()) / 12000);
   CHECK(h.seq(1, 12000) ==
         std::vector<uint8_t>(a.mulaw.begin() + 12000, a.mulaw.begin() + 24000));
+  // The file alone is split in time: the test split is the recording's last tenth.
+  const size_t tenth = a.mulaw.size() / 10;
+  Handle test(SPARSE_DATASET_AUDIO, path, SPARSE_SPLIT_TEST, 12000);
+  CHECK(test.size() == static_cast<int64_t>(tenth / 12000));
+  const auto test_start = static_cast<std::ptrdiff_t>(a.mulaw.size() - tenth);
+  CHECK(test.seq(0, 12000) ==
+        std::vector<uint8_t>(a.mulaw.begin() + test_start, a.mulaw.begin() + test_start + 12000));
   // Music is not silence: the codes spread over many levels.
   int levels[256] = {};
   for (uint8_t q : a.mulaw) levels[q] = 1;

@@ -9,7 +9,8 @@
  * - ENWIK8: enwik8 or enwik8.zip; bytes split 90M / 5M / 5M; TEXT: any raw byte file, same rule;
  * - IMAGENET64: folder of downsampled-ImageNet npz batches (train_data_batch_<k>.npz, val_data.npz
  *   as the test split) or one .npz; 12288 tokens per image;
- * - AUDIO: folder of recordings, mono, 12 kHz, 8-bit mu-law; split by file. Needs a build with
+ * - AUDIO: folder of recordings (split by file) or one recording (split in time: train, valid,
+ *   test in order), mono, 12 kHz, 8-bit mu-law. Needs a build with
  *   libsndfile and libsamplerate (SPARSE_ERR_UNSUPPORTED otherwise).
  * Tokens are bytes (vocabulary 256; synthetic kinds: `vocab`). Real data stays memory-mapped
  * (archives are decompressed once into unlinked temporary files), so a 100 MB or multi-gigabyte
@@ -80,8 +81,10 @@ typedef struct sparse_dataset_desc {
                                in (0, 1] (default 0.5) */
   int32_t sample_rate;      /* audio: resampling rate in Hz (default 12000) */
   int32_t reserved0;        /* must be zero */
-  double valid_fraction;    /* audio: fraction of files in the valid split (default 0.1) */
-  double test_fraction;     /* audio: fraction of files in the test split (default 0.1) */
+  double valid_fraction;    /* audio: fraction of files (of samples, for one recording) in the
+                               valid split (default 0.1) */
+  double test_fraction;     /* audio: fraction of files (of samples, for one recording) in the
+                               test split (default 0.1) */
   uint8_t reserved[64];     /* must be zero; room for future fields */
 } sparse_dataset_desc;
 
