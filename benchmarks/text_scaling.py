@@ -20,6 +20,7 @@ import concurrent.futures
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -206,11 +207,14 @@ def main():
     provenance.write_atomically(
         json_path,
         json.dumps({"provenance": prov, "runs": runs, "xz_bits_per_byte": xz}, indent=1) + "\n")
-    for r in runs:
-        try:
-            os.remove(os.path.join(work, r["name"] + ".safetensors"))
-        except OSError:
-            pass
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        for r in runs:
+            try:
+                os.remove(os.path.join(work, r["name"] + ".safetensors"))
+            except OSError:
+                pass
     return 0
 
 
