@@ -162,18 +162,16 @@ def main():
     losses = sorted(glob.glob(os.path.join(results, "*_loss.jsonl")))
     main_runs = [f for f in losses if not os.path.basename(f).startswith("table1_")]
     table1_runs = [f for f in losses if os.path.basename(f).startswith("table1_")]
-    note = ""
-    if os.path.exists(os.path.join(results, "main_job.json")):
-        with open(os.path.join(results, "main_job.json"), encoding="utf-8") as f:
-            note = "runs of the main job; " + provenance_note(json.load(f).get("provenance"))
-    drawn += loss_plot(main_runs, os.path.join(results, "loss_curves.png"),
-                       "training loss curves", note)
-    note = ""
-    if os.path.exists(os.path.join(results, "dense_vs_sparse.json")):
-        with open(os.path.join(results, "dense_vs_sparse.json"), encoding="utf-8") as f:
-            note = "sparse-repro table1; " + provenance_note(json.load(f).get("provenance"))
-    drawn += loss_plot(table1_runs, os.path.join(results, "dense_vs_sparse_loss.png"),
-                       "dense vs strided vs fixed attention: training loss", note)
+    for runs, source, what, out, title in (
+            (main_runs, "main_job.json", "runs of the main job", "loss_curves.png",
+             "training loss curves"),
+            (table1_runs, "dense_vs_sparse.json", "sparse-repro table1", "dense_vs_sparse_loss.png",
+             "dense vs strided vs fixed attention: training loss")):
+        note = ""
+        if os.path.exists(os.path.join(results, source)):
+            with open(os.path.join(results, source), encoding="utf-8") as f:
+                note = what + "; " + provenance_note(json.load(f).get("provenance"))
+        drawn += loss_plot(runs, os.path.join(results, out), title, note)
     for name, plot, out in (("cpu_attention.jsonl", time_plot, "attention_time_vs_n.png"),
                             ("memory_table.json", memory_plot, "attention_memory_vs_n.png")):
         path = os.path.join(results, name)

@@ -180,9 +180,10 @@ SourcePtr open_audio(const std::string& path, Split split, const AudioOptions& o
                   " Hz, fewer than one sequence of ", o.seq_len,
                   " (a single recording is split in time: ", o.valid_fraction, " valid, ",
                   o.test_fraction, " test)");
+    all.resize(end);  // keep [begin, end) in place rather than copying it
+    all.erase(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(begin));
     std::vector<std::vector<uint8_t>> one;
-    one.emplace_back(all.begin() + static_cast<std::ptrdiff_t>(begin),
-                     all.begin() + static_cast<std::ptrdiff_t>(end));
+    one.push_back(std::move(all));
     return std::make_unique<AudioSource>(std::move(one), o.seq_len);
   } else {
     std::vector<std::string> files;

@@ -169,25 +169,30 @@ Pattern make(sparse_pattern_kind kind, int64_t stride = 0, int64_t summary = 0, 
 
 }  // namespace
 
-TEST_CASE("the paper's patterns, forward and backward, every block size and head size") {
-  auto ctx = cpu_context(2);
-  uint64_t seed = 1;
+// Multi-head strided (row on head 0, transposed column on head 1) and fixed with the summary
+// head, forward and backward, for every block size and head size; n = 203 is a multiple of
+// neither the block nor the stride.
+static void paper_patterns_sweep(sparse_context* ctx, uint64_t seed,
+                                 sparse_attention_algorithm algorithm) {
   for (int block : {16, 32, 64, 128}) {
     for (int64_t d : {32, 64, 128}) {
       CAPTURE(block);
       CAPTURE(d);
-      // Multi-head strided (row on head 0, transposed column on head 1) and fixed with the
-      // summary head; n = 203 is a multiple of neither the block nor the stride.
       run_case({2, 2, 203, d, block, 0, 1,
                 {make(SPARSE_PATTERN_STRIDED_ROW, 16, 0, 0),
                  make(SPARSE_PATTERN_STRIDED_COLUMN, 16, 0, 1)}},
-               ctx.get(), true, seed++);
+               ctx, true, seed++, algorithm);
       run_case({1, 2, 203, d, block, 1, 1,
                 {make(SPARSE_PATTERN_FIXED_BLOCK, 32, 0, 0),
                  make(SPARSE_PATTERN_FIXED_SUMMARY, 32, 8, 1)}},
-               ctx.get(), true, seed++);
+               ctx, true, seed++, algorithm);
     }
   }
+}
+
+TEST_CASE("the paper's patterns, forward and backward, every block size and head size") {
+  auto ctx = cpu_context(2);
+  paper_patterns_sweep(ctx.get(), 1, SPARSE_ATTENTION_FUSED);
 }
 
 namespace {
@@ -422,21 +427,7 @@ TEST_CASE("bad attention arguments give their error and a message") {
 
 TEST_CASE("unfused: the paper's patterns, forward and backward, every block size and head size") {
   auto ctx = cpu_context(2);
-  uint64_t seed = 100;
-  for (int block : {16, 32, 64, 128}) {
-    for (int64_t d : {32, 64, 128}) {
-      CAPTURE(block);
-      CAPTURE(d);
-      run_case({2, 2, 203, d, block, 0, 1,
-                {make(SPARSE_PATTERN_STRIDED_ROW, 16, 0, 0),
-                 make(SPARSE_PATTERN_STRIDED_COLUMN, 16, 0, 1)}},
-               ctx.get(), true, seed++, SPARSE_ATTENTION_UNFUSED);
-      run_case({1, 2, 203, d, block, 1, 1,
-                {make(SPARSE_PATTERN_FIXED_BLOCK, 32, 0, 0),
-                 make(SPARSE_PATTERN_FIXED_SUMMARY, 32, 8, 1)}},
-               ctx.get(), true, seed++, SPARSE_ATTENTION_UNFUSED);
-    }
-  }
+  paper_patterns_sweep(ctx.get(), 100, SPARSE_ATTENTION_UNFUSED);
 }
 
 TEST_CASE("unfused: randomized sweep, all patterns, n < B, empty rows, strides, batch and heads") {
