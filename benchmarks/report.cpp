@@ -196,6 +196,15 @@ std::string bpd_markdown(const nlohmann::json& job) {
       "pattern; they are estimates to size a run, not measurements. Run the full-scale "
       "versions with `sparse-repro train --preset <name> --data <kind>:<path>` on the "
       "downloaded data (datasets/fetch.py).\n";
+  md +=
+      "\nTwo model configurations per dataset: the presets above (`cifar10`, `enwik8`, ...) "
+      "follow the paper's formulas, whose strided row head attends to l + 1 keys "
+      "(max(0, i - l) <= j <= i). OpenAI's released CIFAR-10 code (distribution_augmentation, "
+      "config c10-58m) uses its 'local' attention there, l keys (i - l < j <= i): preset "
+      "`cifar10-openai` (same shape, same layer cycle \"2111\", l = 96, block 32; only the row "
+      "layers differ, by one key per query). OpenAI's 'fixed' attention (block and summary "
+      "columns merged in one head, summary offsets varying by head as its num_verts) is "
+      "`--attention fixed --head-mode merged --summary-variants V`.\n";
   return md;
 }
 

@@ -142,6 +142,12 @@ void set_attention(sparse_model_config& cfg, const TrainOptions& o) {
     else if (o.head_mode == "multihead") cfg.head_mode = SPARSE_HEADS_MULTIHEAD;
     else throw std::runtime_error("--head-mode must be interleaved, merged or multihead");
   }
+  if (!o.row_attention.empty()) {
+    if (o.row_attention == "strided") cfg.row_attention = SPARSE_ROW_STRIDED;
+    else if (o.row_attention == "local") cfg.row_attention = SPARSE_ROW_LOCAL;
+    else throw std::runtime_error("--row-attention must be strided or local");
+  }
+  if (o.summary_variants > 0) cfg.summary_variants = o.summary_variants;
   if (!o.layer_cycle.empty()) {
     if (o.layer_cycle.size() >= sizeof cfg.layer_cycle)
       throw std::runtime_error("--layer-cycle is too long");
@@ -187,12 +193,21 @@ void add_data_options(CLI::App& app, DataSpec& d) {
 }
 
 void add_train_options(CLI::App& app, TrainOptions& o) {
-  app.add_option("--preset", o.preset, "model preset (cifar10, enwik8, imagenet64, audio, "
-                                       "optionally -small)")
+  app.add_option("--preset", o.preset,
+                 "model preset: the paper's cifar10, enwik8, imagenet64, audio, or OpenAI's "
+                 "released cifar10-openai (c10-58m); each optionally -small")
       ->capture_default_str();
   app.add_option("--attention", o.attention, "dense, strided or fixed");
   app.add_option("--head-mode", o.head_mode, "interleaved, merged or multihead");
   app.add_option("--layer-cycle", o.layer_cycle, "interleaved head types, e.g. 2111 or 1");
+  app.add_option("--row-attention", o.row_attention,
+                 "strided row heads: strided (the paper's max(0, i - l) <= j <= i, l + 1 keys) "
+                 "or local (OpenAI's i - l < j <= i, l keys)")
+      ->check(CLI::IsMember({"strided", "local"}));
+  app.add_option("--summary-variants", o.summary_variants,
+                 "fixed summary heads: per-head column offsets (OpenAI's num_verts; 1 = the "
+                 "paper's); with --head-mode merged this is OpenAI's 'fixed'")
+      ->check(CLI::PositiveNumber);
   app.add_option("--seq-len", o.seq_len, "override n");
   app.add_option("--layers", o.layers, "override layers");
   app.add_option("--width", o.width, "override d");
@@ -366,6 +381,8 @@ nlohmann::json run_train(const TrainOptions& o) {
                          : cfg.attention == SPARSE_MODEL_ATTENTION_STRIDED ? "strided"
                                                                            : "fixed";
   summary["layer_cycle"] = cfg.layer_cycle;
+  summary["row_attention"] = cfg.row_attention == SPARSE_ROW_LOCAL ? "local" : "strided";
+  summary["summary_variants"] = std::max<int32_t>(1, cfg.summary_variants);
   summary["seq_len"] = cfg.seq_len;
   summary["layers"] = cfg.num_layers;
   summary["width"] = cfg.d_model;

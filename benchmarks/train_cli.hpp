@@ -27,6 +27,8 @@ struct TrainOptions {
   std::string attention;   // dense | strided | fixed (empty: the preset's)
   std::string head_mode;   // interleaved | merged | multihead
   std::string layer_cycle;
+  std::string row_attention;  // strided (the paper's) | local (OpenAI's); empty: the preset's
+  int summary_variants = 0;   // fixed: OpenAI's num_verts (0 = the preset's)
   int64_t seq_len = 0;
   int layers = 0, width = 0, heads = 0, block = 0;
   int64_t stride = 0, summary = 0;

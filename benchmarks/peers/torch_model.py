@@ -43,6 +43,7 @@ VOCAB = 256
 # sparse_model_attention and sparse_head_mode values (stable in the C ABI).
 ATTENTION_DENSE, ATTENTION_STRIDED, ATTENTION_FIXED = 0, 1, 2
 HEADS_INTERLEAVED, HEADS_MERGED, HEADS_MULTIHEAD = 0, 1, 2
+ROW_STRIDED, ROW_LOCAL = 0, 1  # sparse_row_attention
 
 
 @dataclasses.dataclass
@@ -66,6 +67,8 @@ class ModelConfig:
     recompute: int = 0
     seed: int = 1
     output_init_std: float = 0.0
+    row_attention: int = ROW_STRIDED
+    summary_variants: int = 1
 
     @property
     def dqk(self):
@@ -79,6 +82,9 @@ class ModelConfig:
 def preset(name):
     """The presets of sparse_model_config_preset (libsparse/model/config.cpp)."""
     base, small = (name[:-6], True) if name.endswith("-small") else (name, False)
+    openai = base == "cifar10-openai"
+    if openai:
+        base = "cifar10"
     c = ModelConfig()
     if base == "cifar10":
         c = dataclasses.replace(c, seq_len=3072, num_layers=128, d_model=256, num_heads=2,
@@ -101,6 +107,8 @@ def preset(name):
         raise ValueError(f"unknown model preset {name!r}")
     if small:
         c = dataclasses.replace(c, num_layers=4, d_model=64, num_heads=2)
+    if openai:
+        c = dataclasses.replace(c, row_attention=ROW_LOCAL)
     return c
 
 
@@ -121,7 +129,10 @@ def config_from_string(text):
         tied_embeddings=int(kv["tied_embeddings"]),
         position_shape=tuple(int(kv[f"position_shape{k}"]) for k in range(ndims)),
         recompute=int(kv["recompute"]), seed=int(kv["seed"]),
-        output_init_std=f32("output_init_std_bits"))  # absent before API 0.3: zero init
+        output_init_std=f32("output_init_std_bits"),  # absent before API 0.3: zero init
+        # absent for the paper's choices (and before API 0.4)
+        row_attention=int(kv.get("row_attention", ROW_STRIDED)),
+        summary_variants=max(1, int(kv.get("summary_variants", 1))))
 
 
 def train_config_from_string(text):
@@ -138,11 +149,14 @@ def train_config_from_string(text):
 
 # ---------------------------------------------------------------- attention patterns
 
-def _pattern_rows(kind, i, j, stride, summary):
-    """Token-level definitions of capi/include/sparse/layout.h (i: [r, 1], j: [1, n])."""
+def _pattern_rows(kind, i, j, stride, summary, variant=0):
+    """Token-level definitions of capi/include/sparse/layout.h (i: [r, 1], j: [1, n]); the local
+    window is the stride, as in the model."""
     causal = j <= i
     if kind == "dense":
         return causal.expand(i.shape[0], j.shape[1])
+    if kind == "local":
+        return causal & (j > i - stride)
     if kind == "strided_row":
         return causal & (j >= i - stride)
     if kind == "strided_column":
@@ -152,19 +166,20 @@ def _pattern_rows(kind, i, j, stride, summary):
                          == torch.div(i, stride, rounding_mode="floor"))
     if kind == "fixed_summary":
         jm = j % stride
-        return causal & (jm >= stride - summary)
+        return causal & (jm >= stride - summary * (variant + 1)) & (jm < stride - summary * variant)
     raise ValueError(kind)
 
 
-def pattern_mask(kinds, n, stride, summary, rows_per_chunk=1024):
-    """Boolean [n, n] mask, True = allowed: the union of the pattern kinds in `kinds`."""
+def pattern_mask(kinds, n, stride, summary, rows_per_chunk=1024, variant=0):
+    """Boolean [n, n] mask, True = allowed: the union of the pattern kinds in `kinds`; `variant`
+    is the fixed summary head's offset (head mod summary_variants)."""
     mask = torch.empty(n, n, dtype=torch.bool)
     j = torch.arange(n, dtype=torch.int64).unsqueeze(0)
     for r0 in range(0, n, rows_per_chunk):
         i = torch.arange(r0, min(n, r0 + rows_per_chunk), dtype=torch.int64).unsqueeze(1)
         block = torch.zeros(i.shape[0], n, dtype=torch.bool)
         for kind in kinds:
-            block |= _pattern_rows(kind, i, j, stride, summary)
+            block |= _pattern_rows(kind, i, j, stride, summary, variant)
         mask[r0:r0 + i.shape[0]] = block
     return mask
 
@@ -172,7 +187,25 @@ def pattern_mask(kinds, n, stride, summary, rows_per_chunk=1024):
 def head_types(c):
     if c.attention == ATTENTION_FIXED:
         return "fixed_block", "fixed_summary"
+    if c.row_attention == ROW_LOCAL:
+        return "local", "strided_column"
     return "strided_row", "strided_column"
+
+
+def _heads_mask(c, kinds_of_head):
+    """[n, n] when every head has the same set, else [heads, n, n]; kinds_of_head(h) lists the
+    kinds head h attends to. Fixed summary heads take offset h mod summary_variants."""
+    n, variants = c.seq_len, max(1, c.summary_variants)
+    uses_variants = variants > 1 and c.attention == ATTENTION_FIXED
+    heads = [(tuple(kinds_of_head(h)), h % variants if uses_variants else 0)
+             for h in range(c.num_heads)]
+    cache = {}
+    for key in heads:
+        if key not in cache:
+            cache[key] = pattern_mask(list(key[0]), n, c.stride, c.summary, variant=key[1])
+    if len(cache) == 1:
+        return next(iter(cache.values()))
+    return torch.stack([cache[key] for key in heads])
 
 
 def layer_masks(c):
@@ -183,16 +216,12 @@ def layer_masks(c):
         return [pattern_mask(["dense"], n, c.stride, c.summary)], [0] * c.num_layers
     t1, t2 = head_types(c)
     if c.head_mode == HEADS_INTERLEAVED:
-        masks = [pattern_mask([t1], n, c.stride, c.summary),
-                 pattern_mask([t2], n, c.stride, c.summary)]
+        masks = [_heads_mask(c, lambda h: [t1]), _heads_mask(c, lambda h: [t2])]
         cycle = c.layer_cycle
         return masks, [0 if cycle[l % len(cycle)] == "1" else 1 for l in range(c.num_layers)]
     if c.head_mode == HEADS_MERGED:
-        return [pattern_mask([t1, t2], n, c.stride, c.summary)], [0] * c.num_layers
-    m1 = pattern_mask([t1], n, c.stride, c.summary)
-    m2 = pattern_mask([t2], n, c.stride, c.summary)
-    return [torch.stack([m1 if h % 2 == 0 else m2 for h in range(c.num_heads)])], \
-        [0] * c.num_layers
+        return [_heads_mask(c, lambda h: [t1, t2])], [0] * c.num_layers
+    return [_heads_mask(c, lambda h: [t1] if h % 2 == 0 else [t2])], [0] * c.num_layers
 
 
 class MaskedAttention:

@@ -1,6 +1,7 @@
 // Model configuration, presets and the parameter table (see config.hpp).
 #include "config.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -34,6 +35,8 @@ sparse_model_config default_config() {
   c.recompute = 0;
   c.seed = 1;
   c.output_init_std = 0.0f;
+  c.row_attention = SPARSE_ROW_STRIDED;
+  c.summary_variants = 1;
   return c;
 }
 
@@ -52,9 +55,14 @@ sparse_model_config preset_config(const std::string& name) {
   std::string base = name;
   const bool small = base.size() > 6 && base.compare(base.size() - 6, 6, "-small") == 0;
   if (small) base.resize(base.size() - 6);
+  // "-openai": the configuration OpenAI's released code trained, where it differs from the
+  // paper's formulas. Only CIFAR-10's training code (c10-58m) was released.
+  const bool openai = base == "cifar10-openai";
+  if (openai) base = "cifar10";
   sparse_model_config c = default_config();
   if (base == "cifar10") {
-    // OpenAI's c10-58m: strided, l = one image row (32 pixels x 3 channels), "2111" cycle.
+    // The shape of OpenAI's c10-58m: strided, l = one image row (32 pixels x 3 channels), one
+    // column layer per three row layers ("2111").
     c.seq_len = 3072;
     c.num_layers = 128;
     c.d_model = 256;
@@ -100,8 +108,12 @@ sparse_model_config preset_config(const std::string& name) {
     set_positions(c, {256, 256});
   } else {
     throw_invalid("unknown model preset \"", name,
-                  "\" (expected cifar10, enwik8, imagenet64, audio, optionally with -small)");
+                  "\" (expected cifar10, cifar10-openai, enwik8, imagenet64, audio, optionally "
+                  "with -small)");
   }
+  // c10-58m's row layers are its 'local' attention over the last l positions, the query
+  // included: l keys, where the paper's strided row formula gives l + 1.
+  if (openai) c.row_attention = SPARSE_ROW_LOCAL;
   if (small) {
     c.num_layers = 4;
     c.d_model = 64;
@@ -129,9 +141,15 @@ void validate_config(const sparse_model_config& c) {
   if (c.attention != SPARSE_MODEL_ATTENTION_DENSE) {
     require(c.stride >= 1 && c.stride <= c.seq_len, "stride = ", c.stride,
             " must be in [1, seq_len = ", c.seq_len, "]");
-    if (c.attention == SPARSE_MODEL_ATTENTION_FIXED)
+    if (c.attention == SPARSE_MODEL_ATTENTION_FIXED) {
       require(c.summary >= 1 && c.summary <= c.stride, "summary = ", c.summary,
               " must be in [1, stride = ", c.stride, "]");
+      require(c.summary_variants >= 0, "summary_variants = ", c.summary_variants,
+              " must be >= 0 (0 and 1 are the paper's single summary offset)");
+      require(c.summary * std::max<int64_t>(1, c.summary_variants) <= c.stride,
+              "summary * summary_variants = ", c.summary, " * ", c.summary_variants,
+              " exceeds stride = ", c.stride);
+    }
     require(c.head_mode != SPARSE_HEADS_MULTIHEAD || c.num_heads >= 2,
             "head_mode MULTIHEAD needs num_heads >= 2, got ", c.num_heads);
   }
@@ -145,6 +163,9 @@ void validate_config(const sparse_model_config& c) {
       require(c.layer_cycle[i] == '1' || c.layer_cycle[i] == '2', "layer_cycle = \"", c.layer_cycle,
               "\" may only contain '1' and '2'");
   }
+  require(c.row_attention == SPARSE_ROW_STRIDED || c.row_attention == SPARSE_ROW_LOCAL,
+          "row_attention = ", static_cast<int>(c.row_attention), " is not a sparse_row_attention");
+  require(c.summary_variants >= 0, "summary_variants = ", c.summary_variants, " must be >= 0");
   require(c.half_qk == 0 || c.half_qk == 1, "half_qk must be 0 or 1");
   require(c.half_ff == 0 || c.half_ff == 1, "half_ff must be 0 or 1");
   require(c.tied_embeddings == 0 || c.tied_embeddings == 1, "tied_embeddings must be 0 or 1");
@@ -341,6 +362,11 @@ std::string config_to_string(const sparse_model_config& c) {
   for (int k = 0; k < 4; ++k) o << ";position_shape" << k << "=" << c.position_shape[k];
   o << ";recompute=" << c.recompute << ";seed=" << c.seed
     << ";output_init_std_bits=" << float_bits(c.output_init_std);
+  // Written only when they differ from the paper's choice, so that a paper configuration's
+  // checkpoint header is byte for byte what earlier versions wrote.
+  if (c.row_attention != SPARSE_ROW_STRIDED)
+    o << ";row_attention=" << static_cast<int>(c.row_attention);
+  if (c.summary_variants > 1) o << ";summary_variants=" << c.summary_variants;
   return o.str();
 }
 
@@ -371,6 +397,12 @@ sparse_model_config config_from_string(const std::string& s) {
   c.seed = r.u64("seed");
   // Absent from checkpoints written before API 0.3: those models used the zero initialisation.
   if (r.m.count("output_init_std_bits")) c.output_init_std = r.f32("output_init_std_bits");
+  // Absent from checkpoints of the paper's row heads and single summary offset (and from every
+  // checkpoint written before API 0.4).
+  if (r.m.count("row_attention"))
+    c.row_attention = static_cast<sparse_row_attention>(r.i64("row_attention"));
+  if (r.m.count("summary_variants"))
+    c.summary_variants = static_cast<int32_t>(r.i64("summary_variants"));
   try {
     validate_config(c);
   } catch (const Error& e) {

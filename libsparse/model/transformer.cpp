@@ -42,6 +42,8 @@ sparse_pattern make_pattern(sparse_pattern_kind kind, int32_t head, const sparse
   p.head = head;
   p.stride = c.stride;
   p.summary = c.summary;
+  p.summary_variants = std::max<int32_t>(1, c.summary_variants);
+  p.window = c.stride;  // LOCAL row heads (OpenAI's): the last l positions, the query included
   return p;
 }
 
@@ -49,6 +51,8 @@ sparse_pattern make_pattern(sparse_pattern_kind kind, int32_t head, const sparse
 std::pair<sparse_pattern_kind, sparse_pattern_kind> head_types(const sparse_model_config& c) {
   if (c.attention == SPARSE_MODEL_ATTENTION_FIXED)
     return {SPARSE_PATTERN_FIXED_BLOCK, SPARSE_PATTERN_FIXED_SUMMARY};
+  if (c.row_attention == SPARSE_ROW_LOCAL)
+    return {SPARSE_PATTERN_LOCAL, SPARSE_PATTERN_STRIDED_COLUMN};
   return {SPARSE_PATTERN_STRIDED_ROW, SPARSE_PATTERN_STRIDED_COLUMN};
 }
 

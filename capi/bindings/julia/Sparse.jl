@@ -629,7 +629,9 @@ struct ModelConfig
     recompute::Int32
     seed::UInt64
     output_init_std::Cfloat
-    reserved::NTuple{60,UInt8}
+    row_attention::Cint
+    summary_variants::Int32
+    reserved::NTuple{52,UInt8}
 end
 
 # C: sparse_train_config

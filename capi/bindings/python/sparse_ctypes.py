@@ -94,6 +94,12 @@ class HeadMode(enum.IntEnum):
     MULTIHEAD = 2
 
 
+class RowAttention(enum.IntEnum):
+    """Row heads of strided attention: the paper's formula (l + 1 keys) or OpenAI's local (l)."""
+    STRIDED = 0
+    LOCAL = 1
+
+
 class Optimizer(enum.IntEnum):
     ADAM = 0
     ADAMW = 1
@@ -269,7 +275,8 @@ class ModelConfig(ctypes.Structure):
                 ("dropout", ctypes.c_float), ("tied_embeddings", ctypes.c_int32),
                 ("num_position_dims", ctypes.c_int32), ("position_shape", ctypes.c_int64 * 4),
                 ("recompute", ctypes.c_int32), ("seed", ctypes.c_uint64),
-                ("output_init_std", ctypes.c_float), ("reserved", ctypes.c_uint8 * 60)]
+                ("output_init_std", ctypes.c_float), ("row_attention", _enum),
+                ("summary_variants", ctypes.c_int32), ("reserved", ctypes.c_uint8 * 52)]
 
 
 class TrainConfig(ctypes.Structure):

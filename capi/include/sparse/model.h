@@ -34,6 +34,15 @@ typedef enum sparse_head_mode {
   SPARSE_HEADS_MULTIHEAD = 2    /* even heads type 1, odd heads type 2 (num_heads >= 2) */
 } sparse_head_mode;
 
+/* The row head (type 1) of STRIDED attention. Values are stable.
+ * The paper's formula and OpenAI's released code differ by one key per query: */
+typedef enum sparse_row_attention {
+  SPARSE_ROW_STRIDED = 0, /* the paper: max(0, i - l) <= j <= i, l + 1 keys (strided_row) */
+  SPARSE_ROW_LOCAL = 1    /* OpenAI's 'local' (sparse_attention/attention.py, the "b" layers of
+                             distribution_augmentation's c10-58m): i - l < j <= i, l keys
+                             (local with window l) */
+} sparse_row_attention;
+
 /* Model configuration. Fill with sparse_model_config_default() or sparse_model_config_preset(),
  * then change fields. */
 typedef struct sparse_model_config {
@@ -66,7 +75,16 @@ typedef struct sparse_model_config {
   float output_init_std;            /* >= 0: standard deviation of the separate output projection's
                                        initialisation (default 0, OpenAI's zero initialisation;
                                        small values such as 0.02 learn faster in short runs) */
-  uint8_t reserved[60];             /* must be zero */
+  sparse_row_attention row_attention; /* STRIDED: the row head's keys (default
+                                         SPARSE_ROW_STRIDED, the paper's formula;
+                                         SPARSE_ROW_LOCAL is OpenAI's) */
+  int32_t summary_variants;           /* FIXED: per-head offsets of the summary columns, OpenAI's
+                                         num_verts: head h attends to the columns
+                                         l - c (v + 1) <= j mod l < l - c v with v = h mod
+                                         summary_variants; 0 or 1 = the paper, v = 0 for every head
+                                         (default 1); c * summary_variants <= l. With head_mode
+                                         MERGED this is OpenAI's 'fixed' attention. */
+  uint8_t reserved[52];               /* must be zero */
 } sparse_model_config;
 
 /* Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL. */
@@ -81,6 +99,10 @@ SPARSE_API sparse_status sparse_model_config_default(sparse_model_config* config
  *                positions {64, 64, 3}                                            (~152M)
  *   "audio"      48 layers, d 512, 16 heads, strided l = 256, n = 65536,
  *                positions {256, 256}                                             (~152M)
+ * These follow the paper's formulas (row heads: strided_row, l + 1 keys). OpenAI's released
+ * configurations:
+ *   "cifar10-openai" distribution_augmentation's c10-58m: "cifar10" with OpenAI's local row heads
+ *                (SPARSE_ROW_LOCAL, window l = 96 keys including the query)
  * and "<name>-small": the same sequence length, pattern and position tables with 4 layers of
  * width 64 and 2 heads, for CPU training.
  * Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL arguments or an unknown name. */

@@ -171,6 +171,10 @@ pub const SPARSE_HEADS_INTERLEAVED: sparse_head_mode = 0;
 pub const SPARSE_HEADS_MERGED: sparse_head_mode = 1;
 pub const SPARSE_HEADS_MULTIHEAD: sparse_head_mode = 2;
 
+pub type sparse_row_attention = c_int;
+pub const SPARSE_ROW_STRIDED: sparse_row_attention = 0;
+pub const SPARSE_ROW_LOCAL: sparse_row_attention = 1;
+
 pub type sparse_optimizer = c_int;
 pub const SPARSE_OPTIMIZER_ADAM: sparse_optimizer = 0;
 pub const SPARSE_OPTIMIZER_ADAMW: sparse_optimizer = 1;
@@ -198,7 +202,9 @@ pub struct sparse_model_config {
     pub recompute: i32,
     pub seed: u64,
     pub output_init_std: f32,
-    pub reserved: [u8; 60],
+    pub row_attention: sparse_row_attention,
+    pub summary_variants: i32,
+    pub reserved: [u8; 52],
 }
 
 #[repr(C)]
