@@ -42,7 +42,10 @@ def main():
            "--json"]
     print("running:", " ".join(cmd), flush=True)
     started = datetime.datetime.now(datetime.timezone.utc)
-    proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        sys.exit(f"{exe} bench-attention failed (exit {proc.returncode})")
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     wall = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
     if not rows:

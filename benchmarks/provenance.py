@@ -20,6 +20,9 @@ def cpu_model():
 
 
 def git_commit(root=ROOT):
+    # A copy of the tree without .git (the GPU machine's) names its commit in SPARSE_GIT_COMMIT.
+    if os.environ.get("SPARSE_GIT_COMMIT"):
+        return os.environ["SPARSE_GIT_COMMIT"]
     try:
         rev = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], check=True,
                              capture_output=True, text=True).stdout.strip()

@@ -1,135 +1,301 @@
 #!/usr/bin/env bash
-# The GPU machine's one command: build with CUDA, run every test (the CUDA kernel check against
-# the CPU reference included), compute-sanitizer memcheck and racecheck on a small sweep, and the
-# GPU attention benchmarks; logs and tables go to $OUT (when set) and results/.
+# The first GPU run in one device-tool call: the CUDA kernel checks against the CPU reference,
+# compute-sanitizer, and the fp32/bf16/fp16 benchmarks, with every log and table packed into one
+# archive that comes back even when a step hangs or the command is cut short.
 #
-# The GPU machine has nvcc, ninja and pip's meson but not Debian's Eigen, doctest, CLI11 or
-# nlohmann-json, and no network. So, in two steps:
-#   tests/gpu_check.sh pack   # on a development machine: copy those headers into .gpu-carry/
-#   tests/gpu_check.sh run    # on the GPU machine (device tool: carry [".gpu-carry"]);
-#                             # steps may be named to split the work: run build test, ...
-set -euo pipefail
-cd "$(dirname "$0")/.."
-carry=.gpu-carry
+# 1. Here (no GPU needed), once per commit:
+#      tests/gpu_check.sh pack
+#    builds build-gpu-pack/ (-Dcuda=enabled -Dgpu_arch=90 -Dnative=false) and copies the two CUDA
+#    test programs, sparse-repro, libsparse.so.0 and the non-system shared libraries they need into
+#    .gpu-pack/ (git-ignored, a few MiB). The GPU machine has CUDA (runtime, cuBLAS,
+#    compute-sanitizer) and PyTorch, but no Eigen, doctest, CLI11, nlohmann-json or libsndfile:
+#    nothing is built there.
+# 2. The device tool, first thing in a session that has a GPU (about 7 minutes):
+#      run(command="bash tests/gpu_check.sh run", carry=[".gpu-pack"], timeout_s=480)
+#    -> $OUT/gpu_check.tar.gz (every log, table and the provenance) and
+#       $OUT/gpu_check_summary.txt (one line per step, also printed last).
+# 3. Optional, at once (the machine stays warm only 30 s after a call; about 4 minutes):
+#      run(command="bash tests/gpu_check.sh peers", carry=[".gpu-pack"], timeout_s=270)
+#    -> $OUT/gpu_peers.tar.gz: libsparse vs PyTorch SDPA (flash, dense causal) and FlexAttention
+#       with the same block mask (benchmarks/peers/gpu_attention_peers.py).
+# Unpack with `tar -xzf gpu_check.tar.gz` (a folder gpu_check/ with steps.tsv, provenance.txt,
+# one log per step and the benchmark tables).
+#
+# `run` gives every step its own `timeout` inside an overall budget (GPU_CHECK_BUDGET seconds,
+# default 400; peers: GPU_PEERS_BUDGET, default 230): a step that fails or times out does not
+# stop the next, and a step that no longer fits is recorded as skipped. The archive is rewritten
+# after every step and once more from the exit trap, so a timeout still returns what was done.
+# SPARSE_REQUIRE_GPU=1 is set (unless given otherwise): "no CUDA device" is then a test failure,
+# not a skip (exit 77).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2
+root=$PWD
+pack_dir=.gpu-pack
+pack_build=build-gpu-pack
 
-pack() {
-  rm -rf "$carry"
-  mkdir -p "$carry/include" "$carry/pkgconfig"
-  for dir in eigen3 doctest nlohmann CLI; do
-    [[ -d /usr/include/$dir ]] || { echo "missing /usr/include/$dir: run .ci/install-deps" >&2; exit 1; }
-    cp -r "/usr/include/$dir" "$carry/include/"
-  done
-  local v_eigen v_json v_cli
-  v_eigen=$(pkg-config --modversion eigen3)
-  v_json=$(pkg-config --modversion nlohmann_json)
-  v_cli=$(pkg-config --modversion CLI11)
-  printf 'Name: Eigen3\nDescription: packed headers\nVersion: %s\nCflags: -I${pcfiledir}/../include/eigen3\n' \
-    "$v_eigen" > "$carry/pkgconfig/eigen3.pc"
-  printf 'Name: nlohmann_json\nDescription: packed headers\nVersion: %s\nCflags: -I${pcfiledir}/../include\n' \
-    "$v_json" > "$carry/pkgconfig/nlohmann_json.pc"
-  printf 'Name: CLI11\nDescription: packed headers\nVersion: %s\nCflags: -I${pcfiledir}/../include\n' \
-    "$v_cli" > "$carry/pkgconfig/CLI11.pc"
-  du -sh "$carry"
-  echo "packed; now run on the GPU machine: tests/gpu_check.sh run (carry $carry)"
+# ------------------------------------------------------------------ pack (development machine)
+
+# Shared libraries the GPU machine provides itself (glibc, the C++ runtime, CUDA's own).
+is_system_lib() {
+  case $1 in
+    linux-vdso.so* | ld-linux* | libc.so* | libm.so* | libpthread.so* | libdl.so* | librt.so* | \
+      libstdc++.so* | libgcc_s.so* | libcuda.so* | libcudart.so* | libcublas.so* | libcublasLt.so*)
+      return 0 ;;
+  esac
+  return 1
 }
 
-run() {
-  # Steps (default all): build, test, sanitize, bench, peers. Each GPU command of the device tool
-  # may run 10 minutes, so the steps can be run in separate calls on the same warm machine:
-  #   tests/gpu_check.sh run build test   then   tests/gpu_check.sh run sanitize   ...
-  local steps=("$@")
-  [[ ${#steps[@]} -gt 0 ]] || steps=(build test sanitize bench peers)
-  [[ -d $carry ]] || { echo "$carry missing: run 'tests/gpu_check.sh pack' first and carry it" >&2; exit 1; }
-  out=${OUT:-$PWD/build-gpu-out}
-  mkdir -p "$out" results
-  export PKG_CONFIG_PATH="$PWD/$carry/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
-  export CPLUS_INCLUDE_PATH="$PWD/$carry/include${CPLUS_INCLUDE_PATH:+:$CPLUS_INCLUDE_PATH}"
-  export PATH="/usr/local/cuda/bin:$PATH"
-  local meson=(meson)
-  command -v meson >/dev/null || meson=(python3 -m mesonbuild.mesonmain)
-  local status=0 step
-  for step in "${steps[@]}"; do
-    echo "=== gpu_check: $step ($(date -u +%H:%M:%S))"
-    case $step in
-      build)
-        local arch
-        arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')
-        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/gpu.txt" || true
-        if [[ ! -f build-gpu/build.ninja ]]; then
-          "${meson[@]}" setup build-gpu -Dcuda=enabled -Dsndfile=disabled -Dgpu_arch="$arch" \
-            > "$out/setup.log" 2>&1 || { tail -40 "$out/setup.log"; exit 1; }
-        fi
-        ninja -C build-gpu > "$out/build.log" 2>&1 || { grep -E "error" -A5 "$out/build.log" | head -60; exit 1; }
-        echo "built ($(grep -c . "$out/build.log") log lines)"
-        ;;
-      test)
-        "${meson[@]}" test -C build-gpu --print-errorlogs > "$out/tests.log" 2>&1 || status=1
-        grep -E "^ *[0-9]+/[0-9]+ |^Ok|^Fail|^Skipped" "$out/tests.log" | tail -45
-        # The kernel check's own summary (doctest), whatever meson made of it.
-        build-gpu/tests/test_cuda_attention > "$out/test_cuda_attention.log" 2>&1 || status=1
-        grep -E "ERROR|test cases|assertions" "$out/test_cuda_attention.log" | head -30
-        ;;
-      sanitize)
-        # The small sweep runs every kernel and dtype (fused fp32/bf16/fp16, unfused fp32).
-        local tool
-        for tool in memcheck racecheck; do
-          if compute-sanitizer --tool "$tool" --error-exitcode 1 \
-              build-gpu/tests/test_cuda_attention -tc="*small*" > "$out/sanitizer-$tool.log" 2>&1; then
-            echo "compute-sanitizer $tool: clean"
-          else
-            echo "compute-sanitizer $tool: FAILED"; tail -30 "$out/sanitizer-$tool.log"; status=1
-          fi
-        done
-        ;;
-      bench)
-        local ns=1024,2048,4096,8192,16384,32768,65536 dtype
-        for dtype in f32 bf16 f16; do
-          python3 benchmarks/cpu_attention_table.py --build build-gpu --backend cuda --n "$ns" \
-            --patterns dense,local,strided,fixed --dtype "$dtype" --baseline cublas-dense \
-            --out "results/gpu_attention_$dtype" > "$out/bench-$dtype.log" 2>&1 \
-            || { tail -20 "$out/bench-$dtype.log"; status=1; }
-        done
-        # The 2019-style unfused path (stored scores), fp32, up to n = 16384.
-        python3 benchmarks/cpu_attention_table.py --build build-gpu --backend cuda \
-          --n 1024,2048,4096,8192,16384 --patterns strided,fixed --algorithm unfused \
-          --out results/gpu_attention_unfused > "$out/bench-unfused.log" 2>&1 \
-          || { tail -20 "$out/bench-unfused.log"; status=1; }
-        ;;
-      peers)
-        python3 benchmarks/peers/gpu_attention_peers.py --build build-gpu \
-          --out results/gpu_attention_peers > "$out/peers.log" 2>&1 \
-          || { tail -20 "$out/peers.log"; status=1; }
-        ;;
-      *) echo "unknown step $step (build, test, sanitize, bench, peers)" >&2; exit 2 ;;
-    esac
-  done
-  # One page with everything measured so far, then copies for $OUT.
+pack() {
+  export PATH=/usr/local/cuda/bin:$PATH
+  local t0=$SECONDS
+  if [[ ! -f $pack_build/build.ninja ]]; then
+    meson setup "$pack_build" -Dcuda=enabled -Dgpu_arch=90 -Dnative=false > /dev/null ||
+      { echo "pack: meson setup $pack_build failed" >&2; exit 1; }
+  fi
+  grep -q "cuda on (sm_90)" "$pack_build/sparse_config.h" ||
+    { echo "pack: $pack_build is not a CUDA build for sm_90 (see $pack_build/sparse_config.h)" >&2; exit 1; }
+  local targets=(tests/test_cuda_backend tests/test_cuda_attention benchmarks/sparse-repro)
+  ninja -C "$pack_build" -j"${PACK_JOBS:-2}" "${targets[@]}" ||
+    { echo "pack: build failed" >&2; exit 1; }
+  rm -rf "$pack_dir"
+  mkdir -p "$pack_dir/tests" "$pack_dir/benchmarks" "$pack_dir/lib"
+  local t
+  for t in "${targets[@]}"; do cp "$pack_build/$t" "$pack_dir/$t"; done
+  # One real file under the soname (links do not come back from the GPU machine, and the
+  # binaries' RUNPATH is $ORIGIN/..).
+  cp -L "$pack_build"/libsparse.so.[0-9] "$pack_dir/"
+  # The non-system libraries the binaries load (OpenMP, libsndfile and its codecs, zlib, ...);
+  # `run` links only those the GPU machine lacks into its library path.
+  local libs
+  libs=$(for t in "${targets[@]}" libsparse.so.[0-9]; do ldd "$pack_build"/$t; done |
+         awk '$2 == "=>" && $3 ~ /^\// {print $1 " " $3}' | sort -u)
+  while read -r name path; do
+    [[ -n $name ]] || continue
+    [[ $name == libsparse.so* ]] && continue
+    is_system_lib "$name" && continue
+    cp -L "$path" "$pack_dir/lib/$name"
+  done <<< "$libs"
   {
-    echo "# GPU attention: kernel check, sanitizer, benchmarks"
-    echo
-    echo "Generated by \`tests/gpu_check.sh run\` on $(tail -1 "$out/gpu.txt" 2>/dev/null) at"
-    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
-    echo
-    echo '## kernel check and sanitizer'
-    echo
-    echo '```'
-    grep -hE "test cases|assertions" "$out/test_cuda_attention.log" 2>/dev/null || echo "(test step not run)"
-    for tool in memcheck racecheck; do
-      [[ -f $out/sanitizer-$tool.log ]] && echo "compute-sanitizer $tool: $(tail -1 "$out/sanitizer-$tool.log")"
-    done
-    echo '```'
-    for part in gpu_attention_f32 gpu_attention_bf16 gpu_attention_f16 gpu_attention_unfused \
-                gpu_attention_peers; do
-      if [[ -f results/$part.md ]]; then echo; sed 's/^#/##/' "results/$part.md"; fi
-    done
-  } > results/gpu_attention.md
-  cp results/gpu_attention*.md results/gpu_attention*.json* "$out/" 2>/dev/null || true
-  tail -40 results/gpu_attention.md
+    echo "commit $(git rev-parse HEAD)$(git diff --quiet HEAD -- . ':!.gpu-pack' 2>/dev/null || echo ' (uncommitted changes)')"
+    echo "packed $(date -u '+%Y-%m-%d %H:%M UTC') on $(uname -srm), $(sed -n 's/^PRETTY_NAME=//p' /etc/os-release | tr -d '"')"
+    echo "build $pack_build: meson setup -Dcuda=enabled -Dgpu_arch=90 -Dnative=false"
+    echo "nvcc $(nvcc --version | sed -n 's/.*release //p')"
+    echo "library $(grep -h SPARSE_BUILD_INFO "$pack_build/sparse_config.h" | cut -d'"' -f2)"
+    echo "carried libraries: $(cd "$pack_dir/lib" && ls | tr '\n' ' ')"
+  } > "$pack_dir/PACK.txt"
+  cat "$pack_dir/PACK.txt"
+  du -sh "$pack_dir"
+  # What travels: tracked and untracked-not-ignored files, plus the carried folder (64 MiB).
+  local tree_kib
+  tree_kib=$(git ls-files -z --cached --others --exclude-standard | du -ck --files0-from=- | tail -1 | cut -f1)
+  local pack_kib
+  pack_kib=$(du -sk "$pack_dir" | cut -f1)
+  echo "travels: working tree ${tree_kib} KiB + $pack_dir ${pack_kib} KiB = $(( (tree_kib + pack_kib) / 1024 )) MiB (limit 64)"
+  (( tree_kib + pack_kib < 60 * 1024 )) || { echo "pack: too large to travel" >&2; exit 1; }
+  echo "packed in $((SECONDS - t0)) s; on the GPU machine: tests/gpu_check.sh run (carry $pack_dir)"
+}
+
+# ------------------------------------------------------------------ run (GPU machine)
+
+setup_env() {
+  [[ -x $pack_dir/tests/test_cuda_attention ]] ||
+    { echo "$pack_dir missing: run 'tests/gpu_check.sh pack' here first and carry it" >&2; exit 2; }
+  chmod u+x "$pack_dir"/tests/* "$pack_dir"/benchmarks/* 2> /dev/null
+  export SPARSE_REQUIRE_GPU=${SPARSE_REQUIRE_GPU:-1}
+  export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+  local cuda_bins
+  for cuda_bins in /usr/local/cuda/bin /usr/local/cuda/compute-sanitizer; do
+    [[ -d $cuda_bins ]] && PATH=$PATH:$cuda_bins
+  done
+  export PATH
+  sanitizer=$(command -v compute-sanitizer ||
+              find /usr/local/cuda* /opt/nvidia -name compute-sanitizer -type f -perm -u+x 2>/dev/null | head -1)
+  [[ -n $sanitizer ]] || sanitizer="compute-sanitizer-not-found"
+  # Libraries the binaries need and this machine lacks: CUDA's (cuBLAS is found in the toolkit
+  # or in PyTorch's nvidia-* wheels), then the carried ones not installed here.
+  local extra=/tmp/gpu_check_libs name dir
+  rm -rf "$extra"
+  mkdir -p "$extra"
+  for name in $(cd "$pack_dir/lib" && ls); do
+    ldconfig -p 2>/dev/null | grep -q "^[[:space:]]*$name " || ln -sf "$root/$pack_dir/lib/$name" "$extra/$name"
+  done
+  local path="$root/$pack_dir:$extra"
+  local roots=(/usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda)
+  local site
+  site=$(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null) || site=""
+  for dir in $site; do [[ -d $dir/nvidia ]] && roots+=("$dir/nvidia"); done
+  for name in $(LD_LIBRARY_PATH=$path ldd "$pack_dir/libsparse.so."[0-9] "$pack_dir"/tests/* "$pack_dir"/benchmarks/* 2>/dev/null |
+                awk '/not found/ {print $1}' | sort -u); do
+    dir=$(find "${roots[@]}" -name "$name" 2>/dev/null | head -1)
+    [[ -n $dir ]] && path="$path:$(dirname "$dir")"
+  done
+  export LD_LIBRARY_PATH="$path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  SPARSE_LIBRARY=$(echo "$root/$pack_dir"/libsparse.so.[0-9])
+  export SPARSE_LIBRARY
+  SPARSE_GIT_COMMIT=$(sed -n 's/^commit //p' "$pack_dir/PACK.txt")
+  export SPARSE_GIT_COMMIT
+}
+
+provenance() {
+  echo "command: tests/gpu_check.sh $*"
+  echo "device-tool call: run(command=\"bash tests/gpu_check.sh $*\", carry=[\"$pack_dir\"])"
+  echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo "host: $(uname -srm), $(nproc) CPUs"
+  sed 's/^/pack: /' "$pack_dir/PACK.txt"
+  if command -v nvidia-smi > /dev/null; then
+    echo "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap,clocks.max.sm --format=csv,noheader 2>&1 | head -4 | paste -sd';')"
+    echo "cuda (driver): $(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9.]*\).*/\1/p' | head -1)"
+  else
+    echo "gpu: no nvidia-smi on this machine"
+  fi
+  echo "nvcc: $(nvcc --version 2>/dev/null | sed -n 's/.*release //p' || echo none)"
+  echo "compute-sanitizer: $sanitizer"
+  echo "LD_LIBRARY_PATH: $LD_LIBRARY_PATH"
+  echo "SPARSE_REQUIRE_GPU: $SPARSE_REQUIRE_GPU"
+  echo "--- ldd"
+  ldd "$pack_dir/libsparse.so."[0-9] "$pack_dir/tests/test_cuda_attention" 2>&1
+}
+
+# Globals used by step and the exit trap.
+t_start=$SECONDS
+budget=400
+sanitizer=""
+work=""
+logs=""
+out=""
+archive_name=""
+child=""
+finished=0
+
+write_archive() {
+  [[ -n $logs && -d $logs ]] || return 0
+  if [[ $finished == 0 ]]; then
+    printf 'elapsed %d s of budget %d s\n' "$((SECONDS - t_start))" "$budget" > "$logs/elapsed.txt"
+  fi
+  column -t -s $'\t' "$logs/steps.tsv" > "$logs/summary.txt" 2>/dev/null || cp "$logs/steps.tsv" "$logs/summary.txt"
+  tar -czf "$out/.$archive_name.tmp" -C "$work" "$(basename "$logs")" 2>/dev/null &&
+    mv -f "$out/.$archive_name.tmp" "$out/$archive_name"
+  cp "$logs/summary.txt" "$out/${archive_name%%.*}_summary.txt" 2>/dev/null || true
+}
+
+on_exit() {
+  local rc=$?
+  trap - EXIT TERM INT HUP
+  if [[ -n $child ]] && kill -0 "$child" 2> /dev/null; then
+    kill -TERM "$child" 2> /dev/null
+    sleep 1
+    kill -KILL "$child" 2> /dev/null
+    printf '%s\t%s\t%s\t%s\n' "$current" "interrupted" "$((SECONDS - step_t0))" "the command was stopped (signal)" >> "$logs/steps.tsv"
+  fi
+  echo "finished: $(date -u '+%H:%M:%S') after $((SECONDS - t_start)) s (exit $rc)" >> "$logs/elapsed.txt"
+  finished=1
+  write_archive
+  echo "=== $archive_name: $(du -h "$out/$archive_name" 2>/dev/null | cut -f1) in $out"
+  cat "$logs/summary.txt" 2>/dev/null
+  exit "$rc"
+}
+
+current=""
+step_t0=0
+status=0
+# step NAME TIMEOUT_S COMMAND...: runs COMMAND with its output in NAME.log, at most TIMEOUT_S
+# seconds and never past the overall budget (less 15 s for the archive).
+step() {
+  local name=$1 limit=$2
+  shift 2
+  local left=$((budget - (SECONDS - t_start) - 15))
+  (( limit > left )) && limit=$left
+  current=$name
+  step_t0=$SECONDS
+  if (( limit < 5 )); then
+    printf '%s\t%s\t%s\t%s\n' "$name" "skipped" 0 "out of time (budget $budget s)" >> "$logs/steps.tsv"
+    echo "--- $name: skipped, out of time"
+    return 0
+  fi
+  echo "--- $name ($(date -u +%H:%M:%S), limit ${limit} s): $*"
+  { echo "\$ $*"; echo "# limit ${limit} s, started $(date -u '+%H:%M:%S UTC')"; } > "$logs/$name.log"
+  timeout -k 5 "$limit" "$@" >> "$logs/$name.log" 2>&1 &
+  child=$!
+  wait "$child"
+  local rc=$?
+  child=""
+  local secs=$((SECONDS - step_t0)) verdict note
+  case $rc in
+    0) verdict=ok note="" ;;
+    77) verdict=skipped note="exit 77: no CUDA device" ;;
+    124 | 137) verdict=TIMEOUT note="stopped after ${limit} s" status=1 ;;
+    *) verdict=FAILED note="exit $rc" status=1 ;;
+  esac
+  # The last line that says what happened (doctest's summary, the sanitizer's error count).
+  local last
+  last=$(grep -E "test cases:|ERROR SUMMARY|RACECHECK SUMMARY|SKIP:|FAIL:|Error|error:|failed \(exit|gpu_attention_peers:" "$logs/$name.log" 2>/dev/null | tail -1 | tr '\t' ' ' | cut -c1-160)
+  [[ -n $last ]] && note="${note:+$note; }$last"
+  printf '%s\t%s\t%s\t%s\n' "$name" "$verdict" "$secs" "$note" >> "$logs/steps.tsv"
+  echo "    $verdict in ${secs} s${note:+: $note}"
+  write_archive
+}
+
+start_run() {  # start_run ARCHIVE_NAME LOG_FOLDER BUDGET ARGS...
+  archive_name=$1
+  local folder=$2
+  budget=$3
+  shift 3
+  out=${OUT:-$root/build-gpu-out}
+  mkdir -p "$out"
+  work=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+  logs=$work/$folder
+  mkdir -p "$logs"
+  printf 'step\tverdict\tseconds\tnote\n' > "$logs/steps.tsv"
+  trap on_exit EXIT
+  trap 'exit 143' TERM
+  trap 'exit 130' INT
+  trap 'exit 129' HUP
+  setup_env
+  provenance "$@" > "$logs/provenance.txt" 2>&1
+  sed -n '/^gpu:/p;/^cuda/p;/^pack: commit/p' "$logs/provenance.txt"
+  write_archive
+}
+
+run_main() {
+  start_run gpu_check.tar.gz gpu_check "${GPU_CHECK_BUDGET:-400}" run
+  local p=$pack_dir
+  # 1. The two CUDA test programs, directly (the whole CPU suite is not rebuilt there).
+  step test_cuda_backend 60 "$p/tests/test_cuda_backend"
+  step test_cuda_attention 170 "$p/tests/test_cuda_attention"
+  # 2. compute-sanitizer on the sweep made for it: every kernel and dtype, every block size and
+  #    head size, rows of several blocks, n not a multiple of the block, padded rows.
+  local tool limit
+  for tool in memcheck racecheck; do
+    limit=60
+    [[ $tool == racecheck ]] && limit=80
+    step "sanitizer_$tool" "$limit" "$sanitizer" --tool "$tool" --error-exitcode 1 \
+      --print-limit 50 "$p/tests/test_cuda_attention" -tc="*sanitizer sweep*"
+  done
+  # 3. The benchmarks: bf16, fp16 (tensor cores), fp32, and the unfused fp32 path, against the
+  #    cuBLAS dense baseline; each writes a Markdown table and JSON lines.
+  local patterns=dense,local,strided,fixed
+  local bench=(python3 benchmarks/cpu_attention_table.py --build "$p" --backend cuda
+               --patterns "$patterns" --baseline cublas-dense)
+  step bench_bf16 60 "${bench[@]}" --dtype bf16 --n 4096,16384,65536 --out "$logs/gpu_attention_bf16"
+  step bench_f16 40 "${bench[@]}" --dtype f16 --n 4096,16384 --out "$logs/gpu_attention_f16"
+  step bench_f32 50 "${bench[@]}" --dtype f32 --n 4096,16384 --out "$logs/gpu_attention_f32"
+  step bench_unfused 30 python3 benchmarks/cpu_attention_table.py --build "$p" --backend cuda \
+    --patterns strided,fixed --algorithm unfused --n 4096,16384 --out "$logs/gpu_attention_unfused"
+  exit $status
+}
+
+run_peers() {
+  start_run gpu_peers.tar.gz gpu_peers "${GPU_PEERS_BUDGET:-230}" peers
+  local left=$((budget - (SECONDS - t_start) - 25))
+  step peers $((left + 5)) python3 benchmarks/peers/gpu_attention_peers.py --build "$pack_dir" \
+    --n 4096,16384,65536 --head-dim 64,128 --pattern strided --time-budget "$left" \
+    --out "$logs/gpu_attention_peers"
   exit $status
 }
 
 case ${1:-} in
   pack) pack ;;
-  run) shift; run "$@" ;;
-  *) echo "usage: $0 pack | run [build] [test] [sanitize] [bench] [peers]" >&2; exit 2 ;;
+  run) run_main ;;
+  peers) run_peers ;;
+  *) echo "usage: $0 pack | run | peers   (see the top of this file)" >&2; exit 2 ;;
 esac

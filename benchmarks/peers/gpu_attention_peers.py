@@ -4,8 +4,11 @@ capi/bindings/python/sparse_ctypes.py), PyTorch scaled_dot_product_attention (de
 backend) and PyTorch FlexAttention with the *same* block mask, forward and forward + backward, in
 one run on one GPU (DESIGN.md section 8). Writes Markdown + JSON with provenance.
 
-usage: benchmarks/peers/gpu_attention_peers.py [--build build] [--n 1024,...,65536]
-           [--head-dim 64,128] [--pattern strided,fixed] [--out results/gpu_attention_peers]
+usage: benchmarks/peers/gpu_attention_peers.py [--build build] [--n 16384,4096,65536]
+           [--head-dim 64,128] [--pattern strided,fixed] [--time-budget S]
+           [--out results/gpu_attention_peers]
+       benchmarks/peers/gpu_attention_peers.py --dry-run      (no GPU, no PyTorch: the plan, each
+           configuration's computed blocks and FLOPs, from the library's layouts)
        benchmarks/peers/gpu_attention_peers.py --self-check   (CPU only: checks that the
            FlexAttention mask built here equals the library's layout, element by element)
 
@@ -17,8 +20,17 @@ padding masked), so both compute the same blocks; the gather is outside the time
 
 FLOPs: 4 B^2 d per computed block forward, 14 B^2 d forward + backward (backward = 2.5x forward);
 SDPA dense causal is counted as n (n + 1) / 2 elements. `TFLOP/s` is computed-block FLOPs over
-time (for SDPA: dense causal FLOPs over time). Timings: CUDA events, median of --reps after
---warmup runs, inputs bf16 from torch.randn (never zeros).
+time (for SDPA: dense causal FLOPs over time). Timings: CUDA events around each repetition,
+median of --reps after --warmup runs, the L2 cache flushed (a buffer of twice its size
+overwritten) before every repetition, outside the timed region; inputs bf16 from torch.randn
+(never zeros).
+
+FlexAttention runs compiled, never on its unfused eager path: every (shape, mode) is compiled on
+purpose (the compile caches reset, torch.compile(fullgraph=True, dynamic=False), recompile
+limits raised), warm-up runs do the compiling, the timed repetitions run with recompiles made
+errors, and PyTorch's "unfused implementation" warning is an error: a configuration that would
+fall back is recorded as an error, never timed. Results are written after every configuration,
+and --time-budget stops starting new ones, so a cut-short run still leaves its table.
 """
 import argparse
 import datetime
@@ -42,7 +54,8 @@ def fail(message):
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
-    ap.add_argument("--n", default="1024,2048,4096,8192,16384,32768,65536")
+    ap.add_argument("--n", default="16384,4096,65536",
+                    help="sequence lengths, in the order run (the most telling first)")
     ap.add_argument("--head-dim", default="64,128")
     ap.add_argument("--pattern", default="strided,fixed")
     ap.add_argument("--heads", type=int, default=4)
@@ -52,10 +65,58 @@ def parse_args():
     ap.add_argument("--summary", type=int, default=32)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--modes", default="fwd,fwdbwd")
+    ap.add_argument("--time-budget", type=float, default=0,
+                    help="seconds; no configuration starts after this (0: no limit)")
     ap.add_argument("--out", default=os.path.join(ROOT, "results", "gpu_attention_peers"))
     ap.add_argument("--self-check", action="store_true",
                     help="CPU only: compare the FlexAttention masks with the layout and exit")
-    return ap.parse_args()
+    ap.add_argument("--dry-run", action="store_true",
+                    help="print the configurations with their computed blocks and FLOPs, then exit")
+    a = ap.parse_args()
+    try:
+        a.n_list = [int(x) for x in a.n.split(",")]
+        a.d_list = [int(x) for x in a.head_dim.split(",")]
+    except ValueError:
+        fail(f"--n and --head-dim take comma-separated integers (got --n {a.n!r}, "
+             f"--head-dim {a.head_dim!r})")
+    a.patterns = a.pattern.split(",")
+    a.mode_list = a.modes.split(",")
+    for p in a.patterns:
+        if p not in ("strided", "fixed"):
+            fail(f"--pattern takes strided and/or fixed (got {p!r})")
+    for m in a.mode_list:
+        if m not in ("fwd", "fwdbwd"):
+            fail(f"--modes takes fwd and/or fwdbwd (got {m!r})")
+    if any(n < 1 for n in a.n_list) or any(d < 1 for d in a.d_list):
+        fail("--n and --head-dim must be positive")
+    return a
+
+
+def configurations(a):
+    """(d, n, pattern, mode) in the order run: per shape, forward then forward + backward."""
+    return [(d, n, p, m) for d in a.d_list for n in a.n_list for p in a.patterns
+            for m in a.mode_list]
+
+
+def flop_factor(mode):
+    return 4.0 if mode == "fwd" else 14.0
+
+
+def dry_run(a):
+    sp = import_sparse(a.build)
+    print(f"{'d':>4} {'n':>6} {'pattern':>8} {'mode':>7} {'nnz_blocks':>10} {'density':>8} "
+          f"{'GFLOP':>9} {'SDPA GFLOP':>10}")
+    for d, n, pattern, mode in configurations(a):
+        layout, _ = make_layout(sp, pattern, n, a)
+        st = layout.stats()
+        flops = flop_factor(mode) * st["nnz_blocks"] * a.block ** 2 * d * a.batch
+        dense = flop_factor(mode) * a.batch * a.heads * n * (n + 1) / 2 * d
+        print(f"{d:>4} {n:>6} {pattern:>8} {mode:>7} {st['nnz_blocks']:>10} "
+              f"{100 * st['density']:>7.2f}% {flops / 1e9:>9.1f} {dense / 1e9:>10.1f}")
+    shapes = len(a.d_list) * len(a.n_list) * len(a.patterns) * len(a.mode_list)
+    print(f"{shapes} FlexAttention compilations (one per shape and mode)")
+    return 0
 
 
 def import_torch(need_cuda):
@@ -253,23 +314,53 @@ def self_check(a):
 
 # ------------------------------------------------------------------ timing
 
-def timed(torch, fn, reps, warmup):
+def timed(torch, fn, reps, warmup, flush, during=None):
+    """Median seconds of fn over `reps` repetitions (CUDA events), each after an L2 flush
+    (`flush`, outside the events); `during` is a context manager wrapped around the timed
+    repetitions (not the warm-up)."""
+    import contextlib
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
     times = []
-    for _ in range(reps):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
+    with during if during is not None else contextlib.nullcontext():
+        for _ in range(reps):
+            flush.zero_()
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
     return statistics.median(times)
 
 
+def compiled_flex(torch, flex_attention):
+    """A freshly compiled FlexAttention (compile caches reset, so this shape compiles on
+    purpose instead of hitting a recompile limit and falling back)."""
+    import torch._dynamo
+    torch._dynamo.reset()
+    cfg = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                 "accumulated_cache_size_limit"):
+        if hasattr(cfg, name):
+            setattr(cfg, name, 1024)
+    for name in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"):
+        if hasattr(cfg, name):
+            setattr(cfg, name, True)
+    return torch.compile(flex_attention, fullgraph=True, dynamic=False)
+
+
+def no_recompile(torch):
+    """Context for timed repetitions: a recompile (which could end on the eager path) raises."""
+    return torch._dynamo.config.patch(error_on_recompile=True)
+
+
 def run(a):
+    import time
+    import warnings
+    t0 = time.monotonic()
     torch = import_torch(True)
     sp = import_sparse(a.build)
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -277,98 +368,129 @@ def run(a):
     import torch.nn.functional as F
     from provenance import git_commit, write_atomically
 
+    # FlexAttention's eager (unfused) path announces itself with this warning: make it an error.
+    warnings.filterwarnings("error", message=".*unfused implementation.*")
     dev = torch.device("cuda")
     stream = torch.cuda.current_stream()
     ctx = sp.Context("cuda", cuda_stream=stream.cuda_stream)
-    flex = torch.compile(flex_attention, dynamic=False)
+    l2 = getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", 64 << 20) or (64 << 20)
+    flush = torch.empty(2 * l2 // 4, dtype=torch.float32, device=dev)
     started = datetime.datetime.now(datetime.timezone.utc)
-    rows = []
-    for d in [int(x) for x in a.head_dim.split(",")]:
-        for n in [int(x) for x in a.n.split(",")]:
-            shape = (a.batch, a.heads, n, d)
-            gen = torch.Generator(device=dev).manual_seed(n * 1000 + d)
-            q, k, v, dout = (torch.randn(shape, device=dev, dtype=torch.bfloat16, generator=gen)
-                             for _ in range(4))
-            dense_elems = a.batch * a.heads * n * (n + 1) / 2
-            for mode in ("fwd", "fwdbwd"):
-                flop_factor = 4.0 if mode == "fwd" else 14.0
-                row_sdpa = {"n": n, "head_dim": d, "mode": mode, "impl": "sdpa-flash-dense"}
-                try:
-                    qs, ks, vs = (x.detach().clone().requires_grad_(mode == "fwdbwd")
-                                  for x in (q, k, v))
-
-                    def sdpa():
-                        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                            o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True)
-                        if mode == "fwdbwd":
-                            o.backward(dout)
-
-                    t = timed(torch, sdpa, a.reps, a.warmup)
-                    row_sdpa.update(time_s=t, tflops=flop_factor * dense_elems * d / t / 1e12)
-                except Exception as e:  # noqa: BLE001 - record and go on
-                    row_sdpa["error"] = str(e).splitlines()[0][:200]
-                rows.append(row_sdpa)
-                for pattern in a.pattern.split(","):
-                    layout, kinds = make_layout(sp, pattern, n, a)
-                    st = layout.stats()
-                    flops = flop_factor * st["nnz_blocks"] * a.block ** 2 * d * a.batch
-                    base = {"n": n, "head_dim": d, "mode": mode, "pattern": pattern,
-                            "nnz_blocks": st["nnz_blocks"], "density": st["density"],
-                            "effective_density": st["effective_density"]}
-                    # libsparse, fused bf16 kernels.
-                    row = dict(base, impl="libsparse")
-                    try:
-                        out = torch.empty_like(q)
-                        lse = torch.empty(shape[:3], device=dev, dtype=torch.float32)
-                        dq, dk, dv = (torch.empty_like(q) for _ in range(3))
-                        T = sp.Tensor.from_torch
-                        tq, tk, tv, to, tl, tdo = T(q), T(k), T(v), T(out), T(lse), T(dout)
-                        tdq, tdk, tdv = T(dq), T(dk), T(dv)
-
-                        def ours():
-                            sp.attention_forward(ctx, layout, tq, tk, tv, out=to, lse=tl)
-                            if mode == "fwdbwd":
-                                sp.attention_backward(ctx, layout, tq, tk, tv, to, tl, tdo,
-                                                      dq=tdq, dk=tdk, dv=tdv)
-
-                        t = timed(torch, ours, a.reps, a.warmup)
-                        row.update(time_s=t, tflops=flops / t / 1e12)
-                    except Exception as e:  # noqa: BLE001
-                        row["error"] = str(e).splitlines()[0][:200]
-                    rows.append(row)
-                    # FlexAttention with the same block mask, computed order.
-                    row_flex = dict(base, impl="flex-attention")
-                    try:
-                        order = ComputedOrder(torch, layout, kinds, n, a, dev)
-                        bm = make_block_mask(torch, layout, order, kinds, a, dev)
-                        qf, kf, vf, df = (order.gather(torch, x) for x in (q, k, v, dout))
-                        qf, kf, vf = (x.detach().requires_grad_(mode == "fwdbwd")
-                                      for x in (qf, kf, vf))
-
-                        def flex_run():
-                            o = flex(qf, kf, vf, block_mask=bm)
-                            if mode == "fwdbwd":
-                                o.backward(df)
-
-                        t = timed(torch, flex_run, a.reps, a.warmup)
-                        row_flex.update(time_s=t, tflops=flops / t / 1e12)
-                    except Exception as e:  # noqa: BLE001
-                        row_flex["error"] = str(e).splitlines()[0][:200]
-                    rows.append(row_flex)
-                    print(json.dumps(row), json.dumps(row_flex), flush=True)
-            del q, k, v, dout
-            torch.cuda.empty_cache()
-
-    wall = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
     prov = {"commit": git_commit(), "date_utc": started.strftime("%Y-%m-%d %H:%M"),
             "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
             "cuda": torch.version.cuda, "libsparse": sp.version(), "build": sp.build_info(),
             "command": " ".join(["benchmarks/peers/gpu_attention_peers.py"] + sys.argv[1:]),
-            "wall_s": round(wall), "shapes": {"batch": a.batch, "heads": a.heads,
-                                              "block": a.block, "stride": a.stride,
-                                              "summary": a.summary, "dtype": "bf16"}}
-    write_atomically(a.out + ".json", json.dumps({"provenance": prov, "rows": rows}, indent=1))
-    write_atomically(a.out + ".md", markdown(rows, prov))
+            "l2_flush_bytes": 2 * l2, "reps": a.reps, "warmup": a.warmup,
+            "shapes": {"batch": a.batch, "heads": a.heads, "block": a.block, "stride": a.stride,
+                       "summary": a.summary, "dtype": "bf16"}}
+    rows = []
+
+    def save(note=""):
+        prov["wall_s"] = round(time.monotonic() - t0)
+        prov["note"] = note
+        write_atomically(a.out + ".json", json.dumps({"provenance": prov, "rows": rows},
+                                                     indent=1))
+        write_atomically(a.out + ".md", markdown(rows, prov))
+
+    def attempt(row, fn, during=None):
+        try:
+            t = fn() if during is None else fn(during)
+            row.update(time_s=t)
+        except Exception as e:  # noqa: BLE001 - record and go on
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        return row
+
+    tensors = {}
+    note = "complete"
+    for d, n, pattern, mode in configurations(a):
+        if a.time_budget and time.monotonic() - t0 > a.time_budget:
+            note = f"stopped by --time-budget {a.time_budget:g} s before d={d} n={n} {pattern} {mode}"
+            print(note, flush=True)
+            break
+        if tensors.get("key") != (d, n):
+            tensors.clear()
+            torch.cuda.empty_cache()
+            shape = (a.batch, a.heads, n, d)
+            gen = torch.Generator(device=dev).manual_seed(n * 1000 + d)
+            q, k, v, dout = (torch.randn(shape, device=dev, dtype=torch.bfloat16, generator=gen)
+                             for _ in range(4))
+            tensors.update(key=(d, n), q=q, k=k, v=v, dout=dout, sdpa_done=set())
+        q, k, v, dout = tensors["q"], tensors["k"], tensors["v"], tensors["dout"]
+        shape = tuple(q.shape)
+        bwd = mode == "fwdbwd"
+        ff = flop_factor(mode)
+        # SDPA dense causal, flash backend only (an error, not a fallback, if flash cannot run).
+        if mode not in tensors["sdpa_done"]:
+            tensors["sdpa_done"].add(mode)
+            dense_elems = a.batch * a.heads * n * (n + 1) / 2
+            qs, ks, vs = (x.detach().clone().requires_grad_(bwd) for x in (q, k, v))
+
+            def sdpa():
+                with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                    o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True)
+                if bwd:
+                    o.backward(dout)
+
+            row = attempt({"n": n, "head_dim": d, "mode": mode, "impl": "sdpa-flash-dense"},
+                          lambda: timed(torch, sdpa, a.reps, a.warmup, flush))
+            if "time_s" in row:
+                row["tflops"] = ff * dense_elems * d / row["time_s"] / 1e12
+            rows.append(row)
+            del qs, ks, vs
+        layout, kinds = make_layout(sp, pattern, n, a)
+        st = layout.stats()
+        flops = ff * st["nnz_blocks"] * a.block ** 2 * d * a.batch
+        base = {"n": n, "head_dim": d, "mode": mode, "pattern": pattern,
+                "nnz_blocks": st["nnz_blocks"], "density": st["density"],
+                "effective_density": st["effective_density"]}
+        # libsparse, fused bf16 kernels, through ctypes on PyTorch's stream.
+        out = torch.empty_like(q)
+        lse = torch.empty(shape[:3], device=dev, dtype=torch.float32)
+        dq, dk, dv = (torch.empty_like(q) for _ in range(3))
+        T = sp.Tensor.from_torch
+        tq, tk, tv, to, tl, tdo = T(q), T(k), T(v), T(out), T(lse), T(dout)
+        tdq, tdk, tdv = T(dq), T(dk), T(dv)
+
+        def ours():
+            sp.attention_forward(ctx, layout, tq, tk, tv, out=to, lse=tl)
+            if bwd:
+                sp.attention_backward(ctx, layout, tq, tk, tv, to, tl, tdo, dq=tdq, dk=tdk,
+                                      dv=tdv)
+
+        row = attempt(dict(base, impl="libsparse"),
+                      lambda: timed(torch, ours, a.reps, a.warmup, flush))
+        if "time_s" in row:
+            row["tflops"] = flops / row["time_s"] / 1e12
+        rows.append(row)
+        del out, lse, dq, dk, dv
+        # FlexAttention with the same block mask, computed order, compiled for this shape.
+        row_flex = dict(base, impl="flex-attention")
+
+        def flex_time():
+            order = ComputedOrder(torch, layout, kinds, n, a, dev)
+            bm = make_block_mask(torch, layout, order, kinds, a, dev)
+            qf, kf, vf, df = (order.gather(torch, x) for x in (q, k, v, dout))
+            qf, kf, vf = (x.detach().requires_grad_(bwd) for x in (qf, kf, vf))
+            flex = compiled_flex(torch, flex_attention)
+            c0 = time.monotonic()
+
+            def flex_run():
+                o = flex(qf, kf, vf, block_mask=bm)
+                if bwd:
+                    o.backward(df)
+
+            flex_run()  # compiles (forward, and backward when bwd)
+            torch.cuda.synchronize()
+            row_flex["compile_s"] = round(time.monotonic() - c0, 1)
+            return timed(torch, flex_run, a.reps, a.warmup, flush, during=no_recompile(torch))
+
+        attempt(row_flex, flex_time)
+        if "time_s" in row_flex:
+            row_flex["tflops"] = flops / row_flex["time_s"] / 1e12
+        rows.append(row_flex)
+        print(json.dumps(row), json.dumps(row_flex), flush=True)
+        save("partial: running")
+    save(note)
     print(markdown(rows, prov))
     return 0
 
@@ -379,8 +501,9 @@ def markdown(rows, prov):
           "timings from one run on one GPU (CUDA events, median).\n",
           "| provenance | |", "|---|---|"]
     for key in ("command", "commit", "date_utc", "gpu", "torch", "cuda", "libsparse", "build",
-                "wall_s"):
-        md.append(f"| {key} | {prov[key]} |")
+                "l2_flush_bytes", "reps", "warmup", "wall_s", "note"):
+        if key in prov:
+            md.append(f"| {key} | {prov[key]} |")
     md.append(f"| shapes | {json.dumps(prov['shapes'])} |\n")
     md.append("`TFLOP/s`: computed-block FLOPs / time (SDPA: dense causal FLOPs / time). "
               "`vs SDPA rate` = our TFLOP/s / SDPA's (target >= 0.7 forward, >= 0.6 forward + "
@@ -423,6 +546,8 @@ def markdown(rows, prov):
 
 def main():
     a = parse_args()
+    if a.dry_run:
+        return dry_run(a)
     if a.self_check:
         return self_check(a)
     return run(a)

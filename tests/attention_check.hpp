@@ -1,0 +1,258 @@
+// The comparison rule of the attention kernel checks (tests/test_cuda_attention.cpp, the cuBLAS
+// baseline check in tests/test_cuda_backend.cpp), kept free of any GPU code so that
+// tests/test_attention_check.cpp can show on the CPU that it accepts a correct kernel and
+// rejects a wrong one.
+//
+// A tensor is compared as `rows` rows of `dim` elements (dense, row-major), got against want:
+//   element  |g - w| <= atol * max(rms, rms_row) + rtol * |w|, where rms is the root mean square
+//            of the whole reference tensor and rms_row that of the element's row: a kernel's
+//            error in an element scales with the magnitudes summed into it, which is its row's
+//            scale, so a tensor of small values (gradients) is checked as tightly as one of
+//            large values, and a row of large values does not fail on its elements near zero;
+//   row      ||g_r - w_r|| <= row * max(||w_r||, 1e-3 * rms * sqrt(dim)) (when row > 0): each row
+//            relative to its own norm, so rows far smaller than the tensor's typical row (keys
+//            few queries see, rows over few keys) are checked too; rows below a thousandth of
+//            the typical norm, and rows the reference makes exactly zero (dq of a query with a
+//            single key is a difference of equal terms), are left to the element rule (16-bit
+//            probabilities that small are subnormal or flushed);
+//   tensor   sum (g - w)^2 / sum w^2 <= norm;
+//   special  NaN or Inf where the reference is finite always fails; an infinite reference value
+//            (the -inf lse of a query without keys) must be matched exactly, and the out and dq
+//            rows of such a query must be exactly zero (nonzero_in_empty_rows).
+// A `Result` lists the first mismatches with their row and column; callers report them.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "sparse/common.h"
+
+namespace check {
+
+struct Tol {
+  double atol = 0, rtol = 0, norm = 0;
+  double row = 0;  // 0: no per-row check
+};
+
+// The bounds of each dtype's kernels against the fp32 CPU reference run on the same (already
+// rounded) inputs. fp32: the same arithmetic in another order. bf16 (8 significant bits: one
+// rounding of P or of the output is up to 2^-9 = 2e-3 relative) and fp16 (11 bits, 8x finer)
+// are derived from the rounding steps (P and dS rounded before their products, outputs rounded),
+// not yet calibrated on a GPU; the norms leave ~25x margin over the squared rounding error.
+// lse is fp32 for every dtype (computed from fp32 scores).
+struct KernelTol {
+  Tol fwd, bwd, lse;
+};
+
+inline KernelTol tolerances(sparse_dtype dtype) {
+  switch (dtype) {
+    case SPARSE_DTYPE_BF16:
+      return {{1e-2, 2e-2, 1e-4, 3e-2}, {2e-2, 5e-2, 4e-4, 6e-2}, {2e-3, 2e-3, 1e-6, 0}};
+    case SPARSE_DTYPE_F16:
+      return {{2e-3, 4e-3, 4e-6, 6e-3}, {4e-3, 1e-2, 2e-5, 1.5e-2}, {2e-3, 2e-3, 1e-6, 0}};
+    default:
+      return {{2e-5, 1e-4, 1e-9, 1e-4}, {1e-4, 1e-3, 1e-9, 1e-3}, {2e-5, 1e-4, 1e-9, 0}};
+  }
+}
+
+// `t` widened by `factor` (the squared norm bound by factor^2). Logits of several hundred carry
+// an fp32 rounding error of ~1e-5 absolute (eps x |terms of q.k|), which moves the
+// probabilities of close competitors by as much: the large-logit check widens fp32's bounds 10x
+// (its purpose is the gross failure of a softmax without the running maximum).
+inline Tol widened(Tol t, double factor) {
+  t.atol *= factor;
+  t.rtol *= factor;
+  t.row *= factor;
+  t.norm *= factor * factor;
+  return t;
+}
+
+struct Mismatch {
+  int64_t row, col;  // col -1: the whole row (row rule)
+  double got, want, bound;
+};
+
+struct Result {
+  int64_t bad_elements = 0, bad_rows = 0;
+  double rms = 0;         // of the reference
+  double norm_error = 0;  // sum (g - w)^2 / sum w^2 (0 when the reference is all zero)
+  bool norm_ok = true;
+  double worst_row = 0;         // largest ||g_r - w_r|| / ||w_r|| over the rows the row rule checks
+  std::vector<Mismatch> first;  // at most 5 element and 5 row mismatches
+  bool ok() const { return bad_elements == 0 && bad_rows == 0 && norm_ok; }
+  std::string describe(const char* name) const {
+    std::string s;
+    char buf[256];
+    for (const Mismatch& m : first) {
+      if (m.col >= 0)
+        std::snprintf(buf, sizeof buf, "%s row %lld col %lld: got %.9g, want %.9g (bound %.3g)\n",
+                      name, static_cast<long long>(m.row), static_cast<long long>(m.col), m.got,
+                      m.want, m.bound);
+      else
+        std::snprintf(buf, sizeof buf, "%s row %lld: |got - want| = %.3g > %.3g (|want| = %.3g)\n",
+                      name, static_cast<long long>(m.row), m.got, m.bound, m.want);
+      s += buf;
+    }
+    std::snprintf(buf, sizeof buf,
+                  "%s: %lld bad elements, %lld bad rows, normalised error %.3g%s, worst row "
+                  "relative error %.3g, reference rms %.3g",
+                  name, static_cast<long long>(bad_elements), static_cast<long long>(bad_rows),
+                  norm_error, norm_ok ? "" : " (over the bound)", worst_row, rms);
+    return s + buf;
+  }
+};
+
+template <typename G, typename W>
+Result compare(const std::vector<G>& got, const std::vector<W>& want, int64_t dim, const Tol& tol) {
+  Result r;
+  const size_t n = want.size();
+  const auto d = static_cast<size_t>(dim);
+  const size_t rows = d ? n / d : 0;
+  double ref_sq = 0;
+  size_t finite = 0;
+  for (W w : want)
+    if (std::isfinite(static_cast<double>(w))) {
+      ref_sq += static_cast<double>(w) * static_cast<double>(w);
+      ++finite;
+    }
+  r.rms = finite ? std::sqrt(ref_sq / static_cast<double>(finite)) : 0.0;
+  const double row_floor = 1e-3 * r.rms * std::sqrt(static_cast<double>(dim));
+  int element_reports = 0, row_reports = 0;
+  double err_sq = 0;
+  bool any_nonfinite = false;
+  for (size_t row = 0; row < rows; ++row) {
+    double row_ref_sq = 0, row_err_sq = 0;
+    size_t row_finite = 0;
+    bool row_nonfinite = false;
+    for (size_t c = 0; c < d; ++c) {
+      const double w = static_cast<double>(want[row * d + c]);
+      if (std::isfinite(w)) {
+        row_ref_sq += w * w;
+        ++row_finite;
+      }
+    }
+    const double rms_row = row_finite ? std::sqrt(row_ref_sq / static_cast<double>(row_finite)) : 0;
+    const double atol = tol.atol * std::max(r.rms, rms_row);
+    for (size_t c = 0; c < d; ++c) {
+      const size_t e = row * d + c;
+      const double g = static_cast<double>(got[e]), w = static_cast<double>(want[e]);
+      bool ok;
+      double bound = 0;
+      if (std::isinf(w)) {
+        ok = g == w;
+      } else if (std::isnan(w)) {
+        ok = false;  // a reference is never NaN: the comparison itself is broken
+      } else {
+        bound = atol + tol.rtol * std::fabs(w);
+        ok = std::isfinite(g) && std::fabs(g - w) <= bound;
+        if (std::isfinite(g)) {
+          err_sq += (g - w) * (g - w);
+          row_err_sq += (g - w) * (g - w);
+        } else {
+          row_nonfinite = any_nonfinite = true;
+        }
+      }
+      if (!ok) {
+        ++r.bad_elements;
+        if (element_reports++ < 5)
+          r.first.push_back({static_cast<int64_t>(row), static_cast<int64_t>(c), g, w, bound});
+      }
+    }
+    if (tol.row > 0 && !row_nonfinite) {
+      const double ref_norm = std::sqrt(row_ref_sq), err_norm = std::sqrt(row_err_sq);
+      bool ok;
+      double bound;
+      if (ref_norm == 0) {
+        bound = 0;
+        ok = true;  // left to the element rule
+      } else {
+        bound = tol.row * std::max(ref_norm, row_floor);
+        ok = err_norm <= bound;
+        if (ref_norm >= row_floor) r.worst_row = std::max(r.worst_row, err_norm / ref_norm);
+      }
+      if (!ok) {
+        ++r.bad_rows;
+        if (row_reports++ < 5)
+          r.first.push_back({static_cast<int64_t>(row), -1, err_norm, ref_norm, bound});
+      }
+    }
+  }
+  if (any_nonfinite) err_sq = HUGE_VAL;
+  if (ref_sq > 0) {
+    r.norm_error = err_sq / ref_sq;
+    r.norm_ok = r.norm_error <= tol.norm;
+  } else {
+    r.norm_ok = err_sq == 0;
+  }
+  return r;
+}
+
+// Elements of the rows whose reference lse is -inf (queries without keys) that are not exactly
+// zero: such a query's output and gradient are zero by definition.
+template <typename G, typename L>
+int64_t nonzero_in_empty_rows(const std::vector<G>& got, int64_t dim, const std::vector<L>& lse) {
+  int64_t count = 0;
+  const auto d = static_cast<size_t>(dim);
+  for (size_t row = 0; row < lse.size(); ++row)
+    if (std::isinf(static_cast<double>(lse[row])) && lse[row] < 0)
+      for (size_t c = 0; c < d; ++c) count += got[row * d + c] != 0 ? 1 : 0;
+  return count;
+}
+
+// Output buffers are filled with this byte before a kernel runs: all-ones is NaN in fp32, bf16
+// and fp16, so an element the kernel never writes fails the comparison, and any byte it should
+// not touch (row padding, the guard after the tensor) must still hold it afterwards.
+constexpr unsigned char kSentinel = 0xff;
+
+// Bytes of `bytes` outside the elements a tensor addresses (`covered` true) that no longer hold
+// the sentinel; returns how many, and the first offset in *first.
+inline size_t touched_padding(const std::vector<unsigned char>& bytes,
+                              const std::vector<bool>& covered, size_t* first) {
+  size_t count = 0;
+  for (size_t i = 0; i < bytes.size(); ++i)
+    if (!(i < covered.size() && covered[i]) && bytes[i] != kSentinel) {
+      if (count++ == 0 && first) *first = i;
+    }
+  return count;
+}
+
+// ------------------------------------------------------------------ 16-bit conversions (host)
+
+inline uint16_t to_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+inline float from_bf16(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+}
+inline uint16_t to_f16(float x) {
+  const _Float16 h = static_cast<_Float16>(x);
+  uint16_t u;
+  std::memcpy(&u, &h, sizeof u);
+  return u;
+}
+inline float from_f16(uint16_t b) {
+  _Float16 h;
+  std::memcpy(&h, &b, sizeof h);
+  return static_cast<float>(h);
+}
+// x rounded to `dtype` (round to nearest even) and back.
+inline float round_to(sparse_dtype dtype, float x) {
+  if (dtype == SPARSE_DTYPE_BF16) return from_bf16(to_bf16(x));
+  if (dtype == SPARSE_DTYPE_F16) return from_f16(to_f16(x));
+  return x;
+}
+
+}  // namespace check
