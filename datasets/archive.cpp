@@ -144,8 +144,13 @@ size_t GzipStream::read(uint8_t* out, size_t n) {
       throw_error(SPARSE_ERR_FORMAT, "file ", what_,
                   ": truncated gzip stream (expected more compressed data)");
     } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
-      throw_error(SPARSE_ERR_FORMAT, "file ", what_, ": corrupt gzip data (zlib: ",
-                  s.z.msg != nullptr ? s.z.msg : "error", ")");
+      const std::string msg = s.z.msg != nullptr ? s.z.msg : "error";
+      const char* hint = msg == "incorrect data check"
+                             ? ": the CRC-32 of the inflated data does not match the gzip trailer"
+                         : msg == "incorrect length check"
+                             ? ": the inflated length does not match the gzip trailer's ISIZE"
+                             : "";
+      throw_error(SPARSE_ERR_FORMAT, "file ", what_, ": corrupt gzip data (zlib: ", msg, hint, ")");
     }
     if (produced > 0) return produced;
   }
@@ -162,6 +167,14 @@ size_t GzipStream::read(uint8_t*, size_t) { return 0; }
 #endif
 
 // ------------------------------------------------------------------------------------ tar
+
+namespace {}  // namespace
+
+void read_to_end(ByteStream& in) {
+  std::vector<uint8_t> buf(kChunk);
+  while (in.read(buf.data(), buf.size()) > 0) {
+  }
+}
 
 namespace {
 
@@ -255,7 +268,12 @@ void tar_extract(ByteStream& in, const std::string& what,
     if (got < sizeof hdr)
       throw_error(SPARSE_ERR_FORMAT, "file ", what, ": truncated tar archive (expected a ",
                   "512-byte header block, found ", got, " bytes)");
-    if (std::all_of(hdr, hdr + 512, [](uint8_t b) { return b == 0; })) return;
+    if (std::all_of(hdr, hdr + 512, [](uint8_t b) { return b == 0; })) {
+      // End-of-archive blocks: the stream is still read to its end, so that a compressed
+      // stream's own integrity fields (the gzip trailers' CRC-32 and length) are verified.
+      read_to_end(in);
+      return;
+    }
     uint64_t stored = 0;
     if (!parse_number(hdr + 148, 8, &stored))
       throw_error(SPARSE_ERR_FORMAT, "file ", what, ": tar header ", index,
@@ -407,8 +425,23 @@ View zip_raw_member(const View& archive, const ZipEntry& entry, const std::strin
   const uint64_t off = entry.local_header_offset;
   if (off > archive.size || archive.size - off < 30 || le32(archive.data + off) != kLocal)
     zip_error(what, "local header of member " + entry.name + " is missing or out of bounds");
-  uint64_t start = off + 30 + le16(archive.data + off + 26) + le16(archive.data + off + 28);
-  if (start > archive.size || archive.size - start < entry.compressed_size)
+  const uint8_t* local = archive.data + off;
+  const size_t name_len = le16(local + 26);
+  uint64_t start = off + 30 + name_len + le16(local + 28);
+  if (start > archive.size)
+    zip_error(what, "local header of member " + entry.name + " runs past the end of the file");
+  // The local header repeats the central directory's name, method and (unless bit 3 defers them
+  // to a data descriptor) CRC-32; a disagreement means one of the two copies is corrupt.
+  const std::string local_name(reinterpret_cast<const char*>(local + 30), name_len);
+  if (local_name != entry.name || le16(local + 8) != entry.method ||
+      (!(le16(local + 6) & 8) && le32(local + 14) != entry.crc32))
+    zip_error(what, "local header of member " + entry.name +
+                        " disagrees with the central directory (name \"" + local_name +
+                        "\", method " + std::to_string(le16(local + 8)) + ", CRC-32 " +
+                        std::to_string(le32(local + 14)) + " vs method " +
+                        std::to_string(entry.method) + ", CRC-32 " + std::to_string(entry.crc32) +
+                        "; corrupt zip)");
+  if (archive.size - start < entry.compressed_size)
     zip_error(what, "member " + entry.name + " expects " + std::to_string(entry.compressed_size) +
                         " compressed bytes beyond the end of the file (truncated zip?)");
   View v;

@@ -51,13 +51,20 @@ class GzipStream final : public ByteStream {
 
 bool is_gzip(const uint8_t* data, size_t size);
 
+// Reads and discards the rest of `in`. For a GzipStream this verifies every member's trailer
+// (CRC-32 and length of the inflated data), which zlib checks only when a member is read to its
+// end.
+void read_to_end(ByteStream& in);
+
 struct TarMember {
   std::string name;  // full path inside the archive
   uint64_t size = 0;
 };
 
 // Walks a tar stream. For each regular file, `select` returns a sink for its bytes or nullptr to
-// skip it. Errors: SPARSE_ERR_FORMAT for bad header checksums, sizes or a truncated stream.
+// skip it. The stream is read to its end, also after the end-of-archive blocks, so a gzip
+// stream's trailers are verified before tar_extract returns. Errors: SPARSE_ERR_FORMAT for bad
+// header checksums, sizes, a truncated stream or (from the stream) a failed integrity check.
 void tar_extract(ByteStream& in, const std::string& what,
                  const std::function<Sink*(const TarMember&)>& select);
 

@@ -21,6 +21,12 @@
 #include <samplerate.h>
 #include <sndfile.h>
 #endif
+#if SPARSE_HAVE_FLAC
+#include <FLAC/stream_decoder.h>
+#endif
+#if SPARSE_HAVE_OGG
+#include <ogg/ogg.h>
+#endif
 
 namespace sparse::data {
 #if SPARSE_HAVE_SNDFILE
@@ -66,6 +72,85 @@ class AudioSource final : public Source {
   std::vector<std::pair<size_t, int64_t>> index_;
   int64_t len_;
 };
+
+#if SPARSE_HAVE_OGG
+// Walks every page of an Ogg file with libogg, which checks each page's CRC-32. libogg skips a
+// page that fails it (and libvorbis/libopus then decode around the hole without an error), so
+// any skipped or trailing bytes are reported here.
+void verify_ogg_pages(const std::string& path) {
+  const BlobPtr blob = map_file(path);
+  ogg_sync_state sync;
+  ogg_sync_init(&sync);
+  struct Clear {
+    ogg_sync_state* s;
+    ~Clear() { ogg_sync_clear(s); }
+  } clear{&sync};
+  const size_t kChunk = size_t{1} << 16;
+  size_t fed = 0, pages = 0;
+  uint64_t at = 0;  // file offset of the next unparsed byte
+  for (;;) {
+    ogg_page page;
+    const long n = ogg_sync_pageseek(&sync, &page);
+    if (n > 0) {
+      at += static_cast<uint64_t>(n);
+      ++pages;
+      continue;
+    }
+    if (n < 0)
+      throw_error(SPARSE_ERR_FORMAT, "file ", path, ": corrupt Ogg data at byte ", at, " (", -n,
+                  " bytes are not a page whose CRC-32 matches; libogg skips them)");
+    if (fed == blob->size()) break;
+    const size_t k = std::min(kChunk, blob->size() - fed);
+    char* buf = ogg_sync_buffer(&sync, static_cast<long>(k));
+    if (buf == nullptr) throw_error(SPARSE_ERR_OUT_OF_MEMORY, "file ", path, ": libogg buffer");
+    std::copy_n(blob->data() + fed, k, buf);
+    ogg_sync_wrote(&sync, static_cast<long>(k));
+    fed += k;
+  }
+  if (at != blob->size())
+    throw_error(SPARSE_ERR_FORMAT, "file ", path, ": truncated Ogg file (", blob->size() - at,
+                " bytes after the last complete page at byte ", at, ")");
+  if (pages == 0) throw_error(SPARSE_ERR_FORMAT, "file ", path, ": no Ogg pages");
+}
+#endif
+
+#if SPARSE_HAVE_FLAC
+// Decodes a FLAC file with libFLAC, which checks every frame's CRC and, at the end, the MD5 of the
+// decoded audio against STREAMINFO (an MD5 of all zeros means "not computed" and is skipped).
+void verify_flac_md5(const std::string& path) {
+  FLAC__StreamDecoder* d = FLAC__stream_decoder_new();
+  if (d == nullptr) throw_error(SPARSE_ERR_OUT_OF_MEMORY, "file ", path, ": libFLAC decoder");
+  struct Delete {
+    FLAC__StreamDecoder* d;
+    ~Delete() { FLAC__stream_decoder_delete(d); }
+  } del{d};
+  struct State {
+    bool error = false;
+    const char* status = "";
+  } state;
+  auto write = [](const FLAC__StreamDecoder*, const FLAC__Frame*, const FLAC__int32* const[],
+                  void*) { return FLAC__STREAM_DECODER_WRITE_STATUS_CONTINUE; };
+  auto error = [](const FLAC__StreamDecoder*, FLAC__StreamDecoderErrorStatus status, void* user) {
+    auto* st = static_cast<State*>(user);
+    if (!st->error) st->status = FLAC__StreamDecoderErrorStatusString[status];
+    st->error = true;
+  };
+  FLAC__stream_decoder_set_md5_checking(d, true);
+  if (FLAC__stream_decoder_init_file(d, path.c_str(), write, nullptr, error, &state) !=
+      FLAC__STREAM_DECODER_INIT_STATUS_OK)
+    throw_error(SPARSE_ERR_FORMAT, "file ", path, ": libFLAC cannot open it for the MD5 check");
+  const bool decoded = FLAC__stream_decoder_process_until_end_of_stream(d) != 0;
+  const bool md5_ok = FLAC__stream_decoder_finish(d) != 0;
+  if (!decoded || state.error)
+    throw_error(SPARSE_ERR_FORMAT, "file ", path,
+                ": corrupt FLAC stream (libFLAC: ", state.error ? state.status : "decoding failed",
+                ")");
+  if (!md5_ok)
+    throw_error(SPARSE_ERR_FORMAT, "file ", path,
+                ": the MD5 of the decoded audio does not match the one in the FLAC STREAMINFO "
+                "block (corrupt file)");
+}
+#endif
 
 }  // namespace
 #endif
@@ -145,6 +230,23 @@ DecodedAudio decode_audio_file(const std::string& path, int32_t sample_rate) {
   if (sf_error(file) != SF_ERR_NO_ERROR)
     throw_error(SPARSE_ERR_FORMAT, "file ", path, ": decoding failed after ", total,
                 " frames (libsndfile: ", sf_strerror(file), "; truncated or corrupt?)");
+  // Ogg pages carry a CRC-32 and FLAC frames a CRC-16, and a frame or page that fails it is
+  // dropped: for these containers the decoded length must equal the one libsndfile reads from the
+  // stream (FLAC STREAMINFO, Ogg granule positions), when it gives one. For Ogg that length comes
+  // from the pages themselves, so every page's CRC is checked as well (verify_ogg_pages).
+  const int major = info.format & SF_FORMAT_TYPEMASK;
+  if ((major == SF_FORMAT_OGG || major == SF_FORMAT_FLAC) && info.frames > 0 &&
+      info.frames != SF_COUNT_MAX && static_cast<uint64_t>(info.frames) != total)
+    throw_error(SPARSE_ERR_FORMAT, "file ", path, ": decoded ", total, " frames, but the ",
+                major == SF_FORMAT_OGG ? "Ogg" : "FLAC", " stream says ", info.frames,
+                " (corrupt or truncated: ", major == SF_FORMAT_OGG ? "pages" : "frames",
+                " that fail their CRC are dropped)");
+#if SPARSE_HAVE_FLAC
+  if (major == SF_FORMAT_FLAC) verify_flac_md5(path);
+#endif
+#if SPARSE_HAVE_OGG
+  if (major == SF_FORMAT_OGG) verify_ogg_pages(path);
+#endif
   if (total == 0)
     throw_error(SPARSE_ERR_FORMAT, "file ", path, ": no audio frames (expected a recording)");
   if (peak < 1e-5f)

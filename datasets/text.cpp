@@ -33,6 +33,38 @@ bool is_zip(const BlobPtr& b) {
          ((b->data()[2] == 3 && b->data()[3] == 4) || (b->data()[2] == 5 && b->data()[3] == 6));
 }
 
+// The first bytes of a file for an error message, non-printable ones as '.'.
+std::string head_of(const BlobPtr& b) {
+  std::string s;
+  for (size_t i = 0; i < std::min<size_t>(b->size(), 24); ++i) {
+    const uint8_t c = b->data()[i];
+    s += c >= 0x20 && c < 0x7f ? static_cast<char>(c) : '.';
+  }
+  return s;
+}
+
+// The name of a compressed format whose signature starts the file, or nullptr.
+const char* compressed_format(const BlobPtr& b) {
+  struct Magic {
+    const char* name;
+    const char* bytes;
+    size_t n;
+  };
+  static const Magic kMagics[] = {{"gzip", "\x1f\x8b\x08", 3},
+                                  {"bzip2", "BZh", 3},
+                                  {"xz",
+                                   "\xfd"
+                                   "7zXZ\x00",
+                                   6},
+                                  {"zstd", "\x28\xb5\x2f\xfd", 4},
+                                  {"7-Zip", "7z\xbc\xaf\x27\x1c", 6}};
+  for (const Magic& m : kMagics)
+    if (b->size() >= m.n &&
+        std::equal(b->data(), b->data() + m.n, reinterpret_cast<const uint8_t*>(m.bytes)))
+      return m.name;
+  return nullptr;
+}
+
 }  // namespace
 
 ByteRange text_split_range(uint64_t n, Split split) {
@@ -52,6 +84,18 @@ SourcePtr open_text(const std::string& path, Split split, int64_t seq_len, bool 
   BlobPtr blob = map_file(path);
   View bytes;
   std::string what = path;
+  // A file named .zip, or one that starts with a zip signature, must be a zip archive; any other
+  // file is raw bytes (for enwik8, not a file in another compressed format).
+  const bool zip_name = ends_with(lower(path), ".zip");
+  if (zip_name && !is_zip(blob))
+    throw_error(SPARSE_ERR_FORMAT, "file ", path, ": named .zip but not a zip archive (expected ",
+                "the signature PK\\x03\\x04, found \"", head_of(blob), "\"",
+                blob->size() == 0 ? ", an empty file" : "",
+                "; a failed download? a raw text file must not be named .zip)");
+  if (enwik8 && !is_zip(blob))
+    if (const char* format = compressed_format(blob))
+      throw_error(SPARSE_ERR_FORMAT, "file ", path, ": ", format,
+                  "-compressed data (expected enwik8 as raw text or as enwik8.zip)");
   if (is_zip(blob)) {
     const View archive = whole(blob);
     const std::vector<ZipEntry> entries = zip_entries(archive.data, archive.size, path);

@@ -495,8 +495,10 @@ def _fnv1a64(data):
 
 def write_checkpoint(path, meta, tensors):
     """Writes {name: tensor} with libsparse's metadata `meta` (as read by read_safetensors) in
-    the layout sparse_model_load accepts: F32 tensors in the given order, FNV-1a 64 checksum of
-    the data section in the metadata, header padded with spaces to a multiple of 8 bytes.
+    the layout sparse_model_load accepts (format sparse-checkpoint-2): F32 tensors in the given
+    order, FNV-1a 64 checksums in the metadata of the data section ("checksum") and of the length
+    bytes and header with its own 16 digits read as '0' ("header_checksum"), header padded with
+    spaces to a multiple of 8 bytes.
     Written to `path`.tmp, then renamed. (Slow for big models: the checksum is pure Python.)"""
     header, chunks, offset = {}, [], 0
     for name, t in tensors.items():
@@ -506,11 +508,18 @@ def write_checkpoint(path, meta, tensors):
         chunks.append(raw)
         offset += len(raw)
     data = b"".join(chunks)
-    meta = dict(meta, checksum=f"{_fnv1a64(data):016x}")
+    zero = "0" * 16
+    meta = dict(meta, format="sparse-checkpoint-2", checksum=f"{_fnv1a64(data):016x}",
+                header_checksum=zero)
     text = json.dumps({"__metadata__": meta, **header}, separators=(",", ":"))
     text += " " * (-len(text) % 8)
+    prefix = struct.pack("<Q", len(text))
+    field = '"header_checksum":"' + zero + '"'
+    assert text.count(field) == 1
+    digest = _fnv1a64(prefix + text.encode("utf-8"))
+    text = text.replace(field, f'"header_checksum":"{digest:016x}"')
     with open(str(path) + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
+        f.write(prefix)
         f.write(text.encode("utf-8"))
         f.write(data)
     os.replace(str(path) + ".tmp", path)

@@ -4,8 +4,12 @@
 // Tensors: "param.<name>", "adam_m.<name>", "adam_v.<name>" for every parameter tensor, F32, in
 // that order. "__metadata__" (string values, as safetensors requires) holds "format", the model
 // and trainer configurations, "step", "dropout_seed" (the dropout streams are functions of it
-// and of the step, so these two are the whole random state) and "checksum", the FNV-1a 64 hash
-// of the data section in hex.
+// and of the step, so these two are the whole random state; it must equal the model
+// configuration's seed), "checksum", the FNV-1a 64 hash of the data section in hex, and
+// "header_checksum", the FNV-1a 64 hash in hex of the 8 length bytes and the whole header with
+// the 16 digits of this value read as '0' (so the configuration, step and tensor table are covered
+// too). "format" is "sparse-checkpoint-2"; files of the older "sparse-checkpoint-1" (no
+// header_checksum) are still read, their data checked by "checksum" alone.
 #pragma once
 
 #include <memory>

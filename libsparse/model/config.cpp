@@ -131,13 +131,20 @@ void validate_config(const sparse_model_config& c) {
           " must be a positive multiple of num_heads = ", c.num_heads);
   require(!c.half_qk || c.d_model % (2 * c.num_heads) == 0, "half_qk needs d_model = ", c.d_model,
           " to be a multiple of 2 * num_heads = ", 2 * c.num_heads);
-  require(c.attention == SPARSE_MODEL_ATTENTION_DENSE ||
-              c.attention == SPARSE_MODEL_ATTENTION_STRIDED ||
-              c.attention == SPARSE_MODEL_ATTENTION_FIXED,
-          "attention = ", static_cast<int>(c.attention), " is not a sparse_model_attention");
-  require(c.head_mode == SPARSE_HEADS_INTERLEAVED || c.head_mode == SPARSE_HEADS_MERGED ||
-              c.head_mode == SPARSE_HEADS_MULTIHEAD,
-          "head_mode = ", static_cast<int>(c.head_mode), " is not a sparse_head_mode");
+  // A C caller may store any int in the enum fields: read them as ints, since loading an
+  // out-of-range value as the enum type is undefined in C++.
+  int attention = 0, head_mode = 0;
+  static_assert(sizeof attention == sizeof c.attention && sizeof head_mode == sizeof c.head_mode,
+                "enum fields are int-sized");
+  std::memcpy(&attention, &c.attention, sizeof attention);
+  std::memcpy(&head_mode, &c.head_mode, sizeof head_mode);
+  require(attention == SPARSE_MODEL_ATTENTION_DENSE ||
+              attention == SPARSE_MODEL_ATTENTION_STRIDED ||
+              attention == SPARSE_MODEL_ATTENTION_FIXED,
+          "attention = ", attention, " is not a sparse_model_attention");
+  require(head_mode == SPARSE_HEADS_INTERLEAVED || head_mode == SPARSE_HEADS_MERGED ||
+              head_mode == SPARSE_HEADS_MULTIHEAD,
+          "head_mode = ", head_mode, " is not a sparse_head_mode");
   if (c.attention != SPARSE_MODEL_ATTENTION_DENSE) {
     require(c.stride >= 1 && c.stride <= c.seq_len, "stride = ", c.stride,
             " must be in [1, seq_len = ", c.seq_len, "]");
@@ -204,8 +211,11 @@ sparse_train_config default_train_config() {
 }
 
 void validate_train_config(const sparse_train_config& t) {
-  require(t.optimizer == SPARSE_OPTIMIZER_ADAM || t.optimizer == SPARSE_OPTIMIZER_ADAMW,
-          "optimizer = ", static_cast<int>(t.optimizer), " is not a sparse_optimizer");
+  int optimizer = 0;  // read as an int, as in validate_config
+  static_assert(sizeof optimizer == sizeof t.optimizer, "enum fields are int-sized");
+  std::memcpy(&optimizer, &t.optimizer, sizeof optimizer);
+  require(optimizer == SPARSE_OPTIMIZER_ADAM || optimizer == SPARSE_OPTIMIZER_ADAMW,
+          "optimizer = ", optimizer, " is not a sparse_optimizer");
   require(std::isfinite(t.learning_rate) && t.learning_rate > 0,
           "learning_rate = ", t.learning_rate, " must be > 0");
   require(t.beta1 >= 0 && t.beta1 < 1, "beta1 = ", t.beta1, " must be in [0, 1)");
@@ -377,8 +387,13 @@ sparse_model_config config_from_string(const std::string& s) {
   c.num_layers = static_cast<int32_t>(r.i64("num_layers"));
   c.d_model = static_cast<int32_t>(r.i64("d_model"));
   c.num_heads = static_cast<int32_t>(r.i64("num_heads"));
-  c.attention = static_cast<sparse_model_attention>(r.i64("attention"));
-  c.head_mode = static_cast<sparse_head_mode>(r.i64("head_mode"));
+  const int64_t attention = r.i64("attention"), head_mode = r.i64("head_mode");
+  if (attention < SPARSE_MODEL_ATTENTION_DENSE || attention > SPARSE_MODEL_ATTENTION_FIXED ||
+      head_mode < SPARSE_HEADS_INTERLEAVED || head_mode > SPARSE_HEADS_MULTIHEAD)
+    throw_error(SPARSE_ERR_FORMAT, "checkpoint model config: attention = ", attention,
+                ", head_mode = ", head_mode, " (expected 0..2 each)");
+  c.attention = static_cast<sparse_model_attention>(attention);
+  c.head_mode = static_cast<sparse_head_mode>(head_mode);
   c.stride = r.i64("stride");
   c.summary = r.i64("summary");
   c.block_size = static_cast<int32_t>(r.i64("block_size"));
@@ -426,7 +441,11 @@ std::string train_config_to_string(const sparse_train_config& t) {
 sparse_train_config train_config_from_string(const std::string& s) {
   Reader r{parse_pairs(s, "checkpoint train config"), "checkpoint train config"};
   sparse_train_config t = default_train_config();
-  t.optimizer = static_cast<sparse_optimizer>(r.i64("optimizer"));
+  const int64_t optimizer = r.i64("optimizer");
+  if (optimizer != SPARSE_OPTIMIZER_ADAM && optimizer != SPARSE_OPTIMIZER_ADAMW)
+    throw_error(SPARSE_ERR_FORMAT, "checkpoint train config: optimizer = ", optimizer,
+                " is not a sparse_optimizer");
+  t.optimizer = static_cast<sparse_optimizer>(optimizer);
   t.learning_rate = r.f32("learning_rate_bits");
   t.beta1 = r.f32("beta1_bits");
   t.beta2 = r.f32("beta2_bits");

@@ -9,14 +9,18 @@ variants. Contents follow closed-form rules that the C++ tests recompute:
   text.bin: byte i = (i * 7 + i // 13) % 256
   enwik8.zip: 100,000,000 bytes, byte i = (i // 1,000,000) % 256
 """
+import gzip
 import io
 import math
 import os
+import shutil
 import struct
+import subprocess
 import sys
 import tarfile
 import wave
 import zipfile
+import zlib
 
 out = sys.argv[1]
 
@@ -68,6 +72,43 @@ corrupt = bytearray(good)
 for i in range(len(corrupt) // 3, len(corrupt) // 3 + 64):
     corrupt[i] ^= 0x5A
 open(path("cifar/corrupt.tar.gz"), "wb").write(bytes(corrupt))
+# Damaged gzip trailers (CRC-32, ISIZE, cut off) and two-member gzip files, each checked against
+# Python's gzip module and, where installed, `gzip -t`.
+def gzip_ok(name):
+    data = open(path(name), "rb").read()
+    try:
+        gzip.decompress(data)
+        py = True
+    except (OSError, EOFError, zlib.error):
+        py = False
+    if shutil.which("gzip"):
+        tool = subprocess.run(["gzip", "-t", path(name)], capture_output=True).returncode == 0
+        assert tool == py, name
+    return py
+
+
+def damaged(name, data):
+    open(path(name), "wb").write(bytes(data))
+    assert not gzip_ok(name), name
+
+
+def flip(data, i):
+    d = bytearray(data)
+    d[i] ^= 0x01
+    return d
+
+
+damaged("cifar/bad-crc.tar.gz", flip(good, len(good) - 8))
+damaged("cifar/bad-isize.tar.gz", flip(good, len(good) - 4))
+damaged("cifar/no-trailer.tar.gz", good[:-8])
+damaged("cifar/cut-trailer.tar.gz", good[:-3])
+plain = open(path("cifar/plain.tar"), "rb").read()
+half = len(plain) // 2
+first, second = gzip.compress(plain[:half], mtime=0), gzip.compress(plain[half:], mtime=0)
+open(path("cifar/two-members.tar.gz"), "wb").write(first + second)
+assert gzip_ok("cifar/two-members.tar.gz")
+damaged("cifar/two-members-bad-crc1.tar.gz", flip(first, len(first) - 8) + second)
+damaged("cifar/two-members-bad-crc2.tar.gz", first + flip(second, len(second) - 8))
 bad = dict(batches)
 bad["data_batch_3.bin"] = bad["data_batch_3.bin"][:-1]
 write_tar("cifar/short-record.tar.gz", bad, True)
@@ -105,6 +146,35 @@ enwik = open(path("text/enwik8.zip"), "rb").read()
 open(path("text/enwik8-truncated.zip"), "wb").write(enwik[: len(enwik) - 200])
 with open(path("text/enwik8-oversized"), "wb") as f:
     f.truncate(100000001)
+# A failed download saved under the archive's name, and a gzip copy of enwik8.
+html = b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n<body>" + b"x" * 4096
+open(path("text/html/enwik8.zip"), "wb").write(html + b"</body></html>\n")
+open(path("text/html/enwik8.ZIP"), "wb").write(b"")
+open(path("text/enwik8.gz"), "wb").write(gzip.compress(b"<mediawiki>" * 1000, mtime=0))
+
+
+# Zip members whose local header disagrees with the central directory: the name (Python's zipfile
+# refuses it) and the CRC-32 (the data matches the central one).
+def zip_local_header(data, name):
+    at = data.index(b"PK\x03\x04")
+    assert data[at + 30:at + 30 + len(name)] == name
+    return at
+
+
+one = open(path("text/one-member.zip"), "rb").read()
+at = zip_local_header(one, b"notes.txt")
+d = bytearray(one)
+d[at + 30 + 8] = ord("u")  # notes.txu
+open(path("text/local-name.zip"), "wb").write(bytes(d))
+try:
+    zipfile.ZipFile(path("text/local-name.zip")).read("notes.txt")
+    raise AssertionError("zipfile accepted local-name.zip")
+except zipfile.BadZipFile:
+    pass
+d = bytearray(one)
+d[at + 14] ^= 0x01
+open(path("text/local-crc.zip"), "wb").write(bytes(d))
+assert zipfile.ZipFile(path("text/local-crc.zip")).read("notes.txt") == text
 
 
 # ImageNet 64x64 npz batches, written like numpy.savez (version 1.0 .npy headers, zip64 local
@@ -157,6 +227,18 @@ good = open(path("imagenet/train_data_batch_1.npz"), "rb").read()
 corrupt = bytearray(good)
 corrupt[5000] ^= 0x01  # inside stored data: only the CRC can tell
 open(path("imagenet-bad/crc.npz"), "wb").write(bytes(corrupt))
+# A deflated member whose data is intact but whose CRC-32 (central and local copies alike) is not.
+good = open(path("imagenet/train_data_batch_2.npz"), "rb").read()
+corrupt = bytearray(good)
+with zipfile.ZipFile(path("imagenet/train_data_batch_2.npz")) as z:
+    info = z.getinfo("data.npy")
+    assert info.compress_type == zipfile.ZIP_DEFLATED
+    local, crc = info.header_offset, struct.pack("<I", info.CRC)
+for at in (local + 14, good.index(b"PK\x01\x02") + 16):
+    assert good[at:at + 4] == crc
+    corrupt[at] ^= 0x01
+open(path("imagenet-bad/deflated-crc.npz"), "wb").write(bytes(corrupt))
+assert zipfile.ZipFile(path("imagenet-bad/deflated-crc.npz")).testzip() == "data.npy"
 os.makedirs(path("imagenet-empty/x"), exist_ok=True)
 os.rmdir(path("imagenet-empty/x"))
 

@@ -126,6 +126,30 @@ TEST_CASE("CIFAR-10: damaged inputs") {
   // The test split does not need the missing member.
   Opened test(SPARSE_DATASET_CIFAR10, fx("cifar/missing-member.tar.gz"), SPARSE_SPLIT_TEST);
   CHECK(test.status == SPARSE_OK);
+  // The gzip trailers (CRC-32 and length of each member) are verified even though the tar
+  // archive ends (end-of-archive blocks) before them. make_fixtures.py checks each file with
+  // Python's gzip module and `gzip -t`.
+  for (sparse_split split : {SPARSE_SPLIT_TRAIN, SPARSE_SPLIT_TEST}) {
+    expect_error(SPARSE_DATASET_CIFAR10, fx("cifar/bad-crc.tar.gz"), split, F,
+                 {"bad-crc.tar.gz", "CRC-32", "gzip trailer"});
+    expect_error(SPARSE_DATASET_CIFAR10, fx("cifar/bad-isize.tar.gz"), split, F,
+                 {"bad-isize.tar.gz", "ISIZE"});
+    expect_error(SPARSE_DATASET_CIFAR10, fx("cifar/no-trailer.tar.gz"), split, F,
+                 {"no-trailer.tar.gz", "truncated gzip"});
+    expect_error(SPARSE_DATASET_CIFAR10, fx("cifar/cut-trailer.tar.gz"), split, F,
+                 {"cut-trailer.tar.gz", "truncated gzip"});
+    expect_error(SPARSE_DATASET_CIFAR10, fx("cifar/two-members-bad-crc1.tar.gz"), split, F,
+                 {"two-members-bad-crc1.tar.gz", "CRC-32"});
+    expect_error(SPARSE_DATASET_CIFAR10, fx("cifar/two-members-bad-crc2.tar.gz"), split, F,
+                 {"two-members-bad-crc2.tar.gz", "CRC-32"});
+  }
+  {
+    Opened two(SPARSE_DATASET_CIFAR10, fx("cifar/two-members.tar.gz"), SPARSE_SPLIT_TRAIN);
+    INFO(two.error);
+    REQUIRE(two.status == SPARSE_OK);
+    CHECK(two.size() == 48);
+    for (int g : {0, 25, 47}) check_cifar_image(two, g, g);
+  }
   expect_error(SPARSE_DATASET_CIFAR10, fx("cifar/garbage.tar"), SPARSE_SPLIT_TRAIN, F,
                {"garbage.tar", "checksum"});
   expect_error(SPARSE_DATASET_CIFAR10, fx("cifar/oversized"), SPARSE_SPLIT_TRAIN, F,
@@ -201,6 +225,29 @@ TEST_CASE("enwik8: zip of the real size, 90M / 5M / 5M") {
                SPARSE_ERR_FORMAT, {"enwik8-oversized", "100000001", "at most"});
 }
 
+TEST_CASE("enwik8 and text: a file named .zip must be a zip; local headers must agree") {
+  const auto F = SPARSE_ERR_FORMAT;
+  // An HTML error page saved as enwik8.zip (a failed download) is not trained on as raw text.
+  for (auto kind : {SPARSE_DATASET_ENWIK8, SPARSE_DATASET_TEXT}) {
+    expect_error(kind, fx("text/html/enwik8.zip"), SPARSE_SPLIT_TRAIN, F,
+                 {"enwik8.zip", "named .zip but not a zip archive", "<!DOCTYPE html>"}, 100);
+    expect_error(kind, fx("text/html/enwik8.ZIP"), SPARSE_SPLIT_TRAIN, F,
+                 {"enwik8.ZIP", "not a zip archive", "empty"}, 100);
+  }
+  // The local header repeats the central directory's name and CRC-32: a disagreement is
+  // corruption (Python's zipfile refuses the name mismatch too).
+  expect_error(SPARSE_DATASET_TEXT, fx("text/local-name.zip"), SPARSE_SPLIT_TRAIN, F,
+               {"local-name.zip", "notes.txt", "disagrees with the central directory"}, 100);
+  expect_error(SPARSE_DATASET_TEXT, fx("text/local-crc.zip"), SPARSE_SPLIT_TRAIN, F,
+               {"local-crc.zip", "disagrees with the central directory"}, 100);
+  // enwik8 is plain text: a gzip copy is refused; `text` reads any file that is neither zip-named
+  // nor zip-signed as raw bytes.
+  expect_error(SPARSE_DATASET_ENWIK8, fx("text/enwik8.gz"), SPARSE_SPLIT_TRAIN, F,
+               {"enwik8.gz", "gzip-compressed"}, 100);
+  Opened raw(SPARSE_DATASET_TEXT, fx("text/enwik8.gz"), SPARSE_SPLIT_TRAIN, 4);
+  CHECK(raw.status == SPARSE_OK);
+}
+
 namespace {
 int imagenet_pixel(int g, int c, int p) { return (g * 13 + c * 59 + p * 5) % 256; }
 void check_imagenet(const Opened& o, int64_t index, int g) {
@@ -242,6 +289,8 @@ TEST_CASE("ImageNet 64x64 npz: damaged inputs") {
   expect_error(K, fx("imagenet-bad/truncated.npz"), T, F, {"truncated.npz"});
   expect_error(K, fx("imagenet-bad/corrupt.npz"), T, F, {"corrupt.npz"});
   expect_error(K, fx("imagenet-bad/crc.npz"), T, F, {"crc.npz", "CRC"});
+  expect_error(K, fx("imagenet-bad/deflated-crc.npz"), T, F,
+               {"deflated-crc.npz", "data.npy", "CRC-32 mismatch"});
   expect_error(K, fx("imagenet-empty"), T, SPARSE_ERR_IO, {"imagenet-empty", "train_data_batch"});
   expect_error(K, fx("imagenet-empty"), SPARSE_SPLIT_TEST, SPARSE_ERR_IO, {"val_data.npz"});
   expect_error(K, fx("imagenet"), SPARSE_SPLIT_VALID, SPARSE_ERR_INVALID_ARGUMENT,
@@ -326,6 +375,113 @@ TEST_CASE("audio: FLAC written by libsndfile") {
     worst = std::max(worst, std::fabs(sparse::data::mulaw_decode(a.mulaw[i]) -
                                       0.3 * std::sin(2 * M_PI * 250 * i / 12000.0)));
   CHECK(worst < 0.02);
+#else
+  MESSAGE("built without libsndfile");
+#endif
+}
+
+#if SPARSE_HAVE_SNDFILE
+namespace {
+// Writes `seconds` of a two-tone mono signal with libsndfile in `format`.
+void write_tone(const std::string& path, int format, int rate, int seconds) {
+  SF_INFO info{};
+  info.samplerate = rate;
+  info.channels = 1;
+  info.format = format;
+  SNDFILE* f = sf_open(path.c_str(), SFM_WRITE, &info);
+  REQUIRE_MESSAGE(f != nullptr, sf_strerror(nullptr));
+  std::vector<float> x(static_cast<size_t>(rate * seconds));
+  for (size_t i = 0; i < x.size(); ++i)
+    x[i] = static_cast<float>(0.3 * std::sin(2 * M_PI * 250 * i / rate) +
+                              0.1 * std::sin(2 * M_PI * 1700 * i / rate));
+  REQUIRE(sf_writef_float(f, x.data(), static_cast<sf_count_t>(x.size())) ==
+          static_cast<sf_count_t>(x.size()));
+  sf_close(f);
+}
+
+std::vector<char> bytes_of(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  REQUIRE(f != nullptr);
+  std::vector<char> out;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) out.insert(out.end(), buf, buf + n);
+  std::fclose(f);
+  return out;
+}
+
+void write_bytes(const std::string& path, const std::vector<char>& b) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  REQUIRE(f != nullptr);
+  REQUIRE(std::fwrite(b.data(), 1, b.size(), f) == b.size());
+  std::fclose(f);
+}
+
+std::string decode_error(const std::string& path) {
+  try {
+    sparse::data::decode_audio_file(path, 12000);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+#endif
+
+TEST_CASE("audio: integrity fields of Ogg pages and FLAC frames and MD5") {
+#if SPARSE_HAVE_SNDFILE
+  std::filesystem::create_directories(fx("audio/integrity"));
+  // Ogg: each page has a CRC-32. libogg drops a page that fails it without an error (and
+  // libsndfile then also reports the shortened length), so a damaged file used to decode to less
+  // audio. A flip in the middle page, in the last page, and a cut-off last page.
+  std::string e;
+  std::vector<char> b;
+  for (const char* kind : {"ogg", "opus"}) {
+    const std::string ogg = fx(std::string("audio/integrity/tone.") + kind);
+    if (std::string(kind) == "ogg")
+      write_tone(ogg, SF_FORMAT_OGG | SF_FORMAT_VORBIS, 22050, 4);
+    else
+      write_tone(ogg, SF_FORMAT_OGG | SF_FORMAT_OPUS, 48000, 2);
+    CHECK(decode_error(ogg).empty());
+    const std::vector<char> good = bytes_of(ogg);
+    for (size_t at : {good.size() / 2, good.size() - 40, good.size()}) {
+      b = good;
+      if (at == good.size())
+        b.resize(good.size() - 40);
+      else
+        b[at] ^= 0x10;
+      const std::string bad = fx("audio/integrity/bad.") + kind;
+      write_bytes(bad, b);
+      e = decode_error(bad);
+      INFO(kind, " at ", at, ": ", e);
+      CHECK(e.find("bad.") != std::string::npos);
+      CHECK((e.find("corrupt Ogg data") != std::string::npos ||
+             e.find("truncated Ogg") != std::string::npos));
+    }
+  }
+
+  // FLAC: a damaged frame fails its CRC-16; a STREAMINFO MD5 that does not match the decoded
+  // audio is corruption too (bytes 26..41: "fLaC", the 4-byte block header, 18 bytes of
+  // STREAMINFO before the MD5).
+  const std::string flac = fx("audio/integrity/tone.flac");
+  write_tone(flac, SF_FORMAT_FLAC | SF_FORMAT_PCM_16, 16000, 2);
+  CHECK(decode_error(flac).empty());
+  b = bytes_of(flac);
+  REQUIRE(std::string(b.begin(), b.begin() + 4) == "fLaC");
+  REQUIRE((b[4] & 0x7f) == 0);  // the first metadata block is STREAMINFO
+  REQUIRE(std::count(b.begin() + 26, b.begin() + 42, 0) < 16);  // an MD5 was written
+  std::vector<char> frame = b;
+  frame[frame.size() / 2] ^= 0x10;
+  write_bytes(fx("audio/integrity/frame.flac"), frame);
+  CHECK(decode_error(fx("audio/integrity/frame.flac")).find("frame.flac") != std::string::npos);
+  b[30] ^= 0x01;
+  write_bytes(fx("audio/integrity/md5.flac"), b);
+  e = decode_error(fx("audio/integrity/md5.flac"));
+#if SPARSE_HAVE_FLAC
+  CHECK(e.find("md5.flac") != std::string::npos);
+  CHECK(e.find("MD5") != std::string::npos);
+#else
+  MESSAGE("built without libFLAC: the FLAC MD5 is not checked");
+#endif
 #else
   MESSAGE("built without libsndfile");
 #endif

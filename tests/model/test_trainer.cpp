@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -166,7 +167,8 @@ TEST_CASE("output_init_std: validated, stored in checkpoints, and the initial lo
 
   // A checkpoint from before API 0.3 has no output_init_std in its config: it loads as 0 (those
   // models were created with the zero initialisation). Made by deleting the key from a new file's
-  // header and padding the header with spaces to its old length, as safetensors allows.
+  // header and padding the header with spaces to its old length, as safetensors allows; such
+  // files are format 1, without a header_checksum.
   c.output_init_std = 0.0f;
   Model z;
   REQUIRE(sparse_model_create(ctx.ctx, &c, nullptr, &z.m) == SPARSE_OK);
@@ -180,8 +182,14 @@ TEST_CASE("output_init_std: validated, stored in checkpoints, and the initial lo
   const size_t at = header.find(key);
   REQUIRE(at != std::string::npos);
   header.erase(at, key.size());
+  const size_t format = header.find("sparse-checkpoint-2");
+  REQUIRE(format != std::string::npos);
+  header[format + 18] = '1';
+  const size_t sum = header.find(",\"header_checksum\":\"");
+  REQUIRE(sum != std::string::npos);
+  header.erase(sum, 37);
   const size_t close = header.find_last_of('}');
-  header.insert(close + 1, std::string(key.size(), ' '));
+  header.insert(close + 1, std::string(key.size() + 37, ' '));
   REQUIRE(header.size() == header_len);
   std::copy(header.begin(), header.end(), bytes.begin() + 8);
   write_all(path, bytes);
@@ -405,14 +413,88 @@ TEST_CASE("checkpoints: round trip, exact resume, atomic replacement, damaged fi
     bad[bad.size() - 1234] ^= 0x10;
     refused(bad, SPARSE_ERR_FORMAT, "checksum");
   }
+  // FNV-1a 64 of the length bytes and the header with the header_checksum digits as '0', written
+  // into those digits: what a writer does after editing the header.
+  auto rechecksum = [](std::vector<char>& file) {
+    uint64_t len = 0;
+    for (int i = 7; i >= 0; --i)
+      len = (len << 8) | static_cast<uint8_t>(file[static_cast<size_t>(i)]);
+    const std::string key = "\"header_checksum\":\"";
+    const std::string text(file.begin(), file.begin() + 8 + static_cast<std::ptrdiff_t>(len));
+    const size_t at = text.find(key);
+    REQUIRE(at != std::string::npos);
+    for (size_t i = 0; i < 16; ++i) file[at + key.size() + i] = '0';
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < 8 + len; ++i) h = (h ^ static_cast<uint8_t>(file[i])) * 0x100000001b3ull;
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+    std::copy(hex, hex + 16, file.begin() + static_cast<std::ptrdiff_t>(at + key.size()));
+  };
   SUBCASE("corrupted header") {
     std::vector<char> bad = good;
     const size_t at = header.find("\"shape\":[256,32]");
     bad[8 + at + 10] = '7';  // [756,32]
+    refused(bad, SPARSE_ERR_FORMAT, "checksum of its header");
+    rechecksum(bad);  // a consistent header that disagrees with the configuration
     refused(bad, SPARSE_ERR_FORMAT, "shape");
     bad = good;
     bad[8 + 1] = '!';
     refused(bad, SPARSE_ERR_FORMAT, "corrupted header");
+    // Fields no other check catches: the step, the trainer configuration, the seed.
+    for (const char* field : {"\"step\":\"4\"", "\"train_config\":\"", "\"dropout_seed\":\""}) {
+      INFO(field);
+      const size_t f = header.find(field);
+      REQUIRE(f != std::string::npos);
+      bad = good;
+      const size_t digit = header.find_first_of("0123456789", f + std::strlen(field) - 2);
+      REQUIRE(digit != std::string::npos);
+      bad[8 + digit] = bad[8 + digit] == '9' ? '8' : static_cast<char>(bad[8 + digit] + 1);
+      refused(bad, SPARSE_ERR_FORMAT, "checksum of its header");
+    }
+    // A dropout_seed that disagrees with the configuration's seed, checksummed.
+    bad = good;
+    const size_t seed = header.find("\"dropout_seed\":\"") + 16;
+    bad[8 + seed] = bad[8 + seed] == '9' ? '8' : static_cast<char>(bad[8 + seed] + 1);
+    rechecksum(bad);
+    refused(bad, SPARSE_ERR_FORMAT, "dropout_seed");
+  }
+  SUBCASE("format 1 (data checksum only) is still read; format 2 needs header_checksum") {
+    // Rewrite the header as format 1 wrote it: no header_checksum.
+    std::string h = header;
+    const size_t f = h.find("sparse-checkpoint-2");
+    REQUIRE(f != std::string::npos);
+    h[f + 18] = '1';
+    const size_t hc = h.find(",\"header_checksum\":\"");
+    REQUIRE(hc != std::string::npos);
+    std::string v2_without = header;
+    v2_without.erase(hc, 37);
+    h.erase(hc, 37);
+    auto with_header = [&](std::string text) {
+      while (text.size() % 8 != 0) text += ' ';
+      std::string out(8, '\0');
+      for (int i = 0; i < 8; ++i)
+        out[static_cast<size_t>(i)] = static_cast<char>(text.size() >> (8 * i));
+      out += text;
+      out.append(good.begin() + 8 + static_cast<std::ptrdiff_t>(header_len), good.end());
+      return std::vector<char>(out.begin(), out.end());
+    };
+    const std::vector<char> v1 = with_header(h);
+    const std::string p1 = temp_path("v1.safetensors");
+    write_all(p1, v1);
+    {
+      Model m;
+      CHECK_MESSAGE(sparse_model_load(ctx.ctx, p1.c_str(), &m.m) == SPARSE_OK, sparse_last_error());
+    }
+    std::remove(p1.c_str());
+    refused(with_header(v2_without), SPARSE_ERR_FORMAT, "header_checksum");
+    // Format 1 still has its data checksum.
+    std::vector<char> bad = v1;
+    bad[bad.size() - 99] ^= 0x04;
+    refused(bad, SPARSE_ERR_FORMAT, "checksum");
+    // A format-2 file whose format field reads 1 is refused (it holds a header_checksum).
+    bad = good;
+    bad[8 + header.find("sparse-checkpoint-2") + 18] = '1';
+    refused(bad, SPARSE_ERR_FORMAT, "header_checksum");
   }
   SUBCASE("missing file") {
     Model m;

@@ -227,9 +227,9 @@ SPARSE_API sparse_status sparse_model_sample(sparse_model* model,
                                              uint8_t* out, int64_t length);
 
 /* Writes a checkpoint (safetensors layout: 8-byte little-endian header length, JSON header with
- * the configuration, step, seeds and a checksum in "__metadata__", then the raw fp32 parameters
- * and Adam moments). Written to `path`.tmp and renamed over `path`, so an existing checkpoint is
- * replaced only by a complete new one.
+ * the configuration, step, seeds and checksums of the header and the data in "__metadata__",
+ * then the raw fp32 parameters and Adam moments). Written to `path`.tmp and renamed over `path`,
+ * so an existing checkpoint is replaced only by a complete new one.
  * Errors: SPARSE_ERR_INVALID_ARGUMENT; SPARSE_ERR_IO. */
 SPARSE_API sparse_status sparse_model_save(const sparse_model* model, const char* path);
 
