@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <map>
 #include <sstream>
@@ -170,8 +171,11 @@ void validate_config(const sparse_model_config& c) {
       require(c.layer_cycle[i] == '1' || c.layer_cycle[i] == '2', "layer_cycle = \"", c.layer_cycle,
               "\" may only contain '1' and '2'");
   }
-  require(c.row_attention == SPARSE_ROW_STRIDED || c.row_attention == SPARSE_ROW_LOCAL,
-          "row_attention = ", static_cast<int>(c.row_attention), " is not a sparse_row_attention");
+  int row_attention = 0;
+  static_assert(sizeof row_attention == sizeof c.row_attention, "enum fields are int-sized");
+  std::memcpy(&row_attention, &c.row_attention, sizeof row_attention);
+  require(row_attention == SPARSE_ROW_STRIDED || row_attention == SPARSE_ROW_LOCAL,
+          "row_attention = ", row_attention, " is not a sparse_row_attention");
   require(c.summary_variants >= 0, "summary_variants = ", c.summary_variants, " must be >= 0");
   require(c.half_qk == 0 || c.half_qk == 1, "half_qk must be 0 or 1");
   require(c.half_ff == 0 || c.half_ff == 1, "half_ff must be 0 or 1");
@@ -414,10 +418,20 @@ sparse_model_config config_from_string(const std::string& s) {
   if (r.m.count("output_init_std_bits")) c.output_init_std = r.f32("output_init_std_bits");
   // Absent from checkpoints of the paper's row heads and single summary offset (and from every
   // checkpoint written before API 0.4).
-  if (r.m.count("row_attention"))
-    c.row_attention = static_cast<sparse_row_attention>(r.i64("row_attention"));
-  if (r.m.count("summary_variants"))
-    c.summary_variants = static_cast<int32_t>(r.i64("summary_variants"));
+  if (r.m.count("row_attention")) {
+    const int64_t row = r.i64("row_attention");
+    if (row != SPARSE_ROW_STRIDED && row != SPARSE_ROW_LOCAL)
+      throw_error(SPARSE_ERR_FORMAT, "checkpoint model config: row_attention = ", row,
+                  " (expected 0 or 1)");
+    c.row_attention = static_cast<sparse_row_attention>(row);
+  }
+  if (r.m.count("summary_variants")) {
+    const int64_t variants = r.i64("summary_variants");
+    if (variants < 0 || variants > INT32_MAX)
+      throw_error(SPARSE_ERR_FORMAT, "checkpoint model config: summary_variants = ", variants,
+                  " is out of range");
+    c.summary_variants = static_cast<int32_t>(variants);
+  }
   try {
     validate_config(c);
   } catch (const Error& e) {
