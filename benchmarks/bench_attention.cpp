@@ -17,6 +17,7 @@
 
 #include "backend.hpp"
 #include "eigen.hpp"
+#include "output_files.hpp"
 #include "sparse/sparse.h"
 #include "tensor.hpp"
 #include "sparse_config.h"
@@ -265,24 +266,6 @@ size_t rss_peak_bytes() {
 
 }  // namespace
 
-void write_file_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp." + std::to_string(getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot write " + tmp);
-    out << text;
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw std::runtime_error("write failed: " + tmp);
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw std::runtime_error("cannot rename " + tmp + " to " + path);
-  }
-}
-
 void add_bench_options(CLI::App& app, BenchOptions& o) {
   app.add_option("--backend", o.backend, "cpu, cuda or auto")->capture_default_str();
   app.add_option("--pattern", o.patterns,
@@ -373,6 +356,7 @@ int run_attention_memory(const BenchOptions& o) {
 }
 
 int run_bench_attention(const BenchOptions& o) {
+  check_output_path(o.output, "--output");
   sparse_settings settings;
   sparse_settings_default(&settings);
   check(sparse_backend_from_name(o.backend.c_str(), &settings.backend), "--backend");
@@ -514,9 +498,8 @@ int run_bench_attention(const BenchOptions& o) {
   if (!o.json && !on_gpu)
     std::printf("dense GEMM (Eigen, %d threads): %.1f GFLOP/s\n", threads, gemm);
   if (!o.output.empty()) {
-    std::ofstream out(o.output, std::ios::app);
-    if (!out) throw std::runtime_error("cannot append to " + o.output);
-    out << lines;
+    LineLog out(o.output, "--output", true);
+    if (!lines.empty()) out.write_line(lines.substr(0, lines.size() - 1));  // drops the last \n
   }
   return 0;
 }

@@ -40,8 +40,4 @@ void add_bench_options(CLI::App& app, BenchOptions& options);
 int run_attention_memory(const BenchOptions& options);
 int run_bench_attention(const BenchOptions& options);
 
-// Writes `text` to `path` through a temporary file and a rename, so readers never see a
-// half-written file and an existing file survives a failed write.
-void write_file_atomically(const std::string& path, const std::string& text);
-
 }  // namespace repro

@@ -18,6 +18,7 @@
 #include "bench_train.hpp"
 #include "main_job.hpp"
 #include "memory_table.hpp"
+#include "output_files.hpp"
 #include "presets.hpp"
 #include "provenance.hpp"
 #include "report.hpp"
@@ -127,6 +128,7 @@ int main(int argc, char** argv) {
     if (ba->parsed()) return repro::run_bench_attention(bench);
     if (am->parsed()) return repro::run_attention_memory(memory_options);
     if (bt->parsed()) return repro::run_bench_train(train_bench);
+    if (train_cmd->parsed()) repro::note_given_options(*train_cmd, train_options);
     if (train_cmd->parsed()) std::cout << repro::run_train(train_options).dump(2) << "\n";
     if (eval_cmd->parsed()) std::cout << repro::run_eval(eval_options).dump(2) << "\n";
     if (sample_cmd->parsed()) std::cout << repro::run_sample(sample_options).dump(2) << "\n";

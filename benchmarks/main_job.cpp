@@ -14,6 +14,7 @@
 #include "baselines.hpp"
 #include "bench_attention.hpp"
 #include "memory_table.hpp"
+#include "output_files.hpp"
 #include "provenance.hpp"
 #include "report.hpp"
 #include "sparse/sparse.h"

@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "bench_attention.hpp"
+#include "output_files.hpp"
 #include "paper_runs.hpp"
 #include "provenance.hpp"
 #include "train_cli.hpp"

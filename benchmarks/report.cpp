@@ -15,6 +15,7 @@
 
 #include "bench_attention.hpp"
 #include "memory_table.hpp"
+#include "output_files.hpp"
 #include "paper_runs.hpp"
 #include "provenance.hpp"
 #include "sparse/sparse.h"

@@ -9,6 +9,7 @@
 
 #include "bench_attention.hpp"
 #include "main_job.hpp"
+#include "output_files.hpp"
 #include "provenance.hpp"
 #include "report.hpp"
 #include "train_cli.hpp"

@@ -7,13 +7,15 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <vector>
 
 #include "baselines.hpp"
 #include "bench_attention.hpp"
+#include "file_io.hpp"
+#include "output_files.hpp"
 #include "sliding_eval.hpp"
 #include "sparse/sparse.h"
 
@@ -109,9 +111,20 @@ int64_t dataset_size(const sparse_dataset* ds) {
 }
 
 // Mean bits per dim over the first `count` sequences of a split, in batches.
+// Refuses data whose sequences are not the model's length (the model reads seq_len tokens per
+// sequence, whatever the buffer holds).
+void check_same_length(const sparse_dataset* ds, const sparse_model_config& cfg) {
+  if (dataset_seq_len(ds) != cfg.seq_len)
+    throw std::runtime_error("the data's sequences have " + std::to_string(dataset_seq_len(ds)) +
+                             " tokens but the model's seq_len is " + std::to_string(cfg.seq_len));
+}
+
 double evaluate(sparse_model* model, const sparse_dataset* ds, int64_t count, int batch,
                 int64_t* evaluated) {
-  const int64_t n = dataset_seq_len(ds);
+  sparse_model_config cfg;
+  check(sparse_model_get_config(model, &cfg), "config");
+  check_same_length(ds, cfg);
+  const int64_t n = cfg.seq_len;
   count = std::min(count, dataset_size(ds));
   std::vector<uint8_t> tokens(static_cast<size_t>(batch * n));
   double total = 0;
@@ -172,6 +185,134 @@ void fit_positions(sparse_model_config& cfg, const std::string& kind, const Data
 }
 
 bool stderr_is_tty() { return isatty(STDERR_FILENO) == 1; }
+
+// The options that fix a training run, by long name: a resumed run takes them from the record
+// saved beside its checkpoint, and refuses a given one that differs.
+nlohmann::json run_options(const TrainOptions& o) {
+  const DataSpec& d = o.data;
+  return {{"preset", o.preset},
+          {"attention", o.attention},
+          {"head-mode", o.head_mode},
+          {"layer-cycle", o.layer_cycle},
+          {"row-attention", o.row_attention},
+          {"summary-variants", o.summary_variants},
+          {"seq-len", o.seq_len},
+          {"layers", o.layers},
+          {"width", o.width},
+          {"heads", o.heads},
+          {"block", o.block},
+          {"stride", o.stride},
+          {"summary", o.summary},
+          {"dropout", o.dropout},
+          {"output-init-std", o.output_init_std},
+          {"recompute", o.recompute},
+          {"data", d.spec},
+          {"data-seq-len", d.seq_len},
+          {"vocab", d.vocab},
+          {"num-sequences", d.num_sequences},
+          {"image-width", d.image_width},
+          {"image-height", d.image_height},
+          {"noise-scale", d.noise_scale},
+          {"copy-offset", d.copy_offset},
+          {"data-seed", d.seed},
+          {"steps", o.steps},
+          {"batch", o.batch},
+          {"lr", o.lr},
+          {"warmup", o.warmup},
+          {"optimizer", o.optimizer},
+          {"weight-decay", o.weight_decay},
+          {"seed", o.seed}};
+}
+
+void apply_run_options(const nlohmann::json& j, TrainOptions& o) {
+  DataSpec& d = o.data;
+  j.at("preset").get_to(o.preset);
+  j.at("attention").get_to(o.attention);
+  j.at("head-mode").get_to(o.head_mode);
+  j.at("layer-cycle").get_to(o.layer_cycle);
+  j.at("row-attention").get_to(o.row_attention);
+  j.at("summary-variants").get_to(o.summary_variants);
+  j.at("seq-len").get_to(o.seq_len);
+  j.at("layers").get_to(o.layers);
+  j.at("width").get_to(o.width);
+  j.at("heads").get_to(o.heads);
+  j.at("block").get_to(o.block);
+  j.at("stride").get_to(o.stride);
+  j.at("summary").get_to(o.summary);
+  j.at("dropout").get_to(o.dropout);
+  j.at("output-init-std").get_to(o.output_init_std);
+  j.at("recompute").get_to(o.recompute);
+  j.at("data").get_to(d.spec);
+  j.at("data-seq-len").get_to(d.seq_len);
+  j.at("vocab").get_to(d.vocab);
+  j.at("num-sequences").get_to(d.num_sequences);
+  j.at("image-width").get_to(d.image_width);
+  j.at("image-height").get_to(d.image_height);
+  j.at("noise-scale").get_to(d.noise_scale);
+  j.at("copy-offset").get_to(d.copy_offset);
+  j.at("data-seed").get_to(d.seed);
+  j.at("steps").get_to(o.steps);
+  j.at("batch").get_to(o.batch);
+  j.at("lr").get_to(o.lr);
+  j.at("warmup").get_to(o.warmup);
+  j.at("optimizer").get_to(o.optimizer);
+  j.at("weight-decay").get_to(o.weight_decay);
+  j.at("seed").get_to(o.seed);
+}
+
+constexpr const char* kRunFormat = "sparse-repro-run-1";
+
+// Beside the checkpoint file itself (the target when --checkpoint is a symbolic link).
+std::string run_record_path(const std::string& checkpoint) {
+  return sparse::resolve_output_path(checkpoint, "--checkpoint") + ".run.json";
+}
+
+// The options of a resumed run: the saved run's, after checking that every run option given on
+// the command line equals the saved one. Without a record (a checkpoint of another program) the
+// given options stand, and the library compares the configuration they make with the checkpoint.
+TrainOptions resumed_options(const TrainOptions& given) {
+  const std::string path = run_record_path(given.checkpoint);
+  if (!path_exists(path)) {
+    std::fprintf(stderr,
+                 "--resume: %s has no record of its run's options (%s); the model and trainer "
+                 "configuration the given options make must equal the checkpoint's\n",
+                 given.checkpoint.c_str(), path.c_str());
+    return given;
+  }
+  nlohmann::json saved;
+  try {
+    saved = nlohmann::json::parse(sparse::read_regular_file(path, "run record"));
+    if (saved.at("format") != kRunFormat) throw std::runtime_error("unknown format");
+    TrainOptions probe;
+    apply_run_options(saved.at("options"), probe);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("--resume: cannot read the run record " + path + ": " + e.what());
+  }
+  const nlohmann::json& before = saved["options"];
+  const nlohmann::json now = run_options(given);
+  std::string conflicts;
+  for (const std::string& name : given.given) {
+    if (!now.contains(name) || now[name] == before[name]) continue;
+    conflicts += "\n  --" + name + ": the checkpoint's run has " + before[name].dump() +
+                 ", given " + now[name].dump();
+    if (name == "steps") conflicts += " (--extend-to N continues a run to N steps)";
+  }
+  if (!conflicts.empty())
+    throw std::runtime_error("--resume: options conflict with the run saved in " +
+                             given.checkpoint + ":" + conflicts +
+                             "\nresume without them to continue that run exactly, or start a new "
+                             "run without --resume");
+  TrainOptions o = given;
+  apply_run_options(before, o);
+  return o;
+}
+
+void save_run(sparse_model* model, const TrainOptions& o) {
+  write_file_atomically(
+      run_record_path(o.checkpoint),
+      nlohmann::json({{"format", kRunFormat}, {"options", run_options(o)}}).dump(1) + "\n");
+  check(sparse_model_save(model, o.checkpoint.c_str()), "save " + o.checkpoint);
+}
 
 }  // namespace
 
@@ -234,12 +375,27 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
   app.add_option("--eval-every", o.eval_every, "evaluate every k steps (0 = at the end only)");
   app.add_option("--eval-sequences", o.eval_sequences)->capture_default_str();
   app.add_option("--eval-split", o.eval_split)->capture_default_str();
-  app.add_option("--checkpoint", o.checkpoint, "save the model here (atomically)");
-  app.add_flag("--resume", o.resume, "continue from --checkpoint");
+  app.add_option("--checkpoint", o.checkpoint,
+                 "save the model here (atomically; with the run's options in FILE.run.json) "
+                 "at the end, at each --eval-every evaluation and every --checkpoint-every steps");
+  app.add_option("--checkpoint-every", o.checkpoint_every,
+                 "also save --checkpoint every k steps (0 = only at evaluations and the end)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--resume", o.resume,
+               "continue the run saved in --checkpoint exactly: its options are taken from "
+               "FILE.run.json, and a given option that differs is refused");
+  app.add_option("--extend-to", o.extend_to,
+                 "with --resume: continue the saved run to this many steps in all; the learning "
+                 "rate follows the warm-up and cosine of a run of that many steps from the saved "
+                 "step on (after a finished run it rises from 0 to that curve's value)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--threads", o.threads);
   app.add_option("--seed", o.seed)->capture_default_str();
-  app.add_option("--log", o.log, "write one JSON line per step (the loss curve)");
-  app.add_option("--summary-out", o.summary_out, "write the run's JSON summary here");
+  app.add_option("--log", o.log,
+                 "write one JSON line per step as it ends (the loss curve); --resume cuts it "
+                 "back to the checkpoint's step and appends");
+  app.add_option("--summary-out", o.summary_out,
+                 "write the run's JSON summary here (atomically, at the end)");
   app.add_flag("--quiet", o.quiet, "no progress display");
 }
 
@@ -275,7 +431,29 @@ void add_sample_options(CLI::App& app, SampleOptions& o) {
   app.add_option("--threads", o.threads);
 }
 
-nlohmann::json run_train(const TrainOptions& o) {
+void note_given_options(const CLI::App& app, TrainOptions& o) {
+  for (const CLI::Option* opt : app.get_options())
+    if (opt->count() > 0 && !opt->get_lnames().empty()) o.given.push_back(opt->get_lnames()[0]);
+}
+
+nlohmann::json run_train(const TrainOptions& given) {
+  // Every output is checked before the work that produces it.
+  check_output_path(given.checkpoint, "--checkpoint");
+  check_output_path(given.log, "--log");
+  check_output_path(given.summary_out, "--summary-out");
+  if (given.resume && given.checkpoint.empty())
+    throw std::runtime_error("--resume needs --checkpoint");
+  if (given.checkpoint_every > 0 && given.checkpoint.empty())
+    throw std::runtime_error("--checkpoint-every needs --checkpoint");
+  if (given.extend_to > 0 && !given.resume) throw std::runtime_error("--extend-to needs --resume");
+  TrainOptions o = given.resume ? resumed_options(given) : given;
+  if (o.extend_to > 0) {
+    if (o.extend_to <= o.steps)
+      throw std::runtime_error("--extend-to " + std::to_string(o.extend_to) +
+                               " must exceed the saved run's --steps " + std::to_string(o.steps));
+    o.steps = o.extend_to;
+  }
+
   auto ctx = cpu_context(o.threads);
   sparse_model_config cfg;
   check(sparse_model_config_preset(o.preset.c_str(), &cfg), "--preset");
@@ -306,28 +484,32 @@ nlohmann::json run_train(const TrainOptions& o) {
   tc.optimizer = o.optimizer == "adamw" ? SPARSE_OPTIMIZER_ADAMW : SPARSE_OPTIMIZER_ADAM;
   if (o.weight_decay >= 0) tc.weight_decay = o.weight_decay;
   sparse_model* raw = nullptr;
-  if (o.resume) {
-    if (o.checkpoint.empty()) throw std::runtime_error("--resume needs --checkpoint");
-    check(sparse_model_load(ctx.get(), o.checkpoint.c_str(), &raw), "load " + o.checkpoint);
-  } else {
-    check(sparse_model_create(ctx.get(), &cfg, &tc, &raw), "model");
-  }
+  check(sparse_model_create(ctx.get(), &cfg, &tc, &raw), "model");
   ModelPtr model(raw, sparse_model_destroy);
+  // The library refuses a checkpoint whose model configuration differs from the one these
+  // options make, naming the fields; the trainer configuration is the run's (with --extend-to,
+  // the longer schedule).
+  if (o.resume)
+    check(sparse_model_restore(model.get(), o.checkpoint.c_str()), "--resume " + o.checkpoint);
   check(sparse_model_get_config(model.get(), &cfg), "config");
+  check_same_length(train.get(), cfg);
   int64_t params = 0, step = 0;
   sparse_model_parameter_count(model.get(), &params);
   sparse_model_step(model.get(), &step);
+  const int64_t first_step = step;
+  if (o.resume)
+    std::fprintf(stderr, "resuming %s at step %lld of %lld%s\n", o.checkpoint.c_str(),
+                 static_cast<long long>(step), static_cast<long long>(o.steps),
+                 step >= o.steps ? ": the run is finished (--extend-to N continues it)" : "");
   // Batches are a pure function of (seed, epoch, position): resuming continues the same stream.
   const int64_t train_size = dataset_size(train.get());
   check(sparse_dataset_seek(train.get(), static_cast<uint64_t>(step * o.batch / train_size),
                             step * o.batch % train_size),
         "seek");
 
-  std::ofstream log;
-  if (!o.log.empty()) {
-    log.open(o.log, o.resume ? std::ios::app : std::ios::trunc);
-    if (!log) throw std::runtime_error("cannot write " + o.log);
-  }
+  if (o.resume && !o.log.empty()) truncate_log_to_step(o.log, "--log", step);
+  std::optional<LineLog> log;
+  if (!o.log.empty()) log.emplace(o.log, "--log", o.resume);
   std::vector<uint8_t> tokens(static_cast<size_t>(o.batch * cfg.seq_len));
   const auto t0 = std::chrono::steady_clock::now();
   const bool tty = stderr_is_tty();
@@ -345,10 +527,13 @@ nlohmann::json run_train(const TrainOptions& o) {
     train_seconds += stats.seconds;
     peak = std::max(peak, stats.peak_activation_bytes);
     if (log) {
-      nlohmann::json line = {{"step", stats.step}, {"loss", stats.loss},
-                             {"bits_per_dim", stats.bits_per_dim}, {"lr", stats.learning_rate},
-                             {"grad_norm", stats.grad_norm}, {"seconds", stats.seconds}};
-      log << line.dump() << "\n";
+      nlohmann::json line = {{"step", stats.step},
+                             {"loss", stats.loss},
+                             {"bits_per_dim", stats.bits_per_dim},
+                             {"lr", stats.learning_rate},
+                             {"grad_norm", stats.grad_norm},
+                             {"seconds", stats.seconds}};
+      log->write_line(line.dump());
     }
     if (!o.quiet && (tty || stats.step % every == 0 || stats.step == o.steps)) {
       char line[256];
@@ -361,18 +546,19 @@ nlohmann::json run_train(const TrainOptions& o) {
       int64_t count = 0;
       const double bpd = evaluate(model.get(), held_out.get(), o.eval_sequences, o.batch, &count);
       evals.push_back({{"step", stats.step}, {"bits_per_dim", bpd}, {"sequences", count}});
-      if (log) log << nlohmann::json({{"step", stats.step}, {"eval_bits_per_dim", bpd}}).dump()
-                   << "\n";
-      if (!o.checkpoint.empty())
-        check(sparse_model_save(model.get(), o.checkpoint.c_str()), "save " + o.checkpoint);
+      if (log)
+        log->write_line(nlohmann::json({{"step", stats.step}, {"eval_bits_per_dim", bpd}}).dump());
+      if (!o.checkpoint.empty()) save_run(model.get(), o);
+    } else if (o.checkpoint_every > 0 && stats.step % o.checkpoint_every == 0 &&
+               stats.step < o.steps) {
+      save_run(model.get(), o);
     }
   }
   if (!o.quiet && tty) std::fprintf(stderr, "\n");
   int64_t count = 0;
   const double bpd = evaluate(model.get(), held_out.get(), o.eval_sequences, o.batch, &count);
   evals.push_back({{"step", step}, {"bits_per_dim", bpd}, {"sequences", count}});
-  if (!o.checkpoint.empty())
-    check(sparse_model_save(model.get(), o.checkpoint.c_str()), "save " + o.checkpoint);
+  if (!o.checkpoint.empty()) save_run(model.get(), o);
 
   nlohmann::json summary;
   summary["preset"] = o.preset;
@@ -393,6 +579,9 @@ nlohmann::json run_train(const TrainOptions& o) {
   summary["threads"] = o.threads;
   summary["parameters"] = params;
   summary["steps"] = step;
+  summary["schedule_steps"] = o.steps;
+  summary["resumed_from_step"] = o.resume ? nlohmann::json(first_step) : nlohmann::json(nullptr);
+  summary["steps_this_run"] = step - first_step;
   summary["batch"] = o.batch;
   summary["tokens_seen"] = step * o.batch * cfg.seq_len;
   summary["train_seconds"] = train_seconds;
@@ -507,6 +696,7 @@ nlohmann::json run_eval(const EvalOptions& o) {
 }
 
 nlohmann::json run_sample(const SampleOptions& o) {
+  check_output_path(o.out, "--out");
   auto ctx = cpu_context(o.threads);
   sparse_model_config cfg;
   ModelPtr model = load_model(ctx.get(), o.checkpoint, &cfg);

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "sparse/sparse.h"
 
@@ -45,13 +46,17 @@ struct TrainOptions {
   int64_t eval_every = 0;
   int64_t eval_sequences = 64;
   std::string eval_split = "test";
-  std::string checkpoint;  // save here at the end (and at each evaluation)
-  bool resume = false;     // continue from --checkpoint
+  std::string checkpoint;        // save here at the end (and at each evaluation)
+  int64_t checkpoint_every = 0;  // also save every k steps (0 = at evaluations and the end)
+  bool resume = false;           // continue from --checkpoint
+  int64_t extend_to = 0;         // with resume: continue the saved run to this many steps in all
   int threads = 0;
   uint64_t seed = 1;
   std::string log;         // JSON lines: one per step (loss curve)
   std::string summary_out; // JSON summary of the run
   bool quiet = false;
+  // Long names of the options given on the command line (resume checks them against the run).
+  std::vector<std::string> given;
 };
 
 struct EvalOptions {
@@ -92,6 +97,8 @@ bool path_exists(const std::string& path);
 std::string data_dir_or_default(const std::string& given);
 
 void add_train_options(CLI::App& app, TrainOptions& o);
+// Records in o.given which options of `app` (the parsed train subcommand) were given.
+void note_given_options(const CLI::App& app, TrainOptions& o);
 void add_eval_options(CLI::App& app, EvalOptions& o);
 void add_sample_options(CLI::App& app, SampleOptions& o);
 

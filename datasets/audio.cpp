@@ -9,11 +9,14 @@
 // floor(valid_fraction * n) are valid, the rest train. The assignment of a file therefore does
 // not depend on the folder's path, and a folder of fewer than 10 files (default fractions) is all
 // train.
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 
 #include "dataset.hpp"
 #include "error.hpp"
+#include "file_io.hpp"
 #include "io.hpp"
 #include "sparse_config.h"
 
@@ -162,19 +165,23 @@ DecodedAudio decode_audio_file(const std::string& path, int32_t sample_rate) {
   require(sample_rate >= 1000 && sample_rate <= 384000, "sample_rate = ", sample_rate,
           " (expected 1000..384000)");
   SF_INFO info{};
-  SNDFILE* file = sf_open(path.c_str(), SFM_READ, &info);
+  const int fd = open_regular_file(path, "file");
+  SNDFILE* file = sf_open_fd(fd, SFM_READ, &info, SF_FALSE);
+  if (file == nullptr) ::close(fd);
   if (file == nullptr)
     throw_error(SPARSE_ERR_FORMAT, "file ", path, ": not a readable audio file (libsndfile: ",
                 sf_strerror(nullptr),
                 "; expected WAV, FLAC, Ogg, MP3 or another format libsndfile supports)");
   struct Close {
     SNDFILE* f;
+    int fd;
     SRC_STATE* s = nullptr;
     ~Close() {
       sf_close(f);
+      ::close(fd);
       if (s != nullptr) src_delete(s);
     }
-  } close{file};
+  } close{file, fd};
   if (info.channels < 1 || info.channels > 64 || info.samplerate < 1)
     throw_error(SPARSE_ERR_FORMAT, "file ", path, ": ", info.channels, " channels at ",
                 info.samplerate, " Hz (expected 1..64 channels and a positive rate)");

@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "error.hpp"
+#include "file_io.hpp"
 
 namespace sparse::data {
 namespace {
@@ -56,12 +57,12 @@ View whole(BlobPtr blob) {
 }
 
 BlobPtr map_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw_error(SPARSE_ERR_IO, "file ", path, ": cannot open (", std::strerror(errno), ")");
+  const int fd = open_regular_file(path, "file");
   struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
     ::close(fd);
-    throw_error(SPARSE_ERR_IO, "file ", path, ": expected a regular file");
+    throw_error(SPARSE_ERR_IO, "file ", path, ": cannot stat (", std::strerror(err), ")");
   }
   try {
     auto blob = std::make_shared<MappedBlob>(fd, static_cast<size_t>(st.st_size), path);

@@ -1,17 +1,13 @@
 // Safetensors checkpoints (see checkpoint.hpp): writing, loading and restoring.
 #include "checkpoint.hpp"
 
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <sstream>
 #include <vector>
 
 #include "checkpoint_format.hpp"
 #include "error.hpp"
+#include "file_io.hpp"
 
 namespace sparse::model {
 namespace {
@@ -25,17 +21,7 @@ const AlignedVector<float>& source_of(const Trainer& tr, const std::string& name
 }
 
 std::vector<uint8_t> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
-    throw_error(SPARSE_ERR_IO, "cannot open checkpoint \"", path, "\": ", std::strerror(errno));
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  if (size < 0) throw_error(SPARSE_ERR_IO, "cannot read checkpoint \"", path, "\"");
-  in.seekg(0, std::ios::beg);
-  std::vector<uint8_t> data(static_cast<size_t>(size));
-  if (size > 0 && !in.read(reinterpret_cast<char*>(data.data()), size))
-    throw_error(SPARSE_ERR_IO, "cannot read checkpoint \"", path, "\"");
-  return data;
+  return read_regular_file(path, "checkpoint");
 }
 
 }  // namespace
@@ -80,25 +66,8 @@ void save_checkpoint(const Trainer& trainer, const std::string& path) {
     len[i] = static_cast<uint8_t>(static_cast<uint64_t>(header.size()) >> (8 * i));
   header.replace(digits, 16, hex64(header_hash(len, header, digits)));
 
-  const std::string tmp = path + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (f == nullptr)
-    throw_error(SPARSE_ERR_IO, "cannot create \"", tmp, "\": ", std::strerror(errno));
-  bool ok = std::fwrite(len, 1, 8, f) == 8 &&
-            std::fwrite(header.data(), 1, header.size(), f) == header.size() &&
-            (data.empty() || std::fwrite(data.data(), 1, data.size(), f) == data.size()) &&
-            std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
-  const int err = errno;
-  ok = (std::fclose(f) == 0) && ok;
-  if (!ok) {
-    std::remove(tmp.c_str());
-    throw_error(SPARSE_ERR_IO, "cannot write \"", tmp, "\": ", std::strerror(err));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = errno;
-    std::remove(tmp.c_str());
-    throw_error(SPARSE_ERR_IO, "cannot rename \"", tmp, "\" to \"", path, "\": ", std::strerror(e));
-  }
+  write_file_atomically(
+      path, {{len, 8}, {header.data(), header.size()}, {data.data(), data.size()}}, "checkpoint");
 }
 
 std::unique_ptr<Trainer> load_checkpoint(const std::string& path, int num_threads) {
@@ -115,12 +84,11 @@ std::unique_ptr<Trainer> load_checkpoint(const std::string& path, int num_thread
 void restore_checkpoint(Trainer& trainer, const std::string& path) {
   require(!path.empty(), "path is empty");
   CheckpointContents l = parse_checkpoint(path);
-  const std::string mine = config_to_string(trainer.model().config());
-  const std::string theirs = config_to_string(l.config);
-  if (mine != theirs)
+  if (config_to_string(trainer.model().config()) != config_to_string(l.config))
     throw_error(SPARSE_ERR_FORMAT, "checkpoint \"", path,
-                "\" was written by a model with a different configuration (", theirs,
-                ") than this model's (", mine, ")");
+                "\" was written by a model with a different configuration (checkpoint vs this "
+                "model: ",
+                config_differences(l.config, trainer.model().config()), ")");
   trainer.model().params = std::move(l.params);
   trainer.adam_m = std::move(l.m);
   trainer.adam_v = std::move(l.v);

@@ -19,7 +19,9 @@
 
 namespace sparse::model {
 
-// Writes `path`.tmp and renames it over `path`. Throws sparse::Error (SPARSE_ERR_IO).
+// Writes `path` atomically (see write_file_atomically in file_io.hpp: a unique temporary file,
+// renamed over the target; a symbolic link's target is replaced, a device or FIFO refused).
+// Throws sparse::Error (SPARSE_ERR_IO).
 void save_checkpoint(const Trainer& trainer, const std::string& path);
 
 // Reads and validates a checkpoint and builds a trainer from it. Throws sparse::Error:

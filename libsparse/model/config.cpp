@@ -384,6 +384,42 @@ std::string config_to_string(const sparse_model_config& c) {
   return o.str();
 }
 
+std::string config_differences(const sparse_model_config& a, const sparse_model_config& b) {
+  std::ostringstream out;
+  auto field = [&](const char* name, const auto& x, const auto& y) {
+    if (x == y) return;
+    if (out.tellp() > 0) out << "; ";
+    out << name << ": " << x << " vs " << y;
+  };
+  field("seq_len", a.seq_len, b.seq_len);
+  field("num_layers", a.num_layers, b.num_layers);
+  field("d_model", a.d_model, b.d_model);
+  field("num_heads", a.num_heads, b.num_heads);
+  field("attention", static_cast<int>(a.attention), static_cast<int>(b.attention));
+  field("head_mode", static_cast<int>(a.head_mode), static_cast<int>(b.head_mode));
+  field("stride", a.stride, b.stride);
+  field("summary", a.summary, b.summary);
+  field("block_size", a.block_size, b.block_size);
+  field("layer_cycle", std::string(a.layer_cycle, strnlen(a.layer_cycle, sizeof a.layer_cycle)),
+        std::string(b.layer_cycle, strnlen(b.layer_cycle, sizeof b.layer_cycle)));
+  field("half_qk", a.half_qk, b.half_qk);
+  field("half_ff", a.half_ff, b.half_ff);
+  field("dropout", a.dropout, b.dropout);
+  field("tied_embeddings", a.tied_embeddings, b.tied_embeddings);
+  field("num_position_dims", a.num_position_dims, b.num_position_dims);
+  for (int k = 0; k < 4; ++k) {
+    const std::string name = "position_shape[" + std::to_string(k) + "]";
+    field(name.c_str(), a.position_shape[k], b.position_shape[k]);
+  }
+  field("recompute", a.recompute, b.recompute);
+  field("seed", a.seed, b.seed);
+  field("output_init_std", a.output_init_std, b.output_init_std);
+  field("row_attention", static_cast<int>(a.row_attention), static_cast<int>(b.row_attention));
+  field("summary_variants", std::max<int32_t>(1, a.summary_variants),
+        std::max<int32_t>(1, b.summary_variants));
+  return out.str();
+}
+
 sparse_model_config config_from_string(const std::string& s) {
   Reader r{parse_pairs(s, "checkpoint model config"), "checkpoint model config"};
   sparse_model_config c = default_config();

@@ -74,6 +74,9 @@ ParamTable param_table(const sparse_model_config& c);
 
 // Canonical "key=value;..." text of a config (checkpoints store it and compare it).
 std::string config_to_string(const sparse_model_config& c);
+// The fields in which two configurations differ, as "name: A vs B" joined by "; " (empty when
+// they are equal); float fields are compared and shown by value.
+std::string config_differences(const sparse_model_config& a, const sparse_model_config& b);
 sparse_model_config config_from_string(const std::string& s);
 std::string train_config_to_string(const sparse_train_config& t);
 sparse_train_config train_config_from_string(const std::string& s);

@@ -1,16 +1,22 @@
 // The trainer, checkpoints and sampling through the C ABI (the exported shared library), plus
 // the optimiser against a naive Adam written out here.
+#include <dirent.h>
 #include <doctest/doctest.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "sparse/sparse.h"
@@ -59,6 +65,18 @@ std::vector<uint8_t> random_tokens(int64_t count, uint64_t seed) {
 
 std::string temp_path(const char* name) {
   return "/tmp/sparse_model_test_" + std::to_string(::getpid()) + "_" + name;
+}
+
+// Files in the folder of `path` whose names contain its file name (the file and any temporary
+// file beside it).
+int files_named_like(const std::string& path) {
+  const std::string name = path.substr(path.rfind('/') + 1);
+  DIR* d = ::opendir(path.substr(0, path.rfind('/')).c_str());
+  int count = 0;
+  while (const dirent* e = d ? ::readdir(d) : nullptr)
+    if (std::string(e->d_name).find(name) != std::string::npos) ++count;
+  if (d) ::closedir(d);
+  return count;
 }
 
 std::vector<char> read_all(const std::string& path) {
@@ -507,6 +525,7 @@ TEST_CASE("checkpoints: round trip, exact resume, atomic replacement, damaged fi
     REQUIRE(sparse_model_create(ctx.ctx, &other, &t, &m.m) == SPARSE_OK);
     CHECK(sparse_model_restore(m.m, path.c_str()) == SPARSE_ERR_FORMAT);
     CHECK(error_mentions("different configuration"));
+    CHECK_MESSAGE(error_mentions("d_model: 32 vs 16"), sparse_last_error());  // names the field
     Model same;
     REQUIRE(sparse_model_create(ctx.ctx, &c, &t, &same.m) == SPARSE_OK);
     CHECK(sparse_model_restore(same.m, path.c_str()) == SPARSE_OK);
@@ -517,11 +536,71 @@ TEST_CASE("checkpoints: round trip, exact resume, atomic replacement, damaged fi
   SUBCASE("a failed save leaves the previous checkpoint intact") {
     Model m;
     REQUIRE(sparse_model_create(ctx.ctx, &c, &t, &m.m) == SPARSE_OK);
-    const std::string tmp = path + ".tmp";
-    REQUIRE(::mkdir(tmp.c_str(), 0700) == 0);  // the temporary file cannot be created
-    CHECK(sparse_model_save(m.m, path.c_str()) == SPARSE_ERR_IO);
-    ::rmdir(tmp.c_str());
+    // A file size limit makes the write fail part way (EFBIG), as a full disk would.
+    struct rlimit old {};
+    REQUIRE(::getrlimit(RLIMIT_FSIZE, &old) == 0);
+    auto* previous = std::signal(SIGXFSZ, SIG_IGN);
+    struct rlimit small = old;
+    small.rlim_cur = 4096;
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &small) == 0);
+    const sparse_status st = sparse_model_save(m.m, path.c_str());
+    ::setrlimit(RLIMIT_FSIZE, &old);
+    std::signal(SIGXFSZ, previous);
+    CHECK(st == SPARSE_ERR_IO);
     CHECK(read_all(path) == good);
+    CHECK(files_named_like(path) == 1);  // the temporary file is removed
+  }
+  SUBCASE("special files: FIFOs and devices are refused, not opened or replaced") {
+    const std::string fifo = temp_path("fifo");
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    Model m;
+    CHECK(sparse_model_load(ctx.ctx, fifo.c_str(), &m.m) == SPARSE_ERR_IO);  // never blocks
+    CHECK_MESSAGE(error_mentions("FIFO"), sparse_last_error());
+    Model ok;
+    REQUIRE(sparse_model_load(ctx.ctx, path.c_str(), &ok.m) == SPARSE_OK);
+    CHECK(sparse_model_save(ok.m, fifo.c_str()) == SPARSE_ERR_IO);
+    CHECK_MESSAGE(error_mentions("FIFO"), sparse_last_error());
+    struct stat st {};
+    CHECK((::lstat(fifo.c_str(), &st) == 0 && S_ISFIFO(st.st_mode)));
+    std::remove(fifo.c_str());
+    const std::string dev = temp_path("full");
+    if (::mknod(dev.c_str(), S_IFCHR | 0600, makedev(1, 7)) == 0) {  // /dev/full
+      CHECK(sparse_model_save(ok.m, dev.c_str()) == SPARSE_ERR_IO);
+      CHECK_MESSAGE(error_mentions("character device"), sparse_last_error());
+      CHECK((::lstat(dev.c_str(), &st) == 0 && S_ISCHR(st.st_mode)));
+      std::remove(dev.c_str());
+    }
+  }
+  SUBCASE("a symbolic link is kept and its target replaced") {
+    const std::string link = temp_path("link.safetensors");
+    REQUIRE(::symlink(path.c_str(), link.c_str()) == 0);
+    Model m;
+    REQUIRE(sparse_model_create(ctx.ctx, &c, &t, &m.m) == SPARSE_OK);  // step 0
+    CHECK(sparse_model_save(m.m, link.c_str()) == SPARSE_OK);
+    struct stat st {};
+    CHECK((::lstat(link.c_str(), &st) == 0 && S_ISLNK(st.st_mode)));
+    Model back;
+    REQUIRE(sparse_model_load(ctx.ctx, path.c_str(), &back.m) == SPARSE_OK);
+    int64_t step = -1;
+    sparse_model_step(back.m, &step);
+    CHECK(step == 0);
+    std::remove(link.c_str());
+  }
+  SUBCASE("concurrent savers of one checkpoint never share a temporary file") {
+    Model a, b;
+    REQUIRE(sparse_model_load(ctx.ctx, path.c_str(), &a.m) == SPARSE_OK);
+    REQUIRE(sparse_model_load(ctx.ctx, path.c_str(), &b.m) == SPARSE_OK);
+    std::atomic<int> failures{0};
+    auto saver = [&](sparse_model* m) {
+      for (int i = 0; i < 20; ++i)
+        if (sparse_model_save(m, path.c_str()) != SPARSE_OK) ++failures;
+    };
+    std::thread ta(saver, a.m), tb(saver, b.m);
+    ta.join();
+    tb.join();
+    CHECK(failures == 0);
+    CHECK(read_all(path) == good);  // both save the same state: every replacement is whole
+    CHECK(files_named_like(path) == 1);
   }
   std::remove(path.c_str());
 }

@@ -228,14 +228,18 @@ SPARSE_API sparse_status sparse_model_sample(sparse_model* model,
 
 /* Writes a checkpoint (safetensors layout: 8-byte little-endian header length, JSON header with
  * the configuration, step, seeds and checksums of the header and the data in "__metadata__",
- * then the raw fp32 parameters and Adam moments). Written to `path`.tmp and renamed over `path`,
- * so an existing checkpoint is replaced only by a complete new one.
- * Errors: SPARSE_ERR_INVALID_ARGUMENT; SPARSE_ERR_IO. */
+ * then the raw fp32 parameters and Adam moments). Written to a temporary file unique to this call
+ * in the same folder, then renamed over `path`, so an existing checkpoint is replaced only by a
+ * complete new one and concurrent savers never share a temporary file. When `path` is a symbolic
+ * link, its target is replaced (the link is kept); an existing `path` that is not a regular file
+ * (a device, a FIFO, a folder) is refused.
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT; SPARSE_ERR_IO (naming the path and the reason). */
 SPARSE_API sparse_status sparse_model_save(const sparse_model* model, const char* path);
 
 /* Creates a model from a checkpoint (configuration, parameters, optimiser state, step). Training
  * continues exactly as it would have without the save. On failure *out is NULL.
- * Errors: SPARSE_ERR_INVALID_ARGUMENT; SPARSE_ERR_IO (missing, unreadable); SPARSE_ERR_FORMAT
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT; SPARSE_ERR_IO (missing, unreadable, not a regular file: a
+ * FIFO or device is refused without blocking); SPARSE_ERR_FORMAT
  * (truncated, corrupted, a tensor whose name, dtype or shape does not match the configuration). */
 SPARSE_API sparse_status sparse_model_load(sparse_context* context, const char* path,
                                            sparse_model** out);

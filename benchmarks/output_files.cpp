@@ -1,0 +1,78 @@
+#include "output_files.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+
+#include "file_io.hpp"
+
+namespace repro {
+
+void check_output_path(const std::string& path, const std::string& option) {
+  if (!path.empty()) sparse::resolve_output_path(path, option);
+}
+
+void write_file_atomically(const std::string& path, const std::string& text) {
+  sparse::write_file_atomically(path, {{text.data(), text.size()}}, "output");
+}
+
+LineLog::LineLog(const std::string& path, const std::string& option, bool append)
+    : path_(sparse::resolve_output_path(path, option)), option_(option) {
+  fd_ = ::open(path_.c_str(),
+               O_WRONLY | O_CREAT | O_CLOEXEC | O_NONBLOCK | (append ? O_APPEND : O_TRUNC), 0666);
+  if (fd_ < 0)
+    throw std::runtime_error(option + " " + path_ + ": cannot open (" + std::strerror(errno) + ")");
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd_);
+    fd_ = -1;
+    throw std::runtime_error(option + " " + path_ + ": not a regular file");
+  }
+}
+
+LineLog::~LineLog() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void LineLog::write_line(const std::string& line) {
+  const std::string record = line + "\n";
+  const char* p = record.data();
+  size_t left = record.size();
+  while (left > 0) {
+    const ssize_t w = ::write(fd_, p, left);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0)
+      throw std::runtime_error(option_ + " " + path_ + ": write failed (" +
+                               (w < 0 ? std::strerror(errno) : "no progress") + ")");
+    p += w;
+    left -= static_cast<size_t>(w);
+  }
+}
+
+void truncate_log_to_step(const std::string& path, const std::string& option, long long step) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return;
+  const std::vector<unsigned char> bytes = sparse::read_regular_file(path, option);
+  std::string kept;
+  std::string line;
+  for (unsigned char c : bytes) {
+    if (c != '\n') {
+      line += static_cast<char>(c);
+      continue;
+    }
+    const auto record = nlohmann::json::parse(line, nullptr, false);
+    if (!record.is_discarded() && record.is_object() && record.contains("step") &&
+        record["step"].is_number_integer() && record["step"].get<long long>() <= step)
+      kept += line + "\n";
+    line.clear();
+  }
+  sparse::write_file_atomically(path, {{kept.data(), kept.size()}}, option);
+}
+
+}  // namespace repro

@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""`sparse-repro train` / `sample` with hostile files and resumed runs, one table row per case.
+
+Files: a FIFO as input or output never blocks and is never replaced; a device is refused and kept;
+a symbolic link is kept and its target written; an output in a missing folder (or a read-only one,
+when not root) or on a folder is refused before any training step; a failed write of the loss log
+is an error; two writers of one checkpoint both succeed; --checkpoint-every + kill -9 + --resume
+gives the uninterrupted run's log and checkpoint byte for byte.
+Resume: every run option that differs from the saved run is refused with the option, the saved and
+the given value; --extend-to continues a finished run with the stated schedule, checked against the
+closed-form warm-up + cosine."""
+import json
+import math
+import os
+import resource
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+
+exe = sys.argv[1]
+data_dir = os.environ.get("SPARSE_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..",
+                                                          "shared", "data"))
+enwik8 = os.path.join(data_dir, "enwik8", "enwik8-head-100000")
+TINY = ["--preset", "enwik8-small", "--data", "synthetic_text", "--seq-len", "64", "--stride", "16",
+        "--summary", "4", "--block", "16", "--layers", "1", "--width", "32", "--heads", "1", "--batch", "2",
+        "--eval-sequences", "2", "--threads", "1", "--quiet", "--lr", "0.003", "--warmup", "3"]
+
+
+def run(args, timeout=60, limit_file_size=None):
+    def limits():
+        if limit_file_size is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_size, limit_file_size))
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=limits)
+
+
+FLAGS = {"--resume", "--quiet"}
+
+
+def train_args(*extra):
+    """The train command line: TINY with `extra` options replacing TINY's values of the same
+    options."""
+    def pairs(args):
+        out, i = {}, 0
+        while i < len(args):
+            if args[i] in FLAGS:
+                out[args[i]] = None
+                i += 1
+            else:
+                out[args[i]] = args[i + 1]
+                i += 2
+        return out
+    merged = {**pairs(TINY), **pairs(list(extra))}
+    return [exe, "train", *[a for k, v in merged.items() for a in ([k] if v is None else [k, v])]]
+
+
+def train(tmp, *extra, **kw):
+    return run(train_args(*extra)[1:], **kw)
+
+
+def refused(r, *words):
+    assert r.returncode != 0, f"expected a refusal, got exit 0:\n{r.stdout[-400:]}"
+    for w in words:
+        assert w in r.stderr, f"{w!r} not in the error: {r.stderr!r}"
+
+
+def log_records(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def summary(r):
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout[r.stdout.index("{"):])
+
+
+# ---------------------------------------------------------------- kind: files
+def fifo_data(tmp):
+    fifo = os.path.join(tmp, "fifo")
+    os.mkfifo(fifo)
+    refused(train(tmp, "--data", "text:" + fifo, "--steps", "1", timeout=20), "FIFO", fifo)
+
+
+def fifo_checkpoint_resume(tmp):
+    fifo = os.path.join(tmp, "m")
+    os.mkfifo(fifo)
+    refused(train(tmp, "--checkpoint", fifo, "--resume", "--steps", "1", timeout=20), "FIFO")
+
+
+def fifo_checkpoint_output(tmp):
+    fifo, log = os.path.join(tmp, "m"), os.path.join(tmp, "log")
+    os.mkfifo(fifo)
+    refused(train(tmp, "--checkpoint", fifo, "--log", log, "--steps", "2", timeout=20),
+            "--checkpoint", "FIFO")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode), "the FIFO was replaced"
+    assert not os.path.exists(log), "training ran before the output was checked"
+
+
+def make_checkpoint(tmp, steps="2"):
+    m = os.path.join(tmp, "m")
+    summary(train(tmp, "--checkpoint", m, "--steps", steps))
+    return m
+
+
+def device_out(tmp):
+    dev = os.path.join(tmp, "full")
+    os.mknod(dev, 0o600 | stat.S_IFCHR, os.makedev(1, 7))  # the /dev/full device
+    m = make_checkpoint(tmp)
+    refused(run(["sample", "--checkpoint", m, "--out", dev, "--length", "8"]), "character device")
+    assert stat.S_ISCHR(os.stat(dev).st_mode), "the device node was replaced"
+    refused(train(tmp, "--checkpoint", dev, "--steps", "1"), "--checkpoint", "character device")
+
+
+def symlink_out(tmp):
+    m = make_checkpoint(tmp)
+    target, link = os.path.join(tmp, "real.bin"), os.path.join(tmp, "link.bin")
+    open(target, "wb").write(b"old")
+    os.symlink("real.bin", link)  # relative, resolved against the link's folder
+    r = run(["sample", "--checkpoint", m, "--out", link, "--length", "16"])
+    assert r.returncode == 0, r.stderr
+    assert os.path.islink(link), "the symbolic link was replaced"
+    assert os.path.getsize(target) == 16, "the link's target was not written"
+    # A checkpoint saved through a link: the link stays, the target loads.
+    mlink = os.path.join(tmp, "mlink")
+    os.symlink(m, mlink)
+    summary(train(tmp, "--checkpoint", mlink, "--resume", "--steps", "2"))
+    assert os.path.islink(mlink)
+
+
+def bench_output_fifo(tmp):
+    fifo = os.path.join(tmp, "fifo")
+    os.mkfifo(fifo)
+    refused(run(["bench-attention", "--pattern", "dense", "--n", "64", "--threads", "1",
+                 "--output", fifo], timeout=30), "--output", "FIFO")
+
+
+def missing_folder(tmp):
+    log = os.path.join(tmp, "log")
+    refused(train(tmp, "--checkpoint", os.path.join(tmp, "no", "m"), "--log", log,
+                  "--steps", "3"), "--checkpoint", "does not exist")
+    assert not os.path.exists(log), "training ran before the output was checked"
+
+
+def summary_is_folder(tmp):
+    log = os.path.join(tmp, "log")
+    refused(train(tmp, "--summary-out", tmp, "--log", log, "--steps", "3"), "--summary-out",
+            "folder")
+    assert not os.path.exists(log), "training ran before the output was checked"
+
+
+def read_only_folder(tmp):
+    if os.geteuid() == 0:
+        print("  (skipped: root writes in read-only folders)")
+        return
+    ro = os.path.join(tmp, "ro")
+    os.mkdir(ro, 0o555)
+    refused(train(tmp, "--checkpoint", os.path.join(ro, "m"), "--steps", "2"), "--checkpoint",
+            "cannot write")
+
+
+def log_write_fails(tmp):
+    log = os.path.join(tmp, "log")
+    r = train(tmp, "--log", log, "--steps", "20", limit_file_size=300)
+    refused(r, "--log", log)
+
+
+def concurrent_savers(tmp):
+    m = os.path.join(tmp, "m")
+    args = train_args("--checkpoint", m, "--steps", "30", "--eval-every", "1")
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, f"a concurrent saver failed: {err}"
+    summary(train(tmp, "--checkpoint", m, "--resume"))
+    leftovers = [f for f in os.listdir(tmp) if "tmp" in f]
+    assert not leftovers, f"temporary files left: {leftovers}"
+
+
+def kill_and_resume(tmp):
+    steps = "150"
+    big = ["--seq-len", "128", "--width", "64", "--layers", "2", "--steps", steps]
+    ref_m, ref_log = os.path.join(tmp, "ref"), os.path.join(tmp, "ref.log")
+    summary(train(tmp, *big, "--checkpoint", ref_m, "--log", ref_log, timeout=300))
+    m, log = os.path.join(tmp, "m"), os.path.join(tmp, "m.log")
+    p = subprocess.Popen(train_args(*big, "--checkpoint", m, "--log", log,
+                                    "--checkpoint-every", "7"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if os.path.exists(m) and os.path.exists(log) and len(open(log).readlines()) >= 24:
+            break
+        time.sleep(0.005)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    r = run(["train", "--checkpoint", m, "--log", log, "--resume", "--quiet"], timeout=300)
+    assert "resuming" in r.stderr and summary(r)["resumed_from_step"] % 7 == 0, r.stderr
+    strip = lambda recs: [{k: v for k, v in x.items() if k != "seconds"} for x in recs]
+    assert strip(log_records(log)) == strip(log_records(ref_log)), "the resumed log differs"
+    assert open(m, "rb").read() == open(ref_m, "rb").read(), "the resumed checkpoint differs"
+
+
+# ---------------------------------------------------------------- kind: resume
+def shorter_seq_len(tmp):
+    if not os.path.exists(enwik8):
+        print("  (skipped: no enwik8 sample)")
+        return
+    m = os.path.join(tmp, "m")
+    base = ["train", "--preset", "enwik8-small", "--data", "text:" + enwik8, "--threads", "1",
+            "--eval-sequences", "4", "--quiet", "--checkpoint", m]
+    assert run(base + ["--seq-len", "256", "--steps", "2"], timeout=300).returncode == 0
+    refused(run(base + ["--resume", "--seq-len", "128", "--steps", "3"], timeout=300),
+            "--seq-len", "256", "128")
+
+
+def lr_of(cfg_lr, warmup, total, step):
+    if step < warmup:
+        return cfg_lr * (step + 1) / warmup
+    return cfg_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (total - warmup))))
+
+
+def extend_finished_run(tmp):
+    m, log = os.path.join(tmp, "m"), os.path.join(tmp, "log")
+    summary(train(tmp, "--checkpoint", m, "--log", log, "--steps", "30"))
+    refused(train(tmp, "--checkpoint", m, "--resume", "--steps", "60"), "--steps", "30", "60",
+            "--extend-to")
+    finished = train(tmp, "--checkpoint", m, "--log", log, "--resume")
+    assert summary(finished)["steps_this_run"] == 0 and "finished" in finished.stderr
+    s = summary(train(tmp, "--checkpoint", m, "--log", log, "--resume", "--extend-to", "60"))
+    assert (s["steps"], s["steps_this_run"], s["resumed_from_step"]) == (60, 30, 30), s
+    recs = [x for x in log_records(log) if "lr" in x]
+    assert [x["step"] for x in recs] == list(range(1, 61))
+    for x in recs[30:]:
+        want = lr_of(0.003, 3, 60, x["step"] - 1)
+        assert want > 0 and abs(x["lr"] - want) <= 1e-6 * 0.003, (x, want)
+
+
+def option_conflicts(tmp):
+    m = make_checkpoint(tmp, steps="4")
+    conflicts = [("--batch", "3", "2"), ("--lr", "0.001", "0.003"), ("--dropout", "0.2", "-1"),
+                 ("--data", "synthetic_image", "synthetic_text"), ("--width", "64", "32"),
+                 ("--optimizer", "adamw", "adam"), ("--data-seed", "7", str(0x5eed)),
+                 ("--warmup", "5", "3"), ("--seed", "9", "1")]
+    for option, given, saved in conflicts:
+        r = run(["train", "--checkpoint", m, "--resume", "--quiet", option, given])
+        refused(r, option, saved, given)
+    # Options equal to the saved ones are accepted (the run is finished: nothing to train).
+    s = summary(train(tmp, "--checkpoint", m, "--resume", "--steps", "4"))
+    assert (s["steps"], s["resumed_from_step"], s["steps_this_run"]) == (4, 4, 0), s
+
+
+CASES = [fifo_data, fifo_checkpoint_resume, fifo_checkpoint_output, device_out, symlink_out,
+         bench_output_fifo, missing_folder, summary_is_folder, read_only_folder, log_write_fails, concurrent_savers,
+         kill_and_resume, shorter_seq_len, extend_finished_run, option_conflicts]
+
+failed = []
+for case in CASES:
+    print(case.__name__, flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            case(tmp)
+        except (AssertionError, subprocess.TimeoutExpired) as e:
+            print(f"  FAILED: {type(e).__name__}: {e}", flush=True)
+            failed.append(case.__name__)
+if failed:
+    sys.exit(f"failed: {', '.join(failed)}")
+print("all cases passed")
