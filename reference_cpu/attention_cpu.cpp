@@ -11,6 +11,15 @@
 // dK and dV are accumulated per work item in the computed order and scattered at the end; when
 // there are fewer (batch, head) pairs than threads, the query blocks of one pair are split across
 // threads with private accumulators that are summed afterwards.
+//
+// Non-finite inputs. The layout contract is token-level: a NaN or Inf in Q, K, V (or dO, O, lse)
+// may reach exactly the results of the queries that attend it. A block product multiplies every
+// pair of the block, attended or not, and 0 x NaN = NaN, so each pass runs the plain products and
+// then checks the few results they produced (one B x d tile per block row, or the dK/dV
+// accumulators of a work item). Only when one is non-finite is that work redone with the exact
+// tile products below, which take the non-finite entries out of the block products and add the
+// attended pairs that involve them back one by one. Finite inputs never take that path; results
+// that no non-finite input reaches are bitwise those of a run where it is replaced by a finite one.
 #include "attention_cpu.hpp"
 
 #include "eigen.hpp"
@@ -82,7 +91,9 @@ void scatter_rows(const TensorView& t, int64_t b, int64_t h, const HeadLayout& L
   }
 }
 
-void apply_mask(const HeadLayout& L, int32_t mask_id, Tile& S) {
+// Sets the entries of S that the block's element mask excludes to `fill` (a select, so a NaN or
+// Inf score of an excluded pair leaves no trace).
+void apply_mask(const HeadLayout& L, int32_t mask_id, Eigen::Ref<Tile> S, float fill = kNegInf) {
   if (mask_id < 0) return;
   const uint64_t* bits = L.mask(mask_id);
   const int B = L.block;
@@ -95,11 +106,102 @@ void apply_mask(const HeadLayout& L, int32_t mask_id, Tile& S) {
       float* sw = s + w * 64;
       const int count = std::min(64, B - w * 64);
       if (word == 0) {
-        std::fill(sw, sw + count, kNegInf);
+        std::fill(sw, sw + count, fill);
         continue;
       }
-      for (int c = 0; c < count; ++c) sw[c] = ((word >> c) & 1u) ? sw[c] : kNegInf;
+      for (int c = 0; c < count; ++c) sw[c] = ((word >> c) & 1u) ? sw[c] : fill;
     }
+  }
+}
+
+// Whether query r attends key c inside a computed block with element mask `mask_id`.
+bool attends(const HeadLayout& L, int32_t mask_id, int r, int c) {
+  if (mask_id < 0) return true;
+  const uint64_t word = L.mask(mask_id)[static_cast<size_t>(r) * L.words + c / 64];
+  return ((word >> (c % 64)) & 1u) != 0;
+}
+
+// C += A B over the pairs (r, j) that take(r, j) accepts, where A is 0 at every other pair: the
+// non-finite entries of A and B leave the block product (0 x NaN would reach every row) and
+// their accepted pairs are added one by one. With finite A and B this is the plain product.
+template <typename AMat, typename Take>
+void add_product_exact(Eigen::Ref<Tile> C, const AMat& A, const TileView& B, Tile& finite_a,
+                       Tile& finite_b, Take take) {
+  if (A.allFinite() && B.allFinite()) {
+    C.noalias() += A * B;
+    return;
+  }
+  finite_a = A.array().isFinite().select(A, 0.0f).matrix();
+  finite_b = B.array().isFinite().select(B, 0.0f).matrix();
+  C.noalias() += finite_a * finite_b;
+  for (int r = 0; r < A.rows(); ++r)
+    for (int j = 0; j < A.cols(); ++j)
+      if (!std::isfinite(A(r, j)) && take(r, j)) C.row(r) += A(r, j) * B.row(j);
+  for (int j = 0; j < B.rows(); ++j)
+    for (int64_t c = 0; c < B.cols(); ++c) {
+      if (std::isfinite(B(j, c))) continue;
+      for (int r = 0; r < A.rows(); ++r)
+        if (std::isfinite(A(r, j)) && take(r, j)) C(r, c) += A(r, j) * B(j, c);
+    }
+}
+
+// P = exp(scale Q K^T - lse) (masked entries and rows with lse = -inf are 0) and
+// dS = P * (dO V^T - delta) of one block: the plain computation of both algorithms. The mask is
+// applied after the exponential, as exact zeros: Eigen's vectorized exp(-inf) is a denormal, not
+// 0, which would give keys that nobody attends a denormal gradient instead of 0.
+template <typename POut, typename DSOut>
+void probs_and_dscores(const HeadLayout& L, int32_t mask_id, float scale, const TileView& q,
+                       const TileView& k, const TileView& v, const TileView& dout, const Vec& lse,
+                       const Vec& delta, POut&& p, DSOut&& ds) {
+  p.noalias() = q * k.transpose();
+  p *= scale;
+  for (int r = 0; r < L.block; ++r) {
+    if (lse[r] == kNegInf)  // row without keys (or padding): no gradient
+      p.row(r).setZero();
+    else
+      p.row(r) = (p.row(r).array() - lse[r]).exp().matrix();
+  }
+  apply_mask(L, mask_id, p, 0.0f);
+  ds.noalias() = dout * v.transpose();
+  ds = (p.array() * (ds.colwise() - delta).array()).matrix();
+}
+
+struct ExactScratch {
+  Tile s, p, ds, finite_a, finite_b;
+};
+
+// Adds one block's contributions to dQ (rows of block I, unscaled), dK (rows of block J,
+// unscaled) and dV over the pairs with P != 0 only, as the softmax Jacobian does: P is 0 at
+// masked pairs by selection, dS is selected to 0 wherever P is, and each product is exact.
+void backward_tile_exact(const HeadLayout& L, int32_t mask_id, float scale, const TileView& q,
+                         const TileView& k, const TileView& v, const TileView& dout, const Vec& lse,
+                         const Vec& delta, ExactScratch& x, Eigen::Ref<Tile> dq,
+                         Eigen::Ref<Tile> dk, Eigen::Ref<Tile> dv) {
+  x.p.resize(L.block, L.block);
+  x.ds.resize(L.block, L.block);
+  probs_and_dscores(L, mask_id, scale, q, k, v, dout, lse, delta, x.p, x.ds);
+  // A pair whose score is -inf (an infinite Q or K) has P = 0 exactly, as in the softmax;
+  // Eigen's vectorized exp(-inf) is a denormal.
+  x.s.noalias() = q * k.transpose();
+  x.s *= scale;
+  for (int r = 0; r < L.block; ++r)
+    for (int j = 0; j < L.block; ++j)
+      if (x.s(r, j) - lse[r] == kNegInf) x.p(r, j) = 0.0f;
+  x.ds = (x.p.array() != 0.0f).select(x.ds, 0.0f).matrix();
+  const auto taken = [&](int r, int j) { return x.p(r, j) != 0.0f; };
+  const auto taken_t = [&](int j, int r) { return x.p(r, j) != 0.0f; };
+  add_product_exact(dv, x.p.transpose(), dout, x.finite_a, x.finite_b, taken_t);
+  add_product_exact(dq, x.ds, k, x.finite_a, x.finite_b, taken);
+  add_product_exact(dk, x.ds.transpose(), q, x.finite_a, x.finite_b, taken_t);
+}
+
+// lse of the rows of block I of (b, h); padding rows are -inf.
+void load_lse(const TensorView& lse, int64_t b, int64_t h, const HeadLayout& L, int64_t I,
+              Vec& out) {
+  for (int r = 0; r < L.block; ++r) {
+    const int64_t idx = I * L.block + r;
+    const int64_t p = idx < L.n_computed ? L.natural(idx) : -1;
+    out[r] = p < 0 ? kNegInf : *lse.ptr<float>(b, h, p);
   }
 }
 
@@ -115,14 +217,14 @@ void parallel_for(int64_t count, int num_threads, Body&& body) {
 }
 
 struct ForwardScratch {
-  Tile q, k, v, s, acc;
+  Tile q, k, v, s, acc, finite_s, finite_v;
   Vec m, l;
   ForwardScratch(int B, int64_t d) : q(B, d), k(B, d), v(B, d), s(B, B), acc(B, d), m(B), l(B) {}
 };
 
-void forward_block(const AttentionForwardArgs& a, int64_t b, int64_t h, int64_t I,
-                   ForwardScratch& w) {
-  const HeadLayout& L = a.layout->head(static_cast<int>(h));
+// The online softmax of block row I into w.acc, w.m, w.l; P V with exact products when `exact`.
+void forward_row(const AttentionForwardArgs& a, const HeadLayout& L, int64_t b, int64_t h,
+                 int64_t I, ForwardScratch& w, bool exact) {
   const int B = L.block;
   const TileView q = block_view(a.q, b, h, L, I, w.q);
   w.m.setConstant(kNegInf);
@@ -137,10 +239,15 @@ void forward_block(const AttentionForwardArgs& a, int64_t b, int64_t h, int64_t 
     apply_mask(L, L.mask_id[e], w.s);
     for (int r = 0; r < B; ++r) {
       const float row_max = w.s.row(r).maxCoeff();
-      const float m_new = std::max(w.m[r], row_max);
-      if (m_new == kNegInf) {  // nothing allowed in this row so far
-        w.s.row(r).setZero();
-        continue;
+      float m_new = std::max(w.m[r], row_max);
+      if (m_new == kNegInf) {
+        // Nothing allowed in this row so far, unless the maximum skipped a NaN score: a NaN row
+        // stays NaN (m = NaN), never "no keys".
+        if (!w.s.row(r).hasNaN()) {
+          w.s.row(r).setZero();
+          continue;
+        }
+        m_new = std::numeric_limits<float>::quiet_NaN();
       }
       w.s.row(r) = (w.s.row(r).array() - m_new).exp().matrix();
       const float correction = std::exp(w.m[r] - m_new);  // 0 when m was -inf
@@ -148,14 +255,29 @@ void forward_block(const AttentionForwardArgs& a, int64_t b, int64_t h, int64_t 
       w.acc.row(r) *= correction;
       w.m[r] = m_new;
     }
-    w.acc.noalias() += w.s * v;
+    if (exact) {
+      const int32_t mask_id = L.mask_id[e];
+      add_product_exact(w.acc, w.s, v, w.finite_s, w.finite_v,
+                        [&](int r, int j) { return attends(L, mask_id, r, j); });
+    } else {
+      w.acc.noalias() += w.s * v;
+    }
   }
+}
+
+void forward_block(const AttentionForwardArgs& a, int64_t b, int64_t h, int64_t I,
+                   ForwardScratch& w) {
+  const HeadLayout& L = a.layout->head(static_cast<int>(h));
+  const int B = L.block;
+  forward_row(a, L, b, h, I, w, false);
+  // Scores are masked by selection, so only P V can carry a value to rows that do not attend it.
+  if (!w.acc.allFinite()) forward_row(a, L, b, h, I, w, true);
   const int64_t d = w.acc.cols();
   for (int r = 0; r < B; ++r) {
     const int64_t idx = I * B + r;
     const int64_t p = idx < L.n_computed ? L.natural(idx) : -1;
     if (p < 0) continue;
-    const bool empty = !(w.l[r] > 0.0f);
+    const bool empty = w.l[r] == 0.0f;  // a NaN sum is not empty: out and lse stay NaN
     const float inv = empty ? 0.0f : 1.0f / w.l[r];
     float* dst = a.out.ptr<float>(b, h, p);
     for (int64_t c = 0; c < d; ++c) dst[c * a.out.strides[3]] = w.acc(r, c) * inv;
@@ -167,15 +289,25 @@ void forward_block(const AttentionForwardArgs& a, int64_t b, int64_t h, int64_t 
 struct BackwardScratch {
   Tile q, k, v, o, dout, p, dp, dq;
   Vec lse, delta;
+  ExactScratch exact;
   BackwardScratch(int B, int64_t d)
-      : q(B, d), k(B, d), v(B, d), o(B, d), dout(B, d), p(B, B), dp(B, B), dq(B, d), lse(B),
+      : q(B, d),
+        k(B, d),
+        v(B, d),
+        o(B, d),
+        dout(B, d),
+        p(B, B),
+        dp(B, B),
+        dq(B, d),
+        lse(B),
         delta(B) {}
 };
 
 // Processes query blocks [I0, I1) of (b, h), accumulating into dk_acc / dv_acc (computed order,
-// num_blocks * B rows) and writing dq directly.
-void backward_blocks(const AttentionBackwardArgs& a, int64_t b, int64_t h, int64_t I0,
-                     int64_t I1, BackwardScratch& w, Tile& dk_acc, Tile& dv_acc) {
+// num_blocks * B rows) and writing dq directly. Without `exact`, returns false as soon as a
+// result is non-finite (the caller redoes the item with `exact`).
+bool backward_blocks(const AttentionBackwardArgs& a, int64_t b, int64_t h, int64_t I0, int64_t I1,
+                     BackwardScratch& w, Tile& dk_acc, Tile& dv_acc, bool exact) {
   const HeadLayout& L = a.layout->head(static_cast<int>(h));
   const int B = L.block;
   const int64_t d = w.q.cols();
@@ -188,38 +320,29 @@ void backward_blocks(const AttentionBackwardArgs& a, int64_t b, int64_t h, int64
     const TileView q = block_view(a.q, b, h, L, I, w.q);
     const TileView o = block_view(a.out, b, h, L, I, w.o);
     const TileView dout = block_view(a.dout, b, h, L, I, w.dout);
-    for (int r = 0; r < B; ++r) {
-      const int64_t idx = I * B + r;
-      const int64_t p = idx < L.n_computed ? L.natural(idx) : -1;
-      w.lse[r] = p < 0 ? kNegInf : *a.lse.ptr<float>(b, h, p);
-    }
+    load_lse(a.lse, b, h, L, I, w.lse);
     w.delta = (dout.array() * o.array()).rowwise().sum().matrix();
     w.dq.setZero();
     for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e) {
       const int64_t J = L.col_idx[e];
       const TileView k = block_view(a.k, b, h, L, J, w.k);
       const TileView v = block_view(a.v, b, h, L, J, w.v);
-      w.p.noalias() = q * k.transpose();
-      w.p *= a.scale;
-      apply_mask(L, L.mask_id[e], w.p);
-      for (int r = 0; r < B; ++r) {
-        if (w.lse[r] == kNegInf) {  // row without keys (or padding): no gradient
-          w.p.row(r).setZero();
-        } else {
-          w.p.row(r) = (w.p.row(r).array() - w.lse[r]).exp().matrix();
-        }
-      }
       auto dv_rows = dv_acc.middleRows(J * B, B);
       auto dk_rows = dk_acc.middleRows(J * B, B);
+      if (exact) {
+        backward_tile_exact(L, L.mask_id[e], a.scale, q, k, v, dout, w.lse, w.delta, w.exact, w.dq,
+                            dk_rows, dv_rows);
+        continue;
+      }
+      probs_and_dscores(L, L.mask_id[e], a.scale, q, k, v, dout, w.lse, w.delta, w.p, w.dp);
       dv_rows.noalias() += w.p.transpose() * dout;
-      w.dp.noalias() = dout * v.transpose();
-      // dS = P * (dP - delta), stored in dp.
-      w.dp = (w.p.array() * (w.dp.colwise() - w.delta).array()).matrix();
       w.dq.noalias() += w.dp * k;
       dk_rows.noalias() += w.dp.transpose() * q;
     }
+    if (!exact && !w.dq.allFinite()) return false;
     scatter_rows(a.dq, b, h, L, I * B, w.dq.data(), B, d, a.scale);
   }
+  return exact || (dk_acc.allFinite() && dv_acc.allFinite());
 }
 
 }  // namespace
@@ -253,6 +376,7 @@ void attention_forward(const AttentionForwardArgs& args, int num_threads) {
 }
 
 namespace {
+
 
 // One unit of backward work: query blocks [I0, I1) of one (batch, head) pair. `slot` >= 0 when the
 // pair is split across several items, each accumulating dK/dV privately (summed afterwards).
@@ -331,7 +455,11 @@ void attention_backward(const AttentionBackwardArgs& args, int num_threads) {
       Tile& dv = item.slot >= 0 ? dv_acc[static_cast<size_t>(item.slot)] : own_dv;
       dk.setZero(rows, d);
       dv.setZero(rows, d);
-      backward_blocks(args, b, h, item.I0, item.I1, scratch, dk, dv);
+      if (!backward_blocks(args, b, h, item.I0, item.I1, scratch, dk, dv, false)) {
+        dk.setZero();
+        dv.setZero();
+        backward_blocks(args, b, h, item.I0, item.I1, scratch, dk, dv, true);
+      }
       if (item.slot < 0) {
         scatter_rows(args.dk, b, h, L, 0, dk.data(), rows, d, args.scale);
         scatter_rows(args.dv, b, h, L, 0, dv.data(), rows, d, 1.0f);
@@ -375,7 +503,6 @@ size_t attention_workspace_bytes(const Layout& layout, int64_t batch, int64_t he
          (threads + static_cast<size_t>(slots)) * 2 * static_cast<size_t>(max_rows) * d *
              sizeof(float);
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // The 2019-style unfused computation (SPARSE_ATTENTION_UNFUSED): every pass reads and writes the
@@ -440,6 +567,31 @@ std::vector<float> allocate_scores(const UnfusedPlan& plan, int B) {
   return std::vector<float>(plan.scores() * static_cast<size_t>(B) * static_cast<size_t>(B));
 }
 
+// The query-side inputs of block row I of (b, h) for the exact backward tiles: Q and dO (views
+// into the tensors, or gathered), lse and D = rowsum(dO * O).
+struct QueryRows {
+  Tile qs, os, gs;
+  Vec lse, delta;
+  const float *qp = nullptr, *gp = nullptr;
+  int64_t qstride = 0, gstride = 0;
+  QueryRows(int B, int64_t d) : qs(B, d), os(B, d), gs(B, d), lse(B), delta(B) {}
+  void load(const AttentionBackwardArgs& a, int64_t b, int64_t h, const HeadLayout& L, int64_t I) {
+    const TileView q = block_view(a.q, b, h, L, I, qs);
+    const TileView o = block_view(a.out, b, h, L, I, os);
+    const TileView g = block_view(a.dout, b, h, L, I, gs);
+    qp = q.data();
+    gp = g.data();
+    qstride = q.outerStride();
+    gstride = g.outerStride();
+    load_lse(a.lse, b, h, L, I, lse);
+    delta = (g.array() * o.array()).rowwise().sum().matrix();
+  }
+  TileView q() const { return TileView(qp, qs.rows(), qs.cols(), Eigen::OuterStride<>(qstride)); }
+  TileView dout() const {
+    return TileView(gp, gs.rows(), gs.cols(), Eigen::OuterStride<>(gstride));
+  }
+};
+
 }  // namespace
 
 void attention_forward_unfused(const AttentionForwardArgs& args, int num_threads) {
@@ -473,6 +625,10 @@ void attention_forward_unfused(const AttentionForwardArgs& args, int num_threads
         const TileMap s = score_block(scores, plan, b, h, e, B);
         m = std::max(m, s.row(r).maxCoeff());
       }
+      // A maximum that skipped NaN scores only: the row is NaN, not without keys.
+      for (int64_t e = L.row_ptr[I]; m == kNegInf && e < L.row_ptr[I + 1]; ++e)
+        if (score_block(scores, plan, b, h, e, B).row(r).hasNaN())
+          m = std::numeric_limits<float>::quiet_NaN();
       float l = 0.0f;
       for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e) {
         TileMap s = score_block(scores, plan, b, h, e, B);
@@ -483,22 +639,32 @@ void attention_forward_unfused(const AttentionForwardArgs& args, int num_threads
           l += s.row(r).sum();
         }
       }
-      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+      const float inv = l == 0.0f ? 0.0f : 1.0f / l;  // a NaN sum keeps the row NaN
       for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e) {
         TileMap s = score_block(scores, plan, b, h, e, B);
         s.row(r) *= inv;
       }
       lse[static_cast<size_t>(((b * plan.heads + h) * plan.max_blocks + I) * B + r)] =
-          l > 0.0f ? m + std::log(l) : kNegInf;
+          l == 0.0f ? kNegInf : m + std::log(l);
     }
   });
-  // (3) out = P V.
+  // (3) out = P V; redone with exact products when a row came out non-finite.
   for_each_block(layout, plan, num_threads, [&](int64_t b, int64_t h, int64_t I) {
     const HeadLayout& L = layout.head(static_cast<int>(h));
     Tile vs(B, d), acc = Tile::Zero(B, d);
     for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e)
-      acc.noalias() += score_block(scores, plan, b, h, e, B) *
-                       block_view(args.v, b, h, L, L.col_idx[e], vs);
+      acc.noalias() +=
+          score_block(scores, plan, b, h, e, B) * block_view(args.v, b, h, L, L.col_idx[e], vs);
+    if (!acc.allFinite()) {
+      Tile finite_p, finite_v;
+      acc.setZero();
+      for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e) {
+        const int32_t mask_id = L.mask_id[e];
+        add_product_exact(acc, score_block(scores, plan, b, h, e, B),
+                          block_view(args.v, b, h, L, L.col_idx[e], vs), finite_p, finite_v,
+                          [&](int r, int j) { return attends(L, mask_id, r, j); });
+      }
+    }
     scatter_rows(args.out, b, h, L, I * B, acc.data(), B, d, 1.0f);
     if (args.lse.data == nullptr) return;
     for (int r = 0; r < B; ++r) {
@@ -522,55 +688,64 @@ void attention_backward_unfused(const AttentionBackwardArgs& args, int num_threa
   // (1) P = exp(scale Q K^T - lse); (2) dS = P * (dO V^T - D).
   for_each_block(layout, plan, num_threads, [&](int64_t b, int64_t h, int64_t I) {
     const HeadLayout& L = layout.head(static_cast<int>(h));
-    Tile qs(B, d), ks(B, d), vs(B, d), os(B, d), gs(B, d), s(B, B);
-    Vec row_lse(B);
-    const TileView q = block_view(args.q, b, h, L, I, qs);
-    const TileView o = block_view(args.out, b, h, L, I, os);
-    const TileView g = block_view(args.dout, b, h, L, I, gs);
-    for (int r = 0; r < B; ++r) {
-      const int64_t idx = I * B + r;
-      const int64_t p = idx < L.n_computed ? L.natural(idx) : -1;
-      row_lse[r] = p < 0 ? kNegInf : *args.lse.ptr<float>(b, h, p);
-    }
-    const Vec delta = (g.array() * o.array()).rowwise().sum().matrix();
+    QueryRows rows(B, d);
+    rows.load(args, b, h, L, I);
+    Tile ks(B, d), vs(B, d);
     for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e) {
       const int64_t J = L.col_idx[e];
-      const TileView k = block_view(args.k, b, h, L, J, ks);
-      s.noalias() = q * k.transpose();
-      s *= args.scale;
-      apply_mask(L, L.mask_id[e], s);
-      TileMap P = score_block(probs, plan, b, h, e, B);
-      for (int r = 0; r < B; ++r) {
-        if (row_lse[r] == kNegInf)  // row without keys (or padding): no gradient
-          P.row(r).setZero();
-        else
-          P.row(r) = (s.row(r).array() - row_lse[r]).exp().matrix();
-      }
-      const TileView v = block_view(args.v, b, h, L, J, vs);
-      s.noalias() = g * v.transpose();  // dP
-      score_block(dscores, plan, b, h, e, B) =
-          (P.array() * (s.colwise() - delta).array()).matrix();
+      probs_and_dscores(L, L.mask_id[e], args.scale, rows.q(), block_view(args.k, b, h, L, J, ks),
+                        block_view(args.v, b, h, L, J, vs), rows.dout(), rows.lse, rows.delta,
+                        score_block(probs, plan, b, h, e, B),
+                        score_block(dscores, plan, b, h, e, B));
     }
   });
-  // (3) dQ over the row lists.
+  // (3) dQ over the row lists; redone with exact products when a row came out non-finite.
   for_each_block(layout, plan, num_threads, [&](int64_t b, int64_t h, int64_t I) {
     const HeadLayout& L = layout.head(static_cast<int>(h));
     Tile ks(B, d), acc = Tile::Zero(B, d);
     for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e)
-      acc.noalias() += score_block(dscores, plan, b, h, e, B) *
-                       block_view(args.k, b, h, L, L.col_idx[e], ks);
+      acc.noalias() +=
+          score_block(dscores, plan, b, h, e, B) * block_view(args.k, b, h, L, L.col_idx[e], ks);
+    if (!acc.allFinite()) {
+      QueryRows rows(B, d);
+      rows.load(args, b, h, L, I);
+      Tile vs(B, d), unused_dk = Tile::Zero(B, d), unused_dv = Tile::Zero(B, d);
+      ExactScratch x;
+      acc.setZero();
+      for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e) {
+        const int64_t J = L.col_idx[e];
+        backward_tile_exact(L, L.mask_id[e], args.scale, rows.q(),
+                            block_view(args.k, b, h, L, J, ks), block_view(args.v, b, h, L, J, vs),
+                            rows.dout(), rows.lse, rows.delta, x, acc, unused_dk, unused_dv);
+      }
+    }
     scatter_rows(args.dq, b, h, L, I * B, acc.data(), B, d, args.scale);
   });
-  // (4) dK, dV over the column lists.
+  // (4) dK, dV over the column lists; redone with exact products when a row came out non-finite.
   for_each_block(layout, plan, num_threads, [&](int64_t b, int64_t h, int64_t J) {
     const HeadLayout& L = layout.head(static_cast<int>(h));
     Tile qs(B, d), gs(B, d), dk = Tile::Zero(B, d), dv = Tile::Zero(B, d);
     for (int64_t c = L.col_ptr[J]; c < L.col_ptr[J + 1]; ++c) {
       const int64_t I = L.row_idx[c], e = L.col_to_csr[c];
-      dv.noalias() += score_block(probs, plan, b, h, e, B).transpose() *
-                      block_view(args.dout, b, h, L, I, gs);
-      dk.noalias() += score_block(dscores, plan, b, h, e, B).transpose() *
-                      block_view(args.q, b, h, L, I, qs);
+      dv.noalias() +=
+          score_block(probs, plan, b, h, e, B).transpose() * block_view(args.dout, b, h, L, I, gs);
+      dk.noalias() +=
+          score_block(dscores, plan, b, h, e, B).transpose() * block_view(args.q, b, h, L, I, qs);
+    }
+    if (!dk.allFinite() || !dv.allFinite()) {
+      QueryRows rows(B, d);
+      Tile ks(B, d), vs(B, d), unused_dq = Tile::Zero(B, d);
+      const TileView k = block_view(args.k, b, h, L, J, ks);
+      const TileView v = block_view(args.v, b, h, L, J, vs);
+      ExactScratch x;
+      dk.setZero();
+      dv.setZero();
+      for (int64_t c = L.col_ptr[J]; c < L.col_ptr[J + 1]; ++c) {
+        const int64_t I = L.row_idx[c], e = L.col_to_csr[c];
+        rows.load(args, b, h, L, I);
+        backward_tile_exact(L, L.mask_id[e], args.scale, rows.q(), k, v, rows.dout(), rows.lse,
+                            rows.delta, x, unused_dq, dk, dv);
+      }
     }
     scatter_rows(args.dk, b, h, L, J * B, dk.data(), B, d, args.scale);
     scatter_rows(args.dv, b, h, L, J * B, dv.data(), B, d, 1.0f);

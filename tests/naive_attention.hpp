@@ -92,6 +92,13 @@ inline std::vector<uint8_t> head_mask(const std::vector<Pattern>& patterns, int 
   return mask;
 }
 
+// The running maximum of a softmax row: a NaN score makes the whole row NaN (std::max would skip
+// it, and a row whose only scores are NaN would pass for a row without keys).
+inline double max_keeping_nan(double m, double s) {
+  return std::isnan(m) || std::isnan(s) ? std::numeric_limits<double>::quiet_NaN()
+                                        : std::max(m, s);
+}
+
 // Dense tensors [batch, heads, n, d] in double, row-major.
 struct Problem {
   int64_t batch, heads, n, d;
@@ -118,7 +125,7 @@ inline void forward(const Problem& pb, const std::vector<double>& q, const std::
           double dot = 0;
           for (int64_t c = 0; c < pb.d; ++c) dot += q[pb.at(b, h, i, c)] * k[pb.at(b, h, j, c)];
           s[static_cast<size_t>(j)] = pb.scale * dot;
-          m = std::max(m, s[static_cast<size_t>(j)]);
+          m = max_keeping_nan(m, s[static_cast<size_t>(j)]);
         }
         const size_t row = static_cast<size_t>((b * pb.heads + h) * pb.n + i);
         if (m == -std::numeric_limits<double>::infinity()) {
@@ -158,7 +165,7 @@ inline void backward(const Problem& pb, const std::vector<double>& q,
           double dot = 0;
           for (int64_t c = 0; c < pb.d; ++c) dot += q[pb.at(b, h, i, c)] * k[pb.at(b, h, j, c)];
           p[static_cast<size_t>(j)] = pb.scale * dot;
-          m = std::max(m, pb.scale * dot);
+          m = max_keeping_nan(m, pb.scale * dot);
         }
         if (m == -std::numeric_limits<double>::infinity()) continue;
         double z = 0;

@@ -499,3 +499,336 @@ TEST_CASE("unfused: the workspace stores every computed block; bad algorithm val
   CHECK(sparse_attention_forward(ctx.get(), layout.get(), &params, &T[0], &T[1], &T[2], &T[3],
                                  nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
 }
+
+// ------------------------------------------------------------------ non-finite inputs
+//
+// The layout contract is token-level: a NaN or Inf in Q, K, V or dO may reach exactly the results
+// of the queries that attend it. Each case runs the library twice through the C ABI, once with the
+// non-finite values and once with them replaced by finite ones, and the naive double reference
+// (which visits attended pairs only) on the first. Which results a non-finite input may reach
+// follows from the token masks: query row i is reached when q[i] or dO[i] is non-finite or i
+// attends a key j whose k[j] or v[j] is; key row j when k[j] or v[j] is non-finite or a reached
+// query attends j. Then per element:
+//   - out, lse, dq of an unreached query row and dk, dv of an unreached key row equal the run with
+//     finite values exactly (a block product that multiplies the value by 0 would give NaN);
+//   - a reached element is non-finite where the reference is, else within the tolerances above.
+
+namespace {
+
+struct Inputs {
+  std::vector<float> q, k, v, dout;  // [batch, heads, n, d] in natural order
+};
+
+struct Results {
+  std::vector<float> out, lse, dq, dk, dv;  // same order; lse [batch, heads, n]
+};
+
+Results run_attention(sparse_context* ctx, sparse_layout* layout, const naive::Problem& pb,
+                      int order, sparse_attention_algorithm algorithm, const Inputs& in) {
+  sparse_attention_params params;
+  sparse_attention_params_default(&params);
+  params.algorithm = algorithm;
+  std::vector<Strided> T;  // 0 q, 1 k, 2 v, 3 dout, 4 out, 5 dq, 6 dk, 7 dv
+  for (int t = 0; t < 8; ++t) T.emplace_back(pb.batch, pb.heads, pb.n, pb.d, order);
+  const std::vector<float>* src[4] = {&in.q, &in.k, &in.v, &in.dout};
+  for (int64_t b = 0; b < pb.batch; ++b)
+    for (int64_t h = 0; h < pb.heads; ++h)
+      for (int64_t i = 0; i < pb.n; ++i)
+        for (int64_t c = 0; c < pb.d; ++c)
+          for (int t = 0; t < 4; ++t) T[t].at(b, h, i, c) = (*src[t])[pb.at(b, h, i, c)];
+  Results r;
+  r.lse.assign(static_cast<size_t>(pb.batch * pb.heads * pb.n), std::nanf(""));
+  sparse_tensor lse_t;
+  const int64_t lse_shape[3] = {pb.batch, pb.heads, pb.n};
+  sparse_tensor_contiguous(&lse_t, r.lse.data(), SPARSE_DTYPE_F32, 3, lse_shape);
+  REQUIRE_MESSAGE(sparse_attention_forward(ctx, layout, &params, &T[0].t, &T[1].t, &T[2].t, &T[4].t,
+                                           &lse_t) == SPARSE_OK,
+                  sparse_last_error());
+  REQUIRE_MESSAGE(
+      sparse_attention_backward(ctx, layout, &params, &T[0].t, &T[1].t, &T[2].t, &T[4].t, &lse_t,
+                                &T[3].t, &T[5].t, &T[6].t, &T[7].t) == SPARSE_OK,
+      sparse_last_error());
+  std::vector<float>* dst[4] = {&r.out, &r.dq, &r.dk, &r.dv};
+  for (int t = 0; t < 4; ++t) {
+    dst[t]->resize(in.q.size());
+    for (int64_t b = 0; b < pb.batch; ++b)
+      for (int64_t h = 0; h < pb.heads; ++h)
+        for (int64_t i = 0; i < pb.n; ++i)
+          for (int64_t c = 0; c < pb.d; ++c) (*dst[t])[pb.at(b, h, i, c)] = T[4 + t].at(b, h, i, c);
+  }
+  return r;
+}
+
+// Rows [b, h, i] (index (b * heads + h) * n + i) that a non-finite input of `in` may reach.
+struct Reach {
+  std::vector<uint8_t> query, key;
+};
+
+Reach reach(const naive::Problem& pb, const Inputs& in) {
+  const auto rows = static_cast<size_t>(pb.batch * pb.heads * pb.n);
+  Reach r{std::vector<uint8_t>(rows, 0), std::vector<uint8_t>(rows, 0)};
+  auto bad_row = [&](const std::vector<float>& t, size_t row) {
+    for (int64_t c = 0; c < pb.d; ++c)
+      if (!std::isfinite(t[row * static_cast<size_t>(pb.d) + static_cast<size_t>(c)])) return true;
+    return false;
+  };
+  for (int64_t b = 0; b < pb.batch; ++b)
+    for (int64_t h = 0; h < pb.heads; ++h) {
+      const auto& mask = pb.masks[static_cast<size_t>(h)];
+      const auto base = static_cast<size_t>((b * pb.heads + h) * pb.n);
+      const auto n = static_cast<size_t>(pb.n);
+      for (size_t i = 0; i < n; ++i) {
+        r.query[base + i] = bad_row(in.q, base + i) || bad_row(in.dout, base + i);
+        r.key[base + i] = bad_row(in.k, base + i) || bad_row(in.v, base + i);
+      }
+      for (size_t i = 0; i < n; ++i)
+        for (size_t j = 0; j < n; ++j)
+          if (mask[i * n + j] && r.key[base + j] && !r.query[base + i]) r.query[base + i] = 2;
+      for (size_t i = 0; i < n; ++i)
+        for (size_t j = 0; j < n; ++j)
+          if (mask[i * n + j] && r.query[base + i]) r.key[base + j] = 1;
+    }
+  return r;
+}
+
+struct Reference {
+  std::vector<double> out, lse, dq, dk, dv;
+};
+
+Reference reference(const naive::Problem& pb, const Inputs& in) {
+  auto dbl = [](const std::vector<float>& x) { return std::vector<double>(x.begin(), x.end()); };
+  Reference r;
+  const std::vector<double> q = dbl(in.q), k = dbl(in.k), v = dbl(in.v), g = dbl(in.dout);
+  naive::forward(pb, q, k, v, r.out, r.lse);
+  naive::backward(pb, q, k, v, g, r.dq, r.dk, r.dv);
+  return r;
+}
+
+// The rules above for one tensor with `per_row` elements per row; `reached` is per row. Returns
+// the number of unreached elements.
+int64_t check_tensor(const char* name, const std::vector<float>& got,
+                     const std::vector<float>& clean, const std::vector<double>& want,
+                     const std::vector<uint8_t>& reached, int64_t per_row, double atol,
+                     double rtol) {
+  int reported = 0;
+  int64_t unreached = 0;
+  for (size_t e = 0; e < got.size(); ++e) {
+    const double w = want[e];
+    const char* why = nullptr;
+    if (!reached[e / static_cast<size_t>(per_row)]) {
+      ++unreached;
+      if (!(got[e] == clean[e]) || (std::isnan(got[e]) && std::isnan(clean[e])))
+        why = "differs from the run with finite values";
+    } else if (!std::isfinite(w)) {
+      if (std::isfinite(got[e])) why = "is finite where the reference is not";
+    } else if (!close(got[e], w, atol, rtol)) {
+      why = "is off";
+    }
+    if (why != nullptr && reported++ < 5)
+      FAIL_CHECK(std::string(name) << "[" << e << "] = " << got[e] << " " << why << " (finite run "
+                                   << clean[e] << ", reference " << w << ")");
+  }
+  return unreached;
+}
+
+// Runs `bad` and `clean` (equal except for the non-finite entries of `bad`) and checks both
+// algorithms' results by the rules above. Returns the number of unreached out, dq, dk and dv
+// elements.
+int64_t check_nonfinite(sparse_context* ctx, sparse_layout* layout, const naive::Problem& pb,
+                        int order, const Inputs& bad, const Inputs& clean) {
+  const Reference want = reference(pb, bad);
+  const Reach r = reach(pb, bad);
+  int64_t unreached = 0;
+  for (auto algorithm : {SPARSE_ATTENTION_FUSED, SPARSE_ATTENTION_UNFUSED}) {
+    CAPTURE(algorithm);
+    const Results got = run_attention(ctx, layout, pb, order, algorithm, bad);
+    const Results ref = run_attention(ctx, layout, pb, order, algorithm, clean);
+    unreached = check_tensor("out", got.out, ref.out, want.out, r.query, pb.d, 2e-5, 1e-4);
+    check_tensor("lse", got.lse, ref.lse, want.lse, r.query, 1, 2e-5, 1e-4);
+    unreached += check_tensor("dq", got.dq, ref.dq, want.dq, r.query, pb.d, 1e-4, 1e-3);
+    unreached += check_tensor("dk", got.dk, ref.dk, want.dk, r.key, pb.d, 1e-4, 1e-3);
+    unreached += check_tensor("dv", got.dv, ref.dv, want.dv, r.key, pb.d, 1e-4, 1e-3);
+  }
+  return unreached;
+}
+
+Inputs random_inputs(const naive::Problem& pb, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  Inputs in;
+  for (auto* t : {&in.q, &in.k, &in.v, &in.dout}) {
+    t->resize(static_cast<size_t>(pb.batch * pb.heads * pb.n * pb.d));
+    for (float& x : *t) x = uni(rng);
+  }
+  return in;
+}
+
+naive::Problem problem(int64_t batch, int64_t heads, int64_t n, int64_t d,
+                       std::vector<std::vector<uint8_t>> masks) {
+  return {batch, heads, n, d, 1.0 / std::sqrt(static_cast<double>(d)), std::move(masks)};
+}
+
+// Sets row i of tensor t (all heads and batch entries, or one) to x in every element.
+void set_row(std::vector<float>& t, const naive::Problem& pb, int64_t i, float x, int64_t b = -1) {
+  for (int64_t bb = 0; bb < pb.batch; ++bb)
+    for (int64_t h = 0; h < pb.heads; ++h)
+      for (int64_t c = 0; c < pb.d; ++c)
+        if (b < 0 || b == bb) t[pb.at(bb, h, i, c)] = x;
+}
+
+// A user block layout over n = 80, block 16 (causal blocks) whose element mask removes key 37
+// from every query: nobody attends key 37. Returns the layout and its token mask.
+LayoutPtr layout_without_key(int64_t n, int block, int64_t key, std::vector<uint8_t>& mask) {
+  const int64_t nb = (n + block - 1) / block;
+  std::vector<uint8_t> blocks(static_cast<size_t>(nb * nb), 0), elements;
+  for (int64_t I = 0; I < nb; ++I)
+    for (int64_t J = 0; J <= I; ++J) {
+      blocks[static_cast<size_t>(I * nb + J)] = 1;
+      for (int r = 0; r < block; ++r)
+        for (int c = 0; c < block; ++c) elements.push_back(J * block + c == key ? 0 : 1);
+    }
+  sparse_layout* l = nullptr;
+  REQUIRE_MESSAGE(sparse_layout_create_from_blocks(n, block, 1, blocks.data(), elements.data(), 1,
+                                                   &l) == SPARSE_OK,
+                  sparse_last_error());
+  mask.assign(static_cast<size_t>(n * n), 0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j <= i; ++j) mask[static_cast<size_t>(i * n + j)] = j != key;
+  return LayoutPtr(l);
+}
+
+}  // namespace
+
+TEST_CASE("non-finite: NaN in v[79] of causal dense attention reaches only row 79") {
+  auto ctx = cpu_context(2);
+  LayoutPtr layout;
+  REQUIRE(support::make_layout({make(SPARSE_PATTERN_DENSE)}, 80, 16, 1, layout) == SPARSE_OK);
+  const naive::Problem pb =
+      problem(1, 1, 80, 32, {naive::head_mask({make(SPARSE_PATTERN_DENSE)}, 0, 80, 16)});
+  const Inputs clean = random_inputs(pb, 1);
+  Inputs bad = clean;
+  set_row(bad.v, pb, 79, std::nanf(""));
+  for (auto algorithm : {SPARSE_ATTENTION_FUSED, SPARSE_ATTENTION_UNFUSED}) {
+    CAPTURE(algorithm);
+    const Results got = run_attention(ctx.get(), layout.get(), pb, 0, algorithm, bad);
+    const Results ref = run_attention(ctx.get(), layout.get(), pb, 0, algorithm, clean);
+    int wrong = 0;
+    for (int64_t i = 0; i < 80; ++i)
+      for (int64_t c = 0; c < 32; ++c) {
+        const size_t e = pb.at(0, 0, i, c);
+        if (i < 79 ? !(got.out[e] == ref.out[e]) || !(got.dq[e] == ref.dq[e])
+                   : !std::isnan(got.out[e]))
+          wrong++;
+        if (!(got.dv[e] == ref.dv[e])) wrong++;  // dV does not depend on V
+      }
+    CHECK(wrong == 0);
+  }
+  CHECK(check_nonfinite(ctx.get(), layout.get(), pb, 0, bad, clean) > 0);
+}
+
+TEST_CASE("non-finite: NaN or Inf at a key that no query attends (user layout) changes nothing") {
+  auto ctx = cpu_context(2);
+  std::vector<uint8_t> mask;
+  LayoutPtr layout = layout_without_key(80, 16, 37, mask);
+  const naive::Problem pb = problem(1, 1, 80, 32, {mask});
+  const Inputs clean = random_inputs(pb, 2);
+  for (float x : {std::nanf(""), INFINITY, -INFINITY}) {
+    for (int which = 0; which < 2; ++which) {  // v[37], then k[37]
+      CAPTURE(x);
+      CAPTURE(which);
+      Inputs bad = clean;
+      set_row(which == 0 ? bad.v : bad.k, pb, 37, x);
+      for (auto algorithm : {SPARSE_ATTENTION_FUSED, SPARSE_ATTENTION_UNFUSED}) {
+        CAPTURE(algorithm);
+        const Results got = run_attention(ctx.get(), layout.get(), pb, 0, algorithm, bad);
+        const Results ref = run_attention(ctx.get(), layout.get(), pb, 0, algorithm, clean);
+        // Everything (out, lse, dq, dk, dv) equals the finite run.
+        int wrong = 0;
+        for (size_t e = 0; e < got.out.size(); ++e)
+          wrong += !(got.out[e] == ref.out[e]) + !(got.dq[e] == ref.dq[e]) +
+                   !(got.dk[e] == ref.dk[e]) + !(got.dv[e] == ref.dv[e]);
+        for (size_t e = 0; e < got.lse.size(); ++e) wrong += !(got.lse[e] == ref.lse[e]);
+        CHECK(wrong == 0);
+      }
+      CHECK(check_nonfinite(ctx.get(), layout.get(), pb, 0, bad, clean) > 0);
+    }
+  }
+}
+
+TEST_CASE("non-finite: NaN in q and dO of queries without keys stays out of dk and dv") {
+  // Fixed summary, l = 64, c = 8: queries 0..55 see no key, but block row 1 (32..63) is computed
+  // for queries 56..63, so rows 40 and 41 sit in a computed block row.
+  auto ctx = cpu_context(2);
+  const std::vector<Pattern> patterns = {make(SPARSE_PATTERN_FIXED_SUMMARY, 64, 8)};
+  LayoutPtr layout;
+  REQUIRE(support::make_layout(patterns, 130, 32, 1, layout) == SPARSE_OK);
+  const naive::Problem pb = problem(2, 1, 130, 32, {naive::head_mask(patterns, 0, 130, 32)});
+  const Inputs clean = random_inputs(pb, 3);
+  Inputs bad = clean;
+  set_row(bad.q, pb, 40, std::nanf(""));
+  set_row(bad.dout, pb, 41, INFINITY, 1);
+  CHECK(check_nonfinite(ctx.get(), layout.get(), pb, 2, bad, clean) > 0);
+}
+
+TEST_CASE("non-finite: garbage in the padded tail of a causal batch entry") {
+  // Batch entry 1 is 61 tokens long, padded to 80 with NaN and Inf keys and values; causal
+  // queries of the real tokens never attend the padding.
+  auto ctx = cpu_context(3);
+  LayoutPtr layout;
+  REQUIRE(support::make_layout({make(SPARSE_PATTERN_LOCAL, 40)}, 80, 32, 2, layout) == SPARSE_OK);
+  const naive::Problem pb =
+      problem(2, 2, 80, 64,
+              {naive::head_mask({make(SPARSE_PATTERN_LOCAL, 40)}, 0, 80, 32),
+               naive::head_mask({make(SPARSE_PATTERN_LOCAL, 40)}, 1, 80, 32)});
+  const Inputs clean = random_inputs(pb, 4);
+  Inputs bad = clean;
+  for (int64_t i = 61; i < 80; ++i) {
+    set_row(bad.k, pb, i, i % 2 ? std::nanf("") : -INFINITY, 1);
+    set_row(bad.v, pb, i, i % 3 ? INFINITY : std::nanf(""), 1);
+  }
+  CHECK(check_nonfinite(ctx.get(), layout.get(), pb, 1, bad, clean) > 0);
+}
+
+TEST_CASE("non-finite: randomized NaN and Inf in q, k, v and dO over patterns and memory orders") {
+  // Includes the transposed strided column head with n a multiple of neither block nor stride,
+  // padded rows (their padding holds NaN), n < B and more threads than work.
+  std::mt19937_64 rng(23);
+  for (int trial = 0; trial < 40; ++trial) {
+    Case c;
+    c.block = 16 << (rng() % 3);
+    c.n = 1 + static_cast<int64_t>(rng() % 150);
+    c.d = 32 << (rng() % 2);
+    c.batch = 1 + static_cast<int64_t>(rng() % 2);
+    c.heads = 1 + static_cast<int64_t>(rng() % 2);
+    c.order = static_cast<int>(rng() % 3);
+    if (trial % 4 == 0) {
+      const auto strides = static_cast<uint64_t>(std::min<int64_t>(20, c.n));
+      c.patterns = {make(SPARSE_PATTERN_STRIDED_COLUMN, 1 + static_cast<int64_t>(rng() % strides))};
+    } else {
+      c.patterns = {support::random_pattern(rng, c.n, -1, c.block)};
+    }
+    CAPTURE(trial);
+    CAPTURE(c.n);
+    CAPTURE(c.block);
+    LayoutPtr layout;
+    REQUIRE(support::make_layout(c.patterns, c.n, c.block, static_cast<int>(c.heads), layout) ==
+            SPARSE_OK);
+    std::vector<std::vector<uint8_t>> masks;
+    for (int h = 0; h < c.heads; ++h)
+      masks.push_back(naive::head_mask(c.patterns, h, c.n, c.block));
+    const naive::Problem pb = problem(c.batch, c.heads, c.n, c.d, masks);
+    const Inputs clean = random_inputs(pb, rng());
+    Inputs bad = clean;
+    const int count = 1 + static_cast<int>(rng() % 3);
+    for (int x = 0; x < count; ++x) {
+      std::vector<float>* t[4] = {&bad.q, &bad.k, &bad.v, &bad.dout};
+      const float values[3] = {std::nanf(""), INFINITY, -INFINITY};
+      const int which = static_cast<int>(rng() % 4);
+      const size_t at = rng() % clean.q.size();
+      const float value = values[rng() % 3];
+      (*t[which])[at] = value;
+    }
+    auto ctx = cpu_context(1 + static_cast<int>(rng() % 3));
+    check_nonfinite(ctx.get(), layout.get(), pb, c.order, bad, clean);
+  }
+}

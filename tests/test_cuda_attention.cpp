@@ -635,3 +635,254 @@ int main(int argc, char** argv) {
   doctest::Context context(argc, argv);
   return context.run();
 }
+
+// ------------------------------------------------------------------ non-finite inputs
+//
+// A NaN or Inf in Q, K, V or dO may reach exactly the results of the queries that attend it (the
+// CPU reference's contract, checked there against the naive reference and a finite run). Every
+// kernel must agree with the CPU element by element: non-finite where the CPU result is, finite
+// and within the kernel's tolerances where it is finite. Cases: the two reported ones (NaN in
+// v[79] of causal dense attention; NaN or Inf at a key no query attends in a user layout), NaN in
+// q and Inf in dO of queries without keys, garbage in the padded tail of a batch entry, and the
+// transposed strided column head with n a multiple of neither block nor stride.
+
+namespace {
+
+struct Outputs {
+  std::vector<float> out, lse, dq, dk, dv;  // dense [b, h, n, d]; lse [b, h, n]
+};
+
+// Forward and backward on the CPU reference; `in` = q, k, v, dout, dense [b, h, n, d].
+Outputs cpu_attention(sparse_context* cpu, sparse_layout* layout, const Shape& sh,
+                      const std::vector<float> (&in)[4]) {
+  Outputs r;
+  std::vector<float> q = in[0], k = in[1], v = in[2], g = in[3];
+  for (auto* t : {&r.out, &r.dq, &r.dk, &r.dv}) t->assign(sh.elements(), 0.0f);
+  r.lse.assign(static_cast<size_t>(sh.batch * sh.heads * sh.n), 0.0f);
+  const int64_t shape[4] = {sh.batch, sh.heads, sh.n, sh.d}, lse_shape[3] = {sh.batch, sh.heads,
+                                                                              sh.n};
+  std::vector<float>* data[8] = {&q, &k, &v, &g, &r.out, &r.dq, &r.dk, &r.dv};
+  sparse_tensor T[8], L;
+  for (int t = 0; t < 8; ++t)
+    sparse_tensor_contiguous(&T[t], data[t]->data(), SPARSE_DTYPE_F32, 4, shape);
+  sparse_tensor_contiguous(&L, r.lse.data(), SPARSE_DTYPE_F32, 3, lse_shape);
+  REQUIRE(sparse_attention_forward(cpu, layout, nullptr, &T[0], &T[1], &T[2], &T[4], &L) ==
+          SPARSE_OK);
+  REQUIRE(sparse_attention_backward(cpu, layout, nullptr, &T[0], &T[1], &T[2], &T[4], &L, &T[3],
+                                    &T[5], &T[6], &T[7]) == SPARSE_OK);
+  return r;
+}
+
+// The same on the GPU with `kernel`, tensors stored in the order of `sh`; outputs poisoned with
+// NaN first.
+Outputs gpu_attention(const Kernel& kernel, sparse_context* gpu, sparse_layout* layout,
+                      const Shape& sh, const std::vector<float> (&in)[4]) {
+  const bool half = kernel.dtype != SPARSE_DTYPE_F32;
+  const size_t elem = half ? 2 : 4, bytes = sh.storage() * elem;
+  const size_t rows = static_cast<size_t>(sh.batch * sh.heads * sh.n);
+  const int64_t shape[4] = {sh.batch, sh.heads, sh.n, sh.d}, lse_shape[3] = {sh.batch, sh.heads,
+                                                                              sh.n};
+  std::vector<std::unique_ptr<DeviceBuffer>> dev;
+  sparse_tensor D[8], DL;
+  for (int t = 0; t < 8; ++t) {
+    std::vector<unsigned char> staging(bytes, 0xff);  // NaN in every dtype
+    if (t < 4)
+      for (int64_t b = 0; b < sh.batch; ++b)
+        for (int64_t h = 0; h < sh.heads; ++h)
+          for (int64_t i = 0; i < sh.n; ++i)
+            for (int64_t c = 0; c < sh.d; ++c) {
+              const float x = in[t][sh.dense(b, h, i, c)];
+              unsigned char* dst = staging.data() + sh.at(b, h, i, c) * elem;
+              const uint16_t bits = kernel.dtype == SPARSE_DTYPE_BF16 ? to_bf16(x) : to_f16(x);
+              std::memcpy(dst, half ? static_cast<const void*>(&bits) : &x, elem);
+            }
+    dev.push_back(std::make_unique<DeviceBuffer>(gpu, bytes));
+    REQUIRE(sparse_context_copy(gpu, dev[t]->ptr, SPARSE_MEMORY_DEVICE, staging.data(),
+                                SPARSE_MEMORY_HOST, bytes) == SPARSE_OK);
+    sparse_tensor_contiguous(&D[t], dev[t]->ptr, kernel.dtype, 4, shape);
+    for (int i = 0; i < 4; ++i) D[t].strides[i] = sh.s[i];
+    D[t].memory = SPARSE_MEMORY_DEVICE;
+  }
+  DeviceBuffer dlse(gpu, rows * sizeof(float));
+  sparse_tensor_contiguous(&DL, dlse.ptr, SPARSE_DTYPE_F32, 3, lse_shape);
+  DL.memory = SPARSE_MEMORY_DEVICE;
+  sparse_attention_params params;
+  sparse_attention_params_default(&params);
+  params.algorithm = kernel.algorithm;
+  REQUIRE_MESSAGE(sparse_attention_forward(gpu, layout, &params, &D[0], &D[1], &D[2], &D[4],
+                                           &DL) == SPARSE_OK,
+                  sparse_last_error());
+  REQUIRE_MESSAGE(sparse_attention_backward(gpu, layout, &params, &D[0], &D[1], &D[2], &D[4], &DL,
+                                            &D[3], &D[5], &D[6], &D[7]) == SPARSE_OK,
+                  sparse_last_error());
+  REQUIRE(sparse_context_synchronize(gpu) == SPARSE_OK);
+  Outputs r;
+  std::vector<float>* dst[4] = {&r.out, &r.dq, &r.dk, &r.dv};
+  std::vector<unsigned char> back(bytes);
+  for (int t = 0; t < 4; ++t) {
+    REQUIRE(sparse_context_copy(gpu, back.data(), SPARSE_MEMORY_HOST, dev[4 + t]->ptr,
+                                SPARSE_MEMORY_DEVICE, bytes) == SPARSE_OK);
+    dst[t]->resize(sh.elements());
+    for (int64_t b = 0; b < sh.batch; ++b)
+      for (int64_t h = 0; h < sh.heads; ++h)
+        for (int64_t i = 0; i < sh.n; ++i)
+          for (int64_t c = 0; c < sh.d; ++c) {
+            const unsigned char* src = back.data() + sh.at(b, h, i, c) * elem;
+            float x;
+            uint16_t bits;
+            std::memcpy(half ? static_cast<void*>(&bits) : &x, src, elem);
+            if (half) x = kernel.dtype == SPARSE_DTYPE_BF16 ? from_bf16(bits) : from_f16(bits);
+            (*dst[t])[sh.dense(b, h, i, c)] = x;
+          }
+  }
+  r.lse.resize(rows);
+  REQUIRE(sparse_context_copy(gpu, r.lse.data(), SPARSE_MEMORY_HOST, dlse.ptr,
+                              SPARSE_MEMORY_DEVICE, rows * sizeof(float)) == SPARSE_OK);
+  return r;
+}
+
+// Element by element: non-finite exactly where the CPU result is, else within `tol` (atol
+// scaled by the rms of the finite reference elements).
+void compare_finiteness(const char* kernel, const char* name, const std::vector<float>& got,
+                        const std::vector<float>& want, const Tol& tol) {
+  double sq = 0;
+  size_t finite = 0;
+  for (float w : want)
+    if (std::isfinite(w)) {
+      sq += static_cast<double>(w) * w;
+      ++finite;
+    }
+  const double atol = tol.atol * std::max(1.0, finite ? std::sqrt(sq / double(finite)) : 0.0);
+  int bad = 0;
+  for (size_t e = 0; e < want.size(); ++e) {
+    const double g = got[e], w = want[e];
+    const bool ok = std::isfinite(w) ? std::isfinite(g) && std::fabs(g - w) <= atol + tol.rtol *
+                                                                                 std::fabs(w)
+                                     : !std::isfinite(g);
+    if (!ok && bad++ < 5)
+      FAIL_CHECK(std::string(kernel) << ": " << std::string(name) << "[" << e << "]: cuda " << g
+                                     << ", cpu " << w);
+  }
+}
+
+// Every kernel (16-bit ones on inputs rounded to their dtype) against the CPU on `in`.
+void check_nonfinite(sparse_layout* layout, const Shape& sh, const std::vector<float> (&in)[4]) {
+  auto cpu = make_context(SPARSE_BACKEND_CPU);
+  auto gpu = make_context(SPARSE_BACKEND_CUDA);
+  for (const Kernel& kernel : kKernels) {
+    if (kernel.dtype != SPARSE_DTYPE_F32 && !tensor_core_dim(sh.d)) continue;
+    CAPTURE(kernel.name);
+    std::vector<float> rounded[4];
+    for (int t = 0; t < 4; ++t) {
+      rounded[t] = in[t];
+      for (float& x : rounded[t])
+        if (kernel.dtype == SPARSE_DTYPE_BF16) x = from_bf16(to_bf16(x));
+        else if (kernel.dtype == SPARSE_DTYPE_F16) x = from_f16(to_f16(x));
+    }
+    const Outputs want = cpu_attention(cpu.get(), layout, sh, rounded);
+    const Outputs got = gpu_attention(kernel, gpu.get(), layout, sh, rounded);
+    compare_finiteness(kernel.name, "out", got.out, want.out, kernel.fwd);
+    compare_finiteness(kernel.name, "lse", got.lse, want.lse, kernel.lse);
+    compare_finiteness(kernel.name, "dq", got.dq, want.dq, kernel.bwd);
+    compare_finiteness(kernel.name, "dk", got.dk, want.dk, kernel.bwd);
+    compare_finiteness(kernel.name, "dv", got.dv, want.dv, kernel.bwd);
+  }
+}
+
+void random_fill(const Shape& sh, uint64_t seed, std::vector<float> (&in)[4]) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  for (auto& t : in) {
+    t.resize(sh.elements());
+    for (float& x : t) x = uni(rng);
+  }
+}
+
+// Sets every element of row i of `t` (batch entry b, or all when b < 0) to x.
+void fill_row(std::vector<float>& t, const Shape& sh, int64_t i, float x, int64_t b = -1) {
+  for (int64_t bb = 0; bb < sh.batch; ++bb)
+    for (int64_t h = 0; h < sh.heads; ++h)
+      for (int64_t c = 0; c < sh.d; ++c)
+        if (b < 0 || b == bb) t[sh.dense(bb, h, i, c)] = x;
+}
+
+}  // namespace
+
+TEST_CASE("non-finite: NaN in v[79] of causal dense attention, every kernel") {
+  LayoutPtr layout;
+  REQUIRE(support::make_layout({make(SPARSE_PATTERN_DENSE, 0)}, 80, 16, 1, layout) == SPARSE_OK);
+  const Shape sh(1, 1, 80, 32, 0);
+  std::vector<float> in[4];
+  random_fill(sh, 31, in);
+  fill_row(in[2], sh, 79, std::nanf(""));
+  check_nonfinite(layout.get(), sh, in);
+}
+
+TEST_CASE("non-finite: NaN or Inf at a key no query attends (user layout), every kernel") {
+  // Causal blocks of 16 over n = 80; the element mask removes key 37 from every query.
+  const int64_t n = 80, nb = 5;
+  const int block = 16;
+  std::vector<uint8_t> blocks(static_cast<size_t>(nb * nb), 0), elements;
+  for (int64_t I = 0; I < nb; ++I)
+    for (int64_t J = 0; J <= I; ++J) {
+      blocks[static_cast<size_t>(I * nb + J)] = 1;
+      for (int r = 0; r < block; ++r)
+        for (int c = 0; c < block; ++c) elements.push_back(J * block + c == 37 ? 0 : 1);
+    }
+  sparse_layout* raw = nullptr;
+  REQUIRE(sparse_layout_create_from_blocks(n, block, 1, blocks.data(), elements.data(), 1, &raw) ==
+          SPARSE_OK);
+  LayoutPtr layout(raw);
+  const Shape sh(1, 1, n, 64, 2);
+  for (int which : {2, 1})
+    for (float x : {std::nanf(""), INFINITY, -INFINITY}) {
+      CAPTURE(which);
+      CAPTURE(x);
+      std::vector<float> in[4];
+      random_fill(sh, 32, in);
+      fill_row(in[which], sh, 37, x);
+      check_nonfinite(layout.get(), sh, in);
+    }
+}
+
+TEST_CASE("non-finite: queries without keys, a padded batch tail, the transposed column head") {
+  {
+    // Fixed summary, l = 64, c = 8: queries 0..55 see no key but sit in computed block rows.
+    const std::vector<Pattern> p = {make(SPARSE_PATTERN_FIXED_SUMMARY, 64, 8)};
+    LayoutPtr layout;
+    REQUIRE(support::make_layout(p, 130, 32, 1, layout) == SPARSE_OK);
+    const Shape sh(2, 1, 130, 64, 1);
+    std::vector<float> in[4];
+    random_fill(sh, 33, in);
+    fill_row(in[0], sh, 40, std::nanf(""));
+    fill_row(in[3], sh, 41, INFINITY, 1);
+    check_nonfinite(layout.get(), sh, in);
+  }
+  {
+    // Batch entry 1 is 61 tokens long, padded to 80 with NaN / Inf keys and values.
+    const std::vector<Pattern> p = {make(SPARSE_PATTERN_LOCAL, 40)};
+    LayoutPtr layout;
+    REQUIRE(support::make_layout(p, 80, 32, 2, layout) == SPARSE_OK);
+    const Shape sh(2, 2, 80, 128, 1);
+    std::vector<float> in[4];
+    random_fill(sh, 34, in);
+    for (int64_t i = 61; i < 80; ++i) {
+      fill_row(in[1], sh, i, i % 2 ? std::nanf("") : -INFINITY, 1);
+      fill_row(in[2], sh, i, i % 3 ? INFINITY : std::nanf(""), 1);
+    }
+    check_nonfinite(layout.get(), sh, in);
+  }
+  {
+    // Transposed strided column head, n = 203 (multiple of neither 64 nor 16).
+    LayoutPtr layout;
+    REQUIRE(support::make_layout({make(SPARSE_PATTERN_STRIDED_COLUMN, 16)}, 203, 64, 1, layout) ==
+            SPARSE_OK);
+    const Shape sh(1, 1, 203, 32, 2);
+    std::vector<float> in[4];
+    random_fill(sh, 35, in);
+    in[2][sh.dense(0, 0, 150, 3)] = std::nanf("");
+    in[1][sh.dense(0, 0, 7, 5)] = INFINITY;
+    in[0][sh.dense(0, 0, 100, 9)] = -INFINITY;
+    check_nonfinite(layout.get(), sh, in);
+  }
+}

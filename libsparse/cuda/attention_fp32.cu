@@ -6,7 +6,9 @@
 // probabilities from the saved log-sum-exp, walking the row lists for dQ and the column lists
 // (CSC) for dK/dV, so no atomics and no n x n buffer are needed. Exact fp32 arithmetic (expf,
 // logf) keeps results within rounding of the CPU reference. Tensor-core (bf16/fp16) kernels
-// build on the same layout structures.
+// build on the same layout structures. Only allowed pairs are ever visited, so a NaN or Inf
+// input reaches exactly the rows that attend it; a row that does attend a NaN keeps NaN in out
+// and lse (it is never taken for a row without keys).
 #include <cmath>
 
 #include "attention_cuda.hpp"
@@ -78,8 +80,11 @@ __global__ void __launch_bounds__(kWarps * 32)
         load_row(k, b, h, kp, d, lane, kr);
         const float s = scale * dot(qr, kr);
         const float m_new = fmaxf(m, s);
-        const float correction = expf(m - m_new);  // 0 while m is -inf
-        const float p = expf(s - m_new);
+        // While the maximum is -inf (no finite score yet) subtract 0: p is then 0 for a -inf
+        // score and NaN for a NaN one, never NaN from -inf - -inf.
+        const float base = m_new == -INFINITY ? 0.0f : m_new;
+        const float correction = expf(m - base);  // 0 while m is -inf
+        const float p = expf(s - base);
         l = l * correction + p;
         load_row(v, b, h, kp, d, lane, vr);
 #pragma unroll
@@ -87,7 +92,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         m = m_new;
       }
     }
-    const bool empty = !(l > 0.0f);
+    const bool empty = l == 0.0f;  // a NaN sum keeps out and lse NaN
     store_row(out, b, h, pos, d, lane, acc, empty ? 0.0f : 1.0f / l);
     if (lane == 0 && lse.data != nullptr)
       *elem_ptr(lse, b, h, pos) = empty ? -INFINITY : m + logf(l);
@@ -138,8 +143,9 @@ __global__ void __launch_bounds__(kWarps * 32)
           const int64_t kp = natural_position(L, J * L.block + c);
           if (kp < 0) continue;
           load_row(k, b, h, kp, d, lane, kr);
-          load_row(v, b, h, kp, d, lane, vr);
           const float p = expf(scale * dot(qr, kr) - row_lse);
+          if (p == 0.0f) continue;  // adds nothing (an infinite K would give 0 x Inf = NaN)
+          load_row(v, b, h, kp, d, lane, vr);
           const float ds = p * (dot(gr, vr) - row_delta);
 #pragma unroll
           for (int x = 0; x < E; ++x) acc[x] = fmaf(ds, kr[x], acc[x]);
@@ -179,6 +185,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         load_row(q, b, h, qp, d, lane, qr);
         load_row(dout, b, h, qp, d, lane, gr);
         const float p = expf(scale * dot(qr, kr) - row_lse);
+        if (p == 0.0f) continue;  // adds nothing (an infinite Q or dO would give NaN)
         const float ds = p * (dot(gr, vr) - delta[(b * num_heads + h) * L.seq_len + qp]);
 #pragma unroll
         for (int x = 0; x < E; ++x) {

@@ -23,6 +23,12 @@
 // log units and fp32 (lse = m2 ln 2 + ln l), the same contract as the fp32 kernels and the CPU
 // reference. Rows with no allowed key get out = 0, lse = -inf and zero gradients.
 //
+// Non-finite inputs reach only the rows that attend them: masked scores, P and dS are selected
+// (never multiplied) to 0, and a tensor-core product of P or dS with a tile that holds a NaN or
+// Inf (V in the forward, K for dQ, Q or dO for dK/dV) would still give 0 x NaN = NaN in every row,
+// so the loaders flag such tiles (one exponent test per element) and the CTA takes, for that tile
+// only, a product in fp32 FMAs over the attended pairs (gemm_rs_exact).
+//
 // Positions go through natural_position(), so the transposed order of strided column heads and
 // padding (n not a multiple of B or of the stride) are handled by the loaders: padding rows are
 // loaded as zeros, padding keys are masked out, padding rows are never stored. Tensors may have
@@ -55,6 +61,7 @@ struct ElemOps;
 
 template <>
 struct ElemOps<__nv_bfloat16> {
+  static constexpr uint32_t kExponent = 0x7F80u;  // all ones: Inf or NaN
   static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
     const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     uint32_t u;
@@ -77,6 +84,7 @@ struct ElemOps<__nv_bfloat16> {
 
 template <>
 struct ElemOps<__half> {
+  static constexpr uint32_t kExponent = 0x7C00u;
   static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
     const __half2 v = __floats2half2_rn(lo, hi);
     uint32_t u;
@@ -135,13 +143,25 @@ __device__ __forceinline__ uint64_t mask_bits(const DeviceHead& L, int32_t mask_
   return (word >> (c0 & 63)) & low_bits(cols);
 }
 
+// Whether any of the eight 16-bit values in `raw` is Inf or NaN.
+template <typename T>
+__device__ __forceinline__ bool any_nonfinite(const uint4& raw) {
+  constexpr uint32_t lo = ElemOps<T>::kExponent, hi = lo << 16;
+  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+  bool bad = false;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) bad |= (w[i] & lo) == lo || (w[i] & hi) == hi;
+  return bad;
+}
+
 // Stages ROWS computed rows [first, first + ROWS) of t[b, h] into shared memory: row-major into
 // `rm` (ROWS x (D + 8)) and/or transposed into `tr` (D x (ROWS + 8)); either may be null. Rows
-// that are padding or past the end are zero.
+// that are padding or past the end are zero. Returns whether this thread loaded an Inf or NaN.
 template <typename T, int D, int ROWS>
-__device__ void load_tile(const DeviceHead& L, const Tensor4& t, int64_t b, int64_t h,
+__device__ bool load_tile(const DeviceHead& L, const Tensor4& t, int64_t b, int64_t h,
                           int64_t first, T* __restrict__ rm, T* __restrict__ tr) {
   constexpr int kChunks = D / 8;
+  bool nonfinite = false;
   for (int idx = static_cast<int>(threadIdx.x); idx < ROWS * kChunks;
        idx += static_cast<int>(blockDim.x)) {
     const int r = idx / kChunks, c = (idx % kChunks) * 8;
@@ -158,6 +178,7 @@ __device__ void load_tile(const DeviceHead& L, const Tensor4& t, int64_t b, int6
         memcpy(&raw, vals, sizeof raw);
       }
     }
+    nonfinite |= any_nonfinite<T>(raw);
     if (rm != nullptr) *reinterpret_cast<uint4*>(rm + r * (D + 8) + c) = raw;
     if (tr != nullptr) {
       T vals[8];
@@ -166,6 +187,7 @@ __device__ void load_tile(const DeviceHead& L, const Tensor4& t, int64_t b, int6
       for (int k = 0; k < 8; ++k) tr[(c + k) * (ROWS + 8) + r] = vals[k];
     }
   }
+  return nonfinite;
 }
 
 // Bits of the keys [first, first + cols) that are real positions (not padding); cols <= 64.
@@ -245,6 +267,48 @@ __device__ __forceinline__ void gemm_rs(float (&acc)[N][4], const float (&p)[KC 
       ElemOps<T>::mma(acc[nt], af, bf);
     }
   }
+}
+
+// The exact path of gemm_rs for a tile that holds an Inf or NaN: acc += W B over the pairs
+// (row, k) that attends(second_row, k) accepts (and, with skip_zero, whose weight is not 0), as
+// selected fp32 FMAs, so a non-finite B[k][.] reaches only the rows that take k. Rare, so it
+// favours small code: the fragments are copied to local arrays indexed at run time (the fast
+// path's registers stay statically indexed) and the weight of (row, k) is fetched from the quad
+// lane that holds it.
+template <typename T, int KC, int N, int SB, typename Attends>
+__device__ void gemm_rs_exact(float (&acc)[N][4], const float (&w)[KC / 8][4], const T* b,
+                              int lane, bool skip_zero, Attends attends) {
+  float wl[KC / 8][4], al[N][4];
+#pragma unroll
+  for (int j = 0; j < KC / 8; ++j)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) wl[j][i] = w[j][i];
+#pragma unroll
+  for (int j = 0; j < N; ++j)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) al[j][i] = acc[j][i];
+  const int tq = lane & 3;
+#pragma unroll 1
+  for (int k = 0; k < KC; ++k) {
+    const int src = (lane & ~3) | ((k & 7) >> 1);
+    const float wa = __shfl_sync(0xffffffffu, wl[k >> 3][k & 1], src);
+    const float wb = __shfl_sync(0xffffffffu, wl[k >> 3][2 + (k & 1)], src);
+    const bool ta = attends(false, k) && !(skip_zero && wa == 0.0f);
+    const bool tb = attends(true, k) && !(skip_zero && wb == 0.0f);
+#pragma unroll 1
+    for (int nt = 0; nt < N; ++nt) {
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const float x = ElemOps<T>::to_float(b[(nt * 8 + 2 * tq + i) * SB + k]);
+        if (ta) al[nt][i] = fmaf(wa, x, al[nt][i]);
+        if (tb) al[nt][2 + i] = fmaf(wb, x, al[nt][2 + i]);
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < N; ++j)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[j][i] = al[j][i];
 }
 
 // Writes a warp's 16 x D accumulator rows (rows g and g + 8 of the warp) times alpha.
@@ -335,12 +399,13 @@ __global__ void __launch_bounds__(TILE * 2)
       const int64_t first_k = J * B + c0;
       __syncthreads();  // every warp is done with the previous K / V tiles
       load_tile<T, D, TILE>(L, k, b, h, first_k, sk, nullptr);
-      load_tile<T, D, TILE>(L, v, b, h, first_k, nullptr, svt);
+      const bool v_nonfinite = load_tile<T, D, TILE>(L, v, b, h, first_k, nullptr, svt);
       if (warp == 0) {
         const uint64_t bits = valid_key_bits(L, first_k, TILE, lane);
         if (lane == 0) *skvalid = bits;
       }
-      __syncthreads();
+      // Scores are masked by selection, so only P V can carry V's non-finite values further.
+      const bool exact = __syncthreads_or(v_nonfinite) != 0;
 
       float s[TILE / 8][4];
       zero(s);
@@ -393,7 +458,12 @@ __global__ void __launch_bounds__(TILE * 2)
         acc[dt][2] *= corr_b;
         acc[dt][3] *= corr_b;
       }
-      gemm_rs<T, TILE, D / 8, S::kST>(acc, s, svt, lane);
+      if (exact)
+        gemm_rs_exact<T, TILE, D / 8, S::kST>(
+            acc, s, svt, lane, false,
+            [&](bool second, int c) { return (((second ? bits_b : bits_a) >> c) & 1u) != 0; });
+      else
+        gemm_rs<T, TILE, D / 8, S::kST>(acc, s, svt, lane);
     }
   }
 #pragma unroll
@@ -401,7 +471,8 @@ __global__ void __launch_bounds__(TILE * 2)
     l_a += __shfl_xor_sync(0xffffffffu, l_a, o);
     l_b += __shfl_xor_sync(0xffffffffu, l_b, o);
   }
-  const bool empty_a = !(l_a > 0.0f), empty_b = !(l_b > 0.0f);
+  // A NaN sum (a row that attends a NaN) is not empty: its out and lse stay NaN.
+  const bool empty_a = l_a == 0.0f, empty_b = l_b == 0.0f;
   store_rows<T, D>(out, b, h, pos_a, pos_b, acc, empty_a ? 0.0f : 1.0f / l_a,
                    empty_b ? 0.0f : 1.0f / l_b, lane);
   if ((lane & 3) == 0 && lse.data != nullptr) {
@@ -481,13 +552,14 @@ __global__ void __launch_bounds__(TILE * 2)
     for (int c0 = 0; c0 < B; c0 += TILE) {
       const int64_t first_k = J * B + c0;
       __syncthreads();
-      load_tile<T, D, TILE>(L, k, b, h, first_k, sk, skt);
+      const bool k_nonfinite = load_tile<T, D, TILE>(L, k, b, h, first_k, sk, skt);
       load_tile<T, D, TILE>(L, v, b, h, first_k, sv, nullptr);
       if (warp == 0) {
         const uint64_t bits = valid_key_bits(L, first_k, TILE, lane);
         if (lane == 0) *skvalid = bits;
       }
-      __syncthreads();
+      // dS is selected, so only dS K can carry K's non-finite values to other rows.
+      const bool exact = __syncthreads_or(k_nonfinite) != 0;
 
       float p[TILE / 8][4], dp[TILE / 8][4];
       zero(p);
@@ -504,12 +576,17 @@ __global__ void __launch_bounds__(TILE * 2)
           const int col = nt * 8 + 2 * (lane & 3) + (i & 1);
           const bool a_row = i < 2;
           const uint64_t bits = a_row ? bits_a : bits_b;
-          const float pr =
-              ((bits >> col) & 1u) ? exp2f(p[nt][i] * scale_log2 - (a_row ? lse_a : lse_b)) : 0.0f;
-          dp[nt][i] = pr * (dp[nt][i] - (a_row ? delta_a : delta_b));  // dS
+          const bool allowed = ((bits >> col) & 1u) != 0;
+          const float pr = allowed ? exp2f(p[nt][i] * scale_log2 - (a_row ? lse_a : lse_b)) : 0.0f;
+          dp[nt][i] = allowed ? pr * (dp[nt][i] - (a_row ? delta_a : delta_b)) : 0.0f;  // dS
         }
       }
-      gemm_rs<T, TILE, D / 8, S::kST>(acc, dp, skt, lane);
+      if (exact)
+        gemm_rs_exact<T, TILE, D / 8, S::kST>(
+            acc, dp, skt, lane, true,
+            [&](bool second, int c) { return (((second ? bits_b : bits_a) >> c) & 1u) != 0; });
+      else
+        gemm_rs<T, TILE, D / 8, S::kST>(acc, dp, skt, lane);
     }
   }
   store_rows<T, D>(dq, b, h, pos_a, pos_b, acc, scale, scale, lane);
@@ -557,15 +634,17 @@ __global__ void __launch_bounds__(TILE * 2)
     for (int r0 = 0; r0 < B; r0 += QC) {
       const int64_t first_q = I * B + r0;
       __syncthreads();
-      load_tile<T, D, QC>(L, q, b, h, first_q, sq, sqt);
-      load_tile<T, D, QC>(L, dout, b, h, first_q, sdo, sdot);
+      const bool q_nonfinite = load_tile<T, D, QC>(L, q, b, h, first_q, sq, sqt);
+      const bool g_nonfinite = load_tile<T, D, QC>(L, dout, b, h, first_q, sdo, sdot);
       for (int r = static_cast<int>(threadIdx.x); r < QC; r += static_cast<int>(blockDim.x)) {
         const int64_t pos = natural_position(L, first_q + r);
         slse[r] = row_lse2(lse, b, h, pos);
         sdelta[r] = pos >= 0 ? drow[pos] : 0.0f;
         sbits[r] = mask_bits(L, mask, r0 + r, c0, TILE);
       }
-      __syncthreads();
+      // P and dS are selected, so only P^T dO and dS^T Q can carry the non-finite values of a
+      // query row to keys it does not attend.
+      const bool exact = __syncthreads_or(q_nonfinite || g_nonfinite) != 0;
 
       // S^T = K Q^T and dP^T = V dO^T: 16 keys x QC queries per warp.
       float p[QC / 8][4], ds[QC / 8][4];
@@ -579,14 +658,22 @@ __global__ void __launch_bounds__(TILE * 2)
         for (int i = 0; i < 4; ++i) {
           const int qc = nt * 8 + 2 * tq + (i & 1);
           const int key = i < 2 ? key_a : key_b;
-          const float pr =
-              ((sbits[qc] >> key) & 1u) ? exp2f(p[nt][i] * scale_log2 - slse[qc]) : 0.0f;
+          const bool allowed = ((sbits[qc] >> key) & 1u) != 0;
+          const float pr = allowed ? exp2f(p[nt][i] * scale_log2 - slse[qc]) : 0.0f;
           p[nt][i] = pr;
-          ds[nt][i] = pr * (ds[nt][i] - sdelta[qc]);
+          ds[nt][i] = allowed ? pr * (ds[nt][i] - sdelta[qc]) : 0.0f;
         }
       }
-      gemm_rs<T, QC, D / 8, S::kSQ>(dv_acc, p, sdot, lane);  // dV += P^T dO
-      gemm_rs<T, QC, D / 8, S::kSQ>(dk_acc, ds, sqt, lane);  // dK += dS^T Q
+      if (exact) {
+        const auto attends = [&](bool second, int qc) {
+          return ((sbits[qc] >> (second ? key_b : key_a)) & 1u) != 0;
+        };
+        gemm_rs_exact<T, QC, D / 8, S::kSQ>(dv_acc, p, sdot, lane, true, attends);
+        gemm_rs_exact<T, QC, D / 8, S::kSQ>(dk_acc, ds, sqt, lane, true, attends);
+      } else {
+        gemm_rs<T, QC, D / 8, S::kSQ>(dv_acc, p, sdot, lane);  // dV += P^T dO
+        gemm_rs<T, QC, D / 8, S::kSQ>(dk_acc, ds, sqt, lane);  // dK += dS^T Q
+      }
     }
   }
   const int64_t pos_a = natural_position(L, first_k + key_a);

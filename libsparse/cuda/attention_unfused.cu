@@ -11,6 +11,8 @@
 //             dkdv_kernel     dK = scale dS^T Q, dV = P^T dO over the column lists (no atomics).
 // Deliberately simple kernels (dot products from global memory, one warp per row for the
 // products with V, K, Q and dO): this path is the memory and time baseline, not the fast one.
+// Scores, P and dS of pairs that are not allowed are stored as -inf or 0 and the products skip
+// zero weights, so a NaN or Inf input reaches exactly the rows that attend it.
 #include <cmath>
 
 #include "attention_cuda.hpp"
@@ -102,6 +104,15 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int c = lane; c < B; c += 32) m = fmaxf(m, s[c]);
   }
   for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  if (m == -INFINITY) {
+    // fmaxf skips NaN: a row whose only allowed scores are NaN is NaN, not a row without keys.
+    bool nan = false;
+    for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e) {
+      const float* s = scores + (base + e) * B * B + static_cast<int64_t>(r) * B;
+      for (int c = lane; c < B; c += 32) nan = nan || isnan(s[c]);
+    }
+    if (__any_sync(0xffffffffu, nan)) m = NAN;
+  }
   float l = 0.0f;
   for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e) {
     float* s = scores + (base + e) * B * B + static_cast<int64_t>(r) * B;
@@ -112,14 +123,14 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
   }
   for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
-  const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+  const float inv = l == 0.0f ? 0.0f : 1.0f / l;  // a NaN sum keeps the row NaN
   for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e) {
     float* s = scores + (base + e) * B * B + static_cast<int64_t>(r) * B;
     for (int c = lane; c < B; c += 32) s[c] *= inv;
   }
   const int64_t qp = natural_position(L, row);
   if (lane == 0 && qp >= 0 && lse.data != nullptr)
-    *elem_ptr(lse, b, h, qp) = l > 0.0f ? m + logf(l) : -INFINITY;
+    *elem_ptr(lse, b, h, qp) = l == 0.0f ? -INFINITY : m + logf(l);
 }
 
 // One warp per computed row (column_lists == false: rows of blocks I, out = sum_e W_e X_J) or per
