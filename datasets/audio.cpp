@@ -12,9 +12,9 @@
 #include <algorithm>
 #include <cmath>
 
-#include "dataset.hpp"
-#include "error.hpp"
-#include "io.hpp"
+#include "datasets/dataset.hpp"
+#include "libsparse/error.hpp"
+#include "datasets/io.hpp"
 #include "sparse_config.h"
 
 #if SPARSE_HAVE_SNDFILE

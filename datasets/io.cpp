@@ -1,5 +1,5 @@
 // Memory maps, temporary files and directory listings for the dataset readers.
-#include "io.hpp"
+#include "datasets/io.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -13,7 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "error.hpp"
+#include "libsparse/error.hpp"
 
 namespace sparse::data {
 namespace {

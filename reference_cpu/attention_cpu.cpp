@@ -11,15 +11,15 @@
 // dK and dV are accumulated per work item in the computed order and scattered at the end; when
 // there are fewer (batch, head) pairs than threads, the query blocks of one pair are split across
 // threads with private accumulators that are summed afterwards.
-#include "attention_cpu.hpp"
+#include "reference_cpu/attention_cpu.hpp"
 
-#include "eigen.hpp"
+#include "reference_cpu/eigen.hpp"
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
-#include "layout.hpp"
+#include "libsparse/layout.hpp"
 #include "sparse_config.h"
 
 namespace sparse::cpu {

@@ -13,12 +13,12 @@
 // products with V, K, Q and dO): this path is the memory and time baseline, not the fast one.
 #include <cmath>
 
-#include "attention_cuda.hpp"
-#include "cuda_check.hpp"
-#include "device_layout.hpp"
-#include "strided_view.cuh"
-#include "error.hpp"
-#include "layout.hpp"
+#include "libsparse/cuda/attention_cuda.hpp"
+#include "libsparse/cuda/cuda_check.hpp"
+#include "libsparse/cuda/device_layout.hpp"
+#include "libsparse/cuda/strided_view.cuh"
+#include "libsparse/error.hpp"
+#include "libsparse/layout.hpp"
 
 namespace sparse::cuda {
 namespace {

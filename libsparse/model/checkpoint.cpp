@@ -1,5 +1,5 @@
 // Safetensors checkpoints (see checkpoint.hpp), with a small JSON reader for their header.
-#include "checkpoint.hpp"
+#include "libsparse/model/checkpoint.hpp"
 
 #include <unistd.h>
 
@@ -12,7 +12,7 @@
 #include <sstream>
 #include <vector>
 
-#include "error.hpp"
+#include "libsparse/error.hpp"
 
 namespace sparse::model {
 namespace {
@@ -230,7 +230,7 @@ std::vector<std::pair<std::string, const TensorSpec*>> tensor_names(const ParamT
   return names;
 }
 
-const AlignedVector<float>& source_of(const Trainer& tr, const std::string& name) {
+const Buffer<float>& source_of(const Trainer& tr, const std::string& name) {
   if (name.rfind("param.", 0) == 0) return tr.model().params;
   if (name.rfind("adam_m.", 0) == 0) return tr.adam_m;
   return tr.adam_v;
@@ -415,10 +415,10 @@ void save_checkpoint(const Trainer& trainer, const std::string& path) {
   }
 }
 
-std::unique_ptr<Trainer> load_checkpoint(const std::string& path, int num_threads) {
+std::unique_ptr<Trainer> load_checkpoint(const std::string& path, Backend& backend) {
   require(!path.empty(), "path is empty");
   Loaded l = parse_checkpoint(path);
-  auto trainer = std::make_unique<Trainer>(l.config, l.train, num_threads);
+  auto trainer = std::make_unique<Trainer>(l.config, l.train, backend);
   trainer->model().params = std::move(l.params);
   trainer->adam_m = std::move(l.m);
   trainer->adam_v = std::move(l.v);
