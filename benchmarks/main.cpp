@@ -26,6 +26,10 @@
 #include "table1.hpp"
 #include "train_cli.hpp"
 
+namespace repro {
+void register_check(CLI::App& app);
+}
+
 namespace {
 
 void print_info() {
@@ -50,6 +54,7 @@ int main(int argc, char** argv) {
   CLI::App app{"sparse-repro: Sparse Transformer reproduction drivers"};
   app.require_subcommand(1);
 
+  repro::register_check(app);  // benchmarks/check.cpp
   app.add_subcommand("info", "library version, build and available backends")->callback([] {
     print_info();
   });

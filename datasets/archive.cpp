@@ -1,10 +1,10 @@
 // gzip, tar and zip read in place. See archive.hpp.
-#include "archive.hpp"
+#include "datasets/archive.hpp"
 
 #include <algorithm>
 #include <cstring>
 
-#include "error.hpp"
+#include "libsparse/error.hpp"
 #include "sparse_config.h"
 
 #if SPARSE_HAVE_ZLIB

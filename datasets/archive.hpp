@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "io.hpp"
+#include "datasets/io.hpp"
 
 namespace sparse::data {
 

@@ -14,10 +14,10 @@
 #include <algorithm>
 #include <cmath>
 
-#include "dataset.hpp"
-#include "error.hpp"
-#include "file_io.hpp"
-#include "io.hpp"
+#include "datasets/dataset.hpp"
+#include "datasets/io.hpp"
+#include "libsparse/error.hpp"
+#include "libsparse/file_io.hpp"
 #include "sparse_config.h"
 
 #if SPARSE_HAVE_SNDFILE

@@ -4,9 +4,9 @@
 #include <algorithm>
 #include <map>
 
-#include "archive.hpp"
-#include "dataset.hpp"
-#include "error.hpp"
+#include "datasets/archive.hpp"
+#include "datasets/dataset.hpp"
+#include "libsparse/error.hpp"
 
 namespace sparse::data {
 namespace {

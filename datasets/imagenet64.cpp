@@ -5,10 +5,10 @@
 #include <algorithm>
 #include <cstdlib>
 
-#include "archive.hpp"
-#include "dataset.hpp"
-#include "error.hpp"
-#include "npy.hpp"
+#include "datasets/archive.hpp"
+#include "datasets/dataset.hpp"
+#include "libsparse/error.hpp"
+#include "datasets/npy.hpp"
 
 namespace sparse::data {
 namespace {

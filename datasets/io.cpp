@@ -1,5 +1,5 @@
 // Memory maps, temporary files and directory listings for the dataset readers.
-#include "io.hpp"
+#include "datasets/io.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -13,8 +13,8 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "error.hpp"
-#include "file_io.hpp"
+#include "libsparse/error.hpp"
+#include "libsparse/file_io.hpp"
 
 namespace sparse::data {
 namespace {

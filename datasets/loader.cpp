@@ -3,9 +3,9 @@
 #include <cmath>
 #include <numeric>
 
-#include "dataset.hpp"
-#include "error.hpp"
-#include "synthetic.hpp"
+#include "datasets/dataset.hpp"
+#include "libsparse/error.hpp"
+#include "datasets/synthetic.hpp"
 
 namespace sparse::data {
 

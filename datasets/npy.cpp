@@ -1,10 +1,10 @@
 // .npy header parsing. See npy.hpp.
-#include "npy.hpp"
+#include "datasets/npy.hpp"
 
 #include <cstring>
 
-#include "error.hpp"
-#include "io.hpp"
+#include "libsparse/error.hpp"
+#include "datasets/io.hpp"
 
 namespace sparse::data {
 namespace {

@@ -1,11 +1,11 @@
 // Synthetic sources with exact entropy. See synthetic.hpp.
-#include "synthetic.hpp"
+#include "datasets/synthetic.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
-#include "error.hpp"
+#include "libsparse/error.hpp"
 
 namespace sparse::data {
 

@@ -21,7 +21,8 @@
 
 #include <cstdint>
 
-#include "dataset.hpp"
+#include "datasets/dataset.hpp"
+#include "libsparse/random.hpp"
 
 namespace sparse::data {
 
@@ -47,17 +48,12 @@ struct SyntheticTextOptions {
 SourcePtr synthetic_image(const SyntheticImageOptions& options);
 SourcePtr synthetic_text(const SyntheticTextOptions& options);
 
-// splitmix64: the generator behind every seeded choice of the dataset code.
+// splitmix64 (libsparse/random.hpp): the generator behind every seeded choice of the dataset code.
 struct SplitMix64 {
   uint64_t state;
   explicit SplitMix64(uint64_t seed) : state(seed) {}
-  uint64_t next() {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+  uint64_t next() { return splitmix64_next(state); }
+  double uniform() { return uniform01(state); }
   // Uniform in [0, n) without modulo bias.
   uint64_t below(uint64_t n);
 };

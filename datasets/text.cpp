@@ -2,9 +2,9 @@
 // unlinked temporary file and memory-mapped) and any raw byte file.
 #include <algorithm>
 
-#include "archive.hpp"
-#include "dataset.hpp"
-#include "error.hpp"
+#include "datasets/archive.hpp"
+#include "datasets/dataset.hpp"
+#include "libsparse/error.hpp"
 
 namespace sparse::data {
 namespace {

@@ -1,10 +1,15 @@
-// The internal backend interface: one small table of operations per compute device.
+// The internal backend interface: one table of operations per compute device.
 //
-// The CPU backend (reference_cpu/, Eigen) is always compiled and is the reference every other
-// backend is checked against; the CUDA backend (libsparse/cuda/) is compiled when nvcc is found.
+// A backend owns a memory (memory_kind(): host or device) and executes, in issue order, on one
+// stream: block-sparse attention, and the model's operations (model_ops.hpp) for each scalar type
+// it implements. The model and the trainer reach a device only through this interface; the CPU
+// backend (reference_cpu/, Eigen) implements everything and is the reference every other backend
+// is checked against; the CUDA backend (libsparse/cuda/) is compiled when nvcc is found.
+//
+// Callers ask before they call: supports_attention() and supports_op() return an empty string
+// when the backend can do the work, otherwise the reason (surfaced as SPARSE_ERR_UNSUPPORTED).
 // The C layer validates arguments (shapes, dtypes, NULLs) before calling a backend, so backends
-// only check what depends on them (supported dtypes, memory kinds) via supports_attention().
-// Later issues extend this table with the model and trainer operations.
+// only check what depends on them.
 #pragma once
 
 #include <cstddef>
@@ -12,9 +17,10 @@
 #include <memory>
 #include <string>
 
+#include "libsparse/model_ops.hpp"
+#include "libsparse/tensor.hpp"
 #include "sparse/attention.h"
 #include "sparse/context.h"
-#include "tensor.hpp"
 
 namespace sparse {
 
@@ -27,7 +33,7 @@ struct AttentionForwardArgs {
   float scale = 1.0f;
   sparse_attention_algorithm algorithm = SPARSE_ATTENTION_FUSED;
   TensorView q, k, v, out;
-  TensorView lse;          // may have data == nullptr when not requested
+  TensorView lse;  // may have data == nullptr when not requested
 };
 
 struct AttentionBackwardArgs {
@@ -55,21 +61,24 @@ class Backend {
   virtual int num_threads() const = 0;
   virtual void synchronize() {}
 
-  // Memory where this backend computes; copies wait for completion. free() accepts nullptr.
+  // Memory where this backend computes. allocate() returns 64-byte aligned memory owned by the
+  // caller until free() (which accepts nullptr); copies and zero() wait for completion of the
+  // work issued before them.
   virtual sparse_memory memory_kind() const = 0;
   virtual void* allocate(size_t bytes) = 0;
   virtual void free(void* ptr) noexcept = 0;
-  virtual void copy(void* dst, sparse_memory dst_memory, const void* src,
-                    sparse_memory src_memory, size_t bytes) = 0;
+  virtual void copy(void* dst, sparse_memory dst_memory, const void* src, sparse_memory src_memory,
+                    size_t bytes) = 0;
+  virtual void zero(void* ptr, size_t bytes) = 0;
 
-  // Empty string when the backend can run attention on tensors of this dtype and memory kind,
-  // otherwise the reason (returned to the caller as SPARSE_ERR_UNSUPPORTED).
-  virtual std::string supports_attention(sparse_dtype dtype, sparse_memory memory,
-                                         int64_t head_dim,
+  // Empty string when the backend can run attention with this layout on tensors of this dtype
+  // and memory kind, otherwise the reason (returned to the caller as SPARSE_ERR_UNSUPPORTED).
+  virtual std::string supports_attention(const Layout& layout, sparse_dtype dtype,
+                                         sparse_memory memory, int64_t head_dim,
                                          sparse_attention_algorithm algorithm) const = 0;
   // Scratch memory the backend allocates for one call (beyond the caller's tensors).
-  virtual size_t attention_workspace_bytes(const Layout& layout, int64_t batch,
-                                           int64_t head_dim, bool backward,
+  virtual size_t attention_workspace_bytes(const Layout& layout, int64_t batch, int64_t head_dim,
+                                           bool backward,
                                            sparse_attention_algorithm algorithm) const = 0;
   virtual void attention_forward(const AttentionForwardArgs& args) = 0;
   virtual void attention_backward(const AttentionBackwardArgs& args) = 0;
@@ -79,9 +88,35 @@ class Backend {
     (void)args;
     return "the dense GEMM baseline is implemented on the CUDA backend (cuBLAS) only";
   }
+
+  // The model's operations. supports_op() says whether `op` is implemented for `dtype`
+  // (SPARSE_DTYPE_F32 for training, SPARSE_DTYPE_F64 for the double-precision reference);
+  // model_ops_f32/f64() return the table, or nullptr when the backend has none for that type.
+  virtual std::string supports_op(ModelOp op, sparse_dtype dtype) const {
+    (void)dtype;
+    return std::string("this backend does not implement the model operation ") + model_op_name(op);
+  }
+  virtual ModelOps<float>* model_ops_f32() { return nullptr; }
+  virtual ModelOps<double>* model_ops_f64() { return nullptr; }
+  template <typename T>
+  ModelOps<T>* model_ops();
 };
 
-// reference_cpu/cpu_backend.cpp. num_threads == 0 means all hardware threads.
+template <>
+inline ModelOps<float>* Backend::model_ops<float>() {
+  return model_ops_f32();
+}
+template <>
+inline ModelOps<double>* Backend::model_ops<double>() {
+  return model_ops_f64();
+}
+
+// The reasons why `backend` cannot run every model operation for `dtype`, separated by "; ";
+// empty when it can.
+std::string unsupported_model_ops(const Backend& backend, sparse_dtype dtype);
+
+// The factories. The CPU backend (reference_cpu/cpu_backend.cpp) is the only way libsparse/
+// reaches reference_cpu/. num_threads == 0 means all hardware threads.
 std::unique_ptr<Backend> make_cpu_backend(int num_threads, uint64_t seed);
 
 // libsparse/cuda/ (or libsparse/cuda_stub.cpp in builds without CUDA, which throws

@@ -2,8 +2,8 @@
 #include "sparse_config.h"
 
 #if !SPARSE_HAVE_CUDA
-#include "backend.hpp"
-#include "error.hpp"
+#include "libsparse/backend.hpp"
+#include "libsparse/error.hpp"
 
 namespace sparse {
 

@@ -1,4 +1,4 @@
-#include "file_io.hpp"
+#include "libsparse/file_io.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -9,7 +9,7 @@
 #include <chrono>
 #include <cstring>
 
-#include "error.hpp"
+#include "libsparse/error.hpp"
 
 namespace sparse {
 namespace {

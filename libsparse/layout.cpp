@@ -1,4 +1,4 @@
-#include "layout.hpp"
+#include "libsparse/layout.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -7,7 +7,8 @@
 #include <string>
 #include <unordered_map>
 
-#include "error.hpp"
+#include "libsparse/error.hpp"
+#include "libsparse/random.hpp"
 
 namespace sparse {
 namespace {
@@ -377,14 +378,10 @@ std::vector<int64_t> bigbird_random_blocks(uint64_t seed, int head, int64_t row,
     for (int64_t J = 0; J < range; ++J) blocks.push_back(J);
     return blocks;
   }
-  uint64_t state = seed ^ (0x9E3779B97F4A7C15ull * (static_cast<uint64_t>(head) + 1)) ^
+  uint64_t state = seed ^ (kSplitmix64Increment * (static_cast<uint64_t>(head) + 1)) ^
                    (0xBF58476D1CE4E5B9ull * (static_cast<uint64_t>(row) + 1));
   while (static_cast<int64_t>(blocks.size()) < count) {
-    state += 0x9E3779B97F4A7C15ull;  // splitmix64
-    uint64_t z = state;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
+    const uint64_t z = splitmix64_next(state);
     const auto J = static_cast<int64_t>(z % static_cast<uint64_t>(range));
     if (std::find(blocks.begin(), blocks.end(), J) == blocks.end()) blocks.push_back(J);
   }

@@ -1,10 +1,10 @@
-#include "tensor.hpp"
+#include "libsparse/tensor.hpp"
 
 #include <algorithm>
 #include <numeric>
 #include <sstream>
 
-#include "error.hpp"
+#include "libsparse/error.hpp"
 
 namespace sparse {
 

@@ -20,15 +20,15 @@
 // tile products below, which take the non-finite entries out of the block products and add the
 // attended pairs that involve them back one by one. Finite inputs never take that path; results
 // that no non-finite input reaches are bitwise those of a run where it is replaced by a finite one.
-#include "attention_cpu.hpp"
+#include "reference_cpu/attention_cpu.hpp"
 
-#include "eigen.hpp"
+#include "reference_cpu/eigen.hpp"
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
-#include "layout.hpp"
+#include "libsparse/layout.hpp"
 #include "sparse_config.h"
 
 namespace sparse::cpu {

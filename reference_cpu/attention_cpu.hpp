@@ -5,7 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "backend.hpp"
+#include "libsparse/backend.hpp"
 
 namespace sparse::cpu {
 

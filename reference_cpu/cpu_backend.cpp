@@ -1,14 +1,16 @@
-// The CPU backend: Eigen kernels threaded with OpenMP.
-#include "eigen.hpp"
+// The CPU backend: Eigen kernels threaded with OpenMP. Every operation runs on the calling thread
+// (and its OpenMP team) and is complete when it returns.
+#include "reference_cpu/eigen.hpp"
 #include <cstdlib>
 #include <cstring>
 #include <new>
 #include <string>
 #include <thread>
 
-#include "attention_cpu.hpp"
-#include "backend.hpp"
-#include "error.hpp"
+#include "libsparse/backend.hpp"
+#include "libsparse/error.hpp"
+#include "reference_cpu/attention_cpu.hpp"
+#include "reference_cpu/ops/ops.hpp"
 #include "sparse_config.h"
 #if SPARSE_HAVE_OPENMP
 #include <omp.h>
@@ -25,6 +27,88 @@ int hardware_threads() {
   return n == 0 ? 1 : static_cast<int>(n);
 #endif
 }
+
+// The model operations of reference_cpu/ops, in host memory.
+template <typename T>
+class CpuModelOps final : public ModelOps<T> {
+ public:
+  void layer_norm_forward(const T* x, const T* gamma, const T* beta, int64_t rows, int64_t dim,
+                          T eps, T* y, T* mean, T* rstd) override {
+    ops::layer_norm_forward(x, gamma, beta, rows, dim, eps, y, mean, rstd);
+  }
+  void layer_norm_backward(const T* dy, const T* x, const T* gamma, const T* mean, const T* rstd,
+                           int64_t rows, int64_t dim, T* dx, T* dgamma, T* dbeta) override {
+    ops::layer_norm_backward(dy, x, gamma, mean, rstd, rows, dim, dx, dgamma, dbeta);
+  }
+  void linear_forward(const T* x, const T* w, const T* b, int64_t rows, int64_t in, int64_t out,
+                      T* y) override {
+    ops::linear_forward(x, w, b, rows, in, out, y);
+  }
+  void linear_backward(const T* dy, const T* x, const T* w, int64_t rows, int64_t in, int64_t out,
+                       T* dx, bool accumulate_dx, T* dw, T* db) override {
+    ops::linear_backward(dy, x, w, rows, in, out, dx, accumulate_dx, dw, db);
+  }
+  void linear_transposed_forward(const T* x, const T* w, int64_t rows, int64_t in, int64_t out,
+                                 T* y) override {
+    ops::linear_transposed_forward(x, w, rows, in, out, y);
+  }
+  void linear_transposed_backward(const T* dy, const T* x, const T* w, int64_t rows, int64_t in,
+                                  int64_t out, T* dx, T* dw) override {
+    ops::linear_transposed_backward(dy, x, w, rows, in, out, dx, dw);
+  }
+  void gelu_forward(const T* x, int64_t n, T* y) override { ops::gelu_forward(x, n, y); }
+  void gelu_backward(const T* x, const T* dy, int64_t n, T* dx) override {
+    ops::gelu_backward(x, dy, n, dx);
+  }
+  void embedding_forward(const uint8_t* tokens, int64_t batch, int64_t seq, int64_t dim,
+                         const T* token_table, const T* start, const T* const* pos_tables,
+                         const ops::PositionShape& shape, T* h) override {
+    ops::embedding_forward(tokens, batch, seq, dim, token_table, start, pos_tables, shape, h);
+  }
+  void embedding_backward(const uint8_t* tokens, int64_t batch, int64_t seq, int64_t dim,
+                          const T* dh, const ops::PositionShape& shape, T* d_token_table,
+                          T* d_start, T* const* d_pos_tables) override {
+    ops::embedding_backward(tokens, batch, seq, dim, dh, shape, d_token_table, d_start,
+                            d_pos_tables);
+  }
+  void dropout_forward(const T* x, int64_t n, double p, uint64_t seed, T* y) override {
+    ops::dropout_forward(x, n, p, seed, y);
+  }
+  void dropout_backward(const T* dy, int64_t n, double p, uint64_t seed, T* dx) override {
+    ops::dropout_backward(dy, n, p, seed, dx);
+  }
+  double softmax_cross_entropy(const T* logits, const uint8_t* targets, int64_t rows,
+                               int64_t vocab, T grad_scale, T* dlogits) override {
+    return ops::softmax_cross_entropy(logits, targets, rows, vocab, grad_scale, dlogits);
+  }
+  void listed_attention_forward(const ops::KeyLists& lists, int64_t batch, int64_t dqk,
+                                int64_t dv, T scale, const T* q, const T* k, const T* v, T* out,
+                                T* lse) override {
+    ops::listed_attention_forward(lists, batch, dqk, dv, scale, q, k, v, out, lse);
+  }
+  void listed_attention_backward(const ops::KeyLists& lists, int64_t batch, int64_t dqk,
+                                 int64_t dv, T scale, const T* q, const T* k, const T* v,
+                                 const T* out, const T* lse, const T* dout, T* dq, T* dk,
+                                 T* dvv) override {
+    ops::listed_attention_backward(lists, batch, dqk, dv, scale, q, k, v, out, lse, dout, dq, dk,
+                                   dvv);
+  }
+  void decode_attention(const ops::KeyLists& lists, int64_t t, int64_t dqk, int64_t dv, T scale,
+                        const T* q, const T* kcache, const T* vcache, T* out) override {
+    ops::decode_attention(lists, t, dqk, dv, scale, q, kcache, vcache, out);
+  }
+  void add(const T* a, const T* b, int64_t n, T* y) override { ops::add(a, b, n, y); }
+  void accumulate(T* y, const T* x, int64_t n) override { ops::accumulate(y, x, n); }
+  void copy_rows(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, int64_t rows,
+                 int64_t cols) override {
+    ops::copy_rows(src, src_stride, dst, dst_stride, rows, cols);
+  }
+  double squared_norm(const T* x, int64_t n) override { return ops::squared_norm(x, n); }
+  void adam_update(T* w, const T* g, T* m, T* v, const uint8_t* decay, int64_t n,
+                   const ops::AdamStep& step) override {
+    ops::adam_update(w, g, m, v, decay, n, step);
+  }
+};
 
 class CpuBackend final : public Backend {
  public:
@@ -55,7 +139,8 @@ class CpuBackend final : public Backend {
             "the CPU backend copies host memory only");
     std::memmove(dst, src, bytes);
   }
-  std::string supports_attention(sparse_dtype dtype, sparse_memory memory, int64_t,
+  void zero(void* ptr, size_t bytes) override { std::memset(ptr, 0, bytes); }
+  std::string supports_attention(const Layout&, sparse_dtype dtype, sparse_memory memory, int64_t,
                                  sparse_attention_algorithm) const override {
     if (memory != SPARSE_MEMORY_HOST)
       return "the CPU backend needs tensors in host memory (SPARSE_MEMORY_HOST)";
@@ -83,8 +168,18 @@ class CpuBackend final : public Backend {
       cpu::attention_backward(args, threads_);
   }
 
+  std::string supports_op(ModelOp, sparse_dtype dtype) const override {
+    if (dtype != SPARSE_DTYPE_F32 && dtype != SPARSE_DTYPE_F64)
+      return "the CPU backend computes the model in fp32 and fp64 only";
+    return {};
+  }
+  ModelOps<float>* model_ops_f32() override { return &ops_f32_; }
+  ModelOps<double>* model_ops_f64() override { return &ops_f64_; }
+
  private:
   int threads_;
+  CpuModelOps<float> ops_f32_;
+  CpuModelOps<double> ops_f64_;
 };
 
 }  // namespace

@@ -2,9 +2,9 @@
 #include <cmath>
 #include <cstring>
 
-#include "backend.hpp"
-#include "guard.hpp"
-#include "layout.hpp"
+#include "libsparse/backend.hpp"
+#include "capi/src/guard.hpp"
+#include "libsparse/layout.hpp"
 #include "sparse/attention.h"
 
 namespace {
@@ -53,7 +53,7 @@ Common check_common(sparse_context* context, const sparse_layout* layout,
       p.scale != 0.0f ? p.scale
                       : (q.shape[3] > 0 ? 1.0f / std::sqrt(static_cast<float>(q.shape[3])) : 1.0f);
   const std::string why =
-      context->backend->supports_attention(q.dtype, q.memory, q.shape[3], algorithm);
+      context->backend->supports_attention(l, q.dtype, q.memory, q.shape[3], algorithm);
   if (!why.empty()) sparse::throw_error(SPARSE_ERR_UNSUPPORTED, why);
   return {context->backend.get(), &l, scale, algorithm};
 }

@@ -4,8 +4,8 @@
 #include <memory>
 #include <string>
 
-#include "backend.hpp"
-#include "guard.hpp"
+#include "libsparse/backend.hpp"
+#include "capi/src/guard.hpp"
 #include "sparse/context.h"
 
 namespace {

@@ -2,8 +2,8 @@
 #include <cstring>
 #include <string>
 
-#include "error.hpp"
-#include "guard.hpp"
+#include "libsparse/error.hpp"
+#include "capi/src/guard.hpp"
 #include "sparse/common.h"
 #include "sparse_config.h"
 

@@ -8,7 +8,7 @@
 
 #include "datasets/dataset.hpp"
 #include "datasets/synthetic.hpp"
-#include "guard.hpp"
+#include "capi/src/guard.hpp"
 #include "sparse/datasets.h"
 
 struct sparse_dataset {

@@ -6,7 +6,7 @@
 #include <new>
 #include <string>
 
-#include "error.hpp"
+#include "libsparse/error.hpp"
 #include "sparse/common.h"
 
 namespace sparse::capi {

@@ -3,8 +3,8 @@
 #include <cstring>
 #include <string>
 
-#include "guard.hpp"
-#include "layout.hpp"
+#include "capi/src/guard.hpp"
+#include "libsparse/layout.hpp"
 #include "sparse/layout.h"
 
 namespace {

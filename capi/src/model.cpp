@@ -7,11 +7,11 @@
 #include <memory>
 #include <string>
 
-#include "backend.hpp"
-#include "guard.hpp"
-#include "model/checkpoint.hpp"
-#include "model/config.hpp"
-#include "model/trainer.hpp"
+#include "libsparse/backend.hpp"
+#include "capi/src/guard.hpp"
+#include "libsparse/model/checkpoint.hpp"
+#include "libsparse/model/config.hpp"
+#include "libsparse/model/trainer.hpp"
 
 struct sparse_model {
   sparse_context* context = nullptr;
@@ -45,9 +45,10 @@ sparse::model::Trainer& trainer_of(const sparse_model* model) {
   return *model->trainer;
 }
 
-int context_threads(sparse_context* context) {
+sparse::Backend& context_backend(sparse_context* context) {
   sparse::require(context != nullptr, "context is NULL");
-  return context->backend ? context->backend->num_threads() : context->settings.num_threads;
+  sparse::require(context->backend != nullptr, "context has no backend");
+  return *context->backend;
 }
 
 void check_tokens(const sparse::model::Trainer& t, const uint8_t* tokens, int64_t batch) {
@@ -97,12 +98,12 @@ SPARSE_API sparse_status sparse_model_create(sparse_context* context,
   if (out != nullptr) *out = nullptr;
   return sparse::capi::guard(__func__, [&] {
     sparse::require(out != nullptr, "out is NULL");
-    const int threads = context_threads(context);
+    sparse::Backend& backend = context_backend(context);
     const sparse_model_config c = checked_config(config);
     const sparse_train_config t = checked_train(train);
     auto model = std::make_unique<sparse_model>();
     model->context = context;
-    model->trainer = std::make_unique<sparse::model::Trainer>(c, t, threads);
+    model->trainer = std::make_unique<sparse::model::Trainer>(c, t, backend);
     *out = model.release();
   });
 }
@@ -242,10 +243,10 @@ SPARSE_API sparse_status sparse_model_load(sparse_context* context, const char* 
   return sparse::capi::guard(__func__, [&] {
     sparse::require(out != nullptr, "out is NULL");
     sparse::require(path != nullptr, "path is NULL");
-    const int threads = context_threads(context);
+    sparse::Backend& backend = context_backend(context);
     auto model = std::make_unique<sparse_model>();
     model->context = context;
-    model->trainer = sparse::model::load_checkpoint(path, threads);
+    model->trainer = sparse::model::load_checkpoint(path, backend);
     *out = model.release();
   });
 }

@@ -2,7 +2,7 @@
 // project drives it, then the project's own code on what it returns: channel mixing, resampling,
 // mu-law, the frame-count check and the single-recording time split. libsndfile and libFLAC are
 // not instrumented; the input's last byte picks the file name's extension.
-#include "fuzz_common.hpp"
+#include "datasets/fuzz/fuzz_common.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const char* const kSuffixes[] = {".wav", ".flac", ".ogg", ".opus", ".aiff", ".au", ".raw"};

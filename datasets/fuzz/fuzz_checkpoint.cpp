@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "error.hpp"
-#include "model/checkpoint_format.hpp"
+#include "libsparse/error.hpp"
+#include "libsparse/model/checkpoint_format.hpp"
 
 namespace {
 

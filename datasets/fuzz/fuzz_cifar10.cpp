@@ -1,6 +1,6 @@
 // CIFAR-10 reader on arbitrary bytes: as a .tar(.gz) archive (gzip + tar + record checks) or,
 // when the first byte is odd, as a single record file.
-#include "fuzz_common.hpp"
+#include "datasets/fuzz/fuzz_common.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const bool record_file = size > 0 && (data[0] & 1) && data[0] != 0x1f;

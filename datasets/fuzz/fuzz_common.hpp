@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "datasets/dataset.hpp"
-#include "error.hpp"
+#include "libsparse/error.hpp"
 
 namespace fuzz {
 

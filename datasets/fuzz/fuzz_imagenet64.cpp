@@ -1,5 +1,5 @@
 // ImageNet 64x64 reader on an arbitrary file taken as one npz batch (zip + npy + shape checks).
-#include "fuzz_common.hpp"
+#include "datasets/fuzz/fuzz_common.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string path = fuzz::temp_path(".npz");

@@ -1,5 +1,5 @@
 // Text/enwik8 reader on an arbitrary file (raw bytes, or a zip when it starts with PK).
-#include "fuzz_common.hpp"
+#include "datasets/fuzz/fuzz_common.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string path = fuzz::temp_path(".txt");

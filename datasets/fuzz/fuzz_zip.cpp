@@ -1,6 +1,6 @@
 // zip central directory, local headers, stored and deflated members (in memory).
 #include "datasets/archive.hpp"
-#include "fuzz_common.hpp"
+#include "datasets/fuzz/fuzz_common.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace sparse::data;

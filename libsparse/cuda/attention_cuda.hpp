@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "backend.hpp"
+#include "libsparse/backend.hpp"
 
 namespace sparse::cuda {
 

@@ -11,11 +11,11 @@
 // and lse (it is never taken for a row without keys).
 #include <cmath>
 
-#include "attention_cuda.hpp"
-#include "cuda_check.hpp"
-#include "device_layout.hpp"
-#include "strided_view.cuh"
-#include "error.hpp"
+#include "libsparse/cuda/attention_cuda.hpp"
+#include "libsparse/cuda/cuda_check.hpp"
+#include "libsparse/cuda/device_layout.hpp"
+#include "libsparse/cuda/strided_view.cuh"
+#include "libsparse/error.hpp"
 
 namespace sparse::cuda {
 namespace {

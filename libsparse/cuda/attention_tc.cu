@@ -2,12 +2,12 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include "attention_cuda.hpp"
-#include "attention_tc.hpp"
-#include "cuda_check.hpp"
-#include "device_layout.hpp"
-#include "error.hpp"
-#include "layout.hpp"
+#include "libsparse/cuda/attention_cuda.hpp"
+#include "libsparse/cuda/attention_tc.hpp"
+#include "libsparse/cuda/cuda_check.hpp"
+#include "libsparse/cuda/device_layout.hpp"
+#include "libsparse/error.hpp"
+#include "libsparse/layout.hpp"
 
 namespace sparse::cuda {
 namespace {
@@ -47,9 +47,8 @@ void backward_typed(const DeviceLayout& dl, const AttentionBackwardArgs& a, floa
   }
 }
 
-void check_launch(int64_t batch, const DeviceLayout& dl, const Layout& layout, int64_t head_dim) {
-  const std::string why = tensor_core_support(layout.block, head_dim);
-  if (!why.empty()) throw_error(SPARSE_ERR_UNSUPPORTED, why);
+// Block size and head_dim were checked by CudaBackend::supports_attention().
+void check_launch(int64_t batch, const DeviceLayout& dl) {
   if (batch > 65535 || dl.num_heads > 65535)
     throw_error(SPARSE_ERR_UNSUPPORTED,
                 "the CUDA kernels support at most 65535 batch entries "
@@ -71,7 +70,7 @@ std::string tensor_core_support(int block, int64_t head_dim) {
 
 void attention_forward_tc(const DeviceLayout& dl, const AttentionForwardArgs& a,
                           cudaStream_t stream) {
-  check_launch(a.q.shape[0], dl, *a.layout, a.q.shape[3]);
+  check_launch(a.q.shape[0], dl);
   if (a.q.dtype == SPARSE_DTYPE_BF16)
     forward_typed<__nv_bfloat16>(dl, a, stream);
   else if (a.q.dtype == SPARSE_DTYPE_F16)
@@ -83,7 +82,7 @@ void attention_forward_tc(const DeviceLayout& dl, const AttentionForwardArgs& a,
 
 void attention_backward_tc(const DeviceLayout& dl, const AttentionBackwardArgs& a, float* delta,
                            cudaStream_t stream) {
-  check_launch(a.q.shape[0], dl, *a.layout, a.q.shape[3]);
+  check_launch(a.q.shape[0], dl);
   if (a.q.dtype == SPARSE_DTYPE_BF16)
     backward_typed<__nv_bfloat16>(dl, a, delta, stream);
   else if (a.q.dtype == SPARSE_DTYPE_F16)

@@ -44,12 +44,12 @@
 #include <cstdint>
 #include <cstring>
 
-#include "attention_cuda.hpp"
-#include "attention_tc.hpp"
-#include "cuda_check.hpp"
-#include "device_layout.hpp"
-#include "error.hpp"
-#include "layout.hpp"
+#include "libsparse/cuda/attention_cuda.hpp"
+#include "libsparse/cuda/attention_tc.hpp"
+#include "libsparse/cuda/cuda_check.hpp"
+#include "libsparse/cuda/device_layout.hpp"
+#include "libsparse/error.hpp"
+#include "libsparse/layout.hpp"
 
 namespace sparse::cuda::tc {
 

@@ -4,7 +4,7 @@
 
 #include <cuda_runtime.h>
 
-#include "backend.hpp"
+#include "libsparse/backend.hpp"
 
 namespace sparse::cuda {
 

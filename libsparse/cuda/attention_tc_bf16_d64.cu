@@ -1,6 +1,6 @@
 // Tensor-core attention kernels, bf16, head_dim 64 (one instance per file so that nvcc
 // compiles them in parallel).
-#include "attention_tc.cuh"
+#include "libsparse/cuda/attention_tc.cuh"
 
 namespace sparse::cuda::tc {
 SPARSE_TC_INSTANTIATE(__nv_bfloat16, 64)

@@ -1,6 +1,6 @@
 // Tensor-core attention kernels, f16, head_dim 32 (one instance per file so that nvcc
 // compiles them in parallel).
-#include "attention_tc.cuh"
+#include "libsparse/cuda/attention_tc.cuh"
 
 namespace sparse::cuda::tc {
 SPARSE_TC_INSTANTIATE(__half, 32)

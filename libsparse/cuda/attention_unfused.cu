@@ -15,12 +15,12 @@
 // zero weights, so a NaN or Inf input reaches exactly the rows that attend it.
 #include <cmath>
 
-#include "attention_cuda.hpp"
-#include "cuda_check.hpp"
-#include "device_layout.hpp"
-#include "strided_view.cuh"
-#include "error.hpp"
-#include "layout.hpp"
+#include "libsparse/cuda/attention_cuda.hpp"
+#include "libsparse/cuda/cuda_check.hpp"
+#include "libsparse/cuda/device_layout.hpp"
+#include "libsparse/cuda/strided_view.cuh"
+#include "libsparse/error.hpp"
+#include "libsparse/layout.hpp"
 
 namespace sparse::cuda {
 namespace {

@@ -6,12 +6,12 @@
 
 #include <string>
 
-#include "attention_cuda.hpp"
-#include "backend.hpp"
-#include "cuda_check.hpp"
-#include "device_layout.hpp"
-#include "error.hpp"
-#include "layout.hpp"
+#include "libsparse/cuda/attention_cuda.hpp"
+#include "libsparse/backend.hpp"
+#include "libsparse/cuda/cuda_check.hpp"
+#include "libsparse/cuda/device_layout.hpp"
+#include "libsparse/error.hpp"
+#include "libsparse/layout.hpp"
 
 namespace sparse {
 namespace {
@@ -70,7 +70,19 @@ class CudaBackend final : public Backend {
     check_cuda(cudaMemcpyAsync(dst, src, bytes, kind, stream_), "cudaMemcpyAsync");
     check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
   }
-  std::string supports_attention(sparse_dtype dtype, sparse_memory memory, int64_t head_dim,
+  void zero(void* ptr, size_t bytes) override {
+    check_cuda(cudaSetDevice(device_), "cudaSetDevice");
+    check_cuda(cudaMemsetAsync(ptr, 0, bytes, stream_), "cudaMemsetAsync");
+    check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+  }
+  // The model's operations are not implemented on CUDA yet: sparse_model_create on a CUDA
+  // context fails with SPARSE_ERR_UNSUPPORTED and this reason instead of training elsewhere.
+  std::string supports_op(ModelOp op, sparse_dtype) const override {
+    return std::string("the CUDA backend does not implement the model operation ") +
+           model_op_name(op) + " yet (attention only); train on a CPU context";
+  }
+  std::string supports_attention(const Layout& layout, sparse_dtype dtype, sparse_memory memory,
+                                 int64_t head_dim,
                                  sparse_attention_algorithm algorithm) const override {
     if (memory != SPARSE_MEMORY_DEVICE)
       return "the CUDA backend needs tensors in device memory (SPARSE_MEMORY_DEVICE)";
@@ -81,10 +93,7 @@ class CudaBackend final : public Backend {
       if (sm_ < 80)
         return "the bf16/fp16 attention kernels need a GPU of compute capability 8.0 or newer "
                "(this one is sm_" + std::to_string(sm_) + ")";
-      // The block size is checked at launch (tensor_core_support), where the layout is known.
-      return head_dim == 32 || head_dim == 64 || head_dim == 128
-                 ? std::string()
-                 : cuda::tensor_core_support(64, head_dim);
+      return cuda::tensor_core_support(layout.block, head_dim);
     }
     if (dtype != SPARSE_DTYPE_F32)
       return "the CUDA backend computes attention in fp32, bf16 and fp16 (not fp64)";

@@ -3,7 +3,7 @@
 
 #include <cuda_runtime.h>
 
-#include "error.hpp"
+#include "libsparse/error.hpp"
 
 namespace sparse::cuda {
 

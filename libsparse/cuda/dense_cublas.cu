@@ -22,9 +22,9 @@
 #include <cmath>
 #include <string>
 
-#include "attention_cuda.hpp"
-#include "cuda_check.hpp"
-#include "error.hpp"
+#include "libsparse/cuda/attention_cuda.hpp"
+#include "libsparse/cuda/cuda_check.hpp"
+#include "libsparse/error.hpp"
 
 namespace sparse::cuda {
 namespace {

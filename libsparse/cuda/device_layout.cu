@@ -2,9 +2,9 @@
 #include <map>
 #include <vector>
 
-#include "cuda_check.hpp"
-#include "device_layout.hpp"
-#include "layout.hpp"
+#include "libsparse/cuda/cuda_check.hpp"
+#include "libsparse/cuda/device_layout.hpp"
+#include "libsparse/layout.hpp"
 
 namespace sparse::cuda {
 

@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-#include "attention_cuda.hpp"
+#include "libsparse/cuda/attention_cuda.hpp"
 
 namespace sparse::cuda {
 

@@ -1,20 +1,20 @@
 // Safetensors checkpoints (see checkpoint.hpp): writing, loading and restoring.
-#include "checkpoint.hpp"
+#include "libsparse/model/checkpoint.hpp"
 
 #include <cstring>
 #include <sstream>
 #include <vector>
 
-#include "checkpoint_format.hpp"
-#include "error.hpp"
-#include "file_io.hpp"
+#include "libsparse/error.hpp"
+#include "libsparse/file_io.hpp"
+#include "libsparse/model/checkpoint_format.hpp"
 
 namespace sparse::model {
 namespace {
 
 using namespace ckpt;
 
-const AlignedVector<float>& source_of(const Trainer& tr, const std::string& name) {
+const Buffer<float>& source_of(const Trainer& tr, const std::string& name) {
   if (name.rfind("param.", 0) == 0) return tr.model().params;
   if (name.rfind("adam_m.", 0) == 0) return tr.adam_m;
   return tr.adam_v;
@@ -70,10 +70,10 @@ void save_checkpoint(const Trainer& trainer, const std::string& path) {
       path, {{len, 8}, {header.data(), header.size()}, {data.data(), data.size()}}, "checkpoint");
 }
 
-std::unique_ptr<Trainer> load_checkpoint(const std::string& path, int num_threads) {
+std::unique_ptr<Trainer> load_checkpoint(const std::string& path, Backend& backend) {
   require(!path.empty(), "path is empty");
   CheckpointContents l = parse_checkpoint(path);
-  auto trainer = std::make_unique<Trainer>(l.config, l.train, num_threads);
+  auto trainer = std::make_unique<Trainer>(l.config, l.train, backend);
   trainer->model().params = std::move(l.params);
   trainer->adam_m = std::move(l.m);
   trainer->adam_v = std::move(l.v);

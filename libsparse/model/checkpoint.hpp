@@ -15,7 +15,7 @@
 #include <memory>
 #include <string>
 
-#include "trainer.hpp"
+#include "libsparse/model/trainer.hpp"
 
 namespace sparse::model {
 
@@ -26,8 +26,8 @@ void save_checkpoint(const Trainer& trainer, const std::string& path);
 
 // Reads and validates a checkpoint and builds a trainer from it. Throws sparse::Error:
 // SPARSE_ERR_IO when the file cannot be read, SPARSE_ERR_FORMAT when it is truncated, corrupted
-// or inconsistent with its configuration. `num_threads` as for Trainer.
-std::unique_ptr<Trainer> load_checkpoint(const std::string& path, int num_threads);
+// or inconsistent with its configuration. The trainer computes on `backend` (as for Trainer).
+std::unique_ptr<Trainer> load_checkpoint(const std::string& path, Backend& backend);
 
 // Loads into an existing trainer, whose model configuration must equal the checkpoint's
 // (SPARSE_ERR_FORMAT otherwise); the trainer keeps its own trainer configuration and is unchanged

@@ -1,6 +1,6 @@
 // The checkpoint format: hashes, a small JSON reader for the safetensors header, and the parser
 // that validates a whole checkpoint held in memory. See checkpoint.hpp for the layout.
-#include "checkpoint_format.hpp"
+#include "libsparse/model/checkpoint_format.hpp"
 
 #include <cctype>
 #include <cstdio>
@@ -8,7 +8,7 @@
 #include <map>
 #include <sstream>
 
-#include "error.hpp"
+#include "libsparse/error.hpp"
 
 namespace sparse::model::ckpt {
 namespace {

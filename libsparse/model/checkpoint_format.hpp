@@ -8,8 +8,8 @@
 #include <utility>
 #include <vector>
 
-#include "config.hpp"
-#include "transformer.hpp"
+#include "libsparse/model/config.hpp"
+#include "libsparse/model/transformer.hpp"
 
 namespace sparse::model::ckpt {
 

@@ -1,5 +1,5 @@
 // Model configuration, presets and the parameter table (see config.hpp).
-#include "config.hpp"
+#include "libsparse/model/config.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -8,7 +8,7 @@
 #include <map>
 #include <sstream>
 
-#include "error.hpp"
+#include "libsparse/error.hpp"
 
 namespace sparse::model {
 

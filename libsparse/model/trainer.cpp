@@ -1,12 +1,13 @@
 // The trainer (see trainer.hpp).
-#include "trainer.hpp"
+#include "libsparse/model/trainer.hpp"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <vector>
 
-#include "error.hpp"
+#include "libsparse/error.hpp"
+#include "libsparse/model_ops.hpp"
 #include "sparse_config.h"
 #if SPARSE_HAVE_OPENMP
 #include <omp.h>
@@ -40,20 +41,31 @@ double scheduled_learning_rate(const sparse_train_config& t, int64_t step) {
 }
 
 Trainer::Trainer(const sparse_model_config& config, const sparse_train_config& train,
+                 Backend& backend)
+    : Trainer(config, train, nullptr, &backend) {}
+
+Trainer::Trainer(const sparse_model_config& config, const sparse_train_config& train,
                  int num_threads)
-    : backend_(make_cpu_backend(num_threads, config.seed)),
+    : Trainer(config, train, make_cpu_backend(num_threads, config.seed), nullptr) {}
+
+Trainer::Trainer(const sparse_model_config& config, const sparse_train_config& train,
+                 std::unique_ptr<Backend> own, Backend* backend)
+    : own_backend_(std::move(own)),
+      backend_(backend != nullptr ? backend : own_backend_.get()),
       threads_(backend_->num_threads()),
       train_(train),
-      model_(config, backend_.get()),
+      model_(config, backend_),
       reducer_(std::make_unique<GradientReducer>()) {
   validate_train_config(train_);
   model_.init_params(config.seed);
-  adam_m.assign(model_.params.size(), 0.0f);
-  adam_v.assign(model_.params.size(), 0.0f);
-  decay_mask_.assign(model_.params.size(), 0);
+  const int64_t n = static_cast<int64_t>(model_.params.size());
+  adam_m = Buffer<float>(backend_, n);
+  adam_v = Buffer<float>(backend_, n);
+  AlignedVector<uint8_t> mask(static_cast<size_t>(n), 0);
   for (const TensorSpec& s : model_.table().tensors)
-    if (s.decay)
-      std::fill(decay_mask_.begin() + s.offset, decay_mask_.begin() + s.offset + s.size, 1);
+    if (s.decay) std::fill(mask.begin() + s.offset, mask.begin() + s.offset + s.size, 1);
+  decay_mask_ = Buffer<uint8_t>(backend_, n);
+  decay_mask_ = mask;
 }
 
 sparse_train_stats Trainer::train_step(const uint8_t* tokens, int64_t batch) {
@@ -66,7 +78,8 @@ sparse_train_stats Trainer::train_step(const uint8_t* tokens, int64_t batch) {
   const int64_t n = model_.dims().n;
   const sparse_model_config& cfg = model_.config();
 
-  std::fill(model_.grads.begin(), model_.grads.end(), 0.0f);
+  ModelOps<float>& model_ops = model_.ops();
+  backend_->zero(model_.grads.data(), model_.grads.size() * sizeof(float));
   model_.meter.reset();
   const float grad_scale = static_cast<float>(1.0 / static_cast<double>(batch * n));
   double loss_sum = 0;
@@ -80,31 +93,24 @@ sparse_train_stats Trainer::train_step(const uint8_t* tokens, int64_t batch) {
   reducer_->all_reduce_mean(grads, count);
   const double loss = reducer_->all_reduce_mean(loss_sum / static_cast<double>(batch * n));
 
-  double sq = 0;
-  for (int64_t i = 0; i < count; ++i) sq += static_cast<double>(grads[i]) * grads[i];
-  const double norm = std::sqrt(sq);
+  const double norm = std::sqrt(model_ops.squared_norm(grads, count));
   const float clip = (train_.clip_norm > 0 && norm > train_.clip_norm)
                          ? static_cast<float>(train_.clip_norm / norm)
                          : 1.0f;
 
   const double lr = scheduled_learning_rate(train_, step);
-  const float b1 = train_.beta1, b2 = train_.beta2;
-  const float c1 = static_cast<float>(1.0 - std::pow(static_cast<double>(b1), step + 1));
-  const float c2 = static_cast<float>(1.0 - std::pow(static_cast<double>(b2), step + 1));
-  const float lrf = static_cast<float>(lr), wd = train_.weight_decay, eps = train_.epsilon;
-  const bool adamw = train_.optimizer == SPARSE_OPTIMIZER_ADAMW;
-  float* w = model_.params.data();
-  float* m = adam_m.data();
-  float* v = adam_v.data();
-  for (int64_t i = 0; i < count; ++i) {
-    float gi = grads[i] * clip;
-    const bool decay = decay_mask_[static_cast<size_t>(i)] != 0 && wd > 0;
-    if (decay && !adamw) gi += wd * w[i];
-    m[i] = b1 * m[i] + (1.0f - b1) * gi;
-    v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-    const float update = (m[i] / c1) / (std::sqrt(v[i] / c2) + eps);
-    w[i] -= lrf * (update + (decay && adamw ? wd * w[i] : 0.0f));
-  }
+  ops::AdamStep update;
+  update.lr = static_cast<float>(lr);
+  update.beta1 = train_.beta1;
+  update.beta2 = train_.beta2;
+  update.c1 = static_cast<float>(1.0 - std::pow(static_cast<double>(train_.beta1), step + 1));
+  update.c2 = static_cast<float>(1.0 - std::pow(static_cast<double>(train_.beta2), step + 1));
+  update.epsilon = train_.epsilon;
+  update.weight_decay = train_.weight_decay;
+  update.clip = clip;
+  update.adamw = train_.optimizer == SPARSE_OPTIMIZER_ADAMW;
+  model_ops.adam_update(model_.params.data(), grads, adam_m.data(), adam_v.data(),
+                        decay_mask_.data(), count, update);
   ++step;
 
   sparse_train_stats s{};
@@ -165,7 +171,7 @@ int64_t Trainer::measure_memory(const uint8_t* tokens, int64_t batch) {
   require(tokens != nullptr, "tokens is NULL");
   require(batch >= 1, "batch = ", batch, " must be >= 1");
   ThreadScope threads(threads_);
-  AlignedVector<float> saved = model_.grads;
+  Buffer<float> saved = model_.grads;
   model_.meter.reset();
   model_.forward_backward(tokens, batch, 1.0f, 0, true);
   model_.grads = std::move(saved);

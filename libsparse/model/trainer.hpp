@@ -1,19 +1,21 @@
 // The trainer: Adam/AdamW, linear warm-up then cosine decay, global-norm gradient clipping,
-// weight decay, gradient accumulation over micro-batches, evaluation in bits per dim.
+// weight decay, gradient accumulation over micro-batches, evaluation in bits per dim. Runs on the
+// backend it is given, through its model operations only.
 //
-// Data-parallel training (a later issue: MPI or NCCL) slots in at three places, each already a
-// single point here: the data a rank sees is its shard of the batch (the caller passes it),
-// gradients are reduced in GradientReducer::all_reduce_mean() before clipping and the update, and
-// only rank 0 writes checkpoints (Trainer::writes_checkpoints()).
+// Data-parallel training slots in at three places, each a single point here: the data a rank sees
+// is its shard of the batch (the caller passes it), gradients are reduced in
+// GradientReducer::all_reduce_mean() before clipping and the update, and only rank 0 writes
+// checkpoints (Trainer::writes_checkpoints()).
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <vector>
 
-#include "backend.hpp"
-#include "config.hpp"
-#include "transformer.hpp"
+#include "libsparse/backend.hpp"
+#include "libsparse/model/buffer.hpp"
+#include "libsparse/model/config.hpp"
+#include "libsparse/model/transformer.hpp"
 
 namespace sparse::model {
 
@@ -34,7 +36,15 @@ class GradientReducer {
 double scheduled_learning_rate(const sparse_train_config& t, int64_t step);
 
 class Trainer {
+ private:
+  // Declared first so that it is destroyed last, after every buffer it allocated.
+  std::unique_ptr<Backend> own_backend_;
+
  public:
+  // Trains on `backend` (not owned; it must outlive the trainer). Throws SPARSE_ERR_UNSUPPORTED
+  // with the reasons when the backend cannot run the model.
+  Trainer(const sparse_model_config& config, const sparse_train_config& train, Backend& backend);
+  // Trains on a private CPU backend with num_threads threads (0: all hardware threads).
   Trainer(const sparse_model_config& config, const sparse_train_config& train, int num_threads);
 
   Transformer<float>& model() { return model_; }
@@ -42,8 +52,8 @@ class Trainer {
   const sparse_train_config& train_config() const { return train_; }
   int num_threads() const { return threads_; }
 
-  // Adam moments, same layout as the parameters.
-  AlignedVector<float> adam_m, adam_v;
+  // Adam moments, same layout as the parameters, in the backend's memory.
+  Buffer<float> adam_m, adam_v;
   int64_t step = 0;
 
   void set_reducer(std::unique_ptr<GradientReducer> r) { reducer_ = std::move(r); }
@@ -60,11 +70,14 @@ class Trainer {
   int64_t measure_memory(const uint8_t* tokens, int64_t batch);
 
  private:
-  std::unique_ptr<Backend> backend_;
+  Trainer(const sparse_model_config& config, const sparse_train_config& train,
+          std::unique_ptr<Backend> own, Backend* backend);
+
+  Backend* backend_;
   int threads_;
   sparse_train_config train_;
   Transformer<float> model_;
-  std::vector<uint8_t> decay_mask_;
+  Buffer<uint8_t> decay_mask_;
   std::unique_ptr<GradientReducer> reducer_;
 };
 

@@ -1,98 +1,33 @@
-// The Sparse Transformer (DESIGN.md section 4): forward, backward with optional recomputation,
-// and incremental decoding with a key/value cache.
+// The Sparse Transformer of Child et al. (2019): pre-norm residual blocks of factorized sparse
+// attention and a feed-forward network over byte tokens; forward, backward with optional
+// recomputation, and incremental decoding with a key/value cache.
 //
-// Templated on the scalar type. Transformer<float> computes attention with the backend's fused
-// block-sparse kernels; Transformer<double> computes it with plain loops over the keys each
-// (head, query) is allowed, read from the same layouts, which makes a double-precision
-// gradient check of the whole model against finite differences possible.
+// Every computation goes through a backend's model operations (ModelOps<T>) on buffers in that
+// backend's memory, so the model runs wherever its backend runs. Templated on the scalar type:
+// Transformer<float> computes attention with the backend's fused block-sparse kernels;
+// Transformer<double> computes it with plain loops over the keys each (head, query) is allowed,
+// read from the same layouts, which makes a double-precision gradient check of the whole model
+// against finite differences possible.
 //
-// Parameters and gradients live in one flat vector each (layout in ParamTable), so the optimiser,
-// gradient clipping, a data-parallel all-reduce and checkpoints each handle them in one place.
+// Parameters and gradients live in one flat buffer each (layout in ParamTable), so the optimiser,
+// gradient clipping and checkpoints each handle them in one place.
+//
+// Files: transformer.cpp (construction, embedding, whole-model passes), layer.cpp (one residual
+// block forward and backward, attention), decoding.cpp (key/value cache and sampling),
+// layouts.cpp (layouts and key lists of a configuration).
 #pragma once
 
 #include <cstdint>
 #include <memory>
-#include <new>
 #include <vector>
 
-#include "backend.hpp"
-#include "config.hpp"
-#include "layout.hpp"
-#include "ops/ops.hpp"
+#include "libsparse/backend.hpp"
+#include "libsparse/layout.hpp"
+#include "libsparse/model/buffer.hpp"
+#include "libsparse/model/config.hpp"
+#include "libsparse/random.hpp"
 
 namespace sparse::model {
-
-// Bytes of activations and working buffers currently allocated by a forward/backward pass, and
-// the peak since the last reset.
-struct MemoryMeter {
-  int64_t current = 0;
-  int64_t peak = 0;
-  void add(int64_t bytes) {
-    current += bytes;
-    if (current > peak) peak = current;
-  }
-  void sub(int64_t bytes) { current -= bytes; }
-  void reset() { peak = current; }
-};
-
-// Allocates on 64-byte boundaries, so that every buffer has the same alignment from run to run
-// (vectorised code may round differently at different alignments; resuming from a checkpoint and
-// recomputation must reproduce results bit for bit).
-template <typename T>
-struct AlignedAllocator {
-  using value_type = T;
-  AlignedAllocator() = default;
-  template <typename U>
-  AlignedAllocator(const AlignedAllocator<U>&) {}
-  T* allocate(size_t n) {
-    return static_cast<T*>(::operator new (n * sizeof(T), std::align_val_t{64}));
-  }
-  void deallocate(T* p, size_t) { ::operator delete (p, std::align_val_t{64}); }
-  bool operator==(const AlignedAllocator&) const { return true; }
-  bool operator!=(const AlignedAllocator&) const { return false; }
-};
-template <typename T>
-using AlignedVector = std::vector<T, AlignedAllocator<T>>;
-
-// A heap array whose size is counted by a MemoryMeter while it lives.
-template <typename T>
-class Buffer {
- public:
-  Buffer() = default;
-  Buffer(MemoryMeter* meter, int64_t n) : data_(static_cast<size_t>(n)), meter_(meter) {
-    if (meter_) meter_->add(bytes());
-  }
-  Buffer(Buffer&& o) noexcept : data_(std::move(o.data_)), meter_(o.meter_) {
-    o.data_.clear();
-    o.meter_ = nullptr;
-  }
-  Buffer& operator=(Buffer&& o) noexcept {
-    if (this != &o) {
-      release();
-      data_ = std::move(o.data_);
-      meter_ = o.meter_;
-      o.data_.clear();
-      o.meter_ = nullptr;
-    }
-    return *this;
-  }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  ~Buffer() { release(); }
-  void release() {
-    if (meter_) meter_->sub(bytes());
-    AlignedVector<T>().swap(data_);
-    meter_ = nullptr;
-  }
-  T* data() { return data_.data(); }
-  const T* data() const { return data_.data(); }
-  int64_t size() const { return static_cast<int64_t>(data_.size()); }
-
- private:
-  int64_t bytes() const { return static_cast<int64_t>(data_.size() * sizeof(T)); }
-  AlignedVector<T> data_;
-  MemoryMeter* meter_ = nullptr;
-};
 
 // The keys each (head, query) attends to, in natural positions, read from a layout's blocks and
 // element masks (exactly what the fused kernels compute).
@@ -114,14 +49,18 @@ struct ModelLayouts {
 };
 ModelLayouts build_model_layouts(const sparse_model_config& c);
 
-// A seed derived from several values (dropout streams per step, micro-batch, layer and site).
-uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c = 0, uint64_t d = 0);
+using sparse::mix_seed;
 
 template <typename T>
 class Transformer {
+ private:
+  // Declared first so that it is destroyed last, after every buffer it allocated.
+  std::unique_ptr<Backend> own_backend_;
+
  public:
-  // `backend` computes attention when T is float (not owned; may be nullptr for T = double or
-  // when use_listed_attention is set).
+  // Computes on `backend` (not owned; it must outlive the model). nullptr gives the model a
+  // private single-threaded CPU backend (the double-precision reference and tests). Throws
+  // SPARSE_ERR_UNSUPPORTED with the reasons when the backend lacks a model operation for T.
   Transformer(const sparse_model_config& config, Backend* backend);
   ~Transformer();
 
@@ -129,8 +68,12 @@ class Transformer {
   const ParamTable& table() const { return table_; }
   const Dims& dims() const { return dims_; }
 
-  AlignedVector<T> params;
-  AlignedVector<T> grads;
+  Backend& backend() const { return *backend_; }
+  ModelOps<T>& ops() const { return *ops_; }
+
+  // In the backend's memory.
+  Buffer<T> params;
+  Buffer<T> grads;
   MemoryMeter meter;
   // Computes attention by the key lists even when T is float (tests; sampling always does).
   bool use_listed_attention = false;
@@ -139,6 +82,7 @@ class Transformer {
   // output projection 0), deterministic in `seed`.
   void init_params(uint64_t seed);
 
+  // `tokens` and `logits` are host memory.
   // Forward and backward on `batch` sequences of seq_len bytes. Adds grad_scale * d(sum of
   // per-token losses) / d(params) to `grads` and returns the sum of per-token losses in nats.
   // Dropout (when config.dropout > 0 and `train`) uses streams derived from `dropout_seed`.
@@ -160,7 +104,12 @@ class Transformer {
   struct DecodeState;
   const T* p(const TensorSpec& s) const { return params.data() + s.offset; }
   T* g(const TensorSpec& s) { return grads.data() + s.offset; }
-  void embed(const uint8_t* tokens, int64_t batch, T* h) const;
+  // A zero-filled activation buffer counted by the meter.
+  Buffer<T> buffer(int64_t n) { return Buffer<T>(backend_, n, &meter); }
+  // Copies host tokens into the backend's memory.
+  const uint8_t* upload_tokens(const uint8_t* tokens, int64_t count);
+  ops::PositionShape position_shape() const;
+  void embed(const uint8_t* tokens, int64_t batch, T* h);
   void layer_forward(int64_t layer, const T* x, T* out, int64_t batch, uint64_t seed, bool train,
                      LayerCache& cache);
   void layer_backward(int64_t layer, const T* dout, const T* x, int64_t batch, uint64_t seed,
@@ -170,11 +119,14 @@ class Transformer {
                           T* dv);
   const KeyListSet& key_lists(int64_t layer);
   void decode_position(DecodeState& s, int64_t t, int prev_token, T* logits);
+  DecodeState decode_state();
 
   sparse_model_config config_;
   ParamTable table_;
   Dims dims_;
   Backend* backend_;
+  ModelOps<T>* ops_;
+  Buffer<uint8_t> tokens_;
   ModelLayouts layouts_;
   std::vector<std::unique_ptr<KeyListSet>> key_lists_;  // per layout, built on first use
 };

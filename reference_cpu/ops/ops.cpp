@@ -1,14 +1,15 @@
 // CPU operations of the model (see ops.hpp). Plain loops, except the matrix products, which go
 // through Eigen's GEMM. Loops over independent rows are threaded with OpenMP; reductions into
 // parameter gradients run in a fixed order, so results do not depend on the thread count.
-#include "ops.hpp"
+#include "reference_cpu/ops/ops.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
-#include "eigen.hpp"
+#include "libsparse/random.hpp"
+#include "reference_cpu/eigen.hpp"
 #include "sparse_config.h"
 
 #if SPARSE_HAVE_OPENMP
@@ -22,13 +23,6 @@ namespace {
 
 template <typename T>
 using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 template <typename T>
 T sigmoid(T x) {
@@ -198,12 +192,6 @@ void embedding_backward(const uint8_t* tokens, int64_t batch, int64_t seq, int64
 }
 
 // ---------------------------------------------------------------- dropout
-bool dropout_keep(uint64_t seed, uint64_t index, double p) {
-  const uint64_t z = splitmix64(seed ^ splitmix64(index));
-  const double u = static_cast<double>(z >> 11) * 0x1.0p-53;  // uniform in [0, 1)
-  return u >= p;
-}
-
 template <typename T>
 void dropout_forward(const T* x, int64_t n, double p, uint64_t seed, T* y) {
   if (p <= 0.0) {
@@ -329,6 +317,81 @@ void listed_attention_backward(const KeyLists& L, int64_t batch, int64_t dqk, in
   }
 }
 
+template <typename T>
+void decode_attention(const KeyLists& L, int64_t t, int64_t dqk, int64_t dv, T scale, const T* q,
+                      const T* kcache, const T* vcache, T* out) {
+  const int64_t H = L.heads;
+  std::vector<T> scores;
+  for (int64_t h = 0; h < H; ++h) {
+    T* oh = out + h * dv;
+    std::fill(oh, oh + dv, T(0));
+    const int64_t begin = L.key_ptr[h][t], end = L.key_ptr[h][t + 1];
+    if (begin == end) continue;
+    const T* qh = q + h * dqk;
+    T mx = -std::numeric_limits<T>::infinity();
+    scores.resize(static_cast<size_t>(end - begin));
+    for (int64_t e = begin; e < end; ++e) {
+      const T* kj = kcache + L.keys[h][e] * H * dqk + h * dqk;
+      T dot = 0;
+      for (int64_t c = 0; c < dqk; ++c) dot += qh[c] * kj[c];
+      scores[static_cast<size_t>(e - begin)] = dot * scale;
+      mx = std::max(mx, dot * scale);
+    }
+    T sum = 0;
+    for (T& z : scores) sum += (z = std::exp(z - mx));
+    for (int64_t e = begin; e < end; ++e) {
+      const T w = scores[static_cast<size_t>(e - begin)] / sum;
+      const T* vj = vcache + L.keys[h][e] * H * dv + h * dv;
+      for (int64_t c = 0; c < dv; ++c) oh[c] += w * vj[c];
+    }
+  }
+}
+
+// ---------------------------------------------------------------- elementwise and optimiser
+template <typename T>
+void add(const T* a, const T* b, int64_t n, T* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+}
+
+template <typename T>
+void accumulate(T* y, const T* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+template <typename T>
+void copy_rows(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, int64_t rows,
+               int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) {
+    std::copy(src + r * src_stride, src + r * src_stride + cols, dst + r * dst_stride);
+    std::fill(dst + r * dst_stride + cols, dst + (r + 1) * dst_stride, T(0));
+  }
+}
+
+template <typename T>
+double squared_norm(const T* x, int64_t n) {
+  double sq = 0;
+  for (int64_t i = 0; i < n; ++i) sq += static_cast<double>(x[i]) * x[i];
+  return sq;
+}
+
+template <typename T>
+void adam_update(T* w, const T* g, T* m, T* v, const uint8_t* decay_mask, int64_t n,
+                 const AdamStep& s) {
+  const T b1 = static_cast<T>(s.beta1), b2 = static_cast<T>(s.beta2);
+  const T c1 = static_cast<T>(s.c1), c2 = static_cast<T>(s.c2);
+  const T lr = static_cast<T>(s.lr), wd = static_cast<T>(s.weight_decay);
+  const T eps = static_cast<T>(s.epsilon), clip = static_cast<T>(s.clip);
+  for (int64_t i = 0; i < n; ++i) {
+    T gi = g[i] * clip;
+    const bool decay = decay_mask[i] != 0 && wd > 0;
+    if (decay && !s.adamw) gi += wd * w[i];
+    m[i] = b1 * m[i] + (T(1) - b1) * gi;
+    v[i] = b2 * v[i] + (T(1) - b2) * gi * gi;
+    const T update = (m[i] / c1) / (std::sqrt(v[i] / c2) + eps);
+    w[i] -= lr * (update + (decay && s.adamw ? wd * w[i] : T(0)));
+  }
+}
+
 #define SPARSE_INSTANTIATE_OPS(T)                                                                 \
   template void layer_norm_forward<T>(const T*, const T*, const T*, int64_t, int64_t, T, T*, T*,  \
                                       T*);                                                        \
@@ -353,7 +416,14 @@ void listed_attention_backward(const KeyLists& L, int64_t batch, int64_t dqk, in
                                             const T*, const T*, const T*, T*, T*);                \
   template void listed_attention_backward<T>(const KeyLists&, int64_t, int64_t, int64_t, T,       \
                                              const T*, const T*, const T*, const T*, const T*,    \
-                                             const T*, T*, T*, T*);
+                                             const T*, T*, T*, T*);                                 \
+  template void decode_attention<T>(const KeyLists&, int64_t, int64_t, int64_t, T, const T*,      \
+                                    const T*, const T*, T*);                                     \
+  template void add<T>(const T*, const T*, int64_t, T*);                                          \
+  template void accumulate<T>(T*, const T*, int64_t);                                             \
+  template void copy_rows<T>(const T*, int64_t, T*, int64_t, int64_t, int64_t);                   \
+  template double squared_norm<T>(const T*, int64_t);                                             \
+  template void adam_update<T>(T*, const T*, T*, T*, const uint8_t*, int64_t, const AdamStep&);
 
 SPARSE_INSTANTIATE_OPS(float)
 SPARSE_INSTANTIATE_OPS(double)

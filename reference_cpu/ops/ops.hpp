@@ -1,5 +1,6 @@
 // CPU operations of the Sparse Transformer, each a forward and a backward on plain row-major
-// arrays. They are the reference the CUDA port of the model is checked against, op by op.
+// arrays: the CPU backend's implementation of ModelOps (libsparse/model_ops.hpp), and the
+// reference every other backend's model operations are checked against, op by op.
 //
 // Every operation is a template on the scalar type and is instantiated for float (training) and
 // double (the whole-model gradient check against finite differences). Backward functions
@@ -9,6 +10,8 @@
 
 #include <cstddef>
 #include <cstdint>
+
+#include "libsparse/model_ops.hpp"
 
 namespace sparse::ops {
 
@@ -54,14 +57,6 @@ void gelu_backward(const T* x, const T* dy, int64_t n, T* dx);
 // in `pos_shape` (last coordinate fastest: (row, column, channel) for images in raster order,
 // (row, column) of a width-l matrix for text and audio); one table per coordinate.
 //   h[b, t] = (t == 0 ? start : token_table[tokens[b, t - 1]]) + sum_k pos_tables[k][coord_k(t)]
-struct PositionShape {
-  int num_dims = 0;
-  int64_t sizes[4] = {0, 0, 0, 0};
-  int64_t coordinate(int64_t t, int k) const {
-    for (int j = num_dims - 1; j > k; --j) t /= sizes[j];
-    return t % sizes[k];
-  }
-};
 template <typename T>
 void embedding_forward(const uint8_t* tokens, int64_t batch, int64_t seq, int64_t dim,
                        const T* token_table, const T* start, const T* const* pos_tables,
@@ -74,10 +69,7 @@ void embedding_backward(const uint8_t* tokens, int64_t batch, int64_t seq, int64
 
 // ---------------------------------------------------------------- dropout
 // Element `index` of a tensor dropped with probability p under `seed` is kept when
-// dropout_keep(seed, index, p); kept elements are scaled by 1 / (1 - p). The mask is a pure
-// function of (seed, index), so recomputation and the backward pass reproduce it exactly without
-// storing it.
-bool dropout_keep(uint64_t seed, uint64_t index, double p);
+// dropout_keep(seed, index, p) (libsparse/random.hpp); kept elements are scaled by 1 / (1 - p).
 template <typename T>
 void dropout_forward(const T* x, int64_t n, double p, uint64_t seed, T* y);
 template <typename T>
@@ -92,17 +84,11 @@ double softmax_cross_entropy(const T* logits, const uint8_t* targets, int64_t ro
                              T grad_scale, T* dlogits);
 
 // ---------------------------------------------------------------- sparse attention by key lists
-// Masked attention where each (head, query) lists its keys explicitly (CSR per head:
-// key_ptr[h][i] .. key_ptr[h][i + 1] index keys[h]). Plain loops: the double-precision path of
-// the model and the reference for the fused kernels' integration in the model.
-// q, k [batch, seq, heads, dqk] and v, out [batch, seq, heads, dv] (row-major, i.e. the rows of
-// the projections); lse [batch, heads, seq] (-inf and out = 0 for a query with no key).
-struct KeyLists {
-  int64_t seq = 0;
-  int heads = 0;
-  const int64_t* const* key_ptr = nullptr;  // heads pointers to seq + 1 offsets
-  const int32_t* const* keys = nullptr;     // heads pointers to key positions
-};
+// Masked attention where each (head, query) lists its keys explicitly (KeyLists). Plain loops:
+// the double-precision path of the model and the reference for the fused kernels' integration in
+// the model. q, k [batch, seq, heads, dqk] and v, out [batch, seq, heads, dv] (row-major, i.e.
+// the rows of the projections); lse [batch, heads, seq] (-inf and out = 0 for a query with no
+// key).
 template <typename T>
 void listed_attention_forward(const KeyLists& lists, int64_t batch, int64_t dqk, int64_t dv,
                               T scale, const T* q, const T* k, const T* v, T* out, T* lse);
@@ -111,5 +97,23 @@ template <typename T>
 void listed_attention_backward(const KeyLists& lists, int64_t batch, int64_t dqk, int64_t dv,
                                T scale, const T* q, const T* k, const T* v, const T* out,
                                const T* lse, const T* dout, T* dq, T* dk, T* dvv);
+// One query position t against a key/value cache (see ModelOps::decode_attention).
+template <typename T>
+void decode_attention(const KeyLists& lists, int64_t t, int64_t dqk, int64_t dv, T scale,
+                      const T* q, const T* kcache, const T* vcache, T* out);
+
+// ---------------------------------------------------------------- elementwise and optimiser
+template <typename T>
+void add(const T* a, const T* b, int64_t n, T* y);
+template <typename T>
+void accumulate(T* y, const T* x, int64_t n);
+template <typename T>
+void copy_rows(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, int64_t rows,
+               int64_t cols);
+template <typename T>
+double squared_norm(const T* x, int64_t n);
+template <typename T>
+void adam_update(T* w, const T* g, T* m, T* v, const uint8_t* decay, int64_t n,
+                 const AdamStep& step);
 
 }  // namespace sparse::ops
