@@ -1,5 +1,5 @@
 // The CPU backend: Eigen kernels threaded with OpenMP.
-#include "eigen.hpp"
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -8,8 +8,12 @@
 
 #include "attention_cpu.hpp"
 #include "backend.hpp"
+#include "eigen.hpp"
 #include "error.hpp"
+#include "layout.hpp"
+#include "resources.hpp"
 #include "sparse_config.h"
+#include "threads.hpp"
 #if SPARSE_HAVE_OPENMP
 #include <omp.h>
 #endif
@@ -29,10 +33,13 @@ int hardware_threads() {
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int num_threads)
-      : threads_(num_threads > 0 ? num_threads : hardware_threads()) {
+      : threads_(num_threads > 0 ? num_threads : std::min(hardware_threads(), thread_limit())) {
 #if !SPARSE_HAVE_OPENMP
     threads_ = 1;  // without OpenMP the kernels run on the calling thread
 #endif
+    require(threads_ <= thread_limit(), "num_threads = ", threads_,
+            " is more than OpenMP's thread limit of ", thread_limit(),
+            " (OMP_THREAD_LIMIT) in this process");
   }
   sparse_backend kind() const override { return SPARSE_BACKEND_CPU; }
   std::string description() const override {
@@ -71,12 +78,16 @@ class CpuBackend final : public Backend {
                : cpu::attention_workspace_bytes(layout, batch, head_dim, backward, threads_);
   }
   void attention_forward(const AttentionForwardArgs& args) override {
+    check_workspace(*args.layout, args.q.shape[0], args.q.shape[3], false, args.algorithm);
+    ThreadScope scope(threads_);
     if (args.algorithm == SPARSE_ATTENTION_UNFUSED)
       cpu::attention_forward_unfused(args, threads_);
     else
       cpu::attention_forward(args, threads_);
   }
   void attention_backward(const AttentionBackwardArgs& args) override {
+    check_workspace(*args.layout, args.q.shape[0], args.q.shape[3], true, args.algorithm);
+    ThreadScope scope(threads_);
     if (args.algorithm == SPARSE_ATTENTION_UNFUSED)
       cpu::attention_backward_unfused(args, threads_);
     else
@@ -84,6 +95,16 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  void check_workspace(const Layout& layout, int64_t batch, int64_t head_dim, bool backward,
+                       sparse_attention_algorithm algorithm) const {
+    const size_t bytes = attention_workspace_bytes(layout, batch, head_dim, backward, algorithm);
+    check_memory(static_cast<double>(bytes),
+                 detail::concat("the ", backward ? "backward" : "forward", " pass's workspace (",
+                                algorithm == SPARSE_ATTENTION_UNFUSED ? "unfused" : "fused",
+                                ", batch = ", batch, ", head_dim = ", head_dim,
+                                ", seq_len = ", layout.seq_len, ", ", threads_, " threads)"));
+  }
+
   int threads_;
 };
 

@@ -13,6 +13,7 @@
 
 #include "backend.hpp"
 #include "config.hpp"
+#include "threads.hpp"
 #include "transformer.hpp"
 
 namespace sparse::model {
@@ -68,17 +69,8 @@ class Trainer {
   std::unique_ptr<GradientReducer> reducer_;
 };
 
-// Sets OpenMP's thread count for the calling thread while it lives (the operations thread their
-// loops and Eigen's products with OpenMP), and restores it afterwards.
-class ThreadScope {
- public:
-  explicit ThreadScope(int threads);
-  ~ThreadScope();
-  ThreadScope(const ThreadScope&) = delete;
-  ThreadScope& operator=(const ThreadScope&) = delete;
-
- private:
-  int previous_;
-};
+// The operations thread their loops and Eigen's products with OpenMP; sparse::ThreadScope
+// (reference_cpu/threads.hpp) holds them to the trainer's thread count.
+using sparse::ThreadScope;
 
 }  // namespace sparse::model

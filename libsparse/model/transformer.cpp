@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "error.hpp"
+#include "resources.hpp"
 #include "sparse/layout.h"
 
 namespace sparse::model {
@@ -195,6 +196,11 @@ template <typename T>
 Transformer<T>::Transformer(const sparse_model_config& config, Backend* backend)
     : config_(config), backend_(backend) {
   validate_config(config_);
+  // Parameters, gradients and (in the trainer) Adam's two moments.
+  check_memory(4.0 * sizeof(T) * parameter_estimate(config_),
+               detail::concat("the model's parameters, gradients and optimiser moments (about ",
+                              static_cast<int64_t>(std::min(parameter_estimate(config_), 9e18)),
+                              " parameters of ", sizeof(T), " bytes, 4 copies)"));
   table_ = param_table(config_);
   dims_ = dims_of(config_);
   layouts_ = build_model_layouts(config_);
