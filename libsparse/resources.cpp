@@ -74,14 +74,20 @@ MemoryLimit memory_limit() {
                     "\"unlimited\")");
     return {bytes, std::string(kVariable) + " = " + env};
   }
-  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-  if (pages > 0 && page > 0)
-    take_smaller(limit, static_cast<double>(pages) * static_cast<double>(page),
-                 "the machine's physical memory");
-  std::ifstream cgroup("/sys/fs/cgroup/memory.max");
-  std::string text;
-  if (cgroup >> text && text != "max")
-    take_smaller(limit, parse_size(text), "the cgroup's memory.max");
+  // The machine's and the cgroup's memory are read once (every attention call checks).
+  static const MemoryLimit machine = [] {
+    MemoryLimit m{std::numeric_limits<double>::infinity(), "no limit found"};
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0)
+      take_smaller(m, static_cast<double>(pages) * static_cast<double>(page),
+                   "the machine's physical memory");
+    std::ifstream cgroup("/sys/fs/cgroup/memory.max");
+    std::string text;
+    if (cgroup >> text && text != "max")
+      take_smaller(m, parse_size(text), "the cgroup's memory.max");
+    return m;
+  }();
+  limit = machine;
   for (auto [resource, name] :
        {std::pair{RLIMIT_AS, "RLIMIT_AS (ulimit -v)"}, {RLIMIT_DATA, "RLIMIT_DATA (ulimit -d)"}}) {
     struct rlimit rl {};
