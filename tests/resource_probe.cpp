@@ -15,6 +15,7 @@
 //   resource_probe context N          creates a context, prints its thread count
 //   resource_probe layout-dense N     a dense causal layout of seq_len N, block 16
 //   resource_probe model-layers N     sparse_model_create with N layers of width 1024
+//   resource_probe time N             median time of attention with num_threads = N
 // Every command prints "status=<code> message=<sparse_last_error()>" and exits 0 when the
 // library returned (whatever the status), so a non-zero exit means the library ended the process.
 #include <dlfcn.h>
@@ -22,7 +23,9 @@
 #include <pthread.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -274,6 +277,29 @@ int run_model_layers(int64_t layers) {
   return code;
 }
 
+// Median seconds of 5 forward + backward passes with num_threads = N (dense causal, n = 2048,
+// block 64, head_dim 64), for comparing thread counts side by side.
+int run_time(int threads) {
+  sparse_status status;
+  sparse_context* ctx = make_context(threads, &status);
+  if (status != SPARSE_OK) return report(status);
+  Attention a(2048, SPARSE_PATTERN_DENSE);
+  std::vector<double> times;
+  for (int r = 0; r < 6 && status == SPARSE_OK; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    status = a.forward(ctx);
+    if (status == SPARSE_OK) status = a.backward(ctx);
+    if (r > 0)
+      times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(times.begin(), times.end());
+  std::printf("num_threads=%d seconds=%.4f ", threads,
+              times.empty() ? -1.0 : times[times.size() / 2]);
+  report(status);
+  sparse_context_destroy(ctx);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -289,6 +315,7 @@ int main(int argc, char** argv) {
   if (command == "model-threads") return run_model_threads(threads);
   if (command == "alloc-in-region") return run_alloc_in_region(threads);
   if (command == "context") return run_context(threads);
+  if (command == "time") return run_time(threads);
   std::fprintf(stderr, "unknown command %s\n", command.c_str());
   return 2;
 }
