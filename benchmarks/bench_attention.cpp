@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -18,9 +18,10 @@
 #include "backend.hpp"
 #include "eigen.hpp"
 #include "output_files.hpp"
+#include "libsparse/resources.hpp"
 #include "sparse/sparse.h"
-#include "tensor.hpp"
 #include "sparse_config.h"
+#include "tensor.hpp"
 #if SPARSE_HAVE_OPENMP
 #include <omp.h>
 #endif
@@ -80,8 +81,31 @@ sparse_layout* make_layout(const std::string& name, int64_t n, const BenchOption
   desc.patterns = patterns.data();
   desc.num_patterns = static_cast<int32_t>(patterns.size());
   sparse_layout* layout = nullptr;
-  check(sparse_layout_create(&desc, &layout), "layout");
+  check(sparse_layout_create(&desc, &layout),
+        ("layout of --pattern " + name + " --n " + std::to_string(n) + " --block " +
+         std::to_string(o.block))
+            .c_str());
   return layout;
+}
+
+// Refuses, before allocating, inputs and outputs larger than the library's memory limit, naming
+// the options they come from.
+void check_buffer_memory(const BenchOptions& o, int64_t n, bool backward, sparse_dtype dtype) {
+  const double elements =
+      static_cast<double>(o.batch) * o.heads * static_cast<double>(n) * o.head_dim;
+  const double tensors = backward ? 8 : 4;  // q, k, v, out (+ dout, dq, dk, dv)
+  const double bytes =
+      elements * tensors * sizeof(float) +
+      static_cast<double>(o.batch) * o.heads * static_cast<double>(n) * sizeof(float) +
+      (dtype == SPARSE_DTYPE_F32 ? 0.0 : elements * tensors * 2);
+  const sparse::MemoryLimit limit = sparse::memory_limit();
+  if (bytes > limit.bytes)
+    throw std::runtime_error("--n " + std::to_string(n) + " with --batch " +
+                             std::to_string(o.batch) + " --heads " + std::to_string(o.heads) +
+                             " --head-dim " + std::to_string(o.head_dim) + ": the " +
+                             (backward ? "8" : "4") + " attention tensors need about " +
+                             sparse::format_bytes(bytes) + ", more than the memory limit of " +
+                             sparse::format_bytes(limit.bytes) + " (" + limit.source + ")");
 }
 
 // Rounds fp32 to bf16 (nearest even) or fp16 bits on the host.
@@ -327,6 +351,7 @@ int run_attention_memory(const BenchOptions& o) {
   sparse_layout_stats st;
   st.struct_size = sizeof st;
   check(sparse_layout_get_stats(layout.ptr, -1, &st), "stats");
+  check_buffer_memory(o, n, true, SPARSE_DTYPE_F32);
   Buffers buffers(ctx, o.batch, o.heads, n, o.head_dim, true);
   sparse_attention_params params;
   sparse_attention_params_default(&params);
@@ -391,6 +416,10 @@ int run_bench_attention(const BenchOptions& o) {
   for (int64_t n : o.seq_lens) {
     for (const std::string& mode : modes) {
       const bool backward = mode == "fwdbwd";
+      // Refuse what cannot fit before allocating anything: the tensors, then the layouts.
+      check_buffer_memory(o, n, backward, dtype);
+      for (const std::string& name : o.patterns)
+        LayoutHandle refused_early{make_layout(name, n, o)};
       Buffers buffers(ctx, o.batch, o.heads, n, o.head_dim, backward, dtype);
       for (const std::string& name : o.patterns) {
         LayoutHandle layout{make_layout(name, n, o)};

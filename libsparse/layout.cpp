@@ -9,6 +9,7 @@
 
 #include "libsparse/error.hpp"
 #include "libsparse/random.hpp"
+#include "libsparse/resources.hpp"
 
 namespace sparse {
 namespace {
@@ -128,6 +129,63 @@ class HeadBuilder {
         h.col_to_csr[pos] = k;
       }
     }
+  }
+
+  // An upper bound on the computed blocks: the candidate key blocks of every row, counted per
+  // pattern (overlaps twice) and capped at the row's length, so the memory a layout needs is
+  // known before any block is listed. Stops counting once the total passes `stop_at`.
+  double nnz_upper_bound(double stop_at) const {
+    const int64_t nb = out_.num_blocks;
+    auto blocks = [&](int64_t j0, int64_t j1) -> double {  // key positions [j0, j1]
+      j0 = std::max<int64_t>(j0, 0);
+      j1 = std::min<int64_t>(j1, out_.n_computed - 1);
+      return j0 > j1 ? 0.0 : static_cast<double>(j1 / B_ - j0 / B_ + 1);
+    };
+    double total = 0;
+    for (int64_t I = 0; I < nb && total <= stop_at; ++I) {
+      const int64_t r0 = I * B_;
+      const int64_t r1 = std::min(r0 + B_, out_.n_computed) - 1;
+      double row = 0;
+      if (out_.transposed) row = blocks((r0 / out_.chunk) * out_.chunk, r1);
+      for (const Term& t : terms_) {
+        if (out_.transposed) break;
+        const int64_t cap = t.causal ? r1 : n_ - 1;
+        switch (t.kind) {
+          case SPARSE_PATTERN_DENSE:
+            row += blocks(0, cap);
+            break;
+          case SPARSE_PATTERN_LOCAL:
+            row += blocks(r0 - t.window + 1, r1);
+            break;
+          case SPARSE_PATTERN_STRIDED_ROW:
+            row += blocks(r0 - t.stride, r1);
+            break;
+          case SPARSE_PATTERN_STRIDED_COLUMN:
+            row += blocks(0, r1);
+            break;
+          case SPARSE_PATTERN_FIXED_BLOCK:
+            row += blocks((r0 / t.stride) * t.stride, r1);
+            break;
+          case SPARSE_PATTERN_FIXED_SUMMARY:
+            row += std::min(blocks(0, r1), static_cast<double>(r1 / t.stride + 1) *
+                                               ((t.summary_hi - t.summary_lo + B_ - 1) / B_ + 1));
+            break;
+          case SPARSE_PATTERN_SLIDING_WINDOW:
+          case SPARSE_PATTERN_LONGFORMER:
+          case SPARSE_PATTERN_BIGBIRD: {
+            row += blocks(r0 - t.window + 1, t.causal ? r1 : r1 + t.window - 1);
+            row += static_cast<double>(std::upper_bound(t.globals.begin(), t.globals.end(), cap) -
+                                       t.globals.begin());
+            auto it = std::lower_bound(t.globals.begin(), t.globals.end(), r0);
+            if (it != t.globals.end() && *it <= r1) row += blocks(0, cap);
+            row += static_cast<double>(t.random_blocks);
+            break;
+          }
+        }
+      }
+      total += std::min(row, static_cast<double>(out_.causal ? I + 1 : nb));
+    }
+    return total;
   }
 
   HeadLayout& out() { return out_; }
@@ -340,6 +398,14 @@ Term validate_term(const sparse_pattern& p, int index, int64_t n, int64_t nb) {
   return t;
 }
 
+// Host bytes of a layout: per computed block a column index, a mask id, a row index and a CSR
+// position (CSR and CSC); per block row and column an offset.
+constexpr double kLayoutBytesPerBlock = 2 * sizeof(int32_t) + sizeof(int32_t) + sizeof(int64_t);
+double layout_bytes(double blocks, int64_t nb, int heads) {
+  return blocks * kLayoutBytesPerBlock +
+         static_cast<double>(heads) * 2.0 * static_cast<double>(nb + 1) * sizeof(int64_t);
+}
+
 void check_block_size(int64_t block) {
   require(block == 16 || block == 32 || block == 64 || block == 128, "block_size = ", block,
           " is not supported (16, 32, 64 or 128)");
@@ -401,7 +467,8 @@ std::unique_ptr<Layout> build_layout(const sparse_layout_desc& desc) {
           "transpose_strided_column = ", desc.transpose_strided_column, " must be 0 or 1");
   const int64_t n = desc.seq_len;
   const int64_t nb = (n + desc.block_size - 1) / desc.block_size;
-  require(nb < (int64_t{1} << 31), "seq_len = ", n, " gives too many blocks");
+  require(nb < (int64_t{1} << 31), "seq_len = ", n, " gives ", nb, " blocks of ", desc.block_size,
+          " per side, more than the limit of 2^31 - 1 (block indices are 32-bit)");
 
   std::vector<std::vector<Term>> head_terms(static_cast<size_t>(desc.num_heads));
   std::vector<std::string> signature(static_cast<size_t>(desc.num_heads));
@@ -426,6 +493,27 @@ std::unique_ptr<Layout> build_layout(const sparse_layout_desc& desc) {
       signature[static_cast<size_t>(h)] += sig + ";";
       head_terms[static_cast<size_t>(h)].push_back(std::move(t));
     }
+  }
+
+  // The memory the distinct heads need, checked before anything is listed.
+  {
+    const MemoryLimit limit = memory_limit();
+    std::map<std::string, int> distinct;
+    for (int h = 0; h < desc.num_heads; ++h) distinct.emplace(signature[static_cast<size_t>(h)], h);
+    const double stop_at = limit.bytes / kLayoutBytesPerBlock;
+    double blocks = 0;
+    for (const auto& entry : distinct) {
+      const int h = entry.second;
+      if (blocks <= stop_at)
+        blocks += HeadBuilder(n, desc.block_size, h, head_terms[static_cast<size_t>(h)],
+                              desc.transpose_strided_column == 1)
+                      .nnz_upper_bound(stop_at - blocks);
+    }
+    check_memory(layout_bytes(blocks, nb, static_cast<int>(distinct.size())),
+                 detail::concat("the layout (seq_len = ", n, ", block_size = ", desc.block_size,
+                                ", ", distinct.size(), " distinct head(s), ",
+                                blocks > stop_at ? "more than " : "up to ",
+                                static_cast<int64_t>(std::min(blocks, 9e18)), " computed blocks)"));
   }
 
   auto layout = std::make_unique<Layout>();
@@ -455,6 +543,13 @@ std::unique_ptr<Layout> build_layout_from_blocks(int64_t seq_len, int block, int
   const int64_t nb = (seq_len + block - 1) / block;
   require(nb < (int64_t{1} << 16), "seq_len = ", seq_len,
           " is too long for a dense user block mask (at most 65535 blocks per side)");
+  double blocks = 0;
+  const size_t mask_bytes = static_cast<size_t>(num_heads) * nb * nb;
+  for (size_t e = 0; e < mask_bytes; ++e) blocks += block_mask[e] != 0;
+  check_memory(
+      layout_bytes(blocks, nb, num_heads),
+      detail::concat("the layout (seq_len = ", seq_len, ", block_size = ", block, ", ", num_heads,
+                     " head(s), ", static_cast<int64_t>(blocks), " computed blocks)"));
   auto layout = std::make_unique<Layout>();
   layout->seq_len = seq_len;
   layout->block = block;

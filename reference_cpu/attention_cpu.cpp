@@ -26,10 +26,12 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "libsparse/layout.hpp"
 #include "sparse_config.h"
+#include "libsparse/threads.hpp"
 
 namespace sparse::cpu {
 namespace {
@@ -205,17 +207,6 @@ void load_lse(const TensorView& lse, int64_t b, int64_t h, const HeadLayout& L, 
   }
 }
 
-template <typename Body>
-void parallel_for(int64_t count, int num_threads, Body&& body) {
-#if SPARSE_HAVE_OPENMP
-#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads)
-  for (int64_t item = 0; item < count; ++item) body(item);
-#else
-  (void)num_threads;
-  for (int64_t item = 0; item < count; ++item) body(item);
-#endif
-}
-
 struct ForwardScratch {
   Tile q, k, v, s, acc, finite_s, finite_v;
   Vec m, l;
@@ -357,11 +348,15 @@ void attention_forward(const AttentionForwardArgs& args, int num_threads) {
   for (int h = 0; h < layout.num_heads; ++h)
     max_blocks = std::max(max_blocks, layout.head(h).num_blocks);
   const int64_t items = batch * heads * max_blocks;
+  // Every thread reaches the work-sharing loop even when its scratch failed (a thread missing
+  // from the loop's barrier would hang the others); errors are rethrown after the region.
+  RegionErrors errors;
 #if SPARSE_HAVE_OPENMP
 #pragma omp parallel num_threads(num_threads)
 #endif
   {
-    ForwardScratch scratch(layout.block, d);
+    std::unique_ptr<ForwardScratch> scratch;
+    errors.run([&] { scratch = std::make_unique<ForwardScratch>(layout.block, d); });
 #if SPARSE_HAVE_OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
@@ -370,9 +365,10 @@ void attention_forward(const AttentionForwardArgs& args, int num_threads) {
       const int64_t bh = item / max_blocks;
       const int64_t b = bh / heads, h = bh % heads;
       if (I >= layout.head(static_cast<int>(h)).num_blocks) continue;
-      forward_block(args, b, h, I, scratch);
+      errors.run([&] { forward_block(args, b, h, I, *scratch); });
     }
   }
+  errors.rethrow();
 }
 
 namespace {
@@ -437,35 +433,39 @@ void attention_backward(const AttentionBackwardArgs& args, int num_threads) {
   const std::vector<BackwardItem> items = plan_backward(layout, batch, heads, num_threads, &slots);
   std::vector<Tile> dk_acc(static_cast<size_t>(slots)), dv_acc(static_cast<size_t>(slots));
   const auto count = static_cast<int64_t>(items.size());
+  RegionErrors errors;  // as in attention_forward
 #if SPARSE_HAVE_OPENMP
 #pragma omp parallel num_threads(num_threads)
 #endif
   {
-    BackwardScratch scratch(B, d);
+    std::unique_ptr<BackwardScratch> scratch;
+    errors.run([&] { scratch = std::make_unique<BackwardScratch>(B, d); });
     Tile own_dk, own_dv;
 #if SPARSE_HAVE_OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
-    for (int64_t k = 0; k < count; ++k) {
-      const BackwardItem& item = items[static_cast<size_t>(k)];
-      const int64_t b = item.pair / heads, h = item.pair % heads;
-      const HeadLayout& L = layout.head(static_cast<int>(h));
-      const int64_t rows = L.num_blocks * B;
-      Tile& dk = item.slot >= 0 ? dk_acc[static_cast<size_t>(item.slot)] : own_dk;
-      Tile& dv = item.slot >= 0 ? dv_acc[static_cast<size_t>(item.slot)] : own_dv;
-      dk.setZero(rows, d);
-      dv.setZero(rows, d);
-      if (!backward_blocks(args, b, h, item.I0, item.I1, scratch, dk, dv, false)) {
-        dk.setZero();
-        dv.setZero();
-        backward_blocks(args, b, h, item.I0, item.I1, scratch, dk, dv, true);
-      }
-      if (item.slot < 0) {
-        scatter_rows(args.dk, b, h, L, 0, dk.data(), rows, d, args.scale);
-        scatter_rows(args.dv, b, h, L, 0, dv.data(), rows, d, 1.0f);
-      }
-    }
+    for (int64_t k = 0; k < count; ++k)
+      errors.run([&] {
+        const BackwardItem& item = items[static_cast<size_t>(k)];
+        const int64_t b = item.pair / heads, h = item.pair % heads;
+        const HeadLayout& L = layout.head(static_cast<int>(h));
+        const int64_t rows = L.num_blocks * B;
+        Tile& dk = item.slot >= 0 ? dk_acc[static_cast<size_t>(item.slot)] : own_dk;
+        Tile& dv = item.slot >= 0 ? dv_acc[static_cast<size_t>(item.slot)] : own_dv;
+        dk.setZero(rows, d);
+        dv.setZero(rows, d);
+        if (!backward_blocks(args, b, h, item.I0, item.I1, *scratch, dk, dv, false)) {
+          dk.setZero();
+          dv.setZero();
+          backward_blocks(args, b, h, item.I0, item.I1, *scratch, dk, dv, true);
+        }
+        if (item.slot < 0) {
+          scatter_rows(args.dk, b, h, L, 0, dk.data(), rows, d, args.scale);
+          scatter_rows(args.dv, b, h, L, 0, dv.data(), rows, d, 1.0f);
+        }
+      });
   }
+  errors.rethrow();
   if (slots == 0) return;
   // Sum the private accumulators of each split pair and write them out.
   std::vector<std::vector<int64_t>> by_pair(static_cast<size_t>(batch * heads));

@@ -1,5 +1,7 @@
 // The CPU backend: Eigen kernels threaded with OpenMP. Every operation runs on the calling thread
 // (and its OpenMP team) and is complete when it returns.
+#include <algorithm>
+
 #include "reference_cpu/eigen.hpp"
 #include <cstdlib>
 #include <cstring>
@@ -9,9 +11,12 @@
 
 #include "libsparse/backend.hpp"
 #include "libsparse/error.hpp"
+#include "libsparse/layout.hpp"
+#include "libsparse/resources.hpp"
 #include "reference_cpu/attention_cpu.hpp"
 #include "reference_cpu/ops/ops.hpp"
 #include "sparse_config.h"
+#include "libsparse/threads.hpp"
 #if SPARSE_HAVE_OPENMP
 #include <omp.h>
 #endif
@@ -113,10 +118,13 @@ class CpuModelOps final : public ModelOps<T> {
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int num_threads)
-      : threads_(num_threads > 0 ? num_threads : hardware_threads()) {
+      : threads_(num_threads > 0 ? num_threads : std::min(hardware_threads(), thread_limit())) {
 #if !SPARSE_HAVE_OPENMP
     threads_ = 1;  // without OpenMP the kernels run on the calling thread
 #endif
+    require(threads_ <= thread_limit(), "num_threads = ", threads_,
+            " is more than OpenMP's thread limit of ", thread_limit(),
+            " (OMP_THREAD_LIMIT) in this process");
   }
   sparse_backend kind() const override { return SPARSE_BACKEND_CPU; }
   std::string description() const override {
@@ -156,12 +164,16 @@ class CpuBackend final : public Backend {
                : cpu::attention_workspace_bytes(layout, batch, head_dim, backward, threads_);
   }
   void attention_forward(const AttentionForwardArgs& args) override {
+    check_workspace(*args.layout, args.q.shape[0], args.q.shape[3], false, args.algorithm);
+    ThreadScope scope(threads_);
     if (args.algorithm == SPARSE_ATTENTION_UNFUSED)
       cpu::attention_forward_unfused(args, threads_);
     else
       cpu::attention_forward(args, threads_);
   }
   void attention_backward(const AttentionBackwardArgs& args) override {
+    check_workspace(*args.layout, args.q.shape[0], args.q.shape[3], true, args.algorithm);
+    ThreadScope scope(threads_);
     if (args.algorithm == SPARSE_ATTENTION_UNFUSED)
       cpu::attention_backward_unfused(args, threads_);
     else
@@ -177,6 +189,16 @@ class CpuBackend final : public Backend {
   ModelOps<double>* model_ops_f64() override { return &ops_f64_; }
 
  private:
+  void check_workspace(const Layout& layout, int64_t batch, int64_t head_dim, bool backward,
+                       sparse_attention_algorithm algorithm) const {
+    const size_t bytes = attention_workspace_bytes(layout, batch, head_dim, backward, algorithm);
+    check_memory(static_cast<double>(bytes),
+                 detail::concat("the ", backward ? "backward" : "forward", " pass's workspace (",
+                                algorithm == SPARSE_ATTENTION_UNFUSED ? "unfused" : "fused",
+                                ", batch = ", batch, ", head_dim = ", head_dim,
+                                ", seq_len = ", layout.seq_len, ", ", threads_, " threads)"));
+  }
+
   int threads_;
   CpuModelOps<float> ops_f32_;
   CpuModelOps<double> ops_f64_;

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "libsparse/error.hpp"
+#include "libsparse/resources.hpp"
 
 namespace sparse::model {
 
@@ -249,7 +250,25 @@ Dims dims_of(const sparse_model_config& c) {
   return d;
 }
 
+double parameter_estimate(const sparse_model_config& c) {
+  const Dims D = dims_of(c);
+  const double d = D.d, dqk = D.dqk, inner = D.inner;
+  double positions = 0;
+  for (int k = 0; k < c.num_position_dims; ++k)
+    positions += static_cast<double>(c.position_shape[k]);
+  const double per_layer = 2 * d * dqk + 2 * d * d + 2 * d * inner + 5 * d + inner;
+  return (Dims::vocab + 1 + positions + 2) * d + D.layers * per_layer +
+         (c.tied_embeddings ? 0 : d * Dims::vocab);
+}
+
 ParamTable param_table(const sparse_model_config& c) {
+  // The table keeps 12 records per layer and sizes tensors in int64: refuse sizes that could not
+  // be held before listing anything.
+  const double records = 12.0 * c.num_layers + 8;
+  check_memory(records * (sizeof(TensorSpec) + 32),
+               detail::concat("the parameter table of ", c.num_layers, " layers"));
+  require(parameter_estimate(c) < 0x1p62, "the model is too large (about ", parameter_estimate(c),
+          " parameters): reduce d_model, num_layers or position_shape");
   const Dims D = dims_of(c);
   const double d = static_cast<double>(D.d), N = static_cast<double>(D.layers);
   ParamTable t{};

@@ -71,6 +71,9 @@ struct ParamTable {
   }
 };
 ParamTable param_table(const sparse_model_config& c);
+// The parameter count of a valid configuration, in double precision (no overflow for absurd
+// sizes), to check memory before param_table() lists and sizes the tensors.
+double parameter_estimate(const sparse_model_config& c);
 
 // Canonical "key=value;..." text of a config (checkpoints store it and compare it).
 std::string config_to_string(const sparse_model_config& c);

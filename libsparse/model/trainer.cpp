@@ -8,27 +8,8 @@
 
 #include "libsparse/error.hpp"
 #include "libsparse/model_ops.hpp"
-#include "sparse_config.h"
-#if SPARSE_HAVE_OPENMP
-#include <omp.h>
-#endif
 
 namespace sparse::model {
-
-ThreadScope::ThreadScope(int threads) : previous_(0) {
-#if SPARSE_HAVE_OPENMP
-  previous_ = omp_get_max_threads();
-  if (threads > 0) omp_set_num_threads(threads);
-#else
-  (void)threads;
-#endif
-}
-
-ThreadScope::~ThreadScope() {
-#if SPARSE_HAVE_OPENMP
-  omp_set_num_threads(previous_);
-#endif
-}
 
 double scheduled_learning_rate(const sparse_train_config& t, int64_t step) {
   const double peak = t.learning_rate;

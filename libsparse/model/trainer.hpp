@@ -16,6 +16,7 @@
 #include "libsparse/model/buffer.hpp"
 #include "libsparse/model/config.hpp"
 #include "libsparse/model/transformer.hpp"
+#include "libsparse/threads.hpp"
 
 namespace sparse::model {
 
@@ -81,17 +82,8 @@ class Trainer {
   std::unique_ptr<GradientReducer> reducer_;
 };
 
-// Sets OpenMP's thread count for the calling thread while it lives (the operations thread their
-// loops and Eigen's products with OpenMP), and restores it afterwards.
-class ThreadScope {
- public:
-  explicit ThreadScope(int threads);
-  ~ThreadScope();
-  ThreadScope(const ThreadScope&) = delete;
-  ThreadScope& operator=(const ThreadScope&) = delete;
-
- private:
-  int previous_;
-};
+// The CPU operations thread their loops and Eigen's products with OpenMP; sparse::ThreadScope
+// (libsparse/threads.hpp) holds them to the trainer's thread count.
+using sparse::ThreadScope;
 
 }  // namespace sparse::model

@@ -6,6 +6,7 @@
 
 #include "libsparse/error.hpp"
 #include "libsparse/model/transformer_impl.hpp"
+#include "libsparse/resources.hpp"
 
 namespace sparse::model {
 
@@ -13,6 +14,11 @@ template <typename T>
 Transformer<T>::Transformer(const sparse_model_config& config, Backend* backend)
     : config_(config), backend_(backend), ops_(nullptr) {
   validate_config(config_);
+  // Parameters, gradients and (in the trainer) Adam's two moments.
+  check_memory(4.0 * sizeof(T) * parameter_estimate(config_),
+               detail::concat("the model's parameters, gradients and optimiser moments (about ",
+                              static_cast<int64_t>(std::min(parameter_estimate(config_), 9e18)),
+                              " parameters of ", sizeof(T), " bytes, 4 copies)"));
   if (backend_ == nullptr) {
     own_backend_ = make_cpu_backend(1, 0);
     backend_ = own_backend_.get();

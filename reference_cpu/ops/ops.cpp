@@ -11,6 +11,7 @@
 #include "libsparse/random.hpp"
 #include "reference_cpu/eigen.hpp"
 #include "sparse_config.h"
+#include "libsparse/threads.hpp"
 
 #if SPARSE_HAVE_OPENMP
 #define SPARSE_OMP_FOR _Pragma("omp parallel for schedule(static)")
@@ -239,38 +240,41 @@ template <typename T>
 void listed_attention_forward(const KeyLists& L, int64_t batch, int64_t dqk, int64_t dv, T scale,
                               const T* q, const T* k, const T* v, T* out, T* lse) {
   const int64_t n = L.seq, H = L.heads;
+  RegionErrors errors;  // an allocation failure must not leave the parallel region
   SPARSE_OMP_FOR
-  for (int64_t bh = 0; bh < batch * H; ++bh) {
-    const int64_t b = bh / H, h = bh % H;
-    std::vector<T> s;
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t begin = L.key_ptr[h][i], end = L.key_ptr[h][i + 1];
-      const T* qi = q + ((b * n + i) * H + h) * dqk;
-      T* oi = out + ((b * n + i) * H + h) * dv;
-      std::fill(oi, oi + dv, T(0));
-      if (begin == end) {
-        lse[(b * H + h) * n + i] = -std::numeric_limits<T>::infinity();
-        continue;
+  for (int64_t bh = 0; bh < batch * H; ++bh)
+    errors.run([&] {
+      const int64_t b = bh / H, h = bh % H;
+      std::vector<T> s;
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t begin = L.key_ptr[h][i], end = L.key_ptr[h][i + 1];
+        const T* qi = q + ((b * n + i) * H + h) * dqk;
+        T* oi = out + ((b * n + i) * H + h) * dv;
+        std::fill(oi, oi + dv, T(0));
+        if (begin == end) {
+          lse[(b * H + h) * n + i] = -std::numeric_limits<T>::infinity();
+          continue;
+        }
+        s.assign(static_cast<size_t>(end - begin), T(0));
+        T m = -std::numeric_limits<T>::infinity();
+        for (int64_t e = begin; e < end; ++e) {
+          const T* kj = k + ((b * n + L.keys[h][e]) * H + h) * dqk;
+          T dot = 0;
+          for (int64_t c = 0; c < dqk; ++c) dot += qi[c] * kj[c];
+          s[static_cast<size_t>(e - begin)] = dot * scale;
+          m = std::max(m, dot * scale);
+        }
+        T sum = 0;
+        for (T& x : s) sum += (x = std::exp(x - m));
+        for (int64_t e = begin; e < end; ++e) {
+          const T p = s[static_cast<size_t>(e - begin)] / sum;
+          const T* vj = v + ((b * n + L.keys[h][e]) * H + h) * dv;
+          for (int64_t c = 0; c < dv; ++c) oi[c] += p * vj[c];
+        }
+        lse[(b * H + h) * n + i] = m + std::log(sum);
       }
-      s.assign(static_cast<size_t>(end - begin), T(0));
-      T m = -std::numeric_limits<T>::infinity();
-      for (int64_t e = begin; e < end; ++e) {
-        const T* kj = k + ((b * n + L.keys[h][e]) * H + h) * dqk;
-        T dot = 0;
-        for (int64_t c = 0; c < dqk; ++c) dot += qi[c] * kj[c];
-        s[static_cast<size_t>(e - begin)] = dot * scale;
-        m = std::max(m, dot * scale);
-      }
-      T sum = 0;
-      for (T& x : s) sum += (x = std::exp(x - m));
-      for (int64_t e = begin; e < end; ++e) {
-        const T p = s[static_cast<size_t>(e - begin)] / sum;
-        const T* vj = v + ((b * n + L.keys[h][e]) * H + h) * dv;
-        for (int64_t c = 0; c < dv; ++c) oi[c] += p * vj[c];
-      }
-      lse[(b * H + h) * n + i] = m + std::log(sum);
-    }
-  }
+    });
+  errors.rethrow();
 }
 
 template <typename T>

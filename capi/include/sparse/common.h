@@ -43,7 +43,9 @@ typedef enum sparse_status {
   SPARSE_OK = 0,
   SPARSE_ERR_INVALID_ARGUMENT = -1, /* a NULL pointer, a size or value out of range, shapes that
                                        do not match */
-  SPARSE_ERR_OUT_OF_MEMORY = -2,    /* host or device allocation failed */
+  SPARSE_ERR_OUT_OF_MEMORY = -2,    /* host or device allocation failed, an estimate above the
+                                       memory limit (SPARSE_MEMORY_LIMIT, else physical memory,
+                                       cgroup and ulimit), or threads that could not start */
   SPARSE_ERR_UNSUPPORTED = -3,      /* valid request this build or machine cannot serve (e.g. the
                                        CUDA backend without a GPU, a dtype a kernel lacks) */
   SPARSE_ERR_DEVICE = -4,           /* the GPU runtime reported an error */

@@ -43,7 +43,8 @@ SPARSE_API sparse_status sparse_cuda_device_count(int* count);
 typedef struct sparse_settings {
   uint32_t struct_size;   /* sizeof(sparse_settings), set by sparse_settings_default() */
   sparse_backend backend; /* default SPARSE_BACKEND_AUTO */
-  int32_t num_threads;    /* CPU threads; 0 = all hardware threads (default 0) */
+  int32_t num_threads;    /* CPU threads in all, nested OpenMP regions included; 0 = all
+                             hardware threads, at most OMP_THREAD_LIMIT (default 0) */
   int32_t device_index;   /* CUDA device ordinal (default 0) */
   uint64_t seed;          /* seed of the context's random streams (default 0x5eed) */
   void* cuda_stream;      /* a cudaStream_t to run on, or NULL for the context's own stream */
@@ -59,7 +60,8 @@ typedef struct sparse_context sparse_context;
 /* Creates a context. `settings` may be NULL for the defaults. On success *out owns a new context
  * to be released with sparse_context_destroy(); on failure *out is set to NULL.
  * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL out, struct_size too small, an unknown backend,
- * negative thread count or device index, non-zero reserved bytes); SPARSE_ERR_UNSUPPORTED when
+ * negative thread count or device index, more threads than OMP_THREAD_LIMIT, non-zero reserved
+ * bytes); SPARSE_ERR_UNSUPPORTED when
  * CUDA is asked for and this build lacks it or no GPU is present; SPARSE_ERR_DEVICE when the
  * device exists but cannot be initialised; SPARSE_ERR_OUT_OF_MEMORY. */
 SPARSE_API sparse_status sparse_context_create(const sparse_settings* settings,
