@@ -39,8 +39,9 @@ def torch_available():
 def __getattr__(name):
     # The operator needs PyTorch; importing this package does not.
     if name in ("attention", "torch_ops"):
+        import importlib
         try:
-            from . import torch_ops
+            torch_ops = importlib.import_module(__name__ + ".torch_ops")
         except ImportError as e:
             if e.name != "torch":
                 raise
