@@ -114,7 +114,8 @@ class LayoutTest(unittest.TestCase):
         self.assertIsNot(sa.Layout.strided(128, 17, 4, block_size=32), a)
         self.assertIsNot(sa.Layout.strided(256, 16, 4, block_size=32), a)
         bm = np.ones((1, 4, 4), bool)
-        self.assertIs(sa.Layout.from_block_mask(bm, 128, 32), sa.Layout.from_block_mask(bm, 128, 32))
+        self.assertIs(sa.Layout.from_block_mask(bm, 128, 32),
+                      sa.Layout.from_block_mask(bm, 128, 32))
         bm2 = bm.copy()
         bm2[0, 0, 3] = False
         self.assertIsNot(sa.Layout.from_block_mask(bm2, 128, 32),
@@ -236,6 +237,10 @@ class OperatorTest(unittest.TestCase):
             outc = sa.attention(qc, kc, vc, layout)
             outc.square().sum().backward()
         stream.synchronize()
+        # The default stream too (the legacy stream, handed over as cudaStreamLegacy).
+        qd, kd, vd = (t.detach().cuda() for t in (q, k, v))
+        torch.testing.assert_close(sa.attention(qd, kd, vd, layout).cpu(), out.detach(),
+                                   rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(outc.cpu(), out, rtol=1e-4, atol=1e-4)
         for tc, t in ((qc, q), (kc, k), (vc, v)):
             torch.testing.assert_close(tc.grad.cpu(), t.grad, rtol=1e-3, atol=1e-3)

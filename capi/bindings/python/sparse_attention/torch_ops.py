@@ -24,7 +24,9 @@ def _context(device):
         make = lambda: sc.Context("cpu", num_threads=key[1])  # noqa: E731
     elif device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
-        stream = torch.cuda.current_stream(index).cuda_stream
+        # PyTorch's default stream is the legacy NULL stream; NULL would give the context a stream
+        # of its own, so name it explicitly as cudaStreamLegacy ((cudaStream_t)0x1).
+        stream = torch.cuda.current_stream(index).cuda_stream or 0x1
         key = ("cuda", index, stream)
         make = lambda: sc.Context("cuda", device_index=index, cuda_stream=stream)  # noqa: E731
     else:
