@@ -4,7 +4,8 @@
 #   1. builds the C examples with -Werror and runs them;
 #   2. runs the Rust crate's tests (cargo test --offline; build.rs finds the library through
 #      pkg-config; artefacts in <builddir>/bindings-rust-target);
-#   3. runs the Python tests with the installed libsparse.so (numpy required).
+#   3. runs the Python tests with the installed libsparse.so (numpy required), then the PyTorch
+#      operator's tests (skipped when python3 has no torch).
 # The ABI guard and the Julia/Rust declaration checks are meson tests (suite 'bindings').
 #
 # usage: capi/bindings/run_tests.sh [builddir]     (relative to the repository root; default build)
@@ -75,4 +76,20 @@ if ! SPARSE_LIBRARY="$libdir/libsparse.so" SPARSE_REQUIRE_NUMPY=1 PYTHONDONTWRIT
   exit 1
 fi
 tail -n 3 "$tmp/python.log"
+
+# The PyTorch operator (skipped, exit 77, when this python3 has no torch; the optional CI step
+# capi/bindings/python/run_torch_tests.sh installs it in a venv).
+step "python torch operator tests (installed library)"
+rc=0
+SPARSE_LIBRARY="$libdir/libsparse.so" PYTHONDONTWRITEBYTECODE=1 \
+  python3 capi/bindings/python/test_torch_attention.py >"$tmp/torch.log" 2>&1 || rc=$?
+if [[ $rc -eq 77 ]]; then
+  tail -n 1 "$tmp/torch.log"
+elif [[ $rc -ne 0 ]]; then
+  cat "$tmp/torch.log"
+  echo "python torch tests failed" >&2
+  exit 1
+else
+  tail -n 3 "$tmp/torch.log"
+fi
 step "done"
