@@ -93,6 +93,15 @@ void scatter_rows(const TensorView& t, int64_t b, int64_t h, const HeadLayout& L
   }
 }
 
+// Whether every entry of a result is finite, as one vectorised sum: a NaN or an Inf anywhere makes
+// the sum non-finite. (A sum that overflows from finite entries would send the result through the
+// exact path, which computes the same products for finite inputs: it costs time, not
+// correctness.)
+template <typename M>
+bool sum_is_finite(const M& m) {
+  return std::isfinite(m.sum());
+}
+
 // Sets the entries of S that the block's element mask excludes to `fill` (a select, so a NaN or
 // Inf score of an excluded pair leaves no trace).
 void apply_mask(const HeadLayout& L, int32_t mask_id, Eigen::Ref<Tile> S, float fill = kNegInf) {
@@ -262,7 +271,7 @@ void forward_block(const AttentionForwardArgs& a, int64_t b, int64_t h, int64_t 
   const int B = L.block;
   forward_row(a, L, b, h, I, w, false);
   // Scores are masked by selection, so only P V can carry a value to rows that do not attend it.
-  if (!w.acc.allFinite()) forward_row(a, L, b, h, I, w, true);
+  if (!sum_is_finite(w.acc)) forward_row(a, L, b, h, I, w, true);
   const int64_t d = w.acc.cols();
   for (int r = 0; r < B; ++r) {
     const int64_t idx = I * B + r;
@@ -302,6 +311,7 @@ bool backward_blocks(const AttentionBackwardArgs& a, int64_t b, int64_t h, int64
   const HeadLayout& L = a.layout->head(static_cast<int>(h));
   const int B = L.block;
   const int64_t d = w.q.cols();
+  int64_t first_j = L.num_blocks, last_j = -1;  // the key blocks this item accumulated into
   for (int64_t I = I0; I < I1; ++I) {
     if (L.row_ptr[I] == L.row_ptr[I + 1]) {
       w.dq.setZero();
@@ -316,6 +326,8 @@ bool backward_blocks(const AttentionBackwardArgs& a, int64_t b, int64_t h, int64
     w.dq.setZero();
     for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e) {
       const int64_t J = L.col_idx[e];
+      first_j = std::min(first_j, J);
+      last_j = std::max(last_j, J);
       const TileView k = block_view(a.k, b, h, L, J, w.k);
       const TileView v = block_view(a.v, b, h, L, J, w.v);
       auto dv_rows = dv_acc.middleRows(J * B, B);
@@ -330,10 +342,13 @@ bool backward_blocks(const AttentionBackwardArgs& a, int64_t b, int64_t h, int64
       w.dq.noalias() += w.dp * k;
       dk_rows.noalias() += w.dp.transpose() * q;
     }
-    if (!exact && !w.dq.allFinite()) return false;
+    if (!exact && !sum_is_finite(w.dq)) return false;
     scatter_rows(a.dq, b, h, L, I * B, w.dq.data(), B, d, a.scale);
   }
-  return exact || (dk_acc.allFinite() && dv_acc.allFinite());
+  if (exact || last_j < 0) return true;
+  const int64_t rows = (last_j - first_j + 1) * B;
+  return sum_is_finite(dk_acc.middleRows(first_j * B, rows)) &&
+         sum_is_finite(dv_acc.middleRows(first_j * B, rows));
 }
 
 }  // namespace
@@ -655,7 +670,7 @@ void attention_forward_unfused(const AttentionForwardArgs& args, int num_threads
     for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e)
       acc.noalias() +=
           score_block(scores, plan, b, h, e, B) * block_view(args.v, b, h, L, L.col_idx[e], vs);
-    if (!acc.allFinite()) {
+    if (!sum_is_finite(acc)) {
       Tile finite_p, finite_v;
       acc.setZero();
       for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e) {
@@ -706,7 +721,7 @@ void attention_backward_unfused(const AttentionBackwardArgs& args, int num_threa
     for (int64_t e = L.row_ptr[I]; e < L.row_ptr[I + 1]; ++e)
       acc.noalias() +=
           score_block(dscores, plan, b, h, e, B) * block_view(args.k, b, h, L, L.col_idx[e], ks);
-    if (!acc.allFinite()) {
+    if (!sum_is_finite(acc)) {
       QueryRows rows(B, d);
       rows.load(args, b, h, L, I);
       Tile vs(B, d), unused_dk = Tile::Zero(B, d), unused_dv = Tile::Zero(B, d);
@@ -732,7 +747,7 @@ void attention_backward_unfused(const AttentionBackwardArgs& args, int num_threa
       dk.noalias() +=
           score_block(dscores, plan, b, h, e, B).transpose() * block_view(args.q, b, h, L, I, qs);
     }
-    if (!dk.allFinite() || !dv.allFinite()) {
+    if (!sum_is_finite(dk) || !sum_is_finite(dv)) {
       QueryRows rows(B, d);
       Tile ks(B, d), vs(B, d), unused_dq = Tile::Zero(B, d);
       const TileView k = block_view(args.k, b, h, L, J, ks);
