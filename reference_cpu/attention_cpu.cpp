@@ -537,6 +537,11 @@ size_t attention_workspace_bytes(const Layout& layout, int64_t batch, int64_t he
 namespace {
 
 using TileMap = Eigen::Map<Tile>;
+// The unfused algorithm's stored blocks, aligned as Eigen aligns a Tile: Eigen's vectorised
+// element-wise loops (the exponential among them) start with scalar steps up to the first aligned
+// address, and a scalar exp differs from the vectorised one in the last bit. The plain path writes
+// these blocks and the exact path writes Tiles; with the same alignment both round alike.
+using ScoreBuffer = std::vector<float, Eigen::aligned_allocator<float>>;
 
 struct UnfusedPlan {
   int64_t batch = 0, heads = 0, total_nnz = 0, max_blocks = 0;
@@ -560,7 +565,7 @@ UnfusedPlan plan_unfused(const Layout& layout, int64_t batch) {
 }
 
 // The B x B block e of pair (b, h) in a buffer of plan.scores() blocks.
-TileMap score_block(std::vector<float>& buffer, const UnfusedPlan& plan, int64_t b, int64_t h,
+TileMap score_block(ScoreBuffer& buffer, const UnfusedPlan& plan, int64_t b, int64_t h,
                     int64_t e, int B) {
   const int64_t index = b * plan.total_nnz + plan.head_offset[static_cast<size_t>(h)] + e;
   return TileMap(buffer.data() + static_cast<size_t>(index) * static_cast<size_t>(B) * B, B, B);
@@ -578,8 +583,8 @@ void for_each_block(const Layout& layout, const UnfusedPlan& plan, int num_threa
   });
 }
 
-std::vector<float> allocate_scores(const UnfusedPlan& plan, int B) {
-  return std::vector<float>(plan.scores() * static_cast<size_t>(B) * static_cast<size_t>(B));
+ScoreBuffer allocate_scores(const UnfusedPlan& plan, int B) {
+  return ScoreBuffer(plan.scores() * static_cast<size_t>(B) * static_cast<size_t>(B));
 }
 
 // The query-side inputs of block row I of (b, h) for the exact backward tiles: Q and dO (views
@@ -615,7 +620,7 @@ void attention_forward_unfused(const AttentionForwardArgs& args, int num_threads
   if (batch == 0 || d == 0) return;
   const int B = layout.block;
   const UnfusedPlan plan = plan_unfused(layout, batch);
-  std::vector<float> scores = allocate_scores(plan, B);
+  ScoreBuffer scores = allocate_scores(plan, B);
   std::vector<float> lse(static_cast<size_t>(batch * plan.heads * plan.max_blocks * B));
 
   // (1) S = scale Q K^T on every computed block.
@@ -698,7 +703,7 @@ void attention_backward_unfused(const AttentionBackwardArgs& args, int num_threa
   if (batch == 0 || d == 0) return;
   const int B = layout.block;
   const UnfusedPlan plan = plan_unfused(layout, batch);
-  std::vector<float> probs = allocate_scores(plan, B), dscores = allocate_scores(plan, B);
+  ScoreBuffer probs = allocate_scores(plan, B), dscores = allocate_scores(plan, B);
 
   // (1) P = exp(scale Q K^T - lse); (2) dS = P * (dO V^T - D).
   for_each_block(layout, plan, num_threads, [&](int64_t b, int64_t h, int64_t I) {
