@@ -37,6 +37,7 @@ void add_train_bench_options(CLI::App& app, TrainBenchOptions& o) {
   app.add_option("--recompute", o.recompute, "1/0 (default: the preset's)");
   app.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(CLI::NonNegativeNumber);
   app.add_flag("--json", o.json, "print one JSON object");
+  add_device_options(app, o.device);
 }
 
 int run_bench_train(const TrainBenchOptions& o) {
@@ -49,12 +50,7 @@ int run_bench_train(const TrainBenchOptions& o) {
   if (o.recompute >= 0) cfg.recompute = o.recompute;
   cfg.dropout = 0.0f;  // identical work in every step, as in the peer
 
-  sparse_settings settings;
-  sparse_settings_default(&settings);
-  settings.backend = SPARSE_BACKEND_CPU;
-  settings.num_threads = o.threads;
-  sparse_context* ctx = nullptr;
-  check(sparse_context_create(&settings, &ctx), "context");
+  sparse_context* ctx = create_device_context(o.device, o.threads);
   std::unique_ptr<sparse_context, void (*)(sparse_context*)> ctx_guard(ctx,
                                                                        sparse_context_destroy);
   int32_t threads = 1;
@@ -95,6 +91,8 @@ int run_bench_train(const TrainBenchOptions& o) {
   j["block"] = cfg.block_size;
   j["batch"] = o.batch;
   j["recompute"] = cfg.recompute;
+  j["backend"] = o.device.backend;
+  j["dtype"] = o.device.dtype;
   j["threads"] = threads;
   j["parameters"] = params;
   j["seconds_per_step"] = median;

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "device_option.hpp"
+
 namespace repro {
 
 struct TrainBenchOptions {
@@ -21,6 +23,7 @@ struct TrainBenchOptions {
   int recompute = -1;    // -1 = the preset's
   int threads = 0;
   bool json = false;
+  DeviceOptions device;  // --backend, --dtype
 };
 
 void add_train_bench_options(CLI::App& app, TrainBenchOptions& options);

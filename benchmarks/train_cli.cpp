@@ -30,14 +30,9 @@ void check(sparse_status s, const std::string& what) {
 using ContextPtr = std::unique_ptr<sparse_context, void (*)(sparse_context*)>;
 using ModelPtr = std::unique_ptr<sparse_model, void (*)(sparse_model*)>;
 
-ContextPtr cpu_context(int threads) {
-  sparse_settings s;
-  sparse_settings_default(&s);
-  s.backend = SPARSE_BACKEND_CPU;
-  s.num_threads = threads;
-  sparse_context* ctx = nullptr;
-  check(sparse_context_create(&s, &ctx), "context");
-  return ContextPtr(ctx, sparse_context_destroy);
+// The context of --backend / --dtype (threads: CPU threads).
+ContextPtr model_context(const DeviceOptions& device, int threads) {
+  return ContextPtr(create_device_context(device, threads), sparse_context_destroy);
 }
 
 sparse_split parse_split(const std::string& name) {
@@ -390,6 +385,7 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
                  "step on (after a finished run it rises from 0 to that curve's value)")
       ->check(CLI::PositiveNumber);
   app.add_option("--threads", o.threads);
+  add_device_options(app, o.device);
   app.add_option("--seed", o.seed)->capture_default_str();
   app.add_option("--log", o.log,
                  "write one JSON line per step as it ends (the loss curve); --resume cuts it "
@@ -406,6 +402,7 @@ void add_eval_options(CLI::App& app, EvalOptions& o) {
   app.add_option("--sequences", o.sequences)->capture_default_str();
   app.add_option("--batch", o.batch)->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--threads", o.threads);
+  add_device_options(app, o.device);
   auto* sliding =
       app.add_option("--sliding", o.sliding_stride,
                      "text: sliding-window evaluation with this stride (windows of seq_len; "
@@ -429,6 +426,7 @@ void add_sample_options(CLI::App& app, SampleOptions& o) {
   app.add_option("--temperature", o.temperature)->capture_default_str();
   app.add_option("--seed", o.seed)->capture_default_str();
   app.add_option("--threads", o.threads);
+  add_device_options(app, o.device);
 }
 
 void note_given_options(const CLI::App& app, TrainOptions& o) {
@@ -454,7 +452,7 @@ nlohmann::json run_train(const TrainOptions& given) {
     o.steps = o.extend_to;
   }
 
-  auto ctx = cpu_context(o.threads);
+  auto ctx = model_context(o.device, o.threads);
   sparse_model_config cfg;
   check(sparse_model_config_preset(o.preset.c_str(), &cfg), "--preset");
   set_attention(cfg, o);
@@ -576,6 +574,7 @@ nlohmann::json run_train(const TrainOptions& given) {
   summary["stride"] = cfg.stride;
   summary["summary"] = cfg.summary;
   summary["block"] = cfg.block_size;
+  summary["backend"] = o.device.backend;
   summary["threads"] = o.threads;
   summary["parameters"] = params;
   summary["steps"] = step;
@@ -677,7 +676,7 @@ nlohmann::json run_sliding_eval(const EvalOptions& o, sparse_model* model,
 }  // namespace
 
 nlohmann::json run_eval(const EvalOptions& o) {
-  auto ctx = cpu_context(o.threads);
+  auto ctx = model_context(o.device, o.threads);
   sparse_model_config cfg;
   ModelPtr model = load_model(ctx.get(), o.checkpoint, &cfg);
   if (o.sliding_stride > 0 || o.min_context >= 0) return run_sliding_eval(o, model.get(), cfg);
@@ -697,7 +696,7 @@ nlohmann::json run_eval(const EvalOptions& o) {
 
 nlohmann::json run_sample(const SampleOptions& o) {
   check_output_path(o.out, "--out");
-  auto ctx = cpu_context(o.threads);
+  auto ctx = model_context(o.device, o.threads);
   sparse_model_config cfg;
   ModelPtr model = load_model(ctx.get(), o.checkpoint, &cfg);
   const int64_t length = o.length > 0 ? o.length : cfg.seq_len;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "device_option.hpp"
 #include "sparse/sparse.h"
 
 namespace repro {
@@ -24,6 +25,7 @@ struct DataSpec {
 };
 
 struct TrainOptions {
+  DeviceOptions device;  // --backend, --dtype
   std::string preset = "cifar10-small";
   std::string attention;   // dense | strided | fixed (empty: the preset's)
   std::string head_mode;   // interleaved | merged | multihead
@@ -60,6 +62,7 @@ struct TrainOptions {
 };
 
 struct EvalOptions {
+  DeviceOptions device;  // --backend, --dtype
   std::string checkpoint;
   DataSpec data;
   std::string split = "test";
@@ -76,6 +79,7 @@ struct EvalOptions {
 };
 
 struct SampleOptions {
+  DeviceOptions device;  // --backend, --dtype
   std::string checkpoint;
   std::string out;
   int64_t length = 0;   // 0 = the model's seq_len

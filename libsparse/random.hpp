@@ -6,10 +6,18 @@
 #include <cmath>
 #include <cstdint>
 
+// The stateless functions below also compile as CUDA device code, so that a GPU backend draws the
+// very same dropout masks.
+#ifdef __CUDACC__
+#define SPARSE_HOST_DEVICE __host__ __device__
+#else
+#define SPARSE_HOST_DEVICE
+#endif
+
 namespace sparse {
 
 // The splitmix64 output function (a bijective mix of the 64 bits of z).
-inline uint64_t splitmix64_mix(uint64_t z) {
+SPARSE_HOST_DEVICE inline uint64_t splitmix64_mix(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
@@ -24,7 +32,9 @@ inline uint64_t splitmix64_next(uint64_t& state) {
 }
 
 // The output that follows `x` (a stateless hash: splitmix64(x) == splitmix64_next(copy of x)).
-inline uint64_t splitmix64(uint64_t x) { return splitmix64_mix(x + kSplitmix64Increment); }
+SPARSE_HOST_DEVICE inline uint64_t splitmix64(uint64_t x) {
+  return splitmix64_mix(x + kSplitmix64Increment);
+}
 
 // Uniform in [0, 1) from the top 53 bits of the next output.
 inline double uniform01(uint64_t& state) {
@@ -50,7 +60,7 @@ inline uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c = 0, uint64_t d = 0)
 // Whether element `index` of a tensor dropped with probability p under `seed` is kept: a pure
 // function of (seed, index), so recomputation and the backward pass reproduce the mask exactly
 // without storing it.
-inline bool dropout_keep(uint64_t seed, uint64_t index, double p) {
+SPARSE_HOST_DEVICE inline bool dropout_keep(uint64_t seed, uint64_t index, double p) {
   const uint64_t z = splitmix64(seed ^ splitmix64(index));
   const double u = static_cast<double>(z >> 11) * 0x1.0p-53;  // uniform in [0, 1)
   return u >= p;

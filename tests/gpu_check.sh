@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The first GPU run in one device-tool call: the CUDA kernel checks against the CPU reference,
+# the model's operations and 10 training steps on CUDA against the CPU (tests/gpu_model_check.sh),
 # compute-sanitizer, and the fp32/bf16/fp16 benchmarks, with every log and table packed into one
 # archive that comes back even when a step hangs or the command is cut short.
 #
@@ -228,7 +229,7 @@ step() {
   esac
   # The last line that says what happened (doctest's summary, the sanitizer's error count).
   local last
-  last=$(grep -E "test cases:|ERROR SUMMARY|RACECHECK SUMMARY|SKIP:|FAIL:|Error|error:|failed \(exit|gpu_attention_peers:" "$logs/$name.log" 2>/dev/null | tail -1 | tr '\t' ' ' | cut -c1-160)
+  last=$(grep -E "test cases:|ERROR SUMMARY|RACECHECK SUMMARY|SKIP:|FAIL:|Error|error:|failed \(exit|gpu_attention_peers:|checks, [0-9]+ failed|^ok:" "$logs/$name.log" 2>/dev/null | tail -1 | tr '\t' ' ' | cut -c1-160)
   [[ -n $last ]] && note="${note:+$note; }$last"
   printf '%s\t%s\t%s\t%s\n' "$name" "$verdict" "$secs" "$note" >> "$logs/steps.tsv"
   echo "    $verdict in ${secs} s${note:+: $note}"
@@ -261,8 +262,13 @@ run_main() {
   local p=$pack_dir
   # 1. The two CUDA test programs, directly (the whole CPU suite is not rebuilt there).
   step test_cuda_backend 60 "$p/tests/test_cuda_backend"
+  # 2. The model on the GPU: every model operation against the CPU in double (sparse-repro
+  #    check), then 10 training steps of a small preset on CUDA fp32 against the CPU (losses,
+  #    final parameters, checkpoints evaluated across backends, greedy decoding).
+  step model_ops 60 bash tests/gpu_model_check.sh ops "$p"
+  step model_train 90 bash tests/gpu_model_check.sh train "$p"
   step test_cuda_attention 170 "$p/tests/test_cuda_attention"
-  # 2. compute-sanitizer on the sweep made for it: every kernel and dtype, every block size and
+  # 3. compute-sanitizer on the sweep made for it: every kernel and dtype, every block size and
   #    head size, rows of several blocks, n not a multiple of the block, padded rows.
   local tool limit
   for tool in memcheck racecheck; do
@@ -271,7 +277,7 @@ run_main() {
     step "sanitizer_$tool" "$limit" "$sanitizer" --tool "$tool" --error-exitcode 1 \
       --print-limit 50 "$p/tests/test_cuda_attention" -tc="*sanitizer sweep*"
   done
-  # 3. The benchmarks: bf16, fp16 (tensor cores), fp32, and the unfused fp32 path, against the
+  # 4. The benchmarks: bf16, fp16 (tensor cores), fp32, and the unfused fp32 path, against the
   #    cuBLAS dense baseline; each writes a Markdown table and JSON lines.
   local patterns=dense,local,strided,fixed
   local bench=(python3 benchmarks/cpu_attention_table.py --build "$p" --backend cuda

@@ -1,15 +1,16 @@
-// The CUDA backend: device discovery, the context's stream and cuBLAS handle, the layout cache
-// and the attention kernels (fp32: attention_fp32.cu; bf16/fp16 on tensor cores:
-// attention_tc*.cu).
+// The CUDA backend: device discovery, the context's stream and cuBLAS handle, the layout cache,
+// the attention kernels (fp32: attention_fp32.cu; bf16/fp16 on tensor cores: attention_tc*.cu)
+// and the model's operations in fp32 (model_ops_cuda.cu and the model_*.cu kernels).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <string>
 
-#include "libsparse/cuda/attention_cuda.hpp"
 #include "libsparse/backend.hpp"
+#include "libsparse/cuda/attention_cuda.hpp"
 #include "libsparse/cuda/cuda_check.hpp"
 #include "libsparse/cuda/device_layout.hpp"
+#include "libsparse/cuda/model_ops_cuda.hpp"
 #include "libsparse/error.hpp"
 #include "libsparse/layout.hpp"
 
@@ -37,13 +38,14 @@ class CudaBackend final : public Backend {
       throw_error(SPARSE_ERR_DEVICE, "cublasCreate failed on device ", device);
     }
     cublasSetStream(cublas_, stream_);
+    model_ops_ = cuda::make_cuda_model_ops(device_, stream_, cublas_);
   }
   ~CudaBackend() override { release(); }
 
   sparse_backend kind() const override { return SPARSE_BACKEND_CUDA; }
   std::string description() const override {
-    return "cuda device " + std::to_string(device_) + " (" + name_ + ", sm_" +
-           std::to_string(sm_) + ")";
+    return "cuda device " + std::to_string(device_) + " (" + name_ + ", sm_" + std::to_string(sm_) +
+           ")";
   }
   int num_threads() const override { return 1; }
   void synchronize() override {
@@ -75,12 +77,15 @@ class CudaBackend final : public Backend {
     check_cuda(cudaMemsetAsync(ptr, 0, bytes, stream_), "cudaMemsetAsync");
     check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
   }
-  // The model's operations are not implemented on CUDA yet: sparse_model_create on a CUDA
-  // context fails with SPARSE_ERR_UNSUPPORTED and this reason instead of training elsewhere.
-  std::string supports_op(ModelOp op, sparse_dtype) const override {
-    return std::string("the CUDA backend does not implement the model operation ") +
-           model_op_name(op) + " yet (attention only); train on a CPU context";
+  // Every model operation in fp32 (the training type); the double-precision reference path
+  // stays on the CPU.
+  std::string supports_op(ModelOp op, sparse_dtype dtype) const override {
+    if (dtype != SPARSE_DTYPE_F32)
+      return std::string("the CUDA backend implements the model operation ") + model_op_name(op) +
+             " in fp32 only (the fp64 reference runs on the CPU backend)";
+    return {};
   }
+  ModelOps<float>* model_ops_f32() override { return model_ops_.get(); }
   std::string supports_attention(const Layout& layout, sparse_dtype dtype, sparse_memory memory,
                                  int64_t head_dim,
                                  sparse_attention_algorithm algorithm) const override {
@@ -92,7 +97,8 @@ class CudaBackend final : public Backend {
     if (dtype == SPARSE_DTYPE_BF16 || dtype == SPARSE_DTYPE_F16) {
       if (sm_ < 80)
         return "the bf16/fp16 attention kernels need a GPU of compute capability 8.0 or newer "
-               "(this one is sm_" + std::to_string(sm_) + ")";
+               "(this one is sm_" +
+               std::to_string(sm_) + ")";
       return cuda::tensor_core_support(layout.block, head_dim);
     }
     if (dtype != SPARSE_DTYPE_F32)
@@ -102,14 +108,13 @@ class CudaBackend final : public Backend {
              std::to_string(cuda::kMaxHeadDim);
     return {};
   }
-  size_t attention_workspace_bytes(const Layout& layout, int64_t batch, int64_t,
-                                   bool backward,
+  size_t attention_workspace_bytes(const Layout& layout, int64_t batch, int64_t, bool backward,
                                    sparse_attention_algorithm algorithm) const override {
     // Backward: the row statistic delta = dout . out (rounded up to 256 bytes).
     const size_t delta =
-        backward ? align(static_cast<size_t>(batch * layout.num_heads * layout.seq_len) *
-                         sizeof(float))
-                 : 0;
+        backward
+            ? align(static_cast<size_t>(batch * layout.num_heads * layout.seq_len) * sizeof(float))
+            : 0;
     if (algorithm != SPARSE_ATTENTION_UNFUSED) return delta;
     // Unfused: the scores of every computed block (forward), P and dS (backward).
     const size_t scores = align(cuda::unfused_scores_bytes(layout, batch));
@@ -132,20 +137,18 @@ class CudaBackend final : public Backend {
   void attention_backward(const AttentionBackwardArgs& args) override {
     check_device(args.q.device);
     check_cuda(cudaSetDevice(device_), "cudaSetDevice");
-    ensure_workspace(attention_workspace_bytes(*args.layout, args.q.shape[0], args.q.shape[3],
-                                               true, args.algorithm));
+    ensure_workspace(attention_workspace_bytes(*args.layout, args.q.shape[0], args.q.shape[3], true,
+                                               args.algorithm));
     const cuda::DeviceLayout& dl = layouts_.get(*args.layout, stream_);
     float* delta = static_cast<float*>(workspace_);
     if (args.algorithm == SPARSE_ATTENTION_UNFUSED) {
       auto* base = static_cast<unsigned char*>(workspace_);
-      const size_t delta_bytes = align(static_cast<size_t>(args.q.shape[0] * args.q.shape[1] *
-                                                           args.q.shape[2]) *
-                                       sizeof(float));
+      const size_t delta_bytes = align(
+          static_cast<size_t>(args.q.shape[0] * args.q.shape[1] * args.q.shape[2]) * sizeof(float));
       const size_t scores = align(cuda::unfused_scores_bytes(*args.layout, args.q.shape[0]));
-      cuda::attention_backward_unfused(dl, args, delta,
-                                       reinterpret_cast<float*>(base + delta_bytes),
-                                       reinterpret_cast<float*>(base + delta_bytes + scores),
-                                       stream_);
+      cuda::attention_backward_unfused(
+          dl, args, delta, reinterpret_cast<float*>(base + delta_bytes),
+          reinterpret_cast<float*>(base + delta_bytes + scores), stream_);
     } else if (args.q.dtype == SPARSE_DTYPE_F32) {
       cuda::attention_backward_fp32(dl, args, delta, stream_);
     } else {
@@ -163,8 +166,7 @@ class CudaBackend final : public Backend {
     check_cuda(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
     if (bytes > workspace_bytes_ && bytes - workspace_bytes_ > free_bytes / 10 * 9)
       return "the dense baseline needs " + std::to_string(bytes >> 20) +
-             " MiB of n x n buffers; the GPU has " + std::to_string(free_bytes >> 20) +
-             " MiB free";
+             " MiB of n x n buffers; the GPU has " + std::to_string(free_bytes >> 20) + " MiB free";
     ensure_workspace(bytes);
     cuda::dense_baseline_run(args, cublas_, stream_, workspace_);
     return {};
@@ -192,6 +194,8 @@ class CudaBackend final : public Backend {
   }
 
   void release() noexcept {
+    if (model_ops_ != nullptr && stream_ != nullptr) cudaStreamSynchronize(stream_);
+    model_ops_.reset();
     if (workspace_ != nullptr) cudaFree(workspace_);
     workspace_ = nullptr;
     if (cublas_ != nullptr) cublasDestroy(cublas_);
@@ -206,6 +210,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   bool owns_stream_ = false;
   cublasHandle_t cublas_ = nullptr;
+  std::unique_ptr<ModelOps<float>> model_ops_;
   cuda::LayoutCache layouts_;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;

@@ -14,11 +14,16 @@ namespace {
 
 using namespace ckpt;
 
-const Buffer<float>& source_of(const Trainer& tr, const std::string& name) {
-  if (name.rfind("param.", 0) == 0) return tr.model().params;
-  if (name.rfind("adam_m.", 0) == 0) return tr.adam_m;
-  return tr.adam_v;
-}
+// The parameters and Adam moments copied to the host (through the backend: they may live in
+// device memory).
+struct HostState {
+  std::vector<float> params, m, v;
+  const std::vector<float>& of(const std::string& name) const {
+    if (name.rfind("param.", 0) == 0) return params;
+    if (name.rfind("adam_m.", 0) == 0) return m;
+    return v;
+  }
+};
 
 std::vector<uint8_t> read_file(const std::string& path) {
   return read_regular_file(path, "checkpoint");
@@ -40,11 +45,13 @@ void save_checkpoint(const Trainer& trainer, const std::string& path) {
   uint64_t total = 0;
   for (const auto& entry : names) total += static_cast<uint64_t>(entry.second->size) * 4;
   std::vector<uint8_t> data(static_cast<size_t>(total));
+  const HostState host{trainer.model().params.to_host(), trainer.adam_m.to_host(),
+                       trainer.adam_v.to_host()};
   std::ostringstream tensors;
   uint64_t offset = 0;
   for (const auto& [name, spec] : names) {
     const uint64_t bytes = static_cast<uint64_t>(spec->size) * 4;
-    std::memcpy(data.data() + offset, source_of(trainer, name).data() + spec->offset, bytes);
+    std::memcpy(data.data() + offset, host.of(name).data() + spec->offset, bytes);
     tensors << "," << json_string(name) << ":{\"dtype\":\"F32\",\"shape\":[";
     for (size_t i = 0; i < spec->shape.size(); ++i) tensors << (i ? "," : "") << spec->shape[i];
     tensors << "],\"data_offsets\":[" << offset << "," << offset + bytes << "]}";

@@ -1,0 +1,99 @@
+// Launchers of the CUDA backend's model operations (fp32, device memory, one stream). Each file
+// holds one concern: model_gemm.cu (the matrix products through cuBLAS), model_norm.cu (layer
+// normalisation and the fixed-order column sums of parameter gradients), model_elementwise.cu
+// (GELU, dropout, residual adds, copies, Adam and the squared norm), model_embedding.cu,
+// model_loss.cu (softmax cross-entropy) and model_listed_attention.cu. The semantics are those
+// of ModelOps (libsparse/model_ops.hpp); sums into parameter gradients run in an order fixed by
+// the sizes alone (never float atomics), so results repeat bit for bit.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "libsparse/model_ops.hpp"
+
+namespace sparse::cuda::model_ops {
+
+// Rows per partial sum of the two-pass column reductions (a constant: it fixes the order).
+constexpr int64_t kColumnChunk = 128;
+// Floats of scratch the column reductions need for `rows` x `cols`.
+inline int64_t column_scratch(int64_t rows, int64_t cols) {
+  return ((rows + kColumnChunk - 1) / kColumnChunk) * cols;
+}
+
+// model_gemm.cu. Row-major operands as in ModelOps; beta 0 overwrites, 1 accumulates.
+void gemm_xw(cublasHandle_t h, const float* x, const float* w, int64_t rows, int64_t in,
+             int64_t out, float* y, float beta);  // y = x w, w [in, out]
+void gemm_xwt(cublasHandle_t h, const float* x, const float* w, int64_t rows, int64_t in,
+              int64_t out, float* y, float beta);  // y = x w^T, w [out, in]
+void gemm_dyw_t(cublasHandle_t h, const float* dy, const float* w, int64_t rows, int64_t in,
+                int64_t out, float* dx, float beta);  // dx = dy w^T, w [in, out]
+void gemm_xt_dy(cublasHandle_t h, const float* x, const float* dy, int64_t rows, int64_t in,
+                int64_t out, float* dw, float beta);  // dw [in, out] = x^T dy
+void add_bias(const float* b, int64_t rows, int64_t cols, float* y, cudaStream_t s);
+
+// model_norm.cu
+void layer_norm_forward(const float* x, const float* gamma, const float* beta, int64_t rows,
+                        int64_t dim, float eps, float* y, float* mean, float* rstd, cudaStream_t s);
+void layer_norm_backward(const float* dy, const float* x, const float* gamma, const float* mean,
+                         const float* rstd, int64_t rows, int64_t dim, float* dx, float* dgamma,
+                         float* dbeta, float* scratch, cudaStream_t s);
+// sums[c] += sum over rows of m[r, c] (rows in chunks of kColumnChunk, chunks in order).
+void column_sums(const float* m, int64_t rows, int64_t cols, float* sums, float* scratch,
+                 cudaStream_t s);
+
+// model_elementwise.cu
+void gelu_forward(const float* x, int64_t n, float* y, cudaStream_t s);
+void gelu_backward(const float* x, const float* dy, int64_t n, float* dx, cudaStream_t s);
+void dropout(const float* x, int64_t n, double p, uint64_t seed, float* y, cudaStream_t s);
+void add(const float* a, const float* b, int64_t n, float* y, cudaStream_t s);
+void accumulate(float* y, const float* x, int64_t n, cudaStream_t s);
+void copy_rows(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t rows,
+               int64_t cols, cudaStream_t s);
+void adam_update(float* w, const float* g, float* m, float* v, const uint8_t* decay, int64_t n,
+                 const ops::AdamStep& step, cudaStream_t s);
+// Partial sums in double of consecutive chunks of kNormChunk elements into partial
+// [ceil(n / kNormChunk)] (each by a fixed tree); the caller adds them in order.
+constexpr int64_t kNormChunk = 4096;
+void squared_norm_partials(const float* x, int64_t n, double* partial, cudaStream_t s);
+
+// model_embedding.cu. `order` [batch * seq] and `offsets` [258] are int32 scratch.
+void embedding_forward(const uint8_t* tokens, int64_t batch, int64_t seq, int64_t dim,
+                       const float* token_table, const float* start, const float* const* pos_tables,
+                       const ops::PositionShape& shape, float* h, cudaStream_t s);
+void embedding_backward(const uint8_t* tokens, int64_t batch, int64_t seq, int64_t dim,
+                        const float* dh, const ops::PositionShape& shape, float* d_token_table,
+                        float* d_start, float* const* d_pos_tables, int32_t* order,
+                        int32_t* offsets, cudaStream_t s);
+
+// model_loss.cu: per-row losses in nats (double) into row_loss [rows].
+void softmax_cross_entropy(const float* logits, const uint8_t* targets, int64_t rows, int64_t vocab,
+                           float grad_scale, float* dlogits, double* row_loss, cudaStream_t s);
+
+// model_listed_attention.cu. Key lists in device memory: per head h, ptr[h * (seq + 1) + i]
+// indexes keys (absolute positions into the concatenated keys of every head).
+struct DeviceKeyLists {
+  int64_t seq = 0;
+  int heads = 0;
+  const int64_t* ptr = nullptr;   // [heads * (seq + 1)]
+  const int32_t* keys = nullptr;  // [total]
+  // The transpose: per (head, key j), the queries that list j, in increasing order.
+  const int64_t* tptr = nullptr;     // [heads * (seq + 1)]
+  const int32_t* queries = nullptr;  // [total]
+};
+void listed_attention_forward(const DeviceKeyLists& L, int64_t batch, int64_t dqk, int64_t dv,
+                              float scale, const float* q, const float* k, const float* v,
+                              float* out, float* lse, cudaStream_t s);
+// `delta` [batch * heads * seq] is scratch.
+void listed_attention_backward(const DeviceKeyLists& L, int64_t batch, int64_t dqk, int64_t dv,
+                               float scale, const float* q, const float* k, const float* v,
+                               const float* out, const float* lse, const float* dout, float* dq,
+                               float* dk, float* dvv, float* delta, cudaStream_t s);
+// One query against a cache; ptr [heads + 1] and keys index the row's keys of every head.
+void decode_attention(const int64_t* ptr, const int32_t* keys, int heads, float scale, int64_t dqk,
+                      int64_t dv, const float* q, const float* kcache, const float* vcache,
+                      float* out, cudaStream_t s);
+
+}  // namespace sparse::cuda::model_ops
