@@ -134,7 +134,11 @@ int main(int argc, char** argv) {
     if (am->parsed()) return repro::run_attention_memory(memory_options);
     if (bt->parsed()) return repro::run_bench_train(train_bench);
     if (train_cmd->parsed()) repro::note_given_options(*train_cmd, train_options);
-    if (train_cmd->parsed()) std::cout << repro::run_train(train_options).dump(2) << "\n";
+    if (train_cmd->parsed()) {
+      // Data parallel: rank 0 prints the summary, the other ranks return null.
+      const nlohmann::json summary = repro::run_train(train_options);
+      if (!summary.is_null()) std::cout << summary.dump(2) << "\n";
+    }
     if (eval_cmd->parsed()) std::cout << repro::run_eval(eval_options).dump(2) << "\n";
     if (sample_cmd->parsed()) std::cout << repro::run_sample(sample_options).dump(2) << "\n";
     if (baselines_cmd->parsed()) {

@@ -14,6 +14,7 @@
 
 #include "baselines.hpp"
 #include "bench_attention.hpp"
+#include "data_parallel.hpp"
 #include "file_io.hpp"
 #include "output_files.hpp"
 #include "sliding_eval.hpp"
@@ -212,6 +213,8 @@ nlohmann::json run_options(const TrainOptions& o) {
           {"data-seed", d.seed},
           {"steps", o.steps},
           {"batch", o.batch},
+          {"micro-batch", o.micro_batch},
+          {"world-size", o.world_size},
           {"lr", o.lr},
           {"warmup", o.warmup},
           {"optimizer", o.optimizer},
@@ -248,6 +251,8 @@ void apply_run_options(const nlohmann::json& j, TrainOptions& o) {
   j.at("data-seed").get_to(d.seed);
   j.at("steps").get_to(o.steps);
   j.at("batch").get_to(o.batch);
+  o.micro_batch = j.value("micro-batch", 0);  // absent from records of older versions
+  o.world_size = j.value("world-size", 1);
   j.at("lr").get_to(o.lr);
   j.at("warmup").get_to(o.warmup);
   j.at("optimizer").get_to(o.optimizer);
@@ -393,6 +398,7 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
   app.add_option("--summary-out", o.summary_out,
                  "write the run's JSON summary here (atomically, at the end)");
   app.add_flag("--quiet", o.quiet, "no progress display");
+  add_data_parallel_options(app, o);
 }
 
 void add_eval_options(CLI::App& app, EvalOptions& o) {
@@ -434,7 +440,27 @@ void note_given_options(const CLI::App& app, TrainOptions& o) {
     if (opt->count() > 0 && !opt->get_lnames().empty()) o.given.push_back(opt->get_lnames()[0]);
 }
 
+namespace {
+
+nlohmann::json train(const TrainOptions& given, const DataParallel& dp);
+
+}  // namespace
+
+// Under an MPI launcher every rank runs this; rank 0 alone writes files and progress and returns
+// the summary (the other ranks return null). A failure on one rank of several ends the job.
 nlohmann::json run_train(const TrainOptions& given) {
+  const DataParallel dp(given.rank_timeout);
+  if (dp.size() == 1) return train(given, dp);
+  try {
+    return train(given, dp);
+  } catch (const std::exception& e) {
+    dp.abort_job(e.what());
+  }
+}
+
+namespace {
+
+nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   // Every output is checked before the work that produces it.
   check_output_path(given.checkpoint, "--checkpoint");
   check_output_path(given.log, "--log");
@@ -451,6 +477,9 @@ nlohmann::json run_train(const TrainOptions& given) {
                                " must exceed the saved run's --steps " + std::to_string(o.steps));
     o.steps = o.extend_to;
   }
+  keep_global_batch(o, dp);
+  const bool root = dp.root();
+  if (!root) o.quiet = true;
 
   auto ctx = model_context(o.device, o.threads);
   sparse_model_config cfg;
@@ -481,9 +510,11 @@ nlohmann::json run_train(const TrainOptions& given) {
   tc.total_steps = o.steps;
   tc.optimizer = o.optimizer == "adamw" ? SPARSE_OPTIMIZER_ADAMW : SPARSE_OPTIMIZER_ADAM;
   if (o.weight_decay >= 0) tc.weight_decay = o.weight_decay;
+  tc.micro_batch = o.micro_batch;
   sparse_model* raw = nullptr;
   check(sparse_model_create(ctx.get(), &cfg, &tc, &raw), "model");
   ModelPtr model(raw, sparse_model_destroy);
+  dp.attach(model.get());
   // The library refuses a checkpoint whose model configuration differs from the one these
   // options make, naming the fields; the trainer configuration is the run's (with --extend-to,
   // the longer schedule).
@@ -495,20 +526,22 @@ nlohmann::json run_train(const TrainOptions& given) {
   sparse_model_parameter_count(model.get(), &params);
   sparse_model_step(model.get(), &step);
   const int64_t first_step = step;
-  if (o.resume)
+  if (o.resume && root)
     std::fprintf(stderr, "resuming %s at step %lld of %lld%s\n", o.checkpoint.c_str(),
                  static_cast<long long>(step), static_cast<long long>(o.steps),
                  step >= o.steps ? ": the run is finished (--extend-to N continues it)" : "");
   // Batches are a pure function of (seed, epoch, position): resuming continues the same stream.
+  // Each step reads the global batch (world_size * batch sequences) and trains on its shard.
+  const int64_t global_batch = static_cast<int64_t>(o.batch) * dp.size();
   const int64_t train_size = dataset_size(train.get());
-  check(sparse_dataset_seek(train.get(), static_cast<uint64_t>(step * o.batch / train_size),
-                            step * o.batch % train_size),
+  check(sparse_dataset_seek(train.get(), static_cast<uint64_t>(step * global_batch / train_size),
+                            step * global_batch % train_size),
         "seek");
 
-  if (o.resume && !o.log.empty()) truncate_log_to_step(o.log, "--log", step);
+  if (o.resume && !o.log.empty() && root) truncate_log_to_step(o.log, "--log", step);
   std::optional<LineLog> log;
-  if (!o.log.empty()) log.emplace(o.log, "--log", o.resume);
-  std::vector<uint8_t> tokens(static_cast<size_t>(o.batch * cfg.seq_len));
+  if (!o.log.empty() && root) log.emplace(o.log, "--log", o.resume);
+  std::vector<uint8_t> tokens;
   const auto t0 = std::chrono::steady_clock::now();
   const bool tty = stderr_is_tty();
   const int64_t every = std::max<int64_t>(1, o.steps / 20);
@@ -518,10 +551,8 @@ nlohmann::json run_train(const TrainOptions& given) {
   int64_t peak = 0;
   nlohmann::json evals = nlohmann::json::array();
   for (; step < o.steps; ++step) {
-    check(sparse_dataset_next_batch(train.get(), o.batch, SPARSE_TOKENS_U8, tokens.data(),
-                                    tokens.size(), nullptr),
-          "batch");
-    check(sparse_model_train_step(model.get(), tokens.data(), o.batch, &stats), "train step");
+    const uint8_t* shard = dp.next_shard(train.get(), o.batch, cfg.seq_len, tokens);
+    check(sparse_model_train_step(model.get(), shard, o.batch, &stats), "train step");
     train_seconds += stats.seconds;
     peak = std::max(peak, stats.peak_activation_bytes);
     if (log) {
@@ -537,25 +568,28 @@ nlohmann::json run_train(const TrainOptions& given) {
       char line[256];
       const double elapsed =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      sparse_train_progress_line(&stats, o.steps, elapsed, line, sizeof line);
+      sparse_train_stats shown = stats;
+      shown.tokens *= dp.size();  // the global batch's tokens
+      sparse_train_progress_line(&shown, o.steps, elapsed, line, sizeof line);
       std::fprintf(stderr, tty ? "\r%s   " : "%s\n", line);
     }
     if (o.eval_every > 0 && stats.step % o.eval_every == 0 && stats.step < o.steps) {
       int64_t count = 0;
-      const double bpd = evaluate(model.get(), held_out.get(), o.eval_sequences, o.batch, &count);
+      const double bpd = dp.evaluate(model.get(), held_out.get(), o.eval_sequences, o.batch, &count);
       evals.push_back({{"step", stats.step}, {"bits_per_dim", bpd}, {"sequences", count}});
       if (log)
         log->write_line(nlohmann::json({{"step", stats.step}, {"eval_bits_per_dim", bpd}}).dump());
-      if (!o.checkpoint.empty()) save_run(model.get(), o);
+      if (!o.checkpoint.empty() && root) save_run(model.get(), o);
     } else if (o.checkpoint_every > 0 && stats.step % o.checkpoint_every == 0 &&
-               stats.step < o.steps) {
+               stats.step < o.steps && root) {
       save_run(model.get(), o);
     }
   }
   if (!o.quiet && tty) std::fprintf(stderr, "\n");
   int64_t count = 0;
-  const double bpd = evaluate(model.get(), held_out.get(), o.eval_sequences, o.batch, &count);
+  const double bpd = dp.evaluate(model.get(), held_out.get(), o.eval_sequences, o.batch, &count);
   evals.push_back({{"step", step}, {"bits_per_dim", bpd}, {"sequences", count}});
+  if (!root) return nullptr;
   if (!o.checkpoint.empty()) save_run(model.get(), o);
 
   nlohmann::json summary;
@@ -582,7 +616,11 @@ nlohmann::json run_train(const TrainOptions& given) {
   summary["resumed_from_step"] = o.resume ? nlohmann::json(first_step) : nlohmann::json(nullptr);
   summary["steps_this_run"] = step - first_step;
   summary["batch"] = o.batch;
-  summary["tokens_seen"] = step * o.batch * cfg.seq_len;
+  summary["micro_batch"] = o.micro_batch;
+  summary["world_size"] = dp.size();
+  summary["global_batch"] = global_batch;
+  summary["gradient_reducer"] = dp.reducer()->name();
+  summary["tokens_seen"] = step * global_batch * cfg.seq_len;
   summary["train_seconds"] = train_seconds;
   summary["seconds_per_step"] = step > 0 ? train_seconds / static_cast<double>(step) : 0.0;
   summary["peak_activation_bytes"] = peak;
@@ -601,8 +639,6 @@ nlohmann::json run_train(const TrainOptions& given) {
   if (!o.summary_out.empty()) write_file_atomically(o.summary_out, summary.dump(2) + "\n");
   return summary;
 }
-
-namespace {
 
 // The paper's Enwik8 protocol over a contiguous byte range of a text split.
 nlohmann::json run_sliding_eval(const EvalOptions& o, sparse_model* model,

@@ -9,6 +9,7 @@
 
 #include "libsparse/backend.hpp"
 #include "capi/src/guard.hpp"
+#include "capi/src/model_internal.hpp"
 #include "libsparse/model/checkpoint.hpp"
 #include "libsparse/model/config.hpp"
 #include "libsparse/model/trainer.hpp"
@@ -44,6 +45,14 @@ sparse::model::Trainer& trainer_of(const sparse_model* model) {
   sparse::require(model != nullptr, "model is NULL");
   return *model->trainer;
 }
+
+}  // namespace
+
+sparse::model::Trainer& sparse::capi::model_trainer(sparse_model* model) {
+  return trainer_of(model);
+}
+
+namespace {
 
 sparse::Backend& context_backend(sparse_context* context) {
   sparse::require(context != nullptr, "context is NULL");

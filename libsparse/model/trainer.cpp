@@ -36,7 +36,7 @@ Trainer::Trainer(const sparse_model_config& config, const sparse_train_config& t
       threads_(backend_->num_threads()),
       train_(train),
       model_(config, backend_),
-      reducer_(std::make_unique<GradientReducer>()) {
+      reducer_(make_single_process_reducer()) {
   validate_train_config(train_);
   model_.init_params(config.seed);
   const int64_t n = static_cast<int64_t>(model_.params.size());
@@ -47,6 +47,11 @@ Trainer::Trainer(const sparse_model_config& config, const sparse_train_config& t
     if (s.decay) std::fill(mask.begin() + s.offset, mask.begin() + s.offset + s.size, 1);
   decay_mask_ = Buffer<uint8_t>(backend_, n);
   decay_mask_ = mask;
+}
+
+void Trainer::set_reducer(std::shared_ptr<GradientReducer> r) {
+  reducer_ =
+      r != nullptr ? std::move(r) : std::shared_ptr<GradientReducer>(make_single_process_reducer());
 }
 
 sparse_train_stats Trainer::train_step(const uint8_t* tokens, int64_t batch) {
@@ -60,19 +65,36 @@ sparse_train_stats Trainer::train_step(const uint8_t* tokens, int64_t batch) {
   const sparse_model_config& cfg = model_.config();
 
   ModelOps<float>& model_ops = model_.ops();
-  backend_->zero(model_.grads.data(), model_.grads.size() * sizeof(float));
-  model_.meter.reset();
-  const float grad_scale = static_cast<float>(1.0 / static_cast<double>(batch * n));
-  double loss_sum = 0;
-  for (int64_t mb = 0; mb < batch / micro; ++mb) {
-    const uint64_t seed =
-        mix_seed(cfg.seed, 0xd50, static_cast<uint64_t>(step), static_cast<uint64_t>(mb));
-    loss_sum += model_.forward_backward(tokens + mb * micro * n, micro, grad_scale, seed, true);
-  }
   float* grads = model_.grads.data();
   const int64_t count = static_cast<int64_t>(model_.grads.size());
-  reducer_->all_reduce_mean(grads, count);
-  const double loss = reducer_->all_reduce_mean(loss_sum / static_cast<double>(batch * n));
+  const size_t grad_bytes = static_cast<size_t>(count) * sizeof(float);
+  const sparse_memory memory = backend_->memory_kind();
+  model_.meter.reset();
+  // Scaled by the global batch, so that the sum over the ranks is the mean gradient.
+  const int64_t global_batch = batch * reducer_->size();
+  const float grad_scale = static_cast<float>(1.0 / static_cast<double>(global_batch * n));
+  const int64_t micros = batch / micro;
+  const int64_t first_micro = static_cast<int64_t>(reducer_->rank()) * micros;
+  if (micros > 1 && grad_sum_.size() != model_.grads.size())
+    grad_sum_ = Buffer<float>(backend_, count);
+  double loss_sum = 0;
+  for (int64_t mb = 0; mb < micros; ++mb) {
+    const uint64_t seed = mix_seed(cfg.seed, 0xd50, static_cast<uint64_t>(step),
+                                   static_cast<uint64_t>(first_micro + mb));
+    backend_->zero(grads, grad_bytes);
+    loss_sum += model_.forward_backward(tokens + mb * micro * n, micro, grad_scale, seed, true);
+    // Each micro-batch's gradient on its own, then added in order: sum = g0 + g1 + ... exactly as
+    // the reducer adds the ranks' gradients.
+    if (micros == 1) continue;
+    if (mb == 0)
+      backend_->copy(grad_sum_.data(), memory, grads, memory, grad_bytes);
+    else
+      model_ops.accumulate(grad_sum_.data(), grads, count);
+  }
+  if (micros > 1) backend_->copy(grads, memory, grad_sum_.data(), memory, grad_bytes);
+  // The one reduction point: clipping and the update below see the global gradient.
+  reducer_->all_reduce_sum(*backend_, grads, count);
+  const double loss = reducer_->all_reduce_sum(loss_sum) / static_cast<double>(global_batch * n);
 
   const double norm = std::sqrt(model_ops.squared_norm(grads, count));
   const float clip = (train_.clip_norm > 0 && norm > train_.clip_norm)

@@ -3,9 +3,15 @@
 // backend it is given, through its model operations only.
 //
 // Data-parallel training slots in at three places, each a single point here: the data a rank sees
-// is its shard of the batch (the caller passes it), gradients are reduced in
-// GradientReducer::all_reduce_mean() before clipping and the update, and only rank 0 writes
-// checkpoints (Trainer::writes_checkpoints()).
+// is its shard of the global batch (the caller passes it; every rank passes the same batch size),
+// gradients and the loss are summed over the ranks by the reducer after the backward and before
+// clipping and the update, and only rank 0 writes checkpoints (Trainer::writes_checkpoints()).
+//
+// With N ranks of batch b, a step equals one process's step on the N * b sequences of the ranks
+// in rank order with micro_batch b: the gradient is scaled by 1 / (N * b * seq_len), micro-batch
+// k of rank r draws the dropout stream of global micro-batch r * (b / micro_batch) + k, and
+// micro-batch gradients are computed separately and added in order (as the MPI reducer adds the
+// ranks' gradients), so with one micro-batch per rank the two agree bit for bit.
 #pragma once
 
 #include <cstdint>
@@ -16,21 +22,13 @@
 #include "libsparse/model/buffer.hpp"
 #include "libsparse/model/config.hpp"
 #include "libsparse/model/transformer.hpp"
+#include "libsparse/parallel/reducer.hpp"
 #include "libsparse/threads.hpp"
 
 namespace sparse::model {
 
-// Sums gradients over the ranks of a data-parallel group and divides by the group size. The
-// single-process version does nothing.
-class GradientReducer {
- public:
-  virtual ~GradientReducer() = default;
-  virtual int rank() const { return 0; }
-  virtual int size() const { return 1; }
-  virtual void all_reduce_mean(float* /*grads*/, int64_t /*count*/) {}
-  // Reduces one double (the loss) the same way.
-  virtual double all_reduce_mean(double value) { return value; }
-};
+// The data-parallel gradient reducer (none, MPI or NCCL; libsparse/parallel/reducer.hpp).
+using sparse::GradientReducer;
 
 // Learning rate of optimiser step `step` (0-based): linear warm-up to the peak over warmup_steps,
 // then cosine decay to 0 at total_steps (constant when total_steps == 0).
@@ -57,10 +55,14 @@ class Trainer {
   Buffer<float> adam_m, adam_v;
   int64_t step = 0;
 
-  void set_reducer(std::unique_ptr<GradientReducer> r) { reducer_ = std::move(r); }
+  // Replaces the reducer (the single-process one by default); nullptr restores that.
+  void set_reducer(std::shared_ptr<GradientReducer> r);
+  const GradientReducer& reducer() const { return *reducer_; }
   bool writes_checkpoints() const { return reducer_->rank() == 0; }
 
-  // One optimiser step on `batch` sequences (batch * seq_len bytes).
+  // One optimiser step on `batch` sequences (batch * seq_len bytes): this rank's shard of a
+  // global batch of batch * reducer().size() sequences. The statistics' loss is the global mean;
+  // tokens counts this rank's.
   sparse_train_stats train_step(const uint8_t* tokens, int64_t batch);
   // Mean bits per dim without dropout; parameters unchanged.
   double evaluate(const uint8_t* tokens, int64_t batch);
@@ -79,7 +81,9 @@ class Trainer {
   sparse_train_config train_;
   Transformer<float> model_;
   Buffer<uint8_t> decay_mask_;
-  std::unique_ptr<GradientReducer> reducer_;
+  // The sum of the micro-batch gradients of a step with more than one (allocated on first use).
+  Buffer<float> grad_sum_;
+  std::shared_ptr<GradientReducer> reducer_;
 };
 
 // The CPU operations thread their loops and Eigen's products with OpenMP; sparse::ThreadScope

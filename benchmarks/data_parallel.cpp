@@ -1,0 +1,140 @@
+#include "data_parallel.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <stdexcept>
+
+#include "capi/src/model_internal.hpp"
+
+namespace repro {
+namespace {
+
+void check(sparse_status s, const std::string& what) {
+  if (s != SPARSE_OK)
+    throw std::runtime_error(what + ": " + sparse_status_string(s) + ": " + sparse_last_error());
+}
+
+std::shared_ptr<sparse::GradientReducer> make_group(const sparse::LaunchEnvironment& launch,
+                                                    double timeout) {
+  if (!launch.launched) return sparse::make_single_process_reducer();
+  if (!sparse::mpi_compiled()) {
+    if (launch.size > 1)
+      throw std::runtime_error("started as rank " + std::to_string(launch.rank) + " of " +
+                               std::to_string(launch.size) + " (" + launch.source +
+                               ") but this sparse-repro was built without MPI "
+                               "(-Dmpi=enabled, libopenmpi-dev)");
+    return sparse::make_single_process_reducer();
+  }
+  try {
+    return sparse::make_mpi_reducer(timeout);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("joining the MPI job: ") + e.what());
+  }
+}
+
+}  // namespace
+
+DataParallel::DataParallel(double timeout_seconds)
+    : launch_(sparse::launch_environment()), reducer_(make_group(launch_, timeout_seconds)) {}
+
+std::string DataParallel::describe() const {
+  return "rank " + std::to_string(rank()) + " of " + std::to_string(size()) + " (" +
+         reducer_->name() + (launch_.launched ? ", " + launch_.source : std::string()) +
+         ", local rank " + std::to_string(launch_.local_rank) + ")";
+}
+
+void DataParallel::attach(sparse_model* model) const {
+  sparse::capi::model_trainer(model).set_reducer(reducer_);
+}
+
+const uint8_t* DataParallel::next_shard(sparse_dataset* ds, int64_t batch, int64_t seq_len,
+                                        std::vector<uint8_t>& global) const {
+  const int64_t total = batch * size();
+  global.resize(static_cast<size_t>(total * seq_len));
+  check(
+      sparse_dataset_next_batch(ds, total, SPARSE_TOKENS_U8, global.data(), global.size(), nullptr),
+      "batch");
+  return global.data() + static_cast<size_t>(rank()) * static_cast<size_t>(batch * seq_len);
+}
+
+double DataParallel::evaluate(sparse_model* model, const sparse_dataset* ds, int64_t count,
+                              int batch, int64_t* evaluated) const {
+  sparse_model_config cfg;
+  check(sparse_model_get_config(model, &cfg), "config");
+  int64_t n = 0, size_ds = 0;
+  check(sparse_dataset_seq_len(ds, &n), "dataset");
+  check(sparse_dataset_num_sequences(ds, &size_ds), "dataset");
+  if (n != cfg.seq_len)
+    throw std::runtime_error("the data's sequences have " + std::to_string(n) +
+                             " tokens but the model's seq_len is " + std::to_string(cfg.seq_len));
+  count = std::min(count, size_ds);
+  const int64_t global = static_cast<int64_t>(batch) * size();
+  std::vector<uint8_t> tokens(static_cast<size_t>(batch * n));
+  double local = 0;
+  for (int64_t done = 0; done < count; done += global) {
+    const int64_t lo = done + static_cast<int64_t>(rank()) * batch;
+    const int64_t hi = std::min({lo + batch, done + global, count});
+    if (lo >= hi) continue;
+    check(sparse_dataset_read(ds, lo, hi - lo, SPARSE_TOKENS_U8, tokens.data(), tokens.size()),
+          "read");
+    double bpd = 0;
+    check(sparse_model_evaluate(model, tokens.data(), hi - lo, &bpd), "evaluate");
+    local += bpd * static_cast<double>(hi - lo);
+  }
+  double total = 0;
+  try {
+    total = reducer_->all_reduce_sum(local);
+  } catch (const std::exception& e) {
+    abort_job(e.what());
+  }
+  if (evaluated) *evaluated = count;
+  return count > 0 ? total / static_cast<double>(count) : std::nan("");
+}
+
+void DataParallel::abort_job(const std::string& message) const {
+  std::fprintf(stderr, "sparse-repro: error on rank %d of %d: %s\nsparse-repro: ending the job\n",
+               rank(), size(), message.c_str());
+  std::fflush(stderr);
+  sparse::mpi_abort_job(1);
+  std::_Exit(1);
+}
+
+void add_data_parallel_options(CLI::App& app, TrainOptions& o) {
+  app.add_option("--micro-batch", o.micro_batch,
+                 "split each rank's --batch into micro-batches of this many sequences (their "
+                 "gradients added in order; 0 = one micro-batch)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--rank-timeout", o.rank_timeout,
+                 "data parallel (mpirun/srun): a gradient reduction that waits this many seconds "
+                 "for the other ranks ends the job, naming the ranks that did not arrive")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+}
+
+void keep_global_batch(TrainOptions& o, const DataParallel& dp) {
+  const int saved = o.world_size;
+  o.world_size = dp.size();
+  if (!o.resume || saved == dp.size()) return;
+  const int64_t global = static_cast<int64_t>(saved) * o.batch;
+  if (global % dp.size() != 0)
+    throw std::runtime_error(
+        "--resume: the run in " + o.checkpoint + " was trained on " + std::to_string(saved) +
+        " rank(s) x --batch " + std::to_string(o.batch) + " = a global batch of " +
+        std::to_string(global) + " sequences, which " + std::to_string(dp.size()) +
+        " ranks cannot share equally; resume on a number of ranks that divides " +
+        std::to_string(global));
+  const int batch = static_cast<int>(global / dp.size());
+  if (o.micro_batch > 0 && batch % o.micro_batch != 0)
+    throw std::runtime_error(
+        "--resume: on " + std::to_string(dp.size()) + " ranks the global batch " +
+        std::to_string(global) + " gives --batch " + std::to_string(batch) +
+        ", which the run's --micro-batch " + std::to_string(o.micro_batch) + " does not divide");
+  if (dp.root())
+    std::fprintf(stderr,
+                 "--resume: the run was saved on %d rank(s) x --batch %d; on %d rank(s) each "
+                 "takes --batch %d (the same global batch of %lld sequences)\n",
+                 saved, o.batch, dp.size(), batch, static_cast<long long>(global));
+  o.batch = batch;
+}
+
+}  // namespace repro

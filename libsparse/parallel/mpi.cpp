@@ -1,0 +1,237 @@
+// The MPI reducer (see reducer.hpp).
+#include <mpi.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "libsparse/backend.hpp"
+#include "libsparse/error.hpp"
+#include "libsparse/parallel/reducer.hpp"
+
+namespace sparse {
+
+bool mpi_compiled() noexcept { return true; }
+
+namespace {
+
+std::string mpi_message(int code) {
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  if (MPI_Error_string(code, text, &length) != MPI_SUCCESS)
+    return "MPI error " + std::to_string(code);
+  return std::string(text, static_cast<size_t>(length));
+}
+
+void check_mpi(int code, const char* what) {
+  if (code != MPI_SUCCESS) throw_error(SPARSE_ERR_IO, "MPI ", what, " failed: ", mpi_message(code));
+}
+
+constexpr int kArrivalTag = 0x5a7;
+
+class MpiReducer final : public GradientReducer {
+ public:
+  MpiReducer(double timeout_seconds, int64_t bucket_floats)
+      : timeout_(timeout_seconds), bucket_(bucket_floats) {
+    require(timeout_seconds > 0, "the data-parallel timeout must be > 0 seconds, given ",
+            timeout_seconds);
+    require(bucket_floats >= 1 && bucket_floats <= (int64_t{1} << 28),
+            "bucket_floats = ", bucket_floats, " must be in [1, 2^28]");
+    int initialized = 0;
+    check_mpi(MPI_Initialized(&initialized), "MPI_Initialized");
+    if (!initialized) {
+      int provided = 0;
+      check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided),
+                "MPI_Init_thread");
+      owns_mpi_ = true;
+    }
+    check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &comm_), "MPI_Comm_dup");
+    check_mpi(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+    check_mpi(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
+    check_mpi(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+    arrivals_in_.assign(static_cast<size_t>(size_), 0);
+    arrival_requests_.assign(static_cast<size_t>(size_), MPI_REQUEST_NULL);
+  }
+  ~MpiReducer() override {
+    // After a timed-out or failed collective the group is broken: the program ends it with
+    // mpi_abort_job(), and finalising here could wait for ever.
+    if (failed_) return;
+    MPI_Comm_free(&comm_);
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (owns_mpi_ && !finalized) MPI_Finalize();
+  }
+
+  std::string name() const override { return "mpi"; }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  void all_reduce_sum(Backend& backend, float* x, int64_t count) override {
+    require(count >= 0, "count = ", count, " must be >= 0");
+    ++sequence_;
+    post_arrival();
+    float* data = x;
+    const bool staged = backend.memory_kind() != SPARSE_MEMORY_HOST;
+    if (staged) {
+      staging_.resize(static_cast<size_t>(count));
+      backend.copy(staging_.data(), SPARSE_MEMORY_HOST, x, backend.memory_kind(),
+                   static_cast<size_t>(count) * sizeof(float));
+      data = staging_.data();
+    }
+    if (size_ > 1)
+      for (int64_t off = 0; off < count; off += bucket_)
+        reduce_bucket(data + off, std::min(bucket_, count - off));
+    complete_arrival();
+    if (staged)
+      backend.copy(x, backend.memory_kind(), staging_.data(), SPARSE_MEMORY_HOST,
+                   static_cast<size_t>(count) * sizeof(float));
+  }
+
+  double all_reduce_sum(double value) override {
+    if (size_ == 1) return value;
+    std::vector<double> all(static_cast<size_t>(size_));
+    MPI_Request request = MPI_REQUEST_NULL;
+    run(MPI_Iallgather(&value, 1, MPI_DOUBLE, all.data(), 1, MPI_DOUBLE, comm_, &request),
+        "MPI_Iallgather");
+    wait(request, "scalar sum");
+    double sum = all[0];
+    for (int r = 1; r < size_; ++r) sum += all[static_cast<size_t>(r)];
+    return sum;
+  }
+
+  void broadcast(void* data, size_t bytes) override {
+    if (size_ == 1) return;
+    require(bytes <= (size_t{1} << 30), "broadcast of ", bytes, " bytes is too large");
+    MPI_Request request = MPI_REQUEST_NULL;
+    run(MPI_Ibcast(data, static_cast<int>(bytes), MPI_BYTE, 0, comm_, &request), "MPI_Ibcast");
+    wait(request, "broadcast");
+  }
+
+ private:
+  // x[0, n) summed over the ranks in rank order: rank j receives slice j of every rank, adds
+  // them in rank order, and the sums are gathered back into every rank's x.
+  void reduce_bucket(float* x, int64_t n) {
+    const size_t ranks = static_cast<size_t>(size_);
+    std::vector<int> counts(ranks), displs(ranks);
+    for (size_t j = 0; j < ranks; ++j) {
+      const int64_t lo = n * static_cast<int64_t>(j) / size_;
+      const int64_t hi = n * static_cast<int64_t>(j + 1) / size_;
+      displs[j] = static_cast<int>(lo);
+      counts[j] = static_cast<int>(hi - lo);
+    }
+    const int mine = counts[static_cast<size_t>(rank_)];
+    std::vector<int> recv_counts(ranks, mine), recv_displs(ranks);
+    for (size_t j = 0; j < ranks; ++j) recv_displs[j] = static_cast<int>(j) * mine;
+    received_.resize(ranks * static_cast<size_t>(mine));
+    MPI_Request request = MPI_REQUEST_NULL;
+    run(MPI_Ialltoallv(x, counts.data(), displs.data(), MPI_FLOAT, received_.data(),
+                       recv_counts.data(), recv_displs.data(), MPI_FLOAT, comm_, &request),
+        "MPI_Ialltoallv");
+    wait(request, "reduce-scatter (MPI_Ialltoallv)");
+    float* out = x + displs[static_cast<size_t>(rank_)];
+    for (int i = 0; i < mine; ++i) {
+      float sum = received_[static_cast<size_t>(i)];
+      for (size_t r = 1; r < ranks; ++r)
+        sum += received_[r * static_cast<size_t>(mine) + static_cast<size_t>(i)];
+      out[i] = sum;
+    }
+    run(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, counts.data(), displs.data(),
+                        MPI_FLOAT, comm_, &request),
+        "MPI_Iallgatherv");
+    wait(request, "all-gather (MPI_Iallgatherv)");
+  }
+
+  // Every rank but 0 tells rank 0 it has reached reduction `sequence_`, so that rank 0 can name
+  // the ranks that never arrive.
+  void post_arrival() {
+    if (size_ == 1) return;
+    if (rank_ == 0) {
+      for (int r = 1; r < size_; ++r)
+        run(MPI_Irecv(&arrivals_in_[static_cast<size_t>(r)], 1, MPI_LONG_LONG, r, kArrivalTag,
+                      comm_, &arrival_requests_[static_cast<size_t>(r)]),
+            "MPI_Irecv");
+    } else {
+      arrival_out_ = sequence_;
+      run(MPI_Isend(&arrival_out_, 1, MPI_LONG_LONG, 0, kArrivalTag, comm_, &arrival_requests_[0]),
+          "MPI_Isend");
+    }
+  }
+  void complete_arrival() {
+    for (MPI_Request& r : arrival_requests_)
+      if (r != MPI_REQUEST_NULL) wait(r, "arrival message");
+  }
+
+  void run(int code, const char* what) {
+    if (code == MPI_SUCCESS) return;
+    failed_ = true;
+    throw_error(SPARSE_ERR_IO, "data-parallel rank ", rank_, " of ", size_, ": ", what,
+                " failed in reduction ", sequence_, ": ", mpi_message(code));
+  }
+
+  // Waits for `request`, polling, until the timeout.
+  void wait(MPI_Request& request, const char* what) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int polls = 0;; ++polls) {
+      int done = 0;
+      run(MPI_Test(&request, &done, MPI_STATUS_IGNORE), what);
+      if (done) return;
+      if (polls < 2000) continue;
+      const double waited =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (waited > timeout_) timed_out(what, waited);
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+
+  [[noreturn]] void timed_out(const char* what, double waited) {
+    failed_ = true;
+    // Rank 0 names the ranks whose arrival message has not come; when all have come, one of them
+    // stopped inside the collective, and the candidates are all the others.
+    std::string missing, others;
+    if (rank_ == 0) {
+      for (int r = 1; r < size_; ++r) {
+        others += (others.empty() ? "" : ", ") + std::to_string(r);
+        MPI_Request& req = arrival_requests_[static_cast<size_t>(r)];
+        int done = 1;
+        if (req != MPI_REQUEST_NULL) MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+        if (!done) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+      }
+    }
+    const std::string who =
+        rank_ != 0 ? "the other ranks (rank 0 names the ones missing)"
+        : missing.empty()
+            ? "rank(s) " + others + ", which reached this reduction but stopped inside it"
+            : "rank(s) " + missing + ", which never reached this reduction";
+    throw_error(SPARSE_ERR_IO, "data-parallel rank ", rank_, " of ", size_, ": the ", what,
+                " of reduction ", sequence_, " waited ", static_cast<int>(waited), " s (timeout ",
+                timeout_, " s) for ", who, "; a rank failed, hangs or never started");
+  }
+
+  double timeout_;
+  int64_t bucket_;
+  bool owns_mpi_ = false;
+  bool failed_ = false;
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0, size_ = 1;
+  long long sequence_ = 0;
+  long long arrival_out_ = 0;
+  std::vector<long long> arrivals_in_;
+  std::vector<MPI_Request> arrival_requests_;
+  std::vector<float> staging_, received_;
+};
+
+}  // namespace
+
+std::unique_ptr<GradientReducer> make_mpi_reducer(double timeout_seconds, int64_t bucket_floats) {
+  return std::make_unique<MpiReducer>(timeout_seconds, bucket_floats);
+}
+
+void mpi_abort_job(int code) noexcept {
+  int initialized = 0, finalized = 0;
+  if (MPI_Initialized(&initialized) != MPI_SUCCESS || !initialized) return;
+  if (MPI_Finalized(&finalized) != MPI_SUCCESS || finalized) return;
+  MPI_Abort(MPI_COMM_WORLD, code);
+}
+
+}  // namespace sparse

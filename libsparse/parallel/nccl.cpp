@@ -1,0 +1,80 @@
+// The NCCL reducer (see reducer.hpp).
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <cstring>
+#include <string>
+
+#include "libsparse/backend.hpp"
+#include "libsparse/error.hpp"
+#include "libsparse/parallel/reducer.hpp"
+
+namespace sparse {
+
+bool nccl_compiled() noexcept { return true; }
+
+namespace {
+
+void check_nccl(ncclResult_t r, const char* what) {
+  if (r != ncclSuccess) throw_error(SPARSE_ERR_DEVICE, what, " failed: ", ncclGetErrorString(r));
+}
+
+void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw_error(SPARSE_ERR_DEVICE, what, " failed: ", cudaGetErrorString(e));
+}
+
+class NcclReducer final : public GradientReducer {
+ public:
+  NcclReducer(std::shared_ptr<GradientReducer> bootstrap, int device)
+      : bootstrap_(std::move(bootstrap)) {
+    if (bootstrap_ == nullptr) bootstrap_ = make_single_process_reducer();
+    rank_ = bootstrap_->rank();
+    size_ = bootstrap_->size();
+    check_cuda(cudaSetDevice(device), "cudaSetDevice");
+    ncclUniqueId id;
+    std::memset(&id, 0, sizeof id);
+    if (rank_ == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
+    bootstrap_->broadcast(&id, sizeof id);
+    check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    const ncclResult_t r = ncclCommInitRank(&comm_, size_, id, rank_);
+    if (r != ncclSuccess) {
+      cudaStreamDestroy(stream_);
+      check_nccl(r, "ncclCommInitRank");
+    }
+  }
+  ~NcclReducer() override {
+    ncclCommDestroy(comm_);
+    cudaStreamDestroy(stream_);
+  }
+
+  std::string name() const override { return "nccl"; }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  void all_reduce_sum(Backend& backend, float* x, int64_t count) override {
+    require(backend.memory_kind() == SPARSE_MEMORY_DEVICE,
+            "the NCCL reducer needs the gradient in device memory (a CUDA backend)");
+    require(count >= 0, "count = ", count, " must be >= 0");
+    backend.synchronize();  // the backward pass, issued on the backend's stream, is done
+    check_nccl(ncclAllReduce(x, x, static_cast<size_t>(count), ncclFloat, ncclSum, comm_, stream_),
+               "ncclAllReduce");
+    check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize after ncclAllReduce");
+  }
+  double all_reduce_sum(double value) override { return bootstrap_->all_reduce_sum(value); }
+  void broadcast(void* data, size_t bytes) override { bootstrap_->broadcast(data, bytes); }
+
+ private:
+  std::shared_ptr<GradientReducer> bootstrap_;
+  int rank_ = 0, size_ = 1;
+  ncclComm_t comm_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<GradientReducer> make_nccl_reducer(std::shared_ptr<GradientReducer> bootstrap,
+                                                   int device) {
+  return std::make_unique<NcclReducer>(std::move(bootstrap), device);
+}
+
+}  // namespace sparse

@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Data-parallel `sparse-repro train` under mpirun (CPU ranks over OpenMPI).
+
+- 2 ranks x --batch 2 against 1 process x --batch 4 --micro-batch 2: the same per-step loss, bits
+  per dim and gradient norm, the same evaluation, and the same parameters and Adam moments, bit for
+  bit (the reducer adds the ranks' gradients in rank order, as one process adds its micro-batches;
+  the reference is the single-process trainer, which never calls MPI).
+- a 2-rank run killed after a checkpoint and resumed under 2 ranks equals the uninterrupted run
+  (log and checkpoint byte for byte); resuming on 1 rank keeps the global batch, on 3 is refused.
+- a rank killed with SIGKILL: mpirun ends the job non-zero within 30 s, naming rank 1; a rank
+  stopped (SIGSTOP, alive but silent): rank 0's reduction times out after --rank-timeout 3 and the
+  job ends non-zero, the message naming rank 1.
+Exit 77 (skip) when mpirun is missing or sparse-repro was built without MPI."""
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+exe = sys.argv[1]
+mpirun = shutil.which("mpirun")
+if mpirun is None:
+    print("SKIP: mpirun not found (apt-get install openmpi-bin libopenmpi-dev)")
+    sys.exit(77)
+env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+           OMP_NUM_THREADS="1", OMPI_MCA_rmaps_base_oversubscribe="1")
+TINY = ["--preset", "cifar10-small", "--data", "synthetic_image", "--image-width", "16",
+        "--image-height", "8", "--layers", "2", "--width", "32", "--heads", "2", "--stride", "16",
+        "--summary", "2", "--block", "16", "--dropout", "0.1", "--warmup", "2",
+        "--eval-sequences", "10", "--threads", "1", "--quiet", "--lr", "0.003"]
+
+
+def options(args, base):
+    """base with the options in args replaced or added (each option takes one value or none)."""
+    out = list(base)
+    i = 0
+    while i < len(args):
+        name = args[i]
+        has_value = i + 1 < len(args) and not args[i + 1].startswith("--")
+        if name in out:
+            j = out.index(name)
+            if has_value:
+                out[j + 1] = args[i + 1]
+        else:
+            out += [name] + ([args[i + 1]] if has_value else [])
+        i += 2 if has_value else 1
+    return out
+
+
+def train(ranks, args, timeout=300):
+    cmd = ([exe] if ranks == 0 else [mpirun, "--oversubscribe", "-np", str(ranks), exe])
+    return subprocess.run(cmd + ["train", *options(args, TINY)], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def ok(r):
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def log_records(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def tensors(path):
+    """name -> raw bytes of each tensor of a safetensors checkpoint."""
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    body = data[8 + n:]
+    return {k: body[v["data_offsets"][0]:v["data_offsets"][1]]
+            for k, v in header.items() if k != "__metadata__"}
+
+
+def close(a, b, what):
+    """Evaluations: one process averages each batch of 4 sequences, the ranks their 2 each and the
+    sums are added over the ranks, so the double results may differ in the last bits (bound:
+    1e-12 relative, far above double rounding of a sum of a few hundred terms)."""
+    if a is None or b is None:
+        assert a is None and b is None, f"{what}: {a} vs {b}"
+        return
+    assert abs(a - b) <= 1e-12 * abs(a), f"{what}: 1 process {a!r}, 2 ranks {b!r}"
+
+
+def same_as_one_process(tmp):
+    one = os.path.join(tmp, "one")
+    two = os.path.join(tmp, "two")
+    common = ["--steps", "8", "--eval-every", "4"]
+    ok(train(0, common + ["--batch", "4", "--micro-batch", "2", "--log", one + ".jsonl",
+                          "--checkpoint", one + ".ckpt", "--summary-out", one + ".json"]))
+    r = ok(train(2, common + ["--batch", "2", "--log", two + ".jsonl",
+                              "--checkpoint", two + ".ckpt", "--summary-out", two + ".json"]))
+    assert r.stdout.count('"world_size"') == 1, "the summary must come from rank 0 only"
+    a, b = log_records(one + ".jsonl"), log_records(two + ".jsonl")
+    assert len(a) == len(b) == 9, (len(a), len(b))  # 8 steps and the evaluation at step 4
+    for x, y in zip(a, b):
+        for key in ("step", "loss", "bits_per_dim", "grad_norm", "lr"):
+            assert x.get(key) == y.get(key), f"{key}: 1 process {x.get(key)}, 2 ranks {y.get(key)}"
+        close(x.get("eval_bits_per_dim"), y.get("eval_bits_per_dim"), "eval_bits_per_dim")
+    ta, tb = tensors(one + ".ckpt"), tensors(two + ".ckpt")
+    assert ta.keys() == tb.keys() and len(ta) > 0
+    differing = [k for k in ta if ta[k] != tb[k]]
+    assert not differing, f"tensors differ: {differing[:5]}"
+    sa, sb = json.load(open(one + ".json")), json.load(open(two + ".json"))
+    assert (sa["world_size"], sb["world_size"]) == (1, 2), (sa["world_size"], sb["world_size"])
+    for key in ("global_batch", "tokens_seen"):
+        assert sa[key] == sb[key], f"{key}: 1 process {sa[key]}, 2 ranks {sb[key]}"
+    close(sa["eval_bits_per_dim"], sb["eval_bits_per_dim"], "final eval_bits_per_dim")
+    assert sb["gradient_reducer"] == "mpi"
+    return "2 ranks x 2 == 1 x 4 (micro 2): 8 steps, losses, grad norms, evals, parameters, Adam bit for bit"
+
+
+def rank_pid(marker, rank, timeout=60):
+    """The pid of the sparse-repro rank `rank` whose command line contains `marker`."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+                environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if (cmd and cmd[0].endswith(b"sparse-repro") and marker.encode() in cmd and
+                    f"OMPI_COMM_WORLD_RANK={rank}".encode() in environ):
+                return int(pid)
+        time.sleep(0.1)
+    raise AssertionError(f"no rank {rank} process found")
+
+
+def wait_lines(path, n, proc, timeout=120):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise AssertionError("the run ended early: " + proc.stderr.read()[-2000:])
+        if os.path.exists(path) and sum(1 for _ in open(path)) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never reached {n} lines")
+
+
+def start(ranks, args):
+    cmd = [mpirun, "--oversubscribe", "-np", str(ranks), exe, "train", *options(args, TINY)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+SLOW = ["--image-width", "32", "--image-height", "16", "--width", "64"]
+
+
+def resume_two_ranks(tmp):
+    ref = os.path.join(tmp, "ref")
+    cut = os.path.join(tmp, "cut")
+    args = SLOW + ["--steps", "120", "--batch", "2", "--checkpoint-every", "10"]
+    ok(train(2, args + ["--checkpoint", ref + ".ckpt", "--log", ref + ".jsonl"]))
+    p = start(2, args + ["--checkpoint", cut + ".ckpt", "--log", cut + ".jsonl"])
+    wait_lines(cut + ".jsonl", 25, p)
+    p.send_signal(signal.SIGTERM)  # mpirun forwards it and ends both ranks
+    p.communicate(timeout=60)
+    interrupted = len(log_records(cut + ".jsonl"))
+    r = ok(train(2, SLOW + ["--checkpoint", cut + ".ckpt", "--log", cut + ".jsonl", "--resume"]))
+    assert "resuming" in r.stderr, r.stderr
+    resumed_from = json.loads(r.stdout)["resumed_from_step"]
+    assert resumed_from < 120 and resumed_from % 10 == 0, resumed_from
+    strip = lambda recs: [{k: v for k, v in x.items() if k != "seconds"} for x in recs]
+    assert strip(log_records(cut + ".jsonl")) == strip(log_records(ref + ".jsonl"))
+    assert open(cut + ".ckpt", "rb").read() == open(ref + ".ckpt", "rb").read()
+    # Another world size: 1 rank keeps the global batch of 4, 3 ranks cannot share it.
+    shutil.copy(ref + ".ckpt", cut + ".ckpt")
+    shutil.copy(ref + ".ckpt.run.json", cut + ".ckpt.run.json")
+    r = train(3, SLOW + ["--checkpoint", cut + ".ckpt", "--resume", "--extend-to", "121"])
+    assert r.returncode != 0 and "3 ranks cannot share" in r.stderr, r.stderr[-2000:]
+    r = ok(train(0, SLOW + ["--checkpoint", cut + ".ckpt", "--resume", "--extend-to", "121"]))
+    s = json.loads(r.stdout)
+    assert (s["batch"], s["world_size"], s["global_batch"]) == (4, 1, 4), s
+    return (f"killed at step {interrupted}, resumed from {resumed_from} under 2 ranks: log and "
+            "checkpoint equal the uninterrupted run; 1 rank keeps the global batch 4, 3 refused")
+
+
+def dead_rank(tmp, how):
+    log = os.path.join(tmp, f"dead_{how}.jsonl")
+    p = start(2, ["--steps", "100000", "--batch", "2", "--log", log, "--rank-timeout", "3"])
+    try:
+        wait_lines(log, 3, p)
+        pid = rank_pid(log, 1)
+        t0 = time.time()
+        os.kill(pid, signal.SIGKILL if how == "killed" else signal.SIGSTOP)
+        _, err = p.communicate(timeout=60)
+        elapsed = time.time() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (OSError, UnboundLocalError):
+            pass
+    assert p.returncode != 0, "mpirun exited 0 after a rank died"
+    assert elapsed < 30, f"the job took {elapsed:.1f} s to end"
+    if how == "killed":
+        assert "rank 1" in err, err[-2000:]
+    else:
+        assert "for rank(s) 1, which" in err and "timeout 3 s" in err, err[-2000:]
+    return f"rank 1 {how}: job ended with status {p.returncode} after {elapsed:.1f} s, naming rank 1"
+
+
+def main():
+    probe = subprocess.run([exe, "train", "--help"], capture_output=True, text=True)
+    if "--rank-timeout" not in probe.stdout:
+        print("SKIP: sparse-repro without data-parallel options")
+        return 77
+    r = subprocess.run([mpirun, "--oversubscribe", "-np", "1", exe, "train", *TINY, "--steps",
+                        "1", "--batch", "1"], capture_output=True, text=True, env=env, timeout=120)
+    if r.returncode == 0 and '"gradient_reducer": "none"' in r.stdout:
+        print("SKIP: sparse-repro was built without MPI")
+        return 77
+    failures = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = [("same-as-one-process", lambda: same_as_one_process(tmp)),
+                 ("resume-2-ranks", lambda: resume_two_ranks(tmp)),
+                 ("rank-killed", lambda: dead_rank(tmp, "killed")),
+                 ("rank-stopped", lambda: dead_rank(tmp, "stopped"))]
+        only = sys.argv[2:] or [name for name, _ in cases]
+        for name, case in cases:
+            if name not in only:
+                continue
+            try:
+                print(f"PASS {name}: {case()}")
+            except Exception as e:  # one row per case
+                failures += 1
+                print(f"FAIL {name}: {type(e).__name__}: {e}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
