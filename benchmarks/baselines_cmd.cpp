@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "baselines.hpp"
+#include "option_checks.hpp"
 #include "sparse/sparse.h"
 
 namespace repro {
@@ -59,13 +60,15 @@ ImageShape image_shape(const std::string& kind, const DataSpec& spec) {
 
 void add_baselines_options(CLI::App& app, BaselinesOptions& o) {
   add_data_options(app, o.data);
-  app.add_option("--split", o.split, "the held-out split (valid or test)")->capture_default_str();
+  app.add_option("--split", o.split, "the held-out split (valid or test)")
+      ->check(one_of({"valid", "test"}))
+      ->capture_default_str();
   app.add_option("--max-train-bytes", o.max_train_bytes,
                  "compressors are given only the last this many training bytes (0 = all)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(integer_in(0));
   app.add_option("--max-held-out-bytes", o.max_held_out_bytes,
                  "evaluate the first this many held-out bytes (0 = all; images: whole images)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(integer_in(0));
   app.add_option("--json-out", o.json_out, "write the table's JSON (with provenance) here");
   app.add_option("--output", o.markdown_out, "write the Markdown table here");
   app.add_flag("--json", o.json, "print JSON instead of Markdown");

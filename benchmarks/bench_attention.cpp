@@ -17,8 +17,9 @@
 
 #include "backend.hpp"
 #include "eigen.hpp"
-#include "output_files.hpp"
 #include "libsparse/resources.hpp"
+#include "option_checks.hpp"
+#include "output_files.hpp"
 #include "sparse/sparse.h"
 #include "sparse_config.h"
 #include "tensor.hpp"
@@ -297,26 +298,30 @@ void add_bench_options(CLI::App& app, BenchOptions& o) {
       ->delimiter(',')
       ->capture_default_str();
   app.add_option("--n", o.seq_lens, "sequence lengths (comma-separated)")
+      ->check(integer_in(1))
       ->delimiter(',')
       ->capture_default_str();
-  app.add_option("--heads", o.heads)->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--head-dim", o.head_dim)->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--block", o.block)->check(CLI::IsMember({16, 32, 64, 128}))
+  app.add_option("--heads", o.heads)->check(integer_in(1, kIntMax))->capture_default_str();
+  app.add_option("--head-dim", o.head_dim)->check(integer_in(1, kIntMax))->capture_default_str();
+  app.add_option("--block", o.block)
+      ->check(one_of({"16", "32", "64", "128"}))
       ->capture_default_str();
-  app.add_option("--batch", o.batch)->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--batch", o.batch)->check(integer_in(1, kIntMax))->capture_default_str();
   app.add_option("--stride", o.stride, "l of strided/fixed, window of local")
-      ->check(CLI::PositiveNumber)
+      ->check(integer_in(1))
       ->capture_default_str();
-  app.add_option("--summary", o.summary, "c of fixed")->check(CLI::PositiveNumber)
-      ->capture_default_str();
+  app.add_option("--summary", o.summary, "c of fixed")->check(integer_in(1))->capture_default_str();
   app.add_option("--mode", o.mode, "fwd, fwdbwd or both")
       ->check(CLI::IsMember({"fwd", "fwdbwd", "both"}))
       ->capture_default_str();
-  app.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(CLI::NonNegativeNumber)
+  app.add_option("--threads", o.threads, "CPU threads (0 = all)")
+      ->check(integer_in(0, kIntMax))
       ->capture_default_str();
-  app.add_option("--reps", o.reps, "repetitions (median reported)")->check(CLI::PositiveNumber)
+  app.add_option("--reps", o.reps, "repetitions (median reported)")
+      ->check(integer_in(1, kIntMax))
       ->capture_default_str();
   app.add_option("--dense-max-n", o.dense_max_n, "skip the dense-layout timing above this n")
+      ->check(integer_in(0))
       ->capture_default_str();
   app.add_option("--dtype", o.dtype, "element type of q, k, v, out and gradients (16-bit: CUDA)")
       ->check(CLI::IsMember({"f32", "bf16", "f16"}))

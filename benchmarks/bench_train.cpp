@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "option_checks.hpp"
 #include "sparse/sparse.h"
 
 namespace repro {
@@ -25,17 +26,21 @@ void check(sparse_status s, const char* what) {
 void add_train_bench_options(CLI::App& app, TrainBenchOptions& o) {
   app.add_option("--preset", o.preset, "model preset (e.g. cifar10-small, enwik8-small)")
       ->capture_default_str();
-  app.add_option("--seq-len", o.seq_len, "override n (0 = preset)");
-  app.add_option("--layers", o.layers, "override layers (0 = preset)");
-  app.add_option("--width", o.width, "override d (0 = preset)");
-  app.add_option("--heads", o.heads, "override heads (0 = preset)");
-  app.add_option("--batch", o.batch)->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--steps", o.steps, "timed steps")->check(CLI::PositiveNumber)
+  app.add_option("--seq-len", o.seq_len, "override n (0 = preset)")->check(integer_in(1));
+  app.add_option("--layers", o.layers, "override layers (0 = preset)")
+      ->check(integer_in(1, kIntMax));
+  app.add_option("--width", o.width, "override d (0 = preset)")->check(integer_in(1, kIntMax));
+  app.add_option("--heads", o.heads, "override heads (0 = preset)")->check(integer_in(1, kIntMax));
+  app.add_option("--batch", o.batch)->check(integer_in(1, kIntMax))->capture_default_str();
+  app.add_option("--steps", o.steps, "timed steps")
+      ->check(integer_in(1, kIntMax))
       ->capture_default_str();
-  app.add_option("--warmup", o.warmup, "untimed steps first")->check(CLI::NonNegativeNumber)
+  app.add_option("--warmup", o.warmup, "untimed steps first")
+      ->check(integer_in(0, kIntMax))
       ->capture_default_str();
-  app.add_option("--recompute", o.recompute, "1/0 (default: the preset's)");
-  app.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(CLI::NonNegativeNumber);
+  app.add_option("--recompute", o.recompute, "1/0 (default: the preset's)")
+      ->check(integer_in(0, 1));
+  app.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(integer_in(0, kIntMax));
   app.add_flag("--json", o.json, "print one JSON object");
   add_device_options(app, o.device);
 }

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <new>
 #include <string>
 
 #include "baselines_cmd.hpp"
@@ -18,6 +19,7 @@
 #include "bench_train.hpp"
 #include "main_job.hpp"
 #include "memory_table.hpp"
+#include "option_checks.hpp"
 #include "output_files.hpp"
 #include "presets.hpp"
 #include "provenance.hpp"
@@ -66,7 +68,7 @@ int main(int argc, char** argv) {
   mem->add_flag("--json", json, "print JSON instead of Markdown");
   mem->add_flag("--sparse,!--no-sparse", with_sparse, "add the block-sparse columns");
   mem->add_option("--block", block, "block size of the sparse columns")
-      ->check(CLI::IsMember({16, 32, 64, 128}));
+      ->check(repro::one_of({"16", "32", "64", "128"}));
   mem->add_option("--output", output, "also write the table to this file");
 
   repro::BenchOptions bench;
@@ -119,6 +121,12 @@ int main(int argc, char** argv) {
       "presets", "the paper's four model presets, a few steps each, with the full runs' cost");
   repro::add_presets_options(*presets, presets_options);
 
+  // CLI11 says only "A subcommand is required" for a misspelt one.
+  const std::string unknown = repro::unknown_subcommand(app, argc, argv);
+  if (!unknown.empty()) {
+    std::fprintf(stderr, "sparse-repro: %s\n", unknown.c_str());
+    return 2;
+  }
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -137,7 +145,9 @@ int main(int argc, char** argv) {
     if (train_cmd->parsed()) {
       // Data parallel: rank 0 prints the summary, the other ranks return null.
       const nlohmann::json summary = repro::run_train(train_options);
-      if (!summary.is_null()) std::cout << summary.dump(2) << "\n";
+      if (!summary.is_null())
+        std::cout << (train_options.json ? summary.dump(2) : repro::train_summary_line(summary))
+                  << "\n";
     }
     if (eval_cmd->parsed()) std::cout << repro::run_eval(eval_options).dump(2) << "\n";
     if (sample_cmd->parsed()) std::cout << repro::run_sample(sample_options).dump(2) << "\n";
@@ -158,6 +168,11 @@ int main(int argc, char** argv) {
       print_info();
       return repro::run_main_job(main_options, argc, argv);
     }
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr,
+                 "sparse-repro: out of memory: the sizes asked for (--n, --seq-len, --batch, "
+                 "--heads, --width, ...) need more memory than this machine has\n");
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "sparse-repro: %s\n", e.what());
     return 1;

@@ -13,7 +13,9 @@
 
 #include "baselines.hpp"
 #include "bench_attention.hpp"
+#include "file_io.hpp"
 #include "memory_table.hpp"
+#include "option_checks.hpp"
 #include "output_files.hpp"
 #include "provenance.hpp"
 #include "report.hpp"
@@ -103,22 +105,45 @@ TrainOptions main_job_text_run(const std::string& path) {
 }
 
 void add_main_job_options(CLI::App& app, MainJobOptions& o) {
-  app.add_option("--out", o.out, "folder for everything the job writes")->capture_default_str();
+  app.add_option("--out", o.out,
+                 "folder for everything the job writes (default: results, with --quick "
+                 "results-quick; a quick run refuses a folder holding a real run's results)");
   app.add_option("--data-dir", o.data_dir,
                  "real data samples (default: $SPARSE_DATA_DIR or ../shared/data)");
-  app.add_option("--threads", o.threads, "CPU threads (0 = all)");
+  app.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(integer_in(0, kIntMax));
   app.add_option("--minutes", o.minutes, "training time budget for all runs together")
+      ->check(number_in(0, kInf, true))
       ->capture_default_str();
   app.add_flag("--quick", o.quick, "a few steps per run: checks the wiring, not the results");
 }
 
-int run_main_job(const MainJobOptions& o, int argc, char** argv) {
+int run_main_job(const MainJobOptions& given, int argc, char** argv) {
   const auto started = std::chrono::steady_clock::now();
+  MainJobOptions o = given;
+  if (o.out.empty()) o.out = o.quick ? "results-quick" : "results";
+  if (o.quick && path_exists(o.out + "/main_job.json")) {
+    bool real = true;
+    try {
+      real = !nlohmann::json::parse(sparse::read_regular_file(o.out + "/main_job.json", "--out"))
+                  .value("quick", false);
+    } catch (const std::exception&) {
+    }
+    if (real)
+      throw std::runtime_error("--quick: " + o.out +
+                               " holds the results of a real run (main_job.json), which a wiring "
+                               "check must not replace; give --out to another folder (the default "
+                               "of --quick is results-quick)");
+  }
   make_dir(o.out);
   const nlohmann::json prov = provenance(argc, argv);
   const std::string data_dir = data_dir_or_default(o.data_dir);
   const std::string enwik8 = data_dir + "/enwik8/enwik8-head-100000";
   const bool have_text = path_exists(enwik8);
+  if (!have_text)
+    std::fprintf(stderr,
+                 "sparse-repro main: the Enwik8 sample %s is not there, so its stage is "
+                 "skipped (--data-dir DIR or SPARSE_DATA_DIR=DIR names the samples folder)\n",
+                 enwik8.c_str());
   Step step{0, have_text ? 4 : 3};
 
   // 1. The memory table.
@@ -243,14 +268,20 @@ int run_main_job(const MainJobOptions& o, int argc, char** argv) {
                             {"height", kImageHeight},
                             {"vocab", base.data.vocab},
                             {"noise_scale", base.data.noise_scale}};
+  if (!have_text) all["enwik8_sample_missing"] = enwik8;
   all["wall_minutes"] = minutes;
   all["quick"] = o.quick;
   const std::string md = main_job_markdown(all);
   write_file_atomically(o.out + "/main_job.md", md);
   write_file_atomically(o.out + "/bpd.md", bpd_markdown(all));
   write_file_atomically(o.out + "/main_job.json", all.dump(2) + "\n");
-  std::cout << "\n" << md << "\nWritten to " << o.out << "/ (main_job.md, memory_table.md, "
-            << "loss curves).\n";
+  std::cout << "\n" << md << "\n";
+  // The Markdown tables of the folder again from their JSON, and the plots (loss_curves.png).
+  ReportOptions report;
+  report.dir = o.out;
+  run_report(report);
+  std::cout << "\nWritten to " << o.out << "/ (main_job.md, memory_table.md, loss curves)"
+            << (o.quick ? ": a wiring check, not results" : "") << ".\n";
   return 0;
 }
 

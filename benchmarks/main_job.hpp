@@ -12,7 +12,9 @@
 namespace repro {
 
 struct MainJobOptions {
-  std::string out = "results";
+  // Empty: results/ (a real run: it rewrites the published results, tracked files, on purpose) or
+  // results-quick/ (--quick, git-ignored); a quick run never writes where a real run's results are.
+  std::string out;
   std::string data_dir;   // default: $SPARSE_DATA_DIR or <source>/../shared/data
   int threads = 0;
   double minutes = 6.0;   // training budget shared by the runs

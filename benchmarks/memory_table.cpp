@@ -8,6 +8,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "heartbeat.hpp"
 #include "sparse/sparse.h"
 
 namespace repro {
@@ -125,6 +126,10 @@ void add_measured_memory(nlohmann::json& table, int block) {
           << block << " --n " << row.n << " --pattern " << row.pattern << " --stride "
           << row.stride << " --summary " << (row.summary > 0 ? row.summary : 32)
           << " --algorithm " << algorithm;
+      std::fprintf(stderr, "  measuring %s attention, n = %lld, %s (row %zu of %zu)\n",
+                   row.pattern.c_str(), static_cast<long long>(row.n), algorithm, r + 1,
+                   rows.size());
+      Heartbeat beat(std::string("measuring n = ") + std::to_string(row.n));
       FILE* pipe = popen(cmd.str().c_str(), "r");
       if (pipe == nullptr) throw std::runtime_error("cannot run " + cmd.str());
       std::string output;

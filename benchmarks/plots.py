@@ -2,7 +2,8 @@
 """Draws the PNG plots of results/ from the JSON the drivers wrote (no run of anything):
 
 - loss_curves.png: training bits per dim vs step of every `*_loss.jsonl` of `sparse-repro train
-  --log` (the main job's runs), with the held-out evaluations as points;
+  --log` (the main job's runs; every step faintly, a running mean over it), with the held-out
+  evaluations as points and the synthetic source's exact entropy as a dashed line;
 - dense_vs_sparse_loss.png: the same for the `table1_*_loss.jsonl` runs of `sparse-repro table1`;
 - attention_time_vs_n.png: time of sparse vs dense attention vs sequence length, forward and
   forward+backward (cpu_attention.jsonl of benchmarks/cpu_attention_table.py);
@@ -71,7 +72,7 @@ def smooth(values, window):
     return out
 
 
-def loss_plot(files, path, title, note):
+def loss_plot(files, path, title, note, entropy=None, held_out=None):
     if not files:
         return False
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -83,10 +84,18 @@ def loss_plot(files, path, title, note):
             continue
         steps, bits = zip(*train)
         label = os.path.basename(f)[:-len("_loss.jsonl")]
+        evals = sorted(set(evals) | set((held_out or {}).get(label, [])))
         window = max(1, len(bits) // 50)
+        # Every step faintly (a spike stays visible), the running mean over it.
         line, = ax.plot(steps, smooth(list(bits), window), label=label + " (train, smoothed)")
+        if window > 1:
+            ax.plot(steps, bits, color=line.get_color(), alpha=0.25, linewidth=0.6)
         if evals:
-            ax.plot(*zip(*evals), "o", color=line.get_color(), label=label + " (held out)")
+            ax.plot(*zip(*evals), "o", color=line.get_color(), markeredgecolor="black",
+                    label=label + " (held out)")
+    if entropy is not None:
+        ax.axhline(entropy, color="black", linestyle="--", linewidth=1,
+                   label="exact entropy of the synthetic source (%.3f)" % entropy)
     ax.set_xlabel("step")
     ax.set_ylabel("bits per dim")
     ax.set_title(title)
@@ -154,6 +163,18 @@ def memory_plot(path_in, path_out):
     return True
 
 
+def held_out_points(job):
+    """The main job's held-out evaluations by loss-file label: (step, bits per dim)."""
+    points = {}
+    for run in job.get("synthetic", []):
+        points["synthetic_" + ("local" if run.get("name") == "local-only" else "strided")] = [
+            (e["step"], e["bits_per_dim"]) for e in run.get("evals", [])]
+    text = job.get("enwik8_sample")
+    if text and "held_out_bits_per_byte" in text:
+        points["enwik8_sample"] = [(text["steps"], text["held_out_bits_per_byte"])]
+    return points
+
+
 def main():
     results = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "results")
     if not os.path.isdir(results):
@@ -167,11 +188,14 @@ def main():
              "training loss curves"),
             (table1_runs, "dense_vs_sparse.json", "sparse-repro table1", "dense_vs_sparse_loss.png",
              "dense vs strided vs fixed attention: training loss")):
-        note = ""
+        note, entropy = "", None
         if os.path.exists(os.path.join(results, source)):
             with open(os.path.join(results, source), encoding="utf-8") as f:
-                note = what + "; " + provenance_note(json.load(f).get("provenance"))
-        drawn += loss_plot(runs, os.path.join(results, out), title, note)
+                job = json.load(f)
+            note = what + "; " + provenance_note(job.get("provenance"))
+            entropy = job.get("synthetic_exact_entropy")
+        drawn += loss_plot(runs, os.path.join(results, out), title, note, entropy,
+                           held_out_points(job) if source == "main_job.json" else None)
     for name, plot, out in (("cpu_attention.jsonl", time_plot, "attention_time_vs_n.png"),
                             ("memory_table.json", memory_plot, "attention_memory_vs_n.png")):
         path = os.path.join(results, name)

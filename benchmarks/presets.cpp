@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "bench_attention.hpp"
+#include "option_checks.hpp"
 #include "output_files.hpp"
 #include "paper_runs.hpp"
 #include "provenance.hpp"
@@ -58,9 +59,12 @@ Wiring wiring_for(const std::string& preset, const std::string& data_dir) {
     w.data.image_height = static_cast<int32_t>(cfg.seq_len / width);
     w.data.vocab = 256;
     w.data.num_sequences = 4;
-    const std::string why = preset == "audio" && path_exists(audio)
-                                ? "this build reads no audio (libsndfile)"
-                                : "no sample of this dataset found";
+    const std::string why =
+        preset == "audio" && path_exists(audio) ? "this build reads no audio (libsndfile)"
+        : preset == "imagenet64"                ? "no sample of this dataset is shipped"
+                                                : "its sample was not found in " + data_dir +
+                                       " (--data-dir DIR or SPARSE_DATA_DIR names the "
+                                       "samples folder)";
     w.note = "synthetic bytes of the preset's length (" + why + "); positions refitted to " +
              std::to_string(w.data.image_height) + " x " +
              std::to_string(width);
@@ -78,9 +82,9 @@ void add_presets_options(CLI::App& app, PresetsOptions& o) {
   app.add_option("--only", o.only, "presets to run (cifar10, enwik8, imagenet64, audio)")
       ->check(CLI::IsMember({"cifar10", "enwik8", "imagenet64", "audio"}));
   app.add_option("--steps", o.steps, "optimiser steps per preset (batch 1)")
-      ->check(CLI::PositiveNumber)
+      ->check(integer_in(1, kIntMax))
       ->capture_default_str();
-  app.add_option("--threads", o.threads, "CPU threads (0 = all)");
+  app.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(integer_in(0, kIntMax));
 }
 
 int run_presets(const PresetsOptions& o, int argc, char** argv) {

@@ -133,6 +133,10 @@ std::string main_job_markdown(const nlohmann::json& job) {
         md += "| " + name + ", cost of the held-out bytes after the training bytes | | | | " +
               fmt(bits) + " |\n";
   }
+  if (!have_text && job.contains("enwik8_sample_missing"))
+    md += "\n## Enwik8 sample\n\nNot run: the sample `" +
+          job["enwik8_sample_missing"].get<std::string>() +
+          "` was not found (`--data-dir DIR` or `SPARSE_DATA_DIR` names the samples folder).\n";
   md += "\nWall time of the job: " +
         (job.contains("wall_minutes") ? fmt(job["wall_minutes"].get<double>(), 1) + " min" +
                                             (job.value("quick", false) ? " (--quick)" : "")

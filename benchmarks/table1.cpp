@@ -9,6 +9,7 @@
 
 #include "bench_attention.hpp"
 #include "main_job.hpp"
+#include "option_checks.hpp"
 #include "output_files.hpp"
 #include "provenance.hpp"
 #include "report.hpp"
@@ -62,9 +63,9 @@ void add_table1_options(CLI::App& app, Table1Options& o) {
   app.add_option("--data-dir", o.data_dir,
                  "real data samples (default: $SPARSE_DATA_DIR or ../shared/data)");
   app.add_option("--steps", o.steps, "training steps of every run")
-      ->check(CLI::PositiveNumber)
+      ->check(integer_in(1))
       ->capture_default_str();
-  app.add_option("--threads", o.threads, "CPU threads (0 = all)");
+  app.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(integer_in(0, kIntMax));
   app.add_flag("--quick", o.quick, "3 steps per run: checks the wiring, not the results");
   app.add_flag("--text,!--no-text", o.text, "include the Enwik8 sample when it is present");
 }

@@ -3,12 +3,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <optional>
+#include <regex>
 #include <stdexcept>
 #include <vector>
 
@@ -16,6 +18,8 @@
 #include "bench_attention.hpp"
 #include "data_parallel.hpp"
 #include "file_io.hpp"
+#include "heartbeat.hpp"
+#include "option_checks.hpp"
 #include "output_files.hpp"
 #include "sliding_eval.hpp"
 #include "sparse/sparse.h"
@@ -43,6 +47,34 @@ sparse_split parse_split(const std::string& name) {
   throw std::runtime_error("unknown split \"" + name + "\" (train, valid or test)");
 }
 
+// The library names the fields of its structs; the driver's messages name the options that set
+// them (each a whole word: "summary" is not a part of "summary_variants").
+using FieldNames = std::vector<std::pair<const char*, const char*>>;
+const FieldNames kDataFields = {{"desc->image_width/height", "--image-width/--image-height"},
+                                {"count", "--num-sequences"},
+                                {"vocab", "--vocab"},
+                                {"noise_scale", "--noise-scale"},
+                                {"copy_offset", "--copy-offset"}};
+const FieldNames kModelFields = {
+    {"seq_len", "--seq-len"},         {"num_layers", "--layers"},
+    {"d_model", "--width"},           {"num_heads", "--heads"},
+    {"block_size", "--block"},        {"stride", "--stride"},
+    {"summary", "--summary"},         {"summary_variants", "--summary-variants"},
+    {"layer_cycle", "--layer-cycle"}, {"dropout", "--dropout"}};
+
+std::string with_option_names(std::string message, const FieldNames& fields) {
+  for (const auto& [field, option] : fields) {
+    std::string escaped;
+    for (const char* c = field; *c; ++c) {
+      if (std::string("\\^$.|?*+()[]{}").find(*c) != std::string::npos) escaped += '\\';
+      escaped += *c;
+    }
+    const std::regex word("(^|[^A-Za-z0-9_>-])" + escaped + "(?![A-Za-z0-9_])");
+    message = std::regex_replace(message, word, std::string("$1") + option);
+  }
+  return message;
+}
+
 }  // namespace
 
 bool path_exists(const std::string& path) {
@@ -52,8 +84,24 @@ bool path_exists(const std::string& path) {
 
 std::string data_dir_or_default(const std::string& given) {
   if (!given.empty()) return given;
-  const char* env = std::getenv("SPARSE_DATA_DIR");
-  return env ? env : "../shared/data";
+  if (const char* env = std::getenv("SPARSE_DATA_DIR")) return env;
+  // Beside the repository the driver was built from, then beside the repository holding the
+  // executable (BUILD/benchmarks/sparse-repro), then beside the current folder.
+  std::vector<std::string> candidates;
+#ifdef SPARSE_SOURCE_ROOT
+  candidates.push_back(std::string(SPARSE_SOURCE_ROOT) + "/../shared/data");
+#endif
+  char exe[4096];
+  const ssize_t length = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (length > 0) {
+    std::string dir(exe, static_cast<size_t>(length));
+    dir.resize(dir.rfind('/') == std::string::npos ? 0 : dir.rfind('/'));
+    candidates.push_back(dir + "/../../../shared/data");
+  }
+  candidates.push_back("../shared/data");
+  for (const std::string& c : candidates)
+    if (path_exists(c)) return c;
+  return candidates.front();
 }
 
 DatasetPtr open_dataset(const DataSpec& spec, sparse_split split, int64_t seq_len) {
@@ -79,8 +127,47 @@ DatasetPtr open_dataset(const DataSpec& spec, sparse_split split, int64_t seq_le
   if (spec.num_sequences > 0) desc.num_sequences = spec.num_sequences;
   if (spec.copy_offset > 0) desc.copy_offset = spec.copy_offset;
   sparse_dataset* ds = nullptr;
-  check(sparse_dataset_open(&desc, &ds), "--data " + spec.spec);
+  if (sparse_dataset_open(&desc, &ds) != SPARSE_OK)
+    throw std::runtime_error("--data " + spec.spec + ": " +
+                             with_option_names(sparse_last_error(), kDataFields));
   return DatasetPtr(ds, sparse_dataset_destroy);
+}
+
+DatasetPtr open_split(const DataSpec& spec, sparse_split split, int64_t seq_len, int block,
+                      const std::string& split_option, const std::string& seq_len_option) {
+  try {
+    return open_dataset(spec, split, seq_len);
+  } catch (const std::runtime_error& e) {
+    const std::string message = e.what();
+    const std::string kind = spec.spec.substr(0, spec.spec.find(':'));
+    const std::string split_name = split == SPARSE_SPLIT_TRAIN   ? "train"
+                                   : split == SPARSE_SPLIT_VALID ? "valid"
+                                                                 : "test";
+    if (message.find("fewer than one sequence") != std::string::npos &&
+        (kind == "text" || kind == "enwik8" || kind == "audio")) {
+      // The split as one-token sequences: its length in tokens.
+      DataSpec one = spec;
+      one.seq_len = 1;
+      int64_t tokens = 0;
+      try {
+        check(sparse_dataset_num_sequences(open_dataset(one, split, 1).get(), &tokens), "dataset");
+      } catch (const std::exception&) {
+        throw e;
+      }
+      // The longest power of two that fits the split and is a multiple of the block size.
+      int64_t n = std::max<int64_t>(block, 2);
+      while (n * 2 <= tokens) n *= 2;
+      std::string fix = "\n" + seq_len_option + " " + std::to_string(n) + " fits the " +
+                        split_name + " split (" + std::to_string(tokens) + " tokens)";
+      if (n > tokens) fix = "\nthe " + split_name + " split is too short for any model";
+      throw std::runtime_error(message + fix);
+    }
+    if (kind == "cifar10" && split != SPARSE_SPLIT_TRAIN &&
+        message.find("train split only") != std::string::npos)
+      throw std::runtime_error(message + "\n" + split_option +
+                               " train evaluates on the file's own records");
+    throw;
+  }
 }
 
 namespace {
@@ -321,15 +408,23 @@ void add_data_options(CLI::App& app, DataSpec& d) {
                  "synthetic_image, synthetic_text, cifar10:PATH, enwik8:PATH, text:PATH, "
                  "imagenet64:PATH or audio:PATH")
       ->capture_default_str();
-  app.add_option("--data-seq-len", d.seq_len, "sequence length for text/audio (0 = model's)");
-  app.add_option("--vocab", d.vocab, "synthetic alphabet size (0 = default)");
-  app.add_option("--num-sequences", d.num_sequences, "synthetic sequences per split");
-  app.add_option("--image-width", d.image_width, "synthetic image width");
-  app.add_option("--image-height", d.image_height, "synthetic image height");
+  app.add_option("--data-seq-len", d.seq_len,
+                 "sequence length for text/audio (default: the model's)")
+      ->check(integer_in(1));
+  app.add_option("--vocab", d.vocab, "synthetic alphabet size, 2..256 (default: the kind's)")
+      ->check(integer_in(2, 256));
+  app.add_option("--num-sequences", d.num_sequences, "synthetic sequences per split")
+      ->check(integer_in(1));
+  app.add_option("--image-width", d.image_width, "synthetic image width")
+      ->check(integer_in(1, kIntMax));
+  app.add_option("--image-height", d.image_height, "synthetic image height")
+      ->check(integer_in(1, kIntMax));
   app.add_option("--noise-scale", d.noise_scale,
                  "synthetic image: scale of the noise around the mean of the left and upper "
-                 "neighbours (0 = default 4; smaller = more predictable)");
-  app.add_option("--copy-offset", d.copy_offset, "synthetic text copy distance");
+                 "neighbours (default 4; smaller = more predictable)")
+      ->check(number_in(0, kInf, true));
+  app.add_option("--copy-offset", d.copy_offset, "synthetic text copy distance")
+      ->check(integer_in(1));
   app.add_option("--data-seed", d.seed, "dataset seed")->capture_default_str();
 }
 
@@ -348,39 +443,43 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
   app.add_option("--summary-variants", o.summary_variants,
                  "fixed summary heads: per-head column offsets (OpenAI's num_verts; 1 = the "
                  "paper's); with --head-mode merged this is OpenAI's 'fixed'")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--seq-len", o.seq_len, "override n");
-  app.add_option("--layers", o.layers, "override layers");
-  app.add_option("--width", o.width, "override d");
-  app.add_option("--heads", o.heads, "override heads");
-  app.add_option("--block", o.block, "override block size");
-  app.add_option("--stride", o.stride, "override l");
-  app.add_option("--summary", o.summary, "override c");
-  app.add_option("--dropout", o.dropout, "override dropout");
+      ->check(integer_in(1, kIntMax));
+  app.add_option("--seq-len", o.seq_len, "override n")->check(integer_in(1));
+  app.add_option("--layers", o.layers, "override layers")->check(integer_in(1, kIntMax));
+  app.add_option("--width", o.width, "override d")->check(integer_in(1, kIntMax));
+  app.add_option("--heads", o.heads, "override heads")->check(integer_in(1, kIntMax));
+  app.add_option("--block", o.block, "override block size")->check(integer_in(1, kIntMax));
+  app.add_option("--stride", o.stride, "override l")->check(integer_in(1));
+  app.add_option("--summary", o.summary, "override c")->check(integer_in(1));
+  app.add_option("--dropout", o.dropout, "override dropout")->check(number_in(0, 1, false, true));
   app.add_option("--output-init-std", o.output_init_std,
                  "std of the output projection's initialisation (default 0: OpenAI's zero init)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--recompute", o.recompute, "1/0 (default: the preset's)");
+      ->check(number_in(0, kInf));
+  app.add_option("--recompute", o.recompute, "1/0 (default: the preset's)")
+      ->check(integer_in(0, 1));
   add_data_options(app, o.data);
-  app.add_option("--steps", o.steps)->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--batch", o.batch)->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--lr", o.lr)->capture_default_str();
-  app.add_option("--warmup", o.warmup)->capture_default_str();
+  app.add_option("--steps", o.steps)->check(integer_in(1))->capture_default_str();
+  app.add_option("--batch", o.batch)->check(integer_in(1, kIntMax))->capture_default_str();
+  app.add_option("--lr", o.lr)->check(number_in(0, kInf, true))->capture_default_str();
+  app.add_option("--warmup", o.warmup)->check(integer_in(0))->capture_default_str();
   app.add_option("--optimizer", o.optimizer,
                  "adam (weight decay as an L2 penalty, as OpenAI's code) or adamw (decoupled)")
       ->check(CLI::IsMember({"adam", "adamw"}))
       ->capture_default_str();
   app.add_option("--weight-decay", o.weight_decay, "weight decay (default: the library's, 0.01)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--eval-every", o.eval_every, "evaluate every k steps (0 = at the end only)");
-  app.add_option("--eval-sequences", o.eval_sequences)->capture_default_str();
-  app.add_option("--eval-split", o.eval_split)->capture_default_str();
+      ->check(number_in(0, kInf));
+  app.add_option("--eval-every", o.eval_every, "evaluate every k steps (0 = at the end only)")
+      ->check(integer_in(0));
+  app.add_option("--eval-sequences", o.eval_sequences)->check(integer_in(1))->capture_default_str();
+  app.add_option("--eval-split", o.eval_split)
+      ->check(one_of({"train", "valid", "test"}))
+      ->capture_default_str();
   app.add_option("--checkpoint", o.checkpoint,
                  "save the model here (atomically; with the run's options in FILE.run.json) "
                  "at the end, at each --eval-every evaluation and every --checkpoint-every steps");
   app.add_option("--checkpoint-every", o.checkpoint_every,
                  "also save --checkpoint every k steps (0 = only at evaluations and the end)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(integer_in(0));
   app.add_flag("--resume", o.resume,
                "continue the run saved in --checkpoint exactly: its options are taken from "
                "FILE.run.json, and a given option that differs is refused");
@@ -388,8 +487,8 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
                  "with --resume: continue the saved run to this many steps in all; the learning "
                  "rate follows the warm-up and cosine of a run of that many steps from the saved "
                  "step on (after a finished run it rises from 0 to that curve's value)")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--threads", o.threads);
+      ->check(integer_in(1));
+  app.add_option("--threads", o.threads)->check(integer_in(0, kIntMax));
   add_device_options(app, o.device);
   app.add_option("--seed", o.seed)->capture_default_str();
   app.add_option("--log", o.log,
@@ -399,39 +498,49 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
                  "write the run's JSON summary here (atomically, at the end)");
   app.add_flag("--quiet", o.quiet, "no progress display");
   add_data_parallel_options(app, o);
+  app.add_flag("--json", o.json, "print the run's JSON summary instead of the one-line summary");
 }
 
 void add_eval_options(CLI::App& app, EvalOptions& o) {
   app.add_option("--checkpoint", o.checkpoint)->required();
+  // Without --data, the data the checkpoint was trained on (from its run record).
+  o.data.spec.clear();
   add_data_options(app, o.data);
-  app.add_option("--split", o.split)->capture_default_str();
-  app.add_option("--sequences", o.sequences)->capture_default_str();
-  app.add_option("--batch", o.batch)->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--threads", o.threads);
+  app.add_option("--split", o.split)
+      ->check(one_of({"train", "valid", "test"}))
+      ->capture_default_str();
+  app.add_option("--sequences", o.sequences)->check(integer_in(1))->capture_default_str();
+  app.add_option("--batch", o.batch)->check(integer_in(1, kIntMax))->capture_default_str();
+  app.add_option("--threads", o.threads)->check(integer_in(0, kIntMax));
   add_device_options(app, o.device);
   auto* sliding =
       app.add_option("--sliding", o.sliding_stride,
                      "text: sliding-window evaluation with this stride (windows of seq_len; "
                      "only the last STRIDE bytes of each window after the first are scored)")
-          ->check(CLI::PositiveNumber);
+          ->check(integer_in(1));
   app.add_option("--min-context", o.min_context,
                  "text: sliding evaluation where every byte after the first window has at least "
                  "this much context (stride = seq_len - min-context)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(integer_in(0))
       ->excludes(sliding);
   app.add_option("--offset", o.offset, "sliding: first byte of the evaluated range in the split")
-      ->check(CLI::NonNegativeNumber);
+      ->check(integer_in(0));
   app.add_option("--bytes", o.bytes, "sliding: bytes to evaluate (0 = to the end of the split)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(integer_in(0));
 }
 
 void add_sample_options(CLI::App& app, SampleOptions& o) {
   app.add_option("--checkpoint", o.checkpoint)->required();
   app.add_option("--out", o.out, "write the raw bytes here (atomically)")->required();
-  app.add_option("--length", o.length, "tokens to generate (0 = seq_len)");
-  app.add_option("--temperature", o.temperature)->capture_default_str();
+  app.add_option("--length", o.length, "tokens to generate (default: the model's seq_len)")
+      ->check(integer_in(1));
+  app.add_option("--scale", o.scale,
+                 "PNG: each token as a K x K square (default: images narrower than 256 pixels "
+                 "are enlarged to at least that, at most 16 times)")
+      ->check(integer_in(1, 64));
+  app.add_option("--temperature", o.temperature)->check(number_in(0, kInf))->capture_default_str();
   app.add_option("--seed", o.seed)->capture_default_str();
-  app.add_option("--threads", o.threads);
+  app.add_option("--threads", o.threads)->check(integer_in(0, kIntMax));
   add_device_options(app, o.device);
 }
 
@@ -498,10 +607,13 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
 
   const std::string kind = o.data.spec.substr(0, o.data.spec.find(':'));
   if (o.seq_len > 0) cfg.seq_len = o.seq_len;
-  auto train = open_dataset(o.data, SPARSE_SPLIT_TRAIN, cfg.seq_len);
+  const std::string n_option = o.data.seq_len > 0 ? "--data-seq-len" : "--seq-len";
+  auto train =
+      open_split(o.data, SPARSE_SPLIT_TRAIN, cfg.seq_len, cfg.block_size, "--eval-split", n_option);
   cfg.seq_len = dataset_seq_len(train.get());
   fit_positions(cfg, kind, o.data);
-  auto held_out = open_dataset(o.data, parse_split(o.eval_split), cfg.seq_len);
+  auto held_out = open_split(o.data, parse_split(o.eval_split), cfg.seq_len, cfg.block_size,
+                             "--eval-split", n_option);
 
   sparse_train_config tc;
   sparse_train_config_default(&tc);
@@ -512,7 +624,10 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   if (o.weight_decay >= 0) tc.weight_decay = o.weight_decay;
   tc.micro_batch = o.micro_batch;
   sparse_model* raw = nullptr;
-  check(sparse_model_create(ctx.get(), &cfg, &tc, &raw), "model");
+  if (sparse_model_create(ctx.get(), &cfg, &tc, &raw) != SPARSE_OK)
+    throw std::runtime_error(
+        std::string("model (--preset ") + o.preset +
+        " with the options given): " + with_option_names(sparse_last_error(), kModelFields));
   ModelPtr model(raw, sparse_model_destroy);
   dp.attach(model.get());
   // The library refuses a checkpoint whose model configuration differs from the one these
@@ -552,7 +667,14 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   nlohmann::json evals = nlohmann::json::array();
   for (; step < o.steps; ++step) {
     const uint8_t* shard = dp.next_shard(train.get(), o.batch, cfg.seq_len, tokens);
-    check(sparse_model_train_step(model.get(), shard, o.batch, &stats), "train step");
+    {
+      // A full-size model's step takes minutes on a CPU: say that it is still running.
+      std::optional<Heartbeat> beat;
+      if (!o.quiet && dp.root())
+        beat.emplace("training step " + std::to_string(step + 1) + " of " +
+                     std::to_string(o.steps));
+      check(sparse_model_train_step(model.get(), shard, o.batch, &stats), "train step");
+    }
     train_seconds += stats.seconds;
     peak = std::max(peak, stats.peak_activation_bytes);
     if (log) {
@@ -629,6 +751,8 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   summary["eval_sequences"] = count;
   summary["eval_bits_per_dim"] = bpd;
   summary["evals"] = evals;
+  summary["checkpoint"] =
+      o.checkpoint.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.checkpoint);
   double entropy = 0, empirical = 0;
   if (sparse_dataset_entropy(held_out.get(), &entropy, &empirical) == SPARSE_OK) {
     summary["exact_entropy_bits_per_dim"] = entropy;
@@ -639,6 +763,31 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   if (!o.summary_out.empty()) write_file_atomically(o.summary_out, summary.dump(2) + "\n");
   return summary;
 }
+
+}  // namespace
+
+std::string train_summary_line(const nlohmann::json& s) {
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "%s on %s: %lld steps in %.1f s; %s split: %.4f bits/dim (%lld sequences of "
+                "%lld)",
+                s.at("preset").get<std::string>().c_str(), s.at("data").get<std::string>().c_str(),
+                s.at("steps").get<long long>(), s.at("train_seconds").get<double>(),
+                s.at("eval_split").get<std::string>().c_str(),
+                s.at("eval_bits_per_dim").get<double>(), s.at("eval_sequences").get<long long>(),
+                s.at("seq_len").get<long long>());
+  std::string text = line;
+  if (s.contains("exact_entropy_bits_per_dim")) {
+    std::snprintf(line, sizeof line, "; the source's exact entropy %.4f",
+                  s["exact_entropy_bits_per_dim"].get<double>());
+    text += line;
+  }
+  text += s.at("checkpoint").is_null() ? "; no checkpoint saved (--checkpoint FILE)"
+                                       : "; checkpoint " + s["checkpoint"].get<std::string>();
+  return text + " (--json for all figures)";
+}
+
+namespace {
 
 // The paper's Enwik8 protocol over a contiguous byte range of a text split.
 nlohmann::json run_sliding_eval(const EvalOptions& o, sparse_model* model,
@@ -711,14 +860,38 @@ nlohmann::json run_sliding_eval(const EvalOptions& o, sparse_model* model,
 
 }  // namespace
 
-nlohmann::json run_eval(const EvalOptions& o) {
+namespace {
+
+// The data options of the run that saved `checkpoint`, from its run record.
+DataSpec trained_data(const std::string& checkpoint) {
+  const std::string path = run_record_path(checkpoint);
+  if (!path_exists(path))
+    throw std::runtime_error("--data is needed: " + checkpoint + " has no run record (" + path +
+                             ") naming the data it was trained on");
+  TrainOptions o;
+  try {
+    const auto saved = nlohmann::json::parse(sparse::read_regular_file(path, "run record"));
+    apply_run_options(saved.at("options"), o);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("--data is needed: cannot read the run record " + path + ": " +
+                             e.what());
+  }
+  return o.data;
+}
+
+}  // namespace
+
+nlohmann::json run_eval(const EvalOptions& given) {
+  EvalOptions o = given;
+  if (o.data.spec.empty()) o.data = trained_data(o.checkpoint);
   auto ctx = model_context(o.device, o.threads);
   sparse_model_config cfg;
   ModelPtr model = load_model(ctx.get(), o.checkpoint, &cfg);
   if (o.sliding_stride > 0 || o.min_context >= 0) return run_sliding_eval(o, model.get(), cfg);
   if (o.offset > 0 || o.bytes > 0)
     throw std::runtime_error("--offset and --bytes apply to --sliding / --min-context");
-  auto ds = open_dataset(o.data, parse_split(o.split), cfg.seq_len);
+  auto ds = open_split(o.data, parse_split(o.split), cfg.seq_len, cfg.block_size, "--split",
+                       "a model trained with --seq-len");
   if (dataset_seq_len(ds.get()) != cfg.seq_len)
     throw std::runtime_error("the data's sequences have " +
                              std::to_string(dataset_seq_len(ds.get())) +
@@ -766,9 +939,22 @@ nlohmann::json run_sample(const SampleOptions& o) {
     if (rows <= 0 || static_cast<int64_t>(rows) * cols * channels != length)
       throw std::runtime_error("--out *.png needs --length equal to the model's image size "
                                "(rows x columns x channels of its position tables)");
-    file = png_image(out, cols, rows, channels);
+    // Nearest-neighbour enlargement: each token becomes a scale x scale square (by default
+    // images narrower than 256 pixels are enlarged to at least that, at most 16 times).
+    const int scale =
+        o.scale > 0 ? o.scale : std::clamp((256 + cols - 1) / std::max(cols, 1), 1, 16);
+    std::vector<uint8_t> big(static_cast<size_t>(rows) * scale * cols * scale * channels);
+    for (int y = 0; y < rows * scale; ++y)
+      for (int x = 0; x < cols * scale; ++x)
+        for (int c = 0; c < channels; ++c)
+          big[(static_cast<size_t>(y) * cols * scale + x) * channels + c] =
+              out[(static_cast<size_t>(y / scale) * cols + x / scale) * channels + c];
+    file = png_image(big, cols * scale, rows * scale, channels);
     format = "png " + std::to_string(cols) + "x" + std::to_string(rows) + "x" +
-             std::to_string(channels);
+             std::to_string(channels) +
+             (scale > 1 ? ", each token " + std::to_string(scale) + "x" + std::to_string(scale) +
+                              " pixels"
+                        : std::string());
   } else if (ends_with(".wav")) {
     std::vector<float> samples(out.size());
     check(sparse_mulaw_decode(out.data(), out.size(), samples.data()), "mu-law decode");

@@ -60,6 +60,7 @@ struct TrainOptions {
   std::string log;         // JSON lines: one per step (loss curve)
   std::string summary_out; // JSON summary of the run
   bool quiet = false;
+  bool json = false;  // print the JSON summary instead of the one-line summary
   // Long names of the options given on the command line (resume checks them against the run).
   std::vector<std::string> given;
 };
@@ -89,18 +90,27 @@ struct SampleOptions {
   float temperature = 1.0f;
   uint64_t seed = 1;
   int threads = 0;
+  int scale = 0;  // PNG: pixels per token side (0: enlarge images narrower than 256 pixels)
 };
 
 using DatasetPtr = std::unique_ptr<sparse_dataset, void (*)(sparse_dataset*)>;
 // Opens `spec` ("kind[:path]" plus the synthetic options) at `split`; text and audio are cut into
 // sequences of spec.seq_len, else `seq_len` tokens (0 = the kind's default).
 DatasetPtr open_dataset(const DataSpec& spec, sparse_split split, int64_t seq_len);
+// open_dataset, and when the split cannot be opened in a way an option fixes, the error says
+// which: a text or audio split shorter than one sequence names `seq_len_option` with a length
+// that fits (a power of two, a multiple of `block`); a single CIFAR-10 record file's missing
+// held-out split names `split_option` train.
+DatasetPtr open_split(const DataSpec& spec, sparse_split split, int64_t seq_len, int block,
+                      const std::string& split_option, const std::string& seq_len_option);
 
 // --data and the synthetic source options.
 void add_data_options(CLI::App& app, DataSpec& d);
 // Whether `path` names an existing file or folder.
 bool path_exists(const std::string& path);
-// The real data samples folder: `given` when set, else $SPARSE_DATA_DIR, else ../shared/data.
+// The real data samples folder: `given` when set, else $SPARSE_DATA_DIR, else the first of
+// ../shared/data beside the source repository, beside the executable's repository, beside the
+// current folder that exists (the first when none does).
 std::string data_dir_or_default(const std::string& given);
 
 void add_train_options(CLI::App& app, TrainOptions& o);
@@ -111,6 +121,8 @@ void add_sample_options(CLI::App& app, SampleOptions& o);
 
 // Each returns a JSON summary (also printed) or throws std::runtime_error.
 nlohmann::json run_train(const TrainOptions& o);
+// One line for a person: held-out bits per dim, steps, time and where the checkpoint went.
+std::string train_summary_line(const nlohmann::json& summary);
 nlohmann::json run_eval(const EvalOptions& o);
 nlohmann::json run_sample(const SampleOptions& o);
 

@@ -3,6 +3,7 @@
 the tests), resuming partial downloads, and checks each file's size, structure and, where one is
 published, checksum. Prints what to pass to the trainer.
 
+    datasets/fetch.py          [--dest DIR]     (cifar10 and enwik8; DIR: the repository's data/)
     datasets/fetch.py cifar10  [--dest DIR]
     datasets/fetch.py enwik8   [--dest DIR]
     datasets/fetch.py imagenet64 --dest DIR [--zips DIR_WITH_DOWNLOADED_ZIPS]
@@ -166,16 +167,27 @@ def audio(dest):
           f"pass to the trainer: dataset kind audio, path {dest}")
 
 
+# The repository's data/ folder (git-ignored), wherever the script is run from.
+DEFAULT_DEST = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data"))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", choices=["cifar10", "enwik8", "imagenet64", "audio"])
-    p.add_argument("--dest", default="data", help="where the files go (default ./data)")
+    kinds = ["cifar10", "enwik8", "imagenet64", "audio"]
+    p.add_argument("dataset", nargs="*", help=f"what to fetch: {', '.join(kinds)} "
+                   "(default: cifar10 and enwik8)")
+    p.add_argument("--dest", default=DEFAULT_DEST,
+                   help=f"where the files go (default: the repository's data/, {DEFAULT_DEST})")
     p.add_argument("--zips", help="imagenet64: folder holding the downloaded Imagenet64_*_npz.zip")
     a = p.parse_args()
-    if a.dataset != "audio":
-        os.makedirs(a.dest, exist_ok=True)
-    {"cifar10": lambda: cifar10(a.dest), "enwik8": lambda: enwik8(a.dest),
-     "imagenet64": lambda: imagenet64(a.dest, a.zips), "audio": lambda: audio(a.dest)}[a.dataset]()
+    for dataset in a.dataset:
+        if dataset not in kinds:
+            p.error(f"unknown dataset {dataset!r} (expected {', '.join(kinds)})")
+    for dataset in a.dataset or ["cifar10", "enwik8"]:
+        if dataset != "audio":
+            os.makedirs(a.dest, exist_ok=True)
+        {"cifar10": lambda: cifar10(a.dest), "enwik8": lambda: enwik8(a.dest),
+         "imagenet64": lambda: imagenet64(a.dest, a.zips), "audio": lambda: audio(a.dest)}[dataset]()
 
 
 if __name__ == "__main__":

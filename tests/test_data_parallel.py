@@ -53,7 +53,7 @@ def options(args, base):
 
 def train(ranks, args, timeout=300):
     cmd = ([exe] if ranks == 0 else [mpirun, "--oversubscribe", "-np", str(ranks), exe])
-    return subprocess.run(cmd + ["train", *options(args, TINY)], capture_output=True, text=True,
+    return subprocess.run(cmd + ["train", "--json", *options(args, TINY)], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 
@@ -147,7 +147,7 @@ def wait_lines(path, n, proc, timeout=120):
 
 
 def start(ranks, args):
-    cmd = [mpirun, "--oversubscribe", "-np", str(ranks), exe, "train", *options(args, TINY)]
+    cmd = [mpirun, "--oversubscribe", "-np", str(ranks), exe, "train", "--json", *options(args, TINY)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -214,7 +214,7 @@ def main():
     if "--rank-timeout" not in probe.stdout:
         print("SKIP: sparse-repro without data-parallel options")
         return 77
-    r = subprocess.run([mpirun, "--oversubscribe", "-np", "1", exe, "train", *TINY, "--steps",
+    r = subprocess.run([mpirun, "--oversubscribe", "-np", "1", exe, "train", "--json", *TINY, "--steps",
                         "1", "--batch", "1"], capture_output=True, text=True, env=env, timeout=120)
     if r.returncode == 0 and '"gradient_reducer": "none"' in r.stdout:
         print("SKIP: sparse-repro was built without MPI")

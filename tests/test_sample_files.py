@@ -56,10 +56,11 @@ with tempfile.TemporaryDirectory() as tmp:
     model = os.path.join(tmp, "m.safetensors")
     run("train", "--preset", "cifar10-small", "--data", "synthetic_image", "--image-width", "16",
         "--image-height", "8", "--stride", "16", "--block", "16", "--steps", "2", "--quiet",
-        "--eval-sequences", "2", "--checkpoint", model, "--threads", "1")
+        "--eval-sequences", "2", "--checkpoint", model, "--threads", "1", "--json")
     paths = {ext: os.path.join(tmp, "s" + ext) for ext in (".bin", ".png", ".wav")}
     for ext, path in paths.items():
-        run("sample", "--checkpoint", model, "--out", path, "--seed", "7", "--threads", "1")
+        run("sample", "--checkpoint", model, "--out", path, "--seed", "7", "--threads", "1",
+            "--scale", "1")
     tokens = open(paths[".bin"], "rb").read()
     assert len(tokens) == 128, len(tokens)
     assert png_pixels(paths[".png"]) == tokens, "PNG pixels differ from the raw sample"

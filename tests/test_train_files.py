@@ -26,7 +26,8 @@ data_dir = os.environ.get("SPARSE_DATA_DIR", os.path.join(os.path.dirname(__file
 enwik8 = os.path.join(data_dir, "enwik8", "enwik8-head-100000")
 TINY = ["--preset", "enwik8-small", "--data", "synthetic_text", "--seq-len", "64", "--stride", "16",
         "--summary", "4", "--block", "16", "--layers", "1", "--width", "32", "--heads", "1", "--batch", "2",
-        "--eval-sequences", "2", "--threads", "1", "--quiet", "--lr", "0.003", "--warmup", "3"]
+        "--eval-sequences", "2", "--threads", "1", "--quiet", "--lr", "0.003", "--warmup", "3",
+        "--json"]
 
 
 def run(args, timeout=60, limit_file_size=None):
@@ -38,7 +39,7 @@ def run(args, timeout=60, limit_file_size=None):
                           preexec_fn=limits)
 
 
-FLAGS = {"--resume", "--quiet"}
+FLAGS = {"--resume", "--quiet", "--json"}
 
 
 def train_args(*extra):
@@ -197,7 +198,7 @@ def kill_and_resume(tmp):
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert p.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    r = run(["train", "--checkpoint", m, "--log", log, "--resume", "--quiet"], timeout=300)
+    r = run(["train", "--checkpoint", m, "--log", log, "--resume", "--quiet", "--json"], timeout=300)
     assert "resuming" in r.stderr and summary(r)["resumed_from_step"] % 7 == 0, r.stderr
     strip = lambda recs: [{k: v for k, v in x.items() if k != "seconds"} for x in recs]
     assert strip(log_records(log)) == strip(log_records(ref_log)), "the resumed log differs"

@@ -1,0 +1,117 @@
+#include "option_checks.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <sstream>
+#include <vector>
+
+namespace repro {
+namespace {
+
+constexpr int64_t kNoBound = std::numeric_limits<int64_t>::max();
+
+std::string format_number(double x) {
+  std::ostringstream s;
+  s << x;
+  return s.str();
+}
+
+std::string integer_range_text(int64_t lo, int64_t hi) {
+  if (hi == kNoBound) return "an integer of at least " + std::to_string(lo);
+  return "an integer from " + std::to_string(lo) + " to " + std::to_string(hi);
+}
+
+// The range as a person reads it: the int limit is left out unless a value passes it.
+std::string short_range_text(int64_t lo, int64_t hi) {
+  return hi == kIntMax ? integer_range_text(lo, kNoBound) : integer_range_text(lo, hi);
+}
+
+// Levenshtein distance, for suggesting the subcommand a typo meant.
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+}  // namespace
+
+CLI::Validator integer_in(int64_t lo, int64_t hi) {
+  const std::string range = integer_range_text(lo, hi), brief = short_range_text(lo, hi);
+  return CLI::Validator(
+      [lo, hi, range, brief](std::string& value) -> std::string {
+        errno = 0;
+        char* end = nullptr;
+        const long long x = std::strtoll(value.c_str(), &end, 10);
+        if (value.empty() || end == value.c_str() || *end != '\0')
+          return "must be " + brief + ", given \"" + value + "\"";
+        if (x < lo) return "must be " + brief + ", given " + value;
+        if (errno == ERANGE || x > hi) return "must be " + range + ", given " + value;
+        return {};
+      },
+      brief);
+}
+
+CLI::Validator number_in(double lo, double hi, bool lo_open, bool hi_open) {
+  std::string range;
+  if (std::isinf(hi))
+    range =
+        std::string("a number ") + (lo_open ? "greater than " : "of at least ") + format_number(lo);
+  else
+    range = "a number in " + std::string(lo_open ? "(" : "[") + format_number(lo) + ", " +
+            format_number(hi) + (hi_open ? ")" : "]");
+  return CLI::Validator(
+      [lo, hi, lo_open, hi_open, range](std::string& value) -> std::string {
+        char* end = nullptr;
+        const double x = std::strtod(value.c_str(), &end);
+        if (value.empty() || end == value.c_str() || *end != '\0' || !std::isfinite(x))
+          return "must be " + range + ", given \"" + value + "\"";
+        if (x < lo || (lo_open && x == lo) || x > hi || (hi_open && x == hi))
+          return "must be " + range + ", given " + value;
+        return {};
+      },
+      range);
+}
+
+CLI::Validator one_of(std::initializer_list<const char*> names) {
+  std::vector<std::string> list(names.begin(), names.end());
+  std::string text;
+  for (size_t i = 0; i < list.size(); ++i)
+    text += (i == 0 ? "" : i + 1 == list.size() ? " or " : ", ") + list[i];
+  return CLI::Validator(
+      [list, text](std::string& value) -> std::string {
+        if (std::find(list.begin(), list.end(), value) != list.end()) return {};
+        return "must be " + text + ", given \"" + value + "\"";
+      },
+      text);
+}
+
+std::string unknown_subcommand(const CLI::App& app, int argc, char** argv) {
+  if (argc < 2 || argv[1][0] == '-') return {};
+  const std::string given = argv[1];
+  std::string names, best;
+  size_t best_distance = std::string::npos;
+  for (const CLI::App* sub : app.get_subcommands({})) {
+    const std::string& name = sub->get_name();
+    if (name == given) return {};
+    names += (names.empty() ? "" : ", ") + name;
+    const size_t d = edit_distance(given, name);
+    if (d < best_distance) best_distance = d, best = name;
+  }
+  std::string message = "unknown subcommand \"" + given + "\"";
+  if (best_distance <= std::max<size_t>(2, given.size() / 3))
+    message += "; did you mean \"" + best + "\"?";
+  return message + "\nsubcommands: " + names + "\n(sparse-repro SUBCOMMAND --help for its options)";
+}
+
+}  // namespace repro

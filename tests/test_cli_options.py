@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""`sparse-repro` options as a new user meets them, one table row per case.
+
+Refusals: every out-of-range or malformed value is an error naming the option, the range and the
+value, before any work (no CLI11 "Value 0 not in range 0.000000 to 1797...", no internal field
+names such as `count`, no std::bad_alloc); a misspelt subcommand names the closest one.
+Fixable errors name the fix, and the fix works: a text split shorter than one sequence names a
+--seq-len that fits (the same command with it then runs), a single CIFAR-10 record file names
+--eval-split train. Output: train prints one line for a person (held-out bits/dim, the
+checkpoint), --json the summary; eval without --data takes the checkpoint's own data; a quick main
+job refuses a folder holding a real run's results; sample PNGs are enlarged by nearest neighbour
+(checked against the raw tokens)."""
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+
+exe = sys.argv[1]
+# What a refusal must never say.
+NEVER = ["1797", "0.000000", "A subcommand is required", "bad_alloc", "out of memory",
+         "Could not convert"]
+TINY = ["--preset", "enwik8-small", "--data", "synthetic_text", "--seq-len", "64", "--stride",
+        "16", "--summary", "4", "--block", "16", "--layers", "1", "--width", "32", "--heads", "1",
+        "--batch", "2", "--eval-sequences", "2", "--threads", "1", "--quiet"]
+
+
+def tiny(*overrides):
+    """TINY with the options in `overrides` (option, value, ...) replacing TINY's."""
+    args = list(TINY)
+    for option, value in zip(overrides[::2], overrides[1::2]):
+        if option in args:
+            args[args.index(option) + 1] = value
+        else:
+            args += [option, value]
+    return args
+
+
+def run(args, timeout=120, cwd=None):
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def refused(args, *words, timeout=60):
+    r = run(args, timeout=timeout)
+    shown = " ".join(args)
+    assert r.returncode != 0, f"{shown}: expected a refusal, got exit 0:\n{r.stdout[-300:]}"
+    for w in words:
+        assert w in r.stderr, f"{shown}: {w!r} not in the error: {r.stderr!r}"
+    for w in NEVER:
+        assert w not in r.stderr, f"{shown}: {w!r} in the error: {r.stderr!r}"
+    return r.stderr
+
+
+# (arguments, words the error must contain)
+OPTION_CASES = [
+    (["train", "--steps", "0"], ["--steps", "at least 1", "given 0"]),
+    (["train", "--steps", "abc"], ["--steps", "integer", '"abc"']),
+    (["train", "--batch", "0"], ["--batch", "given 0"]),
+    (["train", "--stride", "0"], ["--stride", "at least 1"]),
+    (["train", "--layers", "-2"], ["--layers", "given -2"]),
+    (["train", "--layers=-2"], ["--layers", "given -2"]),
+    (["train", "--width", "-5"], ["--width", "given -5"]),
+    (["train", "--heads", "0"], ["--heads"]),
+    (["train", "--block", "0"], ["--block"]),
+    (["train", "--seq-len", "-64"], ["--seq-len", "given -64"]),
+    (["train", "--summary", "0"], ["--summary"]),
+    (["train", "--dropout", "-0.5"], ["--dropout", "[0, 1)", "given -0.5"]),
+    (["train", "--dropout", "1"], ["--dropout", "[0, 1)"]),
+    (["train", "--lr", "0"], ["--lr", "greater than 0"]),
+    (["train", "--lr", "nan"], ["--lr"]),
+    (["train", "--warmup", "-1"], ["--warmup"]),
+    (["train", "--recompute", "2"], ["--recompute", "0 to 1"]),
+    (["train", "--eval-sequences", "0"], ["--eval-sequences"]),
+    (["train", "--eval-split", "tset"], ["--eval-split", "train, valid or test", "tset"]),
+    (["train", "--eval-every", "-3"], ["--eval-every"]),
+    (["train", "--threads", "-1"], ["--threads"]),
+    (["train", "--weight-decay", "-1"], ["--weight-decay"]),
+    (["train", "--output-init-std", "-1"], ["--output-init-std"]),
+    (["train", "--vocab", "1"], ["--vocab", "2 to 256"]),
+    (["train", "--vocab", "300"], ["--vocab", "2 to 256"]),
+    (["train", "--num-sequences", "0"], ["--num-sequences"]),
+    (["train", "--image-width", "0"], ["--image-width"]),
+    (["train", "--noise-scale", "0"], ["--noise-scale"]),
+    (["train", "--copy-offset", "0"], ["--copy-offset"]),
+    (["train", "--data-seq-len", "0"], ["--data-seq-len"]),
+    (["train", "--summary-variants", "0"], ["--summary-variants"]),
+    (["train", "--steps", "99999999999999999999999"], ["--steps"]),
+    (["train", "--batch", "99999999999"], ["--batch", "2147483647"]),
+    (["eval", "--checkpoint", "x", "--sequences", "0"], ["--sequences", "at least 1"]),
+    (["eval", "--checkpoint", "x", "--split", "dev"], ["--split", "train, valid or test"]),
+    (["eval", "--checkpoint", "x", "--batch", "0"], ["--batch"]),
+    (["sample", "--checkpoint", "x", "--out", "y", "--length", "0"], ["--length"]),
+    (["sample", "--checkpoint", "x", "--out", "y", "--temperature", "-1"], ["--temperature"]),
+    (["sample", "--checkpoint", "x", "--out", "y", "--scale", "0"], ["--scale"]),
+    (["bench-attention", "--n", "2^40"], ["--n", '"2^40"']),
+    (["bench-attention", "--n", "1099511627776"], ["--n 1099511627776", "memory limit"]),
+    (["bench-attention", "--n", "1024,0"], ["--n", "given 0"]),
+    (["bench-attention", "--heads", "0"], ["--heads"]),
+    (["bench-attention", "--block", "24"], ["--block", "16, 32, 64 or 128"]),
+    (["bench-attention", "--reps", "0"], ["--reps"]),
+    (["bench-train", "--batch", "0"], ["--batch"]),
+    (["bench-train", "--layers", "0"], ["--layers"]),
+    (["memory-table", "--block", "24"], ["--block", "16, 32, 64 or 128"]),
+    (["table1", "--steps", "0"], ["--steps"]),
+    (["presets", "--steps", "0"], ["--steps"]),
+    (["main", "--minutes", "0"], ["--minutes", "greater than 0"]),
+    (["main", "--threads", "-2"], ["--threads"]),
+    (["baselines", "--split", "train"], ["--split", "valid or test"]),
+    (["baselines", "--max-train-bytes", "-1"], ["--max-train-bytes"]),
+    (["trian"], ["unknown subcommand", '"trian"', 'did you mean "train"']),
+    (["bench-atention"], ['did you mean "bench-attention"']),
+    (["frobnicate"], ["unknown subcommand", "subcommands:"]),
+    # Errors the library finds, named by the option that sets the field.
+    (["train", *tiny("--block", "24")], ["--block", "16, 32, 64 or 128"]),
+    (["train", *tiny("--num-sequences", "99999999999")], ["--num-sequences"]),
+    (["train", *tiny("--stride", "100")], ["--stride", "--seq-len"]),
+]
+
+
+def check_options():
+    for args, words in OPTION_CASES:
+        refused(args, *words)
+    # The internal field name is gone from the library's message about the count.
+    err = refused(["train", *tiny("--num-sequences", "99999999999")], "--num-sequences")
+    assert "count" not in err, err
+    print(f"ok: {len(OPTION_CASES)} refusals name the option, the range and the value")
+
+
+def check_files(tmp):
+    # A folder as checkpoint: a clear refusal, not "out of memory".
+    refused(["eval", "--checkpoint", tmp, "--data", "synthetic_text"], tmp, "folder")
+    refused(["sample", "--checkpoint", tmp, "--out", os.path.join(tmp, "s.bin")], tmp, "folder")
+    print("ok: a folder as checkpoint is refused as a folder")
+
+
+def text_file(tmp, size):
+    # Varied printable bytes (a deterministic linear congruential stream).
+    x, out = 12345, bytearray()
+    for _ in range(size):
+        x = (1103515245 * x + 12345) % 2 ** 31
+        out.append(32 + (x >> 16) % 90)
+    path = os.path.join(tmp, f"text{size}.txt")
+    open(path, "wb").write(bytes(out))
+    return path
+
+
+def check_fixable(tmp):
+    # 20,000 bytes: the test split (last 5%) is 1,000 bytes, shorter than the preset's 12,288.
+    path = text_file(tmp, 20000)
+    small = ["--stride", "16", "--summary", "4", "--block", "16", "--layers", "1", "--width", "32",
+             "--heads", "1", "--batch", "1", "--eval-sequences", "1", "--threads", "1", "--quiet",
+             "--steps", "1"]
+    err = refused(["train", "--preset", "enwik8-small", "--data", "text:" + path, *small],
+                  "--seq-len", "fits the test split", "1000 tokens")
+    n = err.split("--seq-len ")[1].split()[0]
+    assert int(n) <= 1000 and int(n) % 16 == 0, err
+    r = run(["train", "--preset", "enwik8-small", "--data", "text:" + path, *small, "--seq-len", n])
+    assert r.returncode == 0, f"the suggested --seq-len {n} does not work: {r.stderr}"
+    # CIFAR-10 records (label + 3072 bytes) in one file: it has a train split only.
+    cifar = os.path.join(tmp, "records.bin")
+    open(cifar, "wb").write(b"".join(bytes([i % 10]) + bytes((i * 7 + j) % 256 for j in range(3072))
+                                     for i in range(20)))
+    c = ["train", "--preset", "cifar10-small", "--data", "cifar10:" + cifar, "--steps", "1",
+         "--batch", "1", "--eval-sequences", "1", "--layers", "1", "--threads", "1", "--quiet"]
+    refused(c, "--eval-split train")
+    r = run(c + ["--eval-split", "train"], timeout=300)
+    assert r.returncode == 0, r.stderr
+    print(f"ok: fixable data errors name the option and a value that works (--seq-len {n})")
+
+
+def png_pixels(path):
+    data = open(path, "rb").read()
+    pos, idat = 8, b""
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, color = struct.unpack(">IIBB", body[:10])
+            assert depth == 8 and color == 0, "expected 8-bit grayscale"
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw, rows, prev = zlib.decompress(idat), [], bytearray(width)
+    for y in range(height):
+        line = raw[y * (width + 1):(y + 1) * (width + 1)]
+        f, cur = line[0], bytearray(line[1:])
+        for x in range(width):
+            a = cur[x - 1] if x else 0
+            b, c = prev[x], prev[x - 1] if x else 0
+            if f == 1: cur[x] = (cur[x] + a) & 255
+            elif f == 2: cur[x] = (cur[x] + b) & 255
+            elif f == 3: cur[x] = (cur[x] + (a + b) // 2) & 255
+            elif f == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                cur[x] = (cur[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        rows.append(bytes(cur))
+        prev = cur
+    return width, height, rows
+
+
+def check_outputs(tmp):
+    m = os.path.join(tmp, "m.safetensors")
+    r = run(["train", *tiny("--steps", "2", "--checkpoint", m)])
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.strip()
+    assert len(line.splitlines()) == 1 and "bits/dim" in line and m in line, line
+    assert "{" not in line, line
+    s = json.loads(run(["train", *TINY, "--steps", "2", "--json"]).stdout)
+    assert s["steps"] == 2 and s["checkpoint"] is None, s
+    # eval without --data: the checkpoint's data (its run record), equal to giving it.
+    e = run(["eval", "--checkpoint", m, "--sequences", "2", "--threads", "1"])
+    assert e.returncode == 0, e.stderr
+    given = run(["eval", "--checkpoint", m, "--sequences", "2", "--threads", "1", "--data",
+                 "synthetic_text", "--data-seq-len", "64"])
+    assert json.loads(e.stdout) == json.loads(given.stdout), (e.stdout, given.stdout)
+    os.remove(m + ".run.json")
+    refused(["eval", "--checkpoint", m], "--data", "run record")
+    # Sample PNG: 16 x 8 tokens, enlarged 16 times by default, or --scale K; each pixel is the
+    # token at (y // K, x // K) of the raw sample with the same seed.
+    img = os.path.join(tmp, "img.safetensors")
+    r = run(["train", "--preset", "cifar10-small", "--data", "synthetic_image", "--image-width",
+             "16", "--image-height", "8", "--stride", "16", "--block", "16", "--steps", "1",
+             "--quiet", "--eval-sequences", "1", "--layers", "1", "--checkpoint", img,
+             "--threads", "1"])
+    assert r.returncode == 0, r.stderr
+    raw = os.path.join(tmp, "s.bin")
+    assert run(["sample", "--checkpoint", img, "--out", raw, "--seed", "3", "--threads",
+                "1"]).returncode == 0
+    tokens = open(raw, "rb").read()
+    for scale, args in ((16, []), (3, ["--scale", "3"]), (1, ["--scale", "1"])):
+        png = os.path.join(tmp, f"s{scale}.png")
+        r = run(["sample", "--checkpoint", img, "--out", png, "--seed", "3", "--threads", "1",
+                 *args])
+        assert r.returncode == 0, r.stderr
+        w, h, rows = png_pixels(png)
+        assert (w, h) == (16 * scale, 8 * scale), (w, h, scale)
+        for y in range(h):
+            assert rows[y] == bytes(tokens[(y // scale) * 16 + x // scale] for x in range(w)), y
+    print("ok: train's one-line summary and --json; eval takes the checkpoint's data; PNG scale")
+
+
+def check_quick_main(tmp):
+    real = os.path.join(tmp, "results")
+    os.mkdir(real)
+    record = json.dumps({"quick": False, "marker": 1})
+    open(os.path.join(real, "main_job.json"), "w").write(record)
+    refused(["main", "--quick", "--out", real], "--quick", real, "real run", "--out")
+    assert os.listdir(real) == ["main_job.json"], os.listdir(real)
+    assert open(os.path.join(real, "main_job.json")).read() == record
+    print("ok: a quick main job refuses a folder holding a real run's results")
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    check_options()
+    check_files(tmp)
+    check_fixable(tmp)
+    check_outputs(tmp)
+    check_quick_main(tmp)
+print("ok: all")
