@@ -124,6 +124,21 @@ void keep_global_batch(TrainOptions& o, const DataParallel& dp) {
         " ranks cannot share equally; resume on a number of ranks that divides " +
         std::to_string(global));
   const int batch = static_cast<int>(global / dp.size());
+  // The saved run computed each rank's batch in micro-batches of o.batch sequences (or of
+  // --micro-batch): keeping that size keeps the dropout masks and the order of the gradient sums,
+  // so the resumed run continues it bit for bit. When the new per-rank batch is smaller, the same
+  // global batch is kept but the sums run in another order (results differ by rounding).
+  if (o.micro_batch == 0) {
+    if (batch % o.batch == 0) {
+      o.micro_batch = o.batch;
+    } else if (dp.root()) {
+      std::fprintf(stderr,
+                   "--resume: the saved run's ranks each summed %d sequences at once; with %d "
+                   "per rank the gradient is summed in another order, so this run continues the "
+                   "saved one up to rounding, not bit for bit\n",
+                   o.batch, batch);
+    }
+  }
   if (o.micro_batch > 0 && batch % o.micro_batch != 0)
     throw std::runtime_error(
         "--resume: on " + std::to_string(dp.size()) + " ranks the global batch " +

@@ -354,6 +354,30 @@ std::string run_record_path(const std::string& checkpoint) {
   return sparse::resolve_output_path(checkpoint, "--checkpoint") + ".run.json";
 }
 
+// Settings of a run that do not change what it computes, or (--threads) change it only by the
+// rounding of parallel sums: a resumed run takes the saved ones unless they are given again, and
+// a given one may differ from the saved one.
+nlohmann::json run_settings(const TrainOptions& o) {
+  return {{"threads", o.threads},
+          {"eval-every", o.eval_every},
+          {"eval-sequences", o.eval_sequences},
+          {"eval-split", o.eval_split},
+          {"checkpoint-every", o.checkpoint_every}};
+}
+
+void apply_run_settings(const nlohmann::json& saved, TrainOptions& o) {
+  auto take = [&](const char* name, auto& field) {
+    if (!saved.contains(name)) return;  // a record written before settings were kept
+    if (std::find(o.given.begin(), o.given.end(), name) != o.given.end()) return;
+    saved.at(name).get_to(field);
+  };
+  take("threads", o.threads);
+  take("eval-every", o.eval_every);
+  take("eval-sequences", o.eval_sequences);
+  take("eval-split", o.eval_split);
+  take("checkpoint-every", o.checkpoint_every);
+}
+
 // The options of a resumed run: the saved run's, after checking that every run option given on
 // the command line equals the saved one. Without a record (a checkpoint of another program) the
 // given options stand, and the library compares the configuration they make with the checkpoint.
@@ -391,13 +415,17 @@ TrainOptions resumed_options(const TrainOptions& given) {
                              "run without --resume");
   TrainOptions o = given;
   apply_run_options(before, o);
+  if (saved.contains("settings")) apply_run_settings(saved["settings"], o);
   return o;
 }
 
 void save_run(sparse_model* model, const TrainOptions& o) {
   write_file_atomically(
       run_record_path(o.checkpoint),
-      nlohmann::json({{"format", kRunFormat}, {"options", run_options(o)}}).dump(1) + "\n");
+      nlohmann::json(
+          {{"format", kRunFormat}, {"options", run_options(o)}, {"settings", run_settings(o)}})
+              .dump(1) +
+          "\n");
   check(sparse_model_save(model, o.checkpoint.c_str()), "save " + o.checkpoint);
 }
 

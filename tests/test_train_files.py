@@ -185,7 +185,7 @@ def kill_and_resume(tmp):
     steps = "150"
     big = ["--seq-len", "128", "--width", "64", "--layers", "2", "--steps", steps]
     ref_m, ref_log = os.path.join(tmp, "ref"), os.path.join(tmp, "ref.log")
-    summary(train(tmp, *big, "--checkpoint", ref_m, "--log", ref_log, timeout=300))
+    ref_summary = summary(train(tmp, *big, "--checkpoint", ref_m, "--log", ref_log, timeout=300))
     m, log = os.path.join(tmp, "m"), os.path.join(tmp, "m.log")
     p = subprocess.Popen(train_args(*big, "--checkpoint", m, "--log", log,
                                     "--checkpoint-every", "7"),
@@ -200,6 +200,10 @@ def kill_and_resume(tmp):
     assert p.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     r = run(["train", "--checkpoint", m, "--log", log, "--resume", "--quiet", "--json"], timeout=300)
     assert "resuming" in r.stderr and summary(r)["resumed_from_step"] % 7 == 0, r.stderr
+    # The run's settings (threads, evaluation) come back from its record too, so the final
+    # evaluation is the uninterrupted run's.
+    for key in ("eval_bits_per_dim", "eval_sequences"):
+        assert summary(r)[key] == ref_summary[key], (key, summary(r)[key], ref_summary[key])
     strip = lambda recs: [{k: v for k, v in x.items() if k != "seconds"} for x in recs]
     assert strip(log_records(log)) == strip(log_records(ref_log)), "the resumed log differs"
     assert open(m, "rb").read() == open(ref_m, "rb").read(), "the resumed checkpoint differs"
