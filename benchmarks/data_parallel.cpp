@@ -1,4 +1,5 @@
 #include "data_parallel.hpp"
+#include "option_checks.hpp"
 
 #include <cmath>
 #include <cstdio>
@@ -103,11 +104,11 @@ void add_data_parallel_options(CLI::App& app, TrainOptions& o) {
   app.add_option("--micro-batch", o.micro_batch,
                  "split each rank's --batch into micro-batches of this many sequences (their "
                  "gradients added in order; 0 = one micro-batch)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(integer_in(0, kIntMax));
   app.add_option("--rank-timeout", o.rank_timeout,
                  "data parallel (mpirun/srun): a gradient reduction that waits this many seconds "
                  "for the other ranks ends the job, naming the ranks that did not arrive")
-      ->check(CLI::PositiveNumber)
+      ->check(number_in(0, kInf, true))
       ->capture_default_str();
 }
 

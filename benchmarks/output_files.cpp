@@ -61,15 +61,24 @@ void truncate_log_to_step(const std::string& path, const std::string& option, lo
   const std::vector<unsigned char> bytes = sparse::read_regular_file(path, option);
   std::string kept;
   std::string line;
+  long long number = 0;
   for (unsigned char c : bytes) {
     if (c != '\n') {
       line += static_cast<char>(c);
       continue;
     }
+    ++number;
     const auto record = nlohmann::json::parse(line, nullptr, false);
-    if (!record.is_discarded() && record.is_object() && record.contains("step") &&
-        record["step"].is_number_integer() && record["step"].get<long long>() <= step)
-      kept += line + "\n";
+    // Whole lines are written at once, so every complete line of a step log is a record (only a
+    // last line without its newline can be cut by a kill). Anything else is not this run's log:
+    // it is left as it is rather than cut.
+    if (record.is_discarded() || !record.is_object() || !record.contains("step") ||
+        !record["step"].is_number_integer())
+      throw std::runtime_error(option + " " + path + ": line " + std::to_string(number) +
+                               " is not a step record of a loss log, so the file is not this "
+                               "run's log; it was left unchanged (give another " + option +
+                               " or move the file away)");
+    if (record["step"].get<long long>() <= step) kept += line + "\n";
     line.clear();
   }
   sparse::write_file_atomically(path, {{kept.data(), kept.size()}}, option);

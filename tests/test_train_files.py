@@ -258,9 +258,22 @@ def option_conflicts(tmp):
     assert (s["steps"], s["resumed_from_step"], s["steps_this_run"]) == (4, 4, 0), s
 
 
+def resume_with_foreign_log(tmp):
+    # A --log that is not a loss log (here a user's notes) is refused on resume, not cut to nothing.
+    m = make_checkpoint(tmp)
+    notes = os.path.join(tmp, "notes.txt")
+    text = "".join(f"{i}\n" for i in range(1, 1001))
+    with open(notes, "w") as f:
+        f.write(text)
+    refused(run(["train", "--checkpoint", m, "--log", notes, "--resume", "--quiet"]), "--log",
+            "line 1", "not a step record")
+    assert open(notes).read() == text, "the file given as --log was changed"
+
+
 CASES = [fifo_data, fifo_checkpoint_resume, fifo_checkpoint_output, device_out, symlink_out,
          bench_output_fifo, missing_folder, summary_is_folder, read_only_folder, log_write_fails, concurrent_savers,
-         kill_and_resume, shorter_seq_len, extend_finished_run, option_conflicts]
+         kill_and_resume, shorter_seq_len, extend_finished_run, option_conflicts,
+         resume_with_foreign_log]
 
 failed = []
 for case in CASES:
