@@ -115,6 +115,18 @@ class Masks(unittest.TestCase):
             self.assertLess(st["nnz_blocks"], sn["nnz_blocks"] / 4)
             self.assertEqual(st["useful_elements"], sn["useful_elements"])
 
+    def test_out_of_range_integers_are_refused_not_wrapped(self):
+        # ctypes would store 2**64 + 256 as 256: the binding refuses it, naming the field.
+        for kwargs, field in [({"seq_len": 2**64 + 256}, "seq_len"),
+                              ({"num_heads": 2**31}, "num_heads")]:
+            args = {"seq_len": 256, "num_heads": 1, **kwargs}
+            with self.assertRaises(ValueError) as cm:
+                sp.Layout(args["seq_len"], sp.Pattern.strided_row(16), args["num_heads"], 64)
+            self.assertIn(field, str(cm.exception))
+        with self.assertRaises(ValueError) as cm:
+            sp.Layout(256, sp.Pattern.strided_row(2**64 + 16), 1, 64)
+        self.assertIn("stride", str(cm.exception))
+
     def test_from_blocks(self):
         n, b = 40, 16
         bm = np.array([[[1, 0, 0], [0, 1, 0], [1, 0, 1]]], np.uint8)

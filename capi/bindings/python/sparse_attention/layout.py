@@ -102,6 +102,10 @@ class Layout:
         if num_heads < 2:
             raise ValueError(f"num_heads = {num_heads}: the two head types need at least 2 heads "
                              "(or merged=True for their union on every head)")
+        if num_heads > 4096:
+            # One Python pattern per head: let the library judge the head count (its memory
+            # bound, the int32 field) on the union layout before building millions of them.
+            cls(seq_len, [first(-1), second(-1)], num_heads, block_size)
         pats = [(first if h % 2 == 0 else second)(h) for h in range(num_heads)]
         return cls(seq_len, pats, num_heads, block_size)
 

@@ -660,6 +660,16 @@ class Buffer:
         return a
 
 
+def _c_int(name, value, bits, signed=True):
+    """`value` as an int that fits the C field `name` (ctypes would wrap it around silently)."""
+    v = int(value)
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} = {v} does not fit the C field ({'int' if signed else 'uint'}"
+                         f"{bits}_t, {lo} to {hi})")
+    return v
+
+
 class Pattern:
     """One pattern (layout.h): kind, head (-1 = every head) and the fields the kind reads."""
 
@@ -718,14 +728,20 @@ class Pattern:
     def _to_struct(self, keep):
         p = PatternStruct()
         check(library().sparse_pattern_default(ctypes.byref(p), int(self.kind)))
-        p.head, p.window, p.stride, p.summary = self.head, self.window, self.stride, self.summary
-        p.summary_variants, p.causal = self.summary_variants, int(bool(self.causal))
+        p.head = _c_int("head", self.head, 32)
+        p.window = _c_int("window", self.window, 64)
+        p.stride = _c_int("stride", self.stride, 64)
+        p.summary = _c_int("summary", self.summary, 64)
+        p.summary_variants = _c_int("summary_variants", self.summary_variants, 32)
+        p.causal = int(bool(self.causal))
         if self.global_tokens:
-            arr = (ctypes.c_int64 * len(self.global_tokens))(*self.global_tokens)
+            tokens = [_c_int("global token", g, 64) for g in self.global_tokens]
+            arr = (ctypes.c_int64 * len(tokens))(*tokens)
             keep.append(arr)
             p.global_tokens = ctypes.cast(arr, ctypes.POINTER(ctypes.c_int64))
         p.num_global_tokens = len(self.global_tokens)
-        p.random_blocks, p.seed = self.random_blocks, self.seed
+        p.random_blocks = _c_int("random_blocks", self.random_blocks, 64)
+        p.seed = _c_int("seed", self.seed, 64, signed=False)
         return p
 
     def __repr__(self):
@@ -746,7 +762,9 @@ class Layout(_Handle):
         keep = []
         structs = (PatternStruct * max(len(patterns), 1))(
             *[p._to_struct(keep) for p in patterns])
-        d.seq_len, d.block_size, d.num_heads = seq_len, block_size, num_heads
+        d.seq_len = _c_int("seq_len", seq_len, 64)
+        d.block_size = _c_int("block_size", block_size, 32)
+        d.num_heads = _c_int("num_heads", num_heads, 32)
         d.patterns = ctypes.cast(structs, ctypes.POINTER(PatternStruct)) if patterns else None
         d.num_patterns = len(patterns)
         d.transpose_strided_column = int(bool(transpose_strided_column))
