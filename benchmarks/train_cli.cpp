@@ -4,13 +4,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <optional>
-#include <regex>
 #include <stdexcept>
 #include <vector>
 
@@ -62,15 +62,23 @@ const FieldNames kModelFields = {
     {"summary", "--summary"},         {"summary_variants", "--summary-variants"},
     {"layer_cycle", "--layer-cycle"}, {"dropout", "--dropout"}};
 
+// Replaces each field name that stands as a whole word (not inside a longer name, not after
+// "->" or "-") by its option.
 std::string with_option_names(std::string message, const FieldNames& fields) {
+  auto name_char = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
   for (const auto& [field, option] : fields) {
-    std::string escaped;
-    for (const char* c = field; *c; ++c) {
-      if (std::string("\\^$.|?*+()[]{}").find(*c) != std::string::npos) escaped += '\\';
-      escaped += *c;
+    const std::string name = field;
+    std::string out;
+    size_t from = 0;
+    for (size_t at = message.find(name); at != std::string::npos; at = message.find(name, at + 1)) {
+      const char before = at > 0 ? message[at - 1] : ' ';
+      const size_t end = at + name.size();
+      const char after = end < message.size() ? message[end] : ' ';
+      if (name_char(before) || before == '>' || before == '-' || name_char(after)) continue;
+      out += message.substr(from, at - from) + option;
+      from = end;
     }
-    const std::regex word("(^|[^A-Za-z0-9_>-])" + escaped + "(?![A-Za-z0-9_])");
-    message = std::regex_replace(message, word, std::string("$1") + option);
+    message = out + message.substr(from);
   }
   return message;
 }

@@ -62,6 +62,11 @@ for s in "${sources[@]}"; do
   "$cxx" "${flags[@]}" -fsanitize=fuzzer-no-link -c "$here/$s.cpp" -o "$work/$s.o" &
   objs+=("$work/$s.o")
 done
+# The library files the readers use (inputs opened as regular files only; memory bounds).
+for s in file_io resources; do
+  "$cxx" "${flags[@]}" -fsanitize=fuzzer-no-link -c "$root/libsparse/$s.cpp" -o "$work/$s.o" &
+  objs+=("$work/$s.o")
+done
 # The checkpoint reader and the model configuration it validates.
 for s in checkpoint_format config; do
   "$cxx" "${flags[@]}" -fsanitize=fuzzer-no-link -c "$root/libsparse/model/$s.cpp" \
