@@ -159,8 +159,8 @@ struct Buffers {
     }
     const int64_t shape[4] = {batch, heads, n, d};
     auto wrap = [&](sparse_tensor& t, std::vector<float>& data, int nd) {
-      check(sparse_tensor_contiguous(&t, data.empty() ? nullptr : data.data(), SPARSE_DTYPE_F32,
-                                     nd, shape),
+      check(sparse_tensor_contiguous(&t, data.empty() ? nullptr : data.data(), SPARSE_DTYPE_F32, nd,
+                                     shape),
             "tensor");
     };
     wrap(tq, q, 4);
@@ -174,8 +174,8 @@ struct Buffers {
     wrap(tdv, dv, 4);
     if (dtype != SPARSE_DTYPE_F32) {
       const std::pair<sparse_tensor*, std::vector<float>*> four[] = {
-          {&tq, &q}, {&tk, &k}, {&tv, &v}, {&tout, &out}, {&tdout, &dout},
-          {&tdq, &dq}, {&tdk, &dk}, {&tdv, &dv}};
+          {&tq, &q},       {&tk, &k},   {&tv, &v},   {&tout, &out},
+          {&tdout, &dout}, {&tdq, &dq}, {&tdk, &dk}, {&tdv, &dv}};
       for (const auto& [t, data] : four) {
         if (t->data == nullptr) continue;
         std::vector<uint16_t> bits(data->size());
@@ -196,8 +196,7 @@ struct Buffers {
         void* p = nullptr;
         check(sparse_context_alloc(ctx, bytes, &p), "device allocation");
         device.push_back(p);
-        check(sparse_context_copy(ctx, p, SPARSE_MEMORY_DEVICE, t->data, SPARSE_MEMORY_HOST,
-                                  bytes),
+        check(sparse_context_copy(ctx, p, SPARSE_MEMORY_DEVICE, t->data, SPARSE_MEMORY_HOST, bytes),
               "copy to device");
         t->data = p;
         t->memory = SPARSE_MEMORY_DEVICE;
@@ -213,8 +212,8 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 // Median time of `reps` runs of one forward (+ backward) pass.
 // On the GPU a warm-up run first keeps the layout upload, workspace allocation and module
 // loading out of the median.
-double time_attention(sparse_context* ctx, const sparse_layout* layout, Buffers& b,
-                      bool backward, int reps, const sparse_attention_params* params = nullptr,
+double time_attention(sparse_context* ctx, const sparse_layout* layout, Buffers& b, bool backward,
+                      int reps, const sparse_attention_params* params = nullptr,
                       bool warm_up = false) {
   std::vector<double> times;
   for (int r = warm_up ? -1 : 0; r < reps; ++r) {
@@ -222,8 +221,8 @@ double time_attention(sparse_context* ctx, const sparse_layout* layout, Buffers&
     check(sparse_attention_forward(ctx, layout, params, &b.tq, &b.tk, &b.tv, &b.tout, &b.tlse),
           "forward");
     if (backward)
-      check(sparse_attention_backward(ctx, layout, params, &b.tq, &b.tk, &b.tv, &b.tout,
-                                      &b.tlse, &b.tdout, &b.tdq, &b.tdk, &b.tdv),
+      check(sparse_attention_backward(ctx, layout, params, &b.tq, &b.tk, &b.tv, &b.tout, &b.tlse,
+                                      &b.tdout, &b.tdq, &b.tdk, &b.tdv),
             "backward");
     check(sparse_context_synchronize(ctx), "synchronize");
     if (r >= 0) times.push_back(seconds_since(t0));
@@ -345,8 +344,7 @@ int run_attention_memory(const BenchOptions& o) {
   settings.num_threads = o.threads;
   sparse_context* ctx = nullptr;
   check(sparse_context_create(&settings, &ctx), "context");
-  std::unique_ptr<sparse_context, void (*)(sparse_context*)> ctx_guard(ctx,
-                                                                       sparse_context_destroy);
+  std::unique_ptr<sparse_context, void (*)(sparse_context*)> ctx_guard(ctx, sparse_context_destroy);
   sparse_memory memory = SPARSE_MEMORY_HOST;
   sparse_context_memory(ctx, &memory);
   if (memory != SPARSE_MEMORY_HOST)
@@ -393,8 +391,7 @@ int run_bench_attention(const BenchOptions& o) {
   settings.num_threads = o.threads;
   sparse_context* ctx = nullptr;
   check(sparse_context_create(&settings, &ctx), "context");
-  std::unique_ptr<sparse_context, void (*)(sparse_context*)> ctx_guard(ctx,
-                                                                       sparse_context_destroy);
+  std::unique_ptr<sparse_context, void (*)(sparse_context*)> ctx_guard(ctx, sparse_context_destroy);
   sparse_backend backend;
   sparse_context_backend(ctx, &backend);
   int32_t threads = 1;
@@ -410,8 +407,10 @@ int run_bench_attention(const BenchOptions& o) {
   const double gemm = on_gpu ? 0.0 : gemm_gflops(threads);
 
   std::vector<std::string> modes;
-  if (o.mode == "both") modes = {"fwd", "fwdbwd"};
-  else modes = {o.mode};
+  if (o.mode == "both")
+    modes = {"fwd", "fwdbwd"};
+  else
+    modes = {o.mode};
   std::map<std::pair<int64_t, std::string>, double> dense_cache;
   std::string lines;
   if (!o.json)
@@ -432,8 +431,8 @@ int run_bench_attention(const BenchOptions& o) {
         st.struct_size = sizeof st;
         check(sparse_layout_get_stats(layout.ptr, -1, &st), "stats");
         size_t workspace = 0;
-        check(sparse_attention_workspace_size_params(ctx, layout.ptr, &params, o.batch,
-                                                     o.head_dim, backward, &workspace),
+        check(sparse_attention_workspace_size_params(ctx, layout.ptr, &params, o.batch, o.head_dim,
+                                                     backward, &workspace),
               "workspace");
         const double t_sparse =
             time_attention(ctx, layout.ptr, buffers, backward, o.reps, &params, on_gpu);
@@ -456,17 +455,18 @@ int run_bench_attention(const BenchOptions& o) {
                     time_dense_cublas(ctx, buffers, backward, dense_reps,
                                       1.0f / std::sqrt(static_cast<float>(o.head_dim)));
               else
-                dense_cache[key] = name == "dense" ? t_sparse
-                                                   : time_attention(ctx, dense.ptr, buffers,
-                                                                    backward, dense_reps,
-                                                                    &params, on_gpu);
+                dense_cache[key] = name == "dense"
+                                       ? t_sparse
+                                       : time_attention(ctx, dense.ptr, buffers, backward,
+                                                        dense_reps, &params, on_gpu);
             }
             t_dense = dense_cache[key];
           }
         }
         const double flops_per_block =
             (backward ? 14.0 : 4.0) * o.block * o.block * static_cast<double>(o.head_dim);
-        const double computed_flops = flops_per_block * static_cast<double>(st.nnz_blocks) * o.batch;
+        const double computed_flops =
+            flops_per_block * static_cast<double>(st.nnz_blocks) * o.batch;
         const double gflops = computed_flops / t_sparse / 1e9;
         const size_t tensor_bytes =
             static_cast<size_t>(o.batch) * o.heads * n *
@@ -495,7 +495,8 @@ int run_bench_attention(const BenchOptions& o) {
         j["dense_blocks"] = dense_blocks;
         j["time_sparse_s"] = t_sparse;
         j["time_dense_s"] = t_dense >= 0 ? nlohmann::json(t_dense) : nlohmann::json(nullptr);
-        j["time_ratio"] = t_dense > 0 ? nlohmann::json(t_sparse / t_dense) : nlohmann::json(nullptr);
+        j["time_ratio"] =
+            t_dense > 0 ? nlohmann::json(t_sparse / t_dense) : nlohmann::json(nullptr);
         j["block_ratio"] = static_cast<double>(st.nnz_blocks) / static_cast<double>(dense_blocks);
         j["gflops_computed"] = gflops;
         j["gflops_useful"] = (backward ? 14.0 : 4.0) * static_cast<double>(st.useful_elements) *

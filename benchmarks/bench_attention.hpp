@@ -1,5 +1,6 @@
 // sparse-repro bench-attention: times block-sparse attention, the same kernels on the dense causal
-// layout and an Eigen dense GEMM in one run, and reports their ratios (DESIGN.md section 8).
+// layout and an Eigen dense GEMM in one run, and reports their ratios (measured side by side, so
+// that the figures compare kernels, not machines or moments).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -22,13 +23,13 @@ struct BenchOptions {
   std::string mode = "fwd";  // fwd | fwdbwd | both
   int threads = 0;
   int reps = 3;
-  int64_t dense_max_n = 65536;  // skip the dense-layout timing above this n
-  std::string dtype = "f32";          // f32 | bf16 | f16 (16-bit: CUDA only)
-  std::string algorithm = "fused";    // fused | unfused
-  std::string baseline = "layout";    // dense comparison: layout (our kernels on the dense
-                                      // causal layout) | cublas-dense (cuBLAS GEMMs + softmax)
+  int64_t dense_max_n = 65536;      // skip the dense-layout timing above this n
+  std::string dtype = "f32";        // f32 | bf16 | f16 (16-bit: CUDA only)
+  std::string algorithm = "fused";  // fused | unfused
+  std::string baseline = "layout";  // dense comparison: layout (our kernels on the dense
+                                    // causal layout) | cublas-dense (cuBLAS GEMMs + softmax)
   bool json = false;
-  std::string output;           // append JSON lines to this file
+  std::string output;  // append JSON lines to this file
 };
 
 void add_bench_options(CLI::App& app, BenchOptions& options);

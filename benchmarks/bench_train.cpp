@@ -56,8 +56,7 @@ int run_bench_train(const TrainBenchOptions& o) {
   cfg.dropout = 0.0f;  // identical work in every step, as in the peer
 
   sparse_context* ctx = create_device_context(o.device, o.threads);
-  std::unique_ptr<sparse_context, void (*)(sparse_context*)> ctx_guard(ctx,
-                                                                       sparse_context_destroy);
+  std::unique_ptr<sparse_context, void (*)(sparse_context*)> ctx_guard(ctx, sparse_context_destroy);
   int32_t threads = 1;
   sparse_context_num_threads(ctx, &threads);
   sparse_train_config train;
@@ -107,11 +106,12 @@ int run_bench_train(const TrainBenchOptions& o) {
   if (o.json) {
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("%s: n %lld, %d layers x d %d, %d heads, batch %d, %d threads: %.3f s/step, "
-                "%.0f tokens/s, peak activations %.1f MB\n",
-                o.preset.c_str(), static_cast<long long>(cfg.seq_len), cfg.num_layers,
-                cfg.d_model, cfg.num_heads, o.batch, threads, median,
-                j["tokens_per_second"].get<double>(), static_cast<double>(peak) / 1e6);
+    std::printf(
+        "%s: n %lld, %d layers x d %d, %d heads, batch %d, %d threads: %.3f s/step, "
+        "%.0f tokens/s, peak activations %.1f MB\n",
+        o.preset.c_str(), static_cast<long long>(cfg.seq_len), cfg.num_layers, cfg.d_model,
+        cfg.num_heads, o.batch, threads, median, j["tokens_per_second"].get<double>(),
+        static_cast<double>(peak) / 1e6);
   }
   return 0;
 }

@@ -13,14 +13,14 @@ namespace repro {
 
 struct TrainBenchOptions {
   std::string preset = "cifar10-small";
-  int64_t seq_len = 0;   // 0 = the preset's
-  int layers = 0;        // 0 = the preset's
+  int64_t seq_len = 0;  // 0 = the preset's
+  int layers = 0;       // 0 = the preset's
   int width = 0;
   int heads = 0;
   int batch = 1;
-  int steps = 3;         // timed steps
-  int warmup = 1;        // untimed steps first
-  int recompute = -1;    // -1 = the preset's
+  int steps = 3;       // timed steps
+  int warmup = 1;      // untimed steps first
+  int recompute = -1;  // -1 = the preset's
   int threads = 0;
   bool json = false;
   DeviceOptions device;  // --backend, --dtype

@@ -1,11 +1,11 @@
 #include "data_parallel.hpp"
-#include "option_checks.hpp"
 
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
 
 #include "capi/src/model_internal.hpp"
+#include "option_checks.hpp"
 
 namespace repro {
 namespace {

@@ -16,7 +16,7 @@ namespace repro {
 std::vector<MemoryRow> paper_memory_rows() {
   // Patterns: text uses fixed (l = 128, c = 32) as for Enwik8; images and audio strided with
   // l close to sqrt(n) (CIFAR-10: one image row, 96; ImageNet 64: 128; audio: 128 as for the
-  // paper's 65k-sample model, see DESIGN.md section 4).
+  // paper's 65k-sample model, Child et al. 2019, section 7.4).
   return {
       {"1024 text tokens", 1024, 1.0e9, 16e6, "1.0 GB", "16 MB", "fixed", 128, 32},
       {"CIFAR-10 image", 3072, 9.6e9, 151e6, "9.6 GB", "151 MB", "strided", 96, 0},
@@ -123,9 +123,8 @@ void add_measured_memory(nlohmann::json& table, int block) {
     for (const char* algorithm : {"fused", "unfused"}) {
       std::ostringstream cmd;
       cmd << "'" << exe << "' attention-memory --backend cpu --heads 4 --head-dim 64 --block "
-          << block << " --n " << row.n << " --pattern " << row.pattern << " --stride "
-          << row.stride << " --summary " << (row.summary > 0 ? row.summary : 32)
-          << " --algorithm " << algorithm;
+          << block << " --n " << row.n << " --pattern " << row.pattern << " --stride " << row.stride
+          << " --summary " << (row.summary > 0 ? row.summary : 32) << " --algorithm " << algorithm;
       std::fprintf(stderr, "  measuring %s attention, n = %lld, %s (row %zu of %zu)\n",
                    row.pattern.c_str(), static_cast<long long>(row.n), algorithm, r + 1,
                    rows.size());
@@ -196,9 +195,8 @@ std::string memory_table_markdown(const nlohmann::json& table) {
   for (const auto& r : table["rows"]) {
     md << "| " << r["data"].get<std::string>() << " | " << r["n"].get<int64_t>() << " | "
        << r["stored"].get<std::string>() << " | " << r["recomputed"].get<std::string>() << " | "
-       << r["paper_stored"].get<std::string>() << " / "
-       << r["paper_recomputed"].get<std::string>() << " | "
-       << (r["matches_paper"].get<bool>() ? "yes" : "NO") << " |";
+       << r["paper_stored"].get<std::string>() << " / " << r["paper_recomputed"].get<std::string>()
+       << " | " << (r["matches_paper"].get<bool>() ? "yes" : "NO") << " |";
     if (sparse) {
       const auto& s = r["sparse"];
       if (s.contains("error")) {

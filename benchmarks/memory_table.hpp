@@ -4,22 +4,21 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace repro {
 
 struct MemoryRow {
-  std::string data;       // "1024 text tokens", ...
+  std::string data;  // "1024 text tokens", ...
   int64_t n = 0;
-  double paper_stored_bytes = 0;      // figures printed in the paper (decimal units)
+  double paper_stored_bytes = 0;  // figures printed in the paper (decimal units)
   double paper_recomputed_bytes = 0;
   std::string paper_stored, paper_recomputed;  // as printed, e.g. "1.0 GB"
-  std::string pattern;     // the paper's pattern for this data
+  std::string pattern;                         // the paper's pattern for this data
   int64_t stride = 0;
-  int64_t summary = 0;     // c for fixed
+  int64_t summary = 0;  // c for fixed
 };
 
 constexpr int kLayers = 64;
@@ -32,7 +31,7 @@ std::vector<MemoryRow> paper_memory_rows();
 double dense_attention_bytes_one_layer(int64_t n);
 
 // Whether `computed` bytes shown at the paper's precision equal the paper's printed figure
-// (the paper rounds some entries and truncates others, so both are accepted; see DESIGN.md).
+// (the paper rounds some entries and truncates others, so both are accepted).
 bool matches_paper_figure(double computed, double paper, int decimals);
 
 // Decimal formatting with units, three significant digits: 1.07e9 -> "1.07 GB".

@@ -3,11 +3,11 @@
 namespace repro {
 
 const std::vector<PaperRun>& paper_runs() {
-  // Figures recalled from the paper (tables 1-4) as given in DESIGN.md; the batch sizes are
+  // Figures recalled from the paper (tables 1-4); the batch sizes are
   // OpenAI's released CIFAR-10 setting (16) and assumptions elsewhere.
   static const std::vector<PaperRun> runs = {
-      {"CIFAR-10", "cifar10", 2.80, "PixelCNN++ 2.92, Image Transformer 2.90, PixelSNAIL 2.85",
-       120, 48000, 16, "cifar-10-binary.tar.gz"},
+      {"CIFAR-10", "cifar10", 2.80, "PixelCNN++ 2.92, Image Transformer 2.90, PixelSNAIL 2.85", 120,
+       48000, 16, "cifar-10-binary.tar.gz"},
       {"Enwik8", "enwik8", 0.99, "Transformer-XL 88M 1.03, Transformer-XL 277M 0.99", 80,
        90e6 / 12288, 16, "enwik8.zip"},
       {"ImageNet 64x64", "imagenet64", 3.44, "SPN 3.52", 70, 1.28e6, 16,

@@ -1,5 +1,5 @@
 // An independent, deliberately plain reference for block-sparse attention tests: the token-level
-// pattern definitions of DESIGN.md section 3 written directly as predicates (no blocks, no
+// pattern definitions of capi/include/sparse/layout.h written directly as predicates (no blocks, no
 // layouts), and dense double-precision attention over those masks. Nothing here calls the
 // library's layout code.
 #pragma once
@@ -95,8 +95,7 @@ inline std::vector<uint8_t> head_mask(const std::vector<Pattern>& patterns, int 
 // The running maximum of a softmax row: a NaN score makes the whole row NaN (std::max would skip
 // it, and a row whose only scores are NaN would pass for a row without keys).
 inline double max_keeping_nan(double m, double s) {
-  return std::isnan(m) || std::isnan(s) ? std::numeric_limits<double>::quiet_NaN()
-                                        : std::max(m, s);
+  return std::isnan(m) || std::isnan(s) ? std::numeric_limits<double>::quiet_NaN() : std::max(m, s);
 }
 
 // Dense tensors [batch, heads, n, d] in double, row-major.
@@ -145,10 +144,9 @@ inline void forward(const Problem& pb, const std::vector<double>& q, const std::
 }
 
 // Gradients of L = sum(dout * out) from the softmax Jacobian written out directly.
-inline void backward(const Problem& pb, const std::vector<double>& q,
-                     const std::vector<double>& k, const std::vector<double>& v,
-                     const std::vector<double>& dout, std::vector<double>& dq,
-                     std::vector<double>& dk, std::vector<double>& dv) {
+inline void backward(const Problem& pb, const std::vector<double>& q, const std::vector<double>& k,
+                     const std::vector<double>& v, const std::vector<double>& dout,
+                     std::vector<double>& dq, std::vector<double>& dk, std::vector<double>& dv) {
   dq.assign(q.size(), 0.0);
   dk.assign(q.size(), 0.0);
   dv.assign(q.size(), 0.0);
@@ -170,8 +168,7 @@ inline void backward(const Problem& pb, const std::vector<double>& q,
         if (m == -std::numeric_limits<double>::infinity()) continue;
         double z = 0;
         for (int64_t j = 0; j < pb.n; ++j)
-          if (mask[static_cast<size_t>(i * pb.n + j)])
-            z += std::exp(p[static_cast<size_t>(j)] - m);
+          if (mask[static_cast<size_t>(i * pb.n + j)]) z += std::exp(p[static_cast<size_t>(j)] - m);
         double expected_dp = 0;  // sum_j P_ij dP_ij
         for (int64_t j = 0; j < pb.n; ++j) {
           if (!mask[static_cast<size_t>(i * pb.n + j)]) {

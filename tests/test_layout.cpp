@@ -1,5 +1,5 @@
 // Layouts against the token-level definitions (naive_attention.hpp), the block statistics
-// DESIGN.md section 3 measured with an independent mask computation, and bad inputs.
+// measured with an independent mask computation (n = 8192, l = 128, block 64), and bad inputs.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -105,13 +105,13 @@ TEST_CASE("merged heads, split heads and unnamed heads") {
   check_rows_match({make(SPARSE_PATTERN_STRIDED_ROW, 10), make(SPARSE_PATTERN_STRIDED_COLUMN, 10)},
                    100, 16, 1);
   // Split: head 0 row, head 1 column (transposed), head 2 named by nobody (attends nothing).
-  check_rows_match({make(SPARSE_PATTERN_STRIDED_ROW, 10, 0, 0),
-                    make(SPARSE_PATTERN_STRIDED_COLUMN, 10, 0, 1)},
-                   100, 16, 3);
-  check_rows_match({make(SPARSE_PATTERN_FIXED_BLOCK, 16, 0, 0),
-                    make(SPARSE_PATTERN_FIXED_SUMMARY, 16, 4, 1),
-                    make(SPARSE_PATTERN_LOCAL, 8, 0, 1)},
-                   97, 32, 2);
+  check_rows_match(
+      {make(SPARSE_PATTERN_STRIDED_ROW, 10, 0, 0), make(SPARSE_PATTERN_STRIDED_COLUMN, 10, 0, 1)},
+      100, 16, 3);
+  check_rows_match(
+      {make(SPARSE_PATTERN_FIXED_BLOCK, 16, 0, 0), make(SPARSE_PATTERN_FIXED_SUMMARY, 16, 4, 1),
+       make(SPARSE_PATTERN_LOCAL, 8, 0, 1)},
+      97, 32, 2);
 }
 
 TEST_CASE("randomized sweep of patterns, lengths and block sizes") {
@@ -132,7 +132,7 @@ TEST_CASE("randomized sweep of patterns, lengths and block sizes") {
   }
 }
 
-TEST_CASE("block statistics match DESIGN.md (n = 8192, l = 128, block 64)") {
+TEST_CASE("block statistics match an independent mask computation (n = 8192, l = 128, block 64)") {
   const int64_t n = 8192;
   double eff = 0;
   CHECK(density({make(SPARSE_PATTERN_STRIDED_ROW, 128)}, n, 64, 1) ==
@@ -198,8 +198,7 @@ TEST_CASE("bad layout arguments give their error and a message") {
   expect(support::make_layout({make(SPARSE_PATTERN_DENSE)}, 100, 64, 0, layout), "num_heads");
   expect(support::make_layout({make(SPARSE_PATTERN_STRIDED_ROW, 101)}, 100, 64, 1, layout),
          "larger than seq_len");
-  expect(support::make_layout({make(SPARSE_PATTERN_STRIDED_ROW, 0)}, 100, 64, 1, layout),
-         "stride");
+  expect(support::make_layout({make(SPARSE_PATTERN_STRIDED_ROW, 0)}, 100, 64, 1, layout), "stride");
   expect(support::make_layout({make(SPARSE_PATTERN_FIXED_SUMMARY, 16, 17)}, 100, 64, 1, layout),
          "summary");
   expect(support::make_layout({make(SPARSE_PATTERN_LOCAL, 0)}, 100, 64, 1, layout), "window");

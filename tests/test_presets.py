@@ -25,7 +25,7 @@ with tempfile.TemporaryDirectory() as out:
     assert "commit" in doc["provenance"]
     (row,) = doc["presets"]
     assert row["preset"] == "cifar10" and row["seq_len"] == 3072 and row["layers"] == 128, row
-    # DESIGN.md: 458,752 parameters per layer; embeddings and the output layer come on top.
+    # The paper's CIFAR-10 model: 458,752 parameters per layer; embeddings and the output layer come on top.
     assert 128 * 458752 < row["parameters"] < 128 * 458752 + 2_000_000, row["parameters"]
     assert row["steps_run"] == 1
     assert math.isfinite(row["eval_bits_per_dim"]) and 0 < row["eval_bits_per_dim"] < 9

@@ -2,7 +2,7 @@
 """Side-by-side GPU timing of block-sparse attention: libsparse's fused kernels (through ctypes,
 capi/bindings/python/sparse_ctypes.py), PyTorch scaled_dot_product_attention (dense causal, flash
 backend) and PyTorch FlexAttention with the *same* block mask, forward and forward + backward, in
-one run on one GPU (DESIGN.md section 8). Writes Markdown + JSON with provenance.
+one run on one GPU. Writes Markdown + JSON with provenance.
 
 usage: benchmarks/peers/gpu_attention_peers.py [--build build] [--n 16384,4096,65536]
            [--head-dim 64,128] [--pattern strided,fixed] [--time-budget S]
@@ -198,7 +198,7 @@ class ComputedOrder:
 
 
 def token_rule(torch, kinds, a, qp, kp, h):
-    """The token-level rule of DESIGN.md section 3 on natural positions (tensors)."""
+    """The token-level rule of capi/include/sparse/layout.h on natural positions (tensors)."""
     l, c = a.stride, a.summary
     causal = kp <= qp
     rules = {

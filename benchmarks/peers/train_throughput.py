@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Training throughput of libsparse against PyTorch on the CPU, measured side by side in one run;
-writes results/cpu_training.md and results/cpu_training.json (issue 5, DESIGN.md section 8).
+writes results/cpu_training.md and results/cpu_training.json.
 
 For each preset (default: cifar10-small at n = 3072 and imagenet64-small at n = 12288, both
 strided), in fresh processes one after another on the same threads and batch:

@@ -115,7 +115,7 @@ TEST_CASE("parameter counts of the paper's presets") {
     MESSAGE(std::string(w.name) << ": " << t.total << " parameters");
     CHECK(static_cast<double>(t.total) / 1e6 == doctest::Approx(w.millions).epsilon(0.015));
   }
-  // DESIGN.md: CIFAR-10 with half-size QK and FF has 458,752 weights per layer (d = 256):
+  // The paper's CIFAR-10 model with half-size QK and FF has 458,752 weights per layer (d = 256):
   // Q, K 256 x 128, V, W_p 256 x 256, W1 256 x 512, W2 512 x 256.
   const sparse_model_config c = preset_config("cifar10");
   const ParamTable t = param_table(c);

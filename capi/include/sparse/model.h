@@ -1,13 +1,15 @@
 /*
  * libsparse: the Sparse Transformer model, its trainer, checkpoints and sampling.
  *
- * The model (Child et al. 2019, section 5; details of OpenAI's released code in DESIGN.md 4):
+ * The model (Child et al. 2019, section 5; details from OpenAI's released
+ * training code, openai/distribution_augmentation):
  *   H0 = embed(x shifted right behind a learned start token) + factorized position embeddings
  *   Hk = Hk-1 + a + b,  a = dropout(attention(norm(Hk-1))),  b = dropout(ff(norm(Hk-1 + a)))
  *   logits = norm(HN) W_out (or tied: norm(HN) E^T), loss = cross-entropy in nats
  *   bits per dim = mean loss / ln 2 over every one of the n positions.
- * Tokens are bytes (vocabulary 256). This version trains and samples on the CPU, in fp32, with
- * the CPU backend's fused block-sparse attention, whatever backend the context was created with.
+ * Tokens are bytes (vocabulary 256). The model trains and samples on the context's backend, in
+ * fp32; a backend that lacks one of the model's operations makes sparse_model_create return
+ * SPARSE_ERR_UNSUPPORTED naming it (nothing runs on another device than the one asked for).
  */
 #ifndef SPARSE_MODEL_H
 #define SPARSE_MODEL_H
