@@ -97,9 +97,16 @@ SourcePtr make_split(std::vector<RecordFile> files, Split split, const std::stri
 SourcePtr from_archive(const std::string& path, BlobPtr blob, Split split) {
   const std::vector<std::string> names = needed_names(split);
   std::map<std::string, std::unique_ptr<TempFileSink>> sinks;
+  std::map<std::string, std::string> member_of;  // base name -> the member read for it
   auto select = [&](const TarMember& m) -> Sink* {
     const std::string base = basename_of(m.name);
     if (std::find(names.begin(), names.end(), base) == names.end()) return nullptr;
+    // Two members of one name (in two folders, or appended): reading either would silently
+    // leave the other out.
+    if (const auto seen = member_of.find(base); seen != member_of.end())
+      throw_error(SPARSE_ERR_FORMAT, "file ", path, ": two members named ", base, " (",
+                  seen->second, " and ", m.name, "); expected one");
+    member_of[base] = m.name;
     auto sink = std::make_unique<TempFileSink>(path + " (member " + m.name + ")");
     Sink* raw = sink.get();
     sinks[base] = std::move(sink);

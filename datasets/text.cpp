@@ -99,17 +99,26 @@ SourcePtr open_text(const std::string& path, Split split, int64_t seq_len, bool 
   if (is_zip(blob)) {
     const View archive = whole(blob);
     const std::vector<ZipEntry> entries = zip_entries(archive.data, archive.size, path);
-    const ZipEntry* entry = zip_find(entries, "enwik8");
-    if (entry == nullptr && !enwik8) {
-      std::vector<const ZipEntry*> files;
-      for (const ZipEntry& e : entries)
-        if (!e.name.empty() && e.name.back() != '/') files.push_back(&e);
-      if (files.size() == 1) entry = files[0];
-    }
+    // The text is the archive's one file: with several, reading one of them would silently leave
+    // the others out.
+    std::vector<const ZipEntry*> files;
+    std::string names;
+    for (const ZipEntry& e : entries)
+      if (!e.name.empty() && e.name.back() != '/') {
+        files.push_back(&e);
+        names += (names.empty() ? "" : ", ") + e.name;
+      }
+    if (files.size() > 1)
+      throw_error(SPARSE_ERR_FORMAT, "file ", path, ": a zip archive of ", files.size(), " files (",
+                  names, "); expected exactly one",
+                  enwik8 ? ", named enwik8" : " (extract the one to read)");
+    const ZipEntry* entry = files.empty() ? nullptr : files[0];
+    if (enwik8 && entry != nullptr && entry->name != "enwik8") entry = nullptr;
     if (entry == nullptr)
       throw_error(SPARSE_ERR_FORMAT, "file ", path,
                   enwik8 ? ": expected a zip member named enwik8"
-                         : ": expected a zip archive with exactly one file (or one named enwik8)");
+                         : ": expected a zip archive with exactly one file",
+                  names.empty() ? " (it holds no file)" : " (it holds " + names + ")");
     if (enwik8 && entry->size != kEnwik8Bytes)
       throw_error(SPARSE_ERR_FORMAT, "file ", path, ": member enwik8 has ", entry->size,
                   " bytes (expected 100000000)");

@@ -1,12 +1,15 @@
 #include "libsparse/file_io.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 
 #include "libsparse/error.hpp"
@@ -45,6 +48,47 @@ void write_all(int fd, const void* data, size_t size) {
     p += w;
     size -= static_cast<size_t>(w);
   }
+}
+
+// Temporary files of the writer are named PREFIX + "PID-COUNTER-CLOCK" beside the target.
+std::string temp_prefix(const std::string& target) {
+  return "." + name_of(target).substr(0, 160) + ".tmp-";
+}
+
+// The process id in a temporary file name of `prefix`, or 0 when `name` is not one.
+pid_t temp_owner(const std::string& name, const std::string& prefix) {
+  if (name.compare(0, prefix.size(), prefix) != 0) return 0;
+  // PID-COUNTER-CLOCK: three decimal numbers.
+  long long pid = 0;
+  int fields = 0;
+  size_t digits = 0;
+  for (size_t i = prefix.size(); i <= name.size(); ++i) {
+    const char c = i < name.size() ? name[i] : '-';
+    if (c >= '0' && c <= '9') {
+      if (++digits > 18) return 0;
+      if (fields == 0) pid = pid * 10 + (c - '0');
+      continue;
+    }
+    if (c != '-' || digits == 0) return 0;
+    ++fields;
+    digits = 0;
+  }
+  return fields == 3 && pid > 0 && pid <= 0x7fffffff ? static_cast<pid_t>(pid) : 0;
+}
+
+// Removes the temporary files of this writer's naming whose process has ended (a writer killed
+// after naming its temporary file and before the rename): they would otherwise accumulate beside
+// the target. A file of a live process, or of one this process may not signal, is kept.
+void remove_stale_temps(const std::string& folder, const std::string& prefix) {
+  DIR* dir = ::opendir(folder.c_str());
+  if (dir == nullptr) return;
+  while (const dirent* e = ::readdir(dir)) {
+    const pid_t pid = temp_owner(e->d_name, prefix);
+    if (pid == 0 || pid == ::getpid()) continue;
+    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;
+    (void)::unlinkat(::dirfd(dir), e->d_name, 0);
+  }
+  ::closedir(dir);
 }
 
 }  // namespace
@@ -130,16 +174,31 @@ std::string resolve_output_path(const std::string& path, const std::string& what
 void write_file_atomically(const std::string& path, const std::vector<Bytes>& parts,
                            const std::string& what) {
   const std::string target = resolve_output_path(path, what);
+  const std::string folder = folder_of(target);
+  const std::string prefix = temp_prefix(target);
+  remove_stale_temps(folder, prefix);
   static std::atomic<unsigned> counter{0};
-  // A name of this process, this call and this instant, created exclusively: two writers of the
-  // same output never share a temporary file.
+  // A name of this process, this call and this instant: two writers of the same output never
+  // share a temporary file.
+  auto unique_name = [&] {
+    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    return folder + "/" + prefix + std::to_string(::getpid()) + "-" + std::to_string(counter++) +
+           "-" + std::to_string(static_cast<unsigned long long>(now) % 1000000007ull);
+  };
+  // The data goes to an unnamed file (O_TMPFILE), which a killed writer leaves nowhere; it gets
+  // its temporary name only once complete, just before the rename. Where the file system or the
+  // kernel has no O_TMPFILE (or /proc is not mounted to name it), a named temporary file is
+  // created exclusively instead.
   std::string tmp;
   int fd = -1;
+#ifdef O_TMPFILE
+  if (::access("/proc/self/fd", X_OK) == 0)
+    fd = ::open(folder.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
+#endif
+  const bool unnamed = fd >= 0;
+  bool named = !unnamed;  // tmp names the file
   for (int attempt = 0; fd < 0; ++attempt) {
-    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
-    tmp = folder_of(target) + "/." + name_of(target).substr(0, 160) + ".tmp-" +
-          std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
-          std::to_string(static_cast<unsigned long long>(now) % 1000000007ull);
+    tmp = unique_name();
     fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0 && (errno != EEXIST || attempt >= 100))
       throw_error(SPARSE_ERR_IO, "cannot create the temporary file \"", tmp, "\" for ", what, " \"",
@@ -152,6 +211,17 @@ void write_file_atomically(const std::string& path, const std::vector<Bytes>& pa
     for (const Bytes& part : parts) write_all(fd, part.data, part.size);
     step = "flush";
     if (::fsync(fd) != 0) throw errno;
+    if (unnamed) {
+      step = "name";
+      char self[64];
+      std::snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+      for (int attempt = 0;; ++attempt) {
+        tmp = unique_name();
+        if (::linkat(AT_FDCWD, self, AT_FDCWD, tmp.c_str(), AT_SYMLINK_FOLLOW) == 0) break;
+        if (errno != EEXIST || attempt >= 100) throw errno;
+      }
+      named = true;
+    }
     step = "close";
     const int closed = ::close(fd);
     fd = -1;
@@ -160,12 +230,13 @@ void write_file_atomically(const std::string& path, const std::vector<Bytes>& pa
     if (::rename(tmp.c_str(), target.c_str()) != 0) throw errno;
   } catch (int err) {
     if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
+    if (named) ::unlink(tmp.c_str());
+    if (!named) tmp = "an unnamed temporary file in " + folder;
     throw_error(SPARSE_ERR_IO, "cannot ", step, " ", what, " \"", target, "\" (through \"", tmp,
                 "\"): ", std::strerror(err));
   }
   // The rename is durable once the folder is: best effort, the file itself is complete.
-  const int dir = ::open(folder_of(target).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir >= 0) {
     (void)::fsync(dir);
     ::close(dir);

@@ -30,11 +30,14 @@ struct Bytes {
   size_t size;
 };
 
-// Writes the concatenation of `parts` to the file `path` names (see resolve_output_path): into a
-// temporary file created exclusively in the same folder under a name unique to this writer (so
-// concurrent writers never share one), flushed to disk, then renamed over the target. Readers see
-// the old file or the complete new one; an existing file keeps its permission bits. On failure the
-// temporary file is removed and the target is unchanged.
+// Writes the concatenation of `parts` to the file `path` names (see resolve_output_path): into an
+// unnamed file in the same folder (O_TMPFILE), flushed to disk, then linked under a temporary name
+// unique to this writer (so concurrent writers never share one) and renamed over the target.
+// Without O_TMPFILE the temporary name is created exclusively first. Readers see the old file or
+// the complete new one; an existing file keeps its permission bits. On failure the temporary file
+// is removed and the target is unchanged; a writer killed while writing leaves no file, and
+// temporary files of this naming left by processes that have ended are removed by the next write
+// of the same target.
 // Errors: SPARSE_ERR_IO naming `what`, the path and the system's reason.
 void write_file_atomically(const std::string& path, const std::vector<Bytes>& parts,
                            const std::string& what);

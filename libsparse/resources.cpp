@@ -6,6 +6,7 @@
 
 #include <cctype>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -18,28 +19,50 @@ namespace {
 
 constexpr const char* kVariable = "SPARSE_MEMORY_LIMIT";
 
-// "123", "64M", "1.5G", "unlimited" -> bytes; NaN when the text is not one of these.
-double parse_size(const std::string& text) {
-  std::string t;
-  for (char c : text)
-    if (!std::isspace(static_cast<unsigned char>(c))) t += c;
-  if (t == "unlimited" || t == "none") return std::numeric_limits<double>::infinity();
-  if (t.empty() || !(std::isdigit(static_cast<unsigned char>(t[0])) || t[0] == '.'))
-    return std::nan("");
-  char* end = nullptr;
-  double value = std::strtod(t.c_str(), &end);
-  std::string suffix(end);
-  if (!suffix.empty() && (suffix.back() == 'B' || suffix.back() == 'b')) suffix.pop_back();
-  if (suffix.size() == 2 && (suffix[1] == 'i' || suffix[1] == 'I')) suffix.pop_back();
-  if (suffix.size() > 1) return std::nan("");
+// The accepted sizes: "unlimited" or "none", or a decimal integer of bytes with an optional
+// binary unit suffix K, M, G or T (2^10, 2^20, 2^30, 2^40 bytes; either case, optionally written
+// KiB, MiB, GiB, TiB), surrounding spaces ignored. The result must be at least 1 and at most
+// 2^63 - 1 bytes.
+struct ParsedSize {
+  double bytes = 0;
+  std::string error;  // why the text is not a size (empty when it is)
+};
+
+ParsedSize parse_size(const std::string& text) {
+  const auto space = [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; };
+  size_t begin = 0, end = text.size();
+  while (begin < end && space(text[begin])) ++begin;
+  while (end > begin && space(text[end - 1])) --end;
+  const std::string t = text.substr(begin, end - begin);
+  const char* expected =
+      "expected a decimal number of bytes with an optional K, M, G or T suffix (binary: "
+      "K = 1024), e.g. 512M or 16G, or \"unlimited\"";
+  if (t == "unlimited" || t == "none") return {std::numeric_limits<double>::infinity(), ""};
+  size_t digits = 0;
+  while (digits < t.size() && std::isdigit(static_cast<unsigned char>(t[digits]))) ++digits;
+  if (digits == 0) return {0, expected};
+  std::string suffix = t.substr(digits);
+  int shift = 0;
   if (!suffix.empty()) {
     const std::string units = "KMGT";
     const auto pos =
         units.find(static_cast<char>(std::toupper(static_cast<unsigned char>(suffix[0]))));
-    if (pos == std::string::npos) return std::nan("");
-    value *= std::pow(1024.0, static_cast<double>(pos + 1));
+    const std::string rest = suffix.substr(1);
+    if (pos == std::string::npos || !(rest.empty() || rest == "iB" || rest == "ib"))
+      return {0, expected};
+    shift = 10 * static_cast<int>(pos + 1);
   }
-  return std::isfinite(value) && value > 0 ? value : std::nan("");
+  constexpr uint64_t kMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  uint64_t value = 0;
+  for (size_t i = 0; i < digits; ++i) {
+    const uint64_t d = static_cast<uint64_t>(t[i] - '0');
+    if (value > (kMax - d) / 10) return {0, "too large (at most 2^63 - 1 bytes)"};
+    value = value * 10 + d;
+  }
+  if (value > (kMax >> shift)) return {0, "too large (at most 2^63 - 1 bytes)"};
+  value <<= shift;
+  if (value == 0) return {0, "zero bytes (expected at least 1, or \"unlimited\")"};
+  return {static_cast<double>(value), ""};
 }
 
 void take_smaller(MemoryLimit& limit, double bytes, const std::string& source) {
@@ -67,12 +90,9 @@ std::string format_bytes(double bytes) {
 MemoryLimit memory_limit() {
   MemoryLimit limit{std::numeric_limits<double>::infinity(), "no limit found"};
   if (const char* env = std::getenv(kVariable); env != nullptr && env[0] != '\0') {
-    const double bytes = parse_size(env);
-    if (std::isnan(bytes))
-      throw_invalid(kVariable, " = \"", env,
-                    "\" is not a size (expected bytes with an optional K, M, G or T suffix, or "
-                    "\"unlimited\")");
-    return {bytes, std::string(kVariable) + " = " + env};
+    const ParsedSize size = parse_size(env);
+    if (!size.error.empty()) throw_invalid(kVariable, " = \"", env, "\": ", size.error);
+    return {size.bytes, std::string(kVariable) + " = " + env};
   }
   // The machine's and the cgroup's memory are read once (every attention call checks).
   static const MemoryLimit machine = [] {
@@ -84,7 +104,7 @@ MemoryLimit memory_limit() {
     std::ifstream cgroup("/sys/fs/cgroup/memory.max");
     std::string text;
     if (cgroup >> text && text != "max")
-      take_smaller(m, parse_size(text), "the cgroup's memory.max");
+      take_smaller(m, parse_size(text).bytes, "the cgroup's memory.max");
     return m;
   }();
   limit = machine;

@@ -126,6 +126,24 @@ expect("dense layout n=65536 block 16 (160 MiB) still builds", r.get("status") =
 r = probe(["layout-dense", "4096"], {"SPARSE_MEMORY_LIMIT": "12 parsecs"})
 expect("malformed SPARSE_MEMORY_LIMIT is named",
        r.get("status") == INVALID and "SPARSE_MEMORY_LIMIT" in r.get("message", ""), r)
+# The grammar: a decimal integer with an optional binary K/M/G/T suffix (or KiB..TiB); anything
+# else, zero, and sizes above 2^63 - 1 bytes are refused naming the variable and the value.
+for bad, why in [("0x10", "expected a decimal"), ("1.5G", "expected a decimal"),
+                 ("1e3", "expected a decimal"), ("16GB", "expected a decimal"),
+                 ("-5", "expected a decimal"), ("16 G", "expected a decimal"),
+                 ("0", "zero bytes"), ("99999999999999999999", "too large"),
+                 ("8388608T", "too large"), ("9223372036854775808", "too large")]:
+    r = probe(["layout-dense", "4096"], {"SPARSE_MEMORY_LIMIT": bad})
+    expect("SPARSE_MEMORY_LIMIT=%s refused" % bad,
+           r.get("status") == INVALID and 'SPARSE_MEMORY_LIMIT = "%s"' % bad in r.get("message", "")
+           and why in r.get("message", ""), r)
+# The same bound written four ways (16 * 2^30 bytes), and the largest accepted value.
+for good in ["17179869184", "16g", " 16GiB ", "16384M"]:
+    r = probe(["layout-dense", "4194304"], {"SPARSE_MEMORY_LIMIT": good})
+    expect("SPARSE_MEMORY_LIMIT=%r is 16 GiB" % good,
+           r.get("status") == OOM and "16.00 GiB" in r.get("message", ""), r)
+r = probe(["layout-dense", "4096"], {"SPARSE_MEMORY_LIMIT": "8388607T"})
+expect("SPARSE_MEMORY_LIMIT=8388607T (2^63 - 2^40 bytes) accepted", r.get("status") == OK, r)
 r = probe(["model-layers", "1000000000"], {"SPARSE_MEMORY_LIMIT": "16G"})
 expect("a model of 10^9 layers is refused with the figure",
        r.get("status") == OOM and "parameters" in r.get("message", ""), r)

@@ -1,6 +1,7 @@
 // The operation checker (see op_check.hpp).
 #include "libsparse/check/op_check.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -508,6 +509,20 @@ int run_op_check(const OpCheckOptions& options) {
     std::vector<Case> cases;
     add_model_cases(cases, options.seed);
     add_attention_cases(cases, options.seed);
+
+    if (!options.filter.empty() && std::none_of(cases.begin(), cases.end(), [&](const Case& c) {
+          return c.op.find(options.filter) != std::string::npos;
+        })) {
+      // A filter that selects nothing would check nothing and pass: a failure naming what exists.
+      std::vector<std::string> names;
+      for (const Case& c : cases)
+        if (std::find(names.begin(), names.end(), c.op) == names.end()) names.push_back(c.op);
+      std::string list;
+      for (const std::string& n : names) list += (list.empty() ? "" : ", ") + n;
+      print("error: the filter \"" + options.filter +
+            "\" matches no operation (it keeps those whose name contains it); operations: " + list);
+      return 1;
+    }
 
     std::unique_ptr<Backend> reference = make_cpu_backend(1, 0);
     Env<double> ref;

@@ -23,7 +23,8 @@ struct OpCheckOptions {
 };
 
 // Returns the number of failed checks (0 when everything passed). Never throws: an error of a
-// backend is reported as a failure of the operation that raised it.
+// backend is reported as a failure of the operation that raised it. A filter that matches no
+// operation is one failure, reported by a line naming the operations that exist.
 int run_op_check(const OpCheckOptions& options);
 
 }  // namespace sparse::check

@@ -62,6 +62,9 @@ batches = cifar_batches()
 meta = {"batches.meta.txt": b"airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n"}
 write_tar("cifar/cifar-10-binary.tar.gz", batches, True, meta)
 write_tar("cifar/plain.tar", batches, False, meta)
+# A second data_batch_1.bin in another folder of the archive: which one is meant is unknown.
+write_tar("cifar/two-batch1.tar.gz", batches, True,
+          {"copy/data_batch_1.bin": batches["data_batch_1.bin"]})
 for n, data in batches.items():
     with open(path("cifar/folder/cifar-10-batches-bin", n), "wb") as f:
         f.write(data)
@@ -142,6 +145,13 @@ with zipfile.ZipFile(path("text/enwik8.zip"), "w", zipfile.ZIP_DEFLATED) as z:
             f.write(bytes([block % 256]) * 1000000)
 with zipfile.ZipFile(path("text/wrong-member.zip"), "w", zipfile.ZIP_DEFLATED) as z:
     z.writestr("enwik9", b"x" * 100)
+# Two files in one archive: neither reader picks one of them silently.
+with zipfile.ZipFile(path("text/two-members.zip"), "w", zipfile.ZIP_DEFLATED) as z:
+    z.writestr("notes.txt", text)
+    z.writestr("more.txt", text[::-1])
+with zipfile.ZipFile(path("text/enwik8-and-readme.zip"), "w", zipfile.ZIP_DEFLATED) as z:
+    z.writestr("enwik8", b"x" * 1000)
+    z.writestr("README", b"about enwik8")
 enwik = open(path("text/enwik8.zip"), "rb").read()
 open(path("text/enwik8-truncated.zip"), "wb").write(enwik[: len(enwik) - 200])
 with open(path("text/enwik8-oversized"), "wb") as f:

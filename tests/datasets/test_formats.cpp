@@ -121,6 +121,9 @@ TEST_CASE("CIFAR-10: damaged inputs") {
                {"data_batch_3.bin", "multiple of the 3073-byte"});
   expect_error(SPARSE_DATASET_CIFAR10, fx("cifar/bad-label.tar.gz"), SPARSE_SPLIT_VALID, F,
                {"data_batch_2.bin", "record 0 has label 11", "expected 0..9"});
+  expect_error(SPARSE_DATASET_CIFAR10, fx("cifar/two-batch1.tar.gz"), SPARSE_SPLIT_TRAIN, F,
+               {"two-batch1.tar.gz", "cifar-10-batches-bin/data_batch_1.bin",
+                "cifar-10-batches-bin/copy/data_batch_1.bin"});
   expect_error(SPARSE_DATASET_CIFAR10, fx("cifar/missing-member.tar.gz"), SPARSE_SPLIT_TRAIN, F,
                {"missing-member.tar.gz", "data_batch_4.bin"});
   // The test split does not need the missing member.
@@ -221,6 +224,13 @@ TEST_CASE("enwik8: zip of the real size, 90M / 5M / 5M") {
                SPARSE_ERR_FORMAT, {"enwik8-truncated.zip"});
   expect_error(SPARSE_DATASET_ENWIK8, fx("text/wrong-member.zip"), SPARSE_SPLIT_TRAIN,
                SPARSE_ERR_FORMAT, {"wrong-member.zip", "enwik8"});
+  // A zip of several files is refused naming them, not read in part (for text too).
+  expect_error(SPARSE_DATASET_ENWIK8, fx("text/enwik8-and-readme.zip"), SPARSE_SPLIT_TRAIN,
+               SPARSE_ERR_FORMAT, {"enwik8-and-readme.zip", "2 files", "enwik8, README"});
+  expect_error(SPARSE_DATASET_TEXT, fx("text/two-members.zip"), SPARSE_SPLIT_TRAIN,
+               SPARSE_ERR_FORMAT, {"two-members.zip", "2 files", "notes.txt, more.txt"}, 10);
+  expect_error(SPARSE_DATASET_TEXT, fx("text/enwik8-and-readme.zip"), SPARSE_SPLIT_TRAIN,
+               SPARSE_ERR_FORMAT, {"enwik8-and-readme.zip", "enwik8, README"}, 10);
   expect_error(SPARSE_DATASET_ENWIK8, fx("text/enwik8-oversized"), SPARSE_SPLIT_TRAIN,
                SPARSE_ERR_FORMAT, {"enwik8-oversized", "100000001", "at most"});
 }
