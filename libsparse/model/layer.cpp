@@ -35,31 +35,43 @@ TensorView lse_view(sparse_memory memory, float* data, int64_t batch, int64_t he
 
 }  // namespace
 
+// The fused kernels take one head size for Q, K and V: with half-size Q and K heads, Q and K
+// zero-padded to the value head size (the dot products are unchanged). A cache stored for the
+// backward keeps the forward's padded copies (and drops q and k), so the backward pads nothing;
+// otherwise (inference, a recomputed layer) the copies live only as long as each attention call.
+template <typename T>
+void Transformer<T>::pad_qk(int64_t batch, LayerCache& c) {
+  const Dims& D = dims_;
+  if (c.qp.size() > 0) return;
+  const int64_t rows = batch * D.n;
+  c.qp = buffer(rows * D.d);
+  c.kp = buffer(rows * D.d);
+  ops_->copy_rows(c.q.data(), D.head_qk, c.qp.data(), D.head_v, rows * D.heads, D.head_qk);
+  ops_->copy_rows(c.k.data(), D.head_qk, c.kp.data(), D.head_v, rows * D.heads, D.head_qk);
+  if (c.stored) {
+    c.q.release();
+    c.k.release();
+  }
+}
+
 template <typename T>
 void Transformer<T>::attention_forward(int64_t layer, int64_t batch, LayerCache& c) {
   const Dims& D = dims_;
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(D.head_qk)));
   if constexpr (std::is_same_v<T, float>) {
     if (!use_listed_attention) {
-      const int64_t rows = batch * D.n;
       const sparse_memory mem = backend_->memory_kind();
       AttentionForwardArgs a;
       a.layout =
           layouts_.layouts[static_cast<size_t>(layouts_.layer_layout[static_cast<size_t>(layer)])]
               .get();
       a.scale = scale;
-      Buffer<float> qp, kp;
       float* q = c.q.data();
       float* k = c.k.data();
       if (D.head_qk != D.head_v) {
-        // The fused kernels take one head size for Q, K and V: zero-pad the half-size Q and K
-        // (the dot products are unchanged).
-        qp = buffer(rows * D.d);
-        kp = buffer(rows * D.d);
-        ops_->copy_rows(c.q.data(), D.head_qk, qp.data(), D.head_v, rows * D.heads, D.head_qk);
-        ops_->copy_rows(c.k.data(), D.head_qk, kp.data(), D.head_v, rows * D.heads, D.head_qk);
-        q = qp.data();
-        k = kp.data();
+        pad_qk(batch, c);
+        q = c.qp.data();
+        k = c.kp.data();
       }
       a.q = head_view(mem, q, batch, D.heads, D.n, D.head_v);
       a.k = head_view(mem, k, batch, D.heads, D.n, D.head_v);
@@ -67,6 +79,10 @@ void Transformer<T>::attention_forward(int64_t layer, int64_t batch, LayerCache&
       a.out = head_view(mem, c.att.data(), batch, D.heads, D.n, D.head_v);
       a.lse = lse_view(mem, c.lse.data(), batch, D.heads, D.n);
       backend_->attention_forward(a);
+      if (!c.stored) {
+        c.qp.release();
+        c.kp.release();
+      }
       return;
     }
   }
@@ -89,17 +105,14 @@ void Transformer<T>::attention_backward(int64_t layer, int64_t batch, LayerCache
               .get();
       a.scale = scale;
       const bool padded = D.head_qk != D.head_v;
-      Buffer<float> qp, kp, dqp, dkp;
+      Buffer<float> dqp, dkp;
       float *q = c.q.data(), *k = c.k.data(), *dqo = dq, *dko = dk;
       if (padded) {
-        qp = buffer(rows * D.d);
-        kp = buffer(rows * D.d);
+        pad_qk(batch, c);  // the forward's copies when the cache was stored
+        q = c.qp.data();
+        k = c.kp.data();
         dqp = buffer(rows * D.d);
         dkp = buffer(rows * D.d);
-        ops_->copy_rows(c.q.data(), D.head_qk, qp.data(), D.head_v, rows * D.heads, D.head_qk);
-        ops_->copy_rows(c.k.data(), D.head_qk, kp.data(), D.head_v, rows * D.heads, D.head_qk);
-        q = qp.data();
-        k = kp.data();
         dqo = dqp.data();
         dko = dkp.data();
       }
@@ -209,6 +222,8 @@ void Transformer<T>::layer_backward(int64_t layer, const T* dout, const T* x, in
     datt.release();
     c.q.release();
     c.k.release();
+    c.qp.release();
+    c.kp.release();
     c.v.release();
     c.att.release();
     c.lse.release();
@@ -226,6 +241,7 @@ void Transformer<T>::layer_backward(int64_t layer, const T* dout, const T* x, in
 }
 
 #define SPARSE_INSTANTIATE_LAYER(T)                                                               \
+  template void Transformer<T>::pad_qk(int64_t, Transformer<T>::LayerCache&);                    \
   template void Transformer<T>::attention_forward(int64_t, int64_t, Transformer<T>::LayerCache&); \
   template void Transformer<T>::attention_backward(int64_t, int64_t, Transformer<T>::LayerCache&, \
                                                    const T*, T*, T*, T*);                         \

@@ -115,6 +115,7 @@ class Transformer {
   void layer_backward(int64_t layer, const T* dout, const T* x, int64_t batch, uint64_t seed,
                       bool train, LayerCache& cache, T* dx);
   void attention_forward(int64_t layer, int64_t batch, LayerCache& c);
+  void pad_qk(int64_t batch, LayerCache& c);
   void attention_backward(int64_t layer, int64_t batch, LayerCache& c, const T* datt, T* dq, T* dk,
                           T* dv);
   const KeyListSet& key_lists(int64_t layer);
