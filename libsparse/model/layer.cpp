@@ -241,7 +241,7 @@ void Transformer<T>::layer_backward(int64_t layer, const T* dout, const T* x, in
 }
 
 #define SPARSE_INSTANTIATE_LAYER(T)                                                               \
-  template void Transformer<T>::pad_qk(int64_t, Transformer<T>::LayerCache&);                    \
+  template void Transformer<T>::pad_qk(int64_t, Transformer<T>::LayerCache&);                     \
   template void Transformer<T>::attention_forward(int64_t, int64_t, Transformer<T>::LayerCache&); \
   template void Transformer<T>::attention_backward(int64_t, int64_t, Transformer<T>::LayerCache&, \
                                                    const T*, T*, T*, T*);                         \
