@@ -355,6 +355,70 @@ void apply_run_options(const nlohmann::json& j, TrainOptions& o) {
   j.at("seed").get_to(o.seed);
 }
 
+// run_options with each "not given" placeholder (0, -1 or empty) replaced by the value in effect:
+// the preset's, the data kind's or the library's default. A given option equal to the value a
+// run used is no conflict, whether that run gave it or took the default.
+nlohmann::json effective_run_options(const TrainOptions& o) {
+  nlohmann::json j = run_options(o);
+  sparse_model_config cfg;
+  if (sparse_model_config_preset(o.preset.c_str(), &cfg) != SPARSE_OK) {
+    sparse_clear_error();  // an unknown preset: compared as given (and refused later)
+    return j;
+  }
+  try {
+    set_attention(cfg, o);
+  } catch (const std::exception&) {
+    return j;
+  }
+  const auto or_preset = [&](const char* name, auto given, auto preset) {
+    if (given <= 0) j[name] = preset;
+  };
+  if (o.attention.empty())
+    j["attention"] = cfg.attention == SPARSE_MODEL_ATTENTION_DENSE     ? "dense"
+                     : cfg.attention == SPARSE_MODEL_ATTENTION_STRIDED ? "strided"
+                                                                       : "fixed";
+  if (o.head_mode.empty())
+    j["head-mode"] = cfg.head_mode == SPARSE_HEADS_INTERLEAVED ? "interleaved"
+                     : cfg.head_mode == SPARSE_HEADS_MERGED    ? "merged"
+                                                               : "multihead";
+  if (o.row_attention.empty())
+    j["row-attention"] = cfg.row_attention == SPARSE_ROW_LOCAL ? "local" : "strided";
+  if (o.layer_cycle.empty()) j["layer-cycle"] = cfg.layer_cycle;
+  or_preset("summary-variants", o.summary_variants, std::max<int32_t>(1, cfg.summary_variants));
+  const int64_t seq_len = o.seq_len > 0 ? o.seq_len : cfg.seq_len;
+  j["seq-len"] = seq_len;
+  or_preset("layers", o.layers, cfg.num_layers);
+  or_preset("width", o.width, cfg.d_model);
+  or_preset("heads", o.heads, cfg.num_heads);
+  or_preset("block", o.block, cfg.block_size);
+  or_preset("stride", o.stride, cfg.stride);
+  or_preset("summary", o.summary, cfg.summary);
+  if (o.dropout < 0) j["dropout"] = cfg.dropout;
+  if (o.output_init_std < 0) j["output-init-std"] = cfg.output_init_std;
+  if (o.recompute < 0) j["recompute"] = cfg.recompute;
+  or_preset("micro-batch", o.micro_batch, o.batch);
+  sparse_train_config tc;
+  sparse_train_config_default(&tc);
+  if (o.weight_decay < 0) j["weight-decay"] = tc.weight_decay;
+  const DataSpec& d = o.data;
+  or_preset("data-seq-len", d.seq_len, seq_len);
+  sparse_dataset_kind kind;
+  sparse_dataset_desc desc;
+  if (sparse_dataset_kind_from_name(d.spec.substr(0, d.spec.find(':')).c_str(), &kind) ==
+          SPARSE_OK &&
+      sparse_dataset_desc_default(&desc, kind) == SPARSE_OK) {
+    or_preset("vocab", d.vocab, desc.vocab);
+    or_preset("num-sequences", d.num_sequences, desc.num_sequences);
+    or_preset("image-width", d.image_width, desc.image_width);
+    or_preset("image-height", d.image_height, desc.image_height);
+    or_preset("noise-scale", d.noise_scale, desc.noise_scale);
+    or_preset("copy-offset", d.copy_offset, desc.copy_offset);
+  } else {
+    sparse_clear_error();
+  }
+  return j;
+}
+
 constexpr const char* kRunFormat = "sparse-repro-run-1";
 
 // Beside the checkpoint file itself (the target when --checkpoint is a symbolic link).
@@ -408,12 +472,22 @@ TrainOptions resumed_options(const TrainOptions& given) {
     throw std::runtime_error("--resume: cannot read the run record " + path + ": " + e.what());
   }
   const nlohmann::json& before = saved["options"];
+  // The values in effect, of the saved run and of the saved run with the given options: an
+  // option the saved run left to its preset or default equals that value given explicitly.
   const nlohmann::json now = run_options(given);
+  nlohmann::json with_given = before;
+  for (const std::string& name : given.given)
+    if (now.contains(name)) with_given[name] = now[name];
+  TrainOptions saved_run = given, given_run = given;
+  apply_run_options(before, saved_run);
+  apply_run_options(with_given, given_run);
+  const nlohmann::json was = effective_run_options(saved_run);
+  const nlohmann::json is = effective_run_options(given_run);
   std::string conflicts;
   for (const std::string& name : given.given) {
-    if (!now.contains(name) || now[name] == before[name]) continue;
-    conflicts += "\n  --" + name + ": the checkpoint's run has " + before[name].dump() +
-                 ", given " + now[name].dump();
+    if (!now.contains(name) || is[name] == was[name]) continue;
+    conflicts += "\n  --" + name + ": the checkpoint's run has " + was[name].dump() + ", given " +
+                 is[name].dump();
     if (name == "steps") conflicts += " (--extend-to N continues a run to N steps)";
   }
   if (!conflicts.empty())
@@ -520,9 +594,10 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
                "continue the run saved in --checkpoint exactly: its options are taken from "
                "FILE.run.json, and a given option that differs is refused");
   app.add_option("--extend-to", o.extend_to,
-                 "with --resume: continue the saved run to this many steps in all; the learning "
-                 "rate follows the warm-up and cosine of a run of that many steps from the saved "
-                 "step on (after a finished run it rises from 0 to that curve's value)")
+                 "with --resume: continue the saved run to this many steps in all; from the saved "
+                 "step on the learning rate is that of a run of that many steps (its warm-up and "
+                 "cosine) at the same step, with no second warm-up: after a finished run it goes "
+                 "from the decayed rate straight to that curve's value")
       ->check(integer_in(1));
   app.add_option("--threads", o.threads)->check(integer_in(0, kIntMax));
   add_device_options(app, o.device);
@@ -779,10 +854,19 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   summary["global_batch"] = global_batch;
   summary["gradient_reducer"] = dp.reducer()->name();
   summary["tokens_seen"] = step * global_batch * cfg.seq_len;
-  summary["train_seconds"] = train_seconds;
-  summary["seconds_per_step"] = step > 0 ? train_seconds / static_cast<double>(step) : 0.0;
-  summary["peak_activation_bytes"] = peak;
-  summary["final_train_loss"] = stats.loss;
+  // Times, memory and loss of the steps this invocation trained: with none (a finished run
+  // resumed) they are null, not zeros, and the note says so.
+  const int64_t trained = step - first_step;
+  const nlohmann::json none(nullptr);
+  summary["train_seconds"] = trained > 0 ? nlohmann::json(train_seconds) : none;
+  summary["seconds_per_step"] =
+      trained > 0 ? nlohmann::json(train_seconds / static_cast<double>(trained)) : none;
+  summary["peak_activation_bytes"] = trained > 0 ? nlohmann::json(peak) : none;
+  summary["final_train_loss"] = trained > 0 ? nlohmann::json(stats.loss) : none;
+  if (trained == 0)
+    summary["note"] = "nothing trained: the run was already finished at step " +
+                      std::to_string(step) +
+                      " (--extend-to N continues it); the training figures are null";
   summary["eval_split"] = o.eval_split;
   summary["eval_sequences"] = count;
   summary["eval_bits_per_dim"] = bpd;
@@ -804,12 +888,16 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
 
 std::string train_summary_line(const nlohmann::json& s) {
   char line[512];
-  std::snprintf(line, sizeof line,
-                "%s on %s: %lld steps in %.1f s; %s split: %.4f bits/dim (%lld sequences of "
-                "%lld)",
+  char trained[128];
+  if (s.at("train_seconds").is_null())
+    std::snprintf(trained, sizeof trained, "nothing trained (finished at step %lld)",
+                  s.at("steps").get<long long>());
+  else
+    std::snprintf(trained, sizeof trained, "%lld steps in %.1f s", s.at("steps").get<long long>(),
+                  s.at("train_seconds").get<double>());
+  std::snprintf(line, sizeof line, "%s on %s: %s; %s split: %.4f bits/dim (%lld sequences of %lld)",
                 s.at("preset").get<std::string>().c_str(), s.at("data").get<std::string>().c_str(),
-                s.at("steps").get<long long>(), s.at("train_seconds").get<double>(),
-                s.at("eval_split").get<std::string>().c_str(),
+                trained, s.at("eval_split").get<std::string>().c_str(),
                 s.at("eval_bits_per_dim").get<double>(), s.at("eval_sequences").get<long long>(),
                 s.at("seq_len").get<long long>());
   std::string text = line;

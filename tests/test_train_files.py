@@ -233,29 +233,74 @@ def extend_finished_run(tmp):
     summary(train(tmp, "--checkpoint", m, "--log", log, "--steps", "30"))
     refused(train(tmp, "--checkpoint", m, "--resume", "--steps", "60"), "--steps", "30", "60",
             "--extend-to")
-    finished = train(tmp, "--checkpoint", m, "--log", log, "--resume")
+    out = os.path.join(tmp, "summary.json")
+    finished = train(tmp, "--checkpoint", m, "--log", log, "--resume", "--summary-out", out)
     assert summary(finished)["steps_this_run"] == 0 and "finished" in finished.stderr
+    # Nothing was trained: no figures of training (null, not zeros), and a note saying so, in the
+    # printed summary, the --summary-out file and the one-line summary.
+    for s in (summary(finished), json.load(open(out))):
+        for key in ("train_seconds", "seconds_per_step", "peak_activation_bytes",
+                    "final_train_loss"):
+            assert s[key] is None, (key, s[key])
+        assert "nothing trained" in s["note"], s
+    line = run([a for a in train_args("--checkpoint", m, "--resume")[1:] if a != "--json"])
+    assert line.returncode == 0 and "nothing trained" in line.stdout and " 0.0 s" not in line.stdout, \
+        line.stdout
     s = summary(train(tmp, "--checkpoint", m, "--log", log, "--resume", "--extend-to", "60"))
     assert (s["steps"], s["steps_this_run"], s["resumed_from_step"]) == (60, 30, 30), s
+    # Seconds per step of the steps this run trained.
+    assert abs(s["seconds_per_step"] - s["train_seconds"] / 30) <= 1e-9 * s["train_seconds"], s
     recs = [x for x in log_records(log) if "lr" in x]
     assert [x["step"] for x in recs] == list(range(1, 61))
+    # The extended steps use the learning rate of a 60-step run at the same step (closed form and
+    # an uninterrupted 60-step run): no second warm-up from 0.
+    ref_log = os.path.join(tmp, "ref.log")
+    summary(train(tmp, "--log", ref_log, "--steps", "60"))
+    ref = [x["lr"] for x in log_records(ref_log) if "lr" in x]
     for x in recs[30:]:
         want = lr_of(0.003, 3, 60, x["step"] - 1)
         assert want > 0 and abs(x["lr"] - want) <= 1e-6 * 0.003, (x, want)
+        assert x["lr"] == ref[x["step"] - 1], (x, ref[x["step"] - 1])
+    # --help says the same (it once promised a rise from 0).
+    help_text = " ".join(run(["train", "--help"]).stdout.split())
+    assert "no second warm-up" in help_text and "rises from 0" not in help_text, help_text
 
 
 def option_conflicts(tmp):
     m = make_checkpoint(tmp, steps="4")
-    conflicts = [("--batch", "3", "2"), ("--lr", "0.001", "0.003"), ("--dropout", "0.2", "-1"),
+    conflicts = [("--batch", "3", "2"), ("--lr", "0.001", "0.003"), ("--dropout", "0.2", "has "),
                  ("--data", "synthetic_image", "synthetic_text"), ("--width", "64", "32"),
                  ("--optimizer", "adamw", "adam"), ("--data-seed", "7", str(0x5eed)),
                  ("--warmup", "5", "3"), ("--seed", "9", "1")]
     for option, given, saved in conflicts:
         r = run(["train", "--checkpoint", m, "--resume", "--quiet", option, given])
         refused(r, option, saved, given)
+        assert "has -1" not in r.stderr and "has 0," not in r.stderr, r.stderr  # no placeholder
     # Options equal to the saved ones are accepted (the run is finished: nothing to train).
     s = summary(train(tmp, "--checkpoint", m, "--resume", "--steps", "4"))
     assert (s["steps"], s["resumed_from_step"], s["steps_this_run"]) == (4, 4, 0), s
+
+
+def resume_effective_values(tmp):
+    # Options the saved run left to the preset or the default, given on resume with the values
+    # in effect, are no conflict; a real conflict names the value in effect, not a placeholder.
+    m = os.path.join(tmp, "m")
+    at = TINY.index("--layers")
+    base = [exe, "train", *TINY[:at], *TINY[at + 2:]]  # the preset's layer count
+    s = summary(subprocess.run(base + ["--checkpoint", m, "--steps", "2"], capture_output=True,
+                               text=True, timeout=120))
+    layers = s["layers"]
+    # The defaults the public headers document: weight decay 0.01, synthetic text of 1024
+    # sequences over 256 symbols with copies at distance 256; micro-batch = the whole --batch 2.
+    same = ["--layers", str(layers), "--weight-decay", "0.01", "--micro-batch", "2", "--vocab",
+            "256", "--num-sequences", "1024", "--copy-offset", "256", "--data-seq-len", "64"]
+    r = run(["train", "--checkpoint", m, "--resume", "--quiet", "--json", *same])
+    assert r.returncode == 0, r.stderr
+    assert (summary(r)["steps"], summary(r)["steps_this_run"]) == (2, 0), summary(r)
+    for option, given, saved in [("--layers", str(layers + 1), str(layers)),
+                                 ("--vocab", "16", "256"), ("--micro-batch", "1", "2")]:
+        refused(run(["train", "--checkpoint", m, "--resume", "--quiet", option, given]), option,
+                "has " + saved, "given " + given)
 
 
 def resume_with_foreign_log(tmp):
@@ -273,7 +318,7 @@ def resume_with_foreign_log(tmp):
 CASES = [fifo_data, fifo_checkpoint_resume, fifo_checkpoint_output, device_out, symlink_out,
          bench_output_fifo, missing_folder, summary_is_folder, read_only_folder, log_write_fails, concurrent_savers,
          kill_and_resume, shorter_seq_len, extend_finished_run, option_conflicts,
-         resume_with_foreign_log]
+         resume_effective_values, resume_with_foreign_log]
 
 failed = []
 for case in CASES:
