@@ -36,9 +36,9 @@ TensorView lse_view(sparse_memory memory, float* data, int64_t batch, int64_t he
 }  // namespace
 
 // The fused kernels take one head size for Q, K and V: with half-size Q and K heads, Q and K
-// zero-padded to the value head size (the dot products are unchanged). A cache stored for the
-// backward keeps the forward's padded copies (and drops q and k), so the backward pads nothing;
-// otherwise (inference, a recomputed layer) the copies live only as long as each attention call.
+// zero-padded to the value head size (the dot products are unchanged). The copies live only as
+// long as one attention call: keeping them for the backward would save one copy per layer but
+// cost more activation memory (twice q and k), so the backward pads again.
 template <typename T>
 void Transformer<T>::pad_qk(int64_t batch, LayerCache& c) {
   const Dims& D = dims_;
@@ -48,10 +48,6 @@ void Transformer<T>::pad_qk(int64_t batch, LayerCache& c) {
   c.kp = buffer(rows * D.d);
   ops_->copy_rows(c.q.data(), D.head_qk, c.qp.data(), D.head_v, rows * D.heads, D.head_qk);
   ops_->copy_rows(c.k.data(), D.head_qk, c.kp.data(), D.head_v, rows * D.heads, D.head_qk);
-  if (c.stored) {
-    c.q.release();
-    c.k.release();
-  }
 }
 
 template <typename T>
@@ -79,10 +75,8 @@ void Transformer<T>::attention_forward(int64_t layer, int64_t batch, LayerCache&
       a.out = head_view(mem, c.att.data(), batch, D.heads, D.n, D.head_v);
       a.lse = lse_view(mem, c.lse.data(), batch, D.heads, D.n);
       backend_->attention_forward(a);
-      if (!c.stored) {
-        c.qp.release();
-        c.kp.release();
-      }
+      c.qp.release();
+      c.kp.release();
       return;
     }
   }
@@ -108,7 +102,7 @@ void Transformer<T>::attention_backward(int64_t layer, int64_t batch, LayerCache
       Buffer<float> dqp, dkp;
       float *q = c.q.data(), *k = c.k.data(), *dqo = dq, *dko = dk;
       if (padded) {
-        pad_qk(batch, c);  // the forward's copies when the cache was stored
+        pad_qk(batch, c);
         q = c.qp.data();
         k = c.kp.data();
         dqp = buffer(rows * D.d);

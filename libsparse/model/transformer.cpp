@@ -145,7 +145,6 @@ double Transformer<T>::forward_backward(const uint8_t* host_tokens, int64_t batc
     const size_t i = static_cast<size_t>(l);
     h[i + 1] = buffer(rows * D.d);
     LayerCache scratch;
-    if (!recompute) caches[i].stored = true;
     layer_forward(l, h[i].data(), h[i + 1].data(), batch, dropout_seed, train,
                   recompute ? scratch : caches[i]);
   }

@@ -16,8 +16,7 @@ struct Transformer<T>::LayerCache {
   Buffer<T> y1, mean1, rstd1;  // ln1(x)
   Buffer<T> q, k, v;           // projections [rows, dqk | dqk | d]
   Buffer<T> qp, kp;            // fused attention with head_qk < head_v: q and k zero-padded to
-                               // [rows, d], kept instead of q and k when `stored`
-  bool stored = false;         // kept from the forward for the backward (not recomputed)
+                               // [rows, d], only during one attention call
   Buffer<T> att, lse;          // attention output [rows, d], log-sum-exp [batch, heads, n]
   Buffer<T> r;                 // x + a
   Buffer<T> y2, mean2, rstd2;  // ln2(r)
