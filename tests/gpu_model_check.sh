@@ -127,9 +127,12 @@ case $mode in
         python3 - "$work/$dt.jsonl" "$dt" <<'PY' || status=1
 import json, sys
 lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-last = lines[-1]
-print(f"{sys.argv[2]}: loss scale {last['loss_scale']:g} after {len(lines)} steps, "
-      f"{last['skipped_steps']} skipped")
+last = lines[-1] if lines else {}
+if "skipped_steps" not in last:
+    print(f"FAIL {sys.argv[2]}: the log has no loss_scale/skipped_steps fields")
+    sys.exit(1)
+print(f"{'ok  ' if last['skipped_steps'] == 0 else 'FAIL'} {sys.argv[2]}: loss scale "
+      f"{last['loss_scale']:g} after {len(lines)} steps, {last['skipped_steps']} skipped")
 sys.exit(1 if last["skipped_steps"] != 0 else 0)
 PY
       done
