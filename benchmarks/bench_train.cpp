@@ -61,6 +61,7 @@ int run_bench_train(const TrainBenchOptions& o) {
   sparse_context_num_threads(ctx, &threads);
   sparse_train_config train;
   sparse_train_config_default(&train);
+  train.dtype = model_dtype(o.device);
   sparse_model* model = nullptr;
   check(sparse_model_create(ctx, &cfg, &train, &model), "model");
   std::unique_ptr<sparse_model, void (*)(sparse_model*)> model_guard(model, sparse_model_destroy);

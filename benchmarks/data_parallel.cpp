@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 
 #include "capi/src/model_internal.hpp"
@@ -15,8 +16,32 @@ void check(sparse_status s, const std::string& what) {
     throw std::runtime_error(what + ": " + sparse_status_string(s) + ": " + sparse_last_error());
 }
 
+std::shared_ptr<sparse::GradientReducer> make_mpi_group(const sparse::LaunchEnvironment& launch,
+                                                        double timeout);
+
+// SPARSE_REDUCER=nccl: the gradient summed by NCCL on the GPU (CUDA device local_rank); MPI, when
+// the process was launched as one of several ranks, carries NCCL's unique id and the scalar sums.
+// A single process needs no launcher (a one-rank NCCL group).
 std::shared_ptr<sparse::GradientReducer> make_group(const sparse::LaunchEnvironment& launch,
                                                     double timeout) {
+  const char* choice = std::getenv("SPARSE_REDUCER");
+  const std::string reducer = choice != nullptr ? choice : "";
+  if (reducer.empty() || reducer == "mpi") return make_mpi_group(launch, timeout);
+  if (reducer != "nccl")
+    throw std::runtime_error("SPARSE_REDUCER=" + reducer + ": expected mpi (the default) or nccl");
+  if (!sparse::nccl_compiled())
+    throw std::runtime_error("SPARSE_REDUCER=nccl but this sparse-repro was built without NCCL");
+  std::shared_ptr<sparse::GradientReducer> bootstrap;
+  if (launch.launched && launch.size > 1) bootstrap = make_mpi_group(launch, timeout);
+  try {
+    return sparse::make_nccl_reducer(bootstrap, launch.local_rank);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("SPARSE_REDUCER=nccl: ") + e.what());
+  }
+}
+
+std::shared_ptr<sparse::GradientReducer> make_mpi_group(const sparse::LaunchEnvironment& launch,
+                                                        double timeout) {
   if (!launch.launched) return sparse::make_single_process_reducer();
   if (!sparse::mpi_compiled()) {
     if (launch.size > 1)

@@ -10,16 +10,14 @@ void add_device_options(CLI::App& app, DeviceOptions& o) {
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   app.add_option("--dtype", o.dtype,
-                 "precision of the model's activations and matrix products: fp32 (bf16 and fp16 "
-                 "mixed precision are not implemented yet)")
+                 "precision of the model's matrix products: fp32, or bf16 / fp16 mixed precision "
+                 "(16-bit product inputs, fp32 parameters and accumulation; fp16 with dynamic "
+                 "loss scaling; CUDA only)")
       ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
       ->capture_default_str();
 }
 
 sparse_context* create_device_context(const DeviceOptions& o, int threads) {
-  if (o.dtype != "fp32")
-    throw std::runtime_error("--dtype " + o.dtype +
-                             ": mixed precision is not implemented yet; use --dtype fp32");
   sparse_settings s;
   sparse_settings_default(&s);
   if (o.backend == "cpu")
@@ -35,6 +33,13 @@ sparse_context* create_device_context(const DeviceOptions& o, int threads) {
     throw std::runtime_error("--backend " + o.backend + ": " + sparse_status_string(st) + ": " +
                              sparse_last_error());
   return ctx;
+}
+
+sparse_dtype model_dtype(const DeviceOptions& o) {
+  if (o.dtype == "fp32") return SPARSE_DTYPE_F32;
+  if (o.dtype == "bf16") return SPARSE_DTYPE_BF16;
+  if (o.dtype == "fp16") return SPARSE_DTYPE_F16;
+  throw std::runtime_error("--dtype " + o.dtype + ": expected fp32, bf16 or fp16");
 }
 
 }  // namespace repro

@@ -11,7 +11,7 @@ namespace repro {
 
 struct DeviceOptions {
   std::string backend = "cpu";  // cpu | cuda
-  std::string dtype = "fp32";   // fp32 (bf16/fp16 mixed precision: not implemented yet)
+  std::string dtype = "fp32";   // fp32 | bf16 | fp16 (mixed precision)
 };
 
 void add_device_options(CLI::App& app, DeviceOptions& options);
@@ -19,5 +19,8 @@ void add_device_options(CLI::App& app, DeviceOptions& options);
 // Creates the context the options ask for (threads: CPU threads, 0 = all); throws
 // std::runtime_error naming the option when it cannot.
 sparse_context* create_device_context(const DeviceOptions& options, int threads);
+
+// The sparse_train_config dtype of --dtype.
+sparse_dtype model_dtype(const DeviceOptions& options);
 
 }  // namespace repro

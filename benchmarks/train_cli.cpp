@@ -734,6 +734,7 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   tc.optimizer = o.optimizer == "adamw" ? SPARSE_OPTIMIZER_ADAMW : SPARSE_OPTIMIZER_ADAM;
   if (o.weight_decay >= 0) tc.weight_decay = o.weight_decay;
   tc.micro_batch = o.micro_batch;
+  tc.dtype = model_dtype(o.device);
   sparse_model* raw = nullptr;
   if (sparse_model_create(ctx.get(), &cfg, &tc, &raw) != SPARSE_OK)
     throw std::runtime_error(
@@ -795,6 +796,12 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
                              {"lr", stats.learning_rate},
                              {"grad_norm", stats.grad_norm},
                              {"seconds", stats.seconds}};
+      // Mixed precision: the loss scale this step used and the steps skipped so far for a
+      // non-finite gradient (a skipped step repeats the previous step number).
+      if (o.device.dtype != "fp32") {
+        line["loss_scale"] = stats.loss_scale;
+        line["skipped_steps"] = stats.skipped_steps;
+      }
       log->write_line(line.dump());
     }
     if (!o.quiet && (tty || stats.step % every == 0 || stats.step == o.steps)) {
@@ -842,6 +849,9 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   summary["summary"] = cfg.summary;
   summary["block"] = cfg.block_size;
   summary["backend"] = o.device.backend;
+  summary["dtype"] = o.device.dtype;
+  summary["final_loss_scale"] = step > first_step ? stats.loss_scale : 1.0;
+  summary["skipped_steps"] = stats.skipped_steps;
   summary["threads"] = o.threads;
   summary["parameters"] = params;
   summary["steps"] = step;

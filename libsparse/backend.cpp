@@ -35,7 +35,9 @@ std::string unsupported_model_ops(const Backend& backend, sparse_dtype dtype) {
   std::string reasons;
   for (int i = 0; i < static_cast<int>(ModelOp::Count); ++i) {
     const std::string why = backend.supports_op(static_cast<ModelOp>(i), dtype);
-    if (!why.empty()) reasons += (reasons.empty() ? "" : "; ") + why;
+    // A reason shared by every operation is said once.
+    if (!why.empty() && reasons.find(why) == std::string::npos)
+      reasons += (reasons.empty() ? "" : "; ") + why;
   }
   return reasons;
 }

@@ -98,6 +98,13 @@ class Backend {
   }
   virtual ModelOps<float>* model_ops_f32() { return nullptr; }
   virtual ModelOps<double>* model_ops_f64() { return nullptr; }
+  // Mixed precision: the fp32 operations with matrix products on `products` inputs
+  // (SPARSE_DTYPE_BF16 or SPARSE_DTYPE_F16) and fp32 accumulation; supports_op(op, products)
+  // says whether the backend offers them. nullptr when it has none.
+  virtual ModelOps<float>* model_ops_mixed(sparse_dtype products) {
+    (void)products;
+    return nullptr;
+  }
   template <typename T>
   ModelOps<T>* model_ops();
 };

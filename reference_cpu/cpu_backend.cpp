@@ -182,7 +182,8 @@ class CpuBackend final : public Backend {
 
   std::string supports_op(ModelOp, sparse_dtype dtype) const override {
     if (dtype != SPARSE_DTYPE_F32 && dtype != SPARSE_DTYPE_F64)
-      return "the CPU backend computes the model in fp32 and fp64 only";
+      return "the CPU backend computes the model in fp32 and fp64 only (bf16/fp16 mixed "
+             "precision needs the CUDA backend)";
     return {};
   }
   ModelOps<float>* model_ops_f32() override { return &ops_f32_; }

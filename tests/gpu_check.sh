@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The first GPU run in one device-tool call: the CUDA kernel checks against the CPU reference,
-# the model's operations and 10 training steps on CUDA against the CPU (tests/gpu_model_check.sh),
+# the model's operations and 10 training steps on CUDA against the CPU, the same steps in bf16
+# and fp16 against fp32 and a one-rank NCCL run against no reducer (tests/gpu_model_check.sh),
 # compute-sanitizer, and the fp32/bf16/fp16 benchmarks, with every log and table packed into one
 # archive that comes back even when a step hangs or the command is cut short.
 #
@@ -40,7 +41,8 @@ pack_build=build-gpu-pack
 is_system_lib() {
   case $1 in
     linux-vdso.so* | ld-linux* | libc.so* | libm.so* | libpthread.so* | libdl.so* | librt.so* | \
-      libstdc++.so* | libgcc_s.so* | libcuda.so* | libcudart.so* | libcublas.so* | libcublasLt.so*)
+      libstdc++.so* | libgcc_s.so* | libcuda.so* | libcudart.so* | libcublas.so* | libcublasLt.so* | \
+      libnccl.so*)  # NCCL (200+ MiB): PyTorch's nvidia-nccl wheel, or the stub below
       return 0 ;;
   esac
   return 1
@@ -76,6 +78,12 @@ pack() {
     is_system_lib "$name" && continue
     cp -L "$path" "$pack_dir/lib/$name"
   done <<< "$libs"
+  # sparse-repro links NCCL (SPARSE_REDUCER=nccl); where the GPU machine lacks libnccl.so.2, `run`
+  # loads this stub instead so that every other step still starts (the NCCL step is skipped).
+  mkdir -p "$pack_dir/nccl-stub"
+  gcc -shared -fPIC -O2 -Wall -Wextra -Werror -I/usr/local/cuda/include \
+    -Wl,-soname,libnccl.so.2 -o "$pack_dir/nccl-stub/libnccl.so.2" tests/gpu_nccl_stub.c ||
+    { echo "pack: building the NCCL stub failed" >&2; exit 1; }
   {
     echo "commit $(git rev-parse HEAD)$(git diff --quiet HEAD -- . ':!.gpu-pack' 2>/dev/null || echo ' (uncommitted changes)')"
     echo "packed $(date -u '+%Y-%m-%d %H:%M UTC') on $(uname -srm), $(sed -n 's/^PRETTY_NAME=//p' /etc/os-release | tr -d '"')"
@@ -121,6 +129,24 @@ setup_env() {
     ldconfig -p 2>/dev/null | grep -q "^[[:space:]]*$name " || ln -sf "$root/$pack_dir/lib/$name" "$extra/$name"
   done
   local path="$root/$pack_dir:$extra"
+  # NCCL from PyTorch's wheel (site-packages/nvidia/nccl/lib), else the packed stub.
+  local nccl_dir
+  nccl_dir=$(python3 -c 'import glob, os, site
+for d in site.getsitepackages() + [site.getusersitepackages()]:
+    for f in sorted(glob.glob(os.path.join(d, "nvidia", "nccl", "lib", "libnccl.so*"))):
+        print(os.path.dirname(f)); raise SystemExit' 2>/dev/null)
+  if [[ -z $nccl_dir ]] && ldconfig -p 2>/dev/null | grep -q "libnccl.so.2 "; then
+    nccl_dir=system
+  fi
+  if [[ -n $nccl_dir ]]; then
+    SPARSE_NCCL="found in $nccl_dir"
+    [[ $nccl_dir != system ]] && path="$path:$nccl_dir"
+  else
+    SPARSE_NCCL="missing (no site-packages/nvidia/nccl/lib, none in ldconfig): the stub is loaded"
+    path="$path:$root/$pack_dir/nccl-stub"
+  fi
+  export SPARSE_NCCL
+  echo "NCCL: libnccl.so.2 $SPARSE_NCCL"
   local roots=(/usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda)
   local site
   site=$(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null) || site=""
@@ -153,6 +179,7 @@ provenance() {
   echo "compute-sanitizer: $sanitizer"
   echo "LD_LIBRARY_PATH: $LD_LIBRARY_PATH"
   echo "SPARSE_REQUIRE_GPU: $SPARSE_REQUIRE_GPU"
+  echo "NCCL: libnccl.so.2 $SPARSE_NCCL"
   echo "--- ldd"
   ldd "$pack_dir/libsparse.so."[0-9] "$pack_dir/tests/test_cuda_attention" 2>&1
 }
@@ -267,6 +294,10 @@ run_main() {
   #    final parameters, checkpoints evaluated across backends, greedy decoding).
   step model_ops 60 bash tests/gpu_model_check.sh ops "$p"
   step model_train 90 bash tests/gpu_model_check.sh train "$p"
+  # The same 10 steps in bf16 and fp16 mixed precision against CUDA fp32 (stated bounds), and a
+  # one-process NCCL data-parallel run whose losses equal the run without a reducer bit for bit.
+  step model_mixed 60 bash tests/gpu_model_check.sh mixed "$p"
+  step model_nccl 40 bash tests/gpu_model_check.sh nccl "$p"
   step test_cuda_attention 170 "$p/tests/test_cuda_attention"
   # 3. compute-sanitizer on the sweep made for it: every kernel and dtype, every block size and
   #    head size, rows of several blocks, n not a multiple of the block, padded rows.

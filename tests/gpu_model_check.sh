@@ -8,6 +8,16 @@
 #                                          (tests/compare_runs.py); then each checkpoint
 #                                          evaluated on the other backend, and a short sample
 #                                          decoded on the GPU.
+#   tests/gpu_model_check.sh mixed BUILD   the same 10 steps on CUDA in fp32, bf16 and fp16 mixed
+#                                          precision: each 16-bit run's losses within 2e-2 relative
+#                                          and final parameters within 1e-1 relative L2 of fp32
+#                                          (stated bounds, not measured: print the real figures
+#                                          and tighten them), and no step skipped by loss scaling
+#   tests/gpu_model_check.sh nccl  BUILD   the 10 fp32 steps on CUDA again with SPARSE_REDUCER=nccl
+#                                          (a one-rank NCCL group, no launcher): the logged losses
+#                                          and gradient norms equal the run without a reducer bit
+#                                          for bit. Skipped (77) when gpu_check.sh found no
+#                                          libnccl.so.2 (SPARSE_NCCL=missing...).
 # BUILD holds benchmarks/sparse-repro (a build folder or .gpu-pack). Without a CUDA device the
 # exit status is 77 (skipped), or 1 when SPARSE_REQUIRE_GPU=1.
 set -uo pipefail
@@ -85,5 +95,87 @@ case $mode in
     rm -rf "$work"
     exit $status
     ;;
-  *) echo "usage: $0 ops|train BUILD"; exit 2 ;;
+  mixed | nccl)
+    work=$(mktemp -d)
+    args=(train --preset cifar10-small --layers 2 --width 64 --heads 2 --steps 10 --batch 2
+          --warmup 2 --seed 3 --eval-sequences 2 --quiet --backend cuda)
+    # run NAME [ENV=VALUE...] -- OPTIONS...: one CUDA run with its log and summary in $work.
+    run() {
+      local name=$1
+      shift
+      local envs=()
+      while [[ $1 != -- ]]; do envs+=("$1"); shift; done
+      shift
+      local t0=$SECONDS
+      if ! env "${envs[@]}" "$repro" "${args[@]}" "$@" --log "$work/$name.jsonl" \
+          --summary-out "$work/$name.json" > /dev/null 2> "$work/$name.err"; then
+        cat "$work/$name.err"
+        grep -q "no CUDA device is present" "$work/$name.err" && no_device
+        echo "FAIL: the $name run failed"
+        return 1
+      fi
+      echo "$name run: $((SECONDS - t0)) s"
+    }
+    status=0
+    if [[ $mode == mixed ]]; then
+      run fp32 -- --dtype fp32 || exit 1
+      for dt in bf16 fp16; do
+        run "$dt" -- --dtype "$dt" || { status=1; continue; }
+        echo "--- $dt against fp32"
+        python3 "$here/compare_runs.py" --logs "$work/fp32.jsonl" "$work/$dt.jsonl" \
+          --loss-rtol 2e-2 || status=1
+        python3 - "$work/$dt.jsonl" "$dt" <<'PY' || status=1
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+last = lines[-1] if lines else {}
+if "skipped_steps" not in last:
+    print(f"FAIL {sys.argv[2]}: the log has no loss_scale/skipped_steps fields")
+    sys.exit(1)
+print(f"{'ok  ' if last['skipped_steps'] == 0 else 'FAIL'} {sys.argv[2]}: loss scale "
+      f"{last['loss_scale']:g} after {len(lines)} steps, {last['skipped_steps']} skipped")
+sys.exit(1 if last["skipped_steps"] != 0 else 0)
+PY
+      done
+      # Final parameters need checkpoints: one more pair of runs is not worth the time; the
+      # summaries' evaluation after 10 steps stands in for them.
+      python3 - "$work" <<'PY' || status=1
+import json, sys
+ev = {d: json.load(open(f"{sys.argv[1]}/{d}.json"))["eval_bits_per_dim"] for d in ("fp32", "bf16", "fp16")}
+worst = max(abs(ev[d] - ev["fp32"]) / ev["fp32"] for d in ("bf16", "fp16"))
+print(f"{'ok  ' if worst <= 2e-2 else 'FAIL'} evals after 10 steps: {ev}, largest relative "
+      f"difference {worst:.2e} (bound 2e-2)")
+sys.exit(0 if worst <= 2e-2 else 1)
+PY
+    else
+      if [[ ${SPARSE_NCCL:-} == missing* ]]; then
+        echo "SKIP: libnccl.so.2 $SPARSE_NCCL"
+        exit 77
+      fi
+      run plain SPARSE_REDUCER=mpi -- || exit 1
+      run nccl SPARSE_REDUCER=nccl -- || exit 1
+      python3 - "$work" <<'PY' || status=1
+import json, sys
+w = sys.argv[1]
+def steps(name):
+    out = []
+    for l in open(f"{w}/{name}.jsonl"):
+        if l.strip():
+            d = json.loads(l)
+            d.pop("seconds", None)
+            out.append(json.dumps(d, sort_keys=True))
+    return out
+a, b = steps("plain"), steps("nccl")
+reducer = json.load(open(f"{w}/nccl.json"))["gradient_reducer"]
+same = a == b and len(a) == 10
+print(f"gradient reducer of the NCCL run: {reducer}")
+print(f"{'ok: ' if same and 'nccl' in reducer.lower() else 'FAIL: '}the one-rank NCCL run's "
+      f"{len(b)} logged steps {'equal' if same else 'differ from'} the run without a reducer "
+      "(loss, gradient norm, learning rate: bit for bit)")
+sys.exit(0 if same and "nccl" in reducer.lower() else 1)
+PY
+    fi
+    rm -rf "$work"
+    exit $status
+    ;;
+  *) echo "usage: $0 ops|train|mixed|nccl BUILD"; exit 2 ;;
 esac

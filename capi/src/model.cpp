@@ -1,15 +1,17 @@
 // The model, trainer, checkpoints and sampling in the C ABI.
 #include "sparse/model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
 
-#include "libsparse/backend.hpp"
 #include "capi/src/guard.hpp"
 #include "capi/src/model_internal.hpp"
+#include "libsparse/backend.hpp"
 #include "libsparse/model/checkpoint.hpp"
 #include "libsparse/model/config.hpp"
 #include "libsparse/model/trainer.hpp"
@@ -20,6 +22,10 @@ struct sparse_model {
 };
 
 namespace {
+
+// sparse_train_stats as the first version of the ABI had it (up to peak_activation_bytes).
+constexpr size_t kTrainStatsMinSize =
+    offsetof(sparse_train_stats, peak_activation_bytes) + sizeof(int64_t);
 
 sparse_model_config checked_config(const sparse_model_config* config) {
   sparse::require(config != nullptr, "config is NULL");
@@ -159,13 +165,15 @@ SPARSE_API sparse_status sparse_model_train_step(sparse_model* model, const uint
     auto& t = trainer_of(model);
     check_tokens(t, tokens, batch);
     if (stats != nullptr)
-      sparse::require(stats->struct_size >= sizeof(sparse_train_stats),
+      sparse::require(stats->struct_size >= kTrainStatsMinSize,
                       "stats->struct_size = ", stats->struct_size,
-                      " is smaller than sizeof(sparse_train_stats) = ", sizeof(sparse_train_stats));
+                      " is smaller than the first version's ", kTrainStatsMinSize,
+                      " bytes (sizeof(sparse_train_stats) = ", sizeof(sparse_train_stats), ")");
     const sparse_train_stats s = t.train_step(tokens, batch);
     if (stats != nullptr) {
+      // A caller built against an older header gets the fields its struct has.
       const uint32_t size = stats->struct_size;
-      *stats = s;
+      std::memcpy(stats, &s, std::min<size_t>(size, sizeof s));
       stats->struct_size = size;
     }
   });

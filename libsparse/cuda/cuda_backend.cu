@@ -77,15 +77,24 @@ class CudaBackend final : public Backend {
     check_cuda(cudaMemsetAsync(ptr, 0, bytes, stream_), "cudaMemsetAsync");
     check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
   }
-  // Every model operation in fp32 (the training type); the double-precision reference path
-  // stays on the CPU.
+  // Every model operation in fp32 (the training type), and mixed precision (bf16 or fp16 matrix
+  // product inputs, the rest fp32); the double-precision reference path stays on the CPU.
   std::string supports_op(ModelOp op, sparse_dtype dtype) const override {
-    if (dtype != SPARSE_DTYPE_F32)
+    if (dtype == SPARSE_DTYPE_F64)
       return std::string("the CUDA backend implements the model operation ") + model_op_name(op) +
-             " in fp32 only (the fp64 reference runs on the CPU backend)";
+             " in fp32, bf16 and fp16 only (the fp64 reference runs on the CPU backend)";
+    if ((dtype == SPARSE_DTYPE_BF16 || dtype == SPARSE_DTYPE_F16) && sm_ < 80)
+      return "mixed precision needs compute capability 8.0 or newer (this device is sm_" +
+             std::to_string(sm_) + ")";
     return {};
   }
   ModelOps<float>* model_ops_f32() override { return model_ops_.get(); }
+  ModelOps<float>* model_ops_mixed(sparse_dtype products) override {
+    if (products != SPARSE_DTYPE_BF16 && products != SPARSE_DTYPE_F16) return nullptr;
+    std::unique_ptr<ModelOps<float>>& ops = products == SPARSE_DTYPE_BF16 ? bf16_ops_ : f16_ops_;
+    if (ops == nullptr) ops = cuda::make_cuda_model_ops(device_, stream_, cublas_, products);
+    return ops.get();
+  }
   std::string supports_attention(const Layout& layout, sparse_dtype dtype, sparse_memory memory,
                                  int64_t head_dim,
                                  sparse_attention_algorithm algorithm) const override {
@@ -196,6 +205,8 @@ class CudaBackend final : public Backend {
   void release() noexcept {
     if (model_ops_ != nullptr && stream_ != nullptr) cudaStreamSynchronize(stream_);
     model_ops_.reset();
+    bf16_ops_.reset();
+    f16_ops_.reset();
     if (workspace_ != nullptr) cudaFree(workspace_);
     workspace_ = nullptr;
     if (cublas_ != nullptr) cublasDestroy(cublas_);
@@ -210,7 +221,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   bool owns_stream_ = false;
   cublasHandle_t cublas_ = nullptr;
-  std::unique_ptr<ModelOps<float>> model_ops_;
+  std::unique_ptr<ModelOps<float>> model_ops_, bf16_ops_, f16_ops_;
   cuda::LayoutCache layouts_;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;

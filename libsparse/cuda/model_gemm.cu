@@ -1,6 +1,10 @@
-// The model's matrix products through cuBLAS (cublasGemmEx, fp32 inputs and outputs, fp32
-// accumulation, no TF32), and the bias epilogue. The operands are row-major; cuBLAS sees each
-// row-major matrix as its column-major transpose, so y = x w is computed as y^T = w^T x^T.
+// The model's matrix products through cuBLAS (cublasGemmEx: fp32 inputs, or bf16/fp16 inputs
+// for mixed precision; fp32 outputs and fp32 accumulation, no TF32), and the bias epilogue. The
+// operands are row-major; cuBLAS sees each row-major matrix as its column-major transpose, so y = x
+// w is computed as y^T = w^T x^T.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <climits>
 
 #include "libsparse/cuda/model_common.cuh"
@@ -16,16 +20,48 @@ int as_int(int64_t v, const char* what) {
   return static_cast<int>(v);
 }
 
-// C (m x n, column-major, ldc) = op(A) op(B) + beta C.
-void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
+__global__ void to_bf16_kernel(const float* __restrict__ x, int64_t n,
+                               __nv_bfloat16* __restrict__ y) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    y[i] = __float2bfloat16_rn(x[i]);
+}
+
+__global__ void to_f16_kernel(const float* __restrict__ x, int64_t n, __half* __restrict__ y) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    y[i] = __float2half_rn(x[i]);
+}
+
+// The operand the product reads: x itself for fp32 inputs, else x rounded to g.type in dst.
+const void* operand(const GemmInputs& g, const float* x, int64_t n, void* dst) {
+  if (g.type == CUDA_R_32F || n == 0) return x;
+  if (g.type == CUDA_R_16BF)
+    to_bf16_kernel<<<blocks_for(n), kBlock, 0, g.stream>>>(x, n, static_cast<__nv_bfloat16*>(dst));
+  else
+    to_f16_kernel<<<blocks_for(n), kBlock, 0, g.stream>>>(x, n, static_cast<__half*>(dst));
+  check_launch(g.type == CUDA_R_16BF ? "to_bf16_kernel" : "to_f16_kernel");
+  return dst;
+}
+
+// C (m x n, column-major, ldc) = op(A) op(B) + beta C. A is m x k (k x m transposed) with
+// leading dimension lda, B is k x n (n x k transposed) with ldb; both are dense (lda and ldb are
+// their rows), so A holds lda * (ta == N ? k : m) elements and B ldb * (tb == N ? n : k).
+void gemm(const GemmInputs& g, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
           int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
           int64_t ldc) {
   if (m == 0 || n == 0) return;
   const float alpha = 1.0f;
+  const void* ga = operand(g, a, lda * (ta == CUBLAS_OP_N ? k : m), g.a16);
+  const void* gb = operand(g, b, ldb * (tb == CUBLAS_OP_N ? n : k), g.b16);
+  // fp32 inputs: the pedantic mode (no TF32, no reduced-precision shortcuts); 16-bit inputs:
+  // fp32 accumulation on tensor cores.
+  const cublasComputeType_t compute =
+      g.type == CUDA_R_32F ? CUBLAS_COMPUTE_32F_PEDANTIC : CUBLAS_COMPUTE_32F;
   const cublasStatus_t st =
-      cublasGemmEx(h, ta, tb, as_int(m, "m"), as_int(n, "n"), as_int(k, "k"), &alpha, a, CUDA_R_32F,
-                   as_int(lda, "lda"), b, CUDA_R_32F, as_int(ldb, "ldb"), &beta, c, CUDA_R_32F,
-                   as_int(ldc, "ldc"), CUBLAS_COMPUTE_32F_PEDANTIC, CUBLAS_GEMM_DEFAULT);
+      cublasGemmEx(g.handle, ta, tb, as_int(m, "m"), as_int(n, "n"), as_int(k, "k"), &alpha, ga,
+                   g.type, as_int(lda, "lda"), gb, g.type, as_int(ldb, "ldb"), &beta, c, CUDA_R_32F,
+                   as_int(ldc, "ldc"), compute, CUBLAS_GEMM_DEFAULT);
   if (st != CUBLAS_STATUS_SUCCESS)
     throw_error(SPARSE_ERR_DEVICE, "cublasGemmEx failed (status ", static_cast<int>(st), ", m ", m,
                 ", n ", n, ", k ", k, ")");
@@ -41,24 +77,24 @@ __global__ void add_bias_kernel(const float* __restrict__ b, int64_t rows, int64
 
 }  // namespace
 
-void gemm_xw(cublasHandle_t h, const float* x, const float* w, int64_t rows, int64_t in,
+void gemm_xw(const GemmInputs& g, const float* x, const float* w, int64_t rows, int64_t in,
              int64_t out, float* y, float beta) {
-  gemm(h, CUBLAS_OP_N, CUBLAS_OP_N, out, rows, in, w, out, x, in, beta, y, out);
+  gemm(g, CUBLAS_OP_N, CUBLAS_OP_N, out, rows, in, w, out, x, in, beta, y, out);
 }
 
-void gemm_xwt(cublasHandle_t h, const float* x, const float* w, int64_t rows, int64_t in,
+void gemm_xwt(const GemmInputs& g, const float* x, const float* w, int64_t rows, int64_t in,
               int64_t out, float* y, float beta) {
-  gemm(h, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, w, in, x, in, beta, y, out);
+  gemm(g, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, w, in, x, in, beta, y, out);
 }
 
-void gemm_dyw_t(cublasHandle_t h, const float* dy, const float* w, int64_t rows, int64_t in,
+void gemm_dyw_t(const GemmInputs& g, const float* dy, const float* w, int64_t rows, int64_t in,
                 int64_t out, float* dx, float beta) {
-  gemm(h, CUBLAS_OP_T, CUBLAS_OP_N, in, rows, out, w, out, dy, out, beta, dx, in);
+  gemm(g, CUBLAS_OP_T, CUBLAS_OP_N, in, rows, out, w, out, dy, out, beta, dx, in);
 }
 
-void gemm_xt_dy(cublasHandle_t h, const float* x, const float* dy, int64_t rows, int64_t in,
+void gemm_xt_dy(const GemmInputs& g, const float* x, const float* dy, int64_t rows, int64_t in,
                 int64_t out, float* dw, float beta) {
-  gemm(h, CUBLAS_OP_N, CUBLAS_OP_T, out, in, rows, dy, out, x, in, beta, dw, out);
+  gemm(g, CUBLAS_OP_N, CUBLAS_OP_T, out, in, rows, dy, out, x, in, beta, dw, out);
 }
 
 void add_bias(const float* b, int64_t rows, int64_t cols, float* y, cudaStream_t s) {

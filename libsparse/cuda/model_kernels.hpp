@@ -23,14 +23,25 @@ inline int64_t column_scratch(int64_t rows, int64_t cols) {
   return ((rows + kColumnChunk - 1) / kColumnChunk) * cols;
 }
 
-// model_gemm.cu. Row-major operands as in ModelOps; beta 0 overwrites, 1 accumulates.
-void gemm_xw(cublasHandle_t h, const float* x, const float* w, int64_t rows, int64_t in,
+// model_gemm.cu. The products' inputs: fp32 (CUDA_R_32F, no TF32), or CUDA_R_16BF / CUDA_R_16F
+// for mixed precision, where both operands are first rounded to 16 bits into `a16` and `b16`
+// (each at least as many 2-byte elements as the call's larger operand) and cuBLAS accumulates
+// in fp32 into the fp32 output.
+struct GemmInputs {
+  cublasHandle_t handle = nullptr;
+  cudaDataType type = CUDA_R_32F;
+  void* a16 = nullptr;
+  void* b16 = nullptr;
+  cudaStream_t stream = nullptr;
+};
+// Row-major operands as in ModelOps; beta 0 overwrites, 1 accumulates.
+void gemm_xw(const GemmInputs& g, const float* x, const float* w, int64_t rows, int64_t in,
              int64_t out, float* y, float beta);  // y = x w, w [in, out]
-void gemm_xwt(cublasHandle_t h, const float* x, const float* w, int64_t rows, int64_t in,
+void gemm_xwt(const GemmInputs& g, const float* x, const float* w, int64_t rows, int64_t in,
               int64_t out, float* y, float beta);  // y = x w^T, w [out, in]
-void gemm_dyw_t(cublasHandle_t h, const float* dy, const float* w, int64_t rows, int64_t in,
+void gemm_dyw_t(const GemmInputs& g, const float* dy, const float* w, int64_t rows, int64_t in,
                 int64_t out, float* dx, float beta);  // dx = dy w^T, w [in, out]
-void gemm_xt_dy(cublasHandle_t h, const float* x, const float* dy, int64_t rows, int64_t in,
+void gemm_xt_dy(const GemmInputs& g, const float* x, const float* dy, int64_t rows, int64_t in,
                 int64_t out, float* dw, float beta);  // dw [in, out] = x^T dy
 void add_bias(const float* b, int64_t rows, int64_t cols, float* y, cudaStream_t s);
 

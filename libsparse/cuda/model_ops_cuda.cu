@@ -2,6 +2,7 @@
 // attention key lists around the kernels of model_*.cu. Operations are queued on the stream; the
 // two that return a value (the loss and the squared norm) copy per-row or per-chunk partial sums
 // to the host and add them there in order, in double.
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <type_traits>
@@ -87,8 +88,8 @@ void download(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
 
 class CudaModelOps final : public ModelOps<float> {
  public:
-  CudaModelOps(int device, cudaStream_t stream, cublasHandle_t cublas)
-      : device_(device), s_(stream), blas_(cublas) {}
+  CudaModelOps(int device, cudaStream_t stream, cublasHandle_t cublas, cudaDataType products)
+      : device_(device), s_(stream), blas_(cublas), products_(products) {}
 
   void layer_norm_forward(const float* x, const float* gamma, const float* beta, int64_t rows,
                           int64_t dim, float eps, float* y, float* mean, float* rstd) override {
@@ -105,14 +106,15 @@ class CudaModelOps final : public ModelOps<float> {
   void linear_forward(const float* x, const float* w, const float* b, int64_t rows, int64_t in,
                       int64_t out, float* y) override {
     enter();
-    mk::gemm_xw(blas_, x, w, rows, in, out, y, 0.0f);
+    mk::gemm_xw(gemm_inputs(rows, in, out), x, w, rows, in, out, y, 0.0f);
     if (b != nullptr) mk::add_bias(b, rows, out, y, s_);
   }
   void linear_backward(const float* dy, const float* x, const float* w, int64_t rows, int64_t in,
                        int64_t out, float* dx, bool accumulate_dx, float* dw, float* db) override {
     enter();
-    if (dx != nullptr) mk::gemm_dyw_t(blas_, dy, w, rows, in, out, dx, accumulate_dx ? 1.0f : 0.0f);
-    mk::gemm_xt_dy(blas_, x, dy, rows, in, out, dw, 1.0f);
+    const mk::GemmInputs g = gemm_inputs(rows, in, out);
+    if (dx != nullptr) mk::gemm_dyw_t(g, dy, w, rows, in, out, dx, accumulate_dx ? 1.0f : 0.0f);
+    mk::gemm_xt_dy(g, x, dy, rows, in, out, dw, 1.0f);
     if (db != nullptr) {
       float* scratch =
           columns_.get<float>(mk::column_scratch(rows, out), s_, "cudaMalloc (scratch)");
@@ -122,14 +124,15 @@ class CudaModelOps final : public ModelOps<float> {
   void linear_transposed_forward(const float* x, const float* w, int64_t rows, int64_t in,
                                  int64_t out, float* y) override {
     enter();
-    mk::gemm_xwt(blas_, x, w, rows, in, out, y, 0.0f);
+    mk::gemm_xwt(gemm_inputs(rows, in, out), x, w, rows, in, out, y, 0.0f);
   }
   void linear_transposed_backward(const float* dy, const float* x, const float* w, int64_t rows,
                                   int64_t in, int64_t out, float* dx, float* dw) override {
     enter();
     // dx = dy w with w [out, in]; dw [out, in] += dy^T x.
-    mk::gemm_xw(blas_, dy, w, rows, out, in, dx, 0.0f);
-    mk::gemm_xt_dy(blas_, dy, x, rows, out, in, dw, 1.0f);
+    const mk::GemmInputs g = gemm_inputs(rows, in, out);
+    mk::gemm_xw(g, dy, w, rows, out, in, dx, 0.0f);
+    mk::gemm_xt_dy(g, dy, x, rows, out, in, dw, 1.0f);
   }
   void gelu_forward(const float* x, int64_t n, float* y) override {
     enter();
@@ -244,6 +247,21 @@ class CudaModelOps final : public ModelOps<float> {
  private:
   void enter() { check_cuda(cudaSetDevice(device_), "cudaSetDevice"); }
 
+  // The products' inputs for operands among [rows, in], [rows, out] and [in, out]; 16-bit
+  // inputs get scratch for the larger operand's rounded copy.
+  mk::GemmInputs gemm_inputs(int64_t rows, int64_t in, int64_t out) {
+    mk::GemmInputs g;
+    g.handle = blas_;
+    g.type = products_;
+    g.stream = s_;
+    if (products_ != CUDA_R_32F) {
+      const int64_t most = std::max({rows * in, rows * out, in * out});
+      g.a16 = a16_.get<uint16_t>(most, s_, "cudaMalloc (16-bit operands)");
+      g.b16 = b16_.get<uint16_t>(most, s_, "cudaMalloc (16-bit operands)");
+    }
+    return g;
+  }
+
   // The device copy of `lists` (made on first use; a few layouts are kept).
   const mk::DeviceKeyLists& device_lists(const ops::KeyLists& L) {
     for (auto& e : lists_)
@@ -294,15 +312,23 @@ class CudaModelOps final : public ModelOps<float> {
   int device_;
   cudaStream_t s_;
   cublasHandle_t blas_;
-  Scratch columns_, order_, offsets_, losses_, norms_, delta_, decode_;
+  cudaDataType products_;
+  Scratch a16_, b16_, columns_, order_, offsets_, losses_, norms_, delta_, decode_;
   std::vector<std::unique_ptr<DeviceLists>> lists_;
 };
 
 }  // namespace
 
 std::unique_ptr<ModelOps<float>> make_cuda_model_ops(int device, cudaStream_t stream,
-                                                     cublasHandle_t cublas) {
-  return std::make_unique<CudaModelOps>(device, stream, cublas);
+                                                     cublasHandle_t cublas, sparse_dtype products) {
+  require(
+      products == SPARSE_DTYPE_F32 || products == SPARSE_DTYPE_BF16 || products == SPARSE_DTYPE_F16,
+      "the CUDA model's matrix products take fp32, bf16 or fp16 inputs, not dtype ",
+      static_cast<int>(products));
+  const cudaDataType type = products == SPARSE_DTYPE_BF16  ? CUDA_R_16BF
+                            : products == SPARSE_DTYPE_F16 ? CUDA_R_16F
+                                                           : CUDA_R_32F;
+  return std::make_unique<CudaModelOps>(device, stream, cublas, type);
 }
 
 }  // namespace sparse::cuda

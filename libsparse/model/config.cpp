@@ -212,6 +212,9 @@ sparse_train_config default_train_config() {
   t.total_steps = 0;
   t.clip_norm = 1.0f;
   t.micro_batch = 0;
+  t.dtype = SPARSE_DTYPE_F32;
+  t.loss_scale = 0;
+  t.loss_scale_window = 0;
   return t;
 }
 
@@ -233,6 +236,15 @@ void validate_train_config(const sparse_train_config& t) {
   require(t.clip_norm >= 0 && std::isfinite(t.clip_norm), "clip_norm = ", t.clip_norm,
           " must be >= 0");
   require(t.micro_batch >= 0, "micro_batch = ", t.micro_batch, " must be >= 0");
+  int dtype = 0;
+  static_assert(sizeof dtype == sizeof t.dtype, "enum fields are int-sized");
+  std::memcpy(&dtype, &t.dtype, sizeof dtype);
+  require(dtype == SPARSE_DTYPE_F32 || dtype == SPARSE_DTYPE_BF16 || dtype == SPARSE_DTYPE_F16,
+          "dtype = ", dtype, " must be SPARSE_DTYPE_F32, SPARSE_DTYPE_BF16 or SPARSE_DTYPE_F16");
+  require(t.loss_scale >= 0 && std::isfinite(t.loss_scale), "loss_scale = ", t.loss_scale,
+          " must be >= 0 and finite");
+  require(t.loss_scale_window >= 0, "loss_scale_window = ", t.loss_scale_window,
+          " must be >= 0");
   for (unsigned char byte : t.reserved)
     require(byte == 0, "train config reserved bytes must be zero");
 }

@@ -21,6 +21,38 @@ double scheduled_learning_rate(const sparse_train_config& t, int64_t step) {
   return peak * 0.5 * (1.0 + std::cos(M_PI * progress));
 }
 
+namespace {
+
+const sparse_train_config& validated(const sparse_train_config& t) {
+  validate_train_config(t);
+  return t;
+}
+
+}  // namespace
+
+LossScaler LossScaler::from_config(const sparse_train_config& t) {
+  LossScaler s;
+  s.dynamic = t.loss_scale > 0 || t.dtype == SPARSE_DTYPE_F16;
+  s.scale = t.loss_scale > 0 ? static_cast<double>(t.loss_scale) : s.dynamic ? 65536.0 : 1.0;
+  s.window = t.loss_scale_window > 0 ? t.loss_scale_window : 1000;
+  return s;
+}
+
+bool LossScaler::update(bool finite) {
+  if (!dynamic) return true;
+  if (!finite) {
+    scale *= 0.5;
+    clean = 0;
+    ++skipped;
+    return false;
+  }
+  if (++clean >= window) {
+    scale *= 2.0;
+    clean = 0;
+  }
+  return true;
+}
+
 Trainer::Trainer(const sparse_model_config& config, const sparse_train_config& train,
                  Backend& backend)
     : Trainer(config, train, nullptr, &backend) {}
@@ -34,10 +66,10 @@ Trainer::Trainer(const sparse_model_config& config, const sparse_train_config& t
     : own_backend_(std::move(own)),
       backend_(backend != nullptr ? backend : own_backend_.get()),
       threads_(backend_->num_threads()),
-      train_(train),
-      model_(config, backend_),
+      train_(validated(train)),
+      model_(config, backend_, train_.dtype),
       reducer_(make_single_process_reducer()) {
-  validate_train_config(train_);
+  loss_scaler = LossScaler::from_config(train_);
   model_.init_params(config.seed);
   const int64_t n = static_cast<int64_t>(model_.params.size());
   adam_m = Buffer<float>(backend_, n);
@@ -72,7 +104,9 @@ sparse_train_stats Trainer::train_step(const uint8_t* tokens, int64_t batch) {
   model_.meter.reset();
   // Scaled by the global batch, so that the sum over the ranks is the mean gradient.
   const int64_t global_batch = batch * reducer_->size();
-  const float grad_scale = static_cast<float>(1.0 / static_cast<double>(global_batch * n));
+  // With loss scaling the loss gradient carries the scale (a power of two), divided out below.
+  const double loss_scale = loss_scaler.scale;
+  const float grad_scale = static_cast<float>(loss_scale / static_cast<double>(global_batch * n));
   const int64_t micros = batch / micro;
   const int64_t first_micro = static_cast<int64_t>(reducer_->rank()) * micros;
   if (micros > 1 && grad_sum_.size() != model_.grads.size())
@@ -96,12 +130,18 @@ sparse_train_stats Trainer::train_step(const uint8_t* tokens, int64_t batch) {
   reducer_->all_reduce_sum(*backend_, grads, count);
   const double loss = reducer_->all_reduce_sum(loss_sum) / static_cast<double>(global_batch * n);
 
-  const double norm = std::sqrt(model_ops.squared_norm(grads, count));
-  const float clip = (train_.clip_norm > 0 && norm > train_.clip_norm)
-                         ? static_cast<float>(train_.clip_norm / norm)
-                         : 1.0f;
+  const double squared = model_ops.squared_norm(grads, count);
+  const bool finite = std::isfinite(squared);
+  const double norm = std::sqrt(squared) / loss_scale;
+  // Unscaling folds into the clipping factor the update multiplies the gradient by (1 / scale
+  // is exact for a power of two); without loss scaling this is the plain clipping factor.
+  const double clip_factor =
+      (train_.clip_norm > 0 && norm > train_.clip_norm) ? train_.clip_norm / norm : 1.0;
+  const float clip = loss_scale == 1.0 ? static_cast<float>(clip_factor)
+                                       : static_cast<float>(clip_factor / loss_scale);
 
   const double lr = scheduled_learning_rate(train_, step);
+  const bool apply = loss_scaler.update(finite);
   ops::AdamStep update;
   update.lr = static_cast<float>(lr);
   update.beta1 = train_.beta1;
@@ -112,9 +152,11 @@ sparse_train_stats Trainer::train_step(const uint8_t* tokens, int64_t batch) {
   update.weight_decay = train_.weight_decay;
   update.clip = clip;
   update.adamw = train_.optimizer == SPARSE_OPTIMIZER_ADAMW;
-  model_ops.adam_update(model_.params.data(), grads, adam_m.data(), adam_v.data(),
-                        decay_mask_.data(), count, update);
-  ++step;
+  if (apply) {
+    model_ops.adam_update(model_.params.data(), grads, adam_m.data(), adam_v.data(),
+                          decay_mask_.data(), count, update);
+    ++step;
+  }
 
   sparse_train_stats s{};
   s.struct_size = sizeof s;
@@ -126,6 +168,8 @@ sparse_train_stats Trainer::train_step(const uint8_t* tokens, int64_t batch) {
   s.tokens = batch * n;
   s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   s.peak_activation_bytes = model_.meter.peak;
+  s.loss_scale = loss_scale;
+  s.skipped_steps = loss_scaler.skipped;
   return s;
 }
 

@@ -34,6 +34,26 @@ using sparse::GradientReducer;
 // then cosine decay to 0 at total_steps (constant when total_steps == 0).
 double scheduled_learning_rate(const sparse_train_config& t, int64_t step);
 
+// Dynamic loss scaling (mixed precision with fp16 products): the loss gradient is multiplied by
+// `scale` so that small gradients survive 16-bit rounding, and the gradients are divided by it
+// before clipping and the update. A step whose gradient has a non-finite element is skipped (no
+// update, the step counter unchanged) and halves the scale; `window` clean steps in a row double
+// it. Without dynamic scaling the scale stays 1 and no step is skipped. Backend-independent: it
+// sees only the squared gradient norm, which is non-finite exactly when an element is.
+struct LossScaler {
+  bool dynamic = false;
+  double scale = 1;
+  int64_t window = 1000;
+  int64_t clean = 0;    // clean steps since the last change of the scale
+  int64_t skipped = 0;  // steps skipped so far
+
+  // From the configuration: dynamic from loss_scale when it is > 0, else from 65536 for F16;
+  // off for F32 and BF16 (whose exponent range is fp32's).
+  static LossScaler from_config(const sparse_train_config& t);
+  // Records a step's outcome; returns whether its gradient may be applied.
+  bool update(bool finite);
+};
+
 class Trainer {
  private:
   // Declared first so that it is destroyed last, after every buffer it allocated.
@@ -54,6 +74,9 @@ class Trainer {
   // Adam moments, same layout as the parameters, in the backend's memory.
   Buffer<float> adam_m, adam_v;
   int64_t step = 0;
+  // The loss scale and the skipped steps (not saved in checkpoints: a resumed run starts from the
+  // configured scale).
+  LossScaler loss_scaler;
 
   // Replaces the reducer (the single-process one by default); nullptr restores that.
   void set_reducer(std::shared_ptr<GradientReducer> r);

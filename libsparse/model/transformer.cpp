@@ -11,7 +11,8 @@
 namespace sparse::model {
 
 template <typename T>
-Transformer<T>::Transformer(const sparse_model_config& config, Backend* backend)
+Transformer<T>::Transformer(const sparse_model_config& config, Backend* backend,
+                            sparse_dtype products)
     : config_(config), backend_(backend), ops_(nullptr) {
   validate_config(config_);
   // Parameters, gradients and (in the trainer) Adam's two moments.
@@ -23,9 +24,18 @@ Transformer<T>::Transformer(const sparse_model_config& config, Backend* backend)
     own_backend_ = make_cpu_backend(1, 0);
     backend_ = own_backend_.get();
   }
-  const sparse_dtype dtype = std::is_same_v<T, float> ? SPARSE_DTYPE_F32 : SPARSE_DTYPE_F64;
+  const bool mixed = products != SPARSE_DTYPE_F32;
+  if (mixed && !std::is_same_v<T, float>)
+    throw_error(SPARSE_ERR_UNSUPPORTED,
+                "mixed precision (16-bit matrix products) applies to the fp32 model only");
+  const sparse_dtype dtype = mixed                      ? products
+                             : std::is_same_v<T, float> ? SPARSE_DTYPE_F32
+                                                        : SPARSE_DTYPE_F64;
   const std::string why = unsupported_model_ops(*backend_, dtype);
-  ops_ = backend_->model_ops<T>();
+  if constexpr (std::is_same_v<T, float>)
+    ops_ = mixed ? backend_->model_ops_mixed(products) : backend_->model_ops<T>();
+  else
+    ops_ = backend_->model_ops<T>();
   if (!why.empty() || ops_ == nullptr)
     throw_error(SPARSE_ERR_UNSUPPORTED, "the model cannot run on the ", backend_->description(),
                 " backend: ", why.empty() ? "it has no model operations" : why);

@@ -61,7 +61,10 @@ class Transformer {
   // Computes on `backend` (not owned; it must outlive the model). nullptr gives the model a
   // private single-threaded CPU backend (the double-precision reference and tests). Throws
   // SPARSE_ERR_UNSUPPORTED with the reasons when the backend lacks a model operation for T.
-  Transformer(const sparse_model_config& config, Backend* backend);
+  // `products` other than SPARSE_DTYPE_F32 (T = float only) selects the backend's mixed-precision
+  // operations: fp32 storage, matrix products on 16-bit inputs with fp32 accumulation.
+  Transformer(const sparse_model_config& config, Backend* backend,
+              sparse_dtype products = SPARSE_DTYPE_F32);
   ~Transformer();
 
   const sparse_model_config& config() const { return config_; }

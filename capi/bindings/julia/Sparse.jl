@@ -647,7 +647,10 @@ struct TrainConfig
     total_steps::Int64
     clip_norm::Cfloat
     micro_batch::Int32
-    reserved::NTuple{64,UInt8}
+    dtype::Cint
+    loss_scale::Cfloat
+    loss_scale_window::Int32
+    reserved::NTuple{52,UInt8}
 end
 
 # C: sparse_train_stats
@@ -661,6 +664,8 @@ struct TrainStats
     tokens::Int64
     seconds::Cdouble
     peak_activation_bytes::Int64
+    loss_scale::Cdouble
+    skipped_steps::Int64
 end
 
 # C: sparse_sample_params

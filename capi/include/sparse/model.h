@@ -137,7 +137,19 @@ typedef struct sparse_train_config {
   float clip_norm;            /* clip the global gradient norm to this; 0 = off (default 1) */
   int32_t micro_batch;        /* gradient accumulation: sequences per forward/backward pass;
                                  0 = the whole batch at once (default 0) */
-  uint8_t reserved[64];       /* must be zero */
+  sparse_dtype dtype;         /* precision of the matrix products: SPARSE_DTYPE_F32 (default), or
+                                 mixed precision with SPARSE_DTYPE_BF16 or SPARSE_DTYPE_F16 inputs
+                                 and fp32 accumulation, where the backend offers it (CUDA; the CPU
+                                 backend refuses it with SPARSE_ERR_UNSUPPORTED). Parameters,
+                                 gradients and Adam moments stay fp32 in every mode. */
+  float loss_scale;           /* > 0: dynamic loss scaling from this initial scale (the loss
+                                 gradient is multiplied by the scale and the gradients divided by
+                                 it; a step with a non-finite gradient is skipped and halves the
+                                 scale; loss_scale_window clean steps in a row double it);
+                                 0 = the dtype's default: dynamic from 65536 for F16, off (scale
+                                 1) otherwise (default 0) */
+  int32_t loss_scale_window;  /* clean steps before the scale doubles; 0 = 1000 (default 0) */
+  uint8_t reserved[52];       /* must be zero */
 } sparse_train_config;
 
 /* Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL. */
@@ -176,6 +188,9 @@ typedef struct sparse_train_stats {
   int64_t tokens;                /* tokens processed in this step */
   double seconds;                /* wall time of this step */
   int64_t peak_activation_bytes; /* peak memory of activations and working buffers in this step */
+  double loss_scale;             /* the loss scale this step used (1 without loss scaling) */
+  int64_t skipped_steps;         /* steps skipped so far for a non-finite gradient (this one
+                                    included; a skipped step leaves `step` unchanged) */
 } sparse_train_stats;
 
 /* One optimiser step on `batch` sequences of seq_len bytes (batch * seq_len bytes, row-major):

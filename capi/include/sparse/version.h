@@ -10,7 +10,7 @@
 #define SPARSE_VERSION_H
 
 #define SPARSE_API_VERSION_MAJOR 0
-#define SPARSE_API_VERSION_MINOR 4
+#define SPARSE_API_VERSION_MINOR 5
 #define SPARSE_API_VERSION_PATCH 0
 
 /* Packed as (major << 16) | (minor << 8) | patch, comparable with sparse_api_version(). */

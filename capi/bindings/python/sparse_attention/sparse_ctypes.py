@@ -287,7 +287,9 @@ class TrainConfig(ctypes.Structure):
                 ("beta2", ctypes.c_float), ("epsilon", ctypes.c_float),
                 ("weight_decay", ctypes.c_float), ("warmup_steps", ctypes.c_int64),
                 ("total_steps", ctypes.c_int64), ("clip_norm", ctypes.c_float),
-                ("micro_batch", ctypes.c_int32), ("reserved", ctypes.c_uint8 * 64)]
+                ("micro_batch", ctypes.c_int32), ("dtype", _enum),
+                ("loss_scale", ctypes.c_float), ("loss_scale_window", ctypes.c_int32),
+                ("reserved", ctypes.c_uint8 * 52)]
 
 
 class TrainStats(ctypes.Structure):
@@ -295,7 +297,8 @@ class TrainStats(ctypes.Structure):
                 ("loss", ctypes.c_double), ("bits_per_dim", ctypes.c_double),
                 ("grad_norm", ctypes.c_double), ("learning_rate", ctypes.c_double),
                 ("tokens", ctypes.c_int64), ("seconds", ctypes.c_double),
-                ("peak_activation_bytes", ctypes.c_int64)]
+                ("peak_activation_bytes", ctypes.c_int64), ("loss_scale", ctypes.c_double),
+                ("skipped_steps", ctypes.c_int64)]
 
 
 class SampleParams(ctypes.Structure):

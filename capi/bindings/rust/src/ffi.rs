@@ -221,7 +221,10 @@ pub struct sparse_train_config {
     pub total_steps: i64,
     pub clip_norm: f32,
     pub micro_batch: i32,
-    pub reserved: [u8; 64],
+    pub dtype: sparse_dtype,
+    pub loss_scale: f32,
+    pub loss_scale_window: i32,
+    pub reserved: [u8; 52],
 }
 
 #[repr(C)]
@@ -236,6 +239,8 @@ pub struct sparse_train_stats {
     pub tokens: i64,
     pub seconds: f64,
     pub peak_activation_bytes: i64,
+    pub loss_scale: f64,
+    pub skipped_steps: i64,
 }
 
 #[repr(C)]

@@ -1,0 +1,167 @@
+// Dynamic loss scaling in the trainer, on the CPU: the scale's halving and growth rule, a skipped
+// step on a non-finite gradient (parameters and moments unchanged bit for bit), and a power-of-two
+// scale that leaves training bit for bit equal to the unscaled run (scaling and unscaling by a
+// power of two are exact). Also the refusal of 16-bit products on the CPU backend.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "error.hpp"
+#include "model/config.hpp"
+#include "model/trainer.hpp"
+
+using namespace sparse;
+using namespace sparse::model;
+
+namespace {
+
+sparse_model_config small() {
+  sparse_model_config c = default_config();
+  c.seq_len = 16;
+  c.num_layers = 1;
+  c.d_model = 8;
+  c.num_heads = 2;
+  c.block_size = 16;
+  c.num_position_dims = 1;
+  c.position_shape[0] = 16;
+  c.dropout = 0.1f;
+  c.output_init_std = 0.02f;
+  c.seed = 3;
+  return c;
+}
+
+std::vector<uint8_t> tokens(int64_t count, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<uint8_t> t(static_cast<size_t>(count));
+  for (auto& x : t) x = static_cast<uint8_t>(rng() % 256);
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("loss scaler: defaults per dtype, halving on overflow, doubling after the window") {
+  sparse_train_config t = default_train_config();
+  LossScaler f32 = LossScaler::from_config(t);
+  CHECK_FALSE(f32.dynamic);
+  CHECK(f32.scale == 1.0);
+  t.dtype = SPARSE_DTYPE_BF16;
+  CHECK_FALSE(LossScaler::from_config(t).dynamic);
+  CHECK(LossScaler::from_config(t).scale == 1.0);
+  t.dtype = SPARSE_DTYPE_F16;
+  const LossScaler f16 = LossScaler::from_config(t);
+  CHECK(f16.dynamic);
+  CHECK(f16.scale == 65536.0);
+  CHECK(f16.window == 1000);
+
+  // Without dynamic scaling nothing is ever skipped.
+  CHECK(f32.update(false));
+  CHECK(f32.scale == 1.0);
+  CHECK(f32.skipped == 0);
+
+  t.dtype = SPARSE_DTYPE_F32;
+  t.loss_scale = 8;
+  t.loss_scale_window = 3;
+  LossScaler s = LossScaler::from_config(t);
+  REQUIRE(s.dynamic);
+  CHECK(s.update(true));
+  CHECK(s.update(true));
+  CHECK(s.scale == 8.0);
+  CHECK(s.update(true));  // the third clean step in a row doubles
+  CHECK(s.scale == 16.0);
+  CHECK(s.update(true));
+  CHECK_FALSE(s.update(false));  // overflow: skipped, halved, the clean count restarts
+  CHECK(s.scale == 8.0);
+  CHECK(s.skipped == 1);
+  CHECK(s.update(true));
+  CHECK(s.update(true));
+  CHECK(s.scale == 8.0);
+  CHECK(s.update(true));
+  CHECK(s.scale == 16.0);
+  CHECK(s.skipped == 1);
+}
+
+TEST_CASE("a step whose gradient overflows is skipped, halves the scale, and changes nothing") {
+  sparse_train_config tc = default_train_config();
+  tc.loss_scale = 4;
+  tc.loss_scale_window = 2;
+  Trainer tr(small(), tc, 1);
+  const std::vector<uint8_t> data = tokens(2 * 16, 11);
+  tr.train_step(data.data(), 2);  // non-zero moments
+  REQUIRE(tr.step == 1);
+  REQUIRE(tr.loss_scaler.scale == 4.0);
+
+  // A scale so large that the loss gradient itself overflows fp32: every gradient is inf or NaN.
+  tr.loss_scaler.scale = 1e300;
+  const std::vector<float> w0 = tr.model().params.to_host();
+  const std::vector<float> m0 = tr.adam_m.to_host(), v0 = tr.adam_v.to_host();
+  const sparse_train_stats s = tr.train_step(data.data(), 2);
+  CHECK(s.step == 1);
+  CHECK(tr.step == 1);
+  CHECK(s.loss_scale == 1e300);
+  CHECK(s.skipped_steps == 1);
+  CHECK(std::isfinite(s.loss));
+  CHECK_FALSE(std::isfinite(s.grad_norm));
+  CHECK(tr.loss_scaler.scale == 0.5e300);
+  CHECK(tr.model().params.to_host() == w0);
+  CHECK(tr.adam_m.to_host() == m0);
+  CHECK(tr.adam_v.to_host() == v0);
+
+  // Two clean steps at a sane scale: applied, and the second doubles the scale.
+  tr.loss_scaler.scale = 4;
+  CHECK(tr.train_step(data.data(), 2).loss_scale == 4.0);
+  CHECK(tr.step == 2);
+  CHECK(tr.loss_scaler.scale == 4.0);
+  tr.train_step(data.data(), 2);
+  CHECK(tr.step == 3);
+  CHECK(tr.loss_scaler.scale == 8.0);
+  CHECK(tr.loss_scaler.skipped == 1);
+  CHECK(tr.model().params.to_host() != w0);
+}
+
+TEST_CASE("a power-of-two loss scale trains bit for bit like no scaling (clipping included)") {
+  for (float clip : {1.0f, 1e-3f}) {  // 1e-3: every step is clipped
+    CAPTURE(clip);
+    sparse_train_config plain = default_train_config();
+    plain.clip_norm = clip;
+    plain.learning_rate = 1e-2f;
+    sparse_train_config scaled = plain;
+    scaled.loss_scale = 1024;
+    scaled.loss_scale_window = 2;  // the scale grows during the run
+    Trainer a(small(), plain, 1), b(small(), scaled, 1);
+    for (int step = 0; step < 4; ++step) {
+      const std::vector<uint8_t> data = tokens(2 * 16, 100 + static_cast<uint64_t>(step));
+      const sparse_train_stats sa = a.train_step(data.data(), 2);
+      const sparse_train_stats sb = b.train_step(data.data(), 2);
+      CHECK(sa.loss == sb.loss);
+      CHECK(sa.grad_norm == sb.grad_norm);
+      CHECK(sa.loss_scale == 1.0);
+      CHECK(sb.loss_scale == (step < 2 ? 1024.0 : 2048.0));
+    }
+    CHECK(a.model().params.to_host() == b.model().params.to_host());
+    CHECK(a.adam_v.to_host() == b.adam_v.to_host());
+  }
+}
+
+TEST_CASE("the CPU backend refuses bf16 and fp16 matrix products, naming the reason") {
+  for (sparse_dtype dtype : {SPARSE_DTYPE_BF16, SPARSE_DTYPE_F16}) {
+    sparse_train_config tc = default_train_config();
+    tc.dtype = dtype;
+    try {
+      Trainer tr(small(), tc, 1);
+      FAIL("the CPU backend accepted a 16-bit dtype");
+    } catch (const Error& e) {
+      CHECK(e.status() == SPARSE_ERR_UNSUPPORTED);
+      CHECK(std::string(e.what()).find("fp32 and fp64 only") != std::string::npos);
+      CHECK(std::string(e.what()).find("CUDA") != std::string::npos);
+    }
+  }
+  sparse_train_config bad = default_train_config();
+  bad.dtype = static_cast<sparse_dtype>(7);
+  CHECK_THROWS_WITH_AS(Trainer(small(), bad, 1), doctest::Contains("dtype = 7"), Error);
+  bad = default_train_config();
+  bad.loss_scale = -1;
+  CHECK_THROWS_WITH_AS(Trainer(small(), bad, 1), doctest::Contains("loss_scale = -1"), Error);
+}
