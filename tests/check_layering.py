@@ -3,6 +3,12 @@
 (or names a public header "sparse/..." or the generated "sparse_config.h"), and libsparse/ never
 includes reference_cpu/ (the engine reaches the CPU backend through make_cpu_backend() only).
 
+The driver (benchmarks/, sparse-repro) is a client of the C ABI: its sources include only the
+public headers "sparse/*.h", its own headers (paths from its file's folder or from benchmarks/),
+the headers it generates itself (the outputs named in benchmarks/meson.build) and system or
+third-party headers; never a library source, its generated sparse_config.h or an internal header
+through an include path (<backend.hpp>).
+
 Usage: check_layering.py SOURCE_ROOT. Exit status 1 with one line per violation."""
 import os
 import re
@@ -11,6 +17,53 @@ import sys
 LIBRARY_DIRS = ["libsparse", "reference_cpu", "capi/src", "datasets"]
 SUFFIXES = (".c", ".cpp", ".cc", ".h", ".hpp", ".cu", ".cuh")
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+ANY_INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)
+DRIVER_DIR = "benchmarks"
+
+
+def driver_problems(root):
+    """Includes of the driver's sources that are not the public ABI, its own or third-party."""
+    problems, scanned = [], 0
+    driver = os.path.join(root, DRIVER_DIR)
+    with open(os.path.join(driver, "meson.build"), encoding="utf-8") as f:
+        generated = set(re.findall(r"output:\s*'([^']+\.h)'", f.read()))
+    internal_names = {"sparse_config.h"}
+    for top in LIBRARY_DIRS:
+        for _, _, files in os.walk(os.path.join(root, top)):
+            internal_names.update(n for n in files if n.endswith(SUFFIXES))
+    for dirpath, _, files in os.walk(driver):
+        for name in sorted(files):
+            if not name.endswith(SUFFIXES):
+                continue
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            scanned += 1
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            for m in ANY_INCLUDE.finditer(text):
+                quote, inc = m.groups()
+                line = text.count("\n", 0, m.start()) + 1
+                shown = f'"{inc}"' if quote == '"' else f"<{inc}>"
+                where = f"{rel}:{line}: #include {shown}"
+                public = inc.startswith("sparse/") and os.path.isfile(
+                    os.path.join(root, "capi", "include", inc))
+                if public:
+                    continue
+                if quote == '"':
+                    candidates = [os.path.join(dirpath, inc), os.path.join(driver, inc)]
+                    inside = os.path.realpath(driver) + os.sep
+                    if any(os.path.isfile(c) and os.path.realpath(c).startswith(inside)
+                           for c in candidates):
+                        continue
+                    if inc in generated:
+                        continue
+                    problems.append(f"{where}: the driver includes only the public headers "
+                                    "sparse/*.h, its own headers and the ones it generates")
+                elif (inc.split("/")[0] in LIBRARY_DIRS or inc.startswith("capi/")
+                      or ("/" not in inc and inc in internal_names)):
+                    problems.append(f"{where}: an internal header of the library; the driver "
+                                    "uses the C ABI (sparse/*.h, sparse/experimental.h)")
+    return problems, scanned
 
 
 def main() -> int:
@@ -38,6 +91,9 @@ def main() -> int:
                     elif rel.startswith("libsparse/") and inc.startswith("reference_cpu/"):
                         problems.append(f"{where}: libsparse/ must not include reference_cpu/ "
                                         "(use the backend interface and make_cpu_backend())")
+    driver, driver_scanned = driver_problems(root)
+    problems += driver
+    scanned += driver_scanned
     for p in problems:
         print(p)
     print(f"{scanned} files scanned, {len(problems)} layering violations")
