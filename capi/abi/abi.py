@@ -154,8 +154,8 @@ def _parse_one(path, fname, h):
                 for decl in _split_top(inner, ";"):
                     if not decl.strip():
                         continue
-                    if len(_split_top(decl, ",")) > 1:  # commas inside () belong to a
-                        # function pointer's parameters
+                    # (commas inside parentheses separate a function pointer's parameters)
+                    if len(_split_top(decl, ",")) > 1:
                         raise ParseError(f"{fname}: one field per declaration please: {decl}")
                     ftype, fname_, arr = _declarator(decl)
                     if fname_ is None:

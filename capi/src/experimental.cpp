@@ -9,6 +9,7 @@
 
 #include "capi/src/guard.hpp"
 #include "capi/src/model_internal.hpp"
+#include "capi/src/tensor_checks.hpp"
 #include "libsparse/backend.hpp"
 #include "libsparse/check/op_check.hpp"
 #include "libsparse/file_io.hpp"
@@ -30,12 +31,7 @@ void require_string(const char* s, const char* name) {
 // A tensor of the dense baseline: shaped and placed like q.
 sparse::TensorView like_q(const sparse_tensor* t, const char* name, const sparse::TensorView& q) {
   const sparse::TensorView v = sparse::check_tensor(t, name, 4);
-  for (int i = 0; i < 4; ++i)
-    sparse::require(v.shape[i] == q.shape[i], name, " has shape ", sparse::shape_string(v),
-                    " but q has shape ", sparse::shape_string(q));
-  sparse::require(v.dtype == q.dtype, name, " has a different dtype from q");
-  sparse::require(v.memory == q.memory && v.device == q.device, name,
-                  " lives in different memory from q");
+  sparse::capi::check_like(v, name, q);
   return v;
 }
 
@@ -105,14 +101,7 @@ SPARSE_API sparse_status sparse_experimental_dense_attention(
     a.k = like_q(k, "k", a.q);
     a.v = like_q(v, "v", a.q);
     a.out = like_q(out, "out", a.q);
-    a.lse = sparse::check_tensor(lse, "lse", 3);
-    for (int i = 0; i < 3; ++i)
-      sparse::require(a.lse.shape[i] == a.q.shape[i], "lse has shape ", sparse::shape_string(a.lse),
-                      " but must be [batch, heads, seq_len] = [", a.q.shape[0], ", ", a.q.shape[1],
-                      ", ", a.q.shape[2], "]");
-    sparse::require(a.lse.dtype == SPARSE_DTYPE_F32, "lse must be SPARSE_DTYPE_F32");
-    sparse::require(a.lse.memory == a.q.memory && a.lse.device == a.q.device,
-                    "lse lives in different memory from q");
+    a.lse = sparse::capi::check_lse(lse, a.q);
     a.backward = backward != 0;
     if (a.backward) {
       a.dout = like_q(dout, "dout", a.q);
