@@ -1,25 +1,26 @@
 #include "baselines_cmd.hpp"
 
+#include <iostream>
+#include <memory>
 #include <stdexcept>
 #include <vector>
 
 #include "baselines.hpp"
+#include "cli_common.hpp"
 #include "option_checks.hpp"
+#include "output_files.hpp"
+#include "provenance.hpp"
+#include "report.hpp"
 #include "sparse/sparse.h"
 
 namespace repro {
 namespace {
 
-void check(sparse_status s, const std::string& what) {
-  if (s != SPARSE_OK)
-    throw std::runtime_error(what + ": " + sparse_status_string(s) + ": " + sparse_last_error());
-}
-
 // All sequences of a split, concatenated in index order.
 std::vector<uint8_t> split_bytes(const DataSpec& spec, sparse_split split) {
   // Text is one stream: sequences of one byte keep every byte of the split (longer sequences
   // would drop the split's tail).
-  const std::string kind = spec.spec.substr(0, spec.spec.find(':'));
+  const std::string kind = parse_data_spec(spec.spec).kind;
   const bool text = kind == "text" || kind == "enwik8";
   DatasetPtr ds = open_dataset(spec, split, text && spec.seq_len == 0 ? 1 : 0);
   int64_t count = 0, n = 0;
@@ -75,7 +76,7 @@ void add_baselines_options(CLI::App& app, BaselinesOptions& o) {
 }
 
 nlohmann::json run_baselines(const BaselinesOptions& o) {
-  const std::string kind = o.data.spec.substr(0, o.data.spec.find(':'));
+  const std::string kind = parse_data_spec(o.data.spec).kind;
   std::vector<uint8_t> train = split_bytes(o.data, SPARSE_SPLIT_TRAIN);
   std::vector<uint8_t> held = split_bytes(o.data, held_out_split(o.split));
   const ImageShape image = image_shape(kind, o.data);
@@ -143,6 +144,21 @@ nlohmann::json run_baselines(const BaselinesOptions& o) {
           {"unit", unit_name},
           {"unit_of", unit_of},
           {"rows", rows}};
+}
+
+void register_baselines(CLI::App& app, int argc, char** argv) {
+  auto o = std::make_shared<BaselinesOptions>();
+  auto* cmd = app.add_subcommand(
+      "baselines", "gzip/bzip2/xz/zstd, PNG/WebP (images), FLAC (audio) on held-out data");
+  add_baselines_options(*cmd, *o);
+  cmd->callback([o, argc, argv] {
+    auto table = run_baselines(*o);
+    table["provenance"] = provenance(argc, argv);
+    const std::string md = baselines_markdown(table);
+    std::cout << (o->json ? table.dump(2) + "\n" : md);
+    if (!o->json_out.empty()) write_file_atomically(o->json_out, table.dump(2) + "\n");
+    if (!o->markdown_out.empty()) write_file_atomically(o->markdown_out, md);
+  });
 }
 
 }  // namespace repro

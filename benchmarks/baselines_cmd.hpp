@@ -26,4 +26,7 @@ void add_baselines_options(CLI::App& app, BaselinesOptions& o);
 // The table as JSON (rows of {name, bits, note}); provenance added by the caller.
 nlohmann::json run_baselines(const BaselinesOptions& o);
 
+// Adds the `baselines` subcommand (argc, argv: the command line, for the provenance).
+void register_baselines(CLI::App& app, int argc, char** argv);
+
 }  // namespace repro

@@ -15,31 +15,23 @@
 #include <random>
 #include <stdexcept>
 
-#include "backend.hpp"
-#include "eigen.hpp"
-#include "libsparse/resources.hpp"
+// GCC 12 reports -Wmaybe-uninitialized false positives inside Eigen's AVX-512 packet math when it
+// is inlined with -march=native (GCC bug 105593; -Wuninitialized under sanitizers), at the point
+// of inlining, so they are silenced for this file; every other warning stays an error.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#include <Eigen/Core>
+
+#include "cli_common.hpp"
 #include "option_checks.hpp"
 #include "output_files.hpp"
+#include "sparse/experimental.h"
 #include "sparse/sparse.h"
-#include "sparse_config.h"
-#include "tensor.hpp"
-#if SPARSE_HAVE_OPENMP
-#include <omp.h>
-#endif
 
 namespace repro {
 namespace {
-
-void check(sparse_status s, const char* what) {
-  if (s != SPARSE_OK)
-    throw std::runtime_error(std::string(what) + ": " + sparse_status_string(s) + ": " +
-                             sparse_last_error());
-}
-
-struct LayoutHandle {
-  sparse_layout* ptr = nullptr;
-  ~LayoutHandle() { sparse_layout_destroy(ptr); }
-};
 
 // Pattern names: dense, local, strided (heads alternate row / column, the paper's multi-head
 // combination), strided_merged (every head attends to the union), fixed (heads alternate
@@ -72,7 +64,7 @@ std::vector<sparse_pattern> patterns_for(const std::string& name, const BenchOpt
   return out;
 }
 
-sparse_layout* make_layout(const std::string& name, int64_t n, const BenchOptions& o) {
+LayoutPtr make_layout(const std::string& name, int64_t n, const BenchOptions& o) {
   const auto patterns = patterns_for(name, o);
   sparse_layout_desc desc;
   sparse_layout_desc_default(&desc);
@@ -82,11 +74,10 @@ sparse_layout* make_layout(const std::string& name, int64_t n, const BenchOption
   desc.patterns = patterns.data();
   desc.num_patterns = static_cast<int32_t>(patterns.size());
   sparse_layout* layout = nullptr;
-  check(sparse_layout_create(&desc, &layout),
-        ("layout of --pattern " + name + " --n " + std::to_string(n) + " --block " +
-         std::to_string(o.block))
-            .c_str());
-  return layout;
+  check(sparse_layout_create(&desc, &layout), "layout of --pattern " + name + " --n " +
+                                                  std::to_string(n) + " --block " +
+                                                  std::to_string(o.block));
+  return own(layout);
 }
 
 // Refuses, before allocating, inputs and outputs larger than the library's memory limit, naming
@@ -99,14 +90,12 @@ void check_buffer_memory(const BenchOptions& o, int64_t n, bool backward, sparse
       elements * tensors * sizeof(float) +
       static_cast<double>(o.batch) * o.heads * static_cast<double>(n) * sizeof(float) +
       (dtype == SPARSE_DTYPE_F32 ? 0.0 : elements * tensors * 2);
-  const sparse::MemoryLimit limit = sparse::memory_limit();
-  if (bytes > limit.bytes)
-    throw std::runtime_error("--n " + std::to_string(n) + " with --batch " +
-                             std::to_string(o.batch) + " --heads " + std::to_string(o.heads) +
-                             " --head-dim " + std::to_string(o.head_dim) + ": the " +
-                             (backward ? "8" : "4") + " attention tensors need about " +
-                             sparse::format_bytes(bytes) + ", more than the memory limit of " +
-                             sparse::format_bytes(limit.bytes) + " (" + limit.source + ")");
+  const std::string what = "--n " + std::to_string(n) + " with --batch " + std::to_string(o.batch) +
+                           " --heads " + std::to_string(o.heads) + " --head-dim " +
+                           std::to_string(o.head_dim) + " (" + (backward ? "8" : "4") +
+                           " attention tensors)";
+  if (sparse_experimental_check_memory(bytes, what.c_str()) != SPARSE_OK)
+    throw std::runtime_error(library_message("sparse_experimental_check_memory"));
 }
 
 // Rounds fp32 to bf16 (nearest even) or fp16 bits on the host.
@@ -231,32 +220,22 @@ double time_attention(sparse_context* ctx, const sparse_layout* layout, Buffers&
   return times[times.size() / 2];
 }
 
-// The cuBLAS dense causal baseline (internal backend entry, not the C ABI); -1 when the backend
-// cannot run it at this size (the reason goes to stderr once).
+// The dense causal baseline of the backend's GEMM library (cuBLAS); -1 when the backend cannot run
+// it at this size (the reason goes to stderr once).
 double time_dense_cublas(sparse_context* ctx, Buffers& b, bool backward, int reps, float scale) {
-  sparse::DenseBaselineArgs a;
-  a.scale = scale;
-  a.backward = backward;
-  a.q = sparse::check_tensor(&b.tq, "q", 4);
-  a.k = sparse::check_tensor(&b.tk, "k", 4);
-  a.v = sparse::check_tensor(&b.tv, "v", 4);
-  a.out = sparse::check_tensor(&b.tout, "out", 4);
-  a.lse = sparse::check_tensor(&b.tlse, "lse", 3);
-  if (backward) {
-    a.dout = sparse::check_tensor(&b.tdout, "dout", 4);
-    a.dq = sparse::check_tensor(&b.tdq, "dq", 4);
-    a.dk = sparse::check_tensor(&b.tdk, "dk", 4);
-    a.dv = sparse::check_tensor(&b.tdv, "dv", 4);
-  }
   std::vector<double> times;
   for (int r = -1; r < reps; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
-    const std::string why = ctx->backend->dense_attention_baseline(a);
-    if (!why.empty()) {
+    const sparse_status s = sparse_experimental_dense_attention(
+        ctx, scale, backward, &b.tq, &b.tk, &b.tv, &b.tout, &b.tlse, backward ? &b.tdout : nullptr,
+        backward ? &b.tdq : nullptr, backward ? &b.tdk : nullptr, backward ? &b.tdv : nullptr);
+    if (s == SPARSE_ERR_UNSUPPORTED) {
       std::fprintf(stderr, "cublas-dense baseline skipped at n = %lld: %s\n",
-                   static_cast<long long>(a.q.shape[2]), why.c_str());
+                   static_cast<long long>(b.tq.shape[2]),
+                   library_message("sparse_experimental_dense_attention").c_str());
       return -1;
     }
+    check(s, "cublas-dense baseline");
     check(sparse_context_synchronize(ctx), "synchronize");
     if (r >= 0) times.push_back(seconds_since(t0));
   }
@@ -344,27 +323,27 @@ int run_attention_memory(const BenchOptions& o) {
   settings.num_threads = o.threads;
   sparse_context* ctx = nullptr;
   check(sparse_context_create(&settings, &ctx), "context");
-  std::unique_ptr<sparse_context, void (*)(sparse_context*)> ctx_guard(ctx, sparse_context_destroy);
+  const ContextPtr ctx_guard = own(ctx);
   sparse_memory memory = SPARSE_MEMORY_HOST;
   sparse_context_memory(ctx, &memory);
   if (memory != SPARSE_MEMORY_HOST)
     throw std::runtime_error("attention-memory measures host memory (use --backend cpu)");
   const int64_t n = o.seq_lens.at(0);
-  LayoutHandle layout{make_layout(o.patterns.at(0), n, o)};
+  const LayoutPtr layout = make_layout(o.patterns.at(0), n, o);
   sparse_layout_stats st;
   st.struct_size = sizeof st;
-  check(sparse_layout_get_stats(layout.ptr, -1, &st), "stats");
+  check(sparse_layout_get_stats(layout.get(), -1, &st), "stats");
   check_buffer_memory(o, n, true, SPARSE_DTYPE_F32);
   Buffers buffers(ctx, o.batch, o.heads, n, o.head_dim, true);
   sparse_attention_params params;
   sparse_attention_params_default(&params);
   params.algorithm = o.algorithm == "unfused" ? SPARSE_ATTENTION_UNFUSED : SPARSE_ATTENTION_FUSED;
   size_t workspace = 0;
-  check(sparse_attention_workspace_size_params(ctx, layout.ptr, &params, o.batch, o.head_dim, 1,
+  check(sparse_attention_workspace_size_params(ctx, layout.get(), &params, o.batch, o.head_dim, 1,
                                                &workspace),
         "workspace");
   const size_t before = rss_peak_bytes();
-  time_attention(ctx, layout.ptr, buffers, true, 1, &params);
+  time_attention(ctx, layout.get(), buffers, true, 1, &params);
   const size_t after = rss_peak_bytes();
   nlohmann::json j;
   j["algorithm"] = o.algorithm;
@@ -391,7 +370,7 @@ int run_bench_attention(const BenchOptions& o) {
   settings.num_threads = o.threads;
   sparse_context* ctx = nullptr;
   check(sparse_context_create(&settings, &ctx), "context");
-  std::unique_ptr<sparse_context, void (*)(sparse_context*)> ctx_guard(ctx, sparse_context_destroy);
+  const ContextPtr ctx_guard = own(ctx);
   sparse_backend backend;
   sparse_context_backend(ctx, &backend);
   int32_t threads = 1;
@@ -422,30 +401,29 @@ int run_bench_attention(const BenchOptions& o) {
       const bool backward = mode == "fwdbwd";
       // Refuse what cannot fit before allocating anything: the tensors, then the layouts.
       check_buffer_memory(o, n, backward, dtype);
-      for (const std::string& name : o.patterns)
-        LayoutHandle refused_early{make_layout(name, n, o)};
+      for (const std::string& name : o.patterns) make_layout(name, n, o);
       Buffers buffers(ctx, o.batch, o.heads, n, o.head_dim, backward, dtype);
       for (const std::string& name : o.patterns) {
-        LayoutHandle layout{make_layout(name, n, o)};
+        const LayoutPtr layout = make_layout(name, n, o);
         sparse_layout_stats st;
         st.struct_size = sizeof st;
-        check(sparse_layout_get_stats(layout.ptr, -1, &st), "stats");
+        check(sparse_layout_get_stats(layout.get(), -1, &st), "stats");
         size_t workspace = 0;
-        check(sparse_attention_workspace_size_params(ctx, layout.ptr, &params, o.batch, o.head_dim,
-                                                     backward, &workspace),
+        check(sparse_attention_workspace_size_params(ctx, layout.get(), &params, o.batch,
+                                                     o.head_dim, backward, &workspace),
               "workspace");
         const double t_sparse =
-            time_attention(ctx, layout.ptr, buffers, backward, o.reps, &params, on_gpu);
+            time_attention(ctx, layout.get(), buffers, backward, o.reps, &params, on_gpu);
 
         // The same kernels on the dense causal layout.
         double t_dense = -1;
         int64_t dense_blocks = 0;
         auto key = std::make_pair(n, mode);
         {
-          LayoutHandle dense{make_layout("dense", n, o)};
+          const LayoutPtr dense = make_layout("dense", n, o);
           sparse_layout_stats ds;
           ds.struct_size = sizeof ds;
-          sparse_layout_get_stats(dense.ptr, -1, &ds);
+          sparse_layout_get_stats(dense.get(), -1, &ds);
           dense_blocks = ds.nnz_blocks;
           if (n <= o.dense_max_n) {
             const int dense_reps = on_gpu ? o.reps : std::min(o.reps, n > 16384 ? 1 : o.reps);
@@ -457,7 +435,7 @@ int run_bench_attention(const BenchOptions& o) {
               else
                 dense_cache[key] = name == "dense"
                                        ? t_sparse
-                                       : time_attention(ctx, dense.ptr, buffers, backward,
+                                       : time_attention(ctx, dense.get(), buffers, backward,
                                                         dense_reps, &params, on_gpu);
             }
             t_dense = dense_cache[key];

@@ -9,20 +9,11 @@
 #include <stdexcept>
 #include <vector>
 
+#include "cli_common.hpp"
 #include "option_checks.hpp"
 #include "sparse/sparse.h"
 
 namespace repro {
-namespace {
-
-void check(sparse_status s, const char* what) {
-  if (s != SPARSE_OK)
-    throw std::runtime_error(std::string(what) + ": " + sparse_status_string(s) + ": " +
-                             sparse_last_error());
-}
-
-}  // namespace
-
 void add_train_bench_options(CLI::App& app, TrainBenchOptions& o) {
   app.add_option("--preset", o.preset, "model preset (e.g. cifar10-small, enwik8-small)")
       ->capture_default_str();
@@ -56,7 +47,7 @@ int run_bench_train(const TrainBenchOptions& o) {
   cfg.dropout = 0.0f;  // identical work in every step, as in the peer
 
   sparse_context* ctx = create_device_context(o.device, o.threads);
-  std::unique_ptr<sparse_context, void (*)(sparse_context*)> ctx_guard(ctx, sparse_context_destroy);
+  const ContextPtr ctx_guard = own(ctx);
   int32_t threads = 1;
   sparse_context_num_threads(ctx, &threads);
   sparse_train_config train;
@@ -64,7 +55,7 @@ int run_bench_train(const TrainBenchOptions& o) {
   train.dtype = model_dtype(o.device);
   sparse_model* model = nullptr;
   check(sparse_model_create(ctx, &cfg, &train, &model), "model");
-  std::unique_ptr<sparse_model, void (*)(sparse_model*)> model_guard(model, sparse_model_destroy);
+  const ModelPtr model_guard = own(model);
   int64_t params = 0;
   sparse_model_parameter_count(model, &params);
 

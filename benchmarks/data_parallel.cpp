@@ -5,54 +5,46 @@
 #include <cstdlib>
 #include <stdexcept>
 
-#include "capi/src/model_internal.hpp"
+#include "cli_common.hpp"
 #include "option_checks.hpp"
 
 namespace repro {
 namespace {
 
-void check(sparse_status s, const std::string& what) {
-  if (s != SPARSE_OK)
-    throw std::runtime_error(what + ": " + sparse_status_string(s) + ": " + sparse_last_error());
-}
-
-std::shared_ptr<sparse::GradientReducer> make_mpi_group(const sparse::LaunchEnvironment& launch,
-                                                        double timeout);
+std::shared_ptr<GradientReducer> make_mpi_group(const LaunchEnvironment& launch, double timeout);
 
 // SPARSE_REDUCER=nccl: the gradient summed by NCCL on the GPU (CUDA device local_rank); MPI, when
 // the process was launched as one of several ranks, carries NCCL's unique id and the scalar sums.
 // A single process needs no launcher (a one-rank NCCL group).
-std::shared_ptr<sparse::GradientReducer> make_group(const sparse::LaunchEnvironment& launch,
-                                                    double timeout) {
+std::shared_ptr<GradientReducer> make_group(const LaunchEnvironment& launch, double timeout) {
   const char* choice = std::getenv("SPARSE_REDUCER");
   const std::string reducer = choice != nullptr ? choice : "";
   if (reducer.empty() || reducer == "mpi") return make_mpi_group(launch, timeout);
   if (reducer != "nccl")
     throw std::runtime_error("SPARSE_REDUCER=" + reducer + ": expected mpi (the default) or nccl");
-  if (!sparse::nccl_compiled())
+  if (!nccl_compiled())
     throw std::runtime_error("SPARSE_REDUCER=nccl but this sparse-repro was built without NCCL");
-  std::shared_ptr<sparse::GradientReducer> bootstrap;
+  std::shared_ptr<GradientReducer> bootstrap;
   if (launch.launched && launch.size > 1) bootstrap = make_mpi_group(launch, timeout);
   try {
-    return sparse::make_nccl_reducer(bootstrap, launch.local_rank);
+    return make_nccl_reducer(bootstrap, launch.local_rank);
   } catch (const std::exception& e) {
     throw std::runtime_error(std::string("SPARSE_REDUCER=nccl: ") + e.what());
   }
 }
 
-std::shared_ptr<sparse::GradientReducer> make_mpi_group(const sparse::LaunchEnvironment& launch,
-                                                        double timeout) {
-  if (!launch.launched) return sparse::make_single_process_reducer();
-  if (!sparse::mpi_compiled()) {
+std::shared_ptr<GradientReducer> make_mpi_group(const LaunchEnvironment& launch, double timeout) {
+  if (!launch.launched) return make_single_process_reducer();
+  if (!mpi_compiled()) {
     if (launch.size > 1)
       throw std::runtime_error("started as rank " + std::to_string(launch.rank) + " of " +
                                std::to_string(launch.size) + " (" + launch.source +
                                ") but this sparse-repro was built without MPI "
                                "(-Dmpi=enabled, libopenmpi-dev)");
-    return sparse::make_single_process_reducer();
+    return make_single_process_reducer();
   }
   try {
-    return sparse::make_mpi_reducer(timeout);
+    return make_mpi_reducer(timeout);
   } catch (const std::exception& e) {
     throw std::runtime_error(std::string("joining the MPI job: ") + e.what());
   }
@@ -61,7 +53,7 @@ std::shared_ptr<sparse::GradientReducer> make_mpi_group(const sparse::LaunchEnvi
 }  // namespace
 
 DataParallel::DataParallel(double timeout_seconds)
-    : launch_(sparse::launch_environment()), reducer_(make_group(launch_, timeout_seconds)) {}
+    : launch_(launch_environment()), reducer_(make_group(launch_, timeout_seconds)) {}
 
 std::string DataParallel::describe() const {
   return "rank " + std::to_string(rank()) + " of " + std::to_string(size()) + " (" +
@@ -69,9 +61,7 @@ std::string DataParallel::describe() const {
          ", local rank " + std::to_string(launch_.local_rank) + ")";
 }
 
-void DataParallel::attach(sparse_model* model) const {
-  sparse::capi::model_trainer(model).set_reducer(reducer_);
-}
+void DataParallel::attach(sparse_model* model) const { attach_reducer(model, *reducer_); }
 
 const uint8_t* DataParallel::next_shard(sparse_dataset* ds, int64_t batch, int64_t seq_len,
                                         std::vector<uint8_t>& global) const {
@@ -121,7 +111,7 @@ void DataParallel::abort_job(const std::string& message) const {
   std::fprintf(stderr, "sparse-repro: error on rank %d of %d: %s\nsparse-repro: ending the job\n",
                rank(), size(), message.c_str());
   std::fflush(stderr);
-  sparse::mpi_abort_job(1);
+  mpi_abort_job(1);
   std::_Exit(1);
 }
 

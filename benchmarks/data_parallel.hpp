@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "libsparse/parallel/reducer.hpp"
+#include "parallel/reducer.hpp"
 #include "sparse/sparse.h"
 #include "train_cli.hpp"
 
@@ -29,9 +29,10 @@ class DataParallel {
   int size() const { return reducer_->size(); }
   bool root() const { return rank() == 0; }
   std::string describe() const;
-  std::shared_ptr<sparse::GradientReducer> reducer() const { return reducer_; }
+  std::shared_ptr<GradientReducer> reducer() const { return reducer_; }
 
-  // Attaches the reducer to `model`'s trainer.
+  // Attaches the reducer to `model`'s trainer (through the library's gradient-reducer hook); the
+  // reducer outlives the model.
   void attach(sparse_model* model) const;
   // Reads the next global batch of size() * batch sequences from `ds` into `global` and returns
   // this rank's shard (batch sequences).
@@ -45,8 +46,8 @@ class DataParallel {
   [[noreturn]] void abort_job(const std::string& message) const;
 
  private:
-  sparse::LaunchEnvironment launch_;
-  std::shared_ptr<sparse::GradientReducer> reducer_;
+  LaunchEnvironment launch_;
+  std::shared_ptr<GradientReducer> reducer_;
 };
 
 // --micro-batch and --rank-timeout.

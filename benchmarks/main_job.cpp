@@ -12,8 +12,9 @@
 #include <stdexcept>
 
 #include "baselines.hpp"
+#include "cli_common.hpp"
+#include "info.hpp"
 #include "bench_attention.hpp"
-#include "file_io.hpp"
 #include "memory_table.hpp"
 #include "option_checks.hpp"
 #include "output_files.hpp"
@@ -27,11 +28,6 @@ namespace {
 
 // The synthetic images of the main job (and table1): rows of 33 pixels, 16 rows.
 constexpr int kImageWidth = 33, kImageHeight = 16;
-
-void check(sparse_status s, const std::string& what) {
-  if (s != SPARSE_OK)
-    throw std::runtime_error(what + ": " + sparse_status_string(s) + ": " + sparse_last_error());
-}
 
 void make_dir(const std::string& path) {
   if (!path_exists(path) && mkdir(path.c_str(), 0755) != 0)
@@ -118,13 +114,14 @@ void add_main_job_options(CLI::App& app, MainJobOptions& o) {
 }
 
 int run_main_job(const MainJobOptions& given, int argc, char** argv) {
+  print_info();
   const auto started = std::chrono::steady_clock::now();
   MainJobOptions o = given;
   if (o.out.empty()) o.out = o.quick ? "results-quick" : "results";
   if (o.quick && path_exists(o.out + "/main_job.json")) {
     bool real = true;
     try {
-      real = !nlohmann::json::parse(sparse::read_regular_file(o.out + "/main_job.json", "--out"))
+      real = !nlohmann::json::parse(read_regular_file(o.out + "/main_job.json", "--out"))
                   .value("quick", false);
     } catch (const std::exception&) {
     }

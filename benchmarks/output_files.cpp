@@ -10,20 +10,14 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "file_io.hpp"
-
 namespace repro {
 
 void check_output_path(const std::string& path, const std::string& option) {
-  if (!path.empty()) sparse::resolve_output_path(path, option);
-}
-
-void write_file_atomically(const std::string& path, const std::string& text) {
-  sparse::write_file_atomically(path, {{text.data(), text.size()}}, "output");
+  if (!path.empty()) resolve_output_path(path, option);
 }
 
 LineLog::LineLog(const std::string& path, const std::string& option, bool append)
-    : path_(sparse::resolve_output_path(path, option)), option_(option) {
+    : path_(resolve_output_path(path, option)), option_(option) {
   fd_ = ::open(path_.c_str(),
                O_WRONLY | O_CREAT | O_CLOEXEC | O_NONBLOCK | (append ? O_APPEND : O_TRUNC), 0666);
   if (fd_ < 0)
@@ -58,7 +52,7 @@ void LineLog::write_line(const std::string& line) {
 void truncate_log_to_step(const std::string& path, const std::string& option, long long step) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return;
-  const std::vector<unsigned char> bytes = sparse::read_regular_file(path, option);
+  const std::vector<unsigned char> bytes = read_regular_file(path, option);
   std::string kept;
   std::string line;
   long long number = 0;
@@ -76,12 +70,12 @@ void truncate_log_to_step(const std::string& path, const std::string& option, lo
         !record["step"].is_number_integer())
       throw std::runtime_error(option + " " + path + ": line " + std::to_string(number) +
                                " is not a step record of a loss log, so the file is not this "
-                               "run's log; it was left unchanged (give another " + option +
-                               " or move the file away)");
+                               "run's log; it was left unchanged (give another " +
+                               option + " or move the file away)");
     if (record["step"].get<long long>() <= step) kept += line + "\n";
     line.clear();
   }
-  sparse::write_file_atomically(path, {{kept.data(), kept.size()}}, option);
+  write_file_atomically(path, kept, option);
 }
 
 }  // namespace repro

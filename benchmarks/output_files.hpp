@@ -1,20 +1,18 @@
 // The driver's output files: every one is checked before the work that produces it, written to a
 // regular file only (a symbolic link's target is replaced, a device or FIFO refused), and every
-// failed write is an error. The atomic writer is the library's (libsparse/file_io.hpp).
+// failed write is an error. The atomic writer is the library's (cli_common.hpp).
 #pragma once
 
 #include <string>
 
+#include "cli_common.hpp"
+
 namespace repro {
 
-// Checks an output path before work starts (see sparse::resolve_output_path): its folder exists
+// Checks an output path before work starts (see resolve_output_path): its folder exists
 // and is writable, and it is not an existing device, FIFO or folder. `option` names it in the
 // error ("--checkpoint"). An empty path is accepted (no output).
 void check_output_path(const std::string& path, const std::string& option);
-
-// Writes `text` to `path` through a temporary file unique to this call and a rename, so readers
-// never see a half-written file and an existing file survives a failed write.
-void write_file_atomically(const std::string& path, const std::string& text);
 
 // A JSON-lines log that grows by whole records: each line reaches the file in one write() as it
 // is added (nothing is buffered in the process, so a kill loses no finished line and never glues

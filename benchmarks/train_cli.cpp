@@ -17,7 +17,6 @@
 #include "baselines.hpp"
 #include "bench_attention.hpp"
 #include "data_parallel.hpp"
-#include "file_io.hpp"
 #include "heartbeat.hpp"
 #include "option_checks.hpp"
 #include "output_files.hpp"
@@ -26,14 +25,6 @@
 
 namespace repro {
 namespace {
-
-void check(sparse_status s, const std::string& what) {
-  if (s != SPARSE_OK)
-    throw std::runtime_error(what + ": " + sparse_status_string(s) + ": " + sparse_last_error());
-}
-
-using ContextPtr = std::unique_ptr<sparse_context, void (*)(sparse_context*)>;
-using ModelPtr = std::unique_ptr<sparse_model, void (*)(sparse_model*)>;
 
 // The context of --backend / --dtype (threads: CPU threads).
 ContextPtr model_context(const DeviceOptions& device, int threads) {
@@ -113,11 +104,10 @@ std::string data_dir_or_default(const std::string& given) {
 }
 
 DatasetPtr open_dataset(const DataSpec& spec, sparse_split split, int64_t seq_len) {
-  const auto colon = spec.spec.find(':');
-  const std::string kind_name = spec.spec.substr(0, colon);
-  const std::string path = colon == std::string::npos ? "" : spec.spec.substr(colon + 1);
+  const DataSource source = parse_data_spec(spec.spec);
+  const std::string& path = source.path;
   sparse_dataset_kind kind;
-  check(sparse_dataset_kind_from_name(kind_name.c_str(), &kind), "--data " + spec.spec);
+  check(sparse_dataset_kind_from_name(source.kind.c_str(), &kind), "--data " + spec.spec);
   sparse_dataset_desc desc;
   check(sparse_dataset_desc_default(&desc, kind), "dataset defaults");
   desc.path = path.empty() ? nullptr : path.c_str();
@@ -147,7 +137,7 @@ DatasetPtr open_split(const DataSpec& spec, sparse_split split, int64_t seq_len,
     return open_dataset(spec, split, seq_len);
   } catch (const std::runtime_error& e) {
     const std::string message = e.what();
-    const std::string kind = spec.spec.substr(0, spec.spec.find(':'));
+    const std::string kind = parse_data_spec(spec.spec).kind;
     const std::string split_name = split == SPARSE_SPLIT_TRAIN   ? "train"
                                    : split == SPARSE_SPLIT_VALID ? "valid"
                                                                  : "test";
@@ -423,7 +413,7 @@ constexpr const char* kRunFormat = "sparse-repro-run-1";
 
 // Beside the checkpoint file itself (the target when --checkpoint is a symbolic link).
 std::string run_record_path(const std::string& checkpoint) {
-  return sparse::resolve_output_path(checkpoint, "--checkpoint") + ".run.json";
+  return resolve_output_path(checkpoint, "--checkpoint") + ".run.json";
 }
 
 // Settings of a run that do not change what it computes, or (--threads) change it only by the
@@ -464,7 +454,7 @@ TrainOptions resumed_options(const TrainOptions& given) {
   }
   nlohmann::json saved;
   try {
-    saved = nlohmann::json::parse(sparse::read_regular_file(path, "run record"));
+    saved = nlohmann::json::parse(read_regular_file(path, "run record"));
     if (saved.at("format") != kRunFormat) throw std::runtime_error("unknown format");
     TrainOptions probe;
     apply_run_options(saved.at("options"), probe);
@@ -716,7 +706,7 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   if (o.recompute >= 0) cfg.recompute = o.recompute;
   cfg.seed = o.seed;
 
-  const std::string kind = o.data.spec.substr(0, o.data.spec.find(':'));
+  const std::string kind = parse_data_spec(o.data.spec).kind;
   if (o.seq_len > 0) cfg.seq_len = o.seq_len;
   const std::string n_option = o.data.seq_len > 0 ? "--data-seq-len" : "--seq-len";
   auto train =
@@ -926,7 +916,7 @@ namespace {
 // The paper's Enwik8 protocol over a contiguous byte range of a text split.
 nlohmann::json run_sliding_eval(const EvalOptions& o, sparse_model* model,
                                 const sparse_model_config& cfg) {
-  const std::string kind = o.data.spec.substr(0, o.data.spec.find(':'));
+  const std::string kind = parse_data_spec(o.data.spec).kind;
   if (kind != "text" && kind != "enwik8")
     throw std::runtime_error(
         "--sliding / --min-context evaluate text (--data text:PATH or "
@@ -1004,7 +994,7 @@ DataSpec trained_data(const std::string& checkpoint) {
                              ") naming the data it was trained on");
   TrainOptions o;
   try {
-    const auto saved = nlohmann::json::parse(sparse::read_regular_file(path, "run record"));
+    const auto saved = nlohmann::json::parse(read_regular_file(path, "run record"));
     apply_run_options(saved.at("options"), o);
   } catch (const std::exception& e) {
     throw std::runtime_error("--data is needed: cannot read the run record " + path + ": " +

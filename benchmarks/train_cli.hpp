@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "cli_common.hpp"
 #include "device_option.hpp"
 #include "sparse/sparse.h"
 
@@ -93,7 +94,6 @@ struct SampleOptions {
   int scale = 0;  // PNG: pixels per token side (0: enlarge images narrower than 256 pixels)
 };
 
-using DatasetPtr = std::unique_ptr<sparse_dataset, void (*)(sparse_dataset*)>;
 // Opens `spec` ("kind[:path]" plus the synthetic options) at `split`; text and audio are cut into
 // sequences of spec.seq_len, else `seq_len` tokens (0 = the kind's default).
 DatasetPtr open_dataset(const DataSpec& spec, sparse_split split, int64_t seq_len);

@@ -96,6 +96,9 @@ OPTION_CASES = [
     (["sample", "--checkpoint", "x", "--out", "y", "--scale", "0"], ["--scale"]),
     (["bench-attention", "--n", "2^40"], ["--n", '"2^40"']),
     (["bench-attention", "--n", "1099511627776"], ["--n 1099511627776", "memory limit"]),
+    # A filter that selects nothing is an error naming it and the operations, not "0 checks".
+    (["check", "--filter", "no_such_operation"],
+     ["--filter no_such_operation", "matches no operation", "layer_norm_forward"]),
     (["bench-attention", "--n", "1024,0"], ["--n", "given 0"]),
     (["bench-attention", "--heads", "0"], ["--heads"]),
     (["bench-attention", "--block", "24"], ["--block", "16, 32, 64 or 128"]),

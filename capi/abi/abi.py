@@ -25,6 +25,10 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 INCLUDE_DIR = os.path.join(REPO, "capi", "include")
 HEADER_DIR = os.path.join(INCLUDE_DIR, "sparse")
 ABI_FILE = os.path.join(HERE, "sparse.abi")
+# Headers outside the stable ABI: their functions (all named sparse_experimental_*) are exported
+# and must be declared, but they are not part of the snapshot and may change in any release.
+EXPERIMENTAL_HEADERS = ("experimental.h",)
+EXPERIMENTAL_PREFIX = "sparse_experimental_"
 
 
 class ParseError(Exception):
@@ -86,10 +90,12 @@ class Header:
         self.origin = {}     # declaration name -> header file
 
 
-def parse_headers(header_dir=HEADER_DIR):
-    """Parses every capi/include/sparse/*.h."""
+def parse_headers(header_dir=HEADER_DIR, experimental=False):
+    """Parses capi/include/sparse/*.h: the stable headers, and with experimental=True also the
+    experimental ones (EXPERIMENTAL_HEADERS)."""
     h = Header()
-    files = sorted(f for f in os.listdir(header_dir) if f.endswith(".h"))
+    files = sorted(f for f in os.listdir(header_dir) if f.endswith(".h")
+                   and (experimental or f not in EXPERIMENTAL_HEADERS))
     if not files:
         raise ParseError(f"no headers in {header_dir}")
     for fname in files:
@@ -148,7 +154,8 @@ def _parse_one(path, fname, h):
                 for decl in _split_top(inner, ";"):
                     if not decl.strip():
                         continue
-                    if "," in _split_top(decl, ",")[0] or len(_split_top(decl, ",")) > 1:
+                    # (commas inside parentheses separate a function pointer's parameters)
+                    if len(_split_top(decl, ",")) > 1:
                         raise ParseError(f"{fname}: one field per declaration please: {decl}")
                     ftype, fname_, arr = _declarator(decl)
                     if fname_ is None:
@@ -254,7 +261,8 @@ def dump(lib, cc=None, header_dir=HEADER_DIR):
     h = parse_headers(header_dir)
     p = probe(h, cc)
     lines = [f"platform {platform_tag()}", f"soname {soname(lib)}"]
-    lines += [f"symbol {s}" for s in exported_symbols(lib)]
+    lines += [f"symbol {s}" for s in exported_symbols(lib)
+              if not s.startswith(EXPERIMENTAL_PREFIX)]
     for name in sorted(h.functions):
         ret, types, _, _ = h.functions[name]
         lines.append(f"function {name}({', '.join(types)}) -> {ret}")

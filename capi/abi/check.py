@@ -5,7 +5,8 @@ usage: check.py <libsparse.so> [--cc "cc"] [--abi capi/abi/sparse.abi]
 
 Checks, in order:
   1. every function declared SPARSE_API in capi/include/sparse/*.h is exported, and every
-     exported symbol is declared in a header;
+     exported symbol is declared in a header (experimental.h included: its sparse_experimental_*
+     functions are checked for this only, they are outside the snapshot);
   2. the soname's major version is SPARSE_API_VERSION_MAJOR;
   3. exported symbols, prototypes, struct sizes/alignments/field offsets, enum values and integer
      constants equal the committed list line for line (struct layouts only when the committed
@@ -43,7 +44,7 @@ def main():
     args = ap.parse_args()
 
     failures = []
-    h = abi.parse_headers()
+    h = abi.parse_headers(experimental=True)
     exported = set(abi.exported_symbols(args.lib))
     declared = set(h.functions)
     for name in sorted(declared - exported):
@@ -77,6 +78,11 @@ def main():
     added = [x for x in cur_cmp if x not in set(com_cmp)]
     order_changed = not removed and not added and cur_cmp != com_cmp
 
+    for name in sorted(declared):
+        experimental = h.origin[name] in abi.EXPERIMENTAL_HEADERS
+        if experimental != name.startswith(abi.EXPERIMENTAL_PREFIX):
+            failures.append(f"{name} (in {h.origin[name]}): functions of the experimental headers, "
+                            f"and only they, are named {abi.EXPERIMENTAL_PREFIX}*")
     print(f"{args.lib}: {len(exported)} exported symbols, {len(declared)} declared functions, "
           f"{len(h.structs)} structs, {len(h.enums)} enums")
     if removed or added or order_changed:

@@ -4,6 +4,7 @@
 
 #include "libsparse/backend.hpp"
 #include "capi/src/guard.hpp"
+#include "capi/src/tensor_checks.hpp"
 #include "libsparse/layout.hpp"
 #include "sparse/attention.h"
 
@@ -58,28 +59,31 @@ Common check_common(sparse_context* context, const sparse_layout* layout,
   return {context->backend.get(), &l, scale, algorithm};
 }
 
-void check_like(const sparse::TensorView& t, const char* name, const sparse::TensorView& ref) {
+}  // namespace
+
+namespace sparse::capi {
+
+void check_like(const TensorView& t, const char* name, const TensorView& ref) {
   for (int i = 0; i < 4; ++i)
-    sparse::require(t.shape[i] == ref.shape[i], name, " has shape ", sparse::shape_string(t),
-                    " but q has shape ", sparse::shape_string(ref));
-  sparse::require(t.dtype == ref.dtype, name, " has a different dtype from q");
-  sparse::require(t.memory == ref.memory && t.device == ref.device, name,
-                  " lives in different memory from q");
+    require(t.shape[i] == ref.shape[i], name, " has shape ", shape_string(t), " but q has shape ",
+            shape_string(ref));
+  require(t.dtype == ref.dtype, name, " has a different dtype from q");
+  require(t.memory == ref.memory && t.device == ref.device, name,
+          " lives in different memory from q");
 }
 
-sparse::TensorView check_lse(const sparse_tensor* lse, const sparse::TensorView& q) {
-  sparse::TensorView v = sparse::check_tensor(lse, "lse", 3);
+TensorView check_lse(const sparse_tensor* lse, const TensorView& q) {
+  TensorView v = check_tensor(lse, "lse", 3);
   for (int i = 0; i < 3; ++i)
-    sparse::require(v.shape[i] == q.shape[i], "lse has shape ", sparse::shape_string(v),
-                    " but must be [batch, heads, seq_len] = [", q.shape[0], ", ", q.shape[1],
-                    ", ", q.shape[2], "]");
-  sparse::require(v.dtype == SPARSE_DTYPE_F32, "lse must be SPARSE_DTYPE_F32");
-  sparse::require(v.memory == q.memory && v.device == q.device,
-                  "lse lives in different memory from q");
+    require(v.shape[i] == q.shape[i], "lse has shape ", shape_string(v),
+            " but must be [batch, heads, seq_len] = [", q.shape[0], ", ", q.shape[1], ", ",
+            q.shape[2], "]");
+  require(v.dtype == SPARSE_DTYPE_F32, "lse must be SPARSE_DTYPE_F32");
+  require(v.memory == q.memory && v.device == q.device, "lse lives in different memory from q");
   return v;
 }
 
-}  // namespace
+}  // namespace sparse::capi
 
 extern "C" {
 
@@ -105,15 +109,15 @@ SPARSE_API sparse_status sparse_attention_forward(sparse_context* context,
     a.k = sparse::check_tensor(k, "k", 4);
     a.v = sparse::check_tensor(v, "v", 4);
     a.out = sparse::check_tensor(out, "out", 4);
-    check_like(a.k, "k", a.q);
-    check_like(a.v, "v", a.q);
-    check_like(a.out, "out", a.q);
+    sparse::capi::check_like(a.k, "k", a.q);
+    sparse::capi::check_like(a.v, "v", a.q);
+    sparse::capi::check_like(a.out, "out", a.q);
     const Common c = check_common(context, layout, params, a.q);
     sparse::check_no_self_overlap(a.out, "out");
     for (auto [t, name] : {std::pair{&a.q, "q"}, {&a.k, "k"}, {&a.v, "v"}})
       sparse::check_disjoint(a.out, "out", *t, name);
     if (lse != nullptr) {
-      a.lse = check_lse(lse, a.q);
+      a.lse = sparse::capi::check_lse(lse, a.q);
       sparse::check_no_self_overlap(a.lse, "lse");
       for (auto [t, name] : {std::pair{&a.q, "q"}, {&a.k, "k"}, {&a.v, "v"}, {&a.out, "out"}})
         sparse::check_disjoint(a.lse, "lse", *t, name);
@@ -142,9 +146,9 @@ SPARSE_API sparse_status sparse_attention_backward(
     a.dv = sparse::check_tensor(dv, "dv", 4);
     for (auto [t, name] : {std::pair{&a.k, "k"}, {&a.v, "v"}, {&a.out, "out"}, {&a.dout, "dout"},
                            {&a.dq, "dq"}, {&a.dk, "dk"}, {&a.dv, "dv"}})
-      check_like(*t, name, a.q);
+      sparse::capi::check_like(*t, name, a.q);
     sparse::require(lse != nullptr, "lse is NULL (the backward pass needs the forward's lse)");
-    a.lse = check_lse(lse, a.q);
+    a.lse = sparse::capi::check_lse(lse, a.q);
     const Common c = check_common(context, layout, params, a.q);
     const std::pair<const sparse::TensorView*, const char*> inputs[] = {
         {&a.q, "q"}, {&a.k, "k"}, {&a.v, "v"}, {&a.out, "out"}, {&a.dout, "dout"}, {&a.lse, "lse"}};

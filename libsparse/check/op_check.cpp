@@ -500,103 +500,94 @@ void add_attention_cases(std::vector<Case>& cases, uint64_t seed) {
 
 }  // namespace
 
-int run_op_check(const OpCheckOptions& options) {
+OpCheckCounts run_op_check(const OpCheckOptions& options) {
   auto print = [&](const std::string& s) {
     if (options.print) options.print(s);
   };
-  int failures = 0;
-  try {
-    std::vector<Case> cases;
-    add_model_cases(cases, options.seed);
-    add_attention_cases(cases, options.seed);
-
-    if (!options.filter.empty() && std::none_of(cases.begin(), cases.end(), [&](const Case& c) {
-          return c.op.find(options.filter) != std::string::npos;
-        })) {
-      // A filter that selects nothing would check nothing and pass: a failure naming what exists.
-      std::vector<std::string> names;
-      for (const Case& c : cases)
-        if (std::find(names.begin(), names.end(), c.op) == names.end()) names.push_back(c.op);
-      std::string list;
-      for (const std::string& n : names) list += (list.empty() ? "" : ", ") + n;
-      print("error: the filter \"" + options.filter +
-            "\" matches no operation (it keeps those whose name contains it); operations: " + list);
-      return 1;
-    }
-
-    std::unique_ptr<Backend> reference = make_cpu_backend(1, 0);
-    Env<double> ref;
-    ref.backend = reference.get();
-    ref.ops = reference->model_ops<double>();
-    require(ref.ops != nullptr, "internal: the CPU backend has no double-precision operations");
-
-    std::vector<std::pair<std::string, std::unique_ptr<Backend>>> backends;
-    backends.emplace_back("cpu", make_cpu_backend(0, 0));
-    if (cuda_device_count() > 0)
-      backends.emplace_back("cuda", make_cuda_backend(0, nullptr, 0));
-    else
-      print("cuda: no device on this machine, not checked");
-
-    int checked = 0, skipped = 0;
-    for (auto& [bname, backend] : backends) {
-      print("backend " + bname + ": " + backend->description());
-      Env<float> env;
-      env.backend = backend.get();
-      env.ops = backend->model_ops<float>();
-      for (const Case& c : cases) {
-        if (!options.filter.empty() && c.op.find(options.filter) == std::string::npos) continue;
-        const std::string label = bname + " f32 " + c.op + " " + c.shape;
-        if (c.needs != ModelOp::Count) {
-          const std::string why = backend->supports_op(c.needs, SPARSE_DTYPE_F32);
-          if (!why.empty() || env.ops == nullptr) {
-            ++skipped;
-            print("skip " + label + ": " + (why.empty() ? "no float operations" : why));
-            continue;
-          }
-        }
-        std::string line;
-        std::vector<std::string> details;
-        bool pass = true;
-        try {
-          env.bench = false;
-          ref.bench = false;
-          const Outputs want = c.f64(ref);
-          const Outputs got = c.f32(env);
-          for (size_t i = 0; i < want.size(); ++i)
-            pass &= compare(want[i].first, want[i].second, got[i].second, kF32,
-                            options.max_mismatches, line, details);
-          if (options.bench) {
-            env.bench = true;
-            c.f32(env);
-            char buf[64];
-            std::snprintf(buf, sizeof buf, "  [%.3g us/call]", env.seconds * 1e6);
-            line += buf;
-          }
-        } catch (const Error& e) {
-          if (e.status() == SPARSE_ERR_UNSUPPORTED) {
-            ++skipped;
-            print("skip " + label + ": " + e.what());
-            continue;
-          }
-          pass = false;
-          details.push_back(std::string("    error: ") + e.what());
-        } catch (const std::exception& e) {
-          pass = false;
-          details.push_back(std::string("    error: ") + e.what());
-        }
-        ++checked;
-        if (!pass) ++failures;
-        print((pass ? "ok   " : "FAIL ") + label + ":" + line);
-        for (const std::string& d : details) print(d);
-      }
-    }
-    print(std::to_string(checked) + " checks, " + std::to_string(failures) + " failed, " +
-          std::to_string(skipped) + " not supported (skipped)");
-  } catch (const std::exception& e) {
-    print(std::string("error: ") + e.what());
-    ++failures;
+  std::vector<Case> cases;
+  add_model_cases(cases, options.seed);
+  add_attention_cases(cases, options.seed);
+  auto selected = [&](const Case& c) {
+    return options.filter.empty() || c.op.find(options.filter) != std::string::npos;
+  };
+  if (std::none_of(cases.begin(), cases.end(), selected)) {
+    std::string names;
+    for (const Case& c : cases)
+      if (names.find(" " + c.op + ",") == std::string::npos) names += " " + c.op + ",";
+    names.pop_back();
+    throw_invalid("filter \"", options.filter, "\" matches no operation; the operations are",
+                  names);
   }
-  return failures;
+
+  std::unique_ptr<Backend> reference = make_cpu_backend(1, 0);
+  Env<double> ref;
+  ref.backend = reference.get();
+  ref.ops = reference->model_ops<double>();
+  require(ref.ops != nullptr, "internal: the CPU backend has no double-precision operations");
+
+  std::vector<std::pair<std::string, std::unique_ptr<Backend>>> backends;
+  backends.emplace_back("cpu", make_cpu_backend(0, 0));
+  if (cuda_device_count() > 0)
+    backends.emplace_back("cuda", make_cuda_backend(0, nullptr, 0));
+  else
+    print("cuda: no device on this machine, not checked");
+
+  OpCheckCounts counts;
+  for (auto& [bname, backend] : backends) {
+    print("backend " + bname + ": " + backend->description());
+    Env<float> env;
+    env.backend = backend.get();
+    env.ops = backend->model_ops<float>();
+    for (const Case& c : cases) {
+      if (!selected(c)) continue;
+      const std::string label = bname + " f32 " + c.op + " " + c.shape;
+      if (c.needs != ModelOp::Count) {
+        const std::string why = backend->supports_op(c.needs, SPARSE_DTYPE_F32);
+        if (!why.empty() || env.ops == nullptr) {
+          ++counts.skipped;
+          print("skip " + label + ": " + (why.empty() ? "no float operations" : why));
+          continue;
+        }
+      }
+      std::string line;
+      std::vector<std::string> details;
+      bool pass = true;
+      try {
+        env.bench = false;
+        ref.bench = false;
+        const Outputs want = c.f64(ref);
+        const Outputs got = c.f32(env);
+        for (size_t i = 0; i < want.size(); ++i)
+          pass &= compare(want[i].first, want[i].second, got[i].second, kF32,
+                          options.max_mismatches, line, details);
+        if (options.bench) {
+          env.bench = true;
+          c.f32(env);
+          char buf[64];
+          std::snprintf(buf, sizeof buf, "  [%.3g us/call]", env.seconds * 1e6);
+          line += buf;
+        }
+      } catch (const Error& e) {
+        if (e.status() == SPARSE_ERR_UNSUPPORTED) {
+          ++counts.skipped;
+          print("skip " + label + ": " + e.what());
+          continue;
+        }
+        pass = false;
+        details.push_back(std::string("    error: ") + e.what());
+      } catch (const std::exception& e) {
+        pass = false;
+        details.push_back(std::string("    error: ") + e.what());
+      }
+      ++counts.checked;
+      if (!pass) ++counts.failed;
+      print((pass ? "ok   " : "FAIL ") + label + ":" + line);
+      for (const std::string& d : details) print(d);
+    }
+  }
+  print(std::to_string(counts.checked) + " checks, " + std::to_string(counts.failed) + " failed, " +
+        std::to_string(counts.skipped) + " not supported (skipped)");
+  return counts;
 }
 
 }  // namespace sparse::check

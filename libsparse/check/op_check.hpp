@@ -22,9 +22,16 @@ struct OpCheckOptions {
   std::function<void(const std::string&)> print;  // one line of output (no newline)
 };
 
-// Returns the number of failed checks (0 when everything passed). Never throws: an error of a
-// backend is reported as a failure of the operation that raised it. A filter that matches no
-// operation is one failure, reported by a line naming the operations that exist.
-int run_op_check(const OpCheckOptions& options);
+struct OpCheckCounts {
+  int checked = 0;  // checks run
+  int failed = 0;   // of those, the ones that failed
+  int skipped = 0;  // operations a backend does not support
+};
+
+// Runs the checks and returns their counts. An error of a backend inside a check is reported as a
+// failure of the operation that raised it. Throws Error(SPARSE_ERR_INVALID_ARGUMENT) when the
+// filter matches no operation (naming the operations), and the error of a backend that cannot
+// start.
+OpCheckCounts run_op_check(const OpCheckOptions& options);
 
 }  // namespace sparse::check

@@ -27,7 +27,7 @@
 
 namespace sparse::model {
 
-// The data-parallel gradient reducer (none, MPI or NCCL; libsparse/parallel/reducer.hpp).
+// The data-parallel gradient reducer (libsparse/parallel/reducer.hpp).
 using sparse::GradientReducer;
 
 // Learning rate of optimiser step `step` (0-based): linear warm-up to the peak over warmup_steps,

@@ -1,16 +1,16 @@
 // The MPI reducer (see reducer.hpp).
 #include <mpi.h>
 
+#include <algorithm>
 #include <chrono>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "libsparse/backend.hpp"
-#include "libsparse/error.hpp"
-#include "libsparse/parallel/reducer.hpp"
+#include "parallel/reducer.hpp"
 
-namespace sparse {
+namespace repro {
 
 bool mpi_compiled() noexcept { return true; }
 
@@ -24,8 +24,21 @@ std::string mpi_message(int code) {
   return std::string(text, static_cast<size_t>(length));
 }
 
+// The arguments written one after the other, as a message.
+template <typename... Args>
+std::string text(const Args&... args) {
+  std::ostringstream out;
+  (out << ... << args);
+  return out.str();
+}
+
 void check_mpi(int code, const char* what) {
-  if (code != MPI_SUCCESS) throw_error(SPARSE_ERR_IO, "MPI ", what, " failed: ", mpi_message(code));
+  if (code != MPI_SUCCESS)
+    throw ReduceError(SPARSE_ERR_IO, text("MPI ", what, " failed: ", mpi_message(code)));
+}
+
+void require(bool condition, const std::string& message) {
+  if (!condition) throw ReduceError(SPARSE_ERR_INVALID_ARGUMENT, message);
 }
 
 constexpr int kArrivalTag = 0x5a7;
@@ -34,10 +47,10 @@ class MpiReducer final : public GradientReducer {
  public:
   MpiReducer(double timeout_seconds, int64_t bucket_floats)
       : timeout_(timeout_seconds), bucket_(bucket_floats) {
-    require(timeout_seconds > 0, "the data-parallel timeout must be > 0 seconds, given ",
-            timeout_seconds);
+    require(timeout_seconds > 0,
+            text("the data-parallel timeout must be > 0 seconds, given ", timeout_seconds));
     require(bucket_floats >= 1 && bucket_floats <= (int64_t{1} << 28),
-            "bucket_floats = ", bucket_floats, " must be in [1, 2^28]");
+            text("bucket_floats = ", bucket_floats, " must be in [1, 2^28]"));
     int initialized = 0;
     check_mpi(MPI_Initialized(&initialized), "MPI_Initialized");
     if (!initialized) {
@@ -67,25 +80,16 @@ class MpiReducer final : public GradientReducer {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
 
-  void all_reduce_sum(Backend& backend, float* x, int64_t count) override {
-    require(count >= 0, "count = ", count, " must be >= 0");
+  void all_reduce_sum(float* x, int64_t count, sparse_memory memory) override {
+    require(memory == SPARSE_MEMORY_HOST,
+            "the MPI reducer sums host memory (the library stages device gradients)");
+    require(count >= 0, text("count = ", count, " must be >= 0"));
     ++sequence_;
     post_arrival();
-    float* data = x;
-    const bool staged = backend.memory_kind() != SPARSE_MEMORY_HOST;
-    if (staged) {
-      staging_.resize(static_cast<size_t>(count));
-      backend.copy(staging_.data(), SPARSE_MEMORY_HOST, x, backend.memory_kind(),
-                   static_cast<size_t>(count) * sizeof(float));
-      data = staging_.data();
-    }
     if (size_ > 1)
       for (int64_t off = 0; off < count; off += bucket_)
-        reduce_bucket(data + off, std::min(bucket_, count - off));
+        reduce_bucket(x + off, std::min(bucket_, count - off));
     complete_arrival();
-    if (staged)
-      backend.copy(x, backend.memory_kind(), staging_.data(), SPARSE_MEMORY_HOST,
-                   static_cast<size_t>(count) * sizeof(float));
   }
 
   double all_reduce_sum(double value) override {
@@ -102,7 +106,7 @@ class MpiReducer final : public GradientReducer {
 
   void broadcast(void* data, size_t bytes) override {
     if (size_ == 1) return;
-    require(bytes <= (size_t{1} << 30), "broadcast of ", bytes, " bytes is too large");
+    require(bytes <= (size_t{1} << 30), text("broadcast of ", bytes, " bytes is too large"));
     MPI_Request request = MPI_REQUEST_NULL;
     run(MPI_Ibcast(data, static_cast<int>(bytes), MPI_BYTE, 0, comm_, &request), "MPI_Ibcast");
     wait(request, "broadcast");
@@ -165,8 +169,9 @@ class MpiReducer final : public GradientReducer {
   void run(int code, const char* what) {
     if (code == MPI_SUCCESS) return;
     failed_ = true;
-    throw_error(SPARSE_ERR_IO, "data-parallel rank ", rank_, " of ", size_, ": ", what,
-                " failed in reduction ", sequence_, ": ", mpi_message(code));
+    throw ReduceError(SPARSE_ERR_IO,
+                      text("data-parallel rank ", rank_, " of ", size_, ": ", what,
+                           " failed in reduction ", sequence_, ": ", mpi_message(code)));
   }
 
   // Waits for `request`, polling, until the timeout.
@@ -203,9 +208,11 @@ class MpiReducer final : public GradientReducer {
         : missing.empty()
             ? "rank(s) " + others + ", which reached this reduction but stopped inside it"
             : "rank(s) " + missing + ", which never reached this reduction";
-    throw_error(SPARSE_ERR_IO, "data-parallel rank ", rank_, " of ", size_, ": the ", what,
-                " of reduction ", sequence_, " waited ", static_cast<int>(waited), " s (timeout ",
-                timeout_, " s) for ", who, "; a rank failed, hangs or never started");
+    throw ReduceError(
+        SPARSE_ERR_IO,
+        text("data-parallel rank ", rank_, " of ", size_, ": the ", what, " of reduction ",
+             sequence_, " waited ", static_cast<int>(waited), " s (timeout ", timeout_, " s) for ",
+             who, "; a rank failed, hangs or never started"));
   }
 
   double timeout_;
@@ -218,7 +225,7 @@ class MpiReducer final : public GradientReducer {
   long long arrival_out_ = 0;
   std::vector<long long> arrivals_in_;
   std::vector<MPI_Request> arrival_requests_;
-  std::vector<float> staging_, received_;
+  std::vector<float> received_;
 };
 
 }  // namespace
@@ -234,4 +241,4 @@ void mpi_abort_job(int code) noexcept {
   MPI_Abort(MPI_COMM_WORLD, code);
 }
 
-}  // namespace sparse
+}  // namespace repro

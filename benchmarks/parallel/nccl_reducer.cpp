@@ -5,22 +5,22 @@
 #include <cstring>
 #include <string>
 
-#include "libsparse/backend.hpp"
-#include "libsparse/error.hpp"
-#include "libsparse/parallel/reducer.hpp"
+#include "parallel/reducer.hpp"
 
-namespace sparse {
+namespace repro {
 
 bool nccl_compiled() noexcept { return true; }
 
 namespace {
 
 void check_nccl(ncclResult_t r, const char* what) {
-  if (r != ncclSuccess) throw_error(SPARSE_ERR_DEVICE, what, " failed: ", ncclGetErrorString(r));
+  if (r != ncclSuccess)
+    throw ReduceError(SPARSE_ERR_DEVICE, std::string(what) + " failed: " + ncclGetErrorString(r));
 }
 
 void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw_error(SPARSE_ERR_DEVICE, what, " failed: ", cudaGetErrorString(e));
+  if (e != cudaSuccess)
+    throw ReduceError(SPARSE_ERR_DEVICE, std::string(what) + " failed: " + cudaGetErrorString(e));
 }
 
 class NcclReducer final : public GradientReducer {
@@ -51,11 +51,15 @@ class NcclReducer final : public GradientReducer {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
 
-  void all_reduce_sum(Backend& backend, float* x, int64_t count) override {
-    require(backend.memory_kind() == SPARSE_MEMORY_DEVICE,
-            "the NCCL reducer needs the gradient in device memory (a CUDA backend)");
-    require(count >= 0, "count = ", count, " must be >= 0");
-    backend.synchronize();  // the backward pass, issued on the backend's stream, is done
+  // The gradient stays on the device; the library has finished the backward pass when it calls.
+  sparse_memory memory() const override { return SPARSE_MEMORY_DEVICE; }
+  void all_reduce_sum(float* x, int64_t count, sparse_memory memory) override {
+    if (memory != SPARSE_MEMORY_DEVICE)
+      throw ReduceError(SPARSE_ERR_INVALID_ARGUMENT,
+                        "the NCCL reducer needs the gradient in device memory (a CUDA backend)");
+    if (count < 0)
+      throw ReduceError(SPARSE_ERR_INVALID_ARGUMENT,
+                        "count = " + std::to_string(count) + " must be >= 0");
     check_nccl(ncclAllReduce(x, x, static_cast<size_t>(count), ncclFloat, ncclSum, comm_, stream_),
                "ncclAllReduce");
     check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize after ncclAllReduce");
@@ -77,4 +81,4 @@ std::unique_ptr<GradientReducer> make_nccl_reducer(std::shared_ptr<GradientReduc
   return std::make_unique<NcclReducer>(std::move(bootstrap), device);
 }
 
-}  // namespace sparse
+}  // namespace repro

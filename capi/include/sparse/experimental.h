@@ -1,0 +1,176 @@
+/*
+ * libsparse: experimental entry points.
+ *
+ * NOT PART OF THE STABLE ABI. The declarations here are outside the ABI snapshot
+ * (capi/abi/sparse.abi) and outside the version promise of SPARSE_API_VERSION: they may change
+ * or disappear in any release, minor ones included. They are the backend-only extras and the
+ * tools that the project's own driver (sparse-repro) uses: the cuBLAS dense attention baseline,
+ * the operation checker, a data-parallel gradient-reducer hook on the trainer, the memory bound
+ * and the library's file reader and atomic writer. sparse.h does not include this header;
+ * include it by name. Every name starts with sparse_experimental_.
+ *
+ * The conventions of common.h hold: every function returns a sparse_status, the message of a
+ * failure is in sparse_last_error(), no C++ exception crosses the ABI, structs carry a leading
+ * struct_size filled by their *_default() function and zero reserved bytes.
+ */
+#ifndef SPARSE_EXPERIMENTAL_H
+#define SPARSE_EXPERIMENTAL_H
+
+#include "sparse/common.h"
+#include "sparse/context.h"
+#include "sparse/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ dense attention baseline */
+
+/* Dense causal attention, out = softmax(scale * q k^T + causal mask) v, with the backend's dense
+ * GEMM library (cuBLAS on CUDA): the denominator that block-sparse kernels are measured against.
+ * q, k, v, out (and dout, dq, dk, dv): [batch, heads, seq_len, head_dim], one dtype among
+ * SPARSE_DTYPE_F32, F16 and BF16, contiguous, all in the context's memory
+ * (sparse_context_memory(); device memory of the context's GPU on CUDA). lse: [batch, heads,
+ * seq_len], SPARSE_DTYPE_F32, the log-sum-exp of each row's scaled scores. With backward != 0 the
+ * backward pass follows the forward one: dq, dk, dv from dout (otherwise dout, dq, dk, dv may be
+ * NULL). scale 0 means 1 / sqrt(head_dim). The work is queued on the context's stream:
+ * sparse_context_synchronize() waits for it.
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL context or tensor, shapes, dtypes or memory that do
+ * not match, a scale that is not finite); SPARSE_ERR_UNSUPPORTED with the reason when the
+ * backend has no dense baseline (every backend but CUDA) or cannot run this size (too many
+ * batch x heads, the n x n buffers do not fit in the GPU's free memory); SPARSE_ERR_DEVICE;
+ * SPARSE_ERR_OUT_OF_MEMORY. */
+SPARSE_API sparse_status sparse_experimental_dense_attention(
+    sparse_context* context, float scale, int backward, const sparse_tensor* q,
+    const sparse_tensor* k, const sparse_tensor* v, sparse_tensor* out, sparse_tensor* lse,
+    const sparse_tensor* dout, sparse_tensor* dq, sparse_tensor* dk, sparse_tensor* dv);
+
+/* ------------------------------------------------------------------ operation checker */
+
+/* Options of sparse_experimental_op_check(). Initialise with
+ * sparse_experimental_op_check_options_default(). */
+typedef struct sparse_experimental_op_check_options {
+  uint32_t struct_size;   /* sizeof(sparse_experimental_op_check_options) */
+  int32_t bench;          /* non-zero: also time each operation (us per call, in its line) */
+  uint64_t seed;          /* seed of the random inputs (default 1) */
+  const char* filter;     /* only operations whose name contains this text (NULL or "": all) */
+  int32_t max_mismatches; /* mismatching elements printed per failing output (default 5) */
+  void* user;             /* passed to print */
+  void (*print)(void* user, const char* line); /* one report line, without newline; may be NULL.
+                                                  The line is valid during the call only. */
+  uint8_t reserved[32];   /* must be zero */
+} sparse_experimental_op_check_options;
+
+/* Fills `options` with the defaults above.
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL. */
+SPARSE_API sparse_status sparse_experimental_op_check_options_default(
+    sparse_experimental_op_check_options* options);
+
+/* The operation checker: every model operation and attention kernel of every backend available
+ * on this machine against the CPU backend's double-precision path, over a sweep of shapes, with
+ * a normalised error mse(ref, out) / mse(ref, 0) and a per-element absolute + relative bound per
+ * dtype (NaN and Inf always fail). Reports one line per check ("ok   ..." or "FAIL ...", the
+ * first mismatches with their indices, "skip ..." for what a backend does not support) and a
+ * last line with the counts, through options->print. On success *checked is the number of checks
+ * run and *failed the number that failed (0 when all passed); either pointer may be NULL.
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL options, a wrong struct_size, non-zero reserved
+ * bytes, a filter that matches no operation: the message lists the operations); any status of a
+ * backend that cannot start. A failing check is not an error: it is counted in *failed. */
+SPARSE_API sparse_status sparse_experimental_op_check(
+    const sparse_experimental_op_check_options* options, int64_t* checked, int64_t* failed);
+
+/* ------------------------------------------------------------------ gradient reducer hook */
+
+/* A data-parallel gradient reducer, supplied by the caller (for example over MPI or NCCL). The
+ * trainer calls it once per sparse_model_train_step(), after the backward pass and before
+ * gradient clipping and the optimiser update, with the flat fp32 gradient of every parameter
+ * (already scaled by 1 / (size * batch * seq_len), so that the sum over the ranks is the global
+ * mean), and once with the step's loss sum. rank and size shape the step: every rank passes the
+ * same batch, its shard of a global batch of size * batch sequences, and micro-batch k of rank r
+ * draws the dropout stream of global micro-batch r * (batch / micro_batch) + k.
+ *
+ * Callbacks return SPARSE_OK, or a status and a message (NUL-terminated, at most error_size
+ * bytes with the NUL) in `error`; the training step then fails with that status and message.
+ * They must not throw (C++) or longjmp out of the library. */
+typedef struct sparse_experimental_gradient_reducer {
+  uint32_t struct_size; /* sizeof(sparse_experimental_gradient_reducer) */
+  int32_t rank;         /* this process's rank in [0, size) (default 0) */
+  int32_t size;         /* ranks in the group, >= 1 (default 1) */
+  sparse_memory memory; /* the memory all_reduce_sum accepts. SPARSE_MEMORY_HOST (the default):
+                           a gradient in device memory is copied to host memory for the call and
+                           back after it. SPARSE_MEMORY_DEVICE: the gradient is passed where the
+                           model keeps it (the context's memory), complete (the backend's work is
+                           finished) when the call starts. */
+  void* user;           /* passed to the callbacks; the caller keeps it alive */
+  /* Replaces data[0, count) by its sum over the ranks, on every rank. `memory` says where data
+   * lives. Required. */
+  sparse_status (*all_reduce_sum)(void* user, float* data, int64_t count, sparse_memory memory,
+                                  char* error, size_t error_size);
+  /* Replaces values[0, count) (host memory) by their sums over the ranks, the same on every
+   * rank. Required. */
+  sparse_status (*all_reduce_sum_f64)(void* user, double* values, int64_t count, char* error,
+                                      size_t error_size);
+  uint8_t reserved[32]; /* must be zero */
+} sparse_experimental_gradient_reducer;
+
+/* Fills `reducer` with the defaults above (rank 0 of 1, host memory, no callbacks).
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL. */
+SPARSE_API sparse_status sparse_experimental_gradient_reducer_default(
+    sparse_experimental_gradient_reducer* reducer);
+
+/* Installs `reducer` (copied; its callbacks and `user` must stay valid until the model is
+ * destroyed or another reducer is installed) on the model's trainer. NULL restores the
+ * single-process trainer (no reduction).
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL model, a wrong struct_size, rank outside [0, size),
+ * size < 1, an unknown memory kind, a NULL callback, non-zero reserved bytes). */
+SPARSE_API sparse_status sparse_experimental_model_set_gradient_reducer(
+    sparse_model* model, const sparse_experimental_gradient_reducer* reducer);
+
+/* ------------------------------------------------------------------ memory bound */
+
+/* Checks an allocation before it is made: SPARSE_ERR_OUT_OF_MEMORY, with a message naming `what`
+ * (the sizes it comes from), the estimate and the process's memory limit and where that comes
+ * from, when estimate_bytes exceeds the limit (SPARSE_MEMORY_LIMIT, else the smallest of physical
+ * memory, the cgroup's memory.max, RLIMIT_AS and RLIMIT_DATA); SPARSE_OK when it fits.
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL what, an unreadable SPARSE_MEMORY_LIMIT). */
+SPARSE_API sparse_status sparse_experimental_check_memory(double estimate_bytes,
+                                                          const char* what);
+
+/* ------------------------------------------------------------------ files */
+
+/* Reads the whole regular file `path` and hands its bytes to sink(user, data, size) in one call
+ * (data is valid during the call only; size may be 0). Never blocks on a FIFO; anything but a
+ * regular file is refused. `what` names the file in messages ("checkpoint", "--log").
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL path, what or sink); SPARSE_ERR_IO naming `what`, the
+ * path and the reason; SPARSE_ERR_OUT_OF_MEMORY. */
+SPARSE_API sparse_status sparse_experimental_read_file(const char* path, const char* what,
+                                                       void (*sink)(void* user, const void* data,
+                                                                    size_t size),
+                                                       void* user);
+
+/* The file an output named `path` is written to, into buffer[0, size) (NUL-terminated): `path`
+ * itself or, when it is a symbolic link, the file it finally points to. Checks what can be
+ * checked before the work that produces the output: the folder exists and is writable, and an
+ * existing file is a regular file (not a device, FIFO, socket or folder).
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL path, what or buffer); SPARSE_ERR_IO naming `what`,
+ * the path and the reason; SPARSE_ERR_BUFFER_TOO_SMALL (the resolved path and its NUL need more
+ * than size bytes). */
+SPARSE_API sparse_status sparse_experimental_resolve_output_path(const char* path,
+                                                                 const char* what, char* buffer,
+                                                                 size_t size);
+
+/* Writes data[0, size) to the file `path` names (see sparse_experimental_resolve_output_path)
+ * atomically: into a temporary file created exclusively in the same folder under a name unique to
+ * this writer, flushed to disk, then renamed over the target. Readers see the old file or the
+ * complete new one; an existing file keeps its permission bits; on failure the temporary file is
+ * removed and the target is unchanged. data may be NULL when size is 0.
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL path or what, NULL data with size > 0);
+ * SPARSE_ERR_IO naming `what`, the path and the system's reason. */
+SPARSE_API sparse_status sparse_experimental_write_file_atomic(const char* path, const char* what,
+                                                               const void* data, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SPARSE_EXPERIMENTAL_H */

@@ -1,0 +1,238 @@
+// The experimental entry points (sparse/experimental.h): argument checks, then the engine.
+#include "sparse/experimental.h"
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "capi/src/guard.hpp"
+#include "capi/src/model_internal.hpp"
+#include "capi/src/tensor_checks.hpp"
+#include "libsparse/backend.hpp"
+#include "libsparse/check/op_check.hpp"
+#include "libsparse/file_io.hpp"
+#include "libsparse/parallel/reducer.hpp"
+#include "libsparse/resources.hpp"
+#include "libsparse/tensor.hpp"
+
+namespace {
+
+template <size_t N>
+void require_zero(const uint8_t (&bytes)[N], const char* what) {
+  for (uint8_t b : bytes) sparse::require(b == 0, what, " must be all zero");
+}
+
+void require_string(const char* s, const char* name) {
+  sparse::require(s != nullptr, name, " is NULL");
+}
+
+// A tensor of the dense baseline: shaped and placed like q.
+sparse::TensorView like_q(const sparse_tensor* t, const char* name, const sparse::TensorView& q) {
+  const sparse::TensorView v = sparse::check_tensor(t, name, 4);
+  sparse::capi::check_like(v, name, q);
+  return v;
+}
+
+// The caller's C reducer as the trainer's GradientReducer. Device gradients are staged through
+// host memory when the hook accepts host memory only.
+class HookReducer final : public sparse::GradientReducer {
+ public:
+  explicit HookReducer(const sparse_experimental_gradient_reducer& hook) : hook_(hook) {}
+  int rank() const override { return hook_.rank; }
+  int size() const override { return hook_.size; }
+
+  void all_reduce_sum(sparse::Backend& backend, float* x, int64_t count) override {
+    backend.synchronize();  // the backward pass is complete before the hook sees the gradient
+    const sparse_memory memory = backend.memory_kind();
+    const size_t bytes = static_cast<size_t>(count) * sizeof(float);
+    if (memory == SPARSE_MEMORY_HOST || hook_.memory == SPARSE_MEMORY_DEVICE) {
+      call(x, count, memory);
+      return;
+    }
+    staging_.resize(static_cast<size_t>(count));
+    backend.copy(staging_.data(), SPARSE_MEMORY_HOST, x, memory, bytes);
+    call(staging_.data(), count, SPARSE_MEMORY_HOST);
+    backend.copy(x, memory, staging_.data(), SPARSE_MEMORY_HOST, bytes);
+  }
+
+  double all_reduce_sum(double value) override {
+    char error[kErrorSize] = "";
+    const sparse_status s = hook_.all_reduce_sum_f64(hook_.user, &value, 1, error, sizeof error);
+    if (s != SPARSE_OK) fail(s, error, "all_reduce_sum_f64");
+    return value;
+  }
+
+ private:
+  static constexpr size_t kErrorSize = 2048;
+
+  void call(float* x, int64_t count, sparse_memory memory) {
+    char error[kErrorSize] = "";
+    const sparse_status s = hook_.all_reduce_sum(hook_.user, x, count, memory, error, sizeof error);
+    if (s != SPARSE_OK) fail(s, error, "all_reduce_sum");
+  }
+
+  [[noreturn]] static void fail(sparse_status s, char (&error)[kErrorSize], const char* what) {
+    error[kErrorSize - 1] = '\0';
+    if (s > SPARSE_OK) s = SPARSE_ERR_INTERNAL;
+    if (error[0] != '\0') sparse::throw_error(s, error);
+    sparse::throw_error(s, "the gradient reducer's ", what, " failed (", sparse_status_string(s),
+                        ")");
+  }
+
+  sparse_experimental_gradient_reducer hook_;
+  std::vector<float> staging_;
+};
+
+}  // namespace
+
+extern "C" {
+
+SPARSE_API sparse_status sparse_experimental_dense_attention(
+    sparse_context* context, float scale, int backward, const sparse_tensor* q,
+    const sparse_tensor* k, const sparse_tensor* v, sparse_tensor* out, sparse_tensor* lse,
+    const sparse_tensor* dout, sparse_tensor* dq, sparse_tensor* dk, sparse_tensor* dv) {
+  return sparse::capi::guard(__func__, [&] {
+    sparse::require(context != nullptr && context->backend != nullptr, "context is NULL");
+    sparse::require(std::isfinite(scale), "scale = ", scale, " is not finite");
+    sparse::DenseBaselineArgs a;
+    a.q = sparse::check_tensor(q, "q", 4);
+    a.k = like_q(k, "k", a.q);
+    a.v = like_q(v, "v", a.q);
+    a.out = like_q(out, "out", a.q);
+    a.lse = sparse::capi::check_lse(lse, a.q);
+    a.backward = backward != 0;
+    if (a.backward) {
+      a.dout = like_q(dout, "dout", a.q);
+      a.dq = like_q(dq, "dq", a.q);
+      a.dk = like_q(dk, "dk", a.q);
+      a.dv = like_q(dv, "dv", a.q);
+    }
+    a.scale = scale != 0.0f ? scale : 1.0f / std::sqrt(static_cast<float>(a.q.shape[3]));
+    const std::string why = context->backend->dense_attention_baseline(a);
+    if (!why.empty()) sparse::throw_error(SPARSE_ERR_UNSUPPORTED, why);
+  });
+}
+
+SPARSE_API sparse_status
+sparse_experimental_op_check_options_default(sparse_experimental_op_check_options* options) {
+  return sparse::capi::guard(__func__, [&] {
+    sparse::require(options != nullptr, "options is NULL");
+    std::memset(options, 0, sizeof *options);
+    options->struct_size = sizeof *options;
+    options->seed = 1;
+    options->max_mismatches = 5;
+  });
+}
+
+SPARSE_API sparse_status sparse_experimental_op_check(
+    const sparse_experimental_op_check_options* options, int64_t* checked, int64_t* failed) {
+  return sparse::capi::guard(__func__, [&] {
+    sparse::require(options != nullptr, "options is NULL");
+    sparse::require(
+        options->struct_size == sizeof *options, "options->struct_size = ", options->struct_size,
+        " does not match sizeof(sparse_experimental_op_check_options) = ", sizeof *options,
+        "; initialise with sparse_experimental_op_check_options_default()");
+    require_zero(options->reserved, "options->reserved");
+    sparse::require(options->max_mismatches >= 0,
+                    "options->max_mismatches = ", options->max_mismatches, " must be >= 0");
+    sparse::check::OpCheckOptions o;
+    o.bench = options->bench != 0;
+    o.seed = options->seed;
+    o.filter = options->filter != nullptr ? options->filter : "";
+    o.max_mismatches = options->max_mismatches;
+    if (options->print != nullptr) {
+      void (*print)(void*, const char*) = options->print;
+      void* user = options->user;
+      o.print = [print, user](const std::string& line) { print(user, line.c_str()); };
+    }
+    const sparse::check::OpCheckCounts counts = sparse::check::run_op_check(o);
+    if (checked != nullptr) *checked = counts.checked;
+    if (failed != nullptr) *failed = counts.failed;
+  });
+}
+
+SPARSE_API sparse_status
+sparse_experimental_gradient_reducer_default(sparse_experimental_gradient_reducer* reducer) {
+  return sparse::capi::guard(__func__, [&] {
+    sparse::require(reducer != nullptr, "reducer is NULL");
+    std::memset(reducer, 0, sizeof *reducer);
+    reducer->struct_size = sizeof *reducer;
+    reducer->rank = 0;
+    reducer->size = 1;
+    reducer->memory = SPARSE_MEMORY_HOST;
+  });
+}
+
+SPARSE_API sparse_status sparse_experimental_model_set_gradient_reducer(
+    sparse_model* model, const sparse_experimental_gradient_reducer* reducer) {
+  return sparse::capi::guard(__func__, [&] {
+    sparse::model::Trainer& trainer = sparse::capi::model_trainer(model);
+    if (reducer == nullptr) {
+      trainer.set_reducer(nullptr);
+      return;
+    }
+    sparse::require(
+        reducer->struct_size == sizeof *reducer, "reducer->struct_size = ", reducer->struct_size,
+        " does not match sizeof(sparse_experimental_gradient_reducer) = ", sizeof *reducer,
+        "; initialise with sparse_experimental_gradient_reducer_default()");
+    sparse::require(reducer->size >= 1, "reducer->size = ", reducer->size, " must be >= 1");
+    sparse::require(reducer->rank >= 0 && reducer->rank < reducer->size,
+                    "reducer->rank = ", reducer->rank, " must be in [0, size = ", reducer->size,
+                    ")");
+    const int memory = sparse::enum_value(reducer->memory);
+    sparse::require(memory == SPARSE_MEMORY_HOST || memory == SPARSE_MEMORY_DEVICE,
+                    "reducer->memory = ", memory, " is not a sparse_memory");
+    sparse::require(reducer->all_reduce_sum != nullptr, "reducer->all_reduce_sum is NULL");
+    sparse::require(reducer->all_reduce_sum_f64 != nullptr, "reducer->all_reduce_sum_f64 is NULL");
+    require_zero(reducer->reserved, "reducer->reserved");
+    trainer.set_reducer(std::make_shared<HookReducer>(*reducer));
+  });
+}
+
+SPARSE_API sparse_status sparse_experimental_check_memory(double estimate_bytes, const char* what) {
+  return sparse::capi::guard(__func__, [&] {
+    require_string(what, "what");
+    sparse::check_memory(estimate_bytes, what);
+  });
+}
+
+SPARSE_API sparse_status sparse_experimental_read_file(const char* path, const char* what,
+                                                       void (*sink)(void* user, const void* data,
+                                                                    size_t size),
+                                                       void* user) {
+  return sparse::capi::guard(__func__, [&] {
+    require_string(path, "path");
+    require_string(what, "what");
+    sparse::require(sink != nullptr, "sink is NULL");
+    const std::vector<unsigned char> bytes = sparse::read_regular_file(path, what);
+    sink(user, bytes.data(), bytes.size());
+  });
+}
+
+SPARSE_API sparse_status sparse_experimental_resolve_output_path(const char* path, const char* what,
+                                                                 char* buffer, size_t size) {
+  return sparse::capi::guard(__func__, [&] {
+    require_string(path, "path");
+    require_string(what, "what");
+    sparse::require(buffer != nullptr, "buffer is NULL");
+    const std::string resolved = sparse::resolve_output_path(path, what);
+    if (resolved.size() + 1 > size)
+      sparse::throw_error(SPARSE_ERR_BUFFER_TOO_SMALL, "the resolved path of ", what, " needs ",
+                          resolved.size() + 1, " bytes, the buffer has ", size);
+    std::memcpy(buffer, resolved.c_str(), resolved.size() + 1);
+  });
+}
+
+SPARSE_API sparse_status sparse_experimental_write_file_atomic(const char* path, const char* what,
+                                                               const void* data, size_t size) {
+  return sparse::capi::guard(__func__, [&] {
+    require_string(path, "path");
+    require_string(what, "what");
+    sparse::require(data != nullptr || size == 0, "data is NULL but size = ", size);
+    sparse::write_file_atomically(path, {{data, size}}, what);
+  });
+}
+
+}  // extern "C"
