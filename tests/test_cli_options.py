@@ -217,20 +217,6 @@ def check_outputs(tmp):
     print("ok: train's one-line summary and --json; eval takes the checkpoint's data; PNG scale")
 
 
-def check_op_filter():
-    # A filter matching no operation checks nothing: a failure listing the operations, not exit 0.
-    r = run(["check", "--filter", "garbage"])
-    out = r.stdout + r.stderr
-    assert r.returncode != 0, f"check --filter garbage: exit 0:\n{out[-400:]}"
-    assert "garbage" in out and "matches no operation" in out, out
-    # The list names the operations a full run checks (its "ok" lines).
-    full = run(["check", "--filter", "gelu"])
-    assert full.returncode == 0 and "ok   cpu f32 gelu" in full.stdout, full.stdout[-400:]
-    listed = out[out.index("operations:"):]
-    assert "gelu" in listed and "listed_attention" in listed, listed
-    print("ok: check --filter matching nothing fails and lists the operations")
-
-
 def check_quick_main(tmp):
     real = os.path.join(tmp, "results")
     os.mkdir(real)
@@ -248,5 +234,4 @@ with tempfile.TemporaryDirectory() as tmp:
     check_fixable(tmp)
     check_outputs(tmp)
     check_quick_main(tmp)
-check_op_filter()
 print("ok: all")
