@@ -121,7 +121,18 @@ int main(int argc, char** argv) {
       "presets", "the paper's four model presets, a few steps each, with the full runs' cost");
   repro::add_presets_options(*presets, presets_options);
 
-  // CLI11 says only "A subcommand is required" for a misspelt one.
+  // CLI11 says only "A subcommand is required" for a misspelt one, and for none.
+  if (argc < 2) {
+    std::string names;
+    for (const CLI::App* sub : app.get_subcommands({}))
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    std::fprintf(stderr,
+                 "sparse-repro: say what to do: sparse-repro SUBCOMMAND [options]\n"
+                 "subcommands: %s\n(sparse-repro SUBCOMMAND --help for its options, "
+                 "sparse-repro --help for what each does)\n",
+                 names.c_str());
+    return 2;
+  }
   const std::string unknown = repro::unknown_subcommand(app, argc, argv);
   if (!unknown.empty()) {
     std::fprintf(stderr, "sparse-repro: %s\n", unknown.c_str());
