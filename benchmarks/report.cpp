@@ -274,6 +274,11 @@ std::string dense_vs_sparse_markdown(const nlohmann::json& table) {
       std::string(table.value("quick", false) ? " (--quick: a few steps only, wiring check)" : "") +
       ". Time per step is the mean wall time of the training steps on this machine's CPU; "
       "peak memory is the largest activation and working-buffer allocation of a step.\n";
+  if (table.at("datasets").at(0).at("runs").at(0).contains("attention_seconds_per_step"))
+    md +=
+        "\nThe training runs follow one another, so their step times also carry the load the "
+        "machine had at the time of each; the attention-alone figures are measured in "
+        "alternation and compare the patterns at the same moments.\n";
   for (const auto& d : table.at("datasets")) {
     md += "\n## " + d.at("name").get<std::string>() + "\n\n";
     md += "Model: " + d.at("model").get<std::string>() + ". Data: `" +

@@ -90,6 +90,7 @@ nlohmann::json compare(const TrainOptions& base, const std::string& out, const s
              static_cast<double>(sequences + m);
       sequences += m;
       std::remove(run.checkpoint.c_str());
+      std::remove((run.checkpoint + ".run.json").c_str());  // its run record
     }
     s["bits_per_dim"] = bits;
     s["held_out_sequences"] = sequences;
