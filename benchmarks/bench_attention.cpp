@@ -362,6 +362,137 @@ int run_attention_memory(const BenchOptions& o) {
   return 0;
 }
 
+namespace {
+
+// The model's layouts (as the library's model builds them) and the layout of each layer.
+struct ModelLayouts {
+  std::vector<std::unique_ptr<sparse_layout, void (*)(sparse_layout*)>> layouts;
+  std::vector<size_t> layer_layout;
+};
+
+ModelLayouts model_layouts(const ModelAttention& m) {
+  auto pattern = [&](sparse_pattern_kind kind, int32_t head) {
+    sparse_pattern p;
+    check(sparse_pattern_default(&p, kind), "pattern");
+    p.head = head;
+    p.stride = m.stride;
+    p.window = m.stride;
+    p.summary = m.summary;
+    p.summary_variants = std::max(1, m.summary_variants);
+    return p;
+  };
+  ModelLayouts out;
+  auto add = [&](const std::vector<sparse_pattern>& patterns) {
+    sparse_layout_desc desc;
+    sparse_layout_desc_default(&desc);
+    desc.seq_len = m.seq_len;
+    desc.block_size = m.block;
+    desc.num_heads = m.heads;
+    desc.patterns = patterns.data();
+    desc.num_patterns = static_cast<int32_t>(patterns.size());
+    desc.transpose_strided_column = 1;
+    sparse_layout* layout = nullptr;
+    check(sparse_layout_create(&desc, &layout),
+          ("layout of " + m.attention + " attention").c_str());
+    out.layouts.emplace_back(layout, sparse_layout_destroy);
+  };
+  out.layer_layout.assign(static_cast<size_t>(m.layers), 0);
+  if (m.attention == "dense") {
+    add({pattern(SPARSE_PATTERN_DENSE, -1)});
+    return out;
+  }
+  if (m.attention != "strided" && m.attention != "fixed")
+    throw std::runtime_error("attention " + m.attention + ": expected dense, strided or fixed");
+  const bool fixed = m.attention == "fixed";
+  const sparse_pattern_kind first = fixed                        ? SPARSE_PATTERN_FIXED_BLOCK
+                                    : m.row_attention == "local" ? SPARSE_PATTERN_LOCAL
+                                                                 : SPARSE_PATTERN_STRIDED_ROW;
+  const sparse_pattern_kind second =
+      fixed ? SPARSE_PATTERN_FIXED_SUMMARY : SPARSE_PATTERN_STRIDED_COLUMN;
+  if (m.head_mode == "interleaved") {
+    if (m.layer_cycle.empty()) throw std::runtime_error("layer cycle is empty");
+    add({pattern(first, -1)});
+    add({pattern(second, -1)});
+    for (size_t l = 0; l < out.layer_layout.size(); ++l)
+      out.layer_layout[l] = m.layer_cycle[l % m.layer_cycle.size()] == '1' ? 0 : 1;
+  } else if (m.head_mode == "merged") {
+    add({pattern(first, -1), pattern(second, -1)});
+  } else if (m.head_mode == "multihead") {
+    std::vector<sparse_pattern> patterns;
+    for (int h = 0; h < m.heads; ++h) patterns.push_back(pattern(h % 2 == 0 ? first : second, h));
+    add(patterns);
+  } else {
+    throw std::runtime_error("head mode " + m.head_mode +
+                             ": expected interleaved, merged or multihead");
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<ModelAttentionCost> measure_model_attention(const std::vector<ModelAttention>& models,
+                                                        int threads, int rounds) {
+  sparse_settings settings;
+  sparse_settings_default(&settings);
+  settings.backend = SPARSE_BACKEND_CPU;
+  settings.num_threads = threads;
+  sparse_context* ctx = nullptr;
+  check(sparse_context_create(&settings, &ctx), "context");
+  std::unique_ptr<sparse_context, void (*)(sparse_context*)> ctx_guard(ctx, sparse_context_destroy);
+  sparse_attention_params unfused;
+  sparse_attention_params_default(&unfused);
+  unfused.algorithm = SPARSE_ATTENTION_UNFUSED;
+
+  std::vector<ModelLayouts> layouts;
+  std::vector<std::unique_ptr<Buffers>> buffers;
+  std::vector<ModelAttentionCost> costs(models.size());
+  for (size_t i = 0; i < models.size(); ++i) {
+    const ModelAttention& m = models[i];
+    layouts.push_back(model_layouts(m));
+    buffers.push_back(
+        std::make_unique<Buffers>(ctx, m.batch, m.heads, m.seq_len, m.head_dim, true));
+    ModelAttentionCost& c = costs[i];
+    std::vector<sparse_layout_stats> stats;
+    for (const auto& layout : layouts.back().layouts) {
+      sparse_layout_stats st;
+      st.struct_size = sizeof st;
+      check(sparse_layout_get_stats(layout.get(), -1, &st), "stats");
+      stats.push_back(st);
+      c.layout_bytes += st.memory_bytes;
+      for (int backward = 0; backward < 2; ++backward) {
+        size_t bytes = 0;
+        check(sparse_attention_workspace_size(ctx, layout.get(), m.batch, m.head_dim, backward,
+                                              &bytes),
+              "workspace");
+        c.workspace_bytes = std::max(c.workspace_bytes, bytes);
+      }
+      size_t stored = 0;
+      check(sparse_attention_workspace_size_params(ctx, layout.get(), &unfused, m.batch, m.head_dim,
+                                                   1, &stored),
+            "workspace");
+      c.stored_scores_bytes = std::max(c.stored_scores_bytes, stored);
+    }
+    for (size_t l : layouts.back().layer_layout) {
+      c.computed_blocks += stats[l].nnz_blocks;
+      c.dense_blocks += stats[l].dense_blocks;
+    }
+  }
+  std::vector<std::vector<double>> times(models.size());
+  for (int r = -1; r < rounds; ++r) {  // round -1: warm-up
+    for (size_t i = 0; i < models.size(); ++i) {
+      double step = 0;
+      for (size_t l : layouts[i].layer_layout)
+        step += time_attention(ctx, layouts[i].layouts[l].get(), *buffers[i], true, 1);
+      if (r >= 0) times[i].push_back(step);
+    }
+  }
+  for (size_t i = 0; i < models.size(); ++i) {
+    std::sort(times[i].begin(), times[i].end());
+    costs[i].seconds_per_step = times[i].empty() ? 0.0 : times[i][times[i].size() / 2];
+  }
+  return costs;
+}
+
 int run_bench_attention(const BenchOptions& o) {
   check_output_path(o.output, "--output");
   sparse_settings settings;

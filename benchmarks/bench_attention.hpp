@@ -41,4 +41,34 @@ void add_bench_options(CLI::App& app, BenchOptions& options);
 int run_attention_memory(const BenchOptions& options);
 int run_bench_attention(const BenchOptions& options);
 
+// The attention of one model (a run of `sparse-repro train`), as its layers compute it: one layout
+// per layer, built from the model's attention type, head mode and layer cycle the way the library
+// builds the model's layouts.
+struct ModelAttention {
+  std::string attention = "dense";        // dense | strided | fixed
+  std::string row_attention = "strided";  // strided | local (the row head of strided)
+  std::string head_mode = "interleaved";  // interleaved | merged | multihead
+  std::string layer_cycle = "12";         // interleaved: '1' = row/block, '2' = column/summary
+  int64_t layers = 1, seq_len = 1, stride = 1, summary = 1;
+  int heads = 1, head_dim = 1, block = 16, batch = 1, summary_variants = 1;
+};
+
+// What the attention alone costs in one training step of such a model on the CPU (fp32, the
+// fused algorithm the model runs): forward + backward of every layer, measured with the public
+// attention API on random inputs of the model's shape.
+struct ModelAttentionCost {
+  double seconds_per_step = 0;     // median over rounds of the sum over layers
+  size_t workspace_bytes = 0;      // the largest scratch memory of one call (forward or backward)
+  size_t layout_bytes = 0;         // host memory of the model's distinct layouts
+  size_t stored_scores_bytes = 0;  // workspace of the unfused (2019-style) backward pass of the
+                                   // largest layout: the scores, P and dS of every computed block
+  int64_t computed_blocks = 0;     // computed blocks of one step: every layer, every head
+  int64_t dense_blocks = 0;        // the same for the dense causal layout
+};
+
+// Measures every model in `models` side by side: `rounds` rounds (after one warm-up), each timing
+// every model once in turn, so that all see the same moments of the machine.
+std::vector<ModelAttentionCost> measure_model_attention(const std::vector<ModelAttention>& models,
+                                                        int threads, int rounds);
+
 }  // namespace repro

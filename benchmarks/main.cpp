@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
       app, "presets", "the paper's four model presets, a few steps each, with the full runs' cost",
       add_presets_options, [=](const PresetsOptions& o) { return run_presets(o, argc, argv); });
 
-  // CLI11 says only "A subcommand is required" for a misspelt one.
+  // CLI11 says only "A subcommand is required" for a misspelt one, and for none.
   const std::string unknown = unknown_subcommand(app, argc, argv);
   if (!unknown.empty()) {
     std::fprintf(stderr, "sparse-repro: %s\n", unknown.c_str());

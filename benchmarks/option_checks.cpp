@@ -97,7 +97,15 @@ CLI::Validator one_of(std::initializer_list<const char*> names) {
 }
 
 std::string unknown_subcommand(const CLI::App& app, int argc, char** argv) {
-  if (argc < 2 || argv[1][0] == '-') return {};
+  if (argc < 2) {
+    std::string names;
+    for (const CLI::App* sub : app.get_subcommands({}))
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    return "say what to do: sparse-repro SUBCOMMAND [options]\nsubcommands: " + names +
+           "\n(sparse-repro SUBCOMMAND --help for its options, sparse-repro --help for what each "
+           "does)";
+  }
+  if (argv[1][0] == '-') return {};
   const std::string given = argv[1];
   std::string names, best;
   size_t best_distance = std::string::npos;

@@ -21,8 +21,8 @@ CLI::Validator number_in(double lo, double hi, bool lo_open = false, bool hi_ope
 // One of `names`, listed in the message.
 CLI::Validator one_of(std::initializer_list<const char*> names);
 
-// When argv[1] is not an option and not a subcommand of `app`, a message naming it, the closest
-// subcommand and the list; else empty.
+// With no argument, a message listing the subcommands; when argv[1] is not an option and not a
+// subcommand of `app`, a message naming it, the closest subcommand and the list; else empty.
 std::string unknown_subcommand(const CLI::App& app, int argc, char** argv);
 
 }  // namespace repro

@@ -152,8 +152,10 @@ std::string bpd_markdown(const nlohmann::json& job) {
   std::string md = "# Bits per dim: the paper's figures and this project's runs\n\n" +
                    provenance_markdown(job.at("provenance")) + "\n";
   md +=
-      "Paper figures are recalled from Child et al. (2019) as listed in DESIGN.md section 4 "
-      "(marked *paper*). A row of this project is a measurement only at the scale it states; "
+      "Paper figures (marked *paper*) are those of Child, Gray, Radford and Sutskever, "
+      "*Generating Long Sequences with Sparse Transformers* (2019, arXiv:1904.10509): its "
+      "bits per dim on each dataset and the prior work it compares with. A row of this project is "
+      "a measurement only at the scale it states; "
       "no small run here is presented as a reproduction.\n\n";
   md +=
       "| dataset | paper (bits/dim) | prior work (paper's table) | this project: measured | "
@@ -213,6 +215,54 @@ std::string bpd_markdown(const nlohmann::json& job) {
   return md;
 }
 
+namespace {
+
+// The attention alone of each run beside its whole training step (runs of `sparse-repro table1`).
+std::string attention_alone_markdown(const nlohmann::json& runs) {
+  const auto& first = runs.at(0);
+  std::string md =
+      "\nThe attention alone, measured after the training runs, side by side (median of " +
+      num(first, "attention_rounds") +
+      " rounds, each timing every model in turn): forward + backward of every layer at the "
+      "run's shape (batch " +
+      num(first, "batch") + ", " + num(first, "heads") + " heads, head size " +
+      std::to_string(first.at("width").get<int64_t>() / first.at("heads").get<int64_t>()) +
+      ", n = " + num(first, "seq_len") +
+      ", fp32, the fused kernels the model runs). Attention memory: the scratch memory of one "
+      "attention call plus the model's layouts, as the library reports them; the fused kernels "
+      "keep no scores, so what sparsity saves shows in the computed blocks and in what the "
+      "unfused (2019-style) computation would store for one layer's backward pass (scores, P "
+      "and dS of every computed block).\n\n";
+  md +=
+      "| attention | computed blocks per step (of dense) | whole step | attention alone | "
+      "attention vs "
+      "dense | attention share of step | peak activation memory of a step | attention memory "
+      "(workspace + layouts) | scores if stored (unfused, one layer) |\n";
+  md += "|---|---|---|---|---|---|---|---|---|\n";
+  double dense_attention = 0;
+  for (const auto& r : runs)
+    if (r.at("attention") == "dense")
+      dense_attention = r.at("attention_seconds_per_step").get<double>();
+  for (const auto& r : runs) {
+    const double step = r.at("seconds_per_step").get<double>();
+    const double att = r.at("attention_seconds_per_step").get<double>();
+    const double blocks = r.at("attention_computed_blocks").get<double>();
+    const double dense_blocks = r.at("attention_dense_blocks").get<double>();
+    md += "| " + r.at("attention").get<std::string>() + " | " +
+          num(r, "attention_computed_blocks") + " (" + fmt(100.0 * blocks / dense_blocks, 0) +
+          "%) | " + fmt(1000.0 * step, 1) + " ms | " + fmt(1000.0 * att, 1) + " ms | " +
+          (dense_attention > 0 ? fmt(att / dense_attention, 2) + "x" : std::string("-")) + " | " +
+          (step > 0 ? fmt(100.0 * att / step, 0) + "%" : std::string("-")) + " | " +
+          format_bytes(r.at("peak_activation_bytes").get<double>()) + " | " +
+          format_bytes(r.at("attention_workspace_bytes").get<double>() +
+                       r.at("attention_layout_bytes").get<double>()) +
+          " | " + format_bytes(r.at("attention_stored_scores_bytes").get<double>()) + " |\n";
+  }
+  return md;
+}
+
+}  // namespace
+
 std::string dense_vs_sparse_markdown(const nlohmann::json& table) {
   std::string md = "# Dense vs sparse attention at small scale (paper Table 1 analogue)\n\n" +
                    provenance_markdown(table.at("provenance")) + "\n";
@@ -224,6 +274,11 @@ std::string dense_vs_sparse_markdown(const nlohmann::json& table) {
       std::string(table.value("quick", false) ? " (--quick: a few steps only, wiring check)" : "") +
       ". Time per step is the mean wall time of the training steps on this machine's CPU; "
       "peak memory is the largest activation and working-buffer allocation of a step.\n";
+  if (table.at("datasets").at(0).at("runs").at(0).contains("attention_seconds_per_step"))
+    md +=
+        "\nThe training runs follow one another, so their step times also carry the load the "
+        "machine had at the time of each; the attention-alone figures are measured in "
+        "alternation and compare the patterns at the same moments.\n";
   for (const auto& d : table.at("datasets")) {
     md += "\n## " + d.at("name").get<std::string>() + "\n\n";
     md += "Model: " + d.at("model").get<std::string>() + ". Data: `" +
@@ -250,12 +305,18 @@ std::string dense_vs_sparse_markdown(const nlohmann::json& table) {
             format_bytes(r.at("peak_activation_bytes").get<double>()) + " | " +
             num(r, "parameters") + " | " + num(r, "steps") + " | " + num(r, "tokens_seen") + " |\n";
     }
+    if (d.at("runs").at(0).contains("attention_seconds_per_step"))
+      md += attention_alone_markdown(d.at("runs"));
     if (entropy)
       md += "\nExact entropy of the source: " + fmt(d["exact_entropy"].get<double>()) +
             " bits/dim.\n";
     if (d.contains("paper"))
       md += "\nPaper (Table 1, *paper*): " + d["paper"].get<std::string>() + "\n";
   }
+  if (table.contains("enwik8_sample_missing"))
+    md += "\n## Enwik8 sample\n\nNot run: the sample `" +
+          table["enwik8_sample_missing"].get<std::string>() +
+          "` was not found (`--data-dir DIR` or `SPARSE_DATA_DIR` names the samples folder).\n";
   md +=
       "\nLoss curves: the `table1_*_loss.jsonl` files beside this table (plotted by "
       "`benchmarks/plots.py`).\n";

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <stdexcept>
+#include <vector>
 
 #include "bench_attention.hpp"
 #include "main_job.hpp"
@@ -17,6 +18,47 @@
 
 namespace repro {
 namespace {
+
+constexpr int kAttentionRounds = 7;  // median of 7 side-by-side rounds
+
+// The attention alone of each run's model, all measured side by side after the training runs
+// (forward + backward of every layer at the run's shape, on the run's threads): its time per step
+// beside the whole step's, the memory the fused kernels use (workspace and layouts) and what the
+// unfused 2019-style computation would store (the scores of every computed block).
+void add_attention_costs(const TrainOptions& base, nlohmann::json& runs) {
+  std::vector<ModelAttention> models;
+  for (const auto& s : runs) {
+    ModelAttention m;
+    m.attention = s.at("attention").get<std::string>();
+    m.row_attention = s.at("row_attention").get<std::string>();
+    m.head_mode = base.head_mode.empty() ? "interleaved" : base.head_mode;
+    m.layer_cycle = s.at("layer_cycle").get<std::string>();
+    m.layers = s.at("layers").get<int64_t>();
+    m.seq_len = s.at("seq_len").get<int64_t>();
+    m.stride = s.at("stride").get<int64_t>();
+    m.summary = s.at("summary").get<int64_t>();
+    m.summary_variants = s.at("summary_variants").get<int>();
+    m.heads = s.at("heads").get<int>();
+    m.head_dim = s.at("width").get<int>() / m.heads;
+    m.block = s.at("block").get<int>();
+    m.batch = s.at("batch").get<int>();
+    models.push_back(m);
+  }
+  std::fprintf(stderr, "  attention alone: forward + backward of every layer, %d rounds\n",
+               kAttentionRounds);
+  const std::vector<ModelAttentionCost> costs =
+      measure_model_attention(models, base.threads, kAttentionRounds);
+  for (size_t i = 0; i < costs.size(); ++i) {
+    nlohmann::json& s = runs[i];
+    s["attention_seconds_per_step"] = costs[i].seconds_per_step;
+    s["attention_workspace_bytes"] = costs[i].workspace_bytes;
+    s["attention_layout_bytes"] = costs[i].layout_bytes;
+    s["attention_stored_scores_bytes"] = costs[i].stored_scores_bytes;
+    s["attention_computed_blocks"] = costs[i].computed_blocks;
+    s["attention_dense_blocks"] = costs[i].dense_blocks;
+    s["attention_rounds"] = kAttentionRounds;
+  }
+}
 
 // One run per attention type on `base`; evaluation on base.eval_split (and, when `also_test`, the
 // checkpoint on the test split too, averaged by sequences: valid + test = the held-out 10%).
@@ -48,11 +90,13 @@ nlohmann::json compare(const TrainOptions& base, const std::string& out, const s
              static_cast<double>(sequences + m);
       sequences += m;
       std::remove(run.checkpoint.c_str());
+      std::remove((run.checkpoint + ".run.json").c_str());  // its run record
     }
     s["bits_per_dim"] = bits;
     s["held_out_sequences"] = sequences;
     runs.push_back(s);
   }
+  add_attention_costs(base, runs);
   return runs;
 }
 
@@ -77,6 +121,11 @@ int run_table1(const Table1Options& o, int argc, char** argv) {
   const std::string data_dir = data_dir_or_default(o.data_dir);
   const std::string enwik8 = data_dir + "/enwik8/enwik8-head-100000";
   const bool have_text = o.text && path_exists(enwik8);
+  if (o.text && !have_text)
+    std::fprintf(stderr,
+                 "sparse-repro table1: the Enwik8 sample %s is not there, so its comparison is "
+                 "skipped (--data-dir DIR or SPARSE_DATA_DIR=DIR names the samples folder)\n",
+                 enwik8.c_str());
   const int64_t steps = o.quick ? 3 : o.steps;
   nlohmann::json datasets = nlohmann::json::array();
 
@@ -129,8 +178,9 @@ int run_table1(const Table1Options& o, int argc, char** argv) {
          {"paper", "Enwik8 at 12,288 context: dense 1.00, fixed 0.99, strided 1.13 bits/byte"},
          {"runs", runs}});
   }
-  const nlohmann::json table = {
+  nlohmann::json table = {
       {"provenance", prov}, {"quick", o.quick}, {"steps", steps}, {"datasets", datasets}};
+  if (o.text && !have_text) table["enwik8_sample_missing"] = enwik8;
   const std::string md = dense_vs_sparse_markdown(table);
   write_file_atomically(o.out + "/dense_vs_sparse.json", table.dump(2) + "\n");
   write_file_atomically(o.out + "/dense_vs_sparse.md", md);

@@ -115,6 +115,7 @@ OPTION_CASES = [
     (["trian"], ["unknown subcommand", '"trian"', 'did you mean "train"']),
     (["bench-atention"], ['did you mean "bench-attention"']),
     (["frobnicate"], ["unknown subcommand", "subcommands:"]),
+    ([], ["SUBCOMMAND", "subcommands:", "train, eval, sample"]),
     # Errors the library finds, named by the option that sets the field.
     (["train", *tiny("--block", "24")], ["--block", "16, 32, 64 or 128"]),
     (["train", *tiny("--num-sequences", "99999999999")], ["--num-sequences"]),

@@ -19,6 +19,7 @@ import lzma
 import math
 import os
 import random
+import re
 import shutil
 import struct
 import subprocess
@@ -209,6 +210,44 @@ def check_image_baselines(path):
     print("ok: baselines (text = Python's zlib/bz2/lzma; FLAC; PNG/WebP)")
 
 
+def check_attention_alone(d, md):
+    """The attention-alone figures of a dense_vs_sparse.json dataset, against closed forms."""
+    runs = {r["attention"]: r for r in d["runs"]}
+    dense = runs["dense"]
+    batch, heads, n, block = dense["batch"], dense["heads"], dense["seq_len"], dense["block"]
+    nb = -(-n // block)
+    # Every layer of the dense model computes the nb (nb + 1) / 2 causal blocks of every head.
+    assert dense["attention_computed_blocks"] == dense["layers"] * heads * nb * (nb + 1) // 2, d
+    assert dense["attention_dense_blocks"] == dense["attention_computed_blocks"], d
+    scores = lambda r: 2 * 4 * batch * (r["attention_computed_blocks"] // r["layers"]) * block**2
+    # The unfused backward pass stores P and dS of every computed block (fp32): for the dense
+    # model exactly one layer's blocks, plus small per-thread tiles.
+    assert scores(dense) <= dense["attention_stored_scores_bytes"] < scores(dense) + (1 << 20), d
+    for name in ("strided", "fixed"):
+        r = runs[name]
+        assert r["attention_dense_blocks"] == dense["attention_dense_blocks"], r
+        assert 0 < r["attention_computed_blocks"] < dense["attention_computed_blocks"], r
+        assert r["attention_stored_scores_bytes"] <= dense["attention_stored_scores_bytes"], r
+    for r in d["runs"]:
+        assert r["attention_seconds_per_step"] > 0 and r["attention_rounds"] >= 1, r
+        assert 0 < r["attention_workspace_bytes"] and 0 < r["attention_layout_bytes"], r
+        row = "| %s | %d (%.0f%%) | %.1f ms | %.1f ms |" % (
+            r["attention"], r["attention_computed_blocks"],
+            100.0 * r["attention_computed_blocks"] / r["attention_dense_blocks"],
+            1000 * r["seconds_per_step"], 1000 * r["attention_seconds_per_step"])
+        assert row in md, (row, md)
+
+
+def check_files_cited(res):
+    """Published tables stand alone: every Markdown file they name is in the repository."""
+    for name in sorted(os.listdir(res)):
+        if not name.endswith(".md"):
+            continue
+        for cited in set(re.findall(r"[A-Za-z0-9_./-]+\.md\b", open(os.path.join(res, name)).read())):
+            assert any(os.path.exists(os.path.join(base, cited)) for base in (res, root)), \
+                "%s cites %s, which is not in the repository" % (name, cited)
+
+
 def check_table1_and_report(tmp):
     out = os.path.join(tmp, "t1")
     run("table1", "--quick", "--no-text", "--out", out, "--threads", "1")
@@ -222,6 +261,7 @@ def check_table1_and_report(tmp):
         assert "| %s | %.3f |" % (r["attention"], r["bits_per_dim"]) in md, (r, md)
         assert "%.1f ms" % (1000 * r["seconds_per_step"]) in md
         assert os.path.exists(os.path.join(out, "table1_synthetic_%s_loss.jsonl" % r["attention"]))
+    check_attention_alone(d, md)
     os.remove(os.path.join(out, "dense_vs_sparse.md"))
     run("report", "--dir", out, "--no-plots")
     assert open(os.path.join(out, "dense_vs_sparse.md")).read() == md
@@ -229,7 +269,8 @@ def check_table1_and_report(tmp):
     # The committed results re-render to the committed Markdown.
     res = os.path.join(tmp, "results")
     shutil.copytree(os.path.join(root, "results"), res)
-    committed = {n: open(os.path.join(res, n)).read() for n in ("bpd.md", "memory_table.md")}
+    committed = {n: open(os.path.join(res, n)).read()
+                 for n in ("bpd.md", "memory_table.md", "dense_vs_sparse.md")}
     job = json.load(open(os.path.join(res, "main_job.json")))
     # A small baselines JSON next to them, hand-written.
     small = {"provenance": job["provenance"], "data": "text:x", "kind": "text", "split": "test",
@@ -241,6 +282,12 @@ def check_table1_and_report(tmp):
     for name in ("main_job.md", "bpd.md", "memory_table.md", "baselines_small.md"):
         assert "wrote %s" % os.path.join(res, name) in p.stdout, p.stdout
     assert open(os.path.join(res, "bpd.md")).read() == committed["bpd.md"]
+    assert "wrote %s" % os.path.join(res, "dense_vs_sparse.md") in p.stdout, p.stdout
+    assert open(os.path.join(res, "dense_vs_sparse.md")).read() == committed["dense_vs_sparse.md"]
+    committed_table = json.load(open(os.path.join(res, "dense_vs_sparse.json")))
+    for d in committed_table["datasets"]:
+        check_attention_alone(d, committed["dense_vs_sparse.md"])
+    check_files_cited(res)
     # The main job's own Markdown equals report's rendering (tests/test_main_job.py checks that on
     # a fresh run); here the committed JSON, whatever its age, renders with all of its numbers.
     new = open(os.path.join(res, "main_job.md")).read()
