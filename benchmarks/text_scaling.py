@@ -58,7 +58,7 @@ def one_run(repro, data, steps, threads, work, extra):
         s = json.load(f)
     test = json.loads(subprocess.run(
         [repro, "eval", "--checkpoint", ckpt, "--data", data, "--split", "test",
-         "--sequences", "1000", "--threads", str(threads)],
+         "--sequences", "1000", "--threads", str(threads), "--json"],
         check=True, capture_output=True, text=True).stdout)
     nv, nt = s["eval_sequences"], test["sequences"]
     held_out = (s["eval_bits_per_dim"] * nv + test["bits_per_dim"] * nt) / (nv + nt)
