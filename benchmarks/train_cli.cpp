@@ -506,7 +506,9 @@ void save_run(sparse_model* model, const TrainOptions& o) {
 void add_data_options(CLI::App& app, DataSpec& d) {
   app.add_option("--data", d.spec,
                  "synthetic_image, synthetic_text, cifar10:PATH, enwik8:PATH, text:PATH, "
-                 "imagenet64:PATH or audio:PATH")
+                 "imagenet64:PATH or audio:PATH (text and enwik8: raw bytes, a zip of one file "
+                 "or gzip, read as the text they hold; bzip2, xz, zstd, 7-Zip and tar files are "
+                 "refused, naming the command that unpacks them)")
       ->capture_default_str();
   app.add_option("--data-seq-len", d.seq_len,
                  "sequence length for text/audio (default: the model's)")
