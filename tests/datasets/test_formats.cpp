@@ -503,6 +503,39 @@ TEST_CASE("audio: integrity fields of Ogg pages and FLAC frames and MD5") {
       CHECK((e.find("corrupt Ogg data") != std::string::npos ||
              e.find("truncated Ogg") != std::string::npos));
     }
+    // More than one logical stream: libsndfile decodes only the first, so the rest would be lost.
+    // Chained: two recordings one after the other (the second begins where the first file
+    // ended); grouped: the second stream's first page right after the first's.
+    const std::string other = fx("audio/integrity/other.") + kind;
+    write_tone(other,
+               (std::string(kind) == "ogg" ? SF_FORMAT_VORBIS : SF_FORMAT_OPUS) | SF_FORMAT_OGG,
+               48000, 1);
+    const std::vector<char> second = bytes_of(other);
+    b = good;
+    b.insert(b.end(), second.begin(), second.end());
+    write_bytes(fx("audio/integrity/chained.") + kind, b);
+    e = decode_error(fx("audio/integrity/chained.") + kind);
+    INFO(e);
+    CHECK(e.find(std::string("chained.") + kind) != std::string::npos);
+    CHECK(e.find("a chained Ogg file") != std::string::npos);
+    CHECK(e.find("second logical stream begins at byte " + std::to_string(good.size())) !=
+          std::string::npos);
+    // An Ogg page: 27-byte header, then as many lacing values as byte 26 says, then their sum.
+    const auto page_size = [](const std::vector<char>& v, size_t at) {
+      REQUIRE(std::string(v.begin() + at, v.begin() + at + 4) == "OggS");
+      const size_t segments = static_cast<uint8_t>(v[at + 26]);
+      size_t size = 27 + segments;
+      for (size_t i = 0; i < segments; ++i) size += static_cast<uint8_t>(v[at + 27 + i]);
+      return size;
+    };
+    const size_t first_page = page_size(good, 0);
+    b = good;
+    b.insert(b.begin() + first_page, second.begin(), second.begin() + page_size(second, 0));
+    write_bytes(fx("audio/integrity/grouped.") + kind, b);
+    e = decode_error(fx("audio/integrity/grouped.") + kind);
+    CHECK(e.find(std::string("grouped.") + kind) != std::string::npos);
+    CHECK((e.find("a grouped (multiplexed) Ogg file") != std::string::npos ||
+           e.find("not a readable audio file") != std::string::npos));
   }
 
   // FLAC: a damaged frame fails its CRC-16; a STREAMINFO MD5 that does not match the decoded
