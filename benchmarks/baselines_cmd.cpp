@@ -152,8 +152,9 @@ void register_baselines(CLI::App& app, int argc, char** argv) {
       "baselines", "gzip/bzip2/xz/zstd, PNG/WebP (images), FLAC (audio) on held-out data");
   add_baselines_options(*cmd, *o);
   cmd->callback([o, argc, argv] {
+    const nlohmann::json prov = provenance(argc, argv);  // before the work: the load it found
     auto table = run_baselines(*o);
-    table["provenance"] = provenance(argc, argv);
+    table["provenance"] = prov;
     const std::string md = baselines_markdown(table);
     std::cout << (o->json ? table.dump(2) + "\n" : md);
     if (!o->json_out.empty()) write_file_atomically(o->json_out, table.dump(2) + "\n");

@@ -11,6 +11,7 @@
 
 #include "cli_common.hpp"
 #include "option_checks.hpp"
+#include "provenance.hpp"
 #include "sparse/sparse.h"
 
 namespace repro {
@@ -37,6 +38,8 @@ void add_train_bench_options(CLI::App& app, TrainBenchOptions& o) {
 }
 
 int run_bench_train(const TrainBenchOptions& o) {
+  // Before any work: what other processes put on the machine, which slows the timed steps.
+  const double load = load_average_1min();
   sparse_model_config cfg;
   check(sparse_model_config_preset(o.preset.c_str(), &cfg), "--preset");
   if (o.seq_len > 0) cfg.seq_len = o.seq_len;
@@ -95,15 +98,18 @@ int run_bench_train(const TrainBenchOptions& o) {
   j["tokens_per_second"] = static_cast<double>(o.batch * cfg.seq_len) / median;
   j["peak_activation_bytes"] = peak;
   j["last_loss"] = stats.loss;
+  if (load >= 0) j["load_average_1min"] = load;
   if (o.json) {
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf(
         "%s: n %lld, %d layers x d %d, %d heads, batch %d, %d threads: %.3f s/step, "
-        "%.0f tokens/s, peak activations %.1f MB\n",
+        "%.0f tokens/s, peak activations %.1f MB",
         o.preset.c_str(), static_cast<long long>(cfg.seq_len), cfg.num_layers, cfg.d_model,
         cfg.num_heads, o.batch, threads, median, j["tokens_per_second"].get<double>(),
         static_cast<double>(peak) / 1e6);
+    if (load >= 0) std::printf(" (1-minute load average %.2f before the steps)", load);
+    std::printf("\n");
   }
   return 0;
 }

@@ -32,9 +32,10 @@ void register_memory_table(CLI::App& app, int argc, char** argv) {
   mem->add_flag("--measure,!--no-measure", o->measure,
                 "measure this library's fused attention memory (one process per row)");
   mem->callback([o, argc, argv] {
+    const nlohmann::json prov = provenance(argc, argv);  // before the work: the load it found
     auto table = memory_table_json(o->with_sparse, o->block);
     if (o->measure) add_measured_memory(table, o->block);
-    table["provenance"] = provenance(argc, argv);
+    table["provenance"] = prov;
     const std::string text = o->json ? table.dump(2) + "\n" : memory_table_document(table);
     std::cout << text;
     if (!o->output.empty()) write_file_atomically(o->output, text);

@@ -89,9 +89,7 @@ void add_presets_options(CLI::App& app, PresetsOptions& o) {
 
 int run_presets(const PresetsOptions& o, int argc, char** argv) {
   const std::string data_dir = data_dir_or_default(o.data_dir);
-  nlohmann::json prov = provenance(argc, argv);
-  double load[1] = {0};
-  if (getloadavg(load, 1) == 1) prov["load_average_at_start"] = load[0];
+  const nlohmann::json prov = provenance(argc, argv);
   nlohmann::json rows = nlohmann::json::array();
   // Renders the table and (re)writes the files: called after every preset, so a long run that
   // is stopped keeps the rows it finished.
@@ -104,9 +102,6 @@ int run_presets(const PresetsOptions& o, int argc, char** argv) {
           "FLOP estimate of `paper_runs.cpp` (6 x parameters x tokens plus the attention "
           "products) and, for hours, the time per sequence measured here times the sequences of "
           "the full run. These are estimates to size a run, not measurements of one.";
-    if (prov.contains("load_average_at_start"))
-      md += " Load average of the machine when the runs started: " +
-            fmt(prov["load_average_at_start"].get<double>(), 1) + " (other work slows the steps).";
     md += "\n\n";
     md += "| preset | data used here | params | n | steps run | s per sequence | peak "
           "activations | GFLOP/s here | full run: steps x batch | est. FLOPs | est. time on this "

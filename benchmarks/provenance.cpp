@@ -1,5 +1,6 @@
 #include "provenance.hpp"
 
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -44,6 +45,11 @@ std::string git_commit() {
 
 }  // namespace
 
+double load_average_1min() {
+  double load[1] = {0};
+  return getloadavg(load, 1) == 1 ? load[0] : -1.0;
+}
+
 nlohmann::json provenance(int argc, char** argv) {
   nlohmann::json p;
   std::ostringstream cmd;
@@ -62,6 +68,7 @@ nlohmann::json provenance(int argc, char** argv) {
   p["cuda_devices"] = devices;
   p["library"] = std::string("libsparse ") + sparse_version_string();
   p["build"] = sparse_build_info();
+  if (const double load = load_average_1min(); load >= 0) p["load_average_1min"] = load;
   return p;
 }
 
@@ -73,6 +80,14 @@ std::string provenance_markdown(const nlohmann::json& p) {
   md << "| date | " << p["date_utc"].get<std::string>() << " |\n";
   md << "| machine | " << p["cpu"].get<std::string>() << ", " << p["logical_cpus"].get<unsigned>()
      << " logical CPUs, " << p["cuda_devices"].get<int>() << " CUDA device(s) |\n";
+  if (p.contains("load_average_1min")) {
+    char load[160];
+    std::snprintf(load, sizeof load,
+                  "| load | %.2f (1-minute load average when the run started, on %u logical "
+                  "CPUs; other work on the machine slows the timed figures) |\n",
+                  p["load_average_1min"].get<double>(), p["logical_cpus"].get<unsigned>());
+    md << load;
+  }
   md << "| library | " << p["library"].get<std::string>() << "; " << p["build"].get<std::string>()
      << " |\n";
   return md.str();

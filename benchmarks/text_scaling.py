@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Held-out bits per byte of the main job's small Enwik8-sample model against training length.
 
-The main job trains its text model for a few minutes and lands far from xz (issue 7). This script
+The main job trains its text model for a few minutes and lands far from xz. This script
 measures how the held-out figure falls as the run gets longer, each length a complete run with its
 own warm-up and cosine schedule (not points along one run), so that the time a CPU run would need
 to reach xz can be estimated from measurements instead of guessed.
@@ -58,7 +58,7 @@ def one_run(repro, data, steps, threads, work, extra):
         s = json.load(f)
     test = json.loads(subprocess.run(
         [repro, "eval", "--checkpoint", ckpt, "--data", data, "--split", "test",
-         "--sequences", "1000", "--threads", str(threads)],
+         "--sequences", "1000", "--threads", str(threads), "--json"],
         check=True, capture_output=True, text=True).stdout)
     nv, nt = s["eval_sequences"], test["sequences"]
     held_out = (s["eval_bits_per_dim"] * nv + test["bits_per_dim"] * nt) / (nv + nt)

@@ -506,7 +506,9 @@ void save_run(sparse_model* model, const TrainOptions& o) {
 void add_data_options(CLI::App& app, DataSpec& d) {
   app.add_option("--data", d.spec,
                  "synthetic_image, synthetic_text, cifar10:PATH, enwik8:PATH, text:PATH, "
-                 "imagenet64:PATH or audio:PATH")
+                 "imagenet64:PATH or audio:PATH (text and enwik8: raw bytes, a zip of one file "
+                 "or gzip, read as the text they hold; bzip2, xz, zstd, 7-Zip and tar files are "
+                 "refused, naming the command that unpacks them)")
       ->capture_default_str();
   app.add_option("--data-seq-len", d.seq_len,
                  "sequence length for text/audio (default: the model's)")
@@ -628,11 +630,15 @@ void add_eval_options(CLI::App& app, EvalOptions& o) {
       ->check(integer_in(0));
   app.add_option("--bytes", o.bytes, "sliding: bytes to evaluate (0 = to the end of the split)")
       ->check(integer_in(0));
+  app.add_flag("--json", o.json, "print the result as JSON instead of the one-line summary");
 }
 
 void add_sample_options(CLI::App& app, SampleOptions& o) {
   app.add_option("--checkpoint", o.checkpoint)->required();
-  app.add_option("--out", o.out, "write the raw bytes here (atomically)")->required();
+  app.add_option("--out", o.out,
+                 "write the sample here (atomically): FILE.png an image, FILE.wav audio, any "
+                 "other name the raw tokens")
+      ->required();
   app.add_option("--length", o.length, "tokens to generate (default: the model's seq_len)")
       ->check(integer_in(1));
   app.add_option("--scale", o.scale,
@@ -643,6 +649,7 @@ void add_sample_options(CLI::App& app, SampleOptions& o) {
   app.add_option("--seed", o.seed)->capture_default_str();
   app.add_option("--threads", o.threads)->check(integer_in(0, kIntMax));
   add_device_options(app, o.device);
+  app.add_flag("--json", o.json, "print the result as JSON instead of the one-line summary");
 }
 
 void note_given_options(const CLI::App& app, TrainOptions& o) {
@@ -1022,9 +1029,8 @@ nlohmann::json run_eval(const EvalOptions& given) {
                              " tokens but the model's seq_len is " + std::to_string(cfg.seq_len));
   int64_t count = 0;
   const double bpd = evaluate(model.get(), ds.get(), o.sequences, o.batch, &count);
-  nlohmann::json j = {{"checkpoint", o.checkpoint}, {"data", o.data.spec}, {"split", o.split},
-                      {"sequences", count},         {"bits_per_dim", bpd}};
-  return j;
+  return {{"checkpoint", o.checkpoint}, {"data", o.data.spec},    {"split", o.split},
+          {"sequences", count},         {"seq_len", cfg.seq_len}, {"bits_per_dim", bpd}};
 }
 
 nlohmann::json run_sample(const SampleOptions& o) {
@@ -1086,8 +1092,46 @@ nlohmann::json run_sample(const SampleOptions& o) {
     format = "wav, 12 kHz mono 16-bit from 8-bit mu-law";
   }
   write_file_atomically(o.out, std::string(file.begin(), file.end()));
-  return {{"checkpoint", o.checkpoint}, {"out", o.out}, {"format", format}, {"tokens", length},
-          {"temperature", o.temperature}, {"seconds", seconds}};
+  return {{"checkpoint", o.checkpoint},   {"out", o.out},   {"format", format},  {"tokens", length},
+          {"temperature", o.temperature}, {"seed", o.seed}, {"seconds", seconds}};
+}
+
+namespace {
+
+std::string fixed(double x, int decimals) {
+  char text[64];
+  std::snprintf(text, sizeof text, "%.*f", decimals, x);
+  return text;
+}
+
+}  // namespace
+
+std::string eval_summary_line(const nlohmann::json& r) {
+  const auto str = [&](const char* key) { return r.at(key).get<std::string>(); };
+  const auto num = [&](const char* key) { return std::to_string(r.at(key).get<long long>()); };
+  std::string text;
+  if (r.contains("protocol") && r["protocol"] == "sliding")
+    text = fixed(r.at("bits_per_byte").get<double>(), 4) + " bits/byte on the " + str("split") +
+           " split of " + str("data") + ": " + num("bytes") + " bytes from byte " + num("offset") +
+           ", " + num("windows") + " windows of " + num("seq_len") + " with stride " +
+           num("stride") + " (every byte after the first window has at least " +
+           num("min_context") + " bytes of context), in " +
+           fixed(r.at("seconds").get<double>(), 1) + " s";
+  else
+    text = fixed(r.at("bits_per_dim").get<double>(), 4) + " bits/dim on the " + str("split") +
+           " split of " + str("data") + " (" + num("sequences") + " sequences of " +
+           num("seq_len") + ")";
+  return text + "; checkpoint " + str("checkpoint") + " (--json for all figures)";
+}
+
+std::string sample_summary_line(const nlohmann::json& r) {
+  char settings[128];
+  std::snprintf(settings, sizeof settings, "temperature %g, seed %llu",
+                r.at("temperature").get<double>(), r.at("seed").get<unsigned long long>());
+  return "wrote " + r.at("out").get<std::string>() + ": " + r.at("format").get<std::string>() +
+         ", " + std::to_string(r.at("tokens").get<long long>()) + " tokens (" + settings + ") in " +
+         fixed(r.at("seconds").get<double>(), 1) + " s, from checkpoint " +
+         r.at("checkpoint").get<std::string>() + " (--json for all figures)";
 }
 
 }  // namespace repro

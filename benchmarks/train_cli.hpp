@@ -81,6 +81,7 @@ struct EvalOptions {
   int64_t min_context = -1;
   int64_t offset = 0;
   int64_t bytes = 0;
+  bool json = false;  // print the JSON result instead of the one-line summary
 };
 
 struct SampleOptions {
@@ -92,6 +93,7 @@ struct SampleOptions {
   uint64_t seed = 1;
   int threads = 0;
   int scale = 0;  // PNG: pixels per token side (0: enlarge images narrower than 256 pixels)
+  bool json = false;  // print the JSON result instead of the one-line summary
 };
 
 // Opens `spec` ("kind[:path]" plus the synthetic options) at `split`; text and audio are cut into
@@ -124,6 +126,11 @@ nlohmann::json run_train(const TrainOptions& o);
 // One line for a person: held-out bits per dim, steps, time and where the checkpoint went.
 std::string train_summary_line(const nlohmann::json& summary);
 nlohmann::json run_eval(const EvalOptions& o);
+// One line for a person: bits per dim (per byte, sliding), the split, how much was scored, the
+// checkpoint.
+std::string eval_summary_line(const nlohmann::json& result);
 nlohmann::json run_sample(const SampleOptions& o);
+// One line for a person: where the sample went, how many tokens, in which format.
+std::string sample_summary_line(const nlohmann::json& result);
 
 }  // namespace repro

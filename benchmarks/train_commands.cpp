@@ -22,12 +22,18 @@ void register_train_commands(CLI::App& app) {
   auto eval_options = std::make_shared<EvalOptions>();
   auto* eval = app.add_subcommand("eval", "bits per dim of a checkpoint on a dataset split");
   add_eval_options(*eval, *eval_options);
-  eval->callback([eval_options] { std::cout << run_eval(*eval_options).dump(2) << "\n"; });
+  eval->callback([eval_options] {
+    const nlohmann::json result = run_eval(*eval_options);
+    std::cout << (eval_options->json ? result.dump(2) : eval_summary_line(result)) << "\n";
+  });
 
   auto sample_options = std::make_shared<SampleOptions>();
   auto* sample = app.add_subcommand("sample", "generate a sequence from a checkpoint");
   add_sample_options(*sample, *sample_options);
-  sample->callback([sample_options] { std::cout << run_sample(*sample_options).dump(2) << "\n"; });
+  sample->callback([sample_options] {
+    const nlohmann::json result = run_sample(*sample_options);
+    std::cout << (sample_options->json ? result.dump(2) : sample_summary_line(result)) << "\n";
+  });
 }
 
 }  // namespace repro

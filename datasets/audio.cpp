@@ -79,7 +79,9 @@ class AudioSource final : public Source {
 #if SPARSE_HAVE_OGG
 // Walks every page of an Ogg file with libogg, which checks each page's CRC-32. libogg skips a
 // page that fails it (and libvorbis/libopus then decode around the hole without an error), so
-// any skipped or trailing bytes are reported here.
+// any skipped or trailing bytes are reported here. A file of more than one logical stream
+// (chained: one recording after another; grouped: several streams side by side) is refused:
+// libsndfile decodes only the first stream, so the rest would go missing without a word.
 void verify_ogg_pages(const std::string& path) {
   const BlobPtr blob = map_file(path);
   ogg_sync_state sync;
@@ -89,12 +91,18 @@ void verify_ogg_pages(const std::string& path) {
     ~Clear() { ogg_sync_clear(s); }
   } clear{&sync};
   const size_t kChunk = size_t{1} << 16;
-  size_t fed = 0, pages = 0;
+  size_t fed = 0, pages = 0, streams = 0;
   uint64_t at = 0;  // file offset of the next unparsed byte
   for (;;) {
     ogg_page page;
     const long n = ogg_sync_pageseek(&sync, &page);
     if (n > 0) {
+      if (ogg_page_bos(&page) != 0 && ++streams > 1)
+        throw_error(SPARSE_ERR_FORMAT, "file ", path, ": ",
+                    pages + 1 == streams ? "a grouped (multiplexed)" : "a chained",
+                    " Ogg file: a second logical stream begins at byte ", at, " (page ", pages + 1,
+                    "); only the first would be decoded, so the file is refused "
+                    "(expected one stream per file: save each recording as its own file)");
       at += static_cast<uint64_t>(n);
       ++pages;
       continue;
@@ -185,6 +193,10 @@ DecodedAudio decode_audio_file(const std::string& path, int32_t sample_rate) {
   if (info.channels < 1 || info.channels > 64 || info.samplerate < 1)
     throw_error(SPARSE_ERR_FORMAT, "file ", path, ": ", info.channels, " channels at ",
                 info.samplerate, " Hz (expected 1..64 channels and a positive rate)");
+  const int major = info.format & SF_FORMAT_TYPEMASK;
+#if SPARSE_HAVE_OGG
+  if (major == SF_FORMAT_OGG) verify_ogg_pages(path);
+#endif
   int err = 0;
   close.s = src_new(SRC_SINC_MEDIUM_QUALITY, 1, &err);
   if (close.s == nullptr)
@@ -240,8 +252,8 @@ DecodedAudio decode_audio_file(const std::string& path, int32_t sample_rate) {
   // Ogg pages carry a CRC-32 and FLAC frames a CRC-16, and a frame or page that fails it is
   // dropped: for these containers the decoded length must equal the one libsndfile reads from the
   // stream (FLAC STREAMINFO, Ogg granule positions), when it gives one. For Ogg that length comes
-  // from the pages themselves, so every page's CRC is checked as well (verify_ogg_pages).
-  const int major = info.format & SF_FORMAT_TYPEMASK;
+  // from the pages themselves, so every page's CRC is checked as well (verify_ogg_pages, before
+  // decoding).
   if ((major == SF_FORMAT_OGG || major == SF_FORMAT_FLAC) && info.frames > 0 &&
       info.frames != SF_COUNT_MAX && static_cast<uint64_t>(info.frames) != total)
     throw_error(SPARSE_ERR_FORMAT, "file ", path, ": decoded ", total, " frames, but the ",
@@ -250,9 +262,6 @@ DecodedAudio decode_audio_file(const std::string& path, int32_t sample_rate) {
                 " that fail their CRC are dropped)");
 #if SPARSE_HAVE_FLAC
   if (major == SF_FORMAT_FLAC) verify_flac_md5(path);
-#endif
-#if SPARSE_HAVE_OGG
-  if (major == SF_FORMAT_OGG) verify_ogg_pages(path);
 #endif
   if (total == 0)
     throw_error(SPARSE_ERR_FORMAT, "file ", path, ": no audio frames (expected a recording)");

@@ -1,6 +1,10 @@
 // Byte-level text: enwik8 (the raw 100,000,000-byte file or enwik8.zip, inflated once into an
-// unlinked temporary file and memory-mapped) and any raw byte file.
+// unlinked temporary file and memory-mapped) and any raw byte file, also from a zip archive of
+// one file or from gzip (inflated the same way). Other compressed formats and tar archives are
+// refused, naming the command that unpacks them.
 #include <algorithm>
+#include <string>
+#include <vector>
 
 #include "datasets/archive.hpp"
 #include "datasets/dataset.hpp"
@@ -43,26 +47,40 @@ std::string head_of(const BlobPtr& b) {
   return s;
 }
 
-// The name of a compressed format whose signature starts the file, or nullptr.
-const char* compressed_format(const BlobPtr& b) {
+// A compressed format (other than zip and gzip, which are read) whose signature starts the file.
+struct CompressedFormat {
+  const char* name;
+  const char* decompress;  // the command that decompresses FILE
+};
+
+const CompressedFormat* compressed_format(const BlobPtr& b) {
   struct Magic {
-    const char* name;
+    CompressedFormat format;
     const char* bytes;
     size_t n;
   };
-  static const Magic kMagics[] = {{"gzip", "\x1f\x8b\x08", 3},
-                                  {"bzip2", "BZh", 3},
-                                  {"xz",
+  static const Magic kMagics[] = {{{"bzip2", "bunzip2 -k FILE"}, "BZh", 3},
+                                  {{"xz", "unxz -k FILE"},
                                    "\xfd"
                                    "7zXZ\x00",
                                    6},
-                                  {"zstd", "\x28\xb5\x2f\xfd", 4},
-                                  {"7-Zip", "7z\xbc\xaf\x27\x1c", 6}};
+                                  {{"zstd", "unzstd FILE"}, "\x28\xb5\x2f\xfd", 4},
+                                  {{"7-Zip", "7z x FILE"}, "7z\xbc\xaf\x27\x1c", 6}};
   for (const Magic& m : kMagics)
     if (b->size() >= m.n &&
         std::equal(b->data(), b->data() + m.n, reinterpret_cast<const uint8_t*>(m.bytes)))
-      return m.name;
+      return &m.format;
   return nullptr;
+}
+
+std::string with_file(std::string command, const std::string& path) {
+  return command.replace(command.find("FILE"), 4, path);
+}
+
+// A tar archive: "ustar" at byte 257 of its first header (POSIX and GNU).
+bool is_tar(const View& v) {
+  static const uint8_t kUstar[] = {'u', 's', 't', 'a', 'r'};
+  return v.size >= 262 && std::equal(kUstar, kUstar + 5, v.data + 257);
 }
 
 }  // namespace
@@ -84,18 +102,22 @@ SourcePtr open_text(const std::string& path, Split split, int64_t seq_len, bool 
   BlobPtr blob = map_file(path);
   View bytes;
   std::string what = path;
-  // A file named .zip, or one that starts with a zip signature, must be a zip archive; any other
-  // file is raw bytes (for enwik8, not a file in another compressed format).
+  // A file named .zip, or one that starts with a zip signature, must be a zip archive (of one
+  // file, which is the text); a gzip file is the text it inflates to; a file in another
+  // compressed format or a tar archive is refused (training on the compressed bytes would go
+  // unnoticed); any other file is the text's raw bytes.
   const bool zip_name = ends_with(lower(path), ".zip");
   if (zip_name && !is_zip(blob))
     throw_error(SPARSE_ERR_FORMAT, "file ", path, ": named .zip but not a zip archive (expected ",
                 "the signature PK\\x03\\x04, found \"", head_of(blob), "\"",
                 blob->size() == 0 ? ", an empty file" : "",
                 "; a failed download? a raw text file must not be named .zip)");
-  if (enwik8 && !is_zip(blob))
-    if (const char* format = compressed_format(blob))
-      throw_error(SPARSE_ERR_FORMAT, "file ", path, ": ", format,
-                  "-compressed data (expected enwik8 as raw text or as enwik8.zip)");
+  if (!is_zip(blob))
+    if (const CompressedFormat* format = compressed_format(blob))
+      throw_error(SPARSE_ERR_FORMAT, "file ", path, ": ", format->name,
+                  "-compressed data, which is not read (text is read as raw bytes, from a zip "
+                  "archive of one file or from gzip); decompress it first (",
+                  with_file(format->decompress, path), ") and give the decompressed file");
   if (is_zip(blob)) {
     const View archive = whole(blob);
     const std::vector<ZipEntry> entries = zip_entries(archive.data, archive.size, path);
@@ -125,9 +147,26 @@ SourcePtr open_text(const std::string& path, Split split, int64_t seq_len, bool 
     TempFileSink sink(path + " (member " + entry->name + ")");
     bytes = zip_member(archive, *entry, path, sink, [&] { return sink.finish(); });
     what = path + " (member " + entry->name + ")";
+  } else if (is_gzip(blob->data(), blob->size())) {
+    // Inflated once into an unlinked temporary file; the trailers (CRC-32 and length of each
+    // member) are checked on the way.
+    what = path + " (inflated from gzip)";
+    GzipStream gz(blob->data(), blob->size(), path);
+    TempFileSink sink(what);
+    std::vector<uint8_t> buffer(size_t{1} << 20);
+    for (size_t n; (n = gz.read(buffer.data(), buffer.size())) > 0;) {
+      sink.write(buffer.data(), n);
+      if (enwik8 && sink.written() > kEnwik8Bytes)
+        throw_error(SPARSE_ERR_FORMAT, "file ", path,
+                    ": inflates to more than enwik8's 100000000 bytes");
+    }
+    bytes = whole(sink.finish());
   } else {
     bytes = whole(blob);
   }
+  if (is_tar(bytes))
+    throw_error(SPARSE_ERR_FORMAT, "file ", what,
+                ": a tar archive, not text (extract the file to read: tar -xf ", path, ")");
   if (bytes.size == 0) throw_error(SPARSE_ERR_FORMAT, "file ", what, ": empty (expected text bytes)");
   if (enwik8 && bytes.size > kEnwik8Bytes)
     throw_error(SPARSE_ERR_FORMAT, "file ", what, ": ", bytes.size,

@@ -75,7 +75,7 @@ case $mode in
     for ck in cpu cuda; do
       for be in cpu cuda; do
         "$repro" eval --checkpoint "$work/$ck.safetensors" --sequences 2 --backend "$be" \
-          > "$work/eval_${ck}_on_$be.json" || { echo "FAIL: eval of $ck on $be"; status=1; }
+          --json > "$work/eval_${ck}_on_$be.json" || { echo "FAIL: eval of $ck on $be"; status=1; }
       done
       python3 "$here/compare_runs.py" --logs "$work/cpu.jsonl" "$work/cpu.jsonl" \
         --evals "$work/eval_${ck}_on_cpu.json" "$work/eval_${ck}_on_cuda.json" | tail -1 ||

@@ -1,14 +1,23 @@
 #!/usr/bin/env python3
 """Installs the build into a temporary DESTDIR, then compiles and runs a C program against it
-using only `pkg-config` (shared and static), as a user of the installed library would."""
+using only `pkg-config` (shared and static), as a user of the installed library would.
+
+Exit 77 (SKIP), with a line saying which, when pkg-config or the C compiler ($CC, else cc) is not
+installed."""
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 
 build_dir, source, sanitize = sys.argv[1], sys.argv[2], sys.argv[3]
-cc = os.environ.get("CC", "cc")
+cc = shlex.split(os.environ.get("CC") or "cc")
+for tool in ("pkg-config", cc[0]):
+    if shutil.which(tool) is None:
+        print(f"SKIP: {tool} is not installed: the installed library cannot be linked through "
+              "pkg-config here")
+        sys.exit(77)
 extra = [] if sanitize in ("", "none") else ["-fsanitize=" + sanitize]
 
 with tempfile.TemporaryDirectory() as tmp:
@@ -34,7 +43,7 @@ with tempfile.TemporaryDirectory() as tmp:
     cflags, libs = pkg("--cflags"), pkg("--libs")
     libdir = pkg("--variable=libdir")[0]
     exe = os.path.join(tmp, "consumer")
-    cmd = [cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", *extra, source, "-o", exe,
+    cmd = [*cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", *extra, source, "-o", exe,
            *cflags, *libs]
     print(" ".join(cmd))
     subprocess.run(cmd, check=True)

@@ -6,9 +6,10 @@ value, before any work (no CLI11 "Value 0 not in range 0.000000 to 1797...", no 
 names such as `count`, no std::bad_alloc); a misspelt subcommand names the closest one.
 Fixable errors name the fix, and the fix works: a text split shorter than one sequence names a
 --seq-len that fits (the same command with it then runs), a single CIFAR-10 record file names
---eval-split train. Output: train prints one line for a person (held-out bits/dim, the
-checkpoint), --json the summary; eval without --data takes the checkpoint's own data; a quick main
-job refuses a folder holding a real run's results; sample PNGs are enlarged by nearest neighbour
+--eval-split train. Output: train, eval and sample print one line for a person (train and eval:
+bits/dim, the split, the checkpoint; sample: the file, its format, the tokens), --json the JSON
+with the same figures; eval without --data takes the checkpoint's own data; a quick main job
+refuses a folder holding a real run's results; sample PNGs are enlarged by nearest neighbour
 (checked against the raw tokens)."""
 import json
 import os
@@ -177,6 +178,36 @@ def check_fixable(tmp):
 png_pixels = read_gray_png
 
 
+# The one-line summaries of train, eval and sample, and their --json: (arguments, with {M} the
+# text model (seq_len 64), {I} the 16 x 8 image model, {X} a text file, {T} the temporary
+# folder; words the line must contain; fields the JSON must have). The line's figure must equal
+# the JSON's, printed to 4 decimals.
+OUTPUT_CASES = [
+    (["eval", "--checkpoint", "{M}", "--sequences", "2", "--threads", "1"],
+     ["bits/dim", "the test split of synthetic_text", "2 sequences of 64", "checkpoint {M}"],
+     {"split": "test", "sequences": 2, "seq_len": 64, "data": "synthetic_text"}),
+    (["eval", "--checkpoint", "{M}", "--data", "text:{X}", "--split", "valid", "--sequences", "3",
+      "--threads", "1"],
+     ["bits/dim", "the valid split of text:{X}", "3 sequences of 64", "checkpoint {M}"],
+     {"split": "valid", "sequences": 3, "data": "text:{X}"}),
+    (["eval", "--checkpoint", "{M}", "--data", "text:{X}", "--min-context", "48", "--bytes",
+      "256", "--threads", "1"],
+     ["bits/byte", "the test split of text:{X}", "256 bytes from byte 0",
+      "windows of 64 with stride 16", "at least 48 bytes of context", "checkpoint {M}"],
+     {"protocol": "sliding", "stride": 16, "bytes": 256, "windows": 13}),
+    (["sample", "--checkpoint", "{M}", "--out", "{T}/s.txt", "--length", "16", "--threads", "1"],
+     ["wrote {T}/s.txt", "raw bytes", "16 tokens", "temperature 1", "seed 1", "checkpoint {M}"],
+     {"out": "{T}/s.txt", "tokens": 16, "format": "raw bytes"}),
+    (["sample", "--checkpoint", "{M}", "--out", "{T}/s.wav", "--length", "32", "--seed", "5",
+      "--threads", "1"],
+     ["wrote {T}/s.wav", "wav, 12 kHz mono 16-bit", "32 tokens", "seed 5"],
+     {"tokens": 32, "seed": 5}),
+    (["sample", "--checkpoint", "{I}", "--out", "{T}/s.png", "--threads", "1"],
+     ["wrote {T}/s.png", "png 16x8x1, each token 16x16 pixels", "128 tokens"],
+     {"tokens": 128}),
+]
+
+
 def check_outputs(tmp):
     m = os.path.join(tmp, "m.safetensors")
     r = run(["train", *tiny("--steps", "2", "--checkpoint", m)])
@@ -186,22 +217,51 @@ def check_outputs(tmp):
     assert "{" not in line, line
     s = json.loads(run(["train", *TINY, "--steps", "2", "--json"]).stdout)
     assert s["steps"] == 2 and s["checkpoint"] is None, s
-    # eval without --data: the checkpoint's data (its run record), equal to giving it.
-    e = run(["eval", "--checkpoint", m, "--sequences", "2", "--threads", "1"])
-    assert e.returncode == 0, e.stderr
-    given = run(["eval", "--checkpoint", m, "--sequences", "2", "--threads", "1", "--data",
-                 "synthetic_text", "--data-seq-len", "64"])
-    assert json.loads(e.stdout) == json.loads(given.stdout), (e.stdout, given.stdout)
-    os.remove(m + ".run.json")
-    refused(["eval", "--checkpoint", m], "--data", "run record")
-    # Sample PNG: 16 x 8 tokens, enlarged 16 times by default, or --scale K; each pixel is the
-    # token at (y // K, x // K) of the raw sample with the same seed.
     img = os.path.join(tmp, "img.safetensors")
     r = run(["train", "--preset", "cifar10-small", "--data", "synthetic_image", "--image-width",
              "16", "--image-height", "8", "--stride", "16", "--block", "16", "--steps", "1",
              "--quiet", "--eval-sequences", "1", "--layers", "1", "--checkpoint", img,
              "--threads", "1"])
     assert r.returncode == 0, r.stderr
+    names = {"{M}": m, "{I}": img, "{X}": text_file(tmp, 20000), "{T}": tmp}
+
+    def fill(x):
+        if isinstance(x, str):
+            for k, v in names.items():
+                x = x.replace(k, v)
+        return x
+
+    for args, words, fields in OUTPUT_CASES:
+        args = [fill(a) for a in args]
+        shown = " ".join(args)
+        r = run(args)
+        assert r.returncode == 0, f"{shown}: {r.stderr}"
+        line = r.stdout.strip()
+        assert len(line.splitlines()) == 1 and "{" not in line, f"{shown}: {r.stdout!r}"
+        for w in words:
+            assert fill(w) in line, f"{shown}: {fill(w)!r} not in {line!r}"
+        j = run([*args, "--json"])
+        assert j.returncode == 0, f"{shown} --json: {j.stderr}"
+        result = json.loads(j.stdout)
+        for k, v in fields.items():
+            assert result[k] == fill(v), f"{shown} --json: {k} = {result[k]!r}, expected {v!r}"
+        figure = result.get("bits_per_dim", result.get("bits_per_byte"))
+        if figure is not None:
+            assert f"{figure:.4f}" in line, f"{shown}: {figure:.4f} (the JSON's) not in {line!r}"
+        if args[0] == "sample":
+            assert os.path.getsize(result["out"]) > 0, result
+    print(f"ok: {len(OUTPUT_CASES) + 1} one-line summaries (train, eval, sample) and their --json")
+
+    # eval without --data: the checkpoint's data (its run record), equal to giving it.
+    e = run(["eval", "--checkpoint", m, "--sequences", "2", "--threads", "1", "--json"])
+    assert e.returncode == 0, e.stderr
+    given = run(["eval", "--checkpoint", m, "--sequences", "2", "--threads", "1", "--data",
+                 "synthetic_text", "--data-seq-len", "64", "--json"])
+    assert json.loads(e.stdout) == json.loads(given.stdout), (e.stdout, given.stdout)
+    os.remove(m + ".run.json")
+    refused(["eval", "--checkpoint", m], "--data", "run record")
+    # Sample PNG: 16 x 8 tokens, enlarged 16 times by default, or --scale K; each pixel is the
+    # token at (y // K, x // K) of the raw sample with the same seed.
     raw = os.path.join(tmp, "s.bin")
     assert run(["sample", "--checkpoint", img, "--out", raw, "--seed", "3", "--threads",
                 "1"]).returncode == 0

@@ -76,10 +76,10 @@ def check_sliding(tmp):
     test = data[lo:hi]
     whole = len(test) // 32 * 32
     plain = run_json("eval", "--checkpoint", model, "--data", "text:" + path, "--split", "test",
-                     "--sequences", "100000", "--threads", "1")
+                     "--sequences", "100000", "--threads", "1", "--json")
     assert plain["sequences"] * 32 == whole, (plain, whole)
     same = run_json("eval", "--checkpoint", model, "--data", "text:" + path, "--split", "test",
-                    "--sliding", "32", "--bytes", str(whole), "--threads", "1")
+                    "--sliding", "32", "--bytes", str(whole), "--threads", "1", "--json")
     assert same["bytes"] == whole and same["windows"] == whole // 32, same
     assert abs(same["bits_per_byte"] - plain["bits_per_dim"]) < 1e-6 * plain["bits_per_dim"], \
         (same, plain)
@@ -89,7 +89,7 @@ def check_sliding(tmp):
     offset, length = 100, len(test) - 100 - 7  # a range that ends mid-stride
     slide = run_json("eval", "--checkpoint", model, "--data", "text:" + path, "--split", "test",
                      "--min-context", "24", "--offset", str(offset), "--bytes", str(length),
-                     "--threads", "1", "--batch", "3")
+                     "--threads", "1", "--batch", "3", "--json")
     assert math.isfinite(slide["bits_per_byte"]) and slide["bytes"] == length, slide
     if sanitized:
         print("ok: sliding evaluation (stride n = plain); sanitized build: the comparison "

@@ -77,7 +77,7 @@ with tempfile.TemporaryDirectory() as out:
     assert proc.returncode == 0, proc.stderr
     assert open(os.path.join(out, "main_job.md")).read() == md, "report changed main_job.md"
     assert open(os.path.join(out, "bpd.md")).read() == bpd_md, "report changed bpd.md"
-    for key in ("commit", "date_utc", "cpu", "command", "library"):
+    for key in ("commit", "date_utc", "cpu", "command", "library", "load_average_1min"):
         assert key in job["provenance"], f"provenance lacks {key}"
     entropy = job["synthetic_exact_entropy"]
     assert 0 < entropy < 4, f"16-level source entropy {entropy} out of (0, 4)"

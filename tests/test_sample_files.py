@@ -33,7 +33,7 @@ with tempfile.TemporaryDirectory() as tmp:
     paths = {ext: os.path.join(tmp, "s" + ext) for ext in (".bin", ".png", ".wav")}
     for ext, path in paths.items():
         run("sample", "--checkpoint", model, "--out", path, "--seed", "7", "--threads", "1",
-            "--scale", "1")
+            "--scale", "1", "--json")
     tokens = open(paths[".bin"], "rb").read()
     assert len(tokens) == 128, len(tokens)
     assert png_pixels(paths[".png"]) == tokens, "PNG pixels differ from the raw sample"

@@ -382,7 +382,7 @@ def markdown(payload):
     md.append("Headline: libsparse against the fastest PyTorch implementation of the same model "
               "(dense attention with the pattern as a mask) measured in this run.\n")
     md.append("| preset | n | libsparse tokens/s | fastest PyTorch, same model | tokens/s | "
-              "**ratio** | target (issue 5) |")
+              "**ratio** | target |")
     md.append("|---|---|---|---|---|---|---|")
     for r in results:
         o = r["runs"]["libsparse"]
@@ -459,7 +459,7 @@ def markdown(payload):
               "RSS: ru_maxrss of each whole process (wait4), including libraries and, for PyTorch, "
               "the masks and the framework (`sparse-repro info` alone peaks at "
               f"{mb(payload['provenance']['sparse_repro_info_peak_rss_bytes'])} MB: this build "
-              "loads the CUDA runtime). The recomputation target (issue 5) is one residual "
+              "loads the CUDA runtime). The recomputation target is one residual "
               "stream per layer plus one layer's working set; the excess column is what the "
               "recompute peak holds beyond the N + 1 residual streams, in units of one stream "
               "(B n d fp32), to compare with one layer's cached activations (counted from the "

@@ -6,11 +6,13 @@ variants. Contents follow closed-form rules that the C++ tests recompute:
   CIFAR-10 record g (global index over data_batch_1..5, then test_batch from 1000):
       label = (7 g + 3) % 10, plane byte (c, p) = (g * 31 + c * 101 + p * 7) % 256
   ImageNet image g: plane byte (c, p) = (g * 13 + c * 59 + p * 5) % 256, label = 1 + (g * 37) % 1000
-  text.bin: byte i = (i * 7 + i // 13) % 256
+  text.bin: byte i = (i * 7 + i // 13) % 256 (also gzip-compressed: text.bin.gz, two-members.bin.gz)
   enwik8.zip: 100,000,000 bytes, byte i = (i // 1,000,000) % 256
 """
+import bz2
 import gzip
 import io
+import lzma
 import math
 import os
 import shutil
@@ -161,6 +163,25 @@ html = b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n<body
 open(path("text/html/enwik8.zip"), "wb").write(html + b"</body></html>\n")
 open(path("text/html/enwik8.ZIP"), "wb").write(b"")
 open(path("text/enwik8.gz"), "wb").write(gzip.compress(b"<mediawiki>" * 1000, mtime=0))
+# The text as gzip (one member; two members split mid-way), read as the text it inflates to, and
+# with a damaged trailer. Other compressed formats and tar archives are refused: bzip2 and xz
+# written by Python's bz2 and lzma, zstd and 7-Zip by their signatures (all the reader looks at).
+gz = gzip.compress(text, mtime=0)
+open(path("text/text.bin.gz"), "wb").write(gz)
+open(path("text/two-members.bin.gz"), "wb").write(gzip.compress(text[:500], mtime=0) +
+                                                  gzip.compress(text[500:], mtime=0))
+assert gzip_ok("text/text.bin.gz") and gzip_ok("text/two-members.bin.gz")
+assert gzip.decompress(open(path("text/two-members.bin.gz"), "rb").read()) == text
+damaged("text/bad-crc.bin.gz", flip(gz, len(gz) - 8))
+open(path("text/text.bin.bz2"), "wb").write(bz2.compress(text))
+open(path("text/text.bin.xz"), "wb").write(lzma.compress(text))
+open(path("text/text.bin.zst"), "wb").write(b"\x28\xb5\x2f\xfd" + text[:64])
+open(path("text/text.bin.7z"), "wb").write(b"7z\xbc\xaf\x27\x1c" + text[:64])
+for name, mode in (("text/text.tar", "w"), ("text/text.tar.gz", "w:gz")):
+    with tarfile.open(path(name), mode) as t:
+        info = tarfile.TarInfo("text.bin")
+        info.size = len(text)
+        t.addfile(info, io.BytesIO(text))
 
 
 # Zip members whose local header disagrees with the central directory: the name (Python's zipfile

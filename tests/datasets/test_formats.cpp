@@ -182,7 +182,11 @@ TEST_CASE("text: split rule and windows") {
   } cases[] = {{SPARSE_SPLIT_TRAIN, 0, 917}, {SPARSE_SPLIT_VALID, 917, 968},
                {SPARSE_SPLIT_TEST, 968, 1019}};
   for (const Case& c : cases) {
-    for (const char* path : {"text/text.bin", "text/one-member.zip"}) {
+    for (const char* path :
+         {"text/text.bin", "text/one-member.zip", "text/text.bin.gz", "text/two-members.bin.gz"}) {
+#if !SPARSE_HAVE_ZLIB
+      if (std::string(path).find(".gz") != std::string::npos) continue;
+#endif
       INFO(path, " split ", int(c.split));
       Opened o(SPARSE_DATASET_TEXT, fx(path), c.split, 10);
       REQUIRE(o.status == SPARSE_OK);
@@ -250,12 +254,44 @@ TEST_CASE("enwik8 and text: a file named .zip must be a zip; local headers must 
                {"local-name.zip", "notes.txt", "disagrees with the central directory"}, 100);
   expect_error(SPARSE_DATASET_TEXT, fx("text/local-crc.zip"), SPARSE_SPLIT_TRAIN, F,
                {"local-crc.zip", "disagrees with the central directory"}, 100);
-  // enwik8 is plain text: a gzip copy is refused; `text` reads any file that is neither zip-named
-  // nor zip-signed as raw bytes.
-  expect_error(SPARSE_DATASET_ENWIK8, fx("text/enwik8.gz"), SPARSE_SPLIT_TRAIN, F,
-               {"enwik8.gz", "gzip-compressed"}, 100);
-  Opened raw(SPARSE_DATASET_TEXT, fx("text/enwik8.gz"), SPARSE_SPLIT_TRAIN, 4);
-  CHECK(raw.status == SPARSE_OK);
+}
+
+TEST_CASE("enwik8 and text: gzip is read as the text it holds, other compressed formats refused") {
+  const auto F = SPARSE_ERR_FORMAT;
+  for (auto kind : {SPARSE_DATASET_ENWIK8, SPARSE_DATASET_TEXT}) {
+#if SPARSE_HAVE_ZLIB
+    // "<mediawiki>" x 1000 = 11,000 bytes: the train split's 9,900 are 900 sequences of 11.
+    Opened gz(kind, fx("text/enwik8.gz"), SPARSE_SPLIT_TRAIN, 11);
+    INFO(gz.error);
+    REQUIRE(gz.status == SPARSE_OK);
+    CHECK(gz.size() == 900);
+    for (int64_t i : {int64_t{0}, int64_t{899}}) {
+      const std::vector<uint8_t> v = gz.seq(i);
+      CHECK(std::string(v.begin(), v.end()) == "<mediawiki>");
+    }
+    expect_error(kind, fx("text/bad-crc.bin.gz"), SPARSE_SPLIT_TRAIN, F,
+                 {"bad-crc.bin.gz", "CRC-32", "gzip trailer"}, 10);
+    expect_error(kind, fx("text/text.tar.gz"), SPARSE_SPLIT_TRAIN, F,
+                 {"text.tar.gz (inflated from gzip)", "tar archive", "tar -xf"}, 10);
+#else
+    expect_error(kind, fx("text/enwik8.gz"), SPARSE_SPLIT_TRAIN, SPARSE_ERR_UNSUPPORTED,
+                 {"enwik8.gz", "zlib"}, 11);
+#endif
+    // Refused with the format and the command that decompresses the file, never read as bytes.
+    const struct {
+      const char* file;
+      const char* format;
+      const char* command;
+    } refused[] = {{"text.bin.bz2", "bzip2-compressed", "bunzip2 -k "},
+                   {"text.bin.xz", "xz-compressed", "unxz -k "},
+                   {"text.bin.zst", "zstd-compressed", "unzstd "},
+                   {"text.bin.7z", "7-Zip-compressed", "7z x "},
+                   {"text.tar", "a tar archive", "tar -xf "}};
+    for (const auto& r : refused) {
+      const std::string p = fx(std::string("text/") + r.file);
+      expect_error(kind, p, SPARSE_SPLIT_TRAIN, F, {p, r.format, std::string(r.command) + p}, 10);
+    }
+  }
 }
 
 namespace {
@@ -467,6 +503,39 @@ TEST_CASE("audio: integrity fields of Ogg pages and FLAC frames and MD5") {
       CHECK((e.find("corrupt Ogg data") != std::string::npos ||
              e.find("truncated Ogg") != std::string::npos));
     }
+    // More than one logical stream: libsndfile decodes only the first, so the rest would be lost.
+    // Chained: two recordings one after the other (the second begins where the first file
+    // ended); grouped: the second stream's first page right after the first's.
+    const std::string other = fx("audio/integrity/other.") + kind;
+    write_tone(other,
+               (std::string(kind) == "ogg" ? SF_FORMAT_VORBIS : SF_FORMAT_OPUS) | SF_FORMAT_OGG,
+               48000, 1);
+    const std::vector<char> second = bytes_of(other);
+    b = good;
+    b.insert(b.end(), second.begin(), second.end());
+    write_bytes(fx("audio/integrity/chained.") + kind, b);
+    e = decode_error(fx("audio/integrity/chained.") + kind);
+    INFO(e);
+    CHECK(e.find(std::string("chained.") + kind) != std::string::npos);
+    CHECK(e.find("a chained Ogg file") != std::string::npos);
+    CHECK(e.find("second logical stream begins at byte " + std::to_string(good.size())) !=
+          std::string::npos);
+    // An Ogg page: 27-byte header, then as many lacing values as byte 26 says, then their sum.
+    const auto page_size = [](const std::vector<char>& v, size_t at) {
+      REQUIRE(std::string(v.begin() + at, v.begin() + at + 4) == "OggS");
+      const size_t segments = static_cast<uint8_t>(v[at + 26]);
+      size_t size = 27 + segments;
+      for (size_t i = 0; i < segments; ++i) size += static_cast<uint8_t>(v[at + 27 + i]);
+      return size;
+    };
+    const size_t first_page = page_size(good, 0);
+    b = good;
+    b.insert(b.begin() + first_page, second.begin(), second.begin() + page_size(second, 0));
+    write_bytes(fx("audio/integrity/grouped.") + kind, b);
+    e = decode_error(fx("audio/integrity/grouped.") + kind);
+    CHECK(e.find(std::string("grouped.") + kind) != std::string::npos);
+    CHECK((e.find("a grouped (multiplexed) Ogg file") != std::string::npos ||
+           e.find("not a readable audio file") != std::string::npos));
   }
 
   // FLAC: a damaged frame fails its CRC-16; a STREAMINFO MD5 that does not match the decoded

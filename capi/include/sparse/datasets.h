@@ -7,6 +7,8 @@
  * - CIFAR10: cifar-10-binary.tar.gz, its extracted folder, or one file of 3073-byte records;
  *   3072 tokens per image (32x32, raster order, channel innermost); train 48k / valid 2k / test 10k;
  * - ENWIK8: enwik8 or enwik8.zip; bytes split 90M / 5M / 5M; TEXT: any raw byte file, same rule;
+ *   both also read a zip of one file or a gzip file as the text it holds (bzip2, xz, zstd, 7-Zip
+ *   and tar files are refused with SPARSE_ERR_FORMAT, naming the command that unpacks them);
  * - IMAGENET64: folder of downsampled-ImageNet npz batches (train_data_batch_<k>.npz, val_data.npz
  *   as the test split) or one .npz; 12288 tokens per image;
  * - AUDIO: folder of recordings (split by file) or one recording (split in time: train, valid,
