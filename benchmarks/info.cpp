@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "sparse/experimental.h"
 #include "sparse/sparse.h"
 
 namespace repro {
@@ -13,10 +14,17 @@ void print_info() {
   int devices = 0;
   sparse_cuda_device_count(&devices);
   for (sparse_backend b : {SPARSE_BACKEND_CPU, SPARSE_BACKEND_CUDA}) {
-    int available = 0;
+    int available = 0, compiled = 0;
+    const char* reason = "";
     sparse_backend_available(b, &available);
-    std::printf("backend %-4s: %s\n", sparse_backend_name(b),
-                available ? "available" : "not available on this machine");
+    sparse_experimental_backend_status(b, &compiled, &reason);
+    if (available)
+      std::printf("backend %-4s: available\n", sparse_backend_name(b));
+    else if (!compiled)
+      std::printf("backend %-4s: not compiled into this build\n", sparse_backend_name(b));
+    else
+      std::printf("backend %-4s: compiled in, not available on this machine: %s\n",
+                  sparse_backend_name(b), reason);
   }
   std::printf("CUDA devices: %d\n", devices);
 }

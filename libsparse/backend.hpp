@@ -126,11 +126,16 @@ std::string unsupported_model_ops(const Backend& backend, sparse_dtype dtype);
 // reaches reference_cpu/. num_threads == 0 means all hardware threads.
 std::unique_ptr<Backend> make_cpu_backend(int num_threads, uint64_t seed);
 
-// libsparse/cuda/ (or libsparse/cuda_stub.cpp in builds without CUDA, which throws
-// SPARSE_ERR_UNSUPPORTED). `stream` is a cudaStream_t or nullptr.
+// libsparse/cuda/ in the static library and the CUDA module; in libsparse.so the loader of
+// that module (libsparse/cuda_loader.cpp); libsparse/cuda_stub.cpp in builds without CUDA, which
+// throws SPARSE_ERR_UNSUPPORTED. `stream` is a cudaStream_t or nullptr.
 std::unique_ptr<Backend> make_cuda_backend(int device_index, void* stream, uint64_t seed);
-// Number of usable CUDA devices; 0 without CUDA support, a driver or a device. Never throws.
+// Number of usable CUDA devices; 0 without CUDA support, a driver, a device or (libsparse.so)
+// a loadable CUDA module. Never throws.
 int cuda_device_count() noexcept;
+// Why the CUDA backend cannot run here (no CUDA in this build, the module or the CUDA libraries
+// cannot be loaded, no driver, no device); empty when cuda_device_count() > 0.
+std::string cuda_unavailable_reason();
 // Whether this library was compiled with the CUDA backend.
 bool cuda_compiled() noexcept;
 

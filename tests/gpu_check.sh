@@ -8,8 +8,9 @@
 # 1. Here (no GPU needed), once per commit:
 #      tests/gpu_check.sh pack
 #    builds build-gpu-pack/ (-Dcuda=enabled -Dgpu_arch=90 -Dnative=false) and copies the two CUDA
-#    test programs, sparse-repro, libsparse.so.0 and the non-system shared libraries they need into
-#    .gpu-pack/ (git-ignored, a few MiB). The GPU machine has CUDA (runtime, cuBLAS,
+#    test programs, sparse-repro, libsparse.so.0, the CUDA backend module libsparse_cuda.so (next
+#    to the library, where it loads it from), the NCCL reducer module (next to sparse-repro) and
+#    the non-system shared libraries they need into .gpu-pack/ (git-ignored, a few MiB). The GPU machine has CUDA (runtime, cuBLAS,
 #    compute-sanitizer) and PyTorch, but no Eigen, doctest, CLI11, nlohmann-json or libsndfile:
 #    nothing is built there.
 # 2. The device tool, first thing in a session that has a GPU (about 7 minutes):
@@ -58,19 +59,21 @@ pack() {
   grep -q "cuda on (sm_90)" "$pack_build/sparse_config.h" ||
     { echo "pack: $pack_build is not a CUDA build for sm_90 (see $pack_build/sparse_config.h)" >&2; exit 1; }
   local targets=(tests/test_cuda_backend tests/test_cuda_attention benchmarks/sparse-repro)
-  ninja -C "$pack_build" -j"${PACK_JOBS:-2}" "${targets[@]}" ||
+  # The modules libsparse.so and sparse-repro load with dlopen, each from its own folder.
+  local modules=(libsparse_cuda.so benchmarks/libsparse_repro_nccl.so)
+  ninja -C "$pack_build" -j"${PACK_JOBS:-2}" "${targets[@]}" "${modules[@]}" ||
     { echo "pack: build failed" >&2; exit 1; }
   rm -rf "$pack_dir"
   mkdir -p "$pack_dir/tests" "$pack_dir/benchmarks" "$pack_dir/lib"
   local t
-  for t in "${targets[@]}"; do cp "$pack_build/$t" "$pack_dir/$t"; done
+  for t in "${targets[@]}" "${modules[@]}"; do cp "$pack_build/$t" "$pack_dir/$t"; done
   # One real file under the soname (links do not come back from the GPU machine, and the
   # binaries' RUNPATH is $ORIGIN/..).
   cp -L "$pack_build"/libsparse.so.[0-9] "$pack_dir/"
   # The non-system libraries the binaries load (OpenMP, libsndfile and its codecs, zlib, ...);
   # `run` links only those the GPU machine lacks into its library path.
   local libs
-  libs=$(for t in "${targets[@]}" libsparse.so.[0-9]; do ldd "$pack_build"/$t; done |
+  libs=$(for t in "${targets[@]}" "${modules[@]}" libsparse.so.[0-9]; do ldd "$pack_build"/$t; done |
          awk '$2 == "=>" && $3 ~ /^\// {print $1 " " $3}' | sort -u)
   while read -r name path; do
     [[ -n $name ]] || continue
@@ -78,8 +81,9 @@ pack() {
     is_system_lib "$name" && continue
     cp -L "$path" "$pack_dir/lib/$name"
   done <<< "$libs"
-  # sparse-repro links NCCL (SPARSE_REDUCER=nccl); where the GPU machine lacks libnccl.so.2, `run`
-  # loads this stub instead so that every other step still starts (the NCCL step is skipped).
+  # sparse-repro's NCCL module links NCCL (SPARSE_REDUCER=nccl); where the GPU machine lacks
+  # libnccl.so.2, `run` puts this stub on the library path, so the NCCL step fails with the
+  # stub's message rather than a missing library.
   mkdir -p "$pack_dir/nccl-stub"
   gcc -shared -fPIC -O2 -Wall -Wextra -Werror -I/usr/local/cuda/include \
     -Wl,-soname,libnccl.so.2 -o "$pack_dir/nccl-stub/libnccl.so.2" tests/gpu_nccl_stub.c ||
@@ -151,7 +155,7 @@ for d in site.getsitepackages() + [site.getusersitepackages()]:
   local site
   site=$(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null) || site=""
   for dir in $site; do [[ -d $dir/nvidia ]] && roots+=("$dir/nvidia"); done
-  for name in $(LD_LIBRARY_PATH=$path ldd "$pack_dir/libsparse.so."[0-9] "$pack_dir"/tests/* "$pack_dir"/benchmarks/* 2>/dev/null |
+  for name in $(LD_LIBRARY_PATH=$path ldd "$pack_dir/libsparse.so."[0-9] "$pack_dir/libsparse_cuda.so" "$pack_dir"/tests/* "$pack_dir"/benchmarks/* 2>/dev/null |
                 awk '/not found/ {print $1}' | sort -u); do
     dir=$(find "${roots[@]}" -name "$name" 2>/dev/null | head -1)
     [[ -n $dir ]] && path="$path:$(dirname "$dir")"
@@ -181,7 +185,7 @@ provenance() {
   echo "SPARSE_REQUIRE_GPU: $SPARSE_REQUIRE_GPU"
   echo "NCCL: libnccl.so.2 $SPARSE_NCCL"
   echo "--- ldd"
-  ldd "$pack_dir/libsparse.so."[0-9] "$pack_dir/tests/test_cuda_attention" 2>&1
+  ldd "$pack_dir/libsparse.so."[0-9] "$pack_dir/libsparse_cuda.so" "$pack_dir/tests/test_cuda_attention" 2>&1
 }
 
 # Globals used by step and the exit trap.

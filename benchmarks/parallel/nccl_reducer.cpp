@@ -1,16 +1,15 @@
-// The NCCL reducer (see reducer.hpp).
+// The NCCL reducer (see reducer.hpp): the module libsparse_repro_nccl.so, which sparse-repro
+// loads with dlopen (nccl_loader.cpp) so that it starts without NCCL and the CUDA runtime.
 #include <cuda_runtime.h>
 #include <nccl.h>
 
 #include <cstring>
 #include <string>
 
+#include "parallel/nccl_module.hpp"
 #include "parallel/reducer.hpp"
 
 namespace repro {
-
-bool nccl_compiled() noexcept { return true; }
-
 namespace {
 
 void check_nccl(ncclResult_t r, const char* what) {
@@ -27,7 +26,6 @@ class NcclReducer final : public GradientReducer {
  public:
   NcclReducer(std::shared_ptr<GradientReducer> bootstrap, int device)
       : bootstrap_(std::move(bootstrap)) {
-    if (bootstrap_ == nullptr) bootstrap_ = make_single_process_reducer();
     rank_ = bootstrap_->rank();
     size_ = bootstrap_->size();
     check_cuda(cudaSetDevice(device), "cudaSetDevice");
@@ -74,11 +72,15 @@ class NcclReducer final : public GradientReducer {
   cudaStream_t stream_ = nullptr;
 };
 
-}  // namespace
-
-std::unique_ptr<GradientReducer> make_nccl_reducer(std::shared_ptr<GradientReducer> bootstrap,
-                                                   int device) {
-  return std::make_unique<NcclReducer>(std::move(bootstrap), device);
+GradientReducer* make_reducer(std::shared_ptr<GradientReducer> bootstrap, int device) {
+  return new NcclReducer(std::move(bootstrap), device);
 }
 
+const NcclModule kModule = {sizeof(NcclModule), kNcclModuleInterface, make_reducer};
+
+}  // namespace
 }  // namespace repro
+
+extern "C" __attribute__((visibility("default"))) const repro::NcclModule* repro_nccl_module(void) {
+  return &repro::kModule;
+}

@@ -235,4 +235,19 @@ SPARSE_API sparse_status sparse_experimental_write_file_atomic(const char* path,
   });
 }
 
+SPARSE_API sparse_status sparse_experimental_backend_status(sparse_backend backend, int* compiled,
+                                                            const char** reason) {
+  thread_local std::string reason_text;
+  if (reason != nullptr) *reason = "";
+  return sparse::capi::guard(__func__, [&] {
+    const int b = sparse::enum_value(backend);
+    sparse::require(b == SPARSE_BACKEND_AUTO || b == SPARSE_BACKEND_CPU || b == SPARSE_BACKEND_CUDA,
+                    "unknown backend value ", b);
+    const bool cuda = b == SPARSE_BACKEND_CUDA;
+    if (compiled != nullptr) *compiled = cuda ? sparse::cuda_compiled() : 1;
+    reason_text = cuda ? sparse::cuda_unavailable_reason() : std::string();
+    if (reason != nullptr) *reason = reason_text.c_str();
+  });
+}
+
 }  // extern "C"

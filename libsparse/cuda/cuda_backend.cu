@@ -241,12 +241,22 @@ int cuda_device_count() noexcept {
 
 bool cuda_compiled() noexcept { return true; }
 
+std::string cuda_unavailable_reason() {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return std::string("no CUDA device is present (cudaGetDeviceCount: ") + cudaGetErrorString(e) +
+           ")";
+  }
+  return count > 0 ? "" : "no CUDA device is present (no GPU visible to this process)";
+}
+
 std::unique_ptr<Backend> make_cuda_backend(int device_index, void* stream, uint64_t) {
   const int count = cuda_device_count();
   if (count == 0)
-    throw_error(SPARSE_ERR_UNSUPPORTED,
-                "the CUDA backend was requested but no CUDA device is present (no driver or no "
-                "GPU visible to this process)");
+    throw_error(SPARSE_ERR_UNSUPPORTED, "the CUDA backend was requested but ",
+                cuda_unavailable_reason());
   if (device_index >= count)
     throw_invalid("device_index ", device_index, " is out of range: ", count,
                   " CUDA device(s) present");

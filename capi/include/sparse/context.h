@@ -29,8 +29,9 @@ SPARSE_API const char* sparse_backend_name(sparse_backend backend);
 SPARSE_API sparse_status sparse_backend_from_name(const char* name, sparse_backend* out);
 
 /* Sets *available to 1 if `backend` is compiled into this library *and* can run on this machine
- * now (for CUDA: the driver loads and at least one device is present), else 0. AUTO and CPU are
- * always available.
+ * now (for CUDA: the driver loads, at least one device is present and, in the shared library,
+ * its CUDA backend module and the CUDA libraries load), else 0. AUTO and CPU are always
+ * available. sparse_experimental_backend_status() (sparse/experimental.h) says why not.
  * Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL `available` or an unknown backend value. */
 SPARSE_API sparse_status sparse_backend_available(sparse_backend backend, int* available);
 

@@ -169,6 +169,21 @@ SPARSE_API sparse_status sparse_experimental_resolve_output_path(const char* pat
 SPARSE_API sparse_status sparse_experimental_write_file_atomic(const char* path, const char* what,
                                                                const void* data, size_t size);
 
+/* ------------------------------------------------------------------ backend status */
+
+/* Whether `backend` is compiled into this library (*compiled = 1 or 0) and, when
+ * sparse_backend_available() reports it unavailable, why (*reason): a build without it, the
+ * CUDA backend module or a CUDA library it needs that cannot be loaded (with the loader's
+ * message), no driver, no device; "" when it is available. libsparse.so keeps its CUDA backend
+ * in a module, libsparse_cuda.so, looked for in SPARSE_CUDA_MODULE (a path) when set, else next
+ * to libsparse.so, else on the library search path; it is loaded on the first context that asks
+ * for CUDA by name, or by this query or SPARSE_BACKEND_AUTO once the driver reports a device.
+ * *reason stays valid until the next call into the library on the calling thread. Either output
+ * may be NULL.
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT for an unknown backend value. */
+SPARSE_API sparse_status sparse_experimental_backend_status(sparse_backend backend,
+                                                            int* compiled, const char** reason);
+
 #ifdef __cplusplus
 }
 #endif
