@@ -141,6 +141,17 @@ class ModelOps {
   virtual void copy_rows(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, int64_t rows,
                          int64_t cols) = 0;
 
+  // Mixed precision: [w, w + n) holds the model's weights until release_weights(), and they do
+  // not change meanwhile. A backend whose matrix products take 16-bit inputs may round them once
+  // here and read that copy for every product operand lying inside the range, instead of
+  // rounding the operand at each call; products on other operands are unaffected. The defaults do
+  // nothing (the CPU's products read fp32 or fp64 operands as given).
+  virtual void hold_weights(const T* w, int64_t n) {
+    (void)w;
+    (void)n;
+  }
+  virtual void release_weights() noexcept {}
+
   // Sum of x[i]^2 accumulated in double in index order (returned to the host).
   virtual double squared_norm(const T* x, int64_t n) = 0;
   // One optimiser step on n parameters; decay [n] is 1 where weight decay applies.

@@ -238,6 +238,21 @@ class CudaModelOps final : public ModelOps<float> {
     for (double v : host) total += v;
     return total;
   }
+  void hold_weights(const float* w, int64_t n) override {
+    release_weights();
+    if (products_ == CUDA_R_32F || w == nullptr || n <= 0) return;
+    enter();
+    void* copy = weights16_.get<uint16_t>(n, s_, "cudaMalloc (16-bit weights)");
+    mk::round_to_16(w, n, products_, copy, s_);
+    held_ = w;
+    held16_ = copy;
+    held_n_ = n;
+  }
+  void release_weights() noexcept override {
+    held_ = nullptr;
+    held16_ = nullptr;
+    held_n_ = 0;
+  }
   void adam_update(float* w, const float* g, float* m, float* v, const uint8_t* decay, int64_t n,
                    const ops::AdamStep& step) override {
     enter();
@@ -258,6 +273,9 @@ class CudaModelOps final : public ModelOps<float> {
       const int64_t most = std::max({rows * in, rows * out, in * out});
       g.a16 = a16_.get<uint16_t>(most, s_, "cudaMalloc (16-bit operands)");
       g.b16 = b16_.get<uint16_t>(most, s_, "cudaMalloc (16-bit operands)");
+      g.w32 = held_;
+      g.w16 = held16_;
+      g.wn = held_n_;
     }
     return g;
   }
@@ -314,6 +332,11 @@ class CudaModelOps final : public ModelOps<float> {
   cublasHandle_t blas_;
   cudaDataType products_;
   Scratch a16_, b16_, columns_, order_, offsets_, losses_, norms_, delta_, decode_;
+  // The held weights (hold_weights) and their 16-bit copy in weights16_.
+  Scratch weights16_;
+  const float* held_ = nullptr;
+  const void* held16_ = nullptr;
+  int64_t held_n_ = 0;
   std::vector<std::unique_ptr<DeviceLists>> lists_;
 };
 

@@ -114,6 +114,7 @@ double Transformer<T>::forward(const uint8_t* host_tokens, int64_t batch, uint64
   const Dims& D = dims_;
   const int64_t rows = batch * D.n;
   const uint8_t* tokens = upload_tokens(host_tokens, rows);
+  const WeightsHeld held(*this);
   Buffer<T> h = buffer(rows * D.d), next = buffer(rows * D.d);
   embed(tokens, batch, h.data());
   for (int64_t l = 0; l < D.layers; ++l) {
@@ -146,6 +147,7 @@ double Transformer<T>::forward_backward(const uint8_t* host_tokens, int64_t batc
   const int64_t rows = batch * D.n;
   const bool recompute = config_.recompute != 0;
   const uint8_t* tokens = upload_tokens(host_tokens, rows);
+  const WeightsHeld held(*this);
   // The residual stream entering each layer, and the layer caches unless recomputing.
   std::vector<Buffer<T>> h(static_cast<size_t>(D.layers) + 1);
   std::vector<LayerCache> caches(recompute ? 0 : static_cast<size_t>(D.layers));
