@@ -15,6 +15,9 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "libsparse/error.hpp"
+#include "sparse/common.h"
+
 namespace sparse {
 
 // The operations a backend may or may not implement (Backend::supports_op()).
@@ -151,6 +154,24 @@ class ModelOps {
     (void)n;
   }
   virtual void release_weights() noexcept {}
+
+  // Mixed precision's 16-bit attention: y [n] (2-byte elements) = x rounded to `dtype`
+  // (SPARSE_DTYPE_BF16 or SPARSE_DTYPE_F16, round to nearest even), and x [n] widened back to T
+  // (exact). Only a backend whose attention takes 16-bit tensors needs them; the defaults refuse.
+  virtual void round_to_16(const T* x, int64_t n, sparse_dtype dtype, void* y) {
+    (void)x;
+    (void)n;
+    (void)y;
+    throw_error(SPARSE_ERR_UNSUPPORTED, "this backend has no 16-bit conversion (dtype ",
+                static_cast<int>(dtype), ")");
+  }
+  virtual void widen_from_16(const void* x, int64_t n, sparse_dtype dtype, T* y) {
+    (void)x;
+    (void)n;
+    (void)y;
+    throw_error(SPARSE_ERR_UNSUPPORTED, "this backend has no 16-bit conversion (dtype ",
+                static_cast<int>(dtype), ")");
+  }
 
   // Sum of x[i]^2 accumulated in double in index order (returned to the host).
   virtual double squared_norm(const T* x, int64_t n) = 0;

@@ -34,6 +34,19 @@ __global__ void to_f16_kernel(const float* __restrict__ x, int64_t n, __half* __
     y[i] = __float2half_rn(x[i]);
 }
 
+__global__ void from_bf16_kernel(const __nv_bfloat16* __restrict__ x, int64_t n,
+                                 float* __restrict__ y) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    y[i] = __bfloat162float(x[i]);
+}
+
+__global__ void from_f16_kernel(const __half* __restrict__ x, int64_t n, float* __restrict__ y) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    y[i] = __half2float(x[i]);
+}
+
 void round_16(const float* x, int64_t n, cudaDataType type, void* y, cudaStream_t s) {
   if (n == 0) return;
   if (type == CUDA_R_16BF)
@@ -116,6 +129,15 @@ void gemm_xt_dy(const GemmInputs& g, const float* x, const float* dy, int64_t ro
 
 void round_to_16(const float* x, int64_t n, cudaDataType type, void* y, cudaStream_t s) {
   round_16(x, n, type, y, s);
+}
+
+void widen_from_16(const void* x, int64_t n, cudaDataType type, float* y, cudaStream_t s) {
+  if (n == 0) return;
+  if (type == CUDA_R_16BF)
+    from_bf16_kernel<<<blocks_for(n), kBlock, 0, s>>>(static_cast<const __nv_bfloat16*>(x), n, y);
+  else
+    from_f16_kernel<<<blocks_for(n), kBlock, 0, s>>>(static_cast<const __half*>(x), n, y);
+  check_launch(type == CUDA_R_16BF ? "from_bf16_kernel" : "from_f16_kernel");
 }
 
 void add_bias(const float* b, int64_t rows, int64_t cols, float* y, cudaStream_t s) {

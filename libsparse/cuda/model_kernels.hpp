@@ -51,6 +51,8 @@ void gemm_xt_dy(const GemmInputs& g, const float* x, const float* dy, int64_t ro
 void add_bias(const float* b, int64_t rows, int64_t cols, float* y, cudaStream_t s);
 // y [n] = x rounded to `type` (CUDA_R_16BF or CUDA_R_16F), round to nearest even.
 void round_to_16(const float* x, int64_t n, cudaDataType type, void* y, cudaStream_t s);
+// y [n] = x (CUDA_R_16BF or CUDA_R_16F elements) widened to fp32 (exact).
+void widen_from_16(const void* x, int64_t n, cudaDataType type, float* y, cudaStream_t s);
 
 // model_norm.cu
 void layer_norm_forward(const float* x, const float* gamma, const float* beta, int64_t rows,

@@ -253,6 +253,14 @@ class CudaModelOps final : public ModelOps<float> {
     held16_ = nullptr;
     held_n_ = 0;
   }
+  void round_to_16(const float* x, int64_t n, sparse_dtype dtype, void* y) override {
+    enter();
+    mk::round_to_16(x, n, type_16(dtype), y, s_);
+  }
+  void widen_from_16(const void* x, int64_t n, sparse_dtype dtype, float* y) override {
+    enter();
+    mk::widen_from_16(x, n, type_16(dtype), y, s_);
+  }
   void adam_update(float* w, const float* g, float* m, float* v, const uint8_t* decay, int64_t n,
                    const ops::AdamStep& step) override {
     enter();
@@ -261,6 +269,11 @@ class CudaModelOps final : public ModelOps<float> {
 
  private:
   void enter() { check_cuda(cudaSetDevice(device_), "cudaSetDevice"); }
+  static cudaDataType type_16(sparse_dtype dtype) {
+    require(dtype == SPARSE_DTYPE_BF16 || dtype == SPARSE_DTYPE_F16, "16-bit conversion to dtype ",
+            static_cast<int>(dtype), ": expected SPARSE_DTYPE_BF16 or SPARSE_DTYPE_F16");
+    return dtype == SPARSE_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+  }
 
   // The products' inputs for operands among [rows, in], [rows, out] and [in, out]; 16-bit
   // inputs get scratch for the larger operand's rounded copy.

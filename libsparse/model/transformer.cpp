@@ -25,6 +25,7 @@ Transformer<T>::Transformer(const sparse_model_config& config, Backend* backend,
     backend_ = own_backend_.get();
   }
   const bool mixed = products != SPARSE_DTYPE_F32;
+  products_ = products;
   if (mixed && !std::is_same_v<T, float>)
     throw_error(SPARSE_ERR_UNSUPPORTED,
                 "mixed precision (16-bit matrix products) applies to the fp32 model only");

@@ -154,6 +154,9 @@ class Transformer {
   ModelLayouts layouts_;
   std::vector<std::unique_ptr<KeyListSet>> key_lists_;  // per layout, built on first use
   int weights_held_ = 0;                                // live WeightsHeld objects
+  // The matrix products' input dtype (SPARSE_DTYPE_F32, or 16 bits in mixed precision, where the
+  // fused attention also runs in 16 bits where the backend has kernels for it).
+  sparse_dtype products_ = SPARSE_DTYPE_F32;
 };
 
 extern template class Transformer<float>;

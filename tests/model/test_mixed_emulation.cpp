@@ -1,10 +1,18 @@
-// Mixed precision's weights rounded once per step (ModelOps::hold_weights), checked on the CPU
-// through a test backend whose "bf16" operations emulate 16-bit products: each product's operands
-// are rounded to bf16 and handed to the CPU's fp32 product. One variant reads weight operands from
-// the copy rounded at hold_weights, the other rounds every operand at every call (the reference).
+// Mixed precision emulated on the CPU, to check the model's plumbing without a GPU: a test
+// backend whose "bf16" operations round each product operand to bf16 and hand it to the CPU's
+// fp32 product, and whose bf16 attention widens its 16-bit tensors, runs the CPU's fp32 attention
+// and rounds the results to bf16 (what the tensor-core kernels compute, up to their internal
+// rounding).
+//
+// Weights held once per step (ModelOps::hold_weights): one variant reads weight operands from the
+// copy rounded at hold_weights, the other rounds every operand at every call (the reference).
 // Rounding is deterministic, so the two must train bit for bit alike; a copy that missed an
-// optimiser update (or that was made from other memory) would not. Also: one hold per step, micro-
-// batches included, and every weight operand lies inside the held range.
+// optimiser update (or that was made from other memory) would not.
+//
+// 16-bit attention: the model hands the backend bf16 copies of q, k, v (padded for half-size
+// heads), out and dout and widens the bf16 results; the reference run's backend offers no bf16
+// attention, so the model calls the fp32 attention, which this backend computes on operands it
+// rounds itself and whose results it rounds in place. Both must train bit for bit alike.
 #include <doctest/doctest.h>
 
 #include <cstdint>
@@ -32,9 +40,31 @@ float round_bf16(float x) {
   return x;
 }
 
+uint16_t bf16_bits(float x) {
+  const float r = round_bf16(x);
+  uint32_t b;
+  std::memcpy(&b, &r, sizeof b);
+  return static_cast<uint16_t>(b >> 16);
+}
+
+float from_bf16_bits(uint16_t h) {
+  const uint32_t b = static_cast<uint32_t>(h) << 16;
+  float x;
+  std::memcpy(&x, &b, sizeof x);
+  return x;
+}
+
 struct Counts {
   int holds = 0, releases = 0, held_operands = 0, products = 0;
+  int attention16 = 0, attention32 = 0;  // attention calls on bf16 and on fp32 tensors
 };
+
+// Elements of a [batch, heads, n, dim] view over a dense block (its strides permute the shape).
+int64_t elements(const TensorView& t) { return t.shape[0] * t.shape[1] * t.shape[2] * t.shape[3]; }
+
+// How the backend computes attention: the CPU's fp32 kernels as they are, bf16 tensors (widened,
+// computed in fp32, rounded), or fp32 tensors rounded to bf16 before and after (the reference).
+enum class Attention { Fp32, Bf16Tensors, RoundedFp32 };
 
 // The CPU's fp32 operations with bf16-rounded product operands.
 class Bf16Emulation final : public ModelOps<float> {
@@ -140,6 +170,14 @@ class Bf16Emulation final : public ModelOps<float> {
     cpu_.copy_rows(src, src_stride, dst, dst_stride, rows, cols);
   }
   double squared_norm(const float* x, int64_t n) override { return cpu_.squared_norm(x, n); }
+  void round_to_16(const float* x, int64_t n, sparse_dtype dtype, void* y) override {
+    REQUIRE(dtype == SPARSE_DTYPE_BF16);
+    for (int64_t i = 0; i < n; ++i) static_cast<uint16_t*>(y)[i] = bf16_bits(x[i]);
+  }
+  void widen_from_16(const void* x, int64_t n, sparse_dtype dtype, float* y) override {
+    REQUIRE(dtype == SPARSE_DTYPE_BF16);
+    for (int64_t i = 0; i < n; ++i) y[i] = from_bf16_bits(static_cast<const uint16_t*>(x)[i]);
+  }
   void adam_update(float* w, const float* g, float* m, float* v, const uint8_t* decay, int64_t n,
                    const ops::AdamStep& step) override {
     CHECK(held_ == nullptr);  // the weights change only while nothing holds them
@@ -173,8 +211,11 @@ class Bf16Emulation final : public ModelOps<float> {
 // The CPU backend, offering the emulation as its bf16 operations.
 class EmulatingBackend final : public Backend {
  public:
-  EmulatingBackend(bool use_held, Counts& counts)
-      : cpu_(make_cpu_backend(1, 0)), ops_(*cpu_->model_ops<float>(), use_held, counts) {}
+  EmulatingBackend(bool use_held, Counts& counts, Attention attention = Attention::Fp32)
+      : cpu_(make_cpu_backend(1, 0)),
+        ops_(*cpu_->model_ops<float>(), use_held, counts),
+        n_(counts),
+        attention_(attention) {}
   sparse_backend kind() const override { return cpu_->kind(); }
   std::string description() const override { return "bf16 emulation"; }
   int num_threads() const override { return 1; }
@@ -187,14 +228,58 @@ class EmulatingBackend final : public Backend {
   void zero(void* ptr, size_t bytes) override { cpu_->zero(ptr, bytes); }
   std::string supports_attention(const Layout& l, sparse_dtype d, sparse_memory m, int64_t hd,
                                  sparse_attention_algorithm a) const override {
+    if (d == SPARSE_DTYPE_BF16 && attention_ == Attention::Bf16Tensors)
+      return cpu_->supports_attention(l, SPARSE_DTYPE_F32, m, hd, a);
     return cpu_->supports_attention(l, d, m, hd, a);
   }
   size_t attention_workspace_bytes(const Layout& l, int64_t b, int64_t hd, bool bw,
                                    sparse_attention_algorithm a) const override {
     return cpu_->attention_workspace_bytes(l, b, hd, bw, a);
   }
-  void attention_forward(const AttentionForwardArgs& a) override { cpu_->attention_forward(a); }
-  void attention_backward(const AttentionBackwardArgs& a) override { cpu_->attention_backward(a); }
+  void attention_forward(const AttentionForwardArgs& a) override {
+    if (a.q.dtype == SPARSE_DTYPE_BF16) {
+      ++n_.attention16;
+      REQUIRE(attention_ == Attention::Bf16Tensors);
+      REQUIRE(a.lse.dtype == SPARSE_DTYPE_F32);
+      AttentionForwardArgs f = a;
+      Widened q(a.q), k(a.k), v(a.v), out(a.out);
+      f.q = q.view, f.k = k.view, f.v = v.view, f.out = out.view;
+      cpu_->attention_forward(f);
+      out.round_into(a.out);
+      return;
+    }
+    ++n_.attention32;
+    if (attention_ != Attention::RoundedFp32) return cpu_->attention_forward(a);
+    AttentionForwardArgs f = a;
+    Rounded q(a.q), k(a.k), v(a.v);
+    f.q = q.view, f.k = k.view, f.v = v.view;
+    cpu_->attention_forward(f);
+    round_in_place(a.out);
+  }
+  void attention_backward(const AttentionBackwardArgs& a) override {
+    if (a.q.dtype == SPARSE_DTYPE_BF16) {
+      ++n_.attention16;
+      REQUIRE(attention_ == Attention::Bf16Tensors);
+      AttentionBackwardArgs f = a;
+      Widened q(a.q), k(a.k), v(a.v), out(a.out), dout(a.dout), dq(a.dq), dk(a.dk), dv(a.dv);
+      f.q = q.view, f.k = k.view, f.v = v.view, f.out = out.view, f.dout = dout.view;
+      f.dq = dq.view, f.dk = dk.view, f.dv = dv.view;
+      cpu_->attention_backward(f);
+      dq.round_into(a.dq);
+      dk.round_into(a.dk);
+      dv.round_into(a.dv);
+      return;
+    }
+    ++n_.attention32;
+    if (attention_ != Attention::RoundedFp32) return cpu_->attention_backward(a);
+    AttentionBackwardArgs f = a;
+    Rounded q(a.q), k(a.k), v(a.v), out(a.out), dout(a.dout);
+    f.q = q.view, f.k = k.view, f.v = v.view, f.out = out.view, f.dout = dout.view;
+    cpu_->attention_backward(f);
+    round_in_place(a.dq);
+    round_in_place(a.dk);
+    round_in_place(a.dv);
+  }
   std::string supports_op(ModelOp op, sparse_dtype dtype) const override {
     return cpu_->supports_op(op, dtype == SPARSE_DTYPE_BF16 ? SPARSE_DTYPE_F32 : dtype);
   }
@@ -204,12 +289,45 @@ class EmulatingBackend final : public Backend {
   }
 
  private:
+  // An fp32 copy of a bf16 tensor, same strides.
+  struct Widened {
+    explicit Widened(const TensorView& t) : data(static_cast<size_t>(elements(t))), view(t) {
+      const auto* h = static_cast<const uint16_t*>(t.data);
+      for (size_t i = 0; i < data.size(); ++i) data[i] = from_bf16_bits(h[i]);
+      view.data = data.data();
+      view.dtype = SPARSE_DTYPE_F32;
+    }
+    void round_into(const TensorView& t) const {
+      auto* h = static_cast<uint16_t*>(t.data);
+      for (size_t i = 0; i < data.size(); ++i) h[i] = bf16_bits(data[i]);
+    }
+    std::vector<float> data;
+    TensorView view;
+  };
+  // A bf16-rounded copy of an fp32 tensor, same strides.
+  struct Rounded {
+    explicit Rounded(const TensorView& t) : data(static_cast<size_t>(elements(t))), view(t) {
+      const auto* x = static_cast<const float*>(t.data);
+      for (size_t i = 0; i < data.size(); ++i) data[i] = round_bf16(x[i]);
+      view.data = data.data();
+    }
+    std::vector<float> data;
+    TensorView view;
+  };
+  static void round_in_place(const TensorView& t) {
+    auto* x = static_cast<float*>(t.data);
+    for (int64_t i = 0; i < elements(t); ++i) x[i] = round_bf16(x[i]);
+  }
+
   std::unique_ptr<Backend> cpu_;
   Bf16Emulation ops_;
+  Counts& n_;
+  Attention attention_;
 };
 
-sparse_model_config small() {
+sparse_model_config small(bool half_qk = false) {
   sparse_model_config c = default_config();
+  c.half_qk = half_qk ? 1 : 0;
   c.seq_len = 16;
   c.num_layers = 2;
   c.d_model = 8;
@@ -267,5 +385,41 @@ TEST_CASE("weights held once per step train bit for bit like weights rounded at 
     CHECK(out_a == out_b);
     CHECK(held_counts.holds == steps + 2);
     CHECK(held_counts.held_operands == held_counts.products);
+  }
+}
+
+TEST_CASE("16-bit attention: bf16 copies in, bf16 results widened, as rounding around fp32") {
+  for (bool half_qk : {false, true}) {  // half-size Q/K heads are padded before rounding
+    CAPTURE(half_qk);
+    sparse_train_config tc = default_train_config();
+    tc.dtype = SPARSE_DTYPE_BF16;
+    tc.learning_rate = 1e-2f;
+    Counts c16, cref, c32;
+    EmulatingBackend b16(true, c16, Attention::Bf16Tensors);
+    EmulatingBackend bref(true, cref, Attention::RoundedFp32);
+    EmulatingBackend b32(true, c32, Attention::Fp32);
+    Trainer t16(small(half_qk), tc, b16), tref(small(half_qk), tc, bref),
+        t32(small(half_qk), tc, b32);
+    bool differs_from_fp32 = false;
+    for (int step = 0; step < 3; ++step) {
+      const std::vector<uint8_t> data = tokens(2 * 16, 70 + static_cast<uint64_t>(step));
+      const sparse_train_stats a = t16.train_step(data.data(), 2);
+      const sparse_train_stats b = tref.train_step(data.data(), 2);
+      const sparse_train_stats f = t32.train_step(data.data(), 2);
+      CHECK(a.loss == b.loss);
+      CHECK(a.grad_norm == b.grad_norm);
+      differs_from_fp32 = differs_from_fp32 || a.loss != f.loss || a.grad_norm != f.grad_norm;
+    }
+    CHECK(t16.model().params.to_host() == tref.model().params.to_host());
+    const std::vector<uint8_t> eval = tokens(2 * 16, 123);
+    CHECK(t16.evaluate(eval.data(), 2) == tref.evaluate(eval.data(), 2));
+    // The bf16 run's attention went through bf16 tensors only (forward and backward of each of
+    // the 2 layers per step, and the evaluation's forwards); the reference's through fp32 ones.
+    CHECK(c16.attention32 == 0);
+    CHECK(c16.attention16 == 3 * 2 * 2 + 2);
+    CHECK(cref.attention16 == 0);
+    CHECK(cref.attention32 == c16.attention16);
+    // The rounding of the attention is visible: the unrounded fp32 attention trains differently.
+    CHECK(differs_from_fp32);
   }
 }
