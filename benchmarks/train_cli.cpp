@@ -746,9 +746,14 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
     check(sparse_model_restore(model.get(), o.checkpoint.c_str()), "--resume " + o.checkpoint);
   check(sparse_model_get_config(model.get(), &cfg), "config");
   check_same_length(train.get(), cfg);
-  int64_t params = 0, step = 0;
+  int64_t params = 0, step = 0, skipped = 0;
   sparse_model_parameter_count(model.get(), &params);
   sparse_model_step(model.get(), &step);
+  check(sparse_experimental_model_skipped_steps(model.get(), &skipped), "skipped steps");
+  // The optimiser's step counts applied updates only; the batches consumed (the loop's count and
+  // the data position) include the steps skipped by loss scaling.
+  const int64_t updates = step;
+  step += skipped;
   const int64_t first_step = step;
   if (o.resume && root)
     std::fprintf(stderr, "resuming %s at step %lld of %lld%s\n", o.checkpoint.c_str(),
@@ -762,7 +767,7 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
                             step * global_batch % train_size),
         "seek");
 
-  if (o.resume && !o.log.empty() && root) truncate_log_to_step(o.log, "--log", step);
+  if (o.resume && !o.log.empty() && root) truncate_log_to_step(o.log, "--log", updates);
   std::optional<LineLog> log;
   if (!o.log.empty() && root) log.emplace(o.log, "--log", o.resume);
   std::vector<uint8_t> tokens;

@@ -15,6 +15,9 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "libsparse/error.hpp"
+#include "sparse/common.h"
+
 namespace sparse {
 
 // The operations a backend may or may not implement (Backend::supports_op()).
@@ -140,6 +143,35 @@ class ModelOps {
   virtual void accumulate(T* y, const T* x, int64_t n) = 0;
   virtual void copy_rows(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, int64_t rows,
                          int64_t cols) = 0;
+
+  // Mixed precision: [w, w + n) holds the model's weights until release_weights(), and they do
+  // not change meanwhile. A backend whose matrix products take 16-bit inputs may round them once
+  // here and read that copy for every product operand lying inside the range, instead of
+  // rounding the operand at each call; products on other operands are unaffected. The defaults do
+  // nothing (the CPU's products read fp32 or fp64 operands as given).
+  virtual void hold_weights(const T* w, int64_t n) {
+    (void)w;
+    (void)n;
+  }
+  virtual void release_weights() noexcept {}
+
+  // Mixed precision's 16-bit attention: y [n] (2-byte elements) = x rounded to `dtype`
+  // (SPARSE_DTYPE_BF16 or SPARSE_DTYPE_F16, round to nearest even), and x [n] widened back to T
+  // (exact). Only a backend whose attention takes 16-bit tensors needs them; the defaults refuse.
+  virtual void round_to_16(const T* x, int64_t n, sparse_dtype dtype, void* y) {
+    (void)x;
+    (void)n;
+    (void)y;
+    throw_error(SPARSE_ERR_UNSUPPORTED, "this backend has no 16-bit conversion (dtype ",
+                static_cast<int>(dtype), ")");
+  }
+  virtual void widen_from_16(const void* x, int64_t n, sparse_dtype dtype, T* y) {
+    (void)x;
+    (void)n;
+    (void)y;
+    throw_error(SPARSE_ERR_UNSUPPORTED, "this backend has no 16-bit conversion (dtype ",
+                static_cast<int>(dtype), ")");
+  }
 
   // Sum of x[i]^2 accumulated in double in index order (returned to the host).
   virtual double squared_norm(const T* x, int64_t n) = 0;

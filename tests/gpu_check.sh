@@ -20,7 +20,11 @@
 # 3. Optional, at once (the machine stays warm only 30 s after a call; about 4 minutes):
 #      run(command="bash tests/gpu_check.sh peers", carry=[".gpu-pack"], timeout_s=270)
 #    -> $OUT/gpu_peers.tar.gz: libsparse vs PyTorch SDPA (flash, dense causal) and FlexAttention
-#       with the same block mask (benchmarks/peers/gpu_attention_peers.py).
+#       with the same block mask (benchmarks/peers/gpu_attention_peers.py), then training steps
+#       of imagenet64-small: `sparse-repro bench-train --backend cuda --dtype bf16` against the
+#       same model in PyTorch, bf16 autocast and FlexAttention with the same block mask, tokens/s
+#       and peak memory with their ratios (benchmarks/peers/gpu_train_peers.py, the last
+#       GPU_TRAIN_PEERS_S = 100 s of the budget).
 # Unpack with `tar -xzf gpu_check.tar.gz` (a folder gpu_check/ with steps.tsv, provenance.txt,
 # one log per step and the benchmark tables).
 #
@@ -260,7 +264,7 @@ step() {
   esac
   # The last line that says what happened (doctest's summary, the sanitizer's error count).
   local last
-  last=$(grep -E "test cases:|ERROR SUMMARY|RACECHECK SUMMARY|SKIP:|FAIL:|Error|error:|failed \(exit|gpu_attention_peers:|checks, [0-9]+ failed|^ok:" "$logs/$name.log" 2>/dev/null | tail -1 | tr '\t' ' ' | cut -c1-160)
+  last=$(grep -E "test cases:|ERROR SUMMARY|RACECHECK SUMMARY|SKIP:|FAIL:|Error|error:|failed \(exit|gpu_attention_peers:|gpu_train_peers:|checks, [0-9]+ failed|^ok:" "$logs/$name.log" 2>/dev/null | tail -1 | tr '\t' ' ' | cut -c1-160)
   [[ -n $last ]] && note="${note:+$note; }$last"
   printf '%s\t%s\t%s\t%s\n' "$name" "$verdict" "$secs" "$note" >> "$logs/steps.tsv"
   echo "    $verdict in ${secs} s${note:+: $note}"
@@ -327,10 +331,18 @@ run_main() {
 
 run_peers() {
   start_run gpu_peers.tar.gz gpu_peers "${GPU_PEERS_BUDGET:-230}" peers
-  local left=$((budget - (SECONDS - t_start) - 25))
+  # The attention alone first, then whole training steps (GPU_TRAIN_PEERS_S of the budget).
+  local train_s=${GPU_TRAIN_PEERS_S:-100}
+  local left=$((budget - (SECONDS - t_start) - 25 - train_s))
   step peers $((left + 5)) python3 benchmarks/peers/gpu_attention_peers.py --build "$pack_dir" \
     --n 4096,16384,65536 --head-dim 64,128 --pattern strided --time-budget "$left" \
     --out "$logs/gpu_attention_peers"
+  # libsparse bench-train --backend cuda --dtype bf16 against the same model in PyTorch (bf16
+  # autocast, FlexAttention with the same block mask) on imagenet64-small: tokens/s, memory.
+  left=$((budget - (SECONDS - t_start) - 20))
+  step train_peers $((left + 5)) python3 benchmarks/peers/gpu_train_peers.py --build "$pack_dir" \
+    --preset imagenet64-small --batch 4 --steps 5 --warmup 2 --time-budget "$left" \
+    --out "$logs/gpu_train_peers"
   exit $status
 }
 

@@ -16,6 +16,7 @@
 
 #include "attention_check.hpp"
 #include "backend.hpp"
+#include "model_ops.hpp"
 #include "sparse/sparse.h"
 
 TEST_CASE("a CUDA context runs on the GPU and reports its device") {
@@ -176,6 +177,57 @@ TEST_CASE("the cuBLAS dense causal baseline equals the CPU reference (fp32, bf16
       }
   sparse_context_destroy(gpu);
   sparse_context_destroy(cpu);
+}
+
+// Mixed precision's held weights (ModelOps::hold_weights): a product whose weight operand lies in
+// the held range reads the copy rounded at the hold, which must equal rounding at the call (the
+// same rounding), bit for bit; after the weights change and are held again, the new copy is read.
+TEST_CASE("mixed-precision products on held weights equal products rounding at each call") {
+  sparse_context* gpu = context(SPARSE_BACKEND_CUDA);
+  sparse::Backend& b = *gpu->backend;
+  const int64_t rows = 37, in = 24, out = 40, offset = 5;  // w starts inside the held range
+  const int64_t held_n = offset + in * out + 3;
+  std::mt19937_64 rng(21);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  std::vector<float> hx(static_cast<size_t>(rows * in)), hw(static_cast<size_t>(held_n));
+  for (auto& e : hx) e = uni(rng);
+  for (auto& e : hw) e = uni(rng);
+  auto device = [&](size_t count) { return static_cast<float*>(b.allocate(count * 4)); };
+  float *x = device(hx.size()), *w = device(hw.size()),
+        *y = device(static_cast<size_t>(rows * out));
+  auto put = [&](float* dst, const std::vector<float>& src) {
+    b.copy(dst, SPARSE_MEMORY_DEVICE, src.data(), SPARSE_MEMORY_HOST, src.size() * 4);
+  };
+  auto product = [&](sparse::ModelOps<float>& ops) {
+    ops.linear_forward(x, w + offset, nullptr, rows, in, out, y);
+    std::vector<float> r(static_cast<size_t>(rows * out));
+    b.copy(r.data(), SPARSE_MEMORY_HOST, y, SPARSE_MEMORY_DEVICE, r.size() * 4);
+    return r;
+  };
+  put(x, hx);
+  for (sparse_dtype dtype : {SPARSE_DTYPE_BF16, SPARSE_DTYPE_F16}) {
+    CAPTURE(static_cast<int>(dtype));
+    sparse::ModelOps<float>* ops = b.model_ops_mixed(dtype);
+    REQUIRE(ops != nullptr);
+    put(w, hw);
+    const std::vector<float> each_call = product(*ops);
+    ops->hold_weights(w, held_n);
+    CHECK(product(*ops) == each_call);
+    ops->release_weights();
+    // New weights: the next hold rounds them again.
+    std::vector<float> hw2 = hw;
+    for (auto& e : hw2) e = -0.5f * e;
+    put(w, hw2);
+    const std::vector<float> each_call2 = product(*ops);
+    CHECK(each_call2 != each_call);
+    ops->hold_weights(w, held_n);
+    CHECK(product(*ops) == each_call2);
+    ops->release_weights();
+  }
+  b.free(x);
+  b.free(w);
+  b.free(y);
+  sparse_context_destroy(gpu);
 }
 
 int main(int argc, char** argv) {

@@ -246,6 +246,39 @@ class MaskedAttention:
         return self.additive
 
 
+def flex_block_mask(mask, block, device):
+    """FlexAttention BlockMask of a boolean [n, n] or [heads, n, n] mask (True = allowed) at the
+    library's block size: a block with every element allowed is full, one with some is partial
+    (its elements looked up in `mask` by the mask_mod), the others are skipped, as the library's
+    layout skips blocks its pattern does not touch."""
+    from torch.nn.attention.flex_attention import BlockMask
+    m = mask if mask.dim() == 3 else mask.unsqueeze(0)
+    heads, n = m.shape[0], m.shape[-1]
+    nb = -(-n // block)
+    padded = torch.zeros(heads, nb * block, nb * block, dtype=torch.bool)
+    padded[:, :n, :n] = m
+    blocks = padded.view(heads, nb, block, nb, block)
+    count = blocks.sum(dim=(2, 4))
+    full = count == block * block
+    part = (count > 0) & ~full
+
+    def lists(x):
+        num = x.sum(-1).to(torch.int32)
+        idx = torch.argsort(x.to(torch.int8), dim=-1, descending=True, stable=True)
+        return num[None].to(device), idx[None].to(torch.int32).to(device)
+
+    dense = m.to(device)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return dense[h if heads > 1 else 0, q_idx, kv_idx]
+
+    kv_num, kv_idx = lists(part)
+    full_num, full_idx = lists(full)
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx,
+                                    BLOCK_SIZE=(block, block), mask_mod=mask_mod,
+                                    seq_lengths=(n, n))
+
+
 # ---------------------------------------------------------------- the model
 
 class SparseTransformer(torch.nn.Module):
@@ -253,7 +286,7 @@ class SparseTransformer(torch.nn.Module):
         super().__init__()
         self.pad_qk = pad_qk
         self.config = c = config
-        if attention not in ("sdpa", "math", "causal"):
+        if attention not in ("sdpa", "math", "causal", "flex"):
             raise ValueError(f"attention = {attention!r}")
         self.attention_impl = attention
         d, n = c.d_model, c.seq_len
@@ -316,6 +349,19 @@ class SparseTransformer(torch.nn.Module):
         else:
             raw, self.layer_mask = layer_masks(c)
             self.masks = [MaskedAttention(m) for m in raw]
+        self.flex = None  # (compiled flex_attention, block masks): prepare_flex()
+
+    def prepare_flex(self, device, compile=True):
+        """attention="flex": FlexAttention with each mask's BlockMask at the library's block
+        size, on `device`, compiled (fullgraph) unless compile=False (eager: CPU rehearsals)."""
+        from torch.nn.attention.flex_attention import flex_attention
+        fn = torch.compile(flex_attention, fullgraph=True, dynamic=False) if compile \
+            else flex_attention
+        block_masks = [flex_block_mask(m.mask, self.config.block_size, device) for m in self.masks]
+        for m in self.masks:
+            if m.row_scale is not None:
+                m.row_scale = m.row_scale.to(device)
+        self.flex = (fn, block_masks)
 
     def sdpa_backend(self, batch=1):
         """Name of the kernel scaled_dot_product_attention picks for this model's shapes."""
@@ -375,7 +421,10 @@ class SparseTransformer(torch.nn.Module):
         if self.attention_impl == "causal":
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
         m = self.masks[self.layer_mask[layer]]
-        if self.attention_impl == "sdpa":
+        if self.attention_impl == "flex":
+            fn, block_masks = self.flex
+            out = fn(q, k, v, block_mask=block_masks[self.layer_mask[layer]], scale=self.scale)
+        elif self.attention_impl == "sdpa":
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=m.mask, scale=self.scale)
         else:
             scores = torch.matmul(q, k.transpose(-2, -1)) * self.scale + m.float_mask()

@@ -165,6 +165,14 @@ sparse_experimental_gradient_reducer_default(sparse_experimental_gradient_reduce
   });
 }
 
+SPARSE_API sparse_status sparse_experimental_model_skipped_steps(sparse_model* model,
+                                                                 int64_t* skipped) {
+  return sparse::capi::guard(__func__, [&] {
+    sparse::require(skipped != nullptr, "skipped is NULL");
+    *skipped = sparse::capi::model_trainer(model).loss_scaler.skipped;
+  });
+}
+
 SPARSE_API sparse_status sparse_experimental_model_set_gradient_reducer(
     sparse_model* model, const sparse_experimental_gradient_reducer* reducer) {
   return sparse::capi::guard(__func__, [&] {

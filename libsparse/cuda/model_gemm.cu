@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 
 #include <climits>
+#include <cstdint>
 
 #include "libsparse/cuda/model_common.cuh"
 #include "libsparse/cuda/model_kernels.hpp"
@@ -33,14 +34,43 @@ __global__ void to_f16_kernel(const float* __restrict__ x, int64_t n, __half* __
     y[i] = __float2half_rn(x[i]);
 }
 
-// The operand the product reads: x itself for fp32 inputs, else x rounded to g.type in dst.
+__global__ void from_bf16_kernel(const __nv_bfloat16* __restrict__ x, int64_t n,
+                                 float* __restrict__ y) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    y[i] = __bfloat162float(x[i]);
+}
+
+__global__ void from_f16_kernel(const __half* __restrict__ x, int64_t n, float* __restrict__ y) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    y[i] = __half2float(x[i]);
+}
+
+void round_16(const float* x, int64_t n, cudaDataType type, void* y, cudaStream_t s) {
+  if (n == 0) return;
+  if (type == CUDA_R_16BF)
+    to_bf16_kernel<<<blocks_for(n), kBlock, 0, s>>>(x, n, static_cast<__nv_bfloat16*>(y));
+  else
+    to_f16_kernel<<<blocks_for(n), kBlock, 0, s>>>(x, n, static_cast<__half*>(y));
+  check_launch(type == CUDA_R_16BF ? "to_bf16_kernel" : "to_f16_kernel");
+}
+
+// Whether [x, x + n) lies inside the held weights (compared as addresses).
+bool in_held_weights(const GemmInputs& g, const float* x, int64_t n) {
+  if (g.w32 == nullptr || g.w16 == nullptr) return false;
+  const auto lo = reinterpret_cast<uintptr_t>(g.w32), p = reinterpret_cast<uintptr_t>(x);
+  return p >= lo && (p - lo) % sizeof(float) == 0 &&
+         static_cast<int64_t>((p - lo) / sizeof(float)) + n <= g.wn;
+}
+
+// The operand the product reads: x itself for fp32 inputs; the held weights' rounded copy when x
+// lies inside them; else x rounded to g.type in dst.
 const void* operand(const GemmInputs& g, const float* x, int64_t n, void* dst) {
   if (g.type == CUDA_R_32F || n == 0) return x;
-  if (g.type == CUDA_R_16BF)
-    to_bf16_kernel<<<blocks_for(n), kBlock, 0, g.stream>>>(x, n, static_cast<__nv_bfloat16*>(dst));
-  else
-    to_f16_kernel<<<blocks_for(n), kBlock, 0, g.stream>>>(x, n, static_cast<__half*>(dst));
-  check_launch(g.type == CUDA_R_16BF ? "to_bf16_kernel" : "to_f16_kernel");
+  if (in_held_weights(g, x, n))
+    return static_cast<const uint16_t*>(g.w16) + (x - g.w32);  // 2-byte elements
+  round_16(x, n, g.type, dst, g.stream);
   return dst;
 }
 
@@ -95,6 +125,19 @@ void gemm_dyw_t(const GemmInputs& g, const float* dy, const float* w, int64_t ro
 void gemm_xt_dy(const GemmInputs& g, const float* x, const float* dy, int64_t rows, int64_t in,
                 int64_t out, float* dw, float beta) {
   gemm(g, CUBLAS_OP_N, CUBLAS_OP_T, out, in, rows, dy, out, x, in, beta, dw, out);
+}
+
+void round_to_16(const float* x, int64_t n, cudaDataType type, void* y, cudaStream_t s) {
+  round_16(x, n, type, y, s);
+}
+
+void widen_from_16(const void* x, int64_t n, cudaDataType type, float* y, cudaStream_t s) {
+  if (n == 0) return;
+  if (type == CUDA_R_16BF)
+    from_bf16_kernel<<<blocks_for(n), kBlock, 0, s>>>(static_cast<const __nv_bfloat16*>(x), n, y);
+  else
+    from_f16_kernel<<<blocks_for(n), kBlock, 0, s>>>(static_cast<const __half*>(x), n, y);
+  check_launch(type == CUDA_R_16BF ? "from_bf16_kernel" : "from_f16_kernel");
 }
 
 void add_bias(const float* b, int64_t rows, int64_t cols, float* y, cudaStream_t s) {

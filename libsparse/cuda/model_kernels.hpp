@@ -27,12 +27,17 @@ inline int64_t column_scratch(int64_t rows, int64_t cols) {
 // for mixed precision, where both operands are first rounded to 16 bits into `a16` and `b16`
 // (each at least as many 2-byte elements as the call's larger operand) and cuBLAS accumulates
 // in fp32 into the fp32 output.
+// An operand lying inside the held weights [w32, w32 + wn) is read from their rounded copy
+// w16 (same element offsets) instead of being rounded again.
 struct GemmInputs {
   cublasHandle_t handle = nullptr;
   cudaDataType type = CUDA_R_32F;
   void* a16 = nullptr;
   void* b16 = nullptr;
   cudaStream_t stream = nullptr;
+  const float* w32 = nullptr;
+  const void* w16 = nullptr;
+  int64_t wn = 0;
 };
 // Row-major operands as in ModelOps; beta 0 overwrites, 1 accumulates.
 void gemm_xw(const GemmInputs& g, const float* x, const float* w, int64_t rows, int64_t in,
@@ -44,6 +49,10 @@ void gemm_dyw_t(const GemmInputs& g, const float* dy, const float* w, int64_t ro
 void gemm_xt_dy(const GemmInputs& g, const float* x, const float* dy, int64_t rows, int64_t in,
                 int64_t out, float* dw, float beta);  // dw [in, out] = x^T dy
 void add_bias(const float* b, int64_t rows, int64_t cols, float* y, cudaStream_t s);
+// y [n] = x rounded to `type` (CUDA_R_16BF or CUDA_R_16F), round to nearest even.
+void round_to_16(const float* x, int64_t n, cudaDataType type, void* y, cudaStream_t s);
+// y [n] = x (CUDA_R_16BF or CUDA_R_16F elements) widened to fp32 (exact).
+void widen_from_16(const void* x, int64_t n, cudaDataType type, float* y, cudaStream_t s);
 
 // model_norm.cu
 void layer_norm_forward(const float* x, const float* gamma, const float* beta, int64_t rows,

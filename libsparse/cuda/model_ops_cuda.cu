@@ -238,6 +238,29 @@ class CudaModelOps final : public ModelOps<float> {
     for (double v : host) total += v;
     return total;
   }
+  void hold_weights(const float* w, int64_t n) override {
+    release_weights();
+    if (products_ == CUDA_R_32F || w == nullptr || n <= 0) return;
+    enter();
+    void* copy = weights16_.get<uint16_t>(n, s_, "cudaMalloc (16-bit weights)");
+    mk::round_to_16(w, n, products_, copy, s_);
+    held_ = w;
+    held16_ = copy;
+    held_n_ = n;
+  }
+  void release_weights() noexcept override {
+    held_ = nullptr;
+    held16_ = nullptr;
+    held_n_ = 0;
+  }
+  void round_to_16(const float* x, int64_t n, sparse_dtype dtype, void* y) override {
+    enter();
+    mk::round_to_16(x, n, type_16(dtype), y, s_);
+  }
+  void widen_from_16(const void* x, int64_t n, sparse_dtype dtype, float* y) override {
+    enter();
+    mk::widen_from_16(x, n, type_16(dtype), y, s_);
+  }
   void adam_update(float* w, const float* g, float* m, float* v, const uint8_t* decay, int64_t n,
                    const ops::AdamStep& step) override {
     enter();
@@ -246,6 +269,11 @@ class CudaModelOps final : public ModelOps<float> {
 
  private:
   void enter() { check_cuda(cudaSetDevice(device_), "cudaSetDevice"); }
+  static cudaDataType type_16(sparse_dtype dtype) {
+    require(dtype == SPARSE_DTYPE_BF16 || dtype == SPARSE_DTYPE_F16, "16-bit conversion to dtype ",
+            static_cast<int>(dtype), ": expected SPARSE_DTYPE_BF16 or SPARSE_DTYPE_F16");
+    return dtype == SPARSE_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+  }
 
   // The products' inputs for operands among [rows, in], [rows, out] and [in, out]; 16-bit
   // inputs get scratch for the larger operand's rounded copy.
@@ -258,6 +286,9 @@ class CudaModelOps final : public ModelOps<float> {
       const int64_t most = std::max({rows * in, rows * out, in * out});
       g.a16 = a16_.get<uint16_t>(most, s_, "cudaMalloc (16-bit operands)");
       g.b16 = b16_.get<uint16_t>(most, s_, "cudaMalloc (16-bit operands)");
+      g.w32 = held_;
+      g.w16 = held16_;
+      g.wn = held_n_;
     }
     return g;
   }
@@ -314,6 +345,11 @@ class CudaModelOps final : public ModelOps<float> {
   cublasHandle_t blas_;
   cudaDataType products_;
   Scratch a16_, b16_, columns_, order_, offsets_, losses_, norms_, delta_, decode_;
+  // The held weights (hold_weights) and their 16-bit copy in weights16_.
+  Scratch weights16_;
+  const float* held_ = nullptr;
+  const void* held16_ = nullptr;
+  int64_t held_n_ = 0;
   std::vector<std::unique_ptr<DeviceLists>> lists_;
 };
 

@@ -25,6 +25,27 @@ struct HostState {
   }
 };
 
+// The loss scaler's metadata entries: the skipped steps always, the scale and the clean steps
+// since its last change only when the scale is dynamic.
+std::string loss_scaler_metadata(const Trainer& trainer) {
+  const LossScaler& s = trainer.loss_scaler;
+  std::string out = ",\"skipped_steps\":" + json_string(std::to_string(s.skipped));
+  if (s.dynamic)
+    out += ",\"loss_scale\":" + json_string(loss_scale_text(s.scale)) +
+           ",\"loss_scale_clean_steps\":" + json_string(std::to_string(s.clean));
+  return out;
+}
+
+// Restores the loss scaler's state where the checkpoint holds it and the trainer scales
+// dynamically; otherwise the trainer keeps its configured initial scale.
+void restore_loss_scaler(LossScaler& s, const CheckpointContents& l) {
+  s.skipped = l.skipped_steps;
+  if (s.dynamic && l.has_loss_scale) {
+    s.scale = l.loss_scale;
+    s.clean = l.loss_scale_clean_steps;
+  }
+}
+
 std::vector<uint8_t> read_file(const std::string& path) {
   return read_regular_file(path, "checkpoint");
 }
@@ -61,7 +82,7 @@ void save_checkpoint(const Trainer& trainer, const std::string& path) {
       "{\"__metadata__\":{\"format\":" + json_string(kFormat) +
       ",\"model_config\":" + json_string(config_to_string(trainer.model().config())) +
       ",\"train_config\":" + json_string(train_config_to_string(trainer.train_config())) +
-      ",\"step\":" + json_string(std::to_string(trainer.step)) +
+      ",\"step\":" + json_string(std::to_string(trainer.step)) + loss_scaler_metadata(trainer) +
       ",\"dropout_seed\":" + json_string(std::to_string(trainer.model().config().seed)) +
       ",\"checksum\":" + json_string(hex64(fnv1a(data.data(), data.size()))) +
       ",\"header_checksum\":\"";
@@ -85,6 +106,7 @@ std::unique_ptr<Trainer> load_checkpoint(const std::string& path, Backend& backe
   trainer->adam_m = std::move(l.m);
   trainer->adam_v = std::move(l.v);
   trainer->step = l.step;
+  restore_loss_scaler(trainer->loss_scaler, l);
   return trainer;
 }
 
@@ -100,6 +122,7 @@ void restore_checkpoint(Trainer& trainer, const std::string& path) {
   trainer.adam_m = std::move(l.m);
   trainer.adam_v = std::move(l.v);
   trainer.step = l.step;
+  restore_loss_scaler(trainer.loss_scaler, l);
 }
 
 }  // namespace sparse::model

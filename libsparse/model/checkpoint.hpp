@@ -8,8 +8,13 @@
 // configuration's seed), "checksum", the FNV-1a 64 hash of the data section in hex, and
 // "header_checksum", the FNV-1a 64 hash in hex of the 8 length bytes and the whole header with
 // the 16 digits of this value read as '0' (so the configuration, step and tensor table are covered
-// too). "format" is "sparse-checkpoint-2"; files of the older "sparse-checkpoint-1" (no
-// header_checksum) are still read, their data checked by "checksum" alone.
+// too). The loss scaler's state: "skipped_steps" (steps skipped for a non-finite gradient so far)
+// and, for a run with dynamic loss scaling, "loss_scale" (the current scale, 17 significant
+// digits, so it reads back exactly) and "loss_scale_clean_steps" (clean steps since its last
+// change); all three are optional, and a file without them (an older one) resumes from the
+// configured initial scale with no skipped steps. "format" is "sparse-checkpoint-2"; files of the
+// older "sparse-checkpoint-1" (no header_checksum) are still read, their data checked by "checksum"
+// alone.
 #pragma once
 
 #include <memory>
@@ -31,7 +36,8 @@ std::unique_ptr<Trainer> load_checkpoint(const std::string& path, Backend& backe
 
 // Loads into an existing trainer, whose model configuration must equal the checkpoint's
 // (SPARSE_ERR_FORMAT otherwise); the trainer keeps its own trainer configuration and is unchanged
-// on failure.
+// on failure. The loss scaler's skipped steps are restored, and its scale and clean-step count
+// too when the trainer scales dynamically and the checkpoint holds them.
 void restore_checkpoint(Trainer& trainer, const std::string& path);
 
 }  // namespace sparse::model

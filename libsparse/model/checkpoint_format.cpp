@@ -3,7 +3,9 @@
 #include "libsparse/model/checkpoint_format.hpp"
 
 #include <cctype>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <sstream>
@@ -55,6 +57,12 @@ uint64_t header_hash(const uint8_t* prefix, const std::string& header, size_t di
   std::string text = header;
   text.replace(digits, 16, kZeroHex);
   return fnv1a(reinterpret_cast<const uint8_t*>(text.data()), text.size(), fnv1a(prefix, 8));
+}
+
+std::string loss_scale_text(double scale) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.17g", scale);
+  return buf;
 }
 
 namespace {
@@ -305,12 +313,27 @@ CheckpointContents parse_checkpoint_bytes(const std::vector<uint8_t>& file,
       throw_error(SPARSE_ERR_FORMAT, where, ": dropout_seed \"", meta_str("dropout_seed"),
                   "\" differs from the model configuration's seed ", want);
   }
-  {
-    const std::string& s = meta_str("step");
+  auto count = [&](const char* key) -> int64_t {
+    const std::string& s = meta_str(key);
     bool ok = !s.empty() && s.size() <= 18;
     for (char c : s) ok = ok && c >= '0' && c <= '9';
-    if (!ok) throw_error(SPARSE_ERR_FORMAT, where, ": step \"", s, "\" is not a count");
-    out.step = std::stoll(s);
+    if (!ok) throw_error(SPARSE_ERR_FORMAT, where, ": ", key, " \"", s, "\" is not a count");
+    return std::stoll(s);
+  };
+  out.step = count("step");
+  // The loss scaler's state, optional (absent in older files and in runs without dynamic
+  // scaling).
+  if (meta.members.count("skipped_steps") != 0) out.skipped_steps = count("skipped_steps");
+  if (meta.members.count("loss_scale") != 0) {
+    const std::string& s = meta_str("loss_scale");
+    char* end = nullptr;
+    const double scale = s.empty() ? 0.0 : std::strtod(s.c_str(), &end);
+    if (s.empty() || end != s.c_str() + s.size() || !std::isfinite(scale) || !(scale > 0))
+      throw_error(SPARSE_ERR_FORMAT, where, ": loss_scale \"", s,
+                  "\" is not a finite positive number");
+    out.has_loss_scale = true;
+    out.loss_scale = scale;
+    out.loss_scale_clean_steps = count("loss_scale_clean_steps");
   }
   const uint8_t* data = file.data() + 8 + header_len;
   const uint64_t data_size = file.size() - 8 - header_len;

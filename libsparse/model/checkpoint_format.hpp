@@ -34,7 +34,15 @@ struct CheckpointContents {
   sparse_train_config train;
   int64_t step;
   AlignedVector<float> params, m, v;
+  // The dynamic loss scaler's state; has_loss_scale is false for a run without dynamic scaling
+  // and for files written before the scaler was saved (the configured initial scale applies).
+  bool has_loss_scale = false;
+  double loss_scale = 1;
+  int64_t loss_scale_clean_steps = 0;
+  int64_t skipped_steps = 0;
 };
+// The exact decimal text of a loss scale (17 significant digits: read back bit for bit).
+std::string loss_scale_text(double scale);
 CheckpointContents parse_checkpoint_bytes(const std::vector<uint8_t>& file,
                                           const std::string& where);
 

@@ -515,7 +515,9 @@ std::string train_config_to_string(const sparse_train_config& t) {
     << ";epsilon_bits=" << float_bits(t.epsilon)
     << ";weight_decay_bits=" << float_bits(t.weight_decay) << ";warmup_steps=" << t.warmup_steps
     << ";total_steps=" << t.total_steps << ";clip_norm_bits=" << float_bits(t.clip_norm)
-    << ";micro_batch=" << t.micro_batch;
+    << ";micro_batch=" << t.micro_batch << ";dtype=" << static_cast<int>(t.dtype)
+    << ";loss_scale_bits=" << float_bits(t.loss_scale)
+    << ";loss_scale_window=" << t.loss_scale_window;
   return o.str();
 }
 
@@ -536,6 +538,17 @@ sparse_train_config train_config_from_string(const std::string& s) {
   t.total_steps = r.i64("total_steps");
   t.clip_norm = r.f32("clip_norm_bits");
   t.micro_batch = static_cast<int32_t>(r.i64("micro_batch"));
+  // Absent in files written before mixed precision: fp32 without loss scaling.
+  if (r.m.count("dtype") != 0) {
+    const int64_t dtype = r.i64("dtype");
+    if (dtype != SPARSE_DTYPE_F32 && dtype != SPARSE_DTYPE_BF16 && dtype != SPARSE_DTYPE_F16)
+      throw_error(SPARSE_ERR_FORMAT, "checkpoint train config: dtype = ", dtype,
+                  " is not SPARSE_DTYPE_F32, SPARSE_DTYPE_BF16 or SPARSE_DTYPE_F16");
+    t.dtype = static_cast<sparse_dtype>(dtype);
+  }
+  if (r.m.count("loss_scale_bits") != 0) t.loss_scale = r.f32("loss_scale_bits");
+  if (r.m.count("loss_scale_window") != 0)
+    t.loss_scale_window = static_cast<int32_t>(r.i64("loss_scale_window"));
   try {
     validate_train_config(t);
   } catch (const Error& e) {

@@ -79,6 +79,7 @@ template <typename T>
 void Transformer<T>::incremental_logits(const uint8_t* tokens, int64_t length, T* logits) {
   require(length >= 1 && length <= dims_.n, "length = ", length,
           " must be in [1, seq_len = ", dims_.n, "]");
+  const WeightsHeld held(*this);
   DecodeState s = decode_state();
   for (int64_t t = 0; t < length; ++t)
     decode_position(s, t, t == 0 ? -1 : tokens[t - 1], logits + t * kVocab);
@@ -95,6 +96,7 @@ void Transformer<T>::sample(const uint8_t* prompt, int64_t prompt_len, uint8_t* 
   require(prompt_len == 0 || prompt != nullptr, "prompt is NULL but prompt_len = ", prompt_len);
   require(std::isfinite(temperature) && temperature >= 0, "temperature = ", temperature,
           " must be >= 0");
+  const WeightsHeld held(*this);
   DecodeState s = decode_state();
   std::vector<T> logits(static_cast<size_t>(kVocab));
   std::vector<double> prob(static_cast<size_t>(kVocab));

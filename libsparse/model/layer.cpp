@@ -1,6 +1,9 @@
 // One residual block of the Transformer, forward and backward, and its attention.
 #include <cmath>
+#include <deque>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "libsparse/error.hpp"
 #include "libsparse/model/transformer_impl.hpp"
@@ -33,6 +36,69 @@ TensorView lse_view(sparse_memory memory, float* data, int64_t batch, int64_t he
   return t;
 }
 
+// The dtype of the fused attention on this layout: the 16-bit product dtype in mixed precision
+// where the backend has 16-bit kernels for the head and block size, else fp32.
+sparse_dtype attention_dtype(const Backend& backend, sparse_dtype products, const Layout& layout,
+                             const Dims& D) {
+  if (products == SPARSE_DTYPE_F32) return SPARSE_DTYPE_F32;
+  return backend.supports_attention(layout, products, backend.memory_kind(), D.head_v,
+                                    SPARSE_ATTENTION_FUSED)
+                 .empty()
+             ? products
+             : SPARSE_DTYPE_F32;
+}
+
+// The [batch, heads, n, head_v] tensors of one fused attention call, from fp32 [batch * n,
+// heads * head_v] buffers. In 16 bits, an input is rounded into a 16-bit copy and an output is
+// written to a 16-bit buffer that widen_outputs() widens into its fp32 one (lse stays fp32);
+// in fp32 the views are the buffers themselves.
+class HeadViews {
+ public:
+  HeadViews(Backend& backend, ModelOps<float>& ops, MemoryMeter& meter, sparse_dtype dtype,
+            int64_t batch, const Dims& D)
+      : backend_(backend),
+        ops_(ops),
+        meter_(meter),
+        dtype_(dtype),
+        batch_(batch),
+        D_(D),
+        count_(batch * D.n * D.d) {}
+  bool rounded() const { return dtype_ != SPARSE_DTYPE_F32; }
+  TensorView input(float* x) {
+    if (!rounded()) return view(x);
+    copies_.emplace_back(&backend_, count_, &meter_);
+    ops_.round_to_16(x, count_, dtype_, copies_.back().data());
+    return view(copies_.back().data());
+  }
+  TensorView output(float* y) {
+    if (!rounded()) return view(y);
+    copies_.emplace_back(&backend_, count_, &meter_);
+    outputs_.emplace_back(&copies_.back(), y);
+    return view(copies_.back().data());
+  }
+  void widen_outputs() {
+    for (const auto& [from, to] : outputs_) ops_.widen_from_16(from->data(), count_, dtype_, to);
+  }
+
+ private:
+  TensorView view(void* data) const {
+    TensorView t = head_view(backend_.memory_kind(), static_cast<float*>(data), batch_, D_.heads,
+                             D_.n, D_.head_v);
+    t.dtype = dtype_;
+    return t;
+  }
+
+  Backend& backend_;
+  ModelOps<float>& ops_;
+  MemoryMeter& meter_;
+  sparse_dtype dtype_;
+  int64_t batch_;
+  const Dims& D_;
+  int64_t count_;
+  std::deque<Buffer<uint16_t>> copies_;  // a deque: pointers to its elements stay valid
+  std::vector<std::pair<Buffer<uint16_t>*, float*>> outputs_;
+};
+
 }  // namespace
 
 // The fused kernels take one head size for Q, K and V: with half-size Q and K heads, Q and K
@@ -56,7 +122,6 @@ void Transformer<T>::attention_forward(int64_t layer, int64_t batch, LayerCache&
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(D.head_qk)));
   if constexpr (std::is_same_v<T, float>) {
     if (!use_listed_attention) {
-      const sparse_memory mem = backend_->memory_kind();
       AttentionForwardArgs a;
       a.layout =
           layouts_.layouts[static_cast<size_t>(layouts_.layer_layout[static_cast<size_t>(layer)])]
@@ -69,12 +134,19 @@ void Transformer<T>::attention_forward(int64_t layer, int64_t batch, LayerCache&
         q = c.qp.data();
         k = c.kp.data();
       }
-      a.q = head_view(mem, q, batch, D.heads, D.n, D.head_v);
-      a.k = head_view(mem, k, batch, D.heads, D.n, D.head_v);
-      a.v = head_view(mem, c.v.data(), batch, D.heads, D.n, D.head_v);
-      a.out = head_view(mem, c.att.data(), batch, D.heads, D.n, D.head_v);
-      a.lse = lse_view(mem, c.lse.data(), batch, D.heads, D.n);
+      HeadViews views(*backend_, *ops_, meter, attention_dtype(*backend_, products_, *a.layout, D),
+                      batch, D);
+      a.q = views.input(q);
+      a.k = views.input(k);
+      a.v = views.input(c.v.data());
+      a.out = views.output(c.att.data());
+      a.lse = lse_view(backend_->memory_kind(), c.lse.data(), batch, D.heads, D.n);
+      if (views.rounded()) {  // the views read 16-bit copies: the padded fp32 ones can go
+        c.qp.release();
+        c.kp.release();
+      }
       backend_->attention_forward(a);
+      views.widen_outputs();
       c.qp.release();
       c.kp.release();
       return;
@@ -92,7 +164,6 @@ void Transformer<T>::attention_backward(int64_t layer, int64_t batch, LayerCache
   if constexpr (std::is_same_v<T, float>) {
     if (!use_listed_attention) {
       const int64_t rows = batch * D.n;
-      const sparse_memory mem = backend_->memory_kind();
       AttentionBackwardArgs a;
       a.layout =
           layouts_.layouts[static_cast<size_t>(layouts_.layer_layout[static_cast<size_t>(layer)])]
@@ -110,16 +181,23 @@ void Transformer<T>::attention_backward(int64_t layer, int64_t batch, LayerCache
         dqo = dqp.data();
         dko = dkp.data();
       }
-      a.q = head_view(mem, q, batch, D.heads, D.n, D.head_v);
-      a.k = head_view(mem, k, batch, D.heads, D.n, D.head_v);
-      a.v = head_view(mem, c.v.data(), batch, D.heads, D.n, D.head_v);
-      a.out = head_view(mem, c.att.data(), batch, D.heads, D.n, D.head_v);
-      a.lse = lse_view(mem, c.lse.data(), batch, D.heads, D.n);
-      a.dout = head_view(mem, const_cast<float*>(datt), batch, D.heads, D.n, D.head_v);
-      a.dq = head_view(mem, dqo, batch, D.heads, D.n, D.head_v);
-      a.dk = head_view(mem, dko, batch, D.heads, D.n, D.head_v);
-      a.dv = head_view(mem, dv, batch, D.heads, D.n, D.head_v);
+      HeadViews views(*backend_, *ops_, meter, attention_dtype(*backend_, products_, *a.layout, D),
+                      batch, D);
+      a.q = views.input(q);
+      a.k = views.input(k);
+      a.v = views.input(c.v.data());
+      a.out = views.input(c.att.data());
+      a.lse = lse_view(backend_->memory_kind(), c.lse.data(), batch, D.heads, D.n);
+      a.dout = views.input(const_cast<float*>(datt));
+      a.dq = views.output(dqo);
+      a.dk = views.output(dko);
+      a.dv = views.output(dv);
+      if (views.rounded()) {  // the views read 16-bit copies: the padded fp32 ones can go
+        c.qp.release();
+        c.kp.release();
+      }
       backend_->attention_backward(a);
+      views.widen_outputs();
       if (padded) {
         ops_->copy_rows(dqp.data(), D.head_v, dq, D.head_qk, rows * D.heads, D.head_qk);
         ops_->copy_rows(dkp.data(), D.head_v, dk, D.head_qk, rows * D.heads, D.head_qk);

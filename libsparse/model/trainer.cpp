@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "libsparse/error.hpp"
@@ -112,6 +113,9 @@ sparse_train_stats Trainer::train_step(const uint8_t* tokens, int64_t batch) {
   if (micros > 1 && grad_sum_.size() != model_.grads.size())
     grad_sum_ = Buffer<float>(backend_, count);
   double loss_sum = 0;
+  // The weights are rounded (mixed precision) once for every micro-batch of the step.
+  std::optional<Transformer<float>::WeightsHeld> held;
+  held.emplace(model_);
   for (int64_t mb = 0; mb < micros; ++mb) {
     const uint64_t seed = mix_seed(cfg.seed, 0xd50, static_cast<uint64_t>(step),
                                    static_cast<uint64_t>(first_micro + mb));
@@ -125,6 +129,7 @@ sparse_train_stats Trainer::train_step(const uint8_t* tokens, int64_t batch) {
     else
       model_ops.accumulate(grad_sum_.data(), grads, count);
   }
+  held.reset();  // before the update writes the parameters
   if (micros > 1) backend_->copy(grads, memory, grad_sum_.data(), memory, grad_bytes);
   // The one reduction point: clipping and the update below see the global gradient.
   reducer_->all_reduce_sum(*backend_, grads, count);
@@ -181,6 +186,7 @@ double Trainer::evaluate(const uint8_t* tokens, int64_t batch) {
   const int64_t micro =
       train_.micro_batch > 0 ? std::min<int64_t>(train_.micro_batch, batch) : batch;
   double sum = 0;
+  const Transformer<float>::WeightsHeld held(model_);
   for (int64_t b = 0; b < batch; b += micro) {
     const int64_t cnt = std::min(micro, batch - b);
     sum += model_.forward(tokens + b * n, cnt, 0, false, nullptr);
@@ -198,6 +204,7 @@ void Trainer::token_bits(const uint8_t* tokens, int64_t batch, double* bits) {
   const int64_t micro =
       train_.micro_batch > 0 ? std::min<int64_t>(train_.micro_batch, batch) : batch;
   std::vector<float> logits(static_cast<size_t>(micro * n * vocab));
+  const Transformer<float>::WeightsHeld held(model_);
   for (int64_t b = 0; b < batch; b += micro) {
     const int64_t cnt = std::min(micro, batch - b);
     model_.forward(tokens + b * n, cnt, 0, false, logits.data());

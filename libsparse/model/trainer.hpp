@@ -74,8 +74,8 @@ class Trainer {
   // Adam moments, same layout as the parameters, in the backend's memory.
   Buffer<float> adam_m, adam_v;
   int64_t step = 0;
-  // The loss scale and the skipped steps (not saved in checkpoints: a resumed run starts from the
-  // configured scale).
+  // The loss scale and the skipped steps (saved in checkpoints, so a resumed run continues with
+  // the scale, clean-step count and skipped steps it had).
   LossScaler loss_scaler;
 
   // Replaces the reducer (the single-process one by default); nullptr restores that.

@@ -25,6 +25,7 @@ Transformer<T>::Transformer(const sparse_model_config& config, Backend* backend,
     backend_ = own_backend_.get();
   }
   const bool mixed = products != SPARSE_DTYPE_F32;
+  products_ = products;
   if (mixed && !std::is_same_v<T, float>)
     throw_error(SPARSE_ERR_UNSUPPORTED,
                 "mixed precision (16-bit matrix products) applies to the fp32 model only");
@@ -114,6 +115,7 @@ double Transformer<T>::forward(const uint8_t* host_tokens, int64_t batch, uint64
   const Dims& D = dims_;
   const int64_t rows = batch * D.n;
   const uint8_t* tokens = upload_tokens(host_tokens, rows);
+  const WeightsHeld held(*this);
   Buffer<T> h = buffer(rows * D.d), next = buffer(rows * D.d);
   embed(tokens, batch, h.data());
   for (int64_t l = 0; l < D.layers; ++l) {
@@ -146,6 +148,7 @@ double Transformer<T>::forward_backward(const uint8_t* host_tokens, int64_t batc
   const int64_t rows = batch * D.n;
   const bool recompute = config_.recompute != 0;
   const uint8_t* tokens = upload_tokens(host_tokens, rows);
+  const WeightsHeld held(*this);
   // The residual stream entering each layer, and the layer caches unless recomputing.
   std::vector<Buffer<T>> h(static_cast<size_t>(D.layers) + 1);
   std::vector<LayerCache> caches(recompute ? 0 : static_cast<size_t>(D.layers));

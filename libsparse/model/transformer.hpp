@@ -95,6 +95,26 @@ class Transformer {
   double forward(const uint8_t* tokens, int64_t batch, uint64_t dropout_seed, bool train,
                  T* logits);
 
+  // While a WeightsHeld is alive the backend may read a 16-bit copy of the parameters made when
+  // the outermost one was created (ModelOps::hold_weights), so the parameters must not change
+  // during its life. Each pass below holds them itself; the trainer holds them over a whole step
+  // (every micro-batch), so that they are rounded once per optimiser update.
+  class WeightsHeld {
+   public:
+    explicit WeightsHeld(Transformer& t) : t_(&t) {
+      if (t_->weights_held_ == 0) t_->ops_->hold_weights(t_->params.data(), t_->params.size());
+      ++t_->weights_held_;
+    }
+    WeightsHeld(const WeightsHeld&) = delete;
+    WeightsHeld& operator=(const WeightsHeld&) = delete;
+    ~WeightsHeld() {
+      if (--t_->weights_held_ == 0) t_->ops_->release_weights();
+    }
+
+   private:
+    Transformer* t_;
+  };
+
   // Incremental decoding: the logits at positions 0 .. length-1 of one sequence, computed one
   // position at a time with a key/value cache (teacher forcing with `tokens`).
   void incremental_logits(const uint8_t* tokens, int64_t length, T* logits);
@@ -133,6 +153,10 @@ class Transformer {
   Buffer<uint8_t> tokens_;
   ModelLayouts layouts_;
   std::vector<std::unique_ptr<KeyListSet>> key_lists_;  // per layout, built on first use
+  int weights_held_ = 0;                                // live WeightsHeld objects
+  // The matrix products' input dtype (SPARSE_DTYPE_F32, or 16 bits in mixed precision, where the
+  // fused attention also runs in 16 bits where the backend has kernels for it).
+  sparse_dtype products_ = SPARSE_DTYPE_F32;
 };
 
 extern template class Transformer<float>;

@@ -6,10 +6,15 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "backend.hpp"
 #include "error.hpp"
+#include "model/checkpoint.hpp"
 #include "model/config.hpp"
 #include "model/trainer.hpp"
 
@@ -164,4 +169,78 @@ TEST_CASE("the CPU backend refuses bf16 and fp16 matrix products, naming the rea
   bad = default_train_config();
   bad.loss_scale = -1;
   CHECK_THROWS_WITH_AS(Trainer(small(), bad, 1), doctest::Contains("loss_scale = -1"), Error);
+}
+
+TEST_CASE("a run resumed from a checkpoint continues the loss scaler exactly") {
+  // A scale that starts near fp32's limit and doubles every 2 clean steps until the loss
+  // gradient overflows (a scale of 2^133 makes the scaled loss gradient inf in fp32): the run
+  // alternates skips, halvings and doublings. Checkpoints taken mid-window must restore the
+  // scale, the clean-step count and the skipped steps.
+  sparse_train_config tc = default_train_config();
+  tc.loss_scale = std::ldexp(1.0f, 126);
+  tc.loss_scale_window = 2;
+  tc.learning_rate = 1e-2f;
+  const int iterations = 16;
+  auto batch = [](int i) { return tokens(2 * 16, 500 + static_cast<uint64_t>(i)); };
+
+  Trainer whole(small(), tc, 1);
+  std::vector<sparse_train_stats> want;
+  for (int i = 0; i < iterations; ++i) want.push_back(whole.train_step(batch(i).data(), 2));
+  REQUIRE(whole.loss_scaler.skipped > 0);
+  REQUIRE(whole.step >= iterations / 2);
+
+  // Interrupt at every iteration that leaves a part-counted window (a clean step counted) after a
+  // skip: a scale restored without its clean count would double at a different step.
+  int resumed_runs = 0;
+  const std::unique_ptr<Backend> cpu = make_cpu_backend(1, 0);
+  for (int cut = 1; cut < iterations; ++cut) {
+    Trainer first(small(), tc, 1);
+    for (int i = 0; i < cut; ++i) first.train_step(batch(i).data(), 2);
+    if (first.loss_scaler.clean == 0 || first.loss_scaler.skipped == 0) continue;
+    CAPTURE(cut);
+    const std::string path = "loss_scaler_resume.safetensors";
+    save_checkpoint(first, path);
+    // Both ways of resuming: a new trainer from the file, and a fresh trainer restored from it.
+    std::unique_ptr<Trainer> loaded = load_checkpoint(path, *cpu);
+    Trainer restored(small(), tc, 1);
+    restore_checkpoint(restored, path);
+    std::remove(path.c_str());
+    for (Trainer* t : {loaded.get(), &restored}) {
+      CHECK(t->loss_scaler.scale == first.loss_scaler.scale);
+      CHECK(t->loss_scaler.clean == first.loss_scaler.clean);
+      CHECK(t->loss_scaler.skipped == first.loss_scaler.skipped);
+      for (int i = cut; i < iterations; ++i) {
+        const sparse_train_stats s = t->train_step(batch(i).data(), 2);
+        CHECK(s.loss_scale == want[static_cast<size_t>(i)].loss_scale);
+        CHECK(s.skipped_steps == want[static_cast<size_t>(i)].skipped_steps);
+        CHECK(s.step == want[static_cast<size_t>(i)].step);
+        CHECK(s.loss == want[static_cast<size_t>(i)].loss);
+      }
+      CHECK(t->loss_scaler.scale == whole.loss_scaler.scale);
+      CHECK(t->model().params.to_host() == whole.model().params.to_host());
+      CHECK(t->adam_m.to_host() == whole.adam_m.to_host());
+      CHECK(t->adam_v.to_host() == whole.adam_v.to_host());
+    }
+    ++resumed_runs;
+  }
+  CHECK(resumed_runs >= 2);
+}
+
+TEST_CASE("a checkpoint without loss-scaler state resumes from the configured scale") {
+  // A run without dynamic scaling saves no scale: restored into a run that scales, the trainer
+  // keeps its configured initial scale (as for files written before the scaler was saved).
+  const std::string path = "loss_scaler_none.safetensors";
+  Trainer plain(small(), default_train_config(), 1);
+  const std::vector<uint8_t> data = tokens(2 * 16, 7);
+  plain.train_step(data.data(), 2);
+  save_checkpoint(plain, path);
+  sparse_train_config tc = default_train_config();
+  tc.loss_scale = 256;
+  Trainer scaled(small(), tc, 1);
+  restore_checkpoint(scaled, path);
+  std::remove(path.c_str());
+  CHECK(scaled.step == 1);
+  CHECK(scaled.loss_scaler.scale == 256.0);
+  CHECK(scaled.loss_scaler.clean == 0);
+  CHECK(scaled.loss_scaler.skipped == 0);
 }

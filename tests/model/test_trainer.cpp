@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "sparse/experimental.h"
 #include "sparse/sparse.h"
 
 namespace {
@@ -700,4 +701,45 @@ TEST_CASE("bits per dim on a synthetic source approaches its exact entropy") {
   MESSAGE("held-out bits per dim " << bpd << ", exact entropy " << entropy);
   CHECK(bpd > entropy - 0.1);  // no model beats the entropy (up to sampling noise)
   CHECK(bpd < entropy + 0.1);
+}
+
+TEST_CASE("skipped steps: reported, saved in checkpoints, and with the step the batches consumed") {
+  // A loss scale near fp32's limit, doubled after every clean step, overflows now and then: those
+  // steps are skipped (the optimiser's step stays) but their batches are consumed.
+  Ctx ctx;
+  const sparse_model_config c = small_config();
+  sparse_train_config t;
+  sparse_train_config_default(&t);
+  t.loss_scale = std::ldexp(1.0f, 126);
+  t.loss_scale_window = 1;
+  Model m;
+  REQUIRE(sparse_model_create(ctx.ctx, &c, &t, &m.m) == SPARSE_OK);
+  const int iterations = 14;
+  sparse_train_stats stats;
+  stats.struct_size = sizeof stats;
+  for (int i = 0; i < iterations; ++i) {
+    const std::vector<uint8_t> data = random_tokens(2 * c.seq_len, 900 + static_cast<uint64_t>(i));
+    REQUIRE(sparse_model_train_step(m.m, data.data(), 2, &stats) == SPARSE_OK);
+  }
+  int64_t step = 0, skipped = -1;
+  REQUIRE(sparse_model_step(m.m, &step) == SPARSE_OK);
+  REQUIRE(sparse_experimental_model_skipped_steps(m.m, &skipped) == SPARSE_OK);
+  CHECK(skipped == stats.skipped_steps);
+  CHECK(skipped > 0);
+  CHECK(step + skipped == iterations);
+
+  const std::string path = temp_path("skipped.safetensors");
+  REQUIRE(sparse_model_save(m.m, path.c_str()) == SPARSE_OK);
+  Model loaded;
+  REQUIRE(sparse_model_load(ctx.ctx, path.c_str(), &loaded.m) == SPARSE_OK);
+  std::remove(path.c_str());
+  int64_t loaded_step = 0, loaded_skipped = -1;
+  sparse_model_step(loaded.m, &loaded_step);
+  REQUIRE(sparse_experimental_model_skipped_steps(loaded.m, &loaded_skipped) == SPARSE_OK);
+  CHECK(loaded_step == step);
+  CHECK(loaded_skipped == skipped);
+
+  CHECK(sparse_experimental_model_skipped_steps(m.m, nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(error_mentions("skipped is NULL"));
+  CHECK(sparse_experimental_model_skipped_steps(nullptr, &skipped) == SPARSE_ERR_INVALID_ARGUMENT);
 }

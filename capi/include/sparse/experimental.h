@@ -126,6 +126,13 @@ SPARSE_API sparse_status sparse_experimental_gradient_reducer_default(
 SPARSE_API sparse_status sparse_experimental_model_set_gradient_reducer(
     sparse_model* model, const sparse_experimental_gradient_reducer* reducer);
 
+/* Steps the model's trainer skipped so far for a non-finite gradient (dynamic loss scaling; saved
+ * in checkpoints). A skipped step consumes its batch without advancing sparse_model_step(), so
+ * the batches consumed so far are the step plus the skipped steps.
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL model or skipped). */
+SPARSE_API sparse_status sparse_experimental_model_skipped_steps(sparse_model* model,
+                                                                 int64_t* skipped);
+
 /* ------------------------------------------------------------------ memory bound */
 
 /* Checks an allocation before it is made: SPARSE_ERR_OUT_OF_MEMORY, with a message naming `what`
