@@ -193,9 +193,9 @@ Bytes wav_mono16(const std::vector<float>& samples, int sample_rate) {
   out.insert(out.end(), {'R', 'I', 'F', 'F'});
   put(36 + data_bytes, 4);
   out.insert(out.end(), {'W', 'A', 'V', 'E', 'f', 'm', 't', ' '});
-  put(16, 4);                                      // fmt chunk size
-  put(1, 2);                                       // PCM
-  put(1, 2);                                       // mono
+  put(16, 4);  // fmt chunk size
+  put(1, 2);   // PCM
+  put(1, 2);   // mono
   put(static_cast<uint32_t>(sample_rate), 4);
   put(static_cast<uint32_t>(sample_rate) * 2, 4);  // byte rate
   put(2, 2);                                       // block align

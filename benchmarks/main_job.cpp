@@ -12,9 +12,9 @@
 #include <stdexcept>
 
 #include "baselines.hpp"
+#include "bench_attention.hpp"
 #include "cli_common.hpp"
 #include "info.hpp"
-#include "bench_attention.hpp"
 #include "memory_table.hpp"
 #include "option_checks.hpp"
 #include "output_files.hpp"
@@ -184,8 +184,8 @@ int run_main_job(const MainJobOptions& given, int argc, char** argv) {
     run.layer_cycle = cycle;
     run.steps = synthetic_steps;
     run.warmup = std::max<int64_t>(1, synthetic_steps / 20);
-    run.log = o.out + "/synthetic_" + (std::string(cycle) == "1" ? "local" : "strided") +
-              "_loss.jsonl";
+    run.log =
+        o.out + "/synthetic_" + (std::string(cycle) == "1" ? "local" : "strided") + "_loss.jsonl";
     std::fprintf(stderr, "  %s attention, %lld steps\n",
                  std::string(cycle) == "1" ? "local-only (row heads)" : "strided (row + column)",
                  static_cast<long long>(run.steps));
@@ -253,8 +253,10 @@ int run_main_job(const MainJobOptions& given, int argc, char** argv) {
   step.begin("summary");
   const double minutes =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() / 60.0;
-  nlohmann::json all = {{"provenance", prov}, {"synthetic", runs},
-                        {"synthetic_exact_entropy", entropy}, {"png_bits_per_dim", png}};
+  nlohmann::json all = {{"provenance", prov},
+                        {"synthetic", runs},
+                        {"synthetic_exact_entropy", entropy},
+                        {"png_bits_per_dim", png}};
   for (const auto& b : image_baselines) all["synthetic_baselines"][b.name] = b.bits_per_byte;
   if (have_text) {
     all["enwik8_sample"] = text;

@@ -15,10 +15,10 @@ struct MainJobOptions {
   // Empty: results/ (a real run: it rewrites the published results, tracked files, on purpose) or
   // results-quick/ (--quick, git-ignored); a quick run never writes where a real run's results are.
   std::string out;
-  std::string data_dir;   // default: $SPARSE_DATA_DIR or <source>/../shared/data
+  std::string data_dir;  // default: $SPARSE_DATA_DIR or <source>/../shared/data
   int threads = 0;
-  double minutes = 6.0;   // training budget shared by the runs
-  bool quick = false;     // a few steps of each run (wiring check)
+  double minutes = 6.0;  // training budget shared by the runs
+  bool quick = false;    // a few steps of each run (wiring check)
 };
 
 // The small runs of the main job, shared with `table1` so both train the same models on the same

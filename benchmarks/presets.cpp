@@ -66,8 +66,7 @@ Wiring wiring_for(const std::string& preset, const std::string& data_dir) {
                                        " (--data-dir DIR or SPARSE_DATA_DIR names the "
                                        "samples folder)";
     w.note = "synthetic bytes of the preset's length (" + why + "); positions refitted to " +
-             std::to_string(w.data.image_height) + " x " +
-             std::to_string(width);
+             std::to_string(w.data.image_height) + " x " + std::to_string(width);
   }
   return w;
 }
@@ -96,23 +95,25 @@ int run_presets(const PresetsOptions& o, int argc, char** argv) {
   auto publish = [&]() {
     std::string md = "# The paper's presets, run end to end on this machine\n\n" +
                      provenance_markdown(prov) + "\n";
-    md += "Each of the paper's model configurations trained for a few optimiser steps of one "
-          "sequence (with recomputation), on the real data sample where one exists: proof that "
-          "the full-size models run here, and the time a step takes. The full-run cost uses the "
-          "FLOP estimate of `paper_runs.cpp` (6 x parameters x tokens plus the attention "
-          "products) and, for hours, the time per sequence measured here times the sequences of "
-          "the full run. These are estimates to size a run, not measurements of one.";
+    md +=
+        "Each of the paper's model configurations trained for a few optimiser steps of one "
+        "sequence (with recomputation), on the real data sample where one exists: proof that "
+        "the full-size models run here, and the time a step takes. The full-run cost uses the "
+        "FLOP estimate of `paper_runs.cpp` (6 x parameters x tokens plus the attention "
+        "products) and, for hours, the time per sequence measured here times the sequences of "
+        "the full run. These are estimates to size a run, not measurements of one.";
     md += "\n\n";
-    md += "| preset | data used here | params | n | steps run | s per sequence | peak "
-          "activations | GFLOP/s here | full run: steps x batch | est. FLOPs | est. time on this "
-          "machine |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+    md +=
+        "| preset | data used here | params | n | steps run | s per sequence | peak "
+        "activations | GFLOP/s here | full run: steps x batch | est. FLOPs | est. time on this "
+        "machine |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (const auto& row : rows) {
       const bool full = row.contains("full_run_flops");
       std::string time = "-";
       if (full) {
         const double hours = row["full_run_hours_here"].get<double>();
-        time = hours > 24 * 365 ? fmt(hours / 24 / 365, 0) + " years"
-                                : fmt(hours / 24, 1) + " days";
+        time =
+            hours > 24 * 365 ? fmt(hours / 24 / 365, 0) + " years" : fmt(hours / 24, 1) + " days";
       }
       md += "| " + row["preset"].get<std::string>() + " | " + row["data"].get<std::string>() +
             " | " + fmt(row["parameters"].get<double>() / 1e6, 1) + "M | " +

@@ -10,10 +10,10 @@
 namespace repro {
 
 struct PresetsOptions {
-  std::string out = "results";          // presets.md and presets.json go here ("" = print only)
-  std::string data_dir;                 // default: $SPARSE_DATA_DIR or ../shared/data
-  std::vector<std::string> only;        // preset names; empty = all four
-  int64_t steps = 2;                    // optimiser steps per preset (batch 1)
+  std::string out = "results";    // presets.md and presets.json go here ("" = print only)
+  std::string data_dir;           // default: $SPARSE_DATA_DIR or ../shared/data
+  std::vector<std::string> only;  // preset names; empty = all four
+  int64_t steps = 2;              // optimiser steps per preset (batch 1)
   int threads = 0;
 };
 

@@ -30,8 +30,8 @@ std::string cpu_model() {
 // The commit of the source tree: asked of git at run time (the tree may have moved on since the
 // build), else what meson's vcs_tag recorded at build time.
 std::string git_commit() {
-  const std::string cmd = std::string("git -C '") + SPARSE_SOURCE_ROOT +
-                          "' describe --always --dirty 2>/dev/null";
+  const std::string cmd =
+      std::string("git -C '") + SPARSE_SOURCE_ROOT + "' describe --always --dirty 2>/dev/null";
   if (FILE* pipe = popen(cmd.c_str(), "r")) {
     char buf[128] = {0};
     const bool got = std::fgets(buf, sizeof buf, pipe) != nullptr;

@@ -1,9 +1,8 @@
 // Provenance of generated tables: which command, commit, date, machine and library made them.
 #pragma once
 
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace repro {
 

@@ -212,8 +212,7 @@ double evaluate(sparse_model* model, const sparse_dataset* ds, int64_t count, in
   int64_t done = 0;
   while (done < count) {
     const int64_t b = std::min<int64_t>(batch, count - done);
-    check(sparse_dataset_read(ds, done, b, SPARSE_TOKENS_U8, tokens.data(), tokens.size()),
-          "read");
+    check(sparse_dataset_read(ds, done, b, SPARSE_TOKENS_U8, tokens.data(), tokens.size()), "read");
     double bpd = 0;
     check(sparse_model_evaluate(model, tokens.data(), b, &bpd), "evaluate");
     total += bpd * static_cast<double>(b);
@@ -225,21 +224,32 @@ double evaluate(sparse_model* model, const sparse_dataset* ds, int64_t count, in
 
 void set_attention(sparse_model_config& cfg, const TrainOptions& o) {
   if (!o.attention.empty()) {
-    if (o.attention == "dense") cfg.attention = SPARSE_MODEL_ATTENTION_DENSE;
-    else if (o.attention == "strided") cfg.attention = SPARSE_MODEL_ATTENTION_STRIDED;
-    else if (o.attention == "fixed") cfg.attention = SPARSE_MODEL_ATTENTION_FIXED;
-    else throw std::runtime_error("--attention must be dense, strided or fixed");
+    if (o.attention == "dense")
+      cfg.attention = SPARSE_MODEL_ATTENTION_DENSE;
+    else if (o.attention == "strided")
+      cfg.attention = SPARSE_MODEL_ATTENTION_STRIDED;
+    else if (o.attention == "fixed")
+      cfg.attention = SPARSE_MODEL_ATTENTION_FIXED;
+    else
+      throw std::runtime_error("--attention must be dense, strided or fixed");
   }
   if (!o.head_mode.empty()) {
-    if (o.head_mode == "interleaved") cfg.head_mode = SPARSE_HEADS_INTERLEAVED;
-    else if (o.head_mode == "merged") cfg.head_mode = SPARSE_HEADS_MERGED;
-    else if (o.head_mode == "multihead") cfg.head_mode = SPARSE_HEADS_MULTIHEAD;
-    else throw std::runtime_error("--head-mode must be interleaved, merged or multihead");
+    if (o.head_mode == "interleaved")
+      cfg.head_mode = SPARSE_HEADS_INTERLEAVED;
+    else if (o.head_mode == "merged")
+      cfg.head_mode = SPARSE_HEADS_MERGED;
+    else if (o.head_mode == "multihead")
+      cfg.head_mode = SPARSE_HEADS_MULTIHEAD;
+    else
+      throw std::runtime_error("--head-mode must be interleaved, merged or multihead");
   }
   if (!o.row_attention.empty()) {
-    if (o.row_attention == "strided") cfg.row_attention = SPARSE_ROW_STRIDED;
-    else if (o.row_attention == "local") cfg.row_attention = SPARSE_ROW_LOCAL;
-    else throw std::runtime_error("--row-attention must be strided or local");
+    if (o.row_attention == "strided")
+      cfg.row_attention = SPARSE_ROW_STRIDED;
+    else if (o.row_attention == "local")
+      cfg.row_attention = SPARSE_ROW_LOCAL;
+    else
+      throw std::runtime_error("--row-attention must be strided or local");
   }
   if (o.summary_variants > 0) cfg.summary_variants = o.summary_variants;
   if (!o.layer_cycle.empty()) {
@@ -817,7 +827,8 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
     }
     if (o.eval_every > 0 && stats.step % o.eval_every == 0 && stats.step < o.steps) {
       int64_t count = 0;
-      const double bpd = dp.evaluate(model.get(), held_out.get(), o.eval_sequences, o.batch, &count);
+      const double bpd =
+          dp.evaluate(model.get(), held_out.get(), o.eval_sequences, o.batch, &count);
       evals.push_back({{"step", stats.step}, {"bits_per_dim", bpd}, {"sequences", count}});
       if (log)
         log->write_line(nlohmann::json({{"step", stats.step}, {"eval_bits_per_dim", bpd}}).dump());
@@ -1072,8 +1083,9 @@ nlohmann::json run_sample(const SampleOptions& o) {
       cols = static_cast<int>(cfg.position_shape[1]);
     }
     if (rows <= 0 || static_cast<int64_t>(rows) * cols * channels != length)
-      throw std::runtime_error("--out *.png needs --length equal to the model's image size "
-                               "(rows x columns x channels of its position tables)");
+      throw std::runtime_error(
+          "--out *.png needs --length equal to the model's image size "
+          "(rows x columns x channels of its position tables)");
     // Nearest-neighbour enlargement: each token becomes a scale x scale square (by default
     // images narrower than 256 pixels are enlarged to at least that, at most 16 times).
     const int scale =

@@ -3,8 +3,8 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
-#include <nlohmann/json.hpp>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -20,7 +20,7 @@ struct DataSpec {
   int32_t vocab = 0;                     // synthetic: 0 = the kind's default
   int64_t num_sequences = 0;             // synthetic: 0 = default
   int32_t image_width = 0, image_height = 0;
-  double noise_scale = 0;                // synthetic image: 0 = default
+  double noise_scale = 0;  // synthetic image: 0 = default
   int64_t copy_offset = 0;
   uint64_t seed = 0x5eed;
 };
@@ -28,8 +28,8 @@ struct DataSpec {
 struct TrainOptions {
   DeviceOptions device;  // --backend, --dtype
   std::string preset = "cifar10-small";
-  std::string attention;   // dense | strided | fixed (empty: the preset's)
-  std::string head_mode;   // interleaved | merged | multihead
+  std::string attention;  // dense | strided | fixed (empty: the preset's)
+  std::string head_mode;  // interleaved | merged | multihead
   std::string layer_cycle;
   std::string row_attention;  // strided (the paper's) | local (OpenAI's); empty: the preset's
   int summary_variants = 0;   // fixed: OpenAI's num_verts (0 = the preset's)
@@ -58,8 +58,8 @@ struct TrainOptions {
   double rank_timeout = 600;  // data parallel: seconds a reduction waits for the other ranks
   int world_size = 1;         // data parallel: ranks (set from the launcher, not an option)
   uint64_t seed = 1;
-  std::string log;         // JSON lines: one per step (loss curve)
-  std::string summary_out; // JSON summary of the run
+  std::string log;          // JSON lines: one per step (loss curve)
+  std::string summary_out;  // JSON summary of the run
   bool quiet = false;
   bool json = false;  // print the JSON summary instead of the one-line summary
   // Long names of the options given on the command line (resume checks them against the run).
@@ -88,11 +88,11 @@ struct SampleOptions {
   DeviceOptions device;  // --backend, --dtype
   std::string checkpoint;
   std::string out;
-  int64_t length = 0;   // 0 = the model's seq_len
+  int64_t length = 0;  // 0 = the model's seq_len
   float temperature = 1.0f;
   uint64_t seed = 1;
   int threads = 0;
-  int scale = 0;  // PNG: pixels per token side (0: enlarge images narrower than 256 pixels)
+  int scale = 0;      // PNG: pixels per token side (0: enlarge images narrower than 256 pixels)
   bool json = false;  // print the JSON result instead of the one-line summary
 };
 

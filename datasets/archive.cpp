@@ -247,8 +247,7 @@ std::string pax_path(const std::vector<uint8_t>& rec) {
       ++i;
     }
     if (len == 0 || i >= rec.size() || rec[i] != ' ' || len > rec.size() - pos) break;
-    std::string body(reinterpret_cast<const char*>(rec.data()) + i + 1,
-                     pos + len - (i + 1));
+    std::string body(reinterpret_cast<const char*>(rec.data()) + i + 1, pos + len - (i + 1));
     if (!body.empty() && body.back() == '\n') body.pop_back();
     if (body.compare(0, 5, "path=") == 0) path = body.substr(5);
     pos += len;
@@ -296,8 +295,8 @@ void tar_extract(ByteStream& in, const std::string& what,
     char type = static_cast<char>(hdr[156]);
     if (type == 'L' || type == 'x') {
       if (size > (1u << 20))
-        throw_error(SPARSE_ERR_FORMAT, "file ", what, ": tar extended header ", index, " of ",
-                    size, " bytes (expected at most 1 MiB)");
+        throw_error(SPARSE_ERR_FORMAT, "file ", what, ": tar extended header ", index, " of ", size,
+                    " bytes (expected at most 1 MiB)");
       VectorSink meta;
       copy_bytes(in, size, &meta, what, name);
       if (type == 'L') {
@@ -337,7 +336,8 @@ constexpr uint32_t kEocd = 0x06054b50, kEocd64 = 0x06064b50, kLocator64 = 0x0706
 }  // namespace
 
 std::vector<ZipEntry> zip_entries(const uint8_t* data, size_t size, const std::string& what) {
-  if (size < 22) zip_error(what, "expected a zip archive (too short for an end-of-directory record)");
+  if (size < 22)
+    zip_error(what, "expected a zip archive (too short for an end-of-directory record)");
   size_t eocd = SIZE_MAX;
   size_t lowest = size >= 22 + 65535 ? size - 22 - 65535 : 0;
   for (size_t p = size - 22 + 1; p-- > lowest;) {
@@ -347,7 +347,9 @@ std::vector<ZipEntry> zip_entries(const uint8_t* data, size_t size, const std::s
     }
   }
   if (eocd == SIZE_MAX)
-    zip_error(what, "expected a zip archive (no end-of-central-directory record; truncated or not a zip)");
+    zip_error(
+        what,
+        "expected a zip archive (no end-of-central-directory record; truncated or not a zip)");
   const uint8_t* e = data + eocd;
   if (le16(e + 4) != 0 || le16(e + 6) != 0)
     zip_error(what, "multi-disk zip archives are not supported (expected a single file)");
@@ -487,15 +489,19 @@ void inflate_raw(const uint8_t* data, size_t size, uint64_t expected, Sink& sink
       throw_error(SPARSE_ERR_FORMAT, "file ", what, ": truncated deflate stream (expected ",
                   expected, " bytes, got ", total, ")");
     if (rc != Z_OK && rc != Z_BUF_ERROR)
-      throw_error(SPARSE_ERR_FORMAT, "file ", what, ": corrupt deflate data (zlib: ",
-                  z.msg != nullptr ? z.msg : "error", ")");
+      throw_error(SPARSE_ERR_FORMAT, "file ", what,
+                  ": corrupt deflate data (zlib: ", z.msg != nullptr ? z.msg : "error", ")");
   }
   if (total != expected)
-    throw_error(SPARSE_ERR_FORMAT, "file ", what, ": inflated to ", total,
-                " bytes, expected ", expected);
+    throw_error(SPARSE_ERR_FORMAT, "file ", what, ": inflated to ", total, " bytes, expected ",
+                expected);
   if (crc_out != nullptr) *crc_out = crc;
 #else
-  (void)data; (void)size; (void)expected; (void)sink; (void)crc_out;
+  (void)data;
+  (void)size;
+  (void)expected;
+  (void)sink;
+  (void)crc_out;
   no_zlib(what);
 #endif
 }

@@ -36,7 +36,7 @@ namespace sparse::data {
 namespace {
 
 const char* const kExtensions[] = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff",
-                                   ".aif", ".aifc", ".au", ".caf", ".w64", ".rf64"};
+                                   ".aif", ".aifc", ".au",  ".caf", ".w64",  ".rf64"};
 
 bool audio_name(const std::string& name) {
   const std::string l = lower(name);
@@ -177,8 +177,8 @@ DecodedAudio decode_audio_file(const std::string& path, int32_t sample_rate) {
   SNDFILE* file = sf_open_fd(fd, SFM_READ, &info, SF_FALSE);
   if (file == nullptr) ::close(fd);
   if (file == nullptr)
-    throw_error(SPARSE_ERR_FORMAT, "file ", path, ": not a readable audio file (libsndfile: ",
-                sf_strerror(nullptr),
+    throw_error(SPARSE_ERR_FORMAT, "file ", path,
+                ": not a readable audio file (libsndfile: ", sf_strerror(nullptr),
                 "; expected WAV, FLAC, Ogg, MP3 or another format libsndfile supports)");
   struct Close {
     SNDFILE* f;
@@ -199,8 +199,7 @@ DecodedAudio decode_audio_file(const std::string& path, int32_t sample_rate) {
 #endif
   int err = 0;
   close.s = src_new(SRC_SINC_MEDIUM_QUALITY, 1, &err);
-  if (close.s == nullptr)
-    throw_error(SPARSE_ERR_INTERNAL, "libsamplerate: ", src_strerror(err));
+  if (close.s == nullptr) throw_error(SPARSE_ERR_INTERNAL, "libsamplerate: ", src_strerror(err));
   const double ratio = static_cast<double>(sample_rate) / info.samplerate;
   if (src_is_valid_ratio(ratio) == 0)
     throw_error(SPARSE_ERR_FORMAT, "file ", path, ": sample rate ", info.samplerate,
@@ -237,7 +236,8 @@ DecodedAudio decode_audio_file(const std::string& path, int32_t sample_rate) {
     if (n <= 0) break;
     for (sf_count_t i = 0; i < n; ++i) {
       float s = 0;
-      for (int c = 0; c < info.channels; ++c) s += frames[static_cast<size_t>(i * info.channels + c)];
+      for (int c = 0; c < info.channels; ++c)
+        s += frames[static_cast<size_t>(i * info.channels + c)];
       s /= static_cast<float>(info.channels);
       if (!std::isfinite(s)) s = 0;
       peak = std::max(peak, std::fabs(s));
@@ -275,8 +275,7 @@ DecodedAudio decode_audio_file(const std::string& path, int32_t sample_rate) {
 
 SourcePtr open_audio(const std::string& path, Split split, const AudioOptions& o) {
   require(o.seq_len >= 1, "seq_len = ", o.seq_len, " (expected >= 1)");
-  require(o.valid_fraction >= 0 && o.test_fraction >= 0 &&
-              o.valid_fraction + o.test_fraction < 1,
+  require(o.valid_fraction >= 0 && o.test_fraction >= 0 && o.valid_fraction + o.test_fraction < 1,
           "valid_fraction = ", o.valid_fraction, ", test_fraction = ", o.test_fraction,
           " (expected non-negative with a sum below 1)");
   std::vector<std::string> chosen;
@@ -294,10 +293,9 @@ SourcePtr open_audio(const std::string& path, Split split, const AudioOptions& o
     if (split == Split::Test) begin = train_end + n_valid, end = all.size();
     if (static_cast<int64_t>(end - begin) < o.seq_len)
       throw_error(SPARSE_ERR_FORMAT, "file ", path, ": the ", split_name(split), " split has ",
-                  end - begin, " samples at ", o.sample_rate,
-                  " Hz, fewer than one sequence of ", o.seq_len,
-                  " (a single recording is split in time: ", o.valid_fraction, " valid, ",
-                  o.test_fraction, " test)");
+                  end - begin, " samples at ", o.sample_rate, " Hz, fewer than one sequence of ",
+                  o.seq_len, " (a single recording is split in time: ", o.valid_fraction,
+                  " valid, ", o.test_fraction, " test)");
     all.resize(end);  // keep [begin, end) in place rather than copying it
     all.erase(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(begin));
     std::vector<std::vector<uint8_t>> one;
@@ -322,10 +320,9 @@ SourcePtr open_audio(const std::string& path, Split split, const AudioOptions& o
     if (split == Split::Valid) begin = n_test, end = n_test + n_valid;
     if (split == Split::Train) begin = n_test + n_valid, end = n;
     if (begin == end)
-      throw_error(SPARSE_ERR_INVALID_ARGUMENT, "folder ", path, ": ", n,
-                  " recordings leave the ", split_name(split), " split empty (it gets floor(",
-                  split == Split::Test ? o.test_fraction : o.valid_fraction, " x ", n,
-                  ") files)");
+      throw_error(SPARSE_ERR_INVALID_ARGUMENT, "folder ", path, ": ", n, " recordings leave the ",
+                  split_name(split), " split empty (it gets floor(",
+                  split == Split::Test ? o.test_fraction : o.valid_fraction, " x ", n, ") files)");
     for (size_t i = begin; i < end; ++i) chosen.push_back(join_path(path, files[i]));
   }
   std::vector<std::vector<uint8_t>> tracks;

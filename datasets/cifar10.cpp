@@ -65,8 +65,9 @@ class CifarSource final : public Source {
  private:
   const uint8_t* record(int64_t index) const {
     const int64_t r = begin_ + index;
-    size_t f = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), r) -
-                                   starts_.begin()) - 1;
+    size_t f =
+        static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), r) - starts_.begin()) -
+        1;
     return files_[f].bytes.data + (r - starts_[f]) * kCifarRecord;
   }
   std::vector<RecordFile> files_;

@@ -7,8 +7,8 @@
 
 #include "datasets/archive.hpp"
 #include "datasets/dataset.hpp"
-#include "libsparse/error.hpp"
 #include "datasets/npy.hpp"
+#include "libsparse/error.hpp"
 
 namespace sparse::data {
 namespace {
@@ -46,10 +46,11 @@ Batch load_npz(const std::string& path) {
   b.data_hdr = parse_npy(b.data.data, b.data.size, what);
   const NpyArray& h = b.data_hdr;
   const bool flat = h.shape.size() == 2 && h.shape[1] == static_cast<uint64_t>(kImagenet64Dims);
-  const bool planes = h.shape.size() == 4 && h.shape[1] == 3 && h.shape[2] == 64 && h.shape[3] == 64;
+  const bool planes =
+      h.shape.size() == 4 && h.shape[1] == 3 && h.shape[2] == 64 && h.shape[3] == 64;
   if (h.kind != 'u' || h.item_size != 1 || h.fortran_order || !(flat || planes) || h.shape[0] == 0)
-    throw_error(SPARSE_ERR_FORMAT, "file ", what, ": array of shape ", shape_string(h),
-                " kind '", h.kind, h.item_size, "'", h.fortran_order ? " in Fortran order" : "",
+    throw_error(SPARSE_ERR_FORMAT, "file ", what, ": array of shape ", shape_string(h), " kind '",
+                h.kind, h.item_size, "'", h.fortran_order ? " in Fortran order" : "",
                 " (expected C-order uint8 of shape (N, 12288) or (N, 3, 64, 64), N >= 1)");
   b.n = static_cast<int64_t>(h.shape[0]);
   if (const ZipEntry* labels = zip_find(entries, "labels.npy")) {
@@ -95,7 +96,8 @@ class ImagenetSource final : public Source {
  private:
   const Batch& locate(int64_t index, int64_t* within) const {
     size_t k = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), index) -
-                                   starts_.begin()) - 1;
+                                   starts_.begin()) -
+               1;
     *within = index - starts_[k];
     return batches_[k];
   }
@@ -123,7 +125,8 @@ SourcePtr open_imagenet64(const std::string& path, Split split) {
     if (split != Split::Train)
       throw_error(SPARSE_ERR_INVALID_ARGUMENT, "file ", path,
                   ": a single npz file is a custom set with a train split only (expected the "
-                  "folder of batches for the ", split_name(split), " split)");
+                  "folder of batches for the ",
+                  split_name(split), " split)");
     batches.push_back(load_npz(path));
     return std::make_unique<ImagenetSource>(std::move(batches));
   }

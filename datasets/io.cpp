@@ -86,8 +86,8 @@ void VectorSink::write(const uint8_t* bytes, size_t n) {
 
 TempFileSink::TempFileSink(std::string what) : what_(std::move(what)) {
   const char* dir = std::getenv("TMPDIR");
-  std::string tmpl = std::string(dir != nullptr && *dir != '\0' ? dir : "/tmp") +
-                     "/libsparse-dataset-XXXXXX";
+  std::string tmpl =
+      std::string(dir != nullptr && *dir != '\0' ? dir : "/tmp") + "/libsparse-dataset-XXXXXX";
   std::vector<char> name(tmpl.begin(), tmpl.end());
   name.push_back('\0');
   fd_ = ::mkstemp(name.data());
@@ -166,7 +166,8 @@ std::string lower(std::string s) {
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace sparse::data

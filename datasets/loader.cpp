@@ -4,16 +4,19 @@
 #include <numeric>
 
 #include "datasets/dataset.hpp"
-#include "libsparse/error.hpp"
 #include "datasets/synthetic.hpp"
+#include "libsparse/error.hpp"
 
 namespace sparse::data {
 
 const char* split_name(Split s) {
   switch (s) {
-    case Split::Train: return "train";
-    case Split::Valid: return "valid";
-    case Split::Test: return "test";
+    case Split::Train:
+      return "train";
+    case Split::Valid:
+      return "valid";
+    case Split::Test:
+      return "test";
   }
   return "unknown";
 }
@@ -67,8 +70,8 @@ int64_t Loader::next() {
 }
 
 void Loader::seek(uint64_t epoch, int64_t position) {
-  require(position >= 0 && position <= source_.size(), "position = ", position,
-          " is outside [0, ", source_.size(), "]");
+  require(position >= 0 && position <= source_.size(), "position = ", position, " is outside [0, ",
+          source_.size(), "]");
   epoch_ = epoch;
   position_ = position;
   build_order();

@@ -3,8 +3,8 @@
 
 #include <cstring>
 
-#include "libsparse/error.hpp"
 #include "datasets/io.hpp"
+#include "libsparse/error.hpp"
 
 namespace sparse::data {
 namespace {
@@ -39,8 +39,14 @@ class DictParser {
   }
   bool boolean() {
     ws();
-    if (n_ - i_ >= 4 && std::memcmp(p_ + i_, "True", 4) == 0) { i_ += 4; return true; }
-    if (n_ - i_ >= 5 && std::memcmp(p_ + i_, "False", 5) == 0) { i_ += 5; return false; }
+    if (n_ - i_ >= 4 && std::memcmp(p_ + i_, "True", 4) == 0) {
+      i_ += 4;
+      return true;
+    }
+    if (n_ - i_ >= 5 && std::memcmp(p_ + i_, "False", 5) == 0) {
+      i_ += 5;
+      return false;
+    }
     fail("True or False");
   }
   uint64_t integer() {

@@ -15,8 +15,8 @@ struct NpyArray {
   bool big_endian = false;
   bool fortran_order = false;
   std::vector<uint64_t> shape;
-  uint64_t count = 0;       // product of the shape
-  size_t data_offset = 0;   // where the elements start
+  uint64_t count = 0;      // product of the shape
+  size_t data_offset = 0;  // where the elements start
 };
 
 // Parses the array at [data, data + size); `what` names it in errors (SPARSE_ERR_FORMAT).

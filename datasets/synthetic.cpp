@@ -74,11 +74,11 @@ SourcePtr synthetic_image(const SyntheticImageOptions& o) {
           " (expected both >= 1 and at most 2^24 pixels)");
   require(o.levels >= 2 && o.levels <= 256, "synthetic image levels = ", o.levels,
           " (expected 2..256)");
-  require(o.noise_scale > 0 && std::isfinite(o.noise_scale), "synthetic image noise_scale = ",
-          o.noise_scale, " (expected > 0)");
+  require(o.noise_scale > 0 && std::isfinite(o.noise_scale),
+          "synthetic image noise_scale = ", o.noise_scale, " (expected > 0)");
   const int64_t len = int64_t{o.width} * o.height;
-  require(o.count >= 1 && o.count <= (int64_t{1} << 30) / len, "synthetic image count = ",
-          o.count, " (expected 1..", (int64_t{1} << 30) / len, " for ", len, " pixels each)");
+  require(o.count >= 1 && o.count <= (int64_t{1} << 30) / len, "synthetic image count = ", o.count,
+          " (expected 1..", (int64_t{1} << 30) / len, " for ", len, " pixels each)");
   const int K = o.levels;
   // One distribution per m = floor((l + u + 1) / 2), since the kernel depends on (l, u) only
   // through m.
@@ -120,14 +120,15 @@ SourcePtr synthetic_image(const SyntheticImageOptions& o) {
 
 SourcePtr synthetic_text(const SyntheticTextOptions& o) {
   require(o.vocab >= 2 && o.vocab <= 256, "synthetic text vocab = ", o.vocab, " (expected 2..256)");
-  require(o.seq_len >= 1 && o.seq_len <= (int64_t{1} << 24), "synthetic text seq_len = ",
-          o.seq_len, " (expected 1..2^24)");
+  require(o.seq_len >= 1 && o.seq_len <= (int64_t{1} << 24), "synthetic text seq_len = ", o.seq_len,
+          " (expected 1..2^24)");
   require(o.offset >= 1, "synthetic text offset = ", o.offset, " (expected >= 1)");
   require(o.copy_prob >= 0 && o.copy_prob <= 1, "synthetic text copy_prob = ", o.copy_prob,
           " (expected 0..1)");
   require(o.rho > 0 && o.rho <= 1, "synthetic text rho = ", o.rho, " (expected in (0, 1])");
-  require(o.count >= 1 && o.count <= (int64_t{1} << 30) / o.seq_len, "synthetic text count = ",
-          o.count, " (expected 1..", (int64_t{1} << 30) / o.seq_len, ")");
+  require(o.count >= 1 && o.count <= (int64_t{1} << 30) / o.seq_len,
+          "synthetic text count = ", o.count, " (expected 1..", (int64_t{1} << 30) / o.seq_len,
+          ")");
   const int K = o.vocab;
   const double c = o.copy_prob;
   // M(a, .) is M(0, .) rotated by a; the mixture at (prev, back) depends on d = back - prev.

@@ -12,8 +12,8 @@
 // Text-like source (vocab K, offset D, copy probability c, successor bias rho): token 0 is
 // uniform; token t draws from the Markov kernel M(x_{t-1}, .) with M(a, b) proportional to
 // rho^((b - a) mod K); for t >= D, with probability c the token instead copies x_{t-D}. The
-// copy coin is independent of the past, so p(x_t | x_<t) = c [x_t = x_{t-D}] + (1-c) M(x_{t-1}, x_t)
-// exactly.
+// copy coin is independent of the past, so p(x_t | x_<t) = c [x_t = x_{t-D}] + (1-c) M(x_{t-1},
+// x_t) exactly.
 //
 // For both, generation records, token by token, the entropy of the exact conditional
 // distribution at the context that occurred and the -log2 probability of the drawn token.

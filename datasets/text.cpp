@@ -22,7 +22,8 @@ class TextSource final : public Source {
   int64_t size() const override { return count_; }
   int64_t seq_len() const override { return len_; }
   void read(int64_t index, uint8_t* out) const override {
-    const uint8_t* p = bytes_.data + begin_ + static_cast<uint64_t>(index) * static_cast<uint64_t>(len_);
+    const uint8_t* p =
+        bytes_.data + begin_ + static_cast<uint64_t>(index) * static_cast<uint64_t>(len_);
     std::copy(p, p + len_, out);
   }
 
@@ -90,9 +91,12 @@ ByteRange text_split_range(uint64_t n, Split split) {
   const uint64_t a = n / 10 * 9 + (n % 10) * 9 / 10;
   const uint64_t b = n / 20 * 19 + (n % 20) * 19 / 20;
   switch (split) {
-    case Split::Train: return {0, a};
-    case Split::Valid: return {a, b};
-    case Split::Test: return {b, n};
+    case Split::Train:
+      return {0, a};
+    case Split::Valid:
+      return {a, b};
+    case Split::Test:
+      return {b, n};
   }
   return {0, 0};
 }
@@ -167,7 +171,8 @@ SourcePtr open_text(const std::string& path, Split split, int64_t seq_len, bool 
   if (is_tar(bytes))
     throw_error(SPARSE_ERR_FORMAT, "file ", what,
                 ": a tar archive, not text (extract the file to read: tar -xf ", path, ")");
-  if (bytes.size == 0) throw_error(SPARSE_ERR_FORMAT, "file ", what, ": empty (expected text bytes)");
+  if (bytes.size == 0)
+    throw_error(SPARSE_ERR_FORMAT, "file ", what, ": empty (expected text bytes)");
   if (enwik8 && bytes.size > kEnwik8Bytes)
     throw_error(SPARSE_ERR_FORMAT, "file ", what, ": ", bytes.size,
                 " bytes (expected at most enwik8's 100000000)");

@@ -21,7 +21,7 @@ struct Term {
   int64_t stride = 0;
   int64_t summary_lo = 0, summary_hi = 0;  // FIXED_SUMMARY: allowed j mod l in [lo, hi)
   bool causal = true;
-  std::vector<int64_t> globals;           // sorted, unique
+  std::vector<int64_t> globals;  // sorted, unique
   int64_t random_blocks = 0;
   uint64_t seed = 0;
 };
@@ -362,13 +362,12 @@ Term validate_term(const sparse_pattern& p, int index, int64_t n, int64_t nb) {
     t.stride = p.stride;
   }
   if (p.kind == SPARSE_PATTERN_FIXED_SUMMARY) {
-    require(p.summary >= 1 && p.summary <= p.stride, name, " (", kind, "): summary = ",
-            p.summary, " must be in [1, stride = ", p.stride, "]");
-    require(p.summary_variants >= 1, name, " (", kind, "): summary_variants = ",
-            p.summary_variants, " must be >= 1");
+    require(p.summary >= 1 && p.summary <= p.stride, name, " (", kind, "): summary = ", p.summary,
+            " must be in [1, stride = ", p.stride, "]");
+    require(p.summary_variants >= 1, name, " (", kind, "): summary_variants = ", p.summary_variants,
+            " must be >= 1");
     require(p.summary * p.summary_variants <= p.stride, name, " (", kind, "): summary * ",
-            "summary_variants = ", p.summary * p.summary_variants, " exceeds stride = ",
-            p.stride);
+            "summary_variants = ", p.summary * p.summary_variants, " exceeds stride = ", p.stride);
   }
   if (has_causal_flag(p.kind)) {
     require(p.causal == 0 || p.causal == 1, name, ".causal = ", p.causal, " must be 0 or 1");
@@ -390,8 +389,9 @@ Term validate_term(const sparse_pattern& p, int index, int64_t n, int64_t nb) {
     t.globals.erase(std::unique(t.globals.begin(), t.globals.end()), t.globals.end());
   }
   if (p.kind == SPARSE_PATTERN_BIGBIRD) {
-    require(p.random_blocks >= 0 && p.random_blocks <= nb, name, ".random_blocks = ",
-            p.random_blocks, " must be in [0, number of key blocks = ", nb, "]");
+    require(p.random_blocks >= 0 && p.random_blocks <= nb, name,
+            ".random_blocks = ", p.random_blocks, " must be in [0, number of key blocks = ", nb,
+            "]");
     t.random_blocks = p.random_blocks;
     t.seed = p.seed;
   }
@@ -413,10 +413,11 @@ void check_block_size(int64_t block) {
 
 }  // namespace
 
-Layout::Layout() : serial([] {
-  static std::atomic<uint64_t> next{1};
-  return next.fetch_add(1);
-}()) {}
+Layout::Layout()
+    : serial([] {
+        static std::atomic<uint64_t> next{1};
+        return next.fetch_add(1);
+      }()) {}
 
 size_t HeadLayout::memory_bytes() const {
   return sizeof(*this) + row_ptr.capacity() * sizeof(int64_t) +
@@ -460,9 +461,10 @@ std::unique_ptr<Layout> build_layout(const sparse_layout_desc& desc) {
   require(desc.num_heads >= 1, "num_heads = ", desc.num_heads, " must be >= 1");
   require(desc.patterns != nullptr, "patterns is NULL");
   require(desc.num_patterns >= 1, "num_patterns = ", desc.num_patterns, " must be >= 1");
-  require(desc.pattern_struct_size == sizeof(sparse_pattern), "pattern_struct_size = ",
-          desc.pattern_struct_size, " does not match this library's sizeof(sparse_pattern) = ",
-          sizeof(sparse_pattern), "; initialise with sparse_layout_desc_default()");
+  require(desc.pattern_struct_size == sizeof(sparse_pattern),
+          "pattern_struct_size = ", desc.pattern_struct_size,
+          " does not match this library's sizeof(sparse_pattern) = ", sizeof(sparse_pattern),
+          "; initialise with sparse_layout_desc_default()");
   require(desc.transpose_strided_column == 0 || desc.transpose_strided_column == 1,
           "transpose_strided_column = ", desc.transpose_strided_column, " must be 0 or 1");
   const int64_t n = desc.seq_len;
@@ -480,8 +482,8 @@ std::unique_ptr<Layout> build_layout(const sparse_layout_desc& desc) {
     for (int h = 0; h < desc.num_heads; ++h) {
       if (p.head != -1 && p.head != h) continue;
       Term t = base;
-      std::string sig = detail::concat(static_cast<int>(t.kind), ":", t.window, ":", t.stride,
-                                       ":", t.causal ? 1 : 0, ":", t.random_blocks, ":", t.seed);
+      std::string sig = detail::concat(static_cast<int>(t.kind), ":", t.window, ":", t.stride, ":",
+                                       t.causal ? 1 : 0, ":", t.random_blocks, ":", t.seed);
       if (t.kind == SPARSE_PATTERN_FIXED_SUMMARY) {
         const int64_t v = h % p.summary_variants;
         t.summary_lo = p.stride - p.summary * (v + 1);
@@ -572,8 +574,8 @@ std::unique_ptr<Layout> build_layout_from_blocks(int64_t seq_len, int block, int
             bool allowed = i < seq_len && j < seq_len && !(causal && j > i);
             if (element != nullptr && element[static_cast<size_t>(r) * block + c] == 0)
               allowed = false;
-            if (allowed) mask[static_cast<size_t>(r) * out.words + c / 64] |= uint64_t{1}
-                                                                             << (c % 64);
+            if (allowed)
+              mask[static_cast<size_t>(r) * out.words + c / 64] |= uint64_t{1} << (c % 64);
           }
         }
         if (element != nullptr) element += static_cast<size_t>(block) * block;

@@ -18,20 +18,20 @@ namespace sparse {
 constexpr int kMaxBlockSize = 128;
 
 struct HeadLayout {
-  int64_t seq_len = 0;     // n, natural positions
-  int block = 0;           // B
-  int words = 0;           // 64-bit words per mask row
-  bool transposed = false; // strided-column order
-  bool causal = true;      // every allowed pair has j <= i (for the density denominator)
-  int64_t stride = 0;      // l when transposed
-  int64_t chunk = 0;       // ceil(n / l) when transposed
-  int64_t n_computed = 0;  // n, or l * chunk when transposed
-  int64_t num_blocks = 0;  // ceil(n_computed / B)
+  int64_t seq_len = 0;      // n, natural positions
+  int block = 0;            // B
+  int words = 0;            // 64-bit words per mask row
+  bool transposed = false;  // strided-column order
+  bool causal = true;       // every allowed pair has j <= i (for the density denominator)
+  int64_t stride = 0;       // l when transposed
+  int64_t chunk = 0;        // ceil(n / l) when transposed
+  int64_t n_computed = 0;   // n, or l * chunk when transposed
+  int64_t num_blocks = 0;   // ceil(n_computed / B)
 
   // CSR over query block rows.
-  std::vector<int64_t> row_ptr;   // num_blocks + 1
-  std::vector<int32_t> col_idx;   // nnz
-  std::vector<int32_t> mask_id;   // nnz, -1 = full block
+  std::vector<int64_t> row_ptr;  // num_blocks + 1
+  std::vector<int32_t> col_idx;  // nnz
+  std::vector<int32_t> mask_id;  // nnz, -1 = full block
   // CSC over key block columns; col_to_csr maps each entry back to its CSR index.
   std::vector<int64_t> col_ptr;
   std::vector<int32_t> row_idx;
@@ -53,9 +53,7 @@ struct HeadLayout {
     return p < seq_len ? p : -1;
   }
   // Computed index of natural position p.
-  int64_t computed(int64_t p) const {
-    return transposed ? (p % stride) * chunk + p / stride : p;
-  }
+  int64_t computed(int64_t p) const { return transposed ? (p % stride) * chunk + p / stride : p; }
   size_t memory_bytes() const;
 };
 

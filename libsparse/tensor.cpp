@@ -22,8 +22,8 @@ TensorView check_tensor(const sparse_tensor* t, const char* name, int32_t ndim) 
   require(known_dtype(enum_value(t->dtype)), name, ".dtype ", enum_value(t->dtype),
           " is not a known sparse_dtype");
   const int memory = enum_value(t->memory);
-  require(memory == SPARSE_MEMORY_HOST || memory == SPARSE_MEMORY_DEVICE, name, ".memory ",
-          memory, " is not a known sparse_memory");
+  require(memory == SPARSE_MEMORY_HOST || memory == SPARSE_MEMORY_DEVICE, name, ".memory ", memory,
+          " is not a known sparse_memory");
   TensorView v;
   v.data = t->data;
   v.dtype = t->dtype;
@@ -57,8 +57,7 @@ void check_no_self_overlap(const TensorView& t, const char* name) {
   for (int k = 0; k < count; ++k) {
     const int d = order[k];
     require(t.strides[d] >= span, name, " has overlapping strides (shape ", shape_string(t),
-            ", stride of dimension ", d, " is ", t.strides[d], " but must be at least ", span,
-            ")");
+            ", stride of dimension ", d, " is ", t.strides[d], " but must be at least ", span, ")");
     span = t.strides[d] * (t.shape[d] - 1) + span;
   }
 }

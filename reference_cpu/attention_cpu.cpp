@@ -22,7 +22,6 @@
 // that no non-finite input reaches are bitwise those of a run where it is replaced by a finite one.
 #include "reference_cpu/attention_cpu.hpp"
 
-#include "reference_cpu/eigen.hpp"
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -30,8 +29,9 @@
 #include <vector>
 
 #include "libsparse/layout.hpp"
-#include "sparse_config.h"
 #include "libsparse/threads.hpp"
+#include "reference_cpu/eigen.hpp"
+#include "sparse_config.h"
 
 namespace sparse::cpu {
 namespace {
@@ -68,8 +68,8 @@ void gather(const TensorView& t, int64_t b, int64_t h, const HeadLayout& L, int6
 // adding the rows of `extra` tiles when given (used to sum per-thread accumulators).
 // A B x d view of block `block` of t[b, h]: straight into the caller's tensor when the block is
 // contiguous rows in natural order (no copy), else gathered into `scratch`.
-TileView block_view(const TensorView& t, int64_t b, int64_t h, const HeadLayout& L,
-                    int64_t block, Tile& scratch) {
+TileView block_view(const TensorView& t, int64_t b, int64_t h, const HeadLayout& L, int64_t block,
+                    Tile& scratch) {
   const int64_t B = L.block;
   if (!L.transposed && t.strides[3] == 1 && (block + 1) * B <= L.seq_len)
     return TileView(t.ptr<float>(b, h, block * B), B, scratch.cols(),
@@ -79,9 +79,8 @@ TileView block_view(const TensorView& t, int64_t b, int64_t h, const HeadLayout&
                   Eigen::OuterStride<>(scratch.cols()));
 }
 
-void scatter_rows(const TensorView& t, int64_t b, int64_t h, const HeadLayout& L,
-                  int64_t first_row, const float* rows, int64_t num_rows, int64_t d,
-                  float alpha) {
+void scatter_rows(const TensorView& t, int64_t b, int64_t h, const HeadLayout& L, int64_t first_row,
+                  const float* rows, int64_t num_rows, int64_t d, float alpha) {
   const int64_t dstride = t.strides[3];
   for (int64_t r = 0; r < num_rows; ++r) {
     const int64_t idx = first_row + r;
@@ -388,7 +387,6 @@ void attention_forward(const AttentionForwardArgs& args, int num_threads) {
 
 namespace {
 
-
 // One unit of backward work: query blocks [I0, I1) of one (batch, head) pair. `slot` >= 0 when the
 // pair is split across several items, each accumulating dK/dV privately (summed afterwards).
 struct BackwardItem {
@@ -397,8 +395,8 @@ struct BackwardItem {
 };
 
 // Splits the backward pass into items of about equal work (computed blocks). A pair whose work
-// exceeds its share by more than 25% is split by query blocks so no thread waits on one heavy head (the fixed
-// pattern's summary head has ~25x the blocks of its block head). Heaviest items first.
+// exceeds its share by more than 25% is split by query blocks so no thread waits on one heavy head
+// (the fixed pattern's summary head has ~25x the blocks of its block head). Heaviest items first.
 std::vector<BackwardItem> plan_backward(const Layout& layout, int64_t batch, int64_t heads,
                                         int num_threads, int64_t* slots) {
   std::vector<BackwardItem> items;
@@ -413,9 +411,8 @@ std::vector<BackwardItem> plan_backward(const Layout& layout, int64_t batch, int
     const HeadLayout& L = layout.head(static_cast<int>(pair % heads));
     const int64_t nb = L.num_blocks, work = L.nnz() + nb;
     // Split only a clearly heavy pair: each split costs an n x d accumulator pair.
-    const int64_t chunks = num_threads == 1 || 4 * work <= 5 * target
-                               ? 1
-                               : std::min(nb, (work + target - 1) / target);
+    const int64_t chunks =
+        num_threads == 1 || 4 * work <= 5 * target ? 1 : std::min(nb, (work + target - 1) / target);
     if (chunks == 1) {
       items.push_back({pair, 0, nb, work, -1});
       continue;
@@ -565,8 +562,8 @@ UnfusedPlan plan_unfused(const Layout& layout, int64_t batch) {
 }
 
 // The B x B block e of pair (b, h) in a buffer of plan.scores() blocks.
-TileMap score_block(ScoreBuffer& buffer, const UnfusedPlan& plan, int64_t b, int64_t h,
-                    int64_t e, int B) {
+TileMap score_block(ScoreBuffer& buffer, const UnfusedPlan& plan, int64_t b, int64_t h, int64_t e,
+                    int B) {
   const int64_t index = b * plan.total_nnz + plan.head_offset[static_cast<size_t>(h)] + e;
   return TileMap(buffer.data() + static_cast<size_t>(index) * static_cast<size_t>(B) * B, B, B);
 }
@@ -778,7 +775,8 @@ size_t attention_workspace_bytes_unfused(const Layout& layout, int64_t batch, in
   const auto B = static_cast<size_t>(layout.block);
   const auto d = static_cast<size_t>(head_dim);
   const size_t scores = plan.scores() * B * B * sizeof(float);
-  const size_t tiles = static_cast<size_t>(num_threads) * sizeof(float) * (6 * B * d + B * B + 2 * B);
+  const size_t tiles =
+      static_cast<size_t>(num_threads) * sizeof(float) * (6 * B * d + B * B + 2 * B);
   if (!backward)
     return scores + static_cast<size_t>(batch * plan.heads * plan.max_blocks) * B * sizeof(float) +
            tiles;

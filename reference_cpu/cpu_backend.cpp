@@ -1,8 +1,6 @@
 // The CPU backend: Eigen kernels threaded with OpenMP. Every operation runs on the calling thread
 // (and its OpenMP team) and is complete when it returns.
 #include <algorithm>
-
-#include "reference_cpu/eigen.hpp"
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -13,10 +11,11 @@
 #include "libsparse/error.hpp"
 #include "libsparse/layout.hpp"
 #include "libsparse/resources.hpp"
+#include "libsparse/threads.hpp"
 #include "reference_cpu/attention_cpu.hpp"
+#include "reference_cpu/eigen.hpp"
 #include "reference_cpu/ops/ops.hpp"
 #include "sparse_config.h"
-#include "libsparse/threads.hpp"
 #if SPARSE_HAVE_OPENMP
 #include <omp.h>
 #endif
@@ -82,19 +81,18 @@ class CpuModelOps final : public ModelOps<T> {
   void dropout_backward(const T* dy, int64_t n, double p, uint64_t seed, T* dx) override {
     ops::dropout_backward(dy, n, p, seed, dx);
   }
-  double softmax_cross_entropy(const T* logits, const uint8_t* targets, int64_t rows,
-                               int64_t vocab, T grad_scale, T* dlogits) override {
+  double softmax_cross_entropy(const T* logits, const uint8_t* targets, int64_t rows, int64_t vocab,
+                               T grad_scale, T* dlogits) override {
     return ops::softmax_cross_entropy(logits, targets, rows, vocab, grad_scale, dlogits);
   }
-  void listed_attention_forward(const ops::KeyLists& lists, int64_t batch, int64_t dqk,
-                                int64_t dv, T scale, const T* q, const T* k, const T* v, T* out,
+  void listed_attention_forward(const ops::KeyLists& lists, int64_t batch, int64_t dqk, int64_t dv,
+                                T scale, const T* q, const T* k, const T* v, T* out,
                                 T* lse) override {
     ops::listed_attention_forward(lists, batch, dqk, dv, scale, q, k, v, out, lse);
   }
-  void listed_attention_backward(const ops::KeyLists& lists, int64_t batch, int64_t dqk,
-                                 int64_t dv, T scale, const T* q, const T* k, const T* v,
-                                 const T* out, const T* lse, const T* dout, T* dq, T* dk,
-                                 T* dvv) override {
+  void listed_attention_backward(const ops::KeyLists& lists, int64_t batch, int64_t dqk, int64_t dv,
+                                 T scale, const T* q, const T* k, const T* v, const T* out,
+                                 const T* lse, const T* dout, T* dq, T* dk, T* dvv) override {
     ops::listed_attention_backward(lists, batch, dqk, dv, scale, q, k, v, out, lse, dout, dq, dk,
                                    dvv);
   }
@@ -129,9 +127,8 @@ class CpuBackend final : public Backend {
   sparse_backend kind() const override { return SPARSE_BACKEND_CPU; }
   std::string description() const override {
     return "cpu (Eigen " + std::to_string(EIGEN_WORLD_VERSION) + "." +
-           std::to_string(EIGEN_MAJOR_VERSION) + "." + std::to_string(EIGEN_MINOR_VERSION) +
-           ", " + std::to_string(threads_) + " threads, SIMD " + Eigen::SimdInstructionSetsInUse() +
-           ")";
+           std::to_string(EIGEN_MAJOR_VERSION) + "." + std::to_string(EIGEN_MINOR_VERSION) + ", " +
+           std::to_string(threads_) + " threads, SIMD " + Eigen::SimdInstructionSetsInUse() + ")";
   }
   int num_threads() const override { return threads_; }
   sparse_memory memory_kind() const override { return SPARSE_MEMORY_HOST; }
@@ -159,8 +156,7 @@ class CpuBackend final : public Backend {
                                    bool backward,
                                    sparse_attention_algorithm algorithm) const override {
     return algorithm == SPARSE_ATTENTION_UNFUSED
-               ? cpu::attention_workspace_bytes_unfused(layout, batch, head_dim, backward,
-                                                        threads_)
+               ? cpu::attention_workspace_bytes_unfused(layout, batch, head_dim, backward, threads_)
                : cpu::attention_workspace_bytes(layout, batch, head_dim, backward, threads_);
   }
   void attention_forward(const AttentionForwardArgs& args) override {

@@ -93,8 +93,8 @@ void compare(const char* name, Strided& got, const std::vector<double>& want,
           err_sq += (g - w) * (g - w);
           ref_sq += w * w;
           if (!close(g, w, atol, rtol) && reported++ < 5)
-            FAIL_CHECK(std::string(name) << "[" << b << "," << h << "," << i << "," << c << "] = " << g
-                            << ", reference " << w);
+            FAIL_CHECK(std::string(name) << "[" << b << "," << h << "," << i << "," << c
+                                         << "] = " << g << ", reference " << w);
         }
   if (ref_sq > 0) CHECK(err_sq / ref_sq < 1e-9);  // normalised error over the whole tensor
 }
@@ -178,11 +178,23 @@ static void paper_patterns_sweep(sparse_context* ctx, uint64_t seed,
     for (int64_t d : {32, 64, 128}) {
       CAPTURE(block);
       CAPTURE(d);
-      run_case({2, 2, 203, d, block, 0, 1,
+      run_case({2,
+                2,
+                203,
+                d,
+                block,
+                0,
+                1,
                 {make(SPARSE_PATTERN_STRIDED_ROW, 16, 0, 0),
                  make(SPARSE_PATTERN_STRIDED_COLUMN, 16, 0, 1)}},
                ctx, true, seed++, algorithm);
-      run_case({1, 2, 203, d, block, 1, 1,
+      run_case({1,
+                2,
+                203,
+                d,
+                block,
+                1,
+                1,
                 {make(SPARSE_PATTERN_FIXED_BLOCK, 32, 0, 0),
                  make(SPARSE_PATTERN_FIXED_SUMMARY, 32, 8, 1)}},
                ctx, true, seed++, algorithm);
@@ -277,7 +289,8 @@ static void check_finite_differences(sparse_attention_algorithm algorithm) {
     for (size_t e = 0; e < size; ++e) f[t][e] = static_cast<float>(in[t][e]);
   const int64_t shape[4] = {1, 2, n, d}, lse_shape[3] = {1, 2, n};
   sparse_tensor T[8], lse_t;
-  for (int t = 0; t < 8; ++t) sparse_tensor_contiguous(&T[t], f[t].data(), SPARSE_DTYPE_F32, 4, shape);
+  for (int t = 0; t < 8; ++t)
+    sparse_tensor_contiguous(&T[t], f[t].data(), SPARSE_DTYPE_F32, 4, shape);
   std::vector<float> lse(static_cast<size_t>(2 * n));
   sparse_tensor_contiguous(&lse_t, lse.data(), SPARSE_DTYPE_F32, 3, lse_shape);
   // T: 0 q, 1 k, 2 v, 3 dout, 4 out, 5 dq, 6 dk, 7 dv
@@ -305,8 +318,8 @@ static void check_finite_differences(sparse_attention_algorithm algorithm) {
       const double fd = (up - down) / (2 * h);
       const double got = f[5 + t][e];
       if (std::fabs(got - fd) > 1e-4 + 1e-3 * std::fabs(fd) && bad++ < 5)
-        FAIL_CHECK("grad " << "qkv"[t] << "[" << e << "] = " << got << ", finite difference "
-                           << fd);
+        FAIL_CHECK("grad "
+                   << "qkv"[t] << "[" << e << "] = " << got << ", finite difference " << fd);
     }
   }
 }
@@ -336,8 +349,7 @@ TEST_CASE("bad attention arguments give their error and a message") {
   std::vector<float> lse(64);
   sparse_tensor_contiguous(&lse_t, lse.data(), SPARSE_DTYPE_F32, 3, lse_shape);
   auto fwd = [&](sparse_tensor* q, sparse_tensor* out) {
-    return sparse_attention_forward(ctx.get(), layout.get(), nullptr, q, &T[1], &T[2], out,
-                                    &lse_t);
+    return sparse_attention_forward(ctx.get(), layout.get(), nullptr, q, &T[1], &T[2], out, &lse_t);
   };
   auto mentions = [](const char* s) {
     return std::string(sparse_last_error()).find(s) != std::string::npos;
@@ -396,8 +408,8 @@ TEST_CASE("bad attention arguments give their error and a message") {
   half[0] = T[0];
   half[1] = T[1];
   half[1].dtype = SPARSE_DTYPE_F64;
-  CHECK(sparse_attention_forward(ctx.get(), layout.get(), nullptr, &half[0], &half[1], &T[2],
-                                 &T[3], nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(sparse_attention_forward(ctx.get(), layout.get(), nullptr, &half[0], &half[1], &T[2], &T[3],
+                                 nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
   // Params.
   sparse_attention_params params;
   sparse_attention_params_default(&params);
@@ -410,12 +422,12 @@ TEST_CASE("bad attention arguments give their error and a message") {
                                  nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
   // Backward needs lse; outputs must not alias.
   CHECK(sparse_attention_backward(ctx.get(), layout.get(), nullptr, &T[0], &T[1], &T[2], &T[3],
-                                  nullptr, &T[4], &T[5], &T[6], &T[7]) ==
-        SPARSE_ERR_INVALID_ARGUMENT);
+                                  nullptr, &T[4], &T[5], &T[6],
+                                  &T[7]) == SPARSE_ERR_INVALID_ARGUMENT);
   CHECK(mentions("lse"));
   CHECK(sparse_attention_backward(ctx.get(), layout.get(), nullptr, &T[0], &T[1], &T[2], &T[3],
-                                  &lse_t, &T[4], &T[5], &T[5], &T[7]) ==
-        SPARSE_ERR_INVALID_ARGUMENT);
+                                  &lse_t, &T[4], &T[5], &T[5],
+                                  &T[7]) == SPARSE_ERR_INVALID_ARGUMENT);
   size_t bytes = 0;
   CHECK(sparse_attention_workspace_size(ctx.get(), layout.get(), 1, 16, 1, &bytes) == SPARSE_OK);
   CHECK(bytes > 0);

@@ -659,8 +659,8 @@ Outputs cpu_attention(sparse_context* cpu, sparse_layout* layout, const Shape& s
   std::vector<float> q = in[0], k = in[1], v = in[2], g = in[3];
   for (auto* t : {&r.out, &r.dq, &r.dk, &r.dv}) t->assign(sh.elements(), 0.0f);
   r.lse.assign(static_cast<size_t>(sh.batch * sh.heads * sh.n), 0.0f);
-  const int64_t shape[4] = {sh.batch, sh.heads, sh.n, sh.d}, lse_shape[3] = {sh.batch, sh.heads,
-                                                                              sh.n};
+  const int64_t shape[4] = {sh.batch, sh.heads, sh.n, sh.d},
+                lse_shape[3] = {sh.batch, sh.heads, sh.n};
   std::vector<float>* data[8] = {&q, &k, &v, &g, &r.out, &r.dq, &r.dk, &r.dv};
   sparse_tensor T[8], L;
   for (int t = 0; t < 8; ++t)
@@ -680,8 +680,8 @@ Outputs gpu_attention(const Kernel& kernel, sparse_context* gpu, sparse_layout* 
   const bool half = kernel.dtype != SPARSE_DTYPE_F32;
   const size_t elem = half ? 2 : 4, bytes = sh.storage() * elem;
   const size_t rows = static_cast<size_t>(sh.batch * sh.heads * sh.n);
-  const int64_t shape[4] = {sh.batch, sh.heads, sh.n, sh.d}, lse_shape[3] = {sh.batch, sh.heads,
-                                                                              sh.n};
+  const int64_t shape[4] = {sh.batch, sh.heads, sh.n, sh.d},
+                lse_shape[3] = {sh.batch, sh.heads, sh.n};
   std::vector<std::unique_ptr<DeviceBuffer>> dev;
   sparse_tensor D[8], DL;
   for (int t = 0; t < 8; ++t) {
@@ -709,9 +709,9 @@ Outputs gpu_attention(const Kernel& kernel, sparse_context* gpu, sparse_layout* 
   sparse_attention_params params;
   sparse_attention_params_default(&params);
   params.algorithm = kernel.algorithm;
-  REQUIRE_MESSAGE(sparse_attention_forward(gpu, layout, &params, &D[0], &D[1], &D[2], &D[4],
-                                           &DL) == SPARSE_OK,
-                  sparse_last_error());
+  REQUIRE_MESSAGE(
+      sparse_attention_forward(gpu, layout, &params, &D[0], &D[1], &D[2], &D[4], &DL) == SPARSE_OK,
+      sparse_last_error());
   REQUIRE_MESSAGE(sparse_attention_backward(gpu, layout, &params, &D[0], &D[1], &D[2], &D[4], &DL,
                                             &D[3], &D[5], &D[6], &D[7]) == SPARSE_OK,
                   sparse_last_error());
@@ -736,8 +736,8 @@ Outputs gpu_attention(const Kernel& kernel, sparse_context* gpu, sparse_layout* 
           }
   }
   r.lse.resize(rows);
-  REQUIRE(sparse_context_copy(gpu, r.lse.data(), SPARSE_MEMORY_HOST, dlse.ptr,
-                              SPARSE_MEMORY_DEVICE, rows * sizeof(float)) == SPARSE_OK);
+  REQUIRE(sparse_context_copy(gpu, r.lse.data(), SPARSE_MEMORY_HOST, dlse.ptr, SPARSE_MEMORY_DEVICE,
+                              rows * sizeof(float)) == SPARSE_OK);
   return r;
 }
 
@@ -756,12 +756,12 @@ void compare_finiteness(const char* kernel, const char* name, const std::vector<
   int bad = 0;
   for (size_t e = 0; e < want.size(); ++e) {
     const double g = got[e], w = want[e];
-    const bool ok = std::isfinite(w) ? std::isfinite(g) && std::fabs(g - w) <= atol + tol.rtol *
-                                                                                 std::fabs(w)
-                                     : !std::isfinite(g);
+    const bool ok = std::isfinite(w)
+                        ? std::isfinite(g) && std::fabs(g - w) <= atol + tol.rtol * std::fabs(w)
+                        : !std::isfinite(g);
     if (!ok && bad++ < 5)
-      FAIL_CHECK(std::string(kernel) << ": " << std::string(name) << "[" << e << "]: cuda " << g
-                                     << ", cpu " << w);
+      FAIL_CHECK(std::string(kernel)
+                 << ": " << std::string(name) << "[" << e << "]: cuda " << g << ", cpu " << w);
   }
 }
 
@@ -776,8 +776,10 @@ void check_nonfinite(sparse_layout* layout, const Shape& sh, const std::vector<f
     for (int t = 0; t < 4; ++t) {
       rounded[t] = in[t];
       for (float& x : rounded[t])
-        if (kernel.dtype == SPARSE_DTYPE_BF16) x = from_bf16(to_bf16(x));
-        else if (kernel.dtype == SPARSE_DTYPE_F16) x = from_f16(to_f16(x));
+        if (kernel.dtype == SPARSE_DTYPE_BF16)
+          x = from_bf16(to_bf16(x));
+        else if (kernel.dtype == SPARSE_DTYPE_F16)
+          x = from_f16(to_f16(x));
     }
     const Outputs want = cpu_attention(cpu.get(), layout, sh, rounded);
     const Outputs got = gpu_attention(kernel, gpu.get(), layout, sh, rounded);

@@ -14,15 +14,14 @@ TEST_CASE("n^2 x 4 heads x 4 bytes (x 64 layers) reproduces every printed figure
     CAPTURE(rows[r].data);
     const double one = repro::dense_attention_bytes_one_layer(rows[r].n);
     CHECK(repro::matches_paper_figure(one * 64, rows[r].paper_stored_bytes, stored_decimals[r]));
-    CHECK(repro::matches_paper_figure(one, rows[r].paper_recomputed_bytes,
-                                      recomputed_decimals[r]));
+    CHECK(repro::matches_paper_figure(one, rows[r].paper_recomputed_bytes, recomputed_decimals[r]));
   }
   // Exact values: 3072^2 * 16 = 150,994,944 bytes; 24,000^2 * 16 * 64 = 589,824,000,000.
   CHECK(repro::dense_attention_bytes_one_layer(3072) == 150994944.0);
   CHECK(repro::dense_attention_bytes_one_layer(24000) * 64 == 589824000000.0);
   // A wrong formula (one head) must not match.
-  CHECK_FALSE(repro::matches_paper_figure(repro::dense_attention_bytes_one_layer(3072) / 4,
-                                          151e6, 0));
+  CHECK_FALSE(
+      repro::matches_paper_figure(repro::dense_attention_bytes_one_layer(3072) / 4, 151e6, 0));
 }
 
 TEST_CASE("sparse columns count computed blocks") {
@@ -33,6 +32,7 @@ TEST_CASE("sparse columns count computed blocks") {
   // 48 diagonal blocks. Row head: 1 + 2 + 46 * 3 = 141 blocks. Two heads of each type.
   const auto& cifar = table["rows"][1]["sparse"];
   const double blocks = 141 + 48;
-  CHECK(cifar["sparse_recomputed_bytes"].get<double>() == doctest::Approx(2 * blocks * 64 * 64 * 4));
+  CHECK(cifar["sparse_recomputed_bytes"].get<double>() ==
+        doctest::Approx(2 * blocks * 64 * 64 * 4));
   CHECK(table["rows"][1]["matches_paper"].get<bool>());
 }

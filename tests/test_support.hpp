@@ -34,8 +34,8 @@ inline sparse_pattern to_c(const naive::Pattern& p) {
   return c;
 }
 
-inline sparse_status make_layout(const std::vector<naive::Pattern>& patterns, int64_t n,
-                                 int block, int heads, LayoutPtr& out, int transpose = 1) {
+inline sparse_status make_layout(const std::vector<naive::Pattern>& patterns, int64_t n, int block,
+                                 int heads, LayoutPtr& out, int transpose = 1) {
   std::vector<sparse_pattern> c;
   for (const auto& p : patterns) c.push_back(to_c(p));
   sparse_layout_desc desc;

@@ -1,12 +1,13 @@
 // Attention in the C ABI: argument validation, then the context's backend.
+#include "sparse/attention.h"
+
 #include <cmath>
 #include <cstring>
 
-#include "libsparse/backend.hpp"
 #include "capi/src/guard.hpp"
 #include "capi/src/tensor_checks.hpp"
+#include "libsparse/backend.hpp"
 #include "libsparse/layout.hpp"
-#include "sparse/attention.h"
 
 namespace {
 
@@ -22,9 +23,9 @@ sparse_attention_params checked_params(const sparse_attention_params* params) {
   sparse_attention_params p;
   sparse_attention_params_default(&p);
   if (params != nullptr) {
-    sparse::require(params->struct_size == sizeof p, "params->struct_size = ",
-                    params->struct_size, " does not match sizeof(sparse_attention_params) = ",
-                    sizeof p, "; initialise with sparse_attention_params_default()");
+    sparse::require(params->struct_size == sizeof p, "params->struct_size = ", params->struct_size,
+                    " does not match sizeof(sparse_attention_params) = ", sizeof p,
+                    "; initialise with sparse_attention_params_default()");
     for (unsigned char byte : params->reserved)
       sparse::require(byte == 0, "params->reserved must be all zero");
     p = *params;
@@ -144,8 +145,13 @@ SPARSE_API sparse_status sparse_attention_backward(
     a.dq = sparse::check_tensor(dq, "dq", 4);
     a.dk = sparse::check_tensor(dk, "dk", 4);
     a.dv = sparse::check_tensor(dv, "dv", 4);
-    for (auto [t, name] : {std::pair{&a.k, "k"}, {&a.v, "v"}, {&a.out, "out"}, {&a.dout, "dout"},
-                           {&a.dq, "dq"}, {&a.dk, "dk"}, {&a.dv, "dv"}})
+    for (auto [t, name] : {std::pair{&a.k, "k"},
+                           {&a.v, "v"},
+                           {&a.out, "out"},
+                           {&a.dout, "dout"},
+                           {&a.dq, "dq"},
+                           {&a.dk, "dk"},
+                           {&a.dv, "dv"}})
       sparse::capi::check_like(*t, name, a.q);
     sparse::require(lse != nullptr, "lse is NULL (the backward pass needs the forward's lse)");
     a.lse = sparse::capi::check_lse(lse, a.q);
@@ -185,11 +191,11 @@ SPARSE_API sparse_status sparse_attention_workspace_size_params(
 }
 
 SPARSE_API sparse_status sparse_attention_workspace_size(sparse_context* context,
-                                                         const sparse_layout* layout,
-                                                         int64_t batch, int64_t head_dim,
-                                                         int32_t backward, size_t* bytes) {
-  return sparse_attention_workspace_size_params(context, layout, nullptr, batch, head_dim,
-                                                backward, bytes);
+                                                         const sparse_layout* layout, int64_t batch,
+                                                         int64_t head_dim, int32_t backward,
+                                                         size_t* bytes) {
+  return sparse_attention_workspace_size_params(context, layout, nullptr, batch, head_dim, backward,
+                                                bytes);
 }
 
 }  // extern "C"

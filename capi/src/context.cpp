@@ -1,12 +1,13 @@
 // Contexts and backend selection of the C ABI.
+#include "sparse/context.h"
+
 #include <cctype>
 #include <cstring>
 #include <memory>
 #include <string>
 
-#include "libsparse/backend.hpp"
 #include "capi/src/guard.hpp"
-#include "sparse/context.h"
+#include "libsparse/backend.hpp"
 
 namespace {
 
@@ -26,9 +27,12 @@ extern "C" {
 
 SPARSE_API const char* sparse_backend_name(sparse_backend backend) {
   switch (sparse::enum_value(backend)) {
-    case SPARSE_BACKEND_AUTO: return "auto";
-    case SPARSE_BACKEND_CPU: return "cpu";
-    case SPARSE_BACKEND_CUDA: return "cuda";
+    case SPARSE_BACKEND_AUTO:
+      return "auto";
+    case SPARSE_BACKEND_CPU:
+      return "cpu";
+    case SPARSE_BACKEND_CUDA:
+      return "cuda";
   }
   return "unknown";
 }
@@ -52,8 +56,7 @@ SPARSE_API sparse_status sparse_backend_from_name(const char* name, sparse_backe
 SPARSE_API sparse_status sparse_backend_available(sparse_backend backend, int* available) {
   return sparse::capi::guard(__func__, [&] {
     sparse::require(available != nullptr, "available is NULL");
-    sparse::require(known_backend(backend), "unknown backend value ",
-                    sparse::enum_value(backend));
+    sparse::require(known_backend(backend), "unknown backend value ", sparse::enum_value(backend));
     *available = backend == SPARSE_BACKEND_CUDA ? (sparse::cuda_device_count() > 0) : 1;
   });
 }
@@ -86,17 +89,17 @@ SPARSE_API sparse_status sparse_context_create(const sparse_settings* settings,
     sparse_settings s;
     sparse_settings_default(&s);
     if (settings != nullptr) {
-      sparse::require(settings->struct_size >= kSettingsMinSize, "settings->struct_size = ",
-                      settings->struct_size, " is too small (at least ", kSettingsMinSize,
-                      "); initialise settings with sparse_settings_default()");
+      sparse::require(settings->struct_size >= kSettingsMinSize,
+                      "settings->struct_size = ", settings->struct_size, " is too small (at least ",
+                      kSettingsMinSize, "); initialise settings with sparse_settings_default()");
       const size_t size = settings->struct_size < sizeof s ? settings->struct_size : sizeof s;
       std::memcpy(&s, settings, size);
       s.struct_size = sizeof s;
       for (unsigned char byte : s.reserved)
         sparse::require(byte == 0, "settings->reserved must be all zero");
     }
-    sparse::require(known_backend(s.backend), "settings->backend = ",
-                    sparse::enum_value(s.backend), " is not a known sparse_backend");
+    sparse::require(known_backend(s.backend), "settings->backend = ", sparse::enum_value(s.backend),
+                    " is not a known sparse_backend");
     sparse::require(s.num_threads >= 0, "settings->num_threads = ", s.num_threads,
                     " must be >= 0 (0 = all hardware threads)");
     sparse::require(s.device_index >= 0, "settings->device_index = ", s.device_index,
@@ -127,8 +130,7 @@ SPARSE_API sparse_status sparse_context_backend(const sparse_context* context,
   });
 }
 
-SPARSE_API sparse_status sparse_context_num_threads(const sparse_context* context,
-                                                    int32_t* out) {
+SPARSE_API sparse_status sparse_context_num_threads(const sparse_context* context, int32_t* out) {
   return sparse::capi::guard(__func__, [&] {
     sparse::require(context != nullptr, "context is NULL");
     sparse::require(out != nullptr, "out is NULL");

@@ -2,8 +2,8 @@
 #include <cstring>
 #include <string>
 
-#include "libsparse/error.hpp"
 #include "capi/src/guard.hpp"
+#include "libsparse/error.hpp"
 #include "sparse/common.h"
 #include "sparse_config.h"
 
@@ -28,22 +28,29 @@ extern "C" {
 
 SPARSE_API const char* sparse_status_string(sparse_status status) {
   switch (sparse::enum_value(status)) {
-    case SPARSE_OK: return "ok";
-    case SPARSE_ERR_INVALID_ARGUMENT: return "invalid argument";
-    case SPARSE_ERR_OUT_OF_MEMORY: return "out of memory";
-    case SPARSE_ERR_UNSUPPORTED: return "unsupported";
-    case SPARSE_ERR_DEVICE: return "device error";
-    case SPARSE_ERR_IO: return "I/O error";
-    case SPARSE_ERR_FORMAT: return "format error";
-    case SPARSE_ERR_INTERNAL: return "internal error";
-    case SPARSE_ERR_BUFFER_TOO_SMALL: return "buffer too small";
+    case SPARSE_OK:
+      return "ok";
+    case SPARSE_ERR_INVALID_ARGUMENT:
+      return "invalid argument";
+    case SPARSE_ERR_OUT_OF_MEMORY:
+      return "out of memory";
+    case SPARSE_ERR_UNSUPPORTED:
+      return "unsupported";
+    case SPARSE_ERR_DEVICE:
+      return "device error";
+    case SPARSE_ERR_IO:
+      return "I/O error";
+    case SPARSE_ERR_FORMAT:
+      return "format error";
+    case SPARSE_ERR_INTERNAL:
+      return "internal error";
+    case SPARSE_ERR_BUFFER_TOO_SMALL:
+      return "buffer too small";
   }
   return "unknown status";
 }
 
-SPARSE_API const char* sparse_last_error(void) {
-  return sparse::capi::last_error_message.c_str();
-}
+SPARSE_API const char* sparse_last_error(void) { return sparse::capi::last_error_message.c_str(); }
 
 SPARSE_API void sparse_clear_error(void) { sparse::capi::last_error_message.clear(); }
 
@@ -55,10 +62,14 @@ SPARSE_API const char* sparse_build_info(void) { return SPARSE_BUILD_INFO; }
 
 SPARSE_API size_t sparse_dtype_size(sparse_dtype dtype) {
   switch (sparse::enum_value(dtype)) {
-    case SPARSE_DTYPE_F32: return 4;
-    case SPARSE_DTYPE_F16: return 2;
-    case SPARSE_DTYPE_BF16: return 2;
-    case SPARSE_DTYPE_F64: return 8;
+    case SPARSE_DTYPE_F32:
+      return 4;
+    case SPARSE_DTYPE_F16:
+      return 2;
+    case SPARSE_DTYPE_BF16:
+      return 2;
+    case SPARSE_DTYPE_F64:
+      return 8;
   }
   return 0;
 }
@@ -72,8 +83,7 @@ SPARSE_API sparse_status sparse_tensor_contiguous(sparse_tensor* out, void* data
     sparse::require(ndim >= 1 && ndim <= SPARSE_TENSOR_MAX_DIMS, "ndim = ", ndim,
                     " is outside [1, ", SPARSE_TENSOR_MAX_DIMS, "]");
     sparse::require(sparse::known_dtype(sparse::enum_value(dtype)), "dtype ",
-                    sparse::enum_value(dtype),
-                    " is not a known sparse_dtype");
+                    sparse::enum_value(dtype), " is not a known sparse_dtype");
     for (int i = 0; i < ndim; ++i)
       sparse::require(shape[i] >= 0, "shape[", i, "] = ", shape[i], " is negative");
     sparse_tensor t;

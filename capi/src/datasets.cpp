@@ -1,4 +1,6 @@
 // Datasets in the C ABI: sparse_dataset wraps a sparse::data::Source and its Loader.
+#include "sparse/datasets.h"
+
 #include <cctype>
 #include <cstddef>
 #include <cstring>
@@ -6,10 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "capi/src/guard.hpp"
 #include "datasets/dataset.hpp"
 #include "datasets/synthetic.hpp"
-#include "capi/src/guard.hpp"
-#include "sparse/datasets.h"
 
 struct sparse_dataset {
   sparse::data::SourcePtr source;
@@ -19,23 +20,34 @@ struct sparse_dataset {
 
 namespace {
 
-constexpr sparse_dataset_kind kAllKinds[] = {
-    SPARSE_DATASET_SYNTHETIC_IMAGE, SPARSE_DATASET_SYNTHETIC_TEXT, SPARSE_DATASET_CIFAR10,
-    SPARSE_DATASET_ENWIK8,          SPARSE_DATASET_TEXT,           SPARSE_DATASET_IMAGENET64,
-    SPARSE_DATASET_AUDIO};
+constexpr sparse_dataset_kind kAllKinds[] = {SPARSE_DATASET_SYNTHETIC_IMAGE,
+                                             SPARSE_DATASET_SYNTHETIC_TEXT,
+                                             SPARSE_DATASET_CIFAR10,
+                                             SPARSE_DATASET_ENWIK8,
+                                             SPARSE_DATASET_TEXT,
+                                             SPARSE_DATASET_IMAGENET64,
+                                             SPARSE_DATASET_AUDIO};
 constexpr size_t kDescMinSize = offsetof(sparse_dataset_desc, reserved);
 constexpr uint64_t kDefaultSeed = 0x5eed;
 
 const char* kind_name(int kind) {
   switch (kind) {
-    case SPARSE_DATASET_SYNTHETIC_IMAGE: return "synthetic_image";
-    case SPARSE_DATASET_SYNTHETIC_TEXT: return "synthetic_text";
-    case SPARSE_DATASET_CIFAR10: return "cifar10";
-    case SPARSE_DATASET_ENWIK8: return "enwik8";
-    case SPARSE_DATASET_TEXT: return "text";
-    case SPARSE_DATASET_IMAGENET64: return "imagenet64";
-    case SPARSE_DATASET_AUDIO: return "audio";
-    default: return "unknown";
+    case SPARSE_DATASET_SYNTHETIC_IMAGE:
+      return "synthetic_image";
+    case SPARSE_DATASET_SYNTHETIC_TEXT:
+      return "synthetic_text";
+    case SPARSE_DATASET_CIFAR10:
+      return "cifar10";
+    case SPARSE_DATASET_ENWIK8:
+      return "enwik8";
+    case SPARSE_DATASET_TEXT:
+      return "text";
+    case SPARSE_DATASET_IMAGENET64:
+      return "imagenet64";
+    case SPARSE_DATASET_AUDIO:
+      return "audio";
+    default:
+      return "unknown";
   }
 }
 
@@ -73,8 +85,8 @@ void put(sparse_dataset& d, int64_t index, int64_t slot, size_t tsize, void* out
 }
 
 sparse::data::Split to_split(int split) {
-  sparse::require(split >= SPARSE_SPLIT_TRAIN && split <= SPARSE_SPLIT_TEST, "desc->split = ",
-                  split, " is not a known sparse_split");
+  sparse::require(split >= SPARSE_SPLIT_TRAIN && split <= SPARSE_SPLIT_TEST,
+                  "desc->split = ", split, " is not a known sparse_split");
   return static_cast<sparse::data::Split>(split);
 }
 
@@ -104,8 +116,8 @@ sparse::data::SourcePtr open_source(const sparse_dataset_desc& d, int kind) {
       o.noise_scale = d.noise_scale;
       o.count = d.num_sequences;
       o.seed = split_seed(d.seed, static_cast<int>(split));
-      sparse::require(o.width >= 1 && o.height >= 1, "desc->image_width/height = ", o.width,
-                      " x ", o.height, " (expected >= 1)");
+      sparse::require(o.width >= 1 && o.height >= 1, "desc->image_width/height = ", o.width, " x ",
+                      o.height, " (expected >= 1)");
       fixed_len(int64_t{o.width} * o.height);
       return synthetic_image(o);
     }
@@ -137,7 +149,8 @@ sparse::data::SourcePtr open_source(const sparse_dataset_desc& d, int kind) {
       o.test_fraction = d.test_fraction;
       return open_audio(need_path(), split, o);
     }
-    default: break;
+    default:
+      break;
   }
   sparse::throw_invalid("desc->kind = ", kind, " is not a known sparse_dataset_kind");
 }
@@ -150,8 +163,7 @@ SPARSE_API const char* sparse_dataset_kind_name(sparse_dataset_kind kind) {
   return kind_name(sparse::enum_value(kind));
 }
 
-SPARSE_API sparse_status sparse_dataset_kind_from_name(const char* name,
-                                                       sparse_dataset_kind* out) {
+SPARSE_API sparse_status sparse_dataset_kind_from_name(const char* name, sparse_dataset_kind* out) {
   return sparse::capi::guard(__func__, [&] {
     sparse::require(name != nullptr, "name is NULL");
     sparse::require(out != nullptr, "out is NULL");
@@ -180,9 +192,9 @@ SPARSE_API sparse_status sparse_dataset_desc_default(sparse_dataset_desc* desc,
     desc->path = nullptr;
     desc->split = SPARSE_SPLIT_TRAIN;
     desc->seq_len = k == SPARSE_DATASET_ENWIK8 || k == SPARSE_DATASET_TEXT ? 12288
-                    : k == SPARSE_DATASET_AUDIO                           ? 65536
-                    : k == SPARSE_DATASET_SYNTHETIC_TEXT                  ? 1024
-                                                                          : 0;
+                    : k == SPARSE_DATASET_AUDIO                            ? 65536
+                    : k == SPARSE_DATASET_SYNTHETIC_TEXT                   ? 1024
+                                                                           : 0;
     desc->seed = kDefaultSeed;
     desc->shuffle = 1;
     desc->vocab = 256;
@@ -225,8 +237,7 @@ SPARSE_API sparse_status sparse_dataset_open(const sparse_dataset_desc* desc,
 
 SPARSE_API void sparse_dataset_destroy(sparse_dataset* dataset) { delete dataset; }
 
-SPARSE_API sparse_status sparse_dataset_num_sequences(const sparse_dataset* dataset,
-                                                      int64_t* out) {
+SPARSE_API sparse_status sparse_dataset_num_sequences(const sparse_dataset* dataset, int64_t* out) {
   return sparse::capi::guard(__func__, [&] {
     const sparse_dataset& d = checked(dataset);
     sparse::require(out != nullptr, "out is NULL");
@@ -258,9 +269,8 @@ SPARSE_API sparse_status sparse_dataset_read(const sparse_dataset* dataset, int6
     sparse_dataset& d = *const_cast<sparse_dataset*>(dataset);
     const size_t tsize = token_size(sparse::enum_value(type));
     const int64_t n = d.source->size();
-    sparse::require(first >= 0 && count >= 0 && first <= n && count <= n - first,
-                    "sequences [", first, ", ", first, " + ", count, ") are outside [0, ", n,
-                    ")");
+    sparse::require(first >= 0 && count >= 0 && first <= n && count <= n - first, "sequences [",
+                    first, ", ", first, " + ", count, ") are outside [0, ", n, ")");
     check_buffer(d, count, tsize, out, out_bytes);
     for (int64_t i = 0; i < count; ++i) put(d, first + i, i, tsize, out);
   });
@@ -312,14 +322,14 @@ SPARSE_API sparse_status sparse_dataset_label(const sparse_dataset* dataset, int
   return sparse::capi::guard(__func__, [&] {
     const sparse_dataset& d = checked(dataset);
     sparse::require(out != nullptr, "out is NULL");
-    sparse::require(index >= 0 && index < d.source->size(), "index = ", index,
-                    " is outside [0, ", d.source->size(), ")");
+    sparse::require(index >= 0 && index < d.source->size(), "index = ", index, " is outside [0, ",
+                    d.source->size(), ")");
     *out = d.source->label(index);
   });
 }
 
-SPARSE_API sparse_status sparse_dataset_entropy(const sparse_dataset* dataset,
-                                                double* bits_per_dim, double* nll_bits_per_dim) {
+SPARSE_API sparse_status sparse_dataset_entropy(const sparse_dataset* dataset, double* bits_per_dim,
+                                                double* nll_bits_per_dim) {
   return sparse::capi::guard(__func__, [&] {
     const sparse_dataset& d = checked(dataset);
     const auto e = d.source->entropy();

@@ -1,18 +1,19 @@
 // Layouts in the C ABI.
+#include "libsparse/layout.hpp"
+
 #include <cctype>
 #include <cstring>
 #include <string>
 
 #include "capi/src/guard.hpp"
-#include "libsparse/layout.hpp"
 #include "sparse/layout.h"
 
 namespace {
 
 constexpr sparse_pattern_kind kAllKinds[] = {
-    SPARSE_PATTERN_DENSE,        SPARSE_PATTERN_LOCAL,          SPARSE_PATTERN_STRIDED_ROW,
-    SPARSE_PATTERN_STRIDED_COLUMN, SPARSE_PATTERN_FIXED_BLOCK,  SPARSE_PATTERN_FIXED_SUMMARY,
-    SPARSE_PATTERN_SLIDING_WINDOW, SPARSE_PATTERN_LONGFORMER,   SPARSE_PATTERN_BIGBIRD};
+    SPARSE_PATTERN_DENSE,          SPARSE_PATTERN_LOCAL,       SPARSE_PATTERN_STRIDED_ROW,
+    SPARSE_PATTERN_STRIDED_COLUMN, SPARSE_PATTERN_FIXED_BLOCK, SPARSE_PATTERN_FIXED_SUMMARY,
+    SPARSE_PATTERN_SLIDING_WINDOW, SPARSE_PATTERN_LONGFORMER,  SPARSE_PATTERN_BIGBIRD};
 
 const sparse::Layout& checked(const sparse_layout* layout) {
   sparse::require(layout != nullptr, "layout is NULL");
@@ -30,21 +31,29 @@ extern "C" {
 
 SPARSE_API const char* sparse_pattern_kind_name(sparse_pattern_kind kind) {
   switch (sparse::enum_value(kind)) {
-    case SPARSE_PATTERN_DENSE: return "dense";
-    case SPARSE_PATTERN_LOCAL: return "local";
-    case SPARSE_PATTERN_STRIDED_ROW: return "strided_row";
-    case SPARSE_PATTERN_STRIDED_COLUMN: return "strided_column";
-    case SPARSE_PATTERN_FIXED_BLOCK: return "fixed_block";
-    case SPARSE_PATTERN_FIXED_SUMMARY: return "fixed_summary";
-    case SPARSE_PATTERN_SLIDING_WINDOW: return "sliding_window";
-    case SPARSE_PATTERN_LONGFORMER: return "longformer";
-    case SPARSE_PATTERN_BIGBIRD: return "bigbird";
+    case SPARSE_PATTERN_DENSE:
+      return "dense";
+    case SPARSE_PATTERN_LOCAL:
+      return "local";
+    case SPARSE_PATTERN_STRIDED_ROW:
+      return "strided_row";
+    case SPARSE_PATTERN_STRIDED_COLUMN:
+      return "strided_column";
+    case SPARSE_PATTERN_FIXED_BLOCK:
+      return "fixed_block";
+    case SPARSE_PATTERN_FIXED_SUMMARY:
+      return "fixed_summary";
+    case SPARSE_PATTERN_SLIDING_WINDOW:
+      return "sliding_window";
+    case SPARSE_PATTERN_LONGFORMER:
+      return "longformer";
+    case SPARSE_PATTERN_BIGBIRD:
+      return "bigbird";
   }
   return "unknown";
 }
 
-SPARSE_API sparse_status sparse_pattern_kind_from_name(const char* name,
-                                                       sparse_pattern_kind* out) {
+SPARSE_API sparse_status sparse_pattern_kind_from_name(const char* name, sparse_pattern_kind* out) {
   return sparse::capi::guard(__func__, [&] {
     sparse::require(name != nullptr, "name is NULL");
     sparse::require(out != nullptr, "out is NULL");
@@ -60,13 +69,12 @@ SPARSE_API sparse_status sparse_pattern_kind_from_name(const char* name,
   });
 }
 
-SPARSE_API sparse_status sparse_pattern_default(sparse_pattern* pattern,
-                                                sparse_pattern_kind kind) {
+SPARSE_API sparse_status sparse_pattern_default(sparse_pattern* pattern, sparse_pattern_kind kind) {
   return sparse::capi::guard(__func__, [&] {
     sparse::require(pattern != nullptr, "pattern is NULL");
     const int value = sparse::enum_value(kind);
-    sparse::require(value >= SPARSE_PATTERN_DENSE && value <= SPARSE_PATTERN_BIGBIRD, "kind = ",
-                    value, " is not a known sparse_pattern_kind");
+    sparse::require(value >= SPARSE_PATTERN_DENSE && value <= SPARSE_PATTERN_BIGBIRD,
+                    "kind = ", value, " is not a known sparse_pattern_kind");
     std::memset(pattern, 0, sizeof *pattern);
     pattern->kind = kind;
     pattern->head = -1;
@@ -87,15 +95,15 @@ SPARSE_API sparse_status sparse_layout_desc_default(sparse_layout_desc* desc) {
   });
 }
 
-SPARSE_API sparse_status sparse_layout_create(const sparse_layout_desc* desc,
-                                              sparse_layout** out) {
+SPARSE_API sparse_status sparse_layout_create(const sparse_layout_desc* desc, sparse_layout** out) {
   if (out != nullptr) *out = nullptr;
   return sparse::capi::guard(__func__, [&] {
     sparse::require(out != nullptr, "out is NULL");
     sparse::require(desc != nullptr, "desc is NULL");
-    sparse::require(desc->struct_size == sizeof(sparse_layout_desc), "desc->struct_size = ",
-                    desc->struct_size, " does not match sizeof(sparse_layout_desc) = ",
-                    sizeof(sparse_layout_desc), "; initialise with sparse_layout_desc_default()");
+    sparse::require(desc->struct_size == sizeof(sparse_layout_desc),
+                    "desc->struct_size = ", desc->struct_size,
+                    " does not match sizeof(sparse_layout_desc) = ", sizeof(sparse_layout_desc),
+                    "; initialise with sparse_layout_desc_default()");
     for (unsigned char byte : desc->reserved)
       sparse::require(byte == 0, "desc->reserved must be all zero");
     auto handle = std::make_unique<sparse_layout>();
@@ -126,9 +134,9 @@ SPARSE_API sparse_status sparse_layout_get_stats(const sparse_layout* layout, in
   return sparse::capi::guard(__func__, [&] {
     const sparse::Layout& l = checked(layout);
     sparse::require(stats != nullptr, "stats is NULL");
-    sparse::require(stats->struct_size >= sizeof(sparse_layout_stats), "stats->struct_size = ",
-                    stats->struct_size, " is smaller than sizeof(sparse_layout_stats) = ",
-                    sizeof(sparse_layout_stats));
+    sparse::require(stats->struct_size >= sizeof(sparse_layout_stats),
+                    "stats->struct_size = ", stats->struct_size,
+                    " is smaller than sizeof(sparse_layout_stats) = ", sizeof(sparse_layout_stats));
     check_head(l, head, true);
     sparse_layout_stats s;
     std::memset(&s, 0, sizeof s);
@@ -184,16 +192,15 @@ SPARSE_API sparse_status sparse_layout_row_mask(const sparse_layout* layout, int
     sparse::require(query >= 0 && query < l.seq_len, "query = ", query,
                     " is outside [0, seq_len = ", l.seq_len, ")");
     if (size < static_cast<size_t>(l.seq_len))
-      sparse::throw_error(SPARSE_ERR_BUFFER_TOO_SMALL, "size = ", size, " but seq_len = ",
-                          l.seq_len);
+      sparse::throw_error(SPARSE_ERR_BUFFER_TOO_SMALL, "size = ", size,
+                          " but seq_len = ", l.seq_len);
     const sparse::HeadLayout& hl = l.head(head);
     std::memset(out, 0, static_cast<size_t>(l.seq_len));
     const int64_t t = hl.computed(query);
     const int64_t I = t / hl.block, r = t % hl.block;
     for (int64_t e = hl.row_ptr[I]; e < hl.row_ptr[I + 1]; ++e) {
       const int64_t J = hl.col_idx[e];
-      const uint64_t* row =
-          hl.mask_id[e] < 0 ? nullptr : hl.mask(hl.mask_id[e]) + r * hl.words;
+      const uint64_t* row = hl.mask_id[e] < 0 ? nullptr : hl.mask(hl.mask_id[e]) + r * hl.words;
       for (int c = 0; c < hl.block; ++c) {
         if (row != nullptr && ((row[c >> 6] >> (c & 63)) & 1u) == 0) continue;
         const int64_t key = J * hl.block + c;

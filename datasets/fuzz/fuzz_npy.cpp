@@ -1,6 +1,6 @@
 // .npy header parsing and integer element access (in memory).
-#include "datasets/npy.hpp"
 #include "datasets/fuzz/fuzz_common.hpp"
+#include "datasets/npy.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace sparse::data;

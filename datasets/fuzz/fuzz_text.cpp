@@ -6,7 +6,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::write_file(path, data, size);
   const int64_t len = size > 0 ? 1 + data[size - 1] % 64 : 1;
   for (bool enwik8 : {false, true})
-    for (auto split : {sparse::data::Split::Train, sparse::data::Split::Valid, sparse::data::Split::Test}) {
+    for (auto split :
+         {sparse::data::Split::Train, sparse::data::Split::Valid, sparse::data::Split::Test}) {
       try {
         fuzz::drain(*sparse::data::open_text(path, split, len, enwik8));
       } catch (const sparse::Error&) {

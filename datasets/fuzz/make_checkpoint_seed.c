@@ -3,10 +3,9 @@
  * one per attention kind, with tied and untied embeddings.
  *   make_checkpoint_seed DIR      (linked against the libsparse of a build folder)
  */
+#include <sparse/sparse.h>
 #include <stdio.h>
 #include <string.h>
-
-#include <sparse/sparse.h>
 
 int main(int argc, char** argv) {
   sparse_settings settings;

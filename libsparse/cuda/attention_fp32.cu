@@ -23,8 +23,8 @@ namespace {
 constexpr int kWarps = 4;
 
 template <int E>
-__device__ inline void load_row(const Strided4& t, int64_t b, int64_t h, int64_t i, int d,
-                                int lane, float (&x)[E]) {
+__device__ inline void load_row(const Strided4& t, int64_t b, int64_t h, int64_t i, int d, int lane,
+                                float (&x)[E]) {
   const float* row = row_ptr(t, b, h, i);
 #pragma unroll
   for (int k = 0; k < E; ++k) {
@@ -219,8 +219,8 @@ void launch_backward(const DeviceLayout& dl, const AttentionBackwardArgs& a, flo
   const int d = static_cast<int>(a.q.shape[3]);
   const dim3 rows(static_cast<unsigned>((heads * n + kWarps - 1) / kWarps),
                   static_cast<unsigned>(batch));
-  delta_kernel<E><<<rows, kWarps * 32, 0, stream>>>(strided(a.out), strided(a.dout), delta, heads,
-                                                     n, d);
+  delta_kernel<E>
+      <<<rows, kWarps * 32, 0, stream>>>(strided(a.out), strided(a.dout), delta, heads, n, d);
   dq_kernel<E><<<block_grid(dl, batch), kWarps * 32, 0, stream>>>(
       dl.heads, strided(a.q), strided(a.k), strided(a.v), strided3(a.lse), strided(a.dout), delta,
       strided(a.dq), heads, d, a.scale);
@@ -231,8 +231,9 @@ void launch_backward(const DeviceLayout& dl, const AttentionBackwardArgs& a, flo
 
 void check_launch_limits(int64_t batch, const DeviceLayout& dl) {
   if (batch > 65535 || dl.num_heads > 65535)
-    throw_error(SPARSE_ERR_UNSUPPORTED, "the CUDA kernels support at most 65535 batch entries "
-                                        "and 65535 heads per call");
+    throw_error(SPARSE_ERR_UNSUPPORTED,
+                "the CUDA kernels support at most 65535 batch entries "
+                "and 65535 heads per call");
 }
 
 }  // namespace
@@ -241,10 +242,18 @@ void attention_forward_fp32(const DeviceLayout& dl, const AttentionForwardArgs& 
                             cudaStream_t stream) {
   check_launch_limits(a.q.shape[0], dl);
   switch ((a.q.shape[3] + 31) / 32) {
-    case 1: launch_forward<1>(dl, a, stream); break;
-    case 2: launch_forward<2>(dl, a, stream); break;
-    case 3: launch_forward<3>(dl, a, stream); break;
-    case 4: launch_forward<4>(dl, a, stream); break;
+    case 1:
+      launch_forward<1>(dl, a, stream);
+      break;
+    case 2:
+      launch_forward<2>(dl, a, stream);
+      break;
+    case 3:
+      launch_forward<3>(dl, a, stream);
+      break;
+    case 4:
+      launch_forward<4>(dl, a, stream);
+      break;
     default:
       throw_error(SPARSE_ERR_UNSUPPORTED, "head_dim ", a.q.shape[3],
                   " is larger than the CUDA kernels support (128)");
@@ -256,10 +265,18 @@ void attention_backward_fp32(const DeviceLayout& dl, const AttentionBackwardArgs
                              cudaStream_t stream) {
   check_launch_limits(a.q.shape[0], dl);
   switch ((a.q.shape[3] + 31) / 32) {
-    case 1: launch_backward<1>(dl, a, delta, stream); break;
-    case 2: launch_backward<2>(dl, a, delta, stream); break;
-    case 3: launch_backward<3>(dl, a, delta, stream); break;
-    case 4: launch_backward<4>(dl, a, delta, stream); break;
+    case 1:
+      launch_backward<1>(dl, a, delta, stream);
+      break;
+    case 2:
+      launch_backward<2>(dl, a, delta, stream);
+      break;
+    case 3:
+      launch_backward<3>(dl, a, delta, stream);
+      break;
+    case 4:
+      launch_backward<4>(dl, a, delta, stream);
+      break;
     default:
       throw_error(SPARSE_ERR_UNSUPPORTED, "head_dim ", a.q.shape[3],
                   " is larger than the CUDA kernels support (128)");

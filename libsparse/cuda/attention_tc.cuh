@@ -276,8 +276,8 @@ __device__ __forceinline__ void gemm_rs(float (&acc)[N][4], const float (&p)[KC 
 // path's registers stay statically indexed) and the weight of (row, k) is fetched from the quad
 // lane that holds it.
 template <typename T, int KC, int N, int SB, typename Attends>
-__device__ void gemm_rs_exact(float (&acc)[N][4], const float (&w)[KC / 8][4], const T* b,
-                              int lane, bool skip_zero, Attends attends) {
+__device__ void gemm_rs_exact(float (&acc)[N][4], const float (&w)[KC / 8][4], const T* b, int lane,
+                              bool skip_zero, Attends attends) {
   float wl[KC / 8][4], al[N][4];
 #pragma unroll
   for (int j = 0; j < KC / 8; ++j)
@@ -459,9 +459,9 @@ __global__ void __launch_bounds__(TILE * 2)
         acc[dt][3] *= corr_b;
       }
       if (exact)
-        gemm_rs_exact<T, TILE, D / 8, S::kST>(
-            acc, s, svt, lane, false,
-            [&](bool second, int c) { return (((second ? bits_b : bits_a) >> c) & 1u) != 0; });
+        gemm_rs_exact<T, TILE, D / 8, S::kST>(acc, s, svt, lane, false, [&](bool second, int c) {
+          return (((second ? bits_b : bits_a) >> c) & 1u) != 0;
+        });
       else
         gemm_rs<T, TILE, D / 8, S::kST>(acc, s, svt, lane);
     }
@@ -582,9 +582,9 @@ __global__ void __launch_bounds__(TILE * 2)
         }
       }
       if (exact)
-        gemm_rs_exact<T, TILE, D / 8, S::kST>(
-            acc, dp, skt, lane, true,
-            [&](bool second, int c) { return (((second ? bits_b : bits_a) >> c) & 1u) != 0; });
+        gemm_rs_exact<T, TILE, D / 8, S::kST>(acc, dp, skt, lane, true, [&](bool second, int c) {
+          return (((second ? bits_b : bits_a) >> c) & 1u) != 0;
+        });
       else
         gemm_rs<T, TILE, D / 8, S::kST>(acc, dp, skt, lane);
     }

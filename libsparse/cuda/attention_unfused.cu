@@ -65,7 +65,8 @@ __global__ void __launch_bounds__(256)
       const int64_t kp = natural_position(L, J * B + c);
       const bool allowed = qp >= 0 && kp >= 0 && mask_allows(L, mask, r, c);
       float s = -INFINITY;
-      if (allowed) s = scale * dot_strided(row_ptr(q, b, h, qp), q.s3, row_ptr(k, b, h, kp), k.s3, d);
+      if (allowed)
+        s = scale * dot_strided(row_ptr(q, b, h, qp), q.s3, row_ptr(k, b, h, kp), k.s3, d);
       if (!kBackward) {
         s_blk[x] = s;
         continue;

@@ -81,8 +81,8 @@ const DeviceLayout& LayoutCache::get(const Layout& layout, cudaStream_t stream) 
   }
   staging.resize(table);
   append(staging, heads.data(), heads.size());
-  cudaError_t status = cudaMemcpyAsync(storage, staging.data(), staging.size(),
-                                       cudaMemcpyHostToDevice, stream);
+  cudaError_t status =
+      cudaMemcpyAsync(storage, staging.data(), staging.size(), cudaMemcpyHostToDevice, stream);
   if (status == cudaSuccess) status = cudaStreamSynchronize(stream);  // staging is freed next
   if (status != cudaSuccess) {
     cudaFree(storage);

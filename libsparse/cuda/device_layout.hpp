@@ -14,11 +14,11 @@ namespace cuda {
 // One head's layout in device memory (pointers into one allocation owned by DeviceLayout).
 struct DeviceHead {
   int block;
-  int words;            // 64-bit mask words per row
+  int words;  // 64-bit mask words per row
   int transposed;
-  int64_t seq_len;      // n (natural positions)
-  int64_t stride;       // l when transposed
-  int64_t chunk;        // ceil(n / l) when transposed
+  int64_t seq_len;  // n (natural positions)
+  int64_t stride;   // l when transposed
+  int64_t chunk;    // ceil(n / l) when transposed
   int64_t n_computed;
   int64_t num_blocks;
   const int64_t* row_ptr;
@@ -40,8 +40,7 @@ __host__ __device__ inline int64_t natural_position(const DeviceHead& L, int64_t
 
 __device__ inline bool mask_allows(const DeviceHead& L, int32_t mask_id, int r, int c) {
   if (mask_id < 0) return true;
-  const uint64_t word =
-      L.masks[(static_cast<int64_t>(mask_id) * L.block + r) * L.words + (c >> 6)];
+  const uint64_t word = L.masks[(static_cast<int64_t>(mask_id) * L.block + r) * L.words + (c >> 6)];
   return (word >> (c & 63)) & 1u;
 }
 
@@ -50,7 +49,7 @@ struct DeviceLayout {
   const DeviceHead* heads = nullptr;  // device array, one per head
   int num_heads = 0;
   int64_t max_blocks = 0;
-  void* storage = nullptr;            // everything above lives here
+  void* storage = nullptr;  // everything above lives here
   size_t bytes = 0;
 };
 

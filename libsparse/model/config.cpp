@@ -243,8 +243,7 @@ void validate_train_config(const sparse_train_config& t) {
           "dtype = ", dtype, " must be SPARSE_DTYPE_F32, SPARSE_DTYPE_BF16 or SPARSE_DTYPE_F16");
   require(t.loss_scale >= 0 && std::isfinite(t.loss_scale), "loss_scale = ", t.loss_scale,
           " must be >= 0 and finite");
-  require(t.loss_scale_window >= 0, "loss_scale_window = ", t.loss_scale_window,
-          " must be >= 0");
+  require(t.loss_scale_window >= 0, "loss_scale_window = ", t.loss_scale_window, " must be >= 0");
   for (unsigned char byte : t.reserved)
     require(byte == 0, "train config reserved bytes must be zero");
 }

@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "libsparse/random.hpp"
+#include "libsparse/threads.hpp"
 #include "reference_cpu/eigen.hpp"
 #include "sparse_config.h"
-#include "libsparse/threads.hpp"
 
 #if SPARSE_HAVE_OPENMP
 #define SPARSE_OMP_FOR _Pragma("omp parallel for schedule(static)")
@@ -420,9 +420,9 @@ void adam_update(T* w, const T* g, T* m, T* v, const uint8_t* decay_mask, int64_
                                             const T*, const T*, const T*, T*, T*);                \
   template void listed_attention_backward<T>(const KeyLists&, int64_t, int64_t, int64_t, T,       \
                                              const T*, const T*, const T*, const T*, const T*,    \
-                                             const T*, T*, T*, T*);                                 \
+                                             const T*, T*, T*, T*);                               \
   template void decode_attention<T>(const KeyLists&, int64_t, int64_t, int64_t, T, const T*,      \
-                                    const T*, const T*, T*);                                     \
+                                    const T*, const T*, T*);                                      \
   template void add<T>(const T*, const T*, int64_t, T*);                                          \
   template void accumulate<T>(T*, const T*, int64_t);                                             \
   template void copy_rows<T>(const T*, int64_t, T*, int64_t, int64_t, int64_t);                   \

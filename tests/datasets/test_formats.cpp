@@ -82,7 +82,8 @@ void check_cifar_image(const Opened& o, int64_t index, int g) {
   REQUIRE(s.size() == 3072);
   bool ok = true;
   for (int p = 0; p < 1024; ++p)
-    for (int c = 0; c < 3; ++c) ok = ok && s[static_cast<size_t>(p * 3 + c)] == cifar_pixel(g, c, p);
+    for (int c = 0; c < 3; ++c)
+      ok = ok && s[static_cast<size_t>(p * 3 + c)] == cifar_pixel(g, c, p);
   CHECK(ok);
   CHECK(o.label(index) == cifar_label(g));
 }
@@ -179,8 +180,8 @@ TEST_CASE("text: split rule and windows") {
   struct Case {
     sparse_split split;
     int64_t begin, end;
-  } cases[] = {{SPARSE_SPLIT_TRAIN, 0, 917}, {SPARSE_SPLIT_VALID, 917, 968},
-               {SPARSE_SPLIT_TEST, 968, 1019}};
+  } cases[] = {
+      {SPARSE_SPLIT_TRAIN, 0, 917}, {SPARSE_SPLIT_VALID, 917, 968}, {SPARSE_SPLIT_TEST, 968, 1019}};
   for (const Case& c : cases) {
     for (const char* path :
          {"text/text.bin", "text/one-member.zip", "text/text.bin.gz", "text/two-members.bin.gz"}) {
@@ -194,7 +195,8 @@ TEST_CASE("text: split rule and windows") {
       for (int64_t s : {int64_t{0}, o.size() - 1}) {
         const std::vector<uint8_t> v = o.seq(s);
         bool ok = true;
-        for (int64_t t = 0; t < 10; ++t) ok = ok && v[static_cast<size_t>(t)] == byte(c.begin + s * 10 + t);
+        for (int64_t t = 0; t < 10; ++t)
+          ok = ok && v[static_cast<size_t>(t)] == byte(c.begin + s * 10 + t);
         CHECK(ok);
       }
     }
@@ -329,7 +331,8 @@ TEST_CASE("ImageNet 64x64 npz: damaged inputs") {
   const auto T = SPARSE_SPLIT_TRAIN;
   const auto K = SPARSE_DATASET_IMAGENET64;
   expect_error(K, fx("imagenet-bad/no-data.npz"), T, F, {"no-data.npz", "'data'"});
-  expect_error(K, fx("imagenet-bad/wrong-shape.npz"), T, F, {"wrong-shape.npz", "(2, 12287)", "12288"});
+  expect_error(K, fx("imagenet-bad/wrong-shape.npz"), T, F,
+               {"wrong-shape.npz", "(2, 12287)", "12288"});
   expect_error(K, fx("imagenet-bad/float.npz"), T, F, {"float.npz", "uint8"});
   expect_error(K, fx("imagenet-bad/labels-mismatch.npz"), T, F, {"labels.npy", "(3,)"});
   expect_error(K, fx("imagenet-bad/truncated.npz"), T, F, {"truncated.npz"});
@@ -590,12 +593,14 @@ TEST_CASE("audio: split by file and bad input") {
     std::multiset<int> seen;
     for (int64_t i = 0; i < o.size(); ++i) {
       double peak = 0;
-      for (uint8_t q : o.seq(i)) peak = std::max(peak, std::fabs(double(sparse::data::mulaw_decode(q))));
+      for (uint8_t q : o.seq(i))
+        peak = std::max(peak, std::fabs(double(sparse::data::mulaw_decode(q))));
       seen.insert(static_cast<int>(std::lround(peak * 12 - 1)));
     }
     return seen;
   };
-  const std::multiset<int> test = tracks_of(SPARSE_SPLIT_TEST), valid = tracks_of(SPARSE_SPLIT_VALID),
+  const std::multiset<int> test = tracks_of(SPARSE_SPLIT_TEST),
+                           valid = tracks_of(SPARSE_SPLIT_VALID),
                            train = tracks_of(SPARSE_SPLIT_TRAIN);
   CHECK(test.size() == 6);
   CHECK(test.count(order[0].second) == 6);
@@ -608,9 +613,12 @@ TEST_CASE("audio: split by file and bad input") {
   const auto A = SPARSE_DATASET_AUDIO;
   expect_error(A, fx("audio-bad/silent.wav"), SPARSE_SPLIT_TRAIN, F, {"silent.wav", "silent"}, 100);
   expect_error(A, fx("audio-bad/empty.wav"), SPARSE_SPLIT_TRAIN, F, {"empty.wav", "no audio"}, 100);
-  expect_error(A, fx("audio-bad/noise.wav"), SPARSE_SPLIT_TRAIN, F, {"noise.wav", "audio file"}, 100);
-  expect_error(A, fx("audio/empty"), SPARSE_SPLIT_TRAIN, SPARSE_ERR_IO, {"audio/empty", "expected audio files"}, 100);
-  expect_error(A, fx("audio/one"), SPARSE_SPLIT_TEST, SPARSE_ERR_INVALID_ARGUMENT, {"test split empty"}, 100);
+  expect_error(A, fx("audio-bad/noise.wav"), SPARSE_SPLIT_TRAIN, F, {"noise.wav", "audio file"},
+               100);
+  expect_error(A, fx("audio/empty"), SPARSE_SPLIT_TRAIN, SPARSE_ERR_IO,
+               {"audio/empty", "expected audio files"}, 100);
+  expect_error(A, fx("audio/one"), SPARSE_SPLIT_TEST, SPARSE_ERR_INVALID_ARGUMENT,
+               {"test split empty"}, 100);
   expect_error(A, fx("audio/one"), SPARSE_SPLIT_TRAIN, F, {"shorter than one sequence"}, 100000);
 }
 

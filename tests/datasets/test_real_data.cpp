@@ -73,7 +73,8 @@ TEST_CASE("CIFAR-10 sample: labels and pixel order") {
     const std::vector<uint8_t> s = h.seq(r, 3072);
     for (int p = 0; p < 1024; ++p)
       for (int c = 0; c < 3; ++c)
-        mismatches += s[static_cast<size_t>(p * 3 + c)] != raw[static_cast<size_t>(r * 3073 + 1 + c * 1024 + p)];
+        mismatches += s[static_cast<size_t>(p * 3 + c)] !=
+                      raw[static_cast<size_t>(r * 3073 + 1 + c * 1024 + p)];
   }
   CHECK(mismatches == 0);
 }
@@ -114,8 +115,7 @@ TEST_CASE("Brahms recording: 45.8 s, about 45.8 x 12,000 mu-law bytes") {
   // Through the ABI: one file is all train; 12,000-sample sequences.
   Handle h(SPARSE_DATASET_AUDIO, data_dir + "/audio", SPARSE_SPLIT_TRAIN, 12000);
   CHECK(h.size() == static_cast<int64_t>(a.mulaw.size()) / 12000);
-  CHECK(h.seq(1, 12000) ==
-        std::vector<uint8_t>(a.mulaw.begin() + 12000, a.mulaw.begin() + 24000));
+  CHECK(h.seq(1, 12000) == std::vector<uint8_t>(a.mulaw.begin() + 12000, a.mulaw.begin() + 24000));
   // The file alone is split in time: the test split is the recording's last tenth.
   const size_t tenth = a.mulaw.size() / 10;
   Handle test(SPARSE_DATASET_AUDIO, path, SPARSE_SPLIT_TEST, 12000);
@@ -138,7 +138,8 @@ int main(int argc, char** argv) {
     const char* root = std::getenv("SPARSE_SOURCE_ROOT");
     data_dir = std::string(root != nullptr && *root ? root : ".") + "/../shared/data";
   }
-  if (!exists(data_dir + "/README.md") && !exists(data_dir + "/cifar10/data_batch_1-first100.bin")) {
+  if (!exists(data_dir + "/README.md") &&
+      !exists(data_dir + "/cifar10/data_batch_1-first100.bin")) {
     std::printf("SKIP: no real data samples at %s (set SPARSE_DATA_DIR)\n", data_dir.c_str());
     return 77;
   }

@@ -126,8 +126,8 @@ TEST_CASE("synthetic image: reported entropy matches the empirical conditional e
   double nll = 0;
   const double h = ds.entropy(&nll);
   const double empirical = given_both.total_bits() / dims;
-  MESSAGE("image: reported ", h, " nll ", nll, " empirical ", empirical,
-          " left-only ", given_left.total_bits() / dims);
+  MESSAGE("image: reported ", h, " nll ", nll, " empirical ", empirical, " left-only ",
+          given_left.total_bits() / dims);
   CHECK(std::fabs(h - empirical) < 0.005);
   CHECK(std::fabs(nll - h) < 0.005);
   CHECK(h > 1.0);
@@ -227,7 +227,8 @@ TEST_CASE("seeded shuffling and batching") {
 
 TEST_CASE("dataset ABI: bad arguments") {
   sparse_dataset_desc desc;
-  CHECK(sparse_dataset_desc_default(nullptr, SPARSE_DATASET_CIFAR10) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(sparse_dataset_desc_default(nullptr, SPARSE_DATASET_CIFAR10) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
   CHECK(sparse_dataset_desc_default(&desc, static_cast<sparse_dataset_kind>(99)) ==
         SPARSE_ERR_INVALID_ARGUMENT);
   sparse_dataset* d = reinterpret_cast<sparse_dataset*>(1);

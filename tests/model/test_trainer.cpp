@@ -196,7 +196,8 @@ TEST_CASE("output_init_std: validated, stored in checkpoints, and the initial lo
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i)
     header_len = (header_len << 8) | static_cast<uint8_t>(bytes[static_cast<size_t>(i)]);
-  std::string header(bytes.begin() + 8, bytes.begin() + 8 + static_cast<std::ptrdiff_t>(header_len));
+  std::string header(bytes.begin() + 8,
+                     bytes.begin() + 8 + static_cast<std::ptrdiff_t>(header_len));
   const std::string key = ";output_init_std_bits=0";
   const size_t at = header.find(key);
   REQUIRE(at != std::string::npos);

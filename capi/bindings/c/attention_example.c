@@ -7,21 +7,20 @@
  *   ./a.out [seq_len] [stride]          (defaults 1024 and 32)
  */
 #include <math.h>
+#include <sparse/sparse.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <sparse/sparse.h>
-
-#define CHECK(call)                                                                    \
-  do {                                                                                 \
-    sparse_status status_ = (call);                                                    \
-    if (status_ != SPARSE_OK) {                                                        \
-      fprintf(stderr, "%s:%d: %s failed: %s (%s)\n", __FILE__, __LINE__, #call,        \
-              sparse_status_string(status_), sparse_last_error());                     \
-      exit(1);                                                                         \
-    }                                                                                  \
+#define CHECK(call)                                                             \
+  do {                                                                          \
+    sparse_status status_ = (call);                                             \
+    if (status_ != SPARSE_OK) {                                                 \
+      fprintf(stderr, "%s:%d: %s failed: %s (%s)\n", __FILE__, __LINE__, #call, \
+              sparse_status_string(status_), sparse_last_error());              \
+      exit(1);                                                                  \
+    }                                                                           \
   } while (0)
 
 enum { BATCH = 2, HEADS = 2, HEAD_DIM = 64, BLOCK = 32 };
@@ -62,8 +61,8 @@ static double dot(const float* a, const float* b) {
 }
 
 /* out[b, h, i, :] computed directly (double precision); returns the max abs difference. */
-static double check_row(const float* q, const float* k, const float* v, const float* out,
-                        int64_t n, int64_t stride, int b, int h, int64_t i) {
+static double check_row(const float* q, const float* k, const float* v, const float* out, int64_t n,
+                        int64_t stride, int b, int h, int64_t i) {
   const size_t base = ((size_t)b * HEADS + (size_t)h) * (size_t)n * HEAD_DIM;
   const float* qi = q + base + (size_t)i * HEAD_DIM;
   const double scale = 1.0 / sqrt((double)HEAD_DIM);
@@ -137,11 +136,12 @@ int main(int argc, char** argv) {
     memset(&stats, 0, sizeof stats);
     stats.struct_size = sizeof stats;
     CHECK(sparse_layout_get_stats(layout, h, &stats));
-    printf("layout n=%lld l=%lld block=%d head %2d: %lld of %lld dense blocks (density %.4f, "
-           "effective %.4f)%s\n",
-           (long long)n, (long long)stride, BLOCK, h, (long long)stats.nnz_blocks,
-           (long long)stats.dense_blocks, stats.density, stats.effective_density,
-           h >= 0 && stats.transposed ? ", transposed order" : "");
+    printf(
+        "layout n=%lld l=%lld block=%d head %2d: %lld of %lld dense blocks (density %.4f, "
+        "effective %.4f)%s\n",
+        (long long)n, (long long)stride, BLOCK, h, (long long)stats.nnz_blocks,
+        (long long)stats.dense_blocks, stats.density, stats.effective_density,
+        h >= 0 && stats.transposed ? ", transposed order" : "");
   }
 
   q = random_tensor(count);

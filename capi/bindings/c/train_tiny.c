@@ -5,20 +5,19 @@
  *   cc -std=c99 train_tiny.c $(pkg-config --cflags --libs sparse)
  *   ./a.out [steps]          (default 40)
  */
+#include <sparse/sparse.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-#include <sparse/sparse.h>
-
-#define CHECK(call)                                                                    \
-  do {                                                                                 \
-    sparse_status status_ = (call);                                                    \
-    if (status_ != SPARSE_OK) {                                                        \
-      fprintf(stderr, "%s:%d: %s failed: %s (%s)\n", __FILE__, __LINE__, #call,        \
-              sparse_status_string(status_), sparse_last_error());                     \
-      exit(1);                                                                         \
-    }                                                                                  \
+#define CHECK(call)                                                             \
+  do {                                                                          \
+    sparse_status status_ = (call);                                             \
+    if (status_ != SPARSE_OK) {                                                 \
+      fprintf(stderr, "%s:%d: %s failed: %s (%s)\n", __FILE__, __LINE__, #call, \
+              sparse_status_string(status_), sparse_last_error());              \
+      exit(1);                                                                  \
+    }                                                                           \
   } while (0)
 
 enum { BATCH = 4 };
@@ -82,8 +81,8 @@ int main(int argc, char** argv) {
     make_batch(tokens, config.seq_len, &state);
     CHECK(sparse_model_train_step(model, tokens, BATCH, &stats));
     if (step % 10 == 9 || step == steps - 1) {
-      CHECK(sparse_train_progress_line(&stats, steps, stats.seconds * (step + 1), line,
-                                       sizeof line));
+      CHECK(
+          sparse_train_progress_line(&stats, steps, stats.seconds * (step + 1), line, sizeof line));
       printf("%s\n", line);
     }
   }

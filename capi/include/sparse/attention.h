@@ -78,9 +78,9 @@ SPARSE_API sparse_status sparse_attention_backward(
  * pass for `batch` x heads x seq_len x head_dim tensors, beyond the caller's tensors, with the
  * default (fused) algorithm. Errors: SPARSE_ERR_INVALID_ARGUMENT. */
 SPARSE_API sparse_status sparse_attention_workspace_size(sparse_context* context,
-                                                         const sparse_layout* layout,
-                                                         int64_t batch, int64_t head_dim,
-                                                         int32_t backward, size_t* bytes);
+                                                         const sparse_layout* layout, int64_t batch,
+                                                         int64_t head_dim, int32_t backward,
+                                                         size_t* bytes);
 
 /* The same for the algorithm in `params` (NULL = defaults). With SPARSE_ATTENTION_UNFUSED the
  * workspace holds fp32 scores of every computed block of every (batch, head) pair: batch x

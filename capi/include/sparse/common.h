@@ -84,10 +84,7 @@ typedef enum sparse_dtype {
 } sparse_dtype;
 
 /* Where a tensor's data lives. */
-typedef enum sparse_memory {
-  SPARSE_MEMORY_HOST = 0,
-  SPARSE_MEMORY_DEVICE = 1
-} sparse_memory;
+typedef enum sparse_memory { SPARSE_MEMORY_HOST = 0, SPARSE_MEMORY_DEVICE = 1 } sparse_memory;
 
 #define SPARSE_TENSOR_MAX_DIMS 8
 

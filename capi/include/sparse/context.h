@@ -73,13 +73,11 @@ SPARSE_API void sparse_context_destroy(sparse_context* context);
 
 /* The backend the context actually runs on (never AUTO).
  * Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL arguments. */
-SPARSE_API sparse_status sparse_context_backend(const sparse_context* context,
-                                                sparse_backend* out);
+SPARSE_API sparse_status sparse_context_backend(const sparse_context* context, sparse_backend* out);
 
 /* The number of CPU threads the context uses (after resolving 0 to the hardware count).
  * Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL arguments. */
-SPARSE_API sparse_status sparse_context_num_threads(const sparse_context* context,
-                                                    int32_t* out);
+SPARSE_API sparse_status sparse_context_num_threads(const sparse_context* context, int32_t* out);
 
 /* Waits until all work queued by the context has finished (a no-op on the CPU backend).
  * Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL; SPARSE_ERR_DEVICE on a GPU error. */

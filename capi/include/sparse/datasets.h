@@ -5,7 +5,8 @@
  * - SYNTHETIC_IMAGE / SYNTHETIC_TEXT: generated in memory from `seed`; the exact entropy of what
  *   was generated is available from sparse_dataset_entropy();
  * - CIFAR10: cifar-10-binary.tar.gz, its extracted folder, or one file of 3073-byte records;
- *   3072 tokens per image (32x32, raster order, channel innermost); train 48k / valid 2k / test 10k;
+ *   3072 tokens per image (32x32, raster order, channel innermost); train 48k / valid 2k / test
+ * 10k;
  * - ENWIK8: enwik8 or enwik8.zip; bytes split 90M / 5M / 5M; TEXT: any raw byte file, same rule;
  *   both also read a zip of one file or a gzip file as the text it holds (bzip2, xz, zstd, 7-Zip
  *   and tar files are refused with SPARSE_ERR_FORMAT, naming the command that unpacks them);
@@ -57,37 +58,36 @@ SPARSE_API const char* sparse_dataset_kind_name(sparse_dataset_kind kind);
 
 /* Parses a kind name as above (case-insensitive).
  * Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL arguments or an unknown name. */
-SPARSE_API sparse_status sparse_dataset_kind_from_name(const char* name,
-                                                       sparse_dataset_kind* out);
+SPARSE_API sparse_status sparse_dataset_kind_from_name(const char* name, sparse_dataset_kind* out);
 
 /* What to open. Always initialise with sparse_dataset_desc_default(). */
 typedef struct sparse_dataset_desc {
-  uint32_t struct_size;     /* sizeof(sparse_dataset_desc), set by the defaults function */
+  uint32_t struct_size; /* sizeof(sparse_dataset_desc), set by the defaults function */
   sparse_dataset_kind kind;
-  const char* path;         /* file or folder; NULL for synthetic kinds. Copied by open. */
-  sparse_split split;       /* default SPARSE_SPLIT_TRAIN */
-  int64_t seq_len;          /* tokens per sequence for ENWIK8/TEXT (default 12288), AUDIO (default
-                               65536) and SYNTHETIC_TEXT (default 1024); for image kinds 0 or the
-                               image's size (3072 CIFAR10, 12288 IMAGENET64, width x height) */
-  uint64_t seed;            /* shuffling seed; for synthetic kinds also the generation seed
-                               (mixed with the split, so splits differ). Default 0x5eed */
-  int32_t shuffle;          /* 1 (default): a fresh seeded permutation every epoch; 0: in order */
-  int32_t vocab;            /* synthetic: alphabet size 2..256 (default 256) */
-  int64_t num_sequences;    /* synthetic: sequences to generate (default 1024) */
-  int32_t image_width;      /* synthetic image: width (default 32) */
-  int32_t image_height;     /* synthetic image: height (default 32) */
-  double noise_scale;       /* synthetic image: scale of the two-sided geometric noise (4.0) */
-  int64_t copy_offset;      /* synthetic text: distance of the long-range copies (default 256) */
-  double copy_prob;         /* synthetic text: probability of a copy (default 0.75) */
-  double successor_bias;    /* synthetic text: Markov kernel M(a, b) ~ bias^((b - a) mod vocab),
-                               in (0, 1] (default 0.5) */
-  int32_t sample_rate;      /* audio: resampling rate in Hz (default 12000) */
-  int32_t reserved0;        /* must be zero */
-  double valid_fraction;    /* audio: fraction of files (of samples, for one recording) in the
-                               valid split (default 0.1) */
-  double test_fraction;     /* audio: fraction of files (of samples, for one recording) in the
-                               test split (default 0.1) */
-  uint8_t reserved[64];     /* must be zero; room for future fields */
+  const char* path;      /* file or folder; NULL for synthetic kinds. Copied by open. */
+  sparse_split split;    /* default SPARSE_SPLIT_TRAIN */
+  int64_t seq_len;       /* tokens per sequence for ENWIK8/TEXT (default 12288), AUDIO (default
+                            65536) and SYNTHETIC_TEXT (default 1024); for image kinds 0 or the
+                            image's size (3072 CIFAR10, 12288 IMAGENET64, width x height) */
+  uint64_t seed;         /* shuffling seed; for synthetic kinds also the generation seed
+                            (mixed with the split, so splits differ). Default 0x5eed */
+  int32_t shuffle;       /* 1 (default): a fresh seeded permutation every epoch; 0: in order */
+  int32_t vocab;         /* synthetic: alphabet size 2..256 (default 256) */
+  int64_t num_sequences; /* synthetic: sequences to generate (default 1024) */
+  int32_t image_width;   /* synthetic image: width (default 32) */
+  int32_t image_height;  /* synthetic image: height (default 32) */
+  double noise_scale;    /* synthetic image: scale of the two-sided geometric noise (4.0) */
+  int64_t copy_offset;   /* synthetic text: distance of the long-range copies (default 256) */
+  double copy_prob;      /* synthetic text: probability of a copy (default 0.75) */
+  double successor_bias; /* synthetic text: Markov kernel M(a, b) ~ bias^((b - a) mod vocab),
+                            in (0, 1] (default 0.5) */
+  int32_t sample_rate;   /* audio: resampling rate in Hz (default 12000) */
+  int32_t reserved0;     /* must be zero */
+  double valid_fraction; /* audio: fraction of files (of samples, for one recording) in the
+                            valid split (default 0.1) */
+  double test_fraction;  /* audio: fraction of files (of samples, for one recording) in the
+                            test split (default 0.1) */
+  uint8_t reserved[64];  /* must be zero; room for future fields */
 } sparse_dataset_desc;
 
 /* Fills `desc` with the defaults for `kind` (see the fields above).
@@ -103,16 +103,14 @@ typedef struct sparse_dataset sparse_dataset;
  * an expected file is missing, an empty folder); SPARSE_ERR_FORMAT (truncated, oversized or
  * corrupt files, wrong record sizes, silent audio ...; the message names the file and what was
  * expected); SPARSE_ERR_UNSUPPORTED (audio without libsndfile, archives without zlib). */
-SPARSE_API sparse_status sparse_dataset_open(const sparse_dataset_desc* desc,
-                                             sparse_dataset** out);
+SPARSE_API sparse_status sparse_dataset_open(const sparse_dataset_desc* desc, sparse_dataset** out);
 
 /* Releases a dataset. NULL is accepted and ignored. */
 SPARSE_API void sparse_dataset_destroy(sparse_dataset* dataset);
 
 /* Number of sequences in the split, tokens per sequence, and the vocabulary size.
  * Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL arguments. */
-SPARSE_API sparse_status sparse_dataset_num_sequences(const sparse_dataset* dataset,
-                                                      int64_t* out);
+SPARSE_API sparse_status sparse_dataset_num_sequences(const sparse_dataset* dataset, int64_t* out);
 SPARSE_API sparse_status sparse_dataset_seq_len(const sparse_dataset* dataset, int64_t* out);
 SPARSE_API sparse_status sparse_dataset_vocab_size(const sparse_dataset* dataset, int32_t* out);
 
@@ -152,8 +150,8 @@ SPARSE_API sparse_status sparse_dataset_label(const sparse_dataset* dataset, int
  * it (the best achievable expected bits per dim), and the mean -log2 probability of the tokens
  * actually drawn (what an ideal model scores on this very data). Either output may be NULL.
  * Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL dataset; SPARSE_ERR_UNSUPPORTED for real data. */
-SPARSE_API sparse_status sparse_dataset_entropy(const sparse_dataset* dataset,
-                                                double* bits_per_dim, double* nll_bits_per_dim);
+SPARSE_API sparse_status sparse_dataset_entropy(const sparse_dataset* dataset, double* bits_per_dim,
+                                                double* nll_bits_per_dim);
 
 /* 8-bit mu-law (mu = 255) as used for audio: encode maps [-1, 1] (clamped; NaN as 0) to
  * round((F(x) + 1) / 2 * 255) with F(x) = sign(x) ln(1 + 255|x|) / ln 256; decode is F's inverse

@@ -58,13 +58,13 @@ typedef struct sparse_experimental_op_check_options {
   void* user;             /* passed to print */
   void (*print)(void* user, const char* line); /* one report line, without newline; may be NULL.
                                                   The line is valid during the call only. */
-  uint8_t reserved[32];   /* must be zero */
+  uint8_t reserved[32];                        /* must be zero */
 } sparse_experimental_op_check_options;
 
 /* Fills `options` with the defaults above.
  * Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL. */
-SPARSE_API sparse_status sparse_experimental_op_check_options_default(
-    sparse_experimental_op_check_options* options);
+SPARSE_API sparse_status
+sparse_experimental_op_check_options_default(sparse_experimental_op_check_options* options);
 
 /* The operation checker: every model operation and attention kernel of every backend available
  * on this machine against the CPU backend's double-precision path, over a sweep of shapes, with
@@ -115,8 +115,8 @@ typedef struct sparse_experimental_gradient_reducer {
 
 /* Fills `reducer` with the defaults above (rank 0 of 1, host memory, no callbacks).
  * Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL. */
-SPARSE_API sparse_status sparse_experimental_gradient_reducer_default(
-    sparse_experimental_gradient_reducer* reducer);
+SPARSE_API sparse_status
+sparse_experimental_gradient_reducer_default(sparse_experimental_gradient_reducer* reducer);
 
 /* Installs `reducer` (copied; its callbacks and `user` must stay valid until the model is
  * destroyed or another reducer is installed) on the model's trainer. NULL restores the
@@ -140,8 +140,7 @@ SPARSE_API sparse_status sparse_experimental_model_skipped_steps(sparse_model* m
  * from, when estimate_bytes exceeds the limit (SPARSE_MEMORY_LIMIT, else the smallest of physical
  * memory, the cgroup's memory.max, RLIMIT_AS and RLIMIT_DATA); SPARSE_OK when it fits.
  * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL what, an unreadable SPARSE_MEMORY_LIMIT). */
-SPARSE_API sparse_status sparse_experimental_check_memory(double estimate_bytes,
-                                                          const char* what);
+SPARSE_API sparse_status sparse_experimental_check_memory(double estimate_bytes, const char* what);
 
 /* ------------------------------------------------------------------ files */
 
@@ -162,9 +161,8 @@ SPARSE_API sparse_status sparse_experimental_read_file(const char* path, const c
  * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL path, what or buffer); SPARSE_ERR_IO naming `what`,
  * the path and the reason; SPARSE_ERR_BUFFER_TOO_SMALL (the resolved path and its NUL need more
  * than size bytes). */
-SPARSE_API sparse_status sparse_experimental_resolve_output_path(const char* path,
-                                                                 const char* what, char* buffer,
-                                                                 size_t size);
+SPARSE_API sparse_status sparse_experimental_resolve_output_path(const char* path, const char* what,
+                                                                 char* buffer, size_t size);
 
 /* Writes data[0, size) to the file `path` names (see sparse_experimental_resolve_output_path)
  * atomically: into a temporary file created exclusively in the same folder under a name unique to
@@ -188,8 +186,8 @@ SPARSE_API sparse_status sparse_experimental_write_file_atomic(const char* path,
  * *reason stays valid until the next call into the library on the calling thread. Either output
  * may be NULL.
  * Errors: SPARSE_ERR_INVALID_ARGUMENT for an unknown backend value. */
-SPARSE_API sparse_status sparse_experimental_backend_status(sparse_backend backend,
-                                                            int* compiled, const char** reason);
+SPARSE_API sparse_status sparse_experimental_backend_status(sparse_backend backend, int* compiled,
+                                                            const char** reason);
 
 #ifdef __cplusplus
 }

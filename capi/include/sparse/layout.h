@@ -63,21 +63,20 @@ typedef enum sparse_pattern_kind {
 SPARSE_API const char* sparse_pattern_kind_name(sparse_pattern_kind kind);
 /* Parses a name as printed by sparse_pattern_kind_name().
  * Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL arguments or an unknown name. */
-SPARSE_API sparse_status sparse_pattern_kind_from_name(const char* name,
-                                                       sparse_pattern_kind* out);
+SPARSE_API sparse_status sparse_pattern_kind_from_name(const char* name, sparse_pattern_kind* out);
 
 /* One pattern applied to one head (or all heads). Fill with sparse_pattern_default(). Only the
  * fields the kind uses are read. */
 typedef struct sparse_pattern {
   sparse_pattern_kind kind;
-  int32_t head;             /* head index, or -1 for every head (default -1) */
-  int64_t window;           /* w: LOCAL, SLIDING_WINDOW, LONGFORMER, BIGBIRD (>= 1) */
-  int64_t stride;           /* l: STRIDED_*, FIXED_* (>= 1, <= seq_len) */
-  int64_t summary;          /* c: FIXED_SUMMARY (1 <= c <= l) */
-  int32_t summary_variants; /* FIXED_SUMMARY per-head offsets; 1 = the paper (default 1),
-                               c * summary_variants <= l */
-  int32_t causal;           /* SLIDING_WINDOW, LONGFORMER, BIGBIRD: 1 causal, 0 bidirectional
-                               (default 1); the paper's patterns are always causal */
+  int32_t head;                 /* head index, or -1 for every head (default -1) */
+  int64_t window;               /* w: LOCAL, SLIDING_WINDOW, LONGFORMER, BIGBIRD (>= 1) */
+  int64_t stride;               /* l: STRIDED_*, FIXED_* (>= 1, <= seq_len) */
+  int64_t summary;              /* c: FIXED_SUMMARY (1 <= c <= l) */
+  int32_t summary_variants;     /* FIXED_SUMMARY per-head offsets; 1 = the paper (default 1),
+                                   c * summary_variants <= l */
+  int32_t causal;               /* SLIDING_WINDOW, LONGFORMER, BIGBIRD: 1 causal, 0 bidirectional
+                                   (default 1); the paper's patterns are always causal */
   const int64_t* global_tokens; /* LONGFORMER, BIGBIRD: positions, each in [0, seq_len) */
   int64_t num_global_tokens;    /* <= seq_len; duplicates are allowed */
   int64_t random_blocks;        /* BIGBIRD: random key blocks per query block row (>= 0) */
@@ -90,16 +89,16 @@ SPARSE_API sparse_status sparse_pattern_default(sparse_pattern* pattern, sparse_
 
 /* Description of a layout. Fill with sparse_layout_desc_default(). */
 typedef struct sparse_layout_desc {
-  uint32_t struct_size;          /* sizeof(sparse_layout_desc) */
-  int64_t seq_len;               /* n >= 1 */
-  int32_t block_size;            /* 16, 32, 64 or 128 (default 64) */
-  int32_t num_heads;             /* >= 1 (default 1) */
+  uint32_t struct_size; /* sizeof(sparse_layout_desc) */
+  int64_t seq_len;      /* n >= 1 */
+  int32_t block_size;   /* 16, 32, 64 or 128 (default 64) */
+  int32_t num_heads;    /* >= 1 (default 1) */
   const sparse_pattern* patterns;
-  int32_t num_patterns;          /* >= 1 */
-  uint32_t pattern_struct_size;  /* sizeof(sparse_pattern), set by the defaults function */
+  int32_t num_patterns;             /* >= 1 */
+  uint32_t pattern_struct_size;     /* sizeof(sparse_pattern), set by the defaults function */
   int32_t transpose_strided_column; /* 1: compute pure strided-column heads in the transposed
                                        order (default); 0: natural order */
-  uint8_t reserved[60];          /* must be zero */
+  uint8_t reserved[60];             /* must be zero */
 } sparse_layout_desc;
 
 /* Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL. */
@@ -112,8 +111,7 @@ typedef struct sparse_layout sparse_layout;
  * head out of range, stride < 1 or > seq_len, summary outside [1, stride], window < 1, a global
  * token out of range, more global tokens than positions, NULL patterns, ...);
  * SPARSE_ERR_OUT_OF_MEMORY. */
-SPARSE_API sparse_status sparse_layout_create(const sparse_layout_desc* desc,
-                                              sparse_layout** out);
+SPARSE_API sparse_status sparse_layout_create(const sparse_layout_desc* desc, sparse_layout** out);
 
 /* Builds a layout from a user-supplied block mask: `block_mask` holds num_heads x nb x nb bytes
  * (nb = ceil(seq_len / block_size)), row-major, non-zero = computed. `element_mask` may be NULL
@@ -136,18 +134,18 @@ typedef struct sparse_layout_stats {
   int64_t seq_len;
   int32_t block_size;
   int32_t num_heads;
-  int32_t transposed;         /* 1 if the head is computed in the strided-column order (for
-                                 head == -1: number of such heads) */
-  int64_t num_blocks;         /* blocks per side in the computed order: ceil(n' / block_size) */
-  int64_t nnz_blocks;         /* computed blocks */
-  int64_t full_blocks;        /* computed blocks with every element allowed */
-  int64_t dense_blocks;       /* blocks of the dense layout on the same heads: nb (nb + 1) / 2
-                                 per causal head, nb^2 per bidirectional one (natural order) */
-  int64_t useful_elements;    /* allowed (query, key) pairs */
-  int64_t computed_elements;  /* nnz_blocks * block_size^2 */
-  double density;             /* nnz_blocks / dense_blocks */
-  double effective_density;   /* useful_elements / computed_elements */
-  size_t memory_bytes;        /* host memory the layout holds */
+  int32_t transposed;        /* 1 if the head is computed in the strided-column order (for
+                                head == -1: number of such heads) */
+  int64_t num_blocks;        /* blocks per side in the computed order: ceil(n' / block_size) */
+  int64_t nnz_blocks;        /* computed blocks */
+  int64_t full_blocks;       /* computed blocks with every element allowed */
+  int64_t dense_blocks;      /* blocks of the dense layout on the same heads: nb (nb + 1) / 2
+                                per causal head, nb^2 per bidirectional one (natural order) */
+  int64_t useful_elements;   /* allowed (query, key) pairs */
+  int64_t computed_elements; /* nnz_blocks * block_size^2 */
+  double density;            /* nnz_blocks / dense_blocks */
+  double effective_density;  /* useful_elements / computed_elements */
+  size_t memory_bytes;       /* host memory the layout holds */
 } sparse_layout_stats;
 
 /* Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL arguments, a head out of range or a too small

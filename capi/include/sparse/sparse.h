@@ -5,12 +5,12 @@
 #ifndef SPARSE_SPARSE_H
 #define SPARSE_SPARSE_H
 
-#include "sparse/version.h"
+#include "sparse/attention.h"
 #include "sparse/common.h"
 #include "sparse/context.h"
-#include "sparse/layout.h"
-#include "sparse/attention.h"
-#include "sparse/model.h"
 #include "sparse/datasets.h"
+#include "sparse/layout.h"
+#include "sparse/model.h"
+#include "sparse/version.h"
 
 #endif /* SPARSE_SPARSE_H */

@@ -14,8 +14,7 @@
 #define SPARSE_API_VERSION_PATCH 0
 
 /* Packed as (major << 16) | (minor << 8) | patch, comparable with sparse_api_version(). */
-#define SPARSE_API_VERSION                                                 \
-  ((SPARSE_API_VERSION_MAJOR << 16) | (SPARSE_API_VERSION_MINOR << 8) | \
-   SPARSE_API_VERSION_PATCH)
+#define SPARSE_API_VERSION \
+  ((SPARSE_API_VERSION_MAJOR << 16) | (SPARSE_API_VERSION_MINOR << 8) | SPARSE_API_VERSION_PATCH)
 
 #endif /* SPARSE_VERSION_H */
