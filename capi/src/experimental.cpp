@@ -75,7 +75,14 @@ class HookReducer final : public sparse::GradientReducer {
 
   [[noreturn]] static void fail(sparse_status s, char (&error)[kErrorSize], const char* what) {
     error[kErrorSize - 1] = '\0';
-    if (s > SPARSE_OK) s = SPARSE_ERR_INTERNAL;
+    // A value outside the enumeration would reach the caller as a status no caller knows.
+    if (s > SPARSE_OK || s < SPARSE_ERR_BUFFER_TOO_SMALL) {
+      const int returned = static_cast<int>(s);
+      sparse::throw_error(SPARSE_ERR_INTERNAL, "the gradient reducer's ", what, " returned status ",
+                          returned, ", which is not a sparse_status",
+                          error[0] != '\0' ? " (its message: " : "", error,
+                          error[0] != '\0' ? ")" : "");
+    }
     if (error[0] != '\0') sparse::throw_error(s, error);
     sparse::throw_error(s, "the gradient reducer's ", what, " failed (", sparse_status_string(s),
                         ")");
@@ -202,6 +209,8 @@ SPARSE_API sparse_status sparse_experimental_model_set_gradient_reducer(
 SPARSE_API sparse_status sparse_experimental_check_memory(double estimate_bytes, const char* what) {
   return sparse::capi::guard(__func__, [&] {
     require_string(what, "what");
+    sparse::require(estimate_bytes >= 0, "estimate_bytes = ", estimate_bytes,
+                    " must be a number of bytes >= 0");
     sparse::check_memory(estimate_bytes, what);
   });
 }

@@ -744,3 +744,56 @@ TEST_CASE("skipped steps: reported, saved in checkpoints, and with the step the 
   CHECK(error_mentions("skipped is NULL"));
   CHECK(sparse_experimental_model_skipped_steps(nullptr, &skipped) == SPARSE_ERR_INVALID_ARGUMENT);
 }
+
+namespace {
+
+// Callbacks of the gradient reducer hook: a single rank that leaves the sums as they are, and one
+// whose all_reduce_sum returns `status` (user) with a message.
+sparse_status identity_sum(void*, float*, int64_t, sparse_memory, char*, size_t) {
+  return SPARSE_OK;
+}
+sparse_status identity_sum_f64(void*, double*, int64_t, char*, size_t) { return SPARSE_OK; }
+sparse_status failing_sum(void* user, float*, int64_t, sparse_memory, char* error, size_t size) {
+  std::snprintf(error, size, "rank 3 went away");
+  return static_cast<sparse_status>(*static_cast<int*>(user));
+}
+
+}  // namespace
+
+TEST_CASE("gradient reducer hook: a failing callback's status and message reach the caller") {
+  Ctx ctx;
+  const sparse_model_config c = small_config();
+  Model m;
+  REQUIRE(sparse_model_create(ctx.ctx, &c, nullptr, &m.m) == SPARSE_OK);
+  const std::vector<uint8_t> data = random_tokens(2 * c.seq_len, 77);
+  sparse_experimental_gradient_reducer r;
+  REQUIRE(sparse_experimental_gradient_reducer_default(&r) == SPARSE_OK);
+  r.all_reduce_sum = identity_sum;
+  r.all_reduce_sum_f64 = identity_sum_f64;
+  REQUIRE(sparse_experimental_model_set_gradient_reducer(m.m, &r) == SPARSE_OK);
+  REQUIRE(sparse_model_train_step(m.m, data.data(), 2, nullptr) == SPARSE_OK);
+
+  // A status of the enumeration is passed through with the callback's message; any other value
+  // (positive, or negative beyond the last code) is an internal error naming the value returned.
+  struct Case {
+    int returned;
+    sparse_status expected;
+    const char* names;
+  };
+  for (const Case& k :
+       {Case{SPARSE_ERR_DEVICE, SPARSE_ERR_DEVICE, "rank 3 went away"},
+        Case{SPARSE_ERR_BUFFER_TOO_SMALL, SPARSE_ERR_BUFFER_TOO_SMALL, "rank 3"},
+        Case{-999, SPARSE_ERR_INTERNAL, "-999"}, Case{12345, SPARSE_ERR_INTERNAL, "12345"}}) {
+    CAPTURE(k.returned);
+    int status = k.returned;
+    r.user = &status;
+    r.all_reduce_sum = failing_sum;
+    REQUIRE(sparse_experimental_model_set_gradient_reducer(m.m, &r) == SPARSE_OK);
+    CHECK(sparse_model_train_step(m.m, data.data(), 2, nullptr) == k.expected);
+    CHECK(error_mentions(k.names));
+    CHECK(error_mentions("rank 3 went away"));
+  }
+  int64_t step = 0;
+  REQUIRE(sparse_model_step(m.m, &step) == SPARSE_OK);
+  CHECK(step == 1);  // failed steps change nothing
+}
