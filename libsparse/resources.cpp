@@ -83,7 +83,9 @@ std::string format_bytes(double bytes) {
     ++u;
   }
   char text[64];
-  std::snprintf(text, sizeof text, u == 0 ? "%.0f %s" : "%.2f %s", bytes, units[u]);
+  // Beyond a million of the largest unit, fixed notation would not fit (nor read well).
+  const char* format = bytes >= 1e6 ? "%.3g %s" : u == 0 ? "%.0f %s" : "%.2f %s";
+  std::snprintf(text, sizeof text, format, bytes, units[u]);
   return text;
 }
 

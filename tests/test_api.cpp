@@ -2,10 +2,13 @@
 // NULL handles are accepted where promised; versions and names are consistent.
 #include <doctest/doctest.h>
 
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
 
+#include "sparse/experimental.h"
 #include "sparse/sparse.h"
 
 namespace {
@@ -227,4 +230,24 @@ TEST_CASE("tensor helpers") {
   CHECK(sparse_dtype_size(SPARSE_DTYPE_F32) == 4);
   CHECK(sparse_dtype_size(SPARSE_DTYPE_BF16) == 2);
   CHECK(sparse_dtype_size(static_cast<sparse_dtype>(99)) == 0);
+}
+
+TEST_CASE("memory check: a bound against SPARSE_MEMORY_LIMIT, and estimates that are no size") {
+  REQUIRE(::setenv("SPARSE_MEMORY_LIMIT", "16G", 1) == 0);
+  CHECK(sparse_experimental_check_memory(1024.0, "a small buffer") == SPARSE_OK);
+  CHECK(sparse_experimental_check_memory(std::ldexp(1.0, 35), "32 GiB") ==
+        SPARSE_ERR_OUT_OF_MEMORY);
+  CHECK(error_mentions("32 GiB needs about 32.00 GiB"));
+  CHECK(error_mentions("16.00 GiB"));
+  // Beyond the largest unit the figure keeps its unit (1e300 bytes = 8.67e281 EiB).
+  CHECK(sparse_experimental_check_memory(1e300, "huge") == SPARSE_ERR_OUT_OF_MEMORY);
+  CHECK(error_mentions("8.67e+281 EiB"));
+  // A NaN or negative estimate is a caller's bug, not a size that fits.
+  for (double bad : {std::nan(""), -1.0, -HUGE_VAL}) {
+    CAPTURE(bad);
+    CHECK(sparse_experimental_check_memory(bad, "x") == SPARSE_ERR_INVALID_ARGUMENT);
+    CHECK(error_mentions("estimate_bytes"));
+  }
+  CHECK(sparse_experimental_check_memory(1.0, nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
+  REQUIRE(::unsetenv("SPARSE_MEMORY_LIMIT") == 0);
 }
