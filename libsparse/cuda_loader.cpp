@@ -9,6 +9,7 @@
 // reason (cuda_unavailable_reason) or an Error with SPARSE_ERR_UNSUPPORTED naming the file and
 // the loader's message.
 #include <dlfcn.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -49,6 +50,20 @@ std::string own_folder() {
   return slash == std::string::npos ? "" : path.substr(0, slash + 1);
 }
 
+// What `path` is when it names something other than a regular file (the loader would wait on a
+// FIFO for a writer, or read a device without end); empty for a file, a missing path (the loader
+// says so) and a bare name, which the loader looks up on the library search path.
+const char* not_a_file(const char* path) {
+  struct stat st {};
+  if (std::strchr(path, '/') == nullptr || ::stat(path, &st) != 0 || S_ISREG(st.st_mode)) return "";
+  if (S_ISDIR(st.st_mode)) return "a folder";
+  if (S_ISFIFO(st.st_mode)) return "a FIFO";
+  if (S_ISCHR(st.st_mode)) return "a character device";
+  if (S_ISBLK(st.st_mode)) return "a block device";
+  if (S_ISSOCK(st.st_mode)) return "a socket";
+  return "not a regular file";
+}
+
 struct LoadedModule {
   const CudaModule* table = nullptr;
   std::string error;  // why table is nullptr
@@ -61,6 +76,11 @@ LoadedModule open_module() {
   const char* env = std::getenv("SPARSE_CUDA_MODULE");
   if (env != nullptr && *env != '\0') {
     where = std::string(env) + " (SPARSE_CUDA_MODULE)";
+    if (const char* kind = not_a_file(env); *kind != '\0') {
+      m.error = detail::concat("SPARSE_CUDA_MODULE = ", env, " is ", kind,
+                               ", expected the module file " SPARSE_CUDA_MODULE_FILE);
+      return m;
+    }
     handle = dlopen(env, RTLD_NOW | RTLD_LOCAL);
     if (handle == nullptr) m.error = dl_error();
   } else {

@@ -35,10 +35,13 @@ def expect(name, ok, detail=""):
         failures.append(name)
 
 
-def run(args, env=None):
+def run(args, env=None, timeout=120):
     full = dict(os.environ)
     full.update(env or {})
-    return subprocess.run(args, env=full, capture_output=True, text=True, timeout=120)
+    try:
+        return subprocess.run(args, env=full, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(args, "timeout", "", "no answer in %d s" % timeout)
 
 
 def needed(path):
@@ -46,8 +49,8 @@ def needed(path):
     return re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out)
 
 
-def probe(backend, env=None, prefix=()):
-    r = run(list(prefix) + [PROBE, backend], env)
+def probe(backend, env=None, prefix=(), timeout=120):
+    r = run(list(prefix) + [PROBE, backend], env, timeout)
     m = re.search(r"status=(-?\d+) backend=(\S+) available=(-?\d+) compiled=(-?\d+) "
                   r"reason=(.*) message=(.*)", r.stdout)
     if r.returncode != 0 or not m:
@@ -135,6 +138,16 @@ with tempfile.TemporaryDirectory() as tmp:
         expect("a module of another build: refused, naming both versions",
                p.get("status") == UNSUPPORTED and "another build" in p.get("message", "")
                and "0.0.1" in p.get("message", ""), p)
+
+        # A FIFO or a device is refused before the loader opens it (opening a FIFO would wait for
+        # a writer; reading a device would not end), naming the variable and what the path is.
+        fifo = os.path.join(tmp, "module-fifo")
+        os.mkfifo(fifo)
+        for path, kind in [(fifo, "a FIFO"), ("/dev/zero", "a character device")]:
+            p = probe("cuda", {"SPARSE_CUDA_MODULE": path}, timeout=20)
+            expect("SPARSE_CUDA_MODULE naming %s: unsupported at once" % kind,
+                   p.get("status") == UNSUPPORTED and path in p.get("message", "")
+                   and kind in p.get("message", ""), p)
 
         other = compile_so(tmp, "other.so", "int not_a_module(void) { return 0; }\n")
         p = probe("cuda", {"SPARSE_CUDA_MODULE": other})
