@@ -162,6 +162,14 @@ with tempfile.TemporaryDirectory() as tmp:
            r.returncode not in (0, -6, -11) and
            (missing_nccl + ": cannot open" in r.stderr or "built without NCCL" in r.stderr),
            (r.returncode, r.stderr.strip()[-300:]))
+    nccl_fifo = os.path.join(tmp, "nccl-fifo")
+    os.mkfifo(nccl_fifo)
+    r = run([REPRO, "train", "--preset", "cifar10-small", "--steps", "1", "--backend", "cpu"],
+            {"SPARSE_REDUCER": "nccl", "SPARSE_NCCL_MODULE": nccl_fifo}, timeout=30)
+    expect("SPARSE_NCCL_MODULE naming a FIFO: an error at once",
+           r.returncode not in (0, -6, -11, "timeout") and
+           (nccl_fifo + " is a FIFO" in r.stderr or "built without NCCL" in r.stderr),
+           (r.returncode, r.stderr.strip()[-300:]))
 
     # The module found next to libsparse.so: without a device the module's own error comes back
     # through the library with its status (an exception thrown in the module, caught outside).

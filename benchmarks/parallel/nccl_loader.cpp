@@ -4,6 +4,7 @@
 // set, else next to the sparse-repro executable, else on the library search path.
 #include <dlfcn.h>
 #include <limits.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -34,12 +35,30 @@ std::string executable_folder() {
   return slash == std::string::npos ? "" : p.substr(0, slash + 1);
 }
 
+// What `path` is when it names something other than a regular file (the loader would wait on a
+// FIFO for a writer, or read a device without end); empty for a file, a missing path (the loader
+// says so) and a bare name, which the loader looks up on the library search path.
+const char* not_a_file(const char* path) {
+  struct stat st {};
+  if (std::strchr(path, '/') == nullptr || ::stat(path, &st) != 0 || S_ISREG(st.st_mode)) return "";
+  if (S_ISDIR(st.st_mode)) return "a folder";
+  if (S_ISFIFO(st.st_mode)) return "a FIFO";
+  if (S_ISCHR(st.st_mode)) return "a character device";
+  if (S_ISBLK(st.st_mode)) return "a block device";
+  if (S_ISSOCK(st.st_mode)) return "a socket";
+  return "not a regular file";
+}
+
 const NcclModule* load_module() {
   std::string where;
   void* handle = nullptr;
   const char* env = std::getenv("SPARSE_NCCL_MODULE");
   if (env != nullptr && *env != '\0') {
     where = std::string(env) + " (SPARSE_NCCL_MODULE)";
+    if (const char* kind = not_a_file(env); *kind != '\0')
+      throw ReduceError(SPARSE_ERR_UNSUPPORTED, std::string("SPARSE_NCCL_MODULE = ") + env +
+                                                    " is " + kind + ", expected the module file " +
+                                                    REPRO_NCCL_MODULE_FILE);
     handle = dlopen(env, RTLD_NOW | RTLD_LOCAL);
   } else {
     const std::string beside = executable_folder() + REPRO_NCCL_MODULE_FILE;
