@@ -26,6 +26,11 @@ sparse_context* create_device_context(const DeviceOptions& o, int threads) {
     s.backend = SPARSE_BACKEND_CUDA;
   else
     throw std::runtime_error("--backend " + o.backend + ": expected cpu or cuda");
+  // Before any data is read or any checkpoint loaded: the CPU backend would refuse the model.
+  if (s.backend == SPARSE_BACKEND_CPU && o.dtype != "fp32")
+    throw std::runtime_error("--dtype " + o.dtype +
+                             ": bf16/fp16 mixed precision runs on the CUDA backend only (the CPU "
+                             "backend computes in fp32); give --backend cuda, or --dtype fp32");
   s.num_threads = threads;
   sparse_context* ctx = nullptr;
   const sparse_status st = sparse_context_create(&s, &ctx);

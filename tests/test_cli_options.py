@@ -117,6 +117,14 @@ OPTION_CASES = [
     (["bench-atention"], ['did you mean "bench-attention"']),
     (["frobnicate"], ["unknown subcommand", "subcommands:"]),
     ([], ["SUBCOMMAND", "subcommands:", "train, eval, sample"]),
+    # Mixed precision on the CPU: refused naming --dtype and both fixes, before any data is read.
+    (["train", *tiny("--dtype", "fp16", "--data", "text:/nonexistent")],
+     ["--dtype fp16", "--backend cuda", "--dtype fp32"]),
+    (["bench-train", "--dtype", "bf16"], ["--dtype bf16", "--backend cuda", "--dtype fp32"]),
+    (["eval", "--checkpoint", "x", "--data", "synthetic_text", "--dtype", "bf16"],
+     ["--dtype bf16", "--backend cuda"]),
+    (["sample", "--checkpoint", "x", "--out", "y", "--dtype", "fp16"],
+     ["--dtype fp16", "--backend cuda"]),
     # Errors the library finds, named by the option that sets the field.
     (["train", *tiny("--block", "24")], ["--block", "16, 32, 64 or 128"]),
     (["train", *tiny("--num-sequences", "99999999999")], ["--num-sequences"]),
