@@ -54,7 +54,7 @@ struct CompressedFormat {
   const char* decompress;  // the command that decompresses FILE
 };
 
-const CompressedFormat* compressed_format(const BlobPtr& b) {
+const CompressedFormat* compressed_format(const uint8_t* data, size_t size) {
   struct Magic {
     CompressedFormat format;
     const char* bytes;
@@ -68,10 +68,22 @@ const CompressedFormat* compressed_format(const BlobPtr& b) {
                                   {{"zstd", "unzstd FILE"}, "\x28\xb5\x2f\xfd", 4},
                                   {{"7-Zip", "7z x FILE"}, "7z\xbc\xaf\x27\x1c", 6}};
   for (const Magic& m : kMagics)
-    if (b->size() >= m.n &&
-        std::equal(b->data(), b->data() + m.n, reinterpret_cast<const uint8_t*>(m.bytes)))
+    if (size >= m.n && std::equal(data, data + m.n, reinterpret_cast<const uint8_t*>(m.bytes)))
       return &m.format;
   return nullptr;
+}
+
+const CompressedFormat* compressed_format(const BlobPtr& b) {
+  return compressed_format(b->data(), b->size());
+}
+
+// The format of compressed data found inside a zip member or a gzip stream (gzip and zip
+// included: read once, not layer after layer), or nullptr.
+const CompressedFormat* inner_compressed_format(const uint8_t* data, size_t size) {
+  static const CompressedFormat kGzip{"gzip", ""}, kZip{"zip", ""};
+  if (is_gzip(data, size)) return &kGzip;
+  if (size >= 4 && data[0] == 'P' && data[1] == 'K' && data[2] == 3 && data[3] == 4) return &kZip;
+  return compressed_format(data, size);
 }
 
 std::string with_file(std::string command, const std::string& path) {
@@ -168,6 +180,11 @@ SourcePtr open_text(const std::string& path, Split split, int64_t seq_len, bool 
   } else {
     bytes = whole(blob);
   }
+  if (what != path)
+    if (const CompressedFormat* format = inner_compressed_format(bytes.data, bytes.size))
+      throw_error(SPARSE_ERR_FORMAT, "file ", what, ": ", format->name,
+                  "-compressed data, which is not read (one layer of zip or gzip is read as the "
+                  "text it holds); decompress it fully and give the text");
   if (is_tar(bytes))
     throw_error(SPARSE_ERR_FORMAT, "file ", what,
                 ": a tar archive, not text (extract the file to read: tar -xf ", path, ")");

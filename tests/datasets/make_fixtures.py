@@ -177,6 +177,12 @@ open(path("text/text.bin.bz2"), "wb").write(bz2.compress(text))
 open(path("text/text.bin.xz"), "wb").write(lzma.compress(text))
 open(path("text/text.bin.zst"), "wb").write(b"\x28\xb5\x2f\xfd" + text[:64])
 open(path("text/text.bin.7z"), "wb").write(b"7z\xbc\xaf\x27\x1c" + text[:64])
+# Compressed data inside gzip (a gzip of a .bz2 or .xz, a gzip twice over) or inside a zip: the
+# inflated bytes are no text either.
+open(path("text/text.bin.bz2.gz"), "wb").write(gzip.compress(bz2.compress(text), mtime=0))
+open(path("text/text.bin.gz.gz"), "wb").write(gzip.compress(gz, mtime=0))
+with zipfile.ZipFile(path("text/text.bin.xz.zip"), "w") as z:
+    z.writestr("text.bin.xz", lzma.compress(text))
 for name, mode in (("text/text.tar", "w"), ("text/text.tar.gz", "w:gz")):
     with tarfile.open(path(name), mode) as t:
         info = tarfile.TarInfo("text.bin")

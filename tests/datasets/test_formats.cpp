@@ -275,6 +275,11 @@ TEST_CASE("enwik8 and text: gzip is read as the text it holds, other compressed 
                  {"bad-crc.bin.gz", "CRC-32", "gzip trailer"}, 10);
     expect_error(kind, fx("text/text.tar.gz"), SPARSE_SPLIT_TRAIN, F,
                  {"text.tar.gz (inflated from gzip)", "tar archive", "tar -xf"}, 10);
+    // Compressed data inside gzip is refused too, naming the format inside.
+    expect_error(kind, fx("text/text.bin.bz2.gz"), SPARSE_SPLIT_TRAIN, F,
+                 {"text.bin.bz2.gz (inflated from gzip)", "bzip2-compressed"}, 10);
+    expect_error(kind, fx("text/text.bin.gz.gz"), SPARSE_SPLIT_TRAIN, F,
+                 {"text.bin.gz.gz (inflated from gzip)", "gzip-compressed"}, 10);
 #else
     expect_error(kind, fx("text/enwik8.gz"), SPARSE_SPLIT_TRAIN, SPARSE_ERR_UNSUPPORTED,
                  {"enwik8.gz", "zlib"}, 11);
@@ -289,6 +294,9 @@ TEST_CASE("enwik8 and text: gzip is read as the text it holds, other compressed 
                    {"text.bin.zst", "zstd-compressed", "unzstd "},
                    {"text.bin.7z", "7-Zip-compressed", "7z x "},
                    {"text.tar", "a tar archive", "tar -xf "}};
+    if (kind == SPARSE_DATASET_TEXT)
+      expect_error(kind, fx("text/text.bin.xz.zip"), SPARSE_SPLIT_TRAIN, F,
+                   {"text.bin.xz.zip (member text.bin.xz)", "xz-compressed"}, 10);
     for (const auto& r : refused) {
       const std::string p = fx(std::string("text/") + r.file);
       expect_error(kind, p, SPARSE_SPLIT_TRAIN, F, {p, r.format, std::string(r.command) + p}, 10);
