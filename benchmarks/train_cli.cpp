@@ -314,7 +314,8 @@ nlohmann::json run_options(const TrainOptions& o) {
           {"warmup", o.warmup},
           {"optimizer", o.optimizer},
           {"weight-decay", o.weight_decay},
-          {"seed", o.seed}};
+          {"seed", o.seed},
+          {"dtype", o.device.dtype}};
 }
 
 void apply_run_options(const nlohmann::json& j, TrainOptions& o) {
@@ -353,6 +354,7 @@ void apply_run_options(const nlohmann::json& j, TrainOptions& o) {
   j.at("optimizer").get_to(o.optimizer);
   j.at("weight-decay").get_to(o.weight_decay);
   j.at("seed").get_to(o.seed);
+  o.device.dtype = j.value("dtype", "fp32");  // records of older versions: fp32, the only one
 }
 
 // run_options with each "not given" placeholder (0, -1 or empty) replaced by the value in effect:

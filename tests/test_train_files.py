@@ -303,6 +303,21 @@ def resume_effective_values(tmp):
                 "has " + saved, "given " + given)
 
 
+def resume_keeps_dtype(tmp):
+    # The precision is part of the run: the record keeps --dtype, and a resume without it takes
+    # the saved one (a 16-bit run does not continue in fp32 behind the user's back). On this CPU
+    # a saved fp16 run cannot continue, so the resume must stop naming --dtype fp16.
+    m = make_checkpoint(tmp)
+    record_path = m + ".run.json"
+    record = json.load(open(record_path))
+    assert record["options"].get("dtype") == "fp32", record["options"]
+    record["options"]["dtype"] = "fp16"
+    with open(record_path, "w") as f:
+        json.dump(record, f)
+    refused(run(["train", "--checkpoint", m, "--resume", "--quiet", "--extend-to", "8"]),
+            "--dtype fp16")
+
+
 def resume_with_foreign_log(tmp):
     # A --log that is not a loss log (here a user's notes) is refused on resume, not cut to nothing.
     m = make_checkpoint(tmp)
@@ -318,7 +333,7 @@ def resume_with_foreign_log(tmp):
 CASES = [fifo_data, fifo_checkpoint_resume, fifo_checkpoint_output, device_out, symlink_out,
          bench_output_fifo, missing_folder, summary_is_folder, read_only_folder, log_write_fails, concurrent_savers,
          kill_and_resume, shorter_seq_len, extend_finished_run, option_conflicts,
-         resume_effective_values, resume_with_foreign_log]
+         resume_effective_values, resume_keeps_dtype, resume_with_foreign_log]
 
 failed = []
 for case in CASES:
