@@ -243,6 +243,14 @@ void validate_train_config(const sparse_train_config& t) {
           "dtype = ", dtype, " must be SPARSE_DTYPE_F32, SPARSE_DTYPE_BF16 or SPARSE_DTYPE_F16");
   require(t.loss_scale >= 0 && std::isfinite(t.loss_scale), "loss_scale = ", t.loss_scale,
           " must be >= 0 and finite");
+  if (t.loss_scale > 0) {
+    // Unscaling (a division folded into the clipping factor) is exact only for powers of two;
+    // below 2^-24 the scaled loss gradient of a typical batch underflows to zero in fp32.
+    int exponent = 0;
+    const float mantissa = std::frexp(t.loss_scale, &exponent);
+    require(mantissa == 0.5f && exponent - 1 >= -24, "loss_scale = ", t.loss_scale,
+            " must be 0 (the dtype's default) or a power of two from 2^-24 up (e.g. 65536)");
+  }
   require(t.loss_scale_window >= 0, "loss_scale_window = ", t.loss_scale_window, " must be >= 0");
   for (unsigned char byte : t.reserved)
     require(byte == 0, "train config reserved bytes must be zero");

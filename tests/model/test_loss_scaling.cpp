@@ -169,6 +169,18 @@ TEST_CASE("the CPU backend refuses bf16 and fp16 matrix products, naming the rea
   bad = default_train_config();
   bad.loss_scale = -1;
   CHECK_THROWS_WITH_AS(Trainer(small(), bad, 1), doctest::Contains("loss_scale = -1"), Error);
+  // Not a power of two (the unscaled gradient would be rounded), or so small that the scaled
+  // loss gradient underflows.
+  for (float scale : {3.0f, 1000.0f, 0.3f, std::ldexp(1.0f, -25), 1.4e-45f}) {
+    CAPTURE(scale);
+    bad.loss_scale = scale;
+    CHECK_THROWS_WITH_AS(Trainer(small(), bad, 1), doctest::Contains("power of two"), Error);
+  }
+  for (float scale : {std::ldexp(1.0f, -24), 0.5f, 1.0f, 65536.0f, std::ldexp(1.0f, 127)}) {
+    CAPTURE(scale);
+    bad.loss_scale = scale;
+    CHECK_NOTHROW(Trainer(small(), bad, 1));
+  }
 }
 
 TEST_CASE("a run resumed from a checkpoint continues the loss scaler exactly") {

@@ -142,7 +142,8 @@ typedef struct sparse_train_config {
                                  and fp32 accumulation, where the backend offers it (CUDA; the CPU
                                  backend refuses it with SPARSE_ERR_UNSUPPORTED). Parameters,
                                  gradients and Adam moments stay fp32 in every mode. */
-  float loss_scale;           /* > 0: dynamic loss scaling from this initial scale (the loss
+  float loss_scale;           /* > 0, a power of two >= 2^-24 (unscaling is then exact):
+                                 dynamic loss scaling from this initial scale (the loss
                                  gradient is multiplied by the scale and the gradients divided by
                                  it; a step with a non-finite gradient is skipped and halves the
                                  scale; loss_scale_window clean steps in a row double it);
