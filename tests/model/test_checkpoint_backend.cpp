@@ -15,6 +15,7 @@
 #include "model/checkpoint.hpp"
 #include "model/config.hpp"
 #include "model/trainer.hpp"
+#include "tests/model/tiny_model.hpp"
 
 using namespace sparse;
 using namespace sparse::model;
@@ -67,18 +68,7 @@ std::vector<char> read_all(const std::string& path) {
   return std::vector<char>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
 }
 
-sparse_model_config small() {
-  sparse_model_config c = default_config();
-  c.seq_len = 16;
-  c.num_layers = 1;
-  c.d_model = 8;
-  c.num_heads = 2;
-  c.block_size = 16;
-  c.num_position_dims = 1;
-  c.position_shape[0] = 16;
-  c.seed = 3;
-  return c;
-}
+sparse_model_config small() { return testing::tiny_model_config(); }
 
 // Distinct, recognisable moment values, the same for both trainers.
 void fill_moments(Trainer& t) {

@@ -25,6 +25,7 @@
 #include "backend.hpp"
 #include "model/config.hpp"
 #include "model/trainer.hpp"
+#include "tests/model/tiny_model.hpp"
 
 using namespace sparse;
 using namespace sparse::model;
@@ -326,15 +327,9 @@ class EmulatingBackend final : public Backend {
 };
 
 sparse_model_config small(bool half_qk = false) {
-  sparse_model_config c = default_config();
+  sparse_model_config c = testing::tiny_model_config();
   c.half_qk = half_qk ? 1 : 0;
-  c.seq_len = 16;
   c.num_layers = 2;
-  c.d_model = 8;
-  c.num_heads = 2;
-  c.block_size = 16;
-  c.num_position_dims = 1;
-  c.position_shape[0] = 16;
   c.dropout = 0.1f;
   c.output_init_std = 0.02f;
   c.seed = 5;
@@ -342,10 +337,7 @@ sparse_model_config small(bool half_qk = false) {
 }
 
 std::vector<uint8_t> tokens(int64_t count, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<uint8_t> t(static_cast<size_t>(count));
-  for (auto& x : t) x = static_cast<uint8_t>(rng() % 256);
-  return t;
+  return testing::random_tokens(count, seed);
 }
 
 }  // namespace
