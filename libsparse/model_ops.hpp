@@ -173,6 +173,27 @@ class ModelOps {
                 static_cast<int>(dtype), ")");
   }
 
+  // Mixed precision's 16-bit activation storage: linear_forward and linear_backward with x given
+  // as 2-byte elements of `dtype` (x [rows, in], the products' own 16-bit dtype), for activations
+  // whose every reader is a 16-bit product, which the model then stores in 16 bits. The results
+  // equal those of the fp32 calls on x widened, bit for bit (the products round their fp32 x to
+  // the same values). Only a backend with mixed-precision products needs them; the defaults
+  // refuse.
+  virtual void linear_forward_16(const void* x, sparse_dtype dtype, const T* w, const T* b,
+                                 int64_t rows, int64_t in, int64_t out, T* y) {
+    (void)x, (void)w, (void)b, (void)rows, (void)in, (void)out, (void)y;
+    throw_error(SPARSE_ERR_UNSUPPORTED, "this backend has no products on 16-bit inputs (dtype ",
+                static_cast<int>(dtype), ")");
+  }
+  virtual void linear_backward_16(const T* dy, const void* x, sparse_dtype dtype, const T* w,
+                                  int64_t rows, int64_t in, int64_t out, T* dx, bool accumulate_dx,
+                                  T* dw, T* db) {
+    (void)dy, (void)x, (void)w, (void)rows, (void)in, (void)out, (void)dx, (void)accumulate_dx;
+    (void)dw, (void)db;
+    throw_error(SPARSE_ERR_UNSUPPORTED, "this backend has no products on 16-bit inputs (dtype ",
+                static_cast<int>(dtype), ")");
+  }
+
   // Sum of x[i]^2 accumulated in double in index order (returned to the host).
   virtual double squared_norm(const T* x, int64_t n) = 0;
   // One optimiser step on n parameters; decay [n] is 1 where weight decay applies.

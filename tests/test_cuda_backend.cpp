@@ -230,6 +230,80 @@ TEST_CASE("mixed-precision products on held weights equal products rounding at e
   sparse_context_destroy(gpu);
 }
 
+// Mixed precision's 16-bit activation storage (ModelOps::linear_forward_16 / linear_backward_16):
+// a product reading x stored in 16 bits equals the product rounding the fp32 x at the call, bit
+// for bit, forward and backward (dx, dw and the bias gradient); an operand in the other 16-bit
+// dtype is refused.
+TEST_CASE("mixed-precision products on 16-bit stored inputs equal products rounding at the call") {
+  sparse_context* gpu = context(SPARSE_BACKEND_CUDA);
+  sparse::Backend& b = *gpu->backend;
+  const int64_t rows = 45, in = 24, out = 40;
+  std::mt19937_64 rng(33);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  auto random = [&](int64_t n) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (auto& e : v) e = uni(rng);
+    return v;
+  };
+  auto device = [&](const std::vector<float>& host) {
+    auto* p = static_cast<float*>(b.allocate(host.size() * 4));
+    b.copy(p, SPARSE_MEMORY_DEVICE, host.data(), SPARSE_MEMORY_HOST, host.size() * 4);
+    return p;
+  };
+  auto fetch = [&](const float* p, int64_t n) {
+    std::vector<float> r(static_cast<size_t>(n));
+    b.copy(r.data(), SPARSE_MEMORY_HOST, p, SPARSE_MEMORY_DEVICE, r.size() * 4);
+    return r;
+  };
+  const std::vector<float> hx = random(rows * in), hw = random(in * out), hb = random(out),
+                           hdy = random(rows * out);
+  float *x = device(hx), *w = device(hw), *bias = device(hb), *dy = device(hdy);
+  void* x16 = b.allocate(static_cast<size_t>(rows * in) * 2);
+  for (sparse_dtype dtype : {SPARSE_DTYPE_BF16, SPARSE_DTYPE_F16}) {
+    CAPTURE(static_cast<int>(dtype));
+    sparse::ModelOps<float>* ops = b.model_ops_mixed(dtype);
+    REQUIRE(ops != nullptr);
+    ops->round_to_16(x, rows * in, dtype, x16);
+    // Forward, and backward into zeroed dx, dw, db.
+    auto run = [&](bool stored) {
+      const std::vector<float> zeros_y(static_cast<size_t>(rows * out), 0.0f),
+          zeros_dx(static_cast<size_t>(rows * in), 0.0f), zeros_dw(hw.size(), 0.0f),
+          zeros_db(hb.size(), 0.0f);
+      float *y = device(zeros_y), *dx = device(zeros_dx), *dw = device(zeros_dw),
+            *db = device(zeros_db);
+      if (stored) {
+        ops->linear_forward_16(x16, dtype, w, bias, rows, in, out, y);
+        ops->linear_backward_16(dy, x16, dtype, w, rows, in, out, dx, false, dw, db);
+      } else {
+        ops->linear_forward(x, w, bias, rows, in, out, y);
+        ops->linear_backward(dy, x, w, rows, in, out, dx, false, dw, db);
+      }
+      std::vector<std::vector<float>> r = {fetch(y, rows * out), fetch(dx, rows * in),
+                                           fetch(dw, in * out), fetch(db, out)};
+      for (float* p : {y, dx, dw, db}) b.free(p);
+      return r;
+    };
+    const auto at_call = run(false), stored = run(true);
+    CHECK(stored[0] == at_call[0]);
+    CHECK(stored[1] == at_call[1]);
+    CHECK(stored[2] == at_call[2]);
+    CHECK(stored[3] == at_call[3]);
+    // The products really rounded: fp32 products differ.
+    sparse::ModelOps<float>* f32 = b.model_ops_f32();
+    REQUIRE(f32 != nullptr);
+    std::vector<float> zeros_y(static_cast<size_t>(rows * out), 0.0f);
+    float* y32 = device(zeros_y);
+    f32->linear_forward(x, w, bias, rows, in, out, y32);
+    CHECK(fetch(y32, rows * out) != at_call[0]);
+    b.free(y32);
+    const sparse_dtype other = dtype == SPARSE_DTYPE_BF16 ? SPARSE_DTYPE_F16 : SPARSE_DTYPE_BF16;
+    CHECK_THROWS(ops->linear_forward_16(x16, other, w, bias, rows, in, out, dy));
+  }
+  for (float* p : {x, w, bias, dy}) b.free(p);
+  b.free(x16);
+  sparse_context_destroy(gpu);
+}
+
 int main(int argc, char** argv) {
   int count = 0;
   if (sparse_cuda_device_count(&count) != SPARSE_OK || count == 0) {

@@ -64,13 +64,18 @@ bool in_held_weights(const GemmInputs& g, const float* x, int64_t n) {
          static_cast<int64_t>((p - lo) / sizeof(float)) + n <= g.wn;
 }
 
-// The operand the product reads: x itself for fp32 inputs; the held weights' rounded copy when x
-// lies inside them; else x rounded to g.type in dst.
-const void* operand(const GemmInputs& g, const float* x, int64_t n, void* dst) {
-  if (g.type == CUDA_R_32F || n == 0) return x;
-  if (in_held_weights(g, x, n))
-    return static_cast<const uint16_t*>(g.w16) + (x - g.w32);  // 2-byte elements
-  round_16(x, n, g.type, dst, g.stream);
+// The operand the product reads: x itself for fp32 inputs and for x already in 16 bits; the held
+// weights' rounded copy when x lies inside them; else x rounded to g.type in dst.
+const void* operand(const GemmInputs& g, Operand x, int64_t n, void* dst) {
+  if (x.is16) {
+    require(g.type != CUDA_R_32F, "internal: a 16-bit operand for an fp32 product");
+    return x.data;
+  }
+  const auto* x32 = static_cast<const float*>(x.data);
+  if (g.type == CUDA_R_32F || n == 0) return x32;
+  if (in_held_weights(g, x32, n))
+    return static_cast<const uint16_t*>(g.w16) + (x32 - g.w32);  // 2-byte elements
+  round_16(x32, n, g.type, dst, g.stream);
   return dst;
 }
 
@@ -78,7 +83,7 @@ const void* operand(const GemmInputs& g, const float* x, int64_t n, void* dst) {
 // leading dimension lda, B is k x n (n x k transposed) with ldb; both are dense (lda and ldb are
 // their rows), so A holds lda * (ta == N ? k : m) elements and B ldb * (tb == N ? n : k).
 void gemm(const GemmInputs& g, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
-          int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+          int64_t k, Operand a, int64_t lda, Operand b, int64_t ldb, float beta, float* c,
           int64_t ldc) {
   if (m == 0 || n == 0) return;
   const float alpha = 1.0f;
@@ -107,23 +112,23 @@ __global__ void add_bias_kernel(const float* __restrict__ b, int64_t rows, int64
 
 }  // namespace
 
-void gemm_xw(const GemmInputs& g, const float* x, const float* w, int64_t rows, int64_t in,
-             int64_t out, float* y, float beta) {
+void gemm_xw(const GemmInputs& g, Operand x, Operand w, int64_t rows, int64_t in, int64_t out,
+             float* y, float beta) {
   gemm(g, CUBLAS_OP_N, CUBLAS_OP_N, out, rows, in, w, out, x, in, beta, y, out);
 }
 
-void gemm_xwt(const GemmInputs& g, const float* x, const float* w, int64_t rows, int64_t in,
-              int64_t out, float* y, float beta) {
+void gemm_xwt(const GemmInputs& g, Operand x, Operand w, int64_t rows, int64_t in, int64_t out,
+              float* y, float beta) {
   gemm(g, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, w, in, x, in, beta, y, out);
 }
 
-void gemm_dyw_t(const GemmInputs& g, const float* dy, const float* w, int64_t rows, int64_t in,
-                int64_t out, float* dx, float beta) {
+void gemm_dyw_t(const GemmInputs& g, Operand dy, Operand w, int64_t rows, int64_t in, int64_t out,
+                float* dx, float beta) {
   gemm(g, CUBLAS_OP_T, CUBLAS_OP_N, in, rows, out, w, out, dy, out, beta, dx, in);
 }
 
-void gemm_xt_dy(const GemmInputs& g, const float* x, const float* dy, int64_t rows, int64_t in,
-                int64_t out, float* dw, float beta) {
+void gemm_xt_dy(const GemmInputs& g, Operand x, Operand dy, int64_t rows, int64_t in, int64_t out,
+                float* dw, float beta) {
   gemm(g, CUBLAS_OP_N, CUBLAS_OP_T, out, in, rows, dy, out, x, in, beta, dw, out);
 }
 

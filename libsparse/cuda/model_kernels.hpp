@@ -39,15 +39,28 @@ struct GemmInputs {
   const void* w16 = nullptr;
   int64_t wn = 0;
 };
+// A product's input: fp32 elements (which a 16-bit product rounds, or reads from the held
+// weights), or elements already in the product's 16-bit type (an activation stored in 16 bits).
+struct Operand {
+  Operand(const float* fp32) : data(fp32) {}  // NOLINT(google-explicit-constructor)
+  static Operand in_16_bits(const void* x) {
+    Operand o(nullptr);
+    o.data = x;
+    o.is16 = true;
+    return o;
+  }
+  const void* data;
+  bool is16 = false;
+};
 // Row-major operands as in ModelOps; beta 0 overwrites, 1 accumulates.
-void gemm_xw(const GemmInputs& g, const float* x, const float* w, int64_t rows, int64_t in,
-             int64_t out, float* y, float beta);  // y = x w, w [in, out]
-void gemm_xwt(const GemmInputs& g, const float* x, const float* w, int64_t rows, int64_t in,
-              int64_t out, float* y, float beta);  // y = x w^T, w [out, in]
-void gemm_dyw_t(const GemmInputs& g, const float* dy, const float* w, int64_t rows, int64_t in,
-                int64_t out, float* dx, float beta);  // dx = dy w^T, w [in, out]
-void gemm_xt_dy(const GemmInputs& g, const float* x, const float* dy, int64_t rows, int64_t in,
-                int64_t out, float* dw, float beta);  // dw [in, out] = x^T dy
+void gemm_xw(const GemmInputs& g, Operand x, Operand w, int64_t rows, int64_t in, int64_t out,
+             float* y, float beta);  // y = x w, w [in, out]
+void gemm_xwt(const GemmInputs& g, Operand x, Operand w, int64_t rows, int64_t in, int64_t out,
+              float* y, float beta);  // y = x w^T, w [out, in]
+void gemm_dyw_t(const GemmInputs& g, Operand dy, Operand w, int64_t rows, int64_t in, int64_t out,
+                float* dx, float beta);  // dx = dy w^T, w [in, out]
+void gemm_xt_dy(const GemmInputs& g, Operand x, Operand dy, int64_t rows, int64_t in, int64_t out,
+                float* dw, float beta);  // dw [in, out] = x^T dy
 void add_bias(const float* b, int64_t rows, int64_t cols, float* y, cudaStream_t s);
 // y [n] = x rounded to `type` (CUDA_R_16BF or CUDA_R_16F), round to nearest even.
 void round_to_16(const float* x, int64_t n, cudaDataType type, void* y, cudaStream_t s);

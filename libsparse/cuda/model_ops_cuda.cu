@@ -105,21 +105,22 @@ class CudaModelOps final : public ModelOps<float> {
   }
   void linear_forward(const float* x, const float* w, const float* b, int64_t rows, int64_t in,
                       int64_t out, float* y) override {
-    enter();
-    mk::gemm_xw(gemm_inputs(rows, in, out), x, w, rows, in, out, y, 0.0f);
-    if (b != nullptr) mk::add_bias(b, rows, out, y, s_);
+    linear(x, w, b, rows, in, out, y);
   }
   void linear_backward(const float* dy, const float* x, const float* w, int64_t rows, int64_t in,
                        int64_t out, float* dx, bool accumulate_dx, float* dw, float* db) override {
-    enter();
-    const mk::GemmInputs g = gemm_inputs(rows, in, out);
-    if (dx != nullptr) mk::gemm_dyw_t(g, dy, w, rows, in, out, dx, accumulate_dx ? 1.0f : 0.0f);
-    mk::gemm_xt_dy(g, x, dy, rows, in, out, dw, 1.0f);
-    if (db != nullptr) {
-      float* scratch =
-          columns_.get<float>(mk::column_scratch(rows, out), s_, "cudaMalloc (scratch)");
-      mk::column_sums(dy, rows, out, db, scratch, s_);
-    }
+    linear_grad(dy, x, w, rows, in, out, dx, accumulate_dx, dw, db);
+  }
+  void linear_forward_16(const void* x, sparse_dtype dtype, const float* w, const float* b,
+                         int64_t rows, int64_t in, int64_t out, float* y) override {
+    check_16(dtype);
+    linear(mk::Operand::in_16_bits(x), w, b, rows, in, out, y);
+  }
+  void linear_backward_16(const float* dy, const void* x, sparse_dtype dtype, const float* w,
+                          int64_t rows, int64_t in, int64_t out, float* dx, bool accumulate_dx,
+                          float* dw, float* db) override {
+    check_16(dtype);
+    linear_grad(dy, mk::Operand::in_16_bits(x), w, rows, in, out, dx, accumulate_dx, dw, db);
   }
   void linear_transposed_forward(const float* x, const float* w, int64_t rows, int64_t in,
                                  int64_t out, float* y) override {
@@ -273,6 +274,34 @@ class CudaModelOps final : public ModelOps<float> {
     require(dtype == SPARSE_DTYPE_BF16 || dtype == SPARSE_DTYPE_F16, "16-bit conversion to dtype ",
             static_cast<int>(dtype), ": expected SPARSE_DTYPE_BF16 or SPARSE_DTYPE_F16");
     return dtype == SPARSE_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+  }
+
+  void linear(mk::Operand x, const float* w, const float* b, int64_t rows, int64_t in, int64_t out,
+              float* y) {
+    enter();
+    mk::gemm_xw(gemm_inputs(rows, in, out), x, w, rows, in, out, y, 0.0f);
+    if (b != nullptr) mk::add_bias(b, rows, out, y, s_);
+  }
+  void linear_grad(const float* dy, mk::Operand x, const float* w, int64_t rows, int64_t in,
+                   int64_t out, float* dx, bool accumulate_dx, float* dw, float* db) {
+    enter();
+    const mk::GemmInputs g = gemm_inputs(rows, in, out);
+    if (dx != nullptr) mk::gemm_dyw_t(g, dy, w, rows, in, out, dx, accumulate_dx ? 1.0f : 0.0f);
+    mk::gemm_xt_dy(g, x, dy, rows, in, out, dw, 1.0f);
+    if (db != nullptr) {
+      float* scratch =
+          columns_.get<float>(mk::column_scratch(rows, out), s_, "cudaMalloc (scratch)");
+      mk::column_sums(dy, rows, out, db, scratch, s_);
+    }
+  }
+  // A 16-bit operand must be in the products' own type (the model stores activations in it).
+  void check_16(sparse_dtype dtype) const {
+    require(products_ != CUDA_R_32F && type_16(dtype) == products_, "a 16-bit operand of dtype ",
+            static_cast<int>(dtype), " for products on ",
+            products_ == CUDA_R_32F    ? "fp32"
+            : products_ == CUDA_R_16BF ? "bf16"
+                                       : "fp16",
+            " inputs");
   }
 
   // The products' inputs for operands among [rows, in], [rows, out] and [in, out]; 16-bit

@@ -80,6 +80,12 @@ class Transformer {
   MemoryMeter meter;
   // Computes attention by the key lists even when T is float (tests; sampling always does).
   bool use_listed_attention = false;
+  // Mixed precision: the activations whose every reader rounds them to the products' 16-bit
+  // dtype (the inputs of matrix products; q, k, v and the attention output where the attention
+  // runs in 16 bits) are stored rounded, in 2-byte elements: the same results bit for bit at
+  // half their memory. False stores every activation in fp32 and runs the attention in fp32
+  // (tests and memory comparisons).
+  bool store_activations_in_16_bits = true;
 
   // OpenAI's initialisation (normal with each tensor's std; gains 1; biases and the untied
   // output projection 0), deterministic in `seed`.
@@ -123,6 +129,7 @@ class Transformer {
               double temperature, uint64_t seed);
 
  private:
+  struct Stored;
   struct LayerCache;
   struct DecodeState;
   const T* p(const TensorSpec& s) const { return params.data() + s.offset; }
@@ -137,6 +144,19 @@ class Transformer {
                      LayerCache& cache);
   void layer_backward(int64_t layer, const T* dout, const T* x, int64_t batch, uint64_t seed,
                       bool train, LayerCache& cache, T* dx);
+  // The 16-bit dtype activations are stored in (SPARSE_DTYPE_F32: none), for the products'
+  // inputs and for the attention's tensors of `layer`.
+  sparse_dtype stored_products() const;
+  sparse_dtype stored_attention(int64_t layer) const;
+  const Layout& layer_layout(int64_t layer) const;
+  // Fills `s` with the n values `produce` writes into a T buffer, rounded when `dtype` is 16-bit.
+  template <typename Produce>
+  void store(Stored& s, sparse_dtype dtype, int64_t n, Produce&& produce);
+  // linear_forward / linear_backward of ModelOps on a stored x.
+  void product(const Stored& x, const T* w, const T* b, int64_t rows, int64_t in, int64_t out,
+               T* y);
+  void product_backward(const T* dy, const Stored& x, const T* w, int64_t rows, int64_t in,
+                        int64_t out, T* dx, bool accumulate_dx, T* dw, T* db);
   void attention_forward(int64_t layer, int64_t batch, LayerCache& c);
   void pad_qk(int64_t batch, LayerCache& c);
   void attention_backward(int64_t layer, int64_t batch, LayerCache& c, const T* datt, T* dq, T* dk,

@@ -15,6 +15,7 @@
 // rounds itself and whose results it rounds in place. Both must train bit for bit alike.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -58,6 +59,7 @@ float from_bf16_bits(uint16_t h) {
 struct Counts {
   int holds = 0, releases = 0, held_operands = 0, products = 0;
   int attention16 = 0, attention32 = 0;  // attention calls on bf16 and on fp32 tensors
+  int operands16 = 0;                    // product operands stored in bf16
 };
 
 // Elements of a [batch, heads, n, dim] view over a dense block (its strides permute the shape).
@@ -99,6 +101,16 @@ class Bf16Emulation final : public ModelOps<float> {
     }
     cpu_.linear_backward(rounded(dy, rows * out, 0), rounded(x, rows * in, 1),
                          weight(w, in * out, 2), rows, in, out, dx, accumulate_dx, dw, nullptr);
+  }
+  // Activations stored in bf16: widened, then the products above (rounding them is exact).
+  void linear_forward_16(const void* x, sparse_dtype dtype, const float* w, const float* b,
+                         int64_t rows, int64_t in, int64_t out, float* y) override {
+    linear_forward(widened(x, rows * in, dtype), w, b, rows, in, out, y);
+  }
+  void linear_backward_16(const float* dy, const void* x, sparse_dtype dtype, const float* w,
+                          int64_t rows, int64_t in, int64_t out, float* dx, bool accumulate_dx,
+                          float* dw, float* db) override {
+    linear_backward(dy, widened(x, rows * in, dtype), w, rows, in, out, dx, accumulate_dx, dw, db);
   }
   void linear_transposed_forward(const float* x, const float* w, int64_t rows, int64_t in,
                                  int64_t out, float* y) override {
@@ -192,6 +204,13 @@ class Bf16Emulation final : public ModelOps<float> {
     for (int64_t i = 0; i < n; ++i) r[static_cast<size_t>(i)] = round_bf16(x[i]);
     return r.data();
   }
+  const float* widened(const void* x, int64_t n, sparse_dtype dtype) {
+    REQUIRE(dtype == SPARSE_DTYPE_BF16);
+    ++n_.operands16;
+    widened_.resize(static_cast<size_t>(n));
+    widen_from_16(x, n, dtype, widened_.data());
+    return widened_.data();
+  }
   const float* weight(const float* w, int64_t n, int slot) {
     ++n_.products;
     const bool inside = held_ != nullptr && w >= held_ && w + n <= held_ + held_n_;
@@ -207,6 +226,7 @@ class Bf16Emulation final : public ModelOps<float> {
   int64_t held_n_ = 0;
   std::vector<float> copy_;
   std::vector<float> scratch_[3];
+  std::vector<float> widened_;
 };
 
 // The CPU backend, offering the emulation as its bf16 operations.
@@ -413,5 +433,60 @@ TEST_CASE("16-bit attention: bf16 copies in, bf16 results widened, as rounding a
     CHECK(cref.attention32 == c16.attention16);
     // The rounding of the attention is visible: the unrounded fp32 attention trains differently.
     CHECK(differs_from_fp32);
+  }
+}
+
+// 16-bit activation storage: in mixed precision every activation whose readers round it to bf16
+// (the products' inputs y1, y2, gelu(u), and q, k, v and the attention output where the
+// attention runs in bf16) is stored rounded. Rounding is idempotent, so the run must equal the
+// reference that stores them in fp32 (and rounds around an fp32 attention) bit for bit, and its
+// peak activation memory must be lower by 2 bytes per stored element.
+TEST_CASE("activations stored in bf16 train bit for bit like fp32 storage, at less memory") {
+  for (bool half_qk : {false, true}) {
+    for (int recompute : {0, 1}) {
+      CAPTURE(half_qk);
+      CAPTURE(recompute);
+      sparse_model_config config = small(half_qk);
+      config.recompute = recompute;
+      // Wide enough for a layer's activations to outweigh the logits (256 per token), where
+      // the peak of a recomputing step lies in a layer's backward.
+      config.d_model = 64;
+      sparse_train_config tc = default_train_config();
+      tc.dtype = SPARSE_DTYPE_BF16;
+      tc.learning_rate = 1e-2f;
+      Counts c16, c32;
+      EmulatingBackend b16(true, c16, Attention::Bf16Tensors);
+      EmulatingBackend b32(true, c32, Attention::RoundedFp32);
+      Trainer t16(config, tc, b16), t32(config, tc, b32);
+      t32.model().store_activations_in_16_bits = false;
+      const int64_t batch = 3;
+      int64_t peak16 = 0, peak32 = 0;
+      for (int step = 0; step < 3; ++step) {
+        const std::vector<uint8_t> data = tokens(batch * 16, 300 + static_cast<uint64_t>(step));
+        const sparse_train_stats a = t16.train_step(data.data(), batch);
+        const sparse_train_stats b = t32.train_step(data.data(), batch);
+        CHECK(a.loss == b.loss);
+        CHECK(a.grad_norm == b.grad_norm);
+        peak16 = std::max(peak16, a.peak_activation_bytes);
+        peak32 = std::max(peak32, b.peak_activation_bytes);
+      }
+      CHECK(t16.model().params.to_host() == t32.model().params.to_host());
+      const std::vector<uint8_t> eval = tokens(2 * 16, 321);
+      CHECK(t16.evaluate(eval.data(), 2) == t32.evaluate(eval.data(), 2));
+      CHECK(c16.operands16 > 0);
+      CHECK(c32.operands16 == 0);
+      CHECK(c16.attention32 == 0);
+      CHECK(c32.attention16 == 0);
+      // Without recomputation every layer's cache is alive at the peak: per layer and
+      // token, y1, v, the attention output and y2 (d each), gelu(u) (4 d), and q and k (d_qk
+      // each, unless half-size heads: then stored padded to d in bf16, the same bytes) take 2
+      // bytes instead of 4.
+      const Dims& D = t16.model().dims();
+      const int64_t per_token = 4 * D.d + D.inner + (half_qk ? 0 : 2 * D.dqk);
+      const int64_t saved = D.layers * batch * D.n * per_token * 2;
+      MESSAGE("peak fp32 storage ", peak32, " bf16 storage ", peak16, " predicted saving ", saved);
+      // With recomputation the peak lies in a layer's backward, with one layer's cache alive.
+      CHECK(peak32 - peak16 == (recompute ? saved / D.layers : saved));
+    }
   }
 }
