@@ -141,7 +141,10 @@ typedef struct sparse_train_config {
                                  mixed precision with SPARSE_DTYPE_BF16 or SPARSE_DTYPE_F16 inputs
                                  and fp32 accumulation, where the backend offers it (CUDA; the CPU
                                  backend refuses it with SPARSE_ERR_UNSUPPORTED). Parameters,
-                                 gradients and Adam moments stay fp32 in every mode. */
+                                 gradients and Adam moments stay fp32 in every mode; in mixed
+                                 precision the activations read only by matrix products (and by
+                                 the attention where it runs in 16 bits) are stored in 16 bits,
+                                 which changes no result. */
   float loss_scale;           /* > 0, a power of two >= 2^-24 (unscaling is then exact):
                                  dynamic loss scaling from this initial scale (the loss
                                  gradient is multiplied by the scale and the gradients divided by
