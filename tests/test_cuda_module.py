@@ -3,7 +3,8 @@
 usage: test_cuda_module.py LIBSPARSE_SO CUDA_MODULE_OR_EMPTY SPARSE_REPRO BACKEND_PROBE B_SANITIZE
 
 - readelf: libsparse.so and sparse-repro need neither libcudart, libcublas nor libnccl (the CUDA
-  module libsparse_cuda.so needs the first two and exports one entry point);
+  module libsparse_cuda.so needs libcudart, libcublas and libcublasLt and exports one entry
+  point);
 - under an address-space limit far below what cuBLAS maps (~750 MB), `sparse-repro info` and a
   C program creating a CPU context (tests/backend_probe.c) run (skipped in sanitizer builds,
   whose shadow memory cannot fit under any such limit);
@@ -77,8 +78,9 @@ if shutil.which("readelf"):
         expect("%s needs no CUDA library" % os.path.basename(path), not bad and deps, deps)
     if MODULE:
         deps = needed(MODULE)
-        expect("the module carries libcudart and libcublas",
-               any("libcudart" in d for d in deps) and any("libcublas" in d for d in deps), deps)
+        expect("the module carries libcudart, libcublas and libcublasLt",
+               all(any(d.startswith(lib + ".so") for d in deps)
+                   for lib in ("libcudart", "libcublas", "libcublasLt")), deps)
         exports = run(["nm", "-D", "--defined-only", MODULE]).stdout.split()
         expect("the module exports its entry point only",
                [s for s in exports if not re.fullmatch(r"[0-9a-f]+|[A-Za-z]", s)]

@@ -1,6 +1,8 @@
-// The CUDA backend: device discovery, the context's stream and cuBLAS handle, the layout cache,
-// the attention kernels (fp32: attention_fp32.cu; bf16/fp16 on tensor cores: attention_tc*.cu)
-// and the model's operations in fp32 (model_ops_cuda.cu and the model_*.cu kernels).
+// The CUDA backend: device discovery, the context's stream, cuBLAS and cuBLASLt handles, the
+// layout cache, the attention kernels (fp32: attention_fp32.cu; bf16/fp16 on tensor cores:
+// attention_tc*.cu) and the model's operations in fp32 (model_ops_cuda.cu and the model_*.cu
+// kernels).
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -38,14 +40,30 @@ class CudaBackend final : public Backend {
       throw_error(SPARSE_ERR_DEVICE, "cublasCreate failed on device ", device);
     }
     cublasSetStream(cublas_, stream_);
-    model_ops_ = cuda::make_cuda_model_ops(device_, stream_, cublas_);
+    // cuBLASLt serves the forward products with a bias (its bias epilogue); without it they run
+    // through cuBLAS and the bias kernel, and the description says why.
+    const cublasStatus_t lt = cublasLtCreate(&cublas_lt_);
+    if (lt != CUBLAS_STATUS_SUCCESS) {
+      cublas_lt_ = nullptr;
+      lt_off_ = "cublasLtCreate failed (status " + std::to_string(static_cast<int>(lt)) + ")";
+    }
+    model_ops_ = make_ops(SPARSE_DTYPE_F32);
   }
   ~CudaBackend() override { release(); }
 
   sparse_backend kind() const override { return SPARSE_BACKEND_CUDA; }
+  // The device, and how the fp32 forward products with a bias have run so far.
   std::string description() const override {
+    const cuda::LinearBiasStats lt =
+        model_ops_ != nullptr ? cuda::linear_bias_stats(*model_ops_) : cuda::LinearBiasStats{};
+    std::string bias =
+        lt.lt_enabled ? "linear bias: cuBLASLt epilogue" : "linear bias: cuBLAS + bias kernel";
+    if (lt.lt_calls + lt.fallback_calls > 0)
+      bias += " (" + std::to_string(lt.lt_calls) + " epilogue, " +
+              std::to_string(lt.fallback_calls) + " fallback calls)";
+    if (!lt.note.empty()) bias += "; " + lt.note;
     return "cuda device " + std::to_string(device_) + " (" + name_ + ", sm_" + std::to_string(sm_) +
-           ")";
+           "; " + bias + ")";
   }
   int num_threads() const override { return 1; }
   void synchronize() override {
@@ -92,7 +110,7 @@ class CudaBackend final : public Backend {
   ModelOps<float>* model_ops_mixed(sparse_dtype products) override {
     if (products != SPARSE_DTYPE_BF16 && products != SPARSE_DTYPE_F16) return nullptr;
     std::unique_ptr<ModelOps<float>>& ops = products == SPARSE_DTYPE_BF16 ? bf16_ops_ : f16_ops_;
-    if (ops == nullptr) ops = cuda::make_cuda_model_ops(device_, stream_, cublas_, products);
+    if (ops == nullptr) ops = make_ops(products);
     return ops.get();
   }
   std::string supports_attention(const Layout& layout, sparse_dtype dtype, sparse_memory memory,
@@ -184,6 +202,10 @@ class CudaBackend final : public Backend {
  private:
   static size_t align(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
+  std::unique_ptr<ModelOps<float>> make_ops(sparse_dtype products) {
+    return cuda::make_cuda_model_ops(device_, stream_, cublas_, cublas_lt_, lt_off_, products);
+  }
+
   // Grows the backend's workspace to at least `bytes` (waiting for work that may still use it).
   void ensure_workspace(size_t bytes) {
     if (bytes <= workspace_bytes_) return;
@@ -209,6 +231,8 @@ class CudaBackend final : public Backend {
     f16_ops_.reset();
     if (workspace_ != nullptr) cudaFree(workspace_);
     workspace_ = nullptr;
+    if (cublas_lt_ != nullptr) cublasLtDestroy(cublas_lt_);
+    cublas_lt_ = nullptr;
     if (cublas_ != nullptr) cublasDestroy(cublas_);
     cublas_ = nullptr;
     if (owns_stream_ && stream_ != nullptr) cudaStreamDestroy(stream_);
@@ -221,6 +245,8 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   bool owns_stream_ = false;
   cublasHandle_t cublas_ = nullptr;
+  cublasLtHandle_t cublas_lt_ = nullptr;
+  std::string lt_off_;  // why cublas_lt_ is null
   std::unique_ptr<ModelOps<float>> model_ops_, bf16_ops_, f16_ops_;
   cuda::LayoutCache layouts_;
   void* workspace_ = nullptr;

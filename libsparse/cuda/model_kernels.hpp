@@ -1,16 +1,20 @@
 // Launchers of the CUDA backend's model operations (fp32, device memory, one stream). Each file
-// holds one concern: model_gemm.cu (the matrix products through cuBLAS), model_norm.cu (layer
-// normalisation and the fixed-order column sums of parameter gradients), model_elementwise.cu
-// (GELU, dropout, residual adds, copies, Adam and the squared norm), model_embedding.cu,
-// model_loss.cu (softmax cross-entropy) and model_listed_attention.cu. The semantics are those
-// of ModelOps (libsparse/model_ops.hpp); sums into parameter gradients run in an order fixed by
-// the sizes alone (never float atomics), so results repeat bit for bit.
+// holds one concern: model_gemm.cu (the matrix products through cuBLAS and cuBLASLt), model_norm.cu
+// (layer normalisation and the fixed-order column sums of parameter gradients),
+// model_elementwise.cu (GELU, dropout, residual adds, copies, Adam and the squared norm),
+// model_embedding.cu, model_loss.cu (softmax cross-entropy) and model_listed_attention.cu. The
+// semantics are those of ModelOps (libsparse/model_ops.hpp); sums into parameter gradients run in
+// an order fixed by the sizes alone (never float atomics), so results repeat bit for bit.
 #pragma once
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "libsparse/model_ops.hpp"
 
@@ -62,6 +66,47 @@ void gemm_dyw_t(const GemmInputs& g, Operand dy, Operand w, int64_t rows, int64_
 void gemm_xt_dy(const GemmInputs& g, Operand x, Operand dy, int64_t rows, int64_t in, int64_t out,
                 float* dw, float beta);  // dw [in, out] = x^T dy
 void add_bias(const float* b, int64_t rows, int64_t cols, float* y, cudaStream_t s);
+
+// y [rows, out] = x w + b in one cublasLtMatmul whose epilogue adds the bias
+// (CUBLASLT_EPILOGUE_BIAS, b [out] fp32), on the inputs gemm_xw uses: fp32 operands with
+// CUBLAS_COMPUTE_32F_PEDANTIC (no TF32), or the same 16-bit operands (rounded into a16/b16 or read
+// from the held weights or a 16-bit activation) with CUBLAS_COMPUTE_32F; fp32 output. Each shape
+// and set of pointer alignments gets its plan (descriptors and the heuristic's algorithm) once.
+// Where cuBLASLt refuses a plan (no algorithm, an error while setting it up, or the product
+// refused at its first call), run() returns false having queued nothing that changes y, and the
+// caller computes gemm_xw + add_bias instead; the first such reason is kept (note()).
+class LinearBiasLt {
+ public:
+  // A null handle turns the epilogue off for every call, for the reason `off`.
+  LinearBiasLt(cublasLtHandle_t handle, std::string off);
+  ~LinearBiasLt();
+  LinearBiasLt(const LinearBiasLt&) = delete;
+  LinearBiasLt& operator=(const LinearBiasLt&) = delete;
+
+  // Queues y = x w + b on g.stream and returns true; false where the caller must fall back.
+  // `workspace` (device memory of `workspace_bytes`) is cuBLASLt's, shared by every plan.
+  bool run(const GemmInputs& g, Operand x, Operand w, const float* b, int64_t rows, int64_t in,
+           int64_t out, float* y, void* workspace, size_t workspace_bytes);
+
+  bool enabled() const { return handle_ != nullptr; }
+  // Products that ran through the epilogue, and those that fell back (since construction).
+  int64_t lt_calls() const { return lt_calls_; }
+  int64_t fallback_calls() const { return fallback_calls_; }
+  // Why the epilogue was not used: the first reason, empty while it always was.
+  const std::string& note() const { return note_; }
+
+ private:
+  struct Plan;
+  Plan* plan(const GemmInputs& g, const void* a, const void* b, const float* bias, float* y,
+             int64_t rows, int64_t in, int64_t out, size_t workspace_bytes);
+  void refuse(const std::string& why);
+
+  cublasLtHandle_t handle_;
+  std::string note_;
+  std::vector<std::unique_ptr<Plan>> plans_;
+  int64_t lt_calls_ = 0;
+  int64_t fallback_calls_ = 0;
+};
 // y [n] = x rounded to `type` (CUDA_R_16BF or CUDA_R_16F), round to nearest even.
 void round_to_16(const float* x, int64_t n, cudaDataType type, void* y, cudaStream_t s);
 // y [n] = x (CUDA_R_16BF or CUDA_R_16F elements) widened to fp32 (exact).

@@ -1,11 +1,16 @@
 // The CUDA backend's ModelOps<float>: argument plumbing, scratch memory and the device copies of
-// attention key lists around the kernels of model_*.cu. Operations are queued on the stream; the
-// two that return a value (the loss and the squared norm) copy per-row or per-chunk partial sums
-// to the host and add them there in order, in double.
+// attention key lists around the kernels of model_*.cu; forward products with a bias go through
+// cuBLASLt's bias epilogue where it accepts them (mk::LinearBiasLt), else cuBLAS and the bias
+// kernel. Operations are queued on the stream; the two that return a value (the loss and the
+// squared norm) copy per-row or per-chunk partial sums to the host and add them there in order, in
+// double.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "libsparse/cuda/cuda_check.hpp"
@@ -17,6 +22,9 @@ namespace sparse::cuda {
 namespace {
 
 namespace mk = model_ops;
+
+// cuBLASLt's workspace for the bias epilogue (the size NVIDIA recommends for Hopper).
+constexpr size_t kLtWorkspace = size_t{32} << 20;
 
 // Device memory that grows on demand; growing waits for the work that may still use it.
 class Scratch {
@@ -88,8 +96,15 @@ void download(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
 
 class CudaModelOps final : public ModelOps<float> {
  public:
-  CudaModelOps(int device, cudaStream_t stream, cublasHandle_t cublas, cudaDataType products)
-      : device_(device), s_(stream), blas_(cublas), products_(products) {}
+  CudaModelOps(int device, cudaStream_t stream, cublasHandle_t cublas, cudaDataType products,
+               cublasLtHandle_t lt, std::string lt_off)
+      : device_(device),
+        s_(stream),
+        blas_(cublas),
+        products_(products),
+        lt_(lt, std::move(lt_off)) {}
+
+  const mk::LinearBiasLt& linear_bias() const { return lt_; }
 
   void layer_norm_forward(const float* x, const float* gamma, const float* beta, int64_t rows,
                           int64_t dim, float eps, float* y, float* mean, float* rstd) override {
@@ -276,10 +291,20 @@ class CudaModelOps final : public ModelOps<float> {
     return dtype == SPARSE_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
   }
 
+  // y = x w (+ b): with a bias, one cublasLtMatmul with the bias epilogue where cuBLASLt accepts
+  // the product, else cublasGemmEx and the bias kernel.
   void linear(mk::Operand x, const float* w, const float* b, int64_t rows, int64_t in, int64_t out,
               float* y) {
     enter();
-    mk::gemm_xw(gemm_inputs(rows, in, out), x, w, rows, in, out, y, 0.0f);
+    const mk::GemmInputs g = gemm_inputs(rows, in, out);
+    if (b != nullptr) {
+      void* workspace = lt_.enabled()
+                            ? lt_workspace_.get(kLtWorkspace, s_, "cudaMalloc (cuBLASLt workspace)")
+                            : nullptr;
+      if (lt_.run(g, x, w, b, rows, in, out, y, workspace, lt_.enabled() ? kLtWorkspace : 0))
+        return;
+    }
+    mk::gemm_xw(g, x, w, rows, in, out, y, 0.0f);
     if (b != nullptr) mk::add_bias(b, rows, out, y, s_);
   }
   void linear_grad(const float* dy, mk::Operand x, const float* w, int64_t rows, int64_t in,
@@ -380,12 +405,28 @@ class CudaModelOps final : public ModelOps<float> {
   const void* held16_ = nullptr;
   int64_t held_n_ = 0;
   std::vector<std::unique_ptr<DeviceLists>> lists_;
+  mk::LinearBiasLt lt_;
+  Scratch lt_workspace_;
 };
 
 }  // namespace
 
+LinearBiasStats linear_bias_stats(const ModelOps<float>& ops) {
+  LinearBiasStats r;
+  const auto* cuda = dynamic_cast<const CudaModelOps*>(&ops);
+  if (cuda == nullptr) return r;
+  const mk::LinearBiasLt& lt = cuda->linear_bias();
+  r.lt_enabled = lt.enabled();
+  r.lt_calls = lt.lt_calls();
+  r.fallback_calls = lt.fallback_calls();
+  r.note = lt.note();
+  return r;
+}
+
 std::unique_ptr<ModelOps<float>> make_cuda_model_ops(int device, cudaStream_t stream,
-                                                     cublasHandle_t cublas, sparse_dtype products) {
+                                                     cublasHandle_t cublas, cublasLtHandle_t lt,
+                                                     const std::string& lt_off,
+                                                     sparse_dtype products) {
   require(
       products == SPARSE_DTYPE_F32 || products == SPARSE_DTYPE_BF16 || products == SPARSE_DTYPE_F16,
       "the CUDA model's matrix products take fp32, bf16 or fp16 inputs, not dtype ",
@@ -393,7 +434,11 @@ std::unique_ptr<ModelOps<float>> make_cuda_model_ops(int device, cudaStream_t st
   const cudaDataType type = products == SPARSE_DTYPE_BF16  ? CUDA_R_16BF
                             : products == SPARSE_DTYPE_F16 ? CUDA_R_16F
                                                            : CUDA_R_32F;
-  return std::make_unique<CudaModelOps>(device, stream, cublas, type);
+  const char* env = std::getenv("SPARSE_CUDA_LT");
+  const bool disabled = env != nullptr && std::strcmp(env, "0") == 0;
+  return std::make_unique<CudaModelOps>(
+      device, stream, cublas, type, disabled ? nullptr : lt,
+      disabled ? std::string("cuBLASLt bias epilogue disabled by SPARSE_CUDA_LT=0") : lt_off);
 }
 
 }  // namespace sparse::cuda
