@@ -1,6 +1,9 @@
 // sparse-repro check: the library's operation checker (sparse_experimental_op_check) -- every
 // model operation and attention kernel of every backend on this machine against the CPU backend
-// in double precision. Exit status 1 when a check fails.
+// in double precision, per dtype: each backend's fp32 operations, and where it has mixed
+// precision (bf16, f16), its matrix products against the double path on operands rounded to that
+// dtype and its 16-bit conversions exactly (one skip line per backend and dtype without them).
+// Exit status 1 when a check fails.
 //
 // The checker lives in the library, which owns the backends; this file only parses options and
 // prints.
@@ -45,7 +48,9 @@ void run_check(const CheckOptions& o) {
 void register_check(CLI::App& app) {
   auto options = std::make_shared<CheckOptions>();
   auto* cmd = app.add_subcommand(
-      "check", "check every operation of every backend against the CPU backend in double");
+      "check",
+      "check every operation of every backend against the CPU backend in double, per dtype (f32; "
+      "bf16 and f16 matrix products and conversions where the backend has mixed precision)");
   cmd->add_flag("--bench", options->bench, "also time each operation (us per call)");
   cmd->add_option("--filter", options->filter, "only operations whose name contains this");
   cmd->add_option("--seed", options->seed, "seed of the inputs");

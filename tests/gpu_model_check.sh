@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The model on the GPU against the CPU, two steps of tests/gpu_check.sh run:
 #   tests/gpu_model_check.sh ops   BUILD   every model operation and attention kernel of the CUDA
-#                                          backend against the CPU in double (sparse-repro check)
+#                                          backend against the CPU in double (sparse-repro check),
+#                                          fp32 and the bf16/fp16 mixed-precision products
 #   tests/gpu_model_check.sh train BUILD   10 training steps of a small preset on CUDA fp32 and on
 #                                          the CPU from the same initialisation and data: losses
 #                                          to 1e-5 relative, final parameters to 1e-4 relative L2

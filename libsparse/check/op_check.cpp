@@ -73,12 +73,21 @@ struct Env {
   }
 };
 
+// One check: f32 runs the operation on the checked table, f64 computes the reference on the
+// CPU's double path (or on the host). dtype says which table: SPARSE_DTYPE_F32 the backend's
+// fp32 operations, SPARSE_DTYPE_BF16 or SPARSE_DTYPE_F16 its mixed-precision ones.
 struct Case {
   std::string op, shape;
   std::function<Outputs(Env<float>&)> f32;
   std::function<Outputs(Env<double>&)> f64;
   ModelOp needs = ModelOp::Count;  // ModelOp::Count: an attention kernel
+  sparse_dtype dtype = SPARSE_DTYPE_F32;
+  bool exact = false;  // the outputs must equal the reference exactly
 };
+
+const char* dtype_label(sparse_dtype dtype) {
+  return dtype == SPARSE_DTYPE_BF16 ? "bf16" : dtype == SPARSE_DTYPE_F16 ? "f16" : "f32";
+}
 
 // Inputs: normal values with standard deviation `scale`, rounded to float so that both paths see
 // the same numbers.
@@ -100,6 +109,7 @@ struct Tolerance {
   double normalised, atol, rtol;
 };
 constexpr Tolerance kF32{1e-9, 1e-5, 1e-4};
+constexpr Tolerance kExact{0, 0, 0};
 
 // Compares one output; appends the verdict to `line` and mismatch lines to `details`.
 bool compare(const std::string& name, const Vec& ref, const Vec& out, const Tolerance& tol,
@@ -162,6 +172,54 @@ std::string shape_text(std::initializer_list<std::pair<const char*, double>> dim
 
 // ------------------------------------------------------------------------ the model operations
 
+// The linear operations on given inputs, for the fp32 cases and the mixed-precision ones (which
+// run them with rounded inputs on the reference).
+struct LinearShape {
+  int64_t rows, in, out;
+};
+
+auto linear_forward_op(LinearShape s, Vec x, Vec w, Vec b) {
+  return [=](auto& e) -> Outputs {
+    auto X = e.up(x), W = e.up(w), B = e.up(b), Y = e.zeros(s.rows * s.out);
+    e.run([&] {
+      e.ops->linear_forward(X.data(), W.data(), B.data(), s.rows, s.in, s.out, Y.data());
+    });
+    return {{"y", e.down(Y)}};
+  };
+}
+
+// dx = dy w^T + dx0, dw = x^T dy and db; with dy_bias non-empty, db sums dy_bias instead of dy
+// (in a second call).
+auto linear_backward_op(LinearShape s, Vec dy, Vec x, Vec w, Vec dx0, Vec dy_bias = {}) {
+  return [=](auto& e) -> Outputs {
+    auto X = e.up(x), W = e.up(w), DY = e.up(dy), DX = e.up(dx0);
+    auto DW = e.zeros(s.in * s.out), DB = e.zeros(s.out);
+    e.run([&] {
+      e.ops->linear_backward(DY.data(), X.data(), W.data(), s.rows, s.in, s.out, DX.data(), true,
+                             DW.data(), dy_bias.empty() ? DB.data() : nullptr);
+    });
+    if (!dy_bias.empty()) {
+      auto DYB = e.up(dy_bias), unused = e.zeros(s.in * s.out);
+      e.ops->linear_backward(DYB.data(), X.data(), W.data(), s.rows, s.in, s.out, nullptr, false,
+                             unused.data(), DB.data());
+    }
+    return {{"dx", e.down(DX)}, {"dw", e.down(DW)}, {"db", e.down(DB)}};
+  };
+}
+
+auto linear_transposed_op(LinearShape s, Vec x, Vec w, Vec dy) {
+  return [=](auto& e) -> Outputs {
+    auto X = e.up(x), W = e.up(w), DY = e.up(dy);
+    auto Y = e.zeros(s.rows * s.out), DX = e.zeros(s.rows * s.in), DW = e.zeros(s.in * s.out);
+    e.run([&] {
+      e.ops->linear_transposed_forward(X.data(), W.data(), s.rows, s.in, s.out, Y.data());
+      e.ops->linear_transposed_backward(DY.data(), X.data(), W.data(), s.rows, s.in, s.out,
+                                        DX.data(), DW.data());
+    });
+    return {{"y", e.down(Y)}, {"dx", e.down(DX)}, {"dw", e.down(DW)}};
+  };
+}
+
 void add_model_cases(std::vector<Case>& cases, uint64_t seed) {
   Inputs in{seed};
   auto add = [&](const std::string& op, const std::string& shape, ModelOp needs, auto fn) {
@@ -202,31 +260,10 @@ void add_model_cases(std::vector<Case>& cases, uint64_t seed) {
     const Vec x = in.normal(rows * nin), w = in.normal(nin * nout, 0.2), b = in.normal(nout);
     const Vec dy = in.normal(rows * nout), dx0 = in.normal(rows * nin);
     const std::string shape = shape_text({{"rows", rows}, {"in", nin}, {"out", nout}});
-    add("linear_forward", shape, ModelOp::Linear, [=](auto& e) -> Outputs {
-      auto X = e.up(x), W = e.up(w), B = e.up(b), Y = e.zeros(rows * nout);
-      e.run(
-          [&] { e.ops->linear_forward(X.data(), W.data(), B.data(), rows, nin, nout, Y.data()); });
-      return {{"y", e.down(Y)}};
-    });
-    add("linear_backward", shape, ModelOp::Linear, [=](auto& e) -> Outputs {
-      auto X = e.up(x), W = e.up(w), DY = e.up(dy), DX = e.up(dx0);
-      auto DW = e.zeros(nin * nout), DB = e.zeros(nout);
-      e.run([&] {
-        e.ops->linear_backward(DY.data(), X.data(), W.data(), rows, nin, nout, DX.data(), true,
-                               DW.data(), DB.data());
-      });
-      return {{"dx", e.down(DX)}, {"dw", e.down(DW)}, {"db", e.down(DB)}};
-    });
-    add("linear_transposed", shape, ModelOp::Linear, [=](auto& e) -> Outputs {
-      auto X = e.up(x), W = e.up(w), DY = e.up(dy);
-      auto Y = e.zeros(rows * nout), DX = e.zeros(rows * nin), DW = e.zeros(nin * nout);
-      e.run([&] {
-        e.ops->linear_transposed_forward(X.data(), W.data(), rows, nin, nout, Y.data());
-        e.ops->linear_transposed_backward(DY.data(), X.data(), W.data(), rows, nin, nout, DX.data(),
-                                          DW.data());
-      });
-      return {{"y", e.down(Y)}, {"dx", e.down(DX)}, {"dw", e.down(DW)}};
-    });
+    const LinearShape s{rows, nin, nout};
+    add("linear_forward", shape, ModelOp::Linear, linear_forward_op(s, x, w, b));
+    add("linear_backward", shape, ModelOp::Linear, linear_backward_op(s, dy, x, w, dx0));
+    add("linear_transposed", shape, ModelOp::Linear, linear_transposed_op(s, x, w, dy));
   }
   for (int64_t n : {1, 1000, 65536}) {
     const Vec x = in.normal(n, 3.0), dy = in.normal(n);
@@ -347,6 +384,105 @@ void add_model_cases(std::vector<Case>& cases, uint64_t seed) {
           });
           return {{"loss", Vec{loss}}, {"dlogits", e.down(D)}};
         });
+  }
+}
+
+// ------------------------------------------------------------------------ mixed precision
+
+// A mixed-precision product rounds both of its inputs (x, w, dy) to the dtype, to nearest even,
+// multiplies them exactly and accumulates in fp32; the bias add and the bias gradient db (sums of
+// dy) read fp32. The reference runs the double path on the operands rounded here the same way,
+// so the only error left is that of the fp32 accumulation, which the fp32 bounds already allow
+// for: these cases use the fp32 tolerance.
+void add_mixed_cases(std::vector<Case>& cases, uint64_t seed) {
+  Inputs in{seed ^ 0x16b16};
+  const sparse_dtype dtypes[] = {SPARSE_DTYPE_BF16, SPARSE_DTYPE_F16};
+  auto add = [&](sparse_dtype dtype, const std::string& op, const std::string& shape,
+                 std::function<Outputs(Env<float>&)> f32,
+                 std::function<Outputs(Env<double>&)> reference, bool exact = false) {
+    Case c{op, shape, std::move(f32), std::move(reference), ModelOp::Linear};
+    c.dtype = dtype;
+    c.exact = exact;
+    cases.push_back(std::move(c));
+  };
+  for (auto [rows, nin, nout] :
+       {std::tuple<int64_t, int64_t, int64_t>{1, 8, 256}, {17, 33, 65}, {96, 128, 256}}) {
+    const Vec x = in.normal(rows * nin), w = in.normal(nin * nout, 0.2), b = in.normal(nout);
+    const Vec dy = in.normal(rows * nout), dx0 = in.normal(rows * nin);
+    const std::string shape = shape_text({{"rows", rows}, {"in", nin}, {"out", nout}});
+    const LinearShape s{rows, nin, nout};
+    for (sparse_dtype dtype : dtypes) {
+      auto rounded = [dtype](Vec v) {
+        for (double& t : v) t = round_to_16_host(t, dtype);
+        return v;
+      };
+      const Vec rx = rounded(x), rw = rounded(w), rdy = rounded(dy);
+      add(dtype, "linear_forward", shape, linear_forward_op(s, x, w, b),
+          linear_forward_op(s, rx, rw, b));
+      add(dtype, "linear_backward", shape, linear_backward_op(s, dy, x, w, dx0),
+          linear_backward_op(s, rdy, rx, rw, dx0, dy));
+      add(dtype, "linear_transposed", shape, linear_transposed_op(s, x, w, dy),
+          linear_transposed_op(s, rx, rw, rdy));
+      // x converted by the table's own round_to_16, as the model stores activations.
+      add(
+          dtype, "linear_forward_16", shape,
+          [=](Env<float>& e) -> Outputs {
+            auto X = e.up(x), W = e.up(w), B = e.up(b), Y = e.zeros(rows * nout);
+            Buffer<uint16_t> X16(e.backend, rows * nin);
+            e.ops->round_to_16(X.data(), rows * nin, dtype, X16.data());
+            e.run([&] {
+              e.ops->linear_forward_16(X16.data(), dtype, W.data(), B.data(), rows, nin, nout,
+                                       Y.data());
+            });
+            return {{"y", e.down(Y)}};
+          },
+          linear_forward_op(s, rx, rw, b));
+      add(
+          dtype, "linear_backward_16", shape,
+          [=](Env<float>& e) -> Outputs {
+            auto X = e.up(x), W = e.up(w), DY = e.up(dy), DX = e.up(dx0);
+            auto DW = e.zeros(nin * nout), DB = e.zeros(nout);
+            Buffer<uint16_t> X16(e.backend, rows * nin);
+            e.ops->round_to_16(X.data(), rows * nin, dtype, X16.data());
+            e.run([&] {
+              e.ops->linear_backward_16(DY.data(), X16.data(), dtype, W.data(), rows, nin, nout,
+                                        DX.data(), true, DW.data(), DB.data());
+            });
+            return {{"dx", e.down(DX)}, {"dw", e.down(DW)}, {"db", e.down(DB)}};
+          },
+          linear_backward_op(s, rdy, rx, rw, dx0, dy));
+    }
+  }
+  // round_to_16 then widen_from_16 against the host's rounding, exactly: values of every scale
+  // the model meets, fp16's subnormals, its largest values, and ties of both dtypes (to even).
+  Vec x = in.normal(4096);
+  for (double scale : {1e-5, 1e-2, 1e2, 1e3}) {
+    const Vec more = in.normal(1024, scale);
+    x.insert(x.end(), more.begin(), more.end());
+  }
+  for (double t : {0.0, -0.0, 1.0, 1 + 0x1p-8, 1 + 3 * 0x1p-8, -(1 + 0x1p-8), 1 + 0x1p-11,
+                   1 + 3 * 0x1p-11, -(1 + 3 * 0x1p-11), 0x1p-24, 0x1p-25, 3 * 0x1p-25, -0x1p-25,
+                   0x1p-14 - 0x1p-25, 65504.0, 65519.0, -65519.0})
+    x.push_back(t);
+  const int64_t n = static_cast<int64_t>(x.size());
+  for (sparse_dtype dtype : dtypes) {
+    Vec rx = x;
+    for (double& t : rx) t = round_to_16_host(t, dtype);
+    add(
+        dtype, "round_trip_16", shape_text({{"n", static_cast<double>(n)}}),
+        [=](Env<float>& e) -> Outputs {
+          auto X = e.up(x), Y = e.zeros(n);
+          Buffer<uint16_t> H(e.backend, n);
+          e.run([&] {
+            e.ops->round_to_16(X.data(), n, dtype, H.data());
+            e.ops->widen_from_16(H.data(), n, dtype, Y.data());
+          });
+          return {{"x", e.down(Y)}};
+        },
+        [rx](Env<double>&) -> Outputs {
+          return {{"x", rx}};
+        },
+        true);
   }
 }
 
@@ -500,12 +636,29 @@ void add_attention_cases(std::vector<Case>& cases, uint64_t seed) {
 
 }  // namespace
 
+double round_to_16_host(double x, sparse_dtype dtype) {
+  if (dtype != SPARSE_DTYPE_BF16 && dtype != SPARSE_DTYPE_F16) return x;
+  if (!std::isfinite(x) || x == 0) return x;
+  // Stored fraction bits, the exponent of the smallest normal number and the largest finite value.
+  const bool bf16 = dtype == SPARSE_DTYPE_BF16;
+  const int fraction_bits = bf16 ? 7 : 10;
+  const int min_exponent = bf16 ? -126 : -14;
+  const double largest = bf16 ? 0x1.fep127 : 65504.0;
+  // The spacing of the representable values around x (constant below the normal range); the
+  // quotient is exact and nearbyint rounds it to nearest even.
+  const int exponent = std::max(std::ilogb(x), min_exponent);
+  const double spacing = std::ldexp(1.0, exponent - fraction_bits);
+  const double r = std::nearbyint(x / spacing) * spacing;
+  return std::abs(r) > largest ? std::copysign(HUGE_VAL, x) : r;
+}
+
 OpCheckCounts run_op_check(const OpCheckOptions& options) {
   auto print = [&](const std::string& s) {
     if (options.print) options.print(s);
   };
   std::vector<Case> cases;
   add_model_cases(cases, options.seed);
+  add_mixed_cases(cases, options.seed);
   add_attention_cases(cases, options.seed);
   auto selected = [&](const Case& c) {
     return options.filter.empty() || c.op.find(options.filter) != std::string::npos;
@@ -525,64 +678,89 @@ OpCheckCounts run_op_check(const OpCheckOptions& options) {
   ref.ops = reference->model_ops<double>();
   require(ref.ops != nullptr, "internal: the CPU backend has no double-precision operations");
 
-  std::vector<std::pair<std::string, std::unique_ptr<Backend>>> backends;
-  backends.emplace_back("cpu", make_cpu_backend(0, 0));
-  if (cuda_device_count() > 0)
-    backends.emplace_back("cuda", make_cuda_backend(0, nullptr, 0));
-  else
+  std::vector<std::unique_ptr<Backend>> owned;
+  std::vector<std::pair<std::string, Backend*>> backends;
+  owned.push_back(make_cpu_backend(0, 0));
+  backends.emplace_back("cpu", owned.back().get());
+  if (cuda_device_count() > 0) {
+    owned.push_back(make_cuda_backend(0, nullptr, 0));
+    backends.emplace_back("cuda", owned.back().get());
+  } else {
     print("cuda: no device on this machine, not checked");
+  }
+  for (const auto& [name, backend] : options.extra_backends) {
+    require(backend != nullptr, "internal: the extra backend ", name, " is NULL");
+    backends.emplace_back(name, backend);
+  }
 
   OpCheckCounts counts;
-  for (auto& [bname, backend] : backends) {
+  for (const auto& [bname, backend] : backends) {
     print("backend " + bname + ": " + backend->description());
-    Env<float> env;
-    env.backend = backend.get();
-    env.ops = backend->model_ops<float>();
-    for (const Case& c : cases) {
-      if (!selected(c)) continue;
-      const std::string label = bname + " f32 " + c.op + " " + c.shape;
-      if (c.needs != ModelOp::Count) {
-        const std::string why = backend->supports_op(c.needs, SPARSE_DTYPE_F32);
-        if (!why.empty() || env.ops == nullptr) {
+    for (sparse_dtype dtype : {SPARSE_DTYPE_F32, SPARSE_DTYPE_BF16, SPARSE_DTYPE_F16}) {
+      auto in_table = [&](const Case& c) { return c.dtype == dtype && selected(c); };
+      if (std::none_of(cases.begin(), cases.end(), in_table)) continue;
+      Env<float> env;
+      env.backend = backend;
+      const std::string dname = dtype_label(dtype);
+      if (dtype == SPARSE_DTYPE_F32) {
+        env.ops = backend->model_ops<float>();
+      } else {
+        // A backend without mixed precision (or refusing it here) is one skip line per dtype.
+        env.ops = backend->model_ops_mixed(dtype);
+        const std::string why = env.ops == nullptr ? std::string("no mixed-precision operations")
+                                                   : backend->supports_op(ModelOp::Linear, dtype);
+        if (!why.empty()) {
           ++counts.skipped;
-          print("skip " + label + ": " + (why.empty() ? "no float operations" : why));
+          print("skip " + bname + " " + dname + ": " + why);
           continue;
         }
       }
-      std::string line;
-      std::vector<std::string> details;
-      bool pass = true;
-      try {
-        env.bench = false;
-        ref.bench = false;
-        const Outputs want = c.f64(ref);
-        const Outputs got = c.f32(env);
-        for (size_t i = 0; i < want.size(); ++i)
-          pass &= compare(want[i].first, want[i].second, got[i].second, kF32,
-                          options.max_mismatches, line, details);
-        if (options.bench) {
-          env.bench = true;
-          c.f32(env);
-          char buf[64];
-          std::snprintf(buf, sizeof buf, "  [%.3g us/call]", env.seconds * 1e6);
-          line += buf;
+      for (const Case& c : cases) {
+        if (!in_table(c)) continue;
+        const std::string label = bname + " " + dname + " " + c.op + " " + c.shape;
+        if (c.needs != ModelOp::Count && dtype == SPARSE_DTYPE_F32) {
+          const std::string why = backend->supports_op(c.needs, SPARSE_DTYPE_F32);
+          if (!why.empty() || env.ops == nullptr) {
+            ++counts.skipped;
+            print("skip " + label + ": " + (why.empty() ? "no float operations" : why));
+            continue;
+          }
         }
-      } catch (const Error& e) {
-        if (e.status() == SPARSE_ERR_UNSUPPORTED) {
-          ++counts.skipped;
-          print("skip " + label + ": " + e.what());
-          continue;
+        std::string line;
+        std::vector<std::string> details;
+        bool pass = true;
+        try {
+          env.bench = false;
+          ref.bench = false;
+          const Outputs want = c.f64(ref);
+          const Outputs got = c.f32(env);
+          for (size_t i = 0; i < want.size(); ++i)
+            pass &= compare(want[i].first, want[i].second, got[i].second, c.exact ? kExact : kF32,
+                            options.max_mismatches, line, details);
+          if (options.bench) {
+            env.bench = true;
+            c.f32(env);
+            char buf[64];
+            std::snprintf(buf, sizeof buf, "  [%.3g us/call]", env.seconds * 1e6);
+            line += buf;
+          }
+        } catch (const Error& e) {
+          if (e.status() == SPARSE_ERR_UNSUPPORTED) {
+            ++counts.skipped;
+            print("skip " + label + ": " + e.what());
+            continue;
+          }
+          pass = false;
+          details.push_back(std::string("    error: ") + e.what());
+        } catch (const std::exception& e) {
+          pass = false;
+          details.push_back(std::string("    error: ") + e.what());
         }
-        pass = false;
-        details.push_back(std::string("    error: ") + e.what());
-      } catch (const std::exception& e) {
-        pass = false;
-        details.push_back(std::string("    error: ") + e.what());
+        ++counts.checked;
+        if (!pass) ++counts.failed;
+        print((pass ? "ok   " : "FAIL ") + label + ":" + line);
+        for (const std::string& d : details) print(d);
       }
-      ++counts.checked;
-      if (!pass) ++counts.failed;
-      print((pass ? "ok   " : "FAIL ") + label + ":" + line);
-      for (const std::string& d : details) print(d);
     }
   }
   print(std::to_string(counts.checked) + " checks, " + std::to_string(counts.failed) + " failed, " +

@@ -69,9 +69,13 @@ sparse_experimental_op_check_options_default(sparse_experimental_op_check_option
 /* The operation checker: every model operation and attention kernel of every backend available
  * on this machine against the CPU backend's double-precision path, over a sweep of shapes, with
  * a normalised error mse(ref, out) / mse(ref, 0) and a per-element absolute + relative bound per
- * dtype (NaN and Inf always fail). Reports one line per check ("ok   ..." or "FAIL ...", the
- * first mismatches with their indices, "skip ..." for what a backend does not support) and a
- * last line with the counts, through options->print. On success *checked is the number of checks
+ * dtype (NaN and Inf always fail). Per dtype: a backend's fp32 operations; and, where it has
+ * mixed precision, its bf16 and f16 matrix products (against the double path on operands rounded
+ * to that dtype on the host) and its 16-bit conversions (which must equal the host's rounding
+ * exactly). Reports one line per check, labelled with backend, dtype, operation and shape
+ * ("ok   ..." or "FAIL ...", the first mismatches with their indices, "skip ..." for what a
+ * backend does not support, once per backend and dtype without mixed precision) and a last line
+ * with the counts, through options->print. On success *checked is the number of checks
  * run and *failed the number that failed (0 when all passed); either pointer may be NULL.
  * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL options, a wrong struct_size, non-zero reserved
  * bytes, a filter that matches no operation: the message lists the operations); any status of a
