@@ -6,8 +6,8 @@
  * or disappear in any release, minor ones included. They are the backend-only extras and the
  * tools that the project's own driver (sparse-repro) uses: the cuBLAS dense attention baseline,
  * the operation checker, a data-parallel gradient-reducer hook on the trainer, loading a
- * checkpoint in another precision, the memory bound and the library's file reader and atomic
- * writer. sparse.h does not include this header;
+ * checkpoint in another precision, the attention layouts of a model configuration, the memory
+ * bound and the library's file reader and atomic writer. sparse.h does not include this header;
  * include it by name. Every name starts with sparse_experimental_.
  *
  * The conventions of common.h hold: every function returns a sparse_status, the message of a
@@ -19,6 +19,7 @@
 
 #include "sparse/common.h"
 #include "sparse/context.h"
+#include "sparse/layout.h"
 #include "sparse/model.h"
 
 #ifdef __cplusplus
@@ -156,6 +157,27 @@ SPARSE_API sparse_status sparse_experimental_model_skipped_steps(sparse_model* m
 SPARSE_API sparse_status sparse_experimental_model_load_dtype(sparse_context* context,
                                                               const char* path, sparse_dtype dtype,
                                                               sparse_model** out);
+
+/* ------------------------------------------------------------------ a model's layouts */
+
+/* The attention layouts a model of `config` computes with, built exactly as the model builds
+ * them (the paper's pairing of head types, the head mode, the layer cycle, the patterns' stride,
+ * summary and window, the transposed strided-column order): *count distinct layouts, 1 or 2
+ * (dense, merged and multihead models use one layout in every layer; interleaved ones a row or
+ * block layout and a column or summary layout), and the layout of each layer.
+ * layouts: NULL (only *count and layer_layout are filled), or an array of `capacity` handles; on
+ * success layouts[0, *count) are new layouts owned by the caller, to be freed with
+ * sparse_layout_destroy(), and the entries after them are untouched.
+ * layer_layout: NULL, or an array of config->num_layers entries: layer l computes with
+ * layouts[layer_layout[l]].
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL config or count, a wrong config->struct_size, an
+ * invalid configuration naming the field, capacity < 0); SPARSE_ERR_BUFFER_TOO_SMALL when layouts
+ * is not NULL and capacity < *count (*count is set, no layout is created and layer_layout is not
+ * written); SPARSE_ERR_OUT_OF_MEMORY. */
+SPARSE_API sparse_status sparse_experimental_model_layouts(const sparse_model_config* config,
+                                                           sparse_layout** layouts,
+                                                           int32_t capacity, int32_t* count,
+                                                           int32_t* layer_layout);
 
 /* ------------------------------------------------------------------ memory bound */
 
