@@ -370,61 +370,62 @@ struct ModelLayouts {
   std::vector<size_t> layer_layout;
 };
 
-ModelLayouts model_layouts(const ModelAttention& m) {
-  auto pattern = [&](sparse_pattern_kind kind, int32_t head) {
-    sparse_pattern p;
-    check(sparse_pattern_default(&p, kind), "pattern");
-    p.head = head;
-    p.stride = m.stride;
-    p.window = m.stride;
-    p.summary = m.summary;
-    p.summary_variants = std::max(1, m.summary_variants);
-    return p;
-  };
-  ModelLayouts out;
-  auto add = [&](const std::vector<sparse_pattern>& patterns) {
-    sparse_layout_desc desc;
-    sparse_layout_desc_default(&desc);
-    desc.seq_len = m.seq_len;
-    desc.block_size = m.block;
-    desc.num_heads = m.heads;
-    desc.patterns = patterns.data();
-    desc.num_patterns = static_cast<int32_t>(patterns.size());
-    desc.transpose_strided_column = 1;
-    sparse_layout* layout = nullptr;
-    check(sparse_layout_create(&desc, &layout),
-          ("layout of " + m.attention + " attention").c_str());
-    out.layouts.emplace_back(layout, sparse_layout_destroy);
-  };
-  out.layer_layout.assign(static_cast<size_t>(m.layers), 0);
-  if (m.attention == "dense") {
-    add({pattern(SPARSE_PATTERN_DENSE, -1)});
-    return out;
-  }
-  if (m.attention != "strided" && m.attention != "fixed")
+// The model configuration of `m`: what decides its layouts (the rest keeps the defaults; the
+// position table is one axis of seq_len).
+sparse_model_config model_config(const ModelAttention& m) {
+  sparse_model_config c;
+  check(sparse_model_config_default(&c), "config");
+  if (m.attention == "dense")
+    c.attention = SPARSE_MODEL_ATTENTION_DENSE;
+  else if (m.attention == "strided")
+    c.attention = SPARSE_MODEL_ATTENTION_STRIDED;
+  else if (m.attention == "fixed")
+    c.attention = SPARSE_MODEL_ATTENTION_FIXED;
+  else
     throw std::runtime_error("attention " + m.attention + ": expected dense, strided or fixed");
-  const bool fixed = m.attention == "fixed";
-  const sparse_pattern_kind first = fixed                        ? SPARSE_PATTERN_FIXED_BLOCK
-                                    : m.row_attention == "local" ? SPARSE_PATTERN_LOCAL
-                                                                 : SPARSE_PATTERN_STRIDED_ROW;
-  const sparse_pattern_kind second =
-      fixed ? SPARSE_PATTERN_FIXED_SUMMARY : SPARSE_PATTERN_STRIDED_COLUMN;
-  if (m.head_mode == "interleaved") {
-    if (m.layer_cycle.empty()) throw std::runtime_error("layer cycle is empty");
-    add({pattern(first, -1)});
-    add({pattern(second, -1)});
-    for (size_t l = 0; l < out.layer_layout.size(); ++l)
-      out.layer_layout[l] = m.layer_cycle[l % m.layer_cycle.size()] == '1' ? 0 : 1;
-  } else if (m.head_mode == "merged") {
-    add({pattern(first, -1), pattern(second, -1)});
-  } else if (m.head_mode == "multihead") {
-    std::vector<sparse_pattern> patterns;
-    for (int h = 0; h < m.heads; ++h) patterns.push_back(pattern(h % 2 == 0 ? first : second, h));
-    add(patterns);
-  } else {
+  if (m.row_attention == "strided")
+    c.row_attention = SPARSE_ROW_STRIDED;
+  else if (m.row_attention == "local")
+    c.row_attention = SPARSE_ROW_LOCAL;
+  else
+    throw std::runtime_error("row attention " + m.row_attention + ": expected strided or local");
+  if (m.head_mode == "interleaved")
+    c.head_mode = SPARSE_HEADS_INTERLEAVED;
+  else if (m.head_mode == "merged")
+    c.head_mode = SPARSE_HEADS_MERGED;
+  else if (m.head_mode == "multihead")
+    c.head_mode = SPARSE_HEADS_MULTIHEAD;
+  else
     throw std::runtime_error("head mode " + m.head_mode +
                              ": expected interleaved, merged or multihead");
-  }
+  if (m.layer_cycle.size() >= sizeof c.layer_cycle)
+    throw std::runtime_error("layer cycle " + m.layer_cycle + " is too long");
+  std::snprintf(c.layer_cycle, sizeof c.layer_cycle, "%s", m.layer_cycle.c_str());
+  c.num_layers = m.layers;
+  c.seq_len = m.seq_len;
+  c.stride = m.stride;
+  c.summary = m.summary;
+  c.summary_variants = m.summary_variants;
+  c.num_heads = m.heads;
+  c.d_model = static_cast<int64_t>(m.heads) * m.head_dim;
+  c.block_size = m.block;
+  c.num_position_dims = 1;
+  c.position_shape[0] = m.seq_len;
+  return c;
+}
+
+ModelLayouts model_layouts(const ModelAttention& m) {
+  const sparse_model_config config = model_config(m);
+  int32_t count = 0;
+  check(sparse_experimental_model_layouts(&config, nullptr, 0, &count, nullptr),
+        ("layouts of " + m.attention + " attention").c_str());
+  std::vector<sparse_layout*> raw(static_cast<size_t>(count), nullptr);
+  std::vector<int32_t> layer_layout(static_cast<size_t>(m.layers), 0);
+  check(sparse_experimental_model_layouts(&config, raw.data(), count, &count, layer_layout.data()),
+        ("layouts of " + m.attention + " attention").c_str());
+  ModelLayouts out;
+  for (sparse_layout* layout : raw) out.layouts.emplace_back(layout, sparse_layout_destroy);
+  out.layer_layout.assign(layer_layout.begin(), layer_layout.end());
   return out;
 }
 

@@ -12,7 +12,8 @@ void add_device_options(CLI::App& app, DeviceOptions& o) {
   app.add_option("--dtype", o.dtype,
                  "precision of the model's matrix products: fp32, or bf16 / fp16 mixed precision "
                  "(16-bit product inputs, fp32 parameters and accumulation; fp16 with dynamic "
-                 "loss scaling; CUDA only)")
+                 "loss scaling; CUDA only). eval and sample run any checkpoint in this "
+                 "precision, whatever precision it was trained in")
       ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
       ->capture_default_str();
 }

@@ -170,10 +170,13 @@ DatasetPtr open_split(const DataSpec& spec, sparse_split split, int64_t seq_len,
 
 namespace {
 
-// A model from a checkpoint, with its configuration.
-ModelPtr load_model(sparse_context* ctx, const std::string& path, sparse_model_config* cfg) {
+// A model from a checkpoint, with its configuration, computing in --dtype whatever precision it
+// was trained in (evaluation and sampling; a resumed run keeps its own).
+ModelPtr load_model(sparse_context* ctx, const std::string& path, const DeviceOptions& device,
+                    sparse_model_config* cfg) {
   sparse_model* raw = nullptr;
-  check(sparse_model_load(ctx, path.c_str(), &raw), "load " + path);
+  check(sparse_experimental_model_load_dtype(ctx, path.c_str(), model_dtype(device), &raw),
+        "load " + path);
   ModelPtr model(raw, sparse_model_destroy);
   check(sparse_model_get_config(model.get(), cfg), "config");
   return model;
@@ -1004,6 +1007,7 @@ nlohmann::json run_sliding_eval(const EvalOptions& o, sparse_model* model,
           {"bytes", r.bytes},
           {"windows", r.windows},
           {"bits_per_byte", r.bits_per_byte},
+          {"dtype", o.device.dtype},
           {"seconds", seconds}};
 }
 
@@ -1035,7 +1039,7 @@ nlohmann::json run_eval(const EvalOptions& given) {
   if (o.data.spec.empty()) o.data = trained_data(o.checkpoint);
   auto ctx = model_context(o.device, o.threads);
   sparse_model_config cfg;
-  ModelPtr model = load_model(ctx.get(), o.checkpoint, &cfg);
+  ModelPtr model = load_model(ctx.get(), o.checkpoint, o.device, &cfg);
   if (o.sliding_stride > 0 || o.min_context >= 0) return run_sliding_eval(o, model.get(), cfg);
   if (o.offset > 0 || o.bytes > 0)
     throw std::runtime_error("--offset and --bytes apply to --sliding / --min-context");
@@ -1048,14 +1052,15 @@ nlohmann::json run_eval(const EvalOptions& given) {
   int64_t count = 0;
   const double bpd = evaluate(model.get(), ds.get(), o.sequences, o.batch, &count);
   return {{"checkpoint", o.checkpoint}, {"data", o.data.spec},    {"split", o.split},
-          {"sequences", count},         {"seq_len", cfg.seq_len}, {"bits_per_dim", bpd}};
+          {"sequences", count},         {"seq_len", cfg.seq_len}, {"bits_per_dim", bpd},
+          {"dtype", o.device.dtype}};
 }
 
 nlohmann::json run_sample(const SampleOptions& o) {
   check_output_path(o.out, "--out");
   auto ctx = model_context(o.device, o.threads);
   sparse_model_config cfg;
-  ModelPtr model = load_model(ctx.get(), o.checkpoint, &cfg);
+  ModelPtr model = load_model(ctx.get(), o.checkpoint, o.device, &cfg);
   const int64_t length = o.length > 0 ? o.length : cfg.seq_len;
   sparse_sample_params params;
   sparse_sample_params_default(&params);
@@ -1111,8 +1116,14 @@ nlohmann::json run_sample(const SampleOptions& o) {
     format = "wav, 12 kHz mono 16-bit from 8-bit mu-law";
   }
   write_file_atomically(o.out, std::string(file.begin(), file.end()));
-  return {{"checkpoint", o.checkpoint},   {"out", o.out},   {"format", format},  {"tokens", length},
-          {"temperature", o.temperature}, {"seed", o.seed}, {"seconds", seconds}};
+  return {{"checkpoint", o.checkpoint},
+          {"out", o.out},
+          {"format", format},
+          {"tokens", length},
+          {"temperature", o.temperature},
+          {"seed", o.seed},
+          {"dtype", o.device.dtype},
+          {"seconds", seconds}};
 }
 
 namespace {

@@ -318,6 +318,60 @@ def resume_keeps_dtype(tmp):
             "--dtype fp16")
 
 
+def relabel_checkpoint_dtype(src, dst, dtype):
+    """Writes to `dst` the checkpoint `src` with its trainer configuration saying the run computed
+    its matrix products in `dtype` (sparse_dtype value: 1 fp16, 2 bf16), as a run on a GPU saves
+    it, and the header checksum recomputed (FNV-1a 64 over the 8 length bytes and the header with
+    its own 16 digits read as '0')."""
+    blob = open(src, "rb").read()
+    n = int.from_bytes(blob[:8], "little")
+    header = blob[8:8 + n].decode()
+    assert header.count(";dtype=0;") == 1, header[:400]
+    header = header.replace(";dtype=0;", f";dtype={dtype};")
+    key = '"header_checksum":"'
+    digits = header.index(key) + len(key)
+    header = header[:digits] + "0" * 16 + header[digits + 16:]
+    h = 0xcbf29ce484222325
+    for byte in blob[:8] + header.encode():
+        h = ((h ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    header = header[:digits] + f"{h:016x}" + header[digits + 16:]
+    with open(dst, "wb") as f:
+        f.write(blob[:8] + header.encode() + blob[8 + n:])
+
+
+def eval_16bit_checkpoint_on_cpu(tmp):
+    # A checkpoint of a bf16 or fp16 run evaluates and samples on the CPU in fp32 (its parameters
+    # are fp32 whatever the run's precision): the same bits per dim and the same sample as the same
+    # weights saved by an fp32 run, and the JSON says which precision computed them.
+    m = make_checkpoint(tmp)
+    data = ["--data", "synthetic_text"]
+    out = os.path.join(tmp, "s.bin")
+
+    def evaluate(path, *extra):
+        return run(["eval", "--checkpoint", path, *data, "--sequences", "2", "--threads", "1",
+                    "--json", *extra])
+
+    def sample(path):
+        r = summary(run(["sample", "--checkpoint", path, "--out", out, "--length", "8",
+                         "--threads", "1", "--json"]))
+        return r, open(out, "rb").read()
+
+    want = summary(evaluate(m))
+    assert want["dtype"] == "fp32", want
+    want_sample = sample(m)[1]
+    for dtype, name in [(2, "bf16"), (1, "fp16")]:
+        relabelled = os.path.join(tmp, name)
+        relabel_checkpoint_dtype(m, relabelled, dtype)
+        got = summary(evaluate(relabelled))
+        assert got["dtype"] == "fp32", got
+        assert got["bits_per_dim"] == want["bits_per_dim"], (name, got, want)
+        got_sample, tokens = sample(relabelled)
+        assert got_sample["dtype"] == "fp32", got_sample
+        assert tokens == want_sample, name
+        # 16-bit products on the CPU stay refused, naming the option and the fix.
+        refused(evaluate(relabelled, "--dtype", name), "--dtype " + name, "--backend cuda")
+
+
 def resume_with_foreign_log(tmp):
     # A --log that is not a loss log (here a user's notes) is refused on resume, not cut to nothing.
     m = make_checkpoint(tmp)
@@ -333,7 +387,8 @@ def resume_with_foreign_log(tmp):
 CASES = [fifo_data, fifo_checkpoint_resume, fifo_checkpoint_output, device_out, symlink_out,
          bench_output_fifo, missing_folder, summary_is_folder, read_only_folder, log_write_fails, concurrent_savers,
          kill_and_resume, shorter_seq_len, extend_finished_run, option_conflicts,
-         resume_effective_values, resume_keeps_dtype, resume_with_foreign_log]
+         resume_effective_values, resume_keeps_dtype, resume_with_foreign_log,
+         eval_16bit_checkpoint_on_cpu]
 
 failed = []
 for case in CASES:

@@ -13,6 +13,9 @@
 #include "libsparse/backend.hpp"
 #include "libsparse/check/op_check.hpp"
 #include "libsparse/file_io.hpp"
+#include "libsparse/layout.hpp"
+#include "libsparse/model/config.hpp"
+#include "libsparse/model/transformer.hpp"
 #include "libsparse/parallel/reducer.hpp"
 #include "libsparse/resources.hpp"
 #include "libsparse/tensor.hpp"
@@ -203,6 +206,39 @@ SPARSE_API sparse_status sparse_experimental_model_set_gradient_reducer(
     sparse::require(reducer->all_reduce_sum_f64 != nullptr, "reducer->all_reduce_sum_f64 is NULL");
     require_zero(reducer->reserved, "reducer->reserved");
     trainer.set_reducer(std::make_shared<HookReducer>(*reducer));
+  });
+}
+
+SPARSE_API sparse_status sparse_experimental_model_layouts(const sparse_model_config* config,
+                                                           sparse_layout** layouts,
+                                                           int32_t capacity, int32_t* count,
+                                                           int32_t* layer_layout) {
+  return sparse::capi::guard(__func__, [&] {
+    sparse::require(config != nullptr, "config is NULL");
+    sparse::require(count != nullptr, "count is NULL");
+    sparse::require(config->struct_size == sizeof(sparse_model_config),
+                    "config->struct_size = ", config->struct_size,
+                    " does not match sizeof(sparse_model_config) = ", sizeof(sparse_model_config),
+                    "; initialise with sparse_model_config_default()");
+    sparse::require(capacity >= 0, "capacity = ", capacity, " must be >= 0");
+    sparse::model::validate_config(*config);
+    sparse::model::ModelLayouts built = sparse::model::build_model_layouts(*config);
+    const auto n = static_cast<int32_t>(built.layouts.size());
+    *count = n;
+    if (layouts != nullptr && capacity < n)
+      sparse::throw_error(SPARSE_ERR_BUFFER_TOO_SMALL, "the model uses ", n,
+                          " layouts, layouts holds capacity = ", capacity);
+    // Every handle is made before any is handed out, so a failure leaves nothing to free.
+    std::vector<std::unique_ptr<sparse_layout>> handles;
+    if (layouts != nullptr)
+      for (auto& layout : built.layouts) {
+        handles.push_back(std::make_unique<sparse_layout>());
+        handles.back()->layout = std::move(layout);
+      }
+    if (layer_layout != nullptr)
+      for (size_t l = 0; l < built.layer_layout.size(); ++l)
+        layer_layout[l] = static_cast<int32_t>(built.layer_layout[l]);
+    for (size_t i = 0; i < handles.size(); ++i) layouts[i] = handles[i].release();
   });
 }
 

@@ -15,6 +15,7 @@
 #include "libsparse/model/checkpoint.hpp"
 #include "libsparse/model/config.hpp"
 #include "libsparse/model/trainer.hpp"
+#include "sparse/experimental.h"
 
 struct sparse_model {
   sparse_context* context = nullptr;
@@ -263,7 +264,29 @@ SPARSE_API sparse_status sparse_model_load(sparse_context* context, const char* 
     sparse::Backend& backend = context_backend(context);
     auto model = std::make_unique<sparse_model>();
     model->context = context;
-    model->trainer = sparse::model::load_checkpoint(path, backend);
+    try {
+      model->trainer = sparse::model::load_checkpoint(path, backend);
+    } catch (const sparse::Error& e) {
+      if (e.status() != SPARSE_ERR_UNSUPPORTED) throw;
+      sparse::throw_error(SPARSE_ERR_UNSUPPORTED, e.what(),
+                          "; sparse_experimental_model_load_dtype() loads a checkpoint in another "
+                          "dtype (SPARSE_DTYPE_F32 runs on every backend)");
+    }
+    *out = model.release();
+  });
+}
+
+SPARSE_API sparse_status sparse_experimental_model_load_dtype(sparse_context* context,
+                                                              const char* path, sparse_dtype dtype,
+                                                              sparse_model** out) {
+  if (out != nullptr) *out = nullptr;
+  return sparse::capi::guard(__func__, [&] {
+    sparse::require(out != nullptr, "out is NULL");
+    sparse::require(path != nullptr, "path is NULL");
+    sparse::Backend& backend = context_backend(context);
+    auto model = std::make_unique<sparse_model>();
+    model->context = context;
+    model->trainer = sparse::model::load_checkpoint(path, backend, dtype);
     *out = model.release();
   });
 }

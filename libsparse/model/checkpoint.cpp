@@ -98,16 +98,65 @@ void save_checkpoint(const Trainer& trainer, const std::string& path) {
       path, {{len, 8}, {header.data(), header.size()}, {data.data(), data.size()}}, "checkpoint");
 }
 
-std::unique_ptr<Trainer> load_checkpoint(const std::string& path, Backend& backend) {
-  require(!path.empty(), "path is empty");
-  CheckpointContents l = parse_checkpoint(path);
-  auto trainer = std::make_unique<Trainer>(l.config, l.train, backend);
+namespace {
+
+const char* products_name(sparse_dtype dtype) {
+  switch (dtype) {
+    case SPARSE_DTYPE_F32:
+      return "fp32";
+    case SPARSE_DTYPE_BF16:
+      return "bf16";
+    case SPARSE_DTYPE_F16:
+      return "fp16";
+    default:
+      return "an unknown dtype";
+  }
+}
+
+// The trainer of checkpoint `l` (read from `path`), its state as saved. `replaced` says whether
+// the caller chose the dtype (otherwise it is the checkpoint's own).
+std::unique_ptr<Trainer> trainer_from(CheckpointContents& l, Backend& backend,
+                                      const std::string& path, bool replaced) {
+  std::unique_ptr<Trainer> trainer;
+  try {
+    trainer = std::make_unique<Trainer>(l.config, l.train, backend);
+  } catch (const Error& e) {
+    if (e.status() != SPARSE_ERR_UNSUPPORTED || l.train.dtype == SPARSE_DTYPE_F32) throw;
+    const char* dtype = products_name(l.train.dtype);
+    if (replaced)
+      throw_error(SPARSE_ERR_UNSUPPORTED, "checkpoint \"", path, "\" cannot be loaded with ", dtype,
+                  " matrix products: ", e.what());
+    throw_error(
+        SPARSE_ERR_UNSUPPORTED, "checkpoint \"", path, "\" was trained with ", dtype,
+        " matrix products (its trainer configuration's dtype), which cannot run here: ", e.what());
+  }
   trainer->model().params = std::move(l.params);
   trainer->adam_m = std::move(l.m);
   trainer->adam_v = std::move(l.v);
   trainer->step = l.step;
   restore_loss_scaler(trainer->loss_scaler, l);
   return trainer;
+}
+
+}  // namespace
+
+std::unique_ptr<Trainer> load_checkpoint(const std::string& path, Backend& backend) {
+  require(!path.empty(), "path is empty");
+  CheckpointContents l = parse_checkpoint(path);
+  return trainer_from(l, backend, path, false);
+}
+
+std::unique_ptr<Trainer> load_checkpoint(const std::string& path, Backend& backend,
+                                         sparse_dtype products) {
+  require(!path.empty(), "path is empty");
+  const int value = enum_value(products);
+  require(value == SPARSE_DTYPE_F32 || value == SPARSE_DTYPE_BF16 || value == SPARSE_DTYPE_F16,
+          "dtype = ", value,
+          " must be SPARSE_DTYPE_F32, SPARSE_DTYPE_BF16 or SPARSE_DTYPE_F16 (the precision of the "
+          "matrix products)");
+  CheckpointContents l = parse_checkpoint(path);
+  l.train.dtype = products;
+  return trainer_from(l, backend, path, true);
 }
 
 void restore_checkpoint(Trainer& trainer, const std::string& path) {

@@ -32,7 +32,18 @@ void save_checkpoint(const Trainer& trainer, const std::string& path);
 // Reads and validates a checkpoint and builds a trainer from it. Throws sparse::Error:
 // SPARSE_ERR_IO when the file cannot be read, SPARSE_ERR_FORMAT when it is truncated, corrupted
 // or inconsistent with its configuration. The trainer computes on `backend` (as for Trainer).
+// A checkpoint whose trainer configuration asks for 16-bit matrix products the backend cannot
+// run is refused with SPARSE_ERR_UNSUPPORTED naming the path and the dtype.
 std::unique_ptr<Trainer> load_checkpoint(const std::string& path, Backend& backend);
+
+// As load_checkpoint, with the trainer configuration's dtype (the precision of the matrix
+// products) replaced by `products` (SPARSE_DTYPE_F32, BF16 or F16; SPARSE_ERR_INVALID_ARGUMENT
+// otherwise). The parameters are stored in fp32 whatever the dtype, so any checkpoint loads in any
+// dtype the backend runs. The trainer state (parameters, Adam moments, step, skipped steps) stays
+// as saved; loss scaling follows the new configuration (a saved dynamic scale is restored only
+// when the new configuration scales dynamically too).
+std::unique_ptr<Trainer> load_checkpoint(const std::string& path, Backend& backend,
+                                         sparse_dtype products);
 
 // Loads into an existing trainer, whose model configuration must equal the checkpoint's
 // (SPARSE_ERR_FORMAT otherwise); the trainer keeps its own trainer configuration and is unchanged

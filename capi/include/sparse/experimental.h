@@ -5,8 +5,9 @@
  * (capi/abi/sparse.abi) and outside the version promise of SPARSE_API_VERSION: they may change
  * or disappear in any release, minor ones included. They are the backend-only extras and the
  * tools that the project's own driver (sparse-repro) uses: the cuBLAS dense attention baseline,
- * the operation checker, a data-parallel gradient-reducer hook on the trainer, the memory bound
- * and the library's file reader and atomic writer. sparse.h does not include this header;
+ * the operation checker, a data-parallel gradient-reducer hook on the trainer, loading a
+ * checkpoint in another precision, the attention layouts of a model configuration, the memory
+ * bound and the library's file reader and atomic writer. sparse.h does not include this header;
  * include it by name. Every name starts with sparse_experimental_.
  *
  * The conventions of common.h hold: every function returns a sparse_status, the message of a
@@ -18,6 +19,7 @@
 
 #include "sparse/common.h"
 #include "sparse/context.h"
+#include "sparse/layout.h"
 #include "sparse/model.h"
 
 #ifdef __cplusplus
@@ -136,6 +138,50 @@ SPARSE_API sparse_status sparse_experimental_model_set_gradient_reducer(
  * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL model or skipped). */
 SPARSE_API sparse_status sparse_experimental_model_skipped_steps(sparse_model* model,
                                                                  int64_t* skipped);
+
+/* ------------------------------------------------------------------ loading in another dtype */
+
+/* Creates a model from the checkpoint `path` as sparse_model_load() does, with the trainer
+ * configuration's dtype (sparse_train_config.dtype, the precision of the matrix products)
+ * replaced by `dtype`: SPARSE_DTYPE_F32, or SPARSE_DTYPE_BF16 / SPARSE_DTYPE_F16 mixed precision
+ * where the context's backend offers it (CUDA). Checkpoints store the parameters in fp32 whatever
+ * the run's dtype, so any checkpoint loads in any dtype the backend runs: a checkpoint trained in
+ * bf16 is evaluated or sampled on the CPU in fp32, an fp32 one on CUDA in bf16. The rest of the
+ * trainer configuration and the trainer state stay as saved (parameters, Adam moments, step,
+ * skipped steps); loss scaling follows the configuration with the new dtype (a saved dynamic
+ * scale is kept only when that configuration also scales dynamically).
+ * sparse_model_get_train_config() reports the dtype used. Meant for evaluation and sampling: a
+ * resumed training run keeps its own dtype (sparse_model_load(), or sparse_model_create() with the
+ * run's configuration and sparse_model_restore()). The model keeps a pointer to `context`, which
+ * must outlive it. On failure *out is NULL.
+ * Errors: as sparse_model_load(); SPARSE_ERR_INVALID_ARGUMENT also for a dtype other than
+ * SPARSE_DTYPE_F32, BF16 and F16 (naming the value); SPARSE_ERR_UNSUPPORTED naming the checkpoint
+ * and the dtype when the context's backend cannot run the model in `dtype` (the CPU backend runs
+ * SPARSE_DTYPE_F32 only). */
+SPARSE_API sparse_status sparse_experimental_model_load_dtype(sparse_context* context,
+                                                              const char* path, sparse_dtype dtype,
+                                                              sparse_model** out);
+
+/* ------------------------------------------------------------------ a model's layouts */
+
+/* The attention layouts a model of `config` computes with, built exactly as the model builds
+ * them (the paper's pairing of head types, the head mode, the layer cycle, the patterns' stride,
+ * summary and window, the transposed strided-column order): *count distinct layouts, 1 or 2
+ * (dense, merged and multihead models use one layout in every layer; interleaved ones a row or
+ * block layout and a column or summary layout), and the layout of each layer.
+ * layouts: NULL (only *count and layer_layout are filled), or an array of `capacity` handles; on
+ * success layouts[0, *count) are new layouts owned by the caller, to be freed with
+ * sparse_layout_destroy(), and the entries after them are untouched.
+ * layer_layout: NULL, or an array of config->num_layers entries: layer l computes with
+ * layouts[layer_layout[l]].
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL config or count, a wrong config->struct_size, an
+ * invalid configuration naming the field, capacity < 0); SPARSE_ERR_BUFFER_TOO_SMALL when layouts
+ * is not NULL and capacity < *count (*count is set, no layout is created and layer_layout is not
+ * written); SPARSE_ERR_OUT_OF_MEMORY. */
+SPARSE_API sparse_status sparse_experimental_model_layouts(const sparse_model_config* config,
+                                                           sparse_layout** layouts,
+                                                           int32_t capacity, int32_t* count,
+                                                           int32_t* layer_layout);
 
 /* ------------------------------------------------------------------ memory bound */
 

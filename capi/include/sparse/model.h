@@ -261,7 +261,9 @@ SPARSE_API sparse_status sparse_model_save(const sparse_model* model, const char
  * continues exactly as it would have without the save. On failure *out is NULL.
  * Errors: SPARSE_ERR_INVALID_ARGUMENT; SPARSE_ERR_IO (missing, unreadable, not a regular file: a
  * FIFO or device is refused without blocking); SPARSE_ERR_FORMAT
- * (truncated, corrupted, a tensor whose name, dtype or shape does not match the configuration). */
+ * (truncated, corrupted, a tensor whose name, dtype or shape does not match the configuration);
+ * SPARSE_ERR_UNSUPPORTED naming the checkpoint and its dtype when the context's backend cannot run
+ * the precision the checkpoint was trained in (a bf16 or fp16 run on the CPU backend). */
 SPARSE_API sparse_status sparse_model_load(sparse_context* context, const char* path,
                                            sparse_model** out);
 
