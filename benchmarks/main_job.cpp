@@ -29,11 +29,6 @@ namespace {
 // The synthetic images of the main job (and table1): rows of 33 pixels, 16 rows.
 constexpr int kImageWidth = 33, kImageHeight = 16;
 
-void make_dir(const std::string& path) {
-  if (!path_exists(path) && mkdir(path.c_str(), 0755) != 0)
-    throw std::runtime_error("cannot create folder " + path);
-}
-
 // All sequences of a split, concatenated in index order.
 std::vector<uint8_t> split_bytes(const DataSpec& spec, sparse_split split, int64_t seq_len) {
   DatasetPtr ds = open_dataset(spec, split, seq_len);
@@ -131,7 +126,7 @@ int run_main_job(const MainJobOptions& given, int argc, char** argv) {
                                "check must not replace; give --out to another folder (the default "
                                "of --quick is results-quick)");
   }
-  make_dir(o.out);
+  make_output_folder(o.out, "--out");
   const nlohmann::json prov = provenance(argc, argv);
   const std::string data_dir = data_dir_or_default(o.data_dir);
   const std::string enwik8 = data_dir + "/enwik8/enwik8-head-100000";

@@ -16,6 +16,16 @@ void check_output_path(const std::string& path, const std::string& option) {
   if (!path.empty()) resolve_output_path(path, option);
 }
 
+void make_output_folder(const std::string& folder, const std::string& option,
+                        std::initializer_list<const char*> files) {
+  if (folder.empty()) return;
+  struct stat st {};
+  if (::stat(folder.c_str(), &st) != 0 && ::mkdir(folder.c_str(), 0755) != 0)
+    throw std::runtime_error(option + " " + folder + ": cannot create the folder (" +
+                             std::strerror(errno) + ")");
+  for (const char* f : files) check_output_path(folder + "/" + f, option);
+}
+
 LineLog::LineLog(const std::string& path, const std::string& option, bool append)
     : path_(resolve_output_path(path, option)), option_(option) {
   fd_ = ::open(path_.c_str(),

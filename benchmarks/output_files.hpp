@@ -3,6 +3,7 @@
 // failed write is an error. The atomic writer is the library's (cli_common.hpp).
 #pragma once
 
+#include <initializer_list>
 #include <string>
 
 #include "cli_common.hpp"
@@ -13,6 +14,12 @@ namespace repro {
 // and is writable, and it is not an existing device, FIFO or folder. `option` names it in the
 // error ("--checkpoint"). An empty path is accepted (no output).
 void check_output_path(const std::string& path, const std::string& option);
+
+// An output folder: created (one level) when missing, before the work that fills it; an error
+// naming `option` when it cannot be, or when `files` in it could not be written (see
+// check_output_path). An empty path is accepted (no output).
+void make_output_folder(const std::string& folder, const std::string& option,
+                        std::initializer_list<const char*> files = {});
 
 // A JSON-lines log that grows by whole records: each line reaches the file in one write() as it
 // is added (nothing is buffered in the process, so a kill loses no finished line and never glues

@@ -32,7 +32,7 @@ struct Wiring {
   std::string note;
 };
 
-Wiring wiring_for(const std::string& preset, const std::string& data_dir) {
+Wiring wiring_for(const std::string& preset, const std::string& data_dir, int64_t batch) {
   Wiring w;
   const std::string cifar = data_dir + "/cifar10/data_batch_1-first100.bin";
   const std::string text = data_dir + "/enwik8/enwik8-head-100000";
@@ -58,7 +58,7 @@ Wiring wiring_for(const std::string& preset, const std::string& data_dir) {
     w.data.image_width = static_cast<int32_t>(width);
     w.data.image_height = static_cast<int32_t>(cfg.seq_len / width);
     w.data.vocab = 256;
-    w.data.num_sequences = 4;
+    w.data.num_sequences = static_cast<int32_t>(std::max<int64_t>(4, batch));
     const std::string why =
         preset == "audio" && path_exists(audio) ? "this build reads no audio (libsndfile)"
         : preset == "imagenet64"                ? "no sample of this dataset is shipped"
@@ -80,20 +80,28 @@ void add_presets_options(CLI::App& app, PresetsOptions& o) {
                  "real data samples (default: $SPARSE_DATA_DIR or ../shared/data)");
   app.add_option("--only", o.only, "presets to run (cifar10, enwik8, imagenet64, audio)")
       ->check(CLI::IsMember({"cifar10", "enwik8", "imagenet64", "audio"}));
-  app.add_option("--steps", o.steps, "optimiser steps per preset (batch 1)")
+  app.add_option("--steps", o.steps, "optimiser steps per preset")
+      ->check(integer_in(1, kIntMax))
+      ->capture_default_str();
+  app.add_option("--batch", o.batch, "sequences per step (a GPU needs several to be busy)")
       ->check(integer_in(1, kIntMax))
       ->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(integer_in(0, kIntMax));
+  add_device_options(app, o.device);
 }
 
 int run_presets(const PresetsOptions& o, int argc, char** argv) {
+  make_output_folder(o.out, "--out", {"presets.md", "presets.json"});
   const std::string data_dir = data_dir_or_default(o.data_dir);
   const nlohmann::json prov = provenance(argc, argv);
+  const bool gpu = o.device.backend != "cpu";
+  const std::string device =
+      o.device.backend + ", " + o.device.dtype + ", batch " + std::to_string(o.batch);
   nlohmann::json rows = nlohmann::json::array();
   // Renders the table and (re)writes the files: called after every preset, so a long run that
   // is stopped keeps the rows it finished.
   auto publish = [&]() {
-    std::string md = "# The paper's presets, run end to end on this machine\n\n" +
+    std::string md = "# The paper's presets, run end to end on this machine (" + device + ")\n\n" +
                      provenance_markdown(prov) + "\n";
     md +=
         "Each of the paper's model configurations trained for a few optimiser steps of one "
@@ -101,19 +109,25 @@ int run_presets(const PresetsOptions& o, int argc, char** argv) {
         "the full-size models run here, and the time a step takes. The full-run cost uses the "
         "FLOP estimate of `paper_runs.cpp` (6 x parameters x tokens plus the attention "
         "products) and, for hours, the time per sequence measured here times the sequences of "
-        "the full run. These are estimates to size a run, not measurements of one.";
+        "the full run" +
+        (gpu ? std::string(" on one GPU (GPU-hours: divide by the GPUs of a data-parallel run "
+                           "for its wall time, at perfect scaling)")
+             : std::string()) +
+        ". These are estimates to size a run, not measurements of one.";
     md += "\n\n";
     md +=
         "| preset | data used here | params | n | steps run | s per sequence | peak "
-        "activations | GFLOP/s here | full run: steps x batch | est. FLOPs | est. time on this "
-        "machine |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+        "activations | GFLOP/s here | full run: steps x batch | est. FLOPs | " +
+        std::string(gpu ? "est. GPU-hours" : "est. time on this machine") +
+        " |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (const auto& row : rows) {
       const bool full = row.contains("full_run_flops");
       std::string time = "-";
       if (full) {
         const double hours = row["full_run_hours_here"].get<double>();
-        time =
-            hours > 24 * 365 ? fmt(hours / 24 / 365, 0) + " years" : fmt(hours / 24, 1) + " days";
+        time = gpu                ? fmt(hours, 0) + " GPU-hours (" + fmt(hours / 24, 1) + " days)"
+               : hours > 24 * 365 ? fmt(hours / 24 / 365, 0) + " years"
+                                  : fmt(hours / 24, 1) + " days";
       }
       md += "| " + row["preset"].get<std::string>() + " | " + row["data"].get<std::string>() +
             " | " + fmt(row["parameters"].get<double>() / 1e6, 1) + "M | " +
@@ -138,14 +152,16 @@ int run_presets(const PresetsOptions& o, int argc, char** argv) {
   for (const PaperRun& r : paper_runs()) {
     if (!o.only.empty() && std::find(o.only.begin(), o.only.end(), r.preset) == o.only.end())
       continue;
-    const Wiring w = wiring_for(r.preset, data_dir);
-    std::fprintf(stderr, "\n%s preset on %s: %lld steps of one sequence\n", r.preset,
-                 w.note.c_str(), static_cast<long long>(o.steps));
+    const Wiring w = wiring_for(r.preset, data_dir, o.batch);
+    std::fprintf(stderr, "\n%s preset on %s: %lld steps of %lld sequence(s), %s\n", r.preset,
+                 w.note.c_str(), static_cast<long long>(o.steps), static_cast<long long>(o.batch),
+                 device.c_str());
     TrainOptions t;
     t.preset = r.preset;
     t.data = w.data;
     t.steps = o.steps;
-    t.batch = 1;
+    t.batch = o.batch;
+    t.device = o.device;
     t.warmup = 0;
     t.recompute = 1;  // as in the paper for long sequences: activations of one layer at a time
     t.eval_sequences = 1;
@@ -156,7 +172,8 @@ int run_presets(const PresetsOptions& o, int argc, char** argv) {
     sparse_model_config cfg;
     sparse_model_config_preset(r.preset, &cfg);
     const int64_t params = s["parameters"].get<int64_t>();
-    const double seconds = s["seconds_per_step"].get<double>();
+    // Time per sequence: a step of `batch` sequences.
+    const double seconds = s["seconds_per_step"].get<double>() / static_cast<double>(o.batch);
     const double one = flops_per_step(cfg, params, 1);
     const double steps = full_run_steps(r);
     nlohmann::json row = {{"preset", r.preset},
@@ -165,6 +182,9 @@ int run_presets(const PresetsOptions& o, int argc, char** argv) {
                           {"parameters", params},
                           {"seq_len", cfg.seq_len},
                           {"layers", cfg.num_layers},
+                          {"backend", o.device.backend},
+                          {"dtype", o.device.dtype},
+                          {"batch", o.batch},
                           {"width", cfg.d_model},
                           {"steps_run", s["steps"]},
                           {"seconds_per_sequence", seconds},

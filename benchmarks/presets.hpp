@@ -7,14 +7,18 @@
 #include <string>
 #include <vector>
 
+#include "device_option.hpp"
+
 namespace repro {
 
 struct PresetsOptions {
   std::string out = "results";    // presets.md and presets.json go here ("" = print only)
   std::string data_dir;           // default: $SPARSE_DATA_DIR or ../shared/data
   std::vector<std::string> only;  // preset names; empty = all four
-  int64_t steps = 2;              // optimiser steps per preset (batch 1)
+  int64_t steps = 2;              // optimiser steps per preset
+  int64_t batch = 1;              // sequences per step
   int threads = 0;
+  DeviceOptions device;  // --backend, --dtype
 };
 
 void add_presets_options(CLI::App& app, PresetsOptions& o);

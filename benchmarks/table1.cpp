@@ -115,8 +115,7 @@ void add_table1_options(CLI::App& app, Table1Options& o) {
 }
 
 int run_table1(const Table1Options& o, int argc, char** argv) {
-  if (!path_exists(o.out) && mkdir(o.out.c_str(), 0755) != 0)
-    throw std::runtime_error("cannot create folder " + o.out);
+  make_output_folder(o.out, "--out");
   const nlohmann::json prov = provenance(argc, argv);
   const std::string data_dir = data_dir_or_default(o.data_dir);
   const std::string enwik8 = data_dir + "/enwik8/enwik8-head-100000";

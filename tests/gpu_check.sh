@@ -23,8 +23,9 @@
 #       with the same block mask (benchmarks/peers/gpu_attention_peers.py), then training steps
 #       of imagenet64-small: `sparse-repro bench-train --backend cuda --dtype bf16` against the
 #       same model in PyTorch, bf16 autocast and FlexAttention with the same block mask, tokens/s
-#       and peak memory with their ratios (benchmarks/peers/gpu_train_peers.py, the last
-#       GPU_TRAIN_PEERS_S = 100 s of the budget).
+#       and peak memory with their ratios (benchmarks/peers/gpu_train_peers.py, GPU_TRAIN_PEERS_S
+#       = 100 s of the budget), then the paper's CIFAR-10 preset on CUDA in bf16, 3 steps of 4
+#       sequences: `sparse-repro presets`, the full run's GPU-hours (the last GPU_PRESETS_S = 35 s).
 # Unpack with `tar -xzf gpu_check.tar.gz` (a folder gpu_check/ with steps.tsv, provenance.txt,
 # one log per step and the benchmark tables).
 #
@@ -264,7 +265,7 @@ step() {
   esac
   # The last line that says what happened (doctest's summary, the sanitizer's error count).
   local last
-  last=$(grep -E "test cases:|ERROR SUMMARY|RACECHECK SUMMARY|SKIP:|FAIL:|Error|error:|failed \(exit|gpu_attention_peers:|gpu_train_peers:|checks, [0-9]+ failed|^ok:" "$logs/$name.log" 2>/dev/null | tail -1 | tr '\t' ' ' | cut -c1-160)
+  last=$(grep -E "test cases:|ERROR SUMMARY|RACECHECK SUMMARY|SKIP:|FAIL:|Error|error:|failed \(exit|gpu_attention_peers:|gpu_train_peers:|checks, [0-9]+ failed|^ok:|^sparse-repro:" "$logs/$name.log" 2>/dev/null | tail -1 | tr '\t' ' ' | cut -c1-160)
   [[ -n $last ]] && note="${note:+$note; }$last"
   printf '%s\t%s\t%s\t%s\n' "$name" "$verdict" "$secs" "$note" >> "$logs/steps.tsv"
   echo "    $verdict in ${secs} s${note:+: $note}"
@@ -339,10 +340,17 @@ run_peers() {
     --out "$logs/gpu_attention_peers"
   # libsparse bench-train --backend cuda --dtype bf16 against the same model in PyTorch (bf16
   # autocast, FlexAttention with the same block mask) on imagenet64-small: tokens/s, memory.
-  left=$((budget - (SECONDS - t_start) - 20))
+  # GPU_PRESETS_S of the budget stays for the paper's CIFAR-10 preset after it.
+  local presets_s=${GPU_PRESETS_S:-35}
+  left=$((budget - (SECONDS - t_start) - 20 - presets_s))
   step train_peers $((left + 5)) python3 benchmarks/peers/gpu_train_peers.py --build "$pack_dir" \
     --preset imagenet64-small --batch 4 --steps 5 --warmup 2 --time-budget "$left" \
     --out "$logs/gpu_train_peers"
+  # The paper's full CIFAR-10 model (128 layers, n = 3072) on the GPU in bf16: the measured time
+  # per sequence and the full run's GPU-hours (presets.md).
+  left=$((budget - (SECONDS - t_start) - 15))
+  step presets_cifar10 "$left" "$pack_dir/benchmarks/sparse-repro" presets --only cifar10 \
+    --steps 3 --batch 4 --backend cuda --dtype bf16 --out "$logs/presets_gpu"
   exit $status
 }
 

@@ -28,6 +28,8 @@ with tempfile.TemporaryDirectory() as out:
     # The paper's CIFAR-10 model: 458,752 parameters per layer; embeddings and the output layer come on top.
     assert 128 * 458752 < row["parameters"] < 128 * 458752 + 2_000_000, row["parameters"]
     assert row["steps_run"] == 1
+    assert (row["backend"], row["dtype"], row["batch"]) == ("cpu", "fp32", 1), row
+    assert "(cpu, fp32, batch 1)" in md and "est. time on this machine" in md
     assert math.isfinite(row["eval_bits_per_dim"]) and 0 < row["eval_bits_per_dim"] < 9
     steps = 120 * 48000 / 16
     assert row["full_run_steps"] == steps and row["full_run_batch"] == 16
@@ -41,4 +43,24 @@ with tempfile.TemporaryDirectory() as out:
     if os.path.exists(os.path.join(data_dir, "cifar10")):
         assert row["data"].startswith("CIFAR-10 sample"), row["data"]
     assert "| cifar10 |" in md and f"{row['full_run_flops'] / 1e18:.1f} EFLOP" in md
+
+# The output folder is made (or refused) before any training: a folder that cannot be created is
+# an error naming --out, and no preset has started.
+with tempfile.TemporaryDirectory() as tmp:
+    blocker = os.path.join(tmp, "file")
+    open(blocker, "w").close()
+    proc = subprocess.run([exe, "presets", "--only", "cifar10", "--steps", "1", "--out",
+                           os.path.join(blocker, "out"), "--data-dir", data_dir],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "--out" in proc.stderr and "cannot create" in proc.stderr, \
+        proc.stderr
+    assert "preset on" not in proc.stderr, proc.stderr
+    # A folder that is missing is created, and --backend / --dtype reach the run: bf16 on the CPU
+    # is refused by name (mixed precision is CUDA's) once the folder exists.
+    fresh = os.path.join(tmp, "fresh")
+    proc = subprocess.run([exe, "presets", "--only", "cifar10", "--steps", "1", "--out", fresh,
+                           "--dtype", "bf16", "--data-dir", data_dir],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "--dtype bf16" in proc.stderr, proc.stderr
+    assert os.path.isdir(fresh)
 print("ok")
