@@ -12,6 +12,7 @@
 // only check what depends on them.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -141,8 +142,24 @@ bool cuda_compiled() noexcept;
 
 }  // namespace sparse
 
-// The object behind the opaque sparse_context handle.
+// The object behind the opaque sparse_context handle. It is reference counted: the caller's
+// reference (released by sparse_context_destroy) and one per model made on it, so the backend a
+// model computes on lives until the model is destroyed too.
 struct sparse_context {
   sparse_settings settings{};
   std::unique_ptr<sparse::Backend> backend;
+  std::atomic<int64_t> references{1};
 };
+
+namespace sparse {
+// Takes a reference to `context` (not NULL); release_context() drops it and deletes the context
+// with its last reference.
+inline sparse_context* retain_context(sparse_context* context) noexcept {
+  context->references.fetch_add(1, std::memory_order_relaxed);
+  return context;
+}
+inline void release_context(sparse_context* context) noexcept {
+  if (context != nullptr && context->references.fetch_sub(1, std::memory_order_acq_rel) == 1)
+    delete context;
+}
+}  // namespace sparse

@@ -119,7 +119,9 @@ SPARSE_API sparse_status sparse_context_create(const sparse_settings* settings,
   });
 }
 
-SPARSE_API void sparse_context_destroy(sparse_context* context) { delete context; }
+SPARSE_API void sparse_context_destroy(sparse_context* context) {
+  sparse::release_context(context);
+}
 
 SPARSE_API sparse_status sparse_context_backend(const sparse_context* context,
                                                 sparse_backend* out) {

@@ -17,8 +17,17 @@
 #include "libsparse/model/trainer.hpp"
 #include "sparse/experimental.h"
 
+// A model holds a reference to its context (sparse::retain_context), so destroying the context
+// first leaves the model working; the trainer goes before the reference.
 struct sparse_model {
-  sparse_context* context = nullptr;
+  explicit sparse_model(sparse_context* c) : context(sparse::retain_context(c)) {}
+  sparse_model(const sparse_model&) = delete;
+  sparse_model& operator=(const sparse_model&) = delete;
+  ~sparse_model() {
+    trainer.reset();
+    sparse::release_context(context);
+  }
+  sparse_context* context;
   std::unique_ptr<sparse::model::Trainer> trainer;
 };
 
@@ -117,8 +126,7 @@ SPARSE_API sparse_status sparse_model_create(sparse_context* context,
     sparse::Backend& backend = context_backend(context);
     const sparse_model_config c = checked_config(config);
     const sparse_train_config t = checked_train(train);
-    auto model = std::make_unique<sparse_model>();
-    model->context = context;
+    auto model = std::make_unique<sparse_model>(context);
     model->trainer = std::make_unique<sparse::model::Trainer>(c, t, backend);
     *out = model.release();
   });
@@ -262,8 +270,7 @@ SPARSE_API sparse_status sparse_model_load(sparse_context* context, const char* 
     sparse::require(out != nullptr, "out is NULL");
     sparse::require(path != nullptr, "path is NULL");
     sparse::Backend& backend = context_backend(context);
-    auto model = std::make_unique<sparse_model>();
-    model->context = context;
+    auto model = std::make_unique<sparse_model>(context);
     try {
       model->trainer = sparse::model::load_checkpoint(path, backend);
     } catch (const sparse::Error& e) {
@@ -284,8 +291,7 @@ SPARSE_API sparse_status sparse_experimental_model_load_dtype(sparse_context* co
     sparse::require(out != nullptr, "out is NULL");
     sparse::require(path != nullptr, "path is NULL");
     sparse::Backend& backend = context_backend(context);
-    auto model = std::make_unique<sparse_model>();
-    model->context = context;
+    auto model = std::make_unique<sparse_model>(context);
     model->trainer = sparse::model::load_checkpoint(path, backend, dtype);
     *out = model.release();
   });

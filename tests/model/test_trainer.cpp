@@ -797,3 +797,35 @@ TEST_CASE("gradient reducer hook: a failing callback's status and message reach 
   REQUIRE(sparse_model_step(m.m, &step) == SPARSE_OK);
   CHECK(step == 1);  // failed steps change nothing
 }
+
+// A model holds a reference to its context: destroying the context handle first leaves the model
+// training and evaluating as a model on a live context does (the same numbers), and destroying
+// the model afterwards frees both (AddressSanitizer and LeakSanitizer in CI see the rest).
+TEST_CASE("a model keeps its context alive after sparse_context_destroy") {
+  Ctx live;
+  sparse_settings s;
+  sparse_settings_default(&s);
+  s.backend = SPARSE_BACKEND_CPU;
+  s.num_threads = 1;
+  sparse_context* early = nullptr;
+  REQUIRE(sparse_context_create(&s, &early) == SPARSE_OK);
+  const sparse_model_config c = small_config();
+  sparse_model* orphan = nullptr;
+  Model reference;
+  REQUIRE(sparse_model_create(early, &c, nullptr, &orphan) == SPARSE_OK);
+  REQUIRE(sparse_model_create(live.ctx, &c, nullptr, &reference.m) == SPARSE_OK);
+  sparse_context_destroy(early);  // the caller's reference; the model still holds one
+  const auto tokens = random_tokens(2 * c.seq_len, 11);
+  for (int step = 0; step < 2; ++step) {
+    sparse_train_stats a, b;
+    a.struct_size = b.struct_size = sizeof a;
+    REQUIRE(sparse_model_train_step(orphan, tokens.data(), 2, &a) == SPARSE_OK);
+    REQUIRE(sparse_model_train_step(reference.m, tokens.data(), 2, &b) == SPARSE_OK);
+    CHECK(a.loss == b.loss);
+  }
+  double x = 0, y = 0;
+  REQUIRE(sparse_model_evaluate(orphan, tokens.data(), 2, &x) == SPARSE_OK);
+  REQUIRE(sparse_model_evaluate(reference.m, tokens.data(), 2, &y) == SPARSE_OK);
+  CHECK(x == y);
+  sparse_model_destroy(orphan);  // the last reference: the context goes with it
+}

@@ -68,7 +68,9 @@ typedef struct sparse_context sparse_context;
 SPARSE_API sparse_status sparse_context_create(const sparse_settings* settings,
                                                sparse_context** out);
 
-/* Releases a context and everything it owns. NULL is accepted and ignored. */
+/* Releases the caller's reference to a context. The context, and everything it owns, is freed
+ * once no model made on it remains (each model holds a reference until sparse_model_destroy);
+ * memory from sparse_context_alloc() must be freed before. NULL is accepted and ignored. */
 SPARSE_API void sparse_context_destroy(sparse_context* context);
 
 /* The backend the context actually runs on (never AUTO).

@@ -152,8 +152,8 @@ SPARSE_API sparse_status sparse_experimental_model_skipped_steps(sparse_model* m
  * scale is kept only when that configuration also scales dynamically).
  * sparse_model_get_train_config() reports the dtype used. Meant for evaluation and sampling: a
  * resumed training run keeps its own dtype (sparse_model_load(), or sparse_model_create() with the
- * run's configuration and sparse_model_restore()). The model keeps a pointer to `context`, which
- * must outlive it. On failure *out is NULL.
+ * run's configuration and sparse_model_restore()). The model holds a reference to `context`, as
+ * sparse_model_create(). On failure *out is NULL.
  * Errors: as sparse_model_load(); SPARSE_ERR_INVALID_ARGUMENT also for a dtype other than
  * SPARSE_DTYPE_F32, BF16 and F16 (naming the value); SPARSE_ERR_UNSUPPORTED naming the checkpoint
  * and the dtype when the context's backend cannot run the model in `dtype` (the CPU backend runs

@@ -162,8 +162,9 @@ SPARSE_API sparse_status sparse_train_config_default(sparse_train_config* config
 typedef struct sparse_model sparse_model;
 
 /* Creates and initialises a model (OpenAI's initialisation, seeded by config->seed). `train` may
- * be NULL for the defaults. The model keeps a pointer to `context`, which must outlive it; the
- * context's thread count is used. On failure *out is NULL.
+ * be NULL for the defaults. The model holds a reference to `context` (destroying the context
+ * first is allowed: it lives until its last model is destroyed); its thread count is used. On
+ * failure *out is NULL.
  * Errors: SPARSE_ERR_INVALID_ARGUMENT naming the bad field; SPARSE_ERR_OUT_OF_MEMORY. */
 SPARSE_API sparse_status sparse_model_create(sparse_context* context,
                                              const sparse_model_config* config,

@@ -18,7 +18,8 @@ end of a `with` block. Arrays are checked against the shapes before any pointer 
 
 The model and trainer (model.h: `Model`, `model_config`, `train_config`, checkpoints, sampling)
 and the datasets (datasets.h: `Dataset`, `mulaw_encode`/`mulaw_decode`) are bound the same way. A
-Model keeps a reference to its Context; do not close() the context while a model uses it.
+Model keeps a reference to its Context (and the library keeps the context alive while a model
+made on it exists, so closing the context first is safe).
 
 Device memory (the GPU peer benchmarks): `Tensor.from_pointer(ptr, shape, strides, dtype,
 memory=MEMORY_DEVICE, device=i)` describes memory this module does not own (e.g. a torch tensor:
