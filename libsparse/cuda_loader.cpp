@@ -20,6 +20,7 @@
 #include "libsparse/cuda_module.hpp"
 #include "libsparse/error.hpp"
 #include "sparse_config.h"
+#include "sparse_cuda_module_hash.h"
 
 namespace sparse {
 namespace {
@@ -113,14 +114,18 @@ LoadedModule open_module() {
     m.error = detail::concat("the CUDA backend module ", where, " has no entry point ",
                              SPARSE_CUDA_MODULE_ENTRY, ": not a libsparse CUDA module");
   } else if (table->struct_size != sizeof(CudaModule) || table->interface != kCudaModuleInterface ||
-             std::strcmp(table->library_version, SPARSE_VERSION_STRING) != 0) {
+             std::strcmp(table->library_version, SPARSE_VERSION_STRING) != 0 ||
+             std::strcmp(table->interface_hash, SPARSE_CUDA_MODULE_HASH) != 0) {
+    // The table's first three fields keep their places in every version; the hash is read only
+    // from a table of this size.
+    const bool same_size = table->struct_size == sizeof(CudaModule);
     m.error = detail::concat(
         "the CUDA backend module ", where, " belongs to another build of libsparse (module ",
         table->library_version, ", interface ", table->interface, ", table of ", table->struct_size,
-        " bytes; this library ", SPARSE_VERSION_STRING, ", interface ", kCudaModuleInterface, ", ",
-        sizeof(CudaModule),
-        " bytes): install the module built with "
-        "this library");
+        " bytes, headers ", same_size ? table->interface_hash : "?", "; this library ",
+        SPARSE_VERSION_STRING, ", interface ", kCudaModuleInterface, ", ", sizeof(CudaModule),
+        " bytes, headers ", SPARSE_CUDA_MODULE_HASH,
+        "): install the module built with this library");
   } else {
     m.table = table;
     return m;

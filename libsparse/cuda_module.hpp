@@ -16,14 +16,17 @@
 
 namespace sparse {
 
-// Raise whenever this table or the Backend class (backend.hpp, model_ops.hpp, tensor.hpp,
-// layout.hpp) changes in a way a module built before the change could not follow.
-constexpr uint32_t kCudaModuleInterface = 1;
+// The layout of this table: raise when it changes. Changes to the classes that cross the
+// boundary (backend.hpp, model_ops.hpp, tensor.hpp, layout.hpp, ...) need no hand: the build
+// hashes those headers into SPARSE_CUDA_MODULE_HASH (libsparse/module_hash.py), which the loader
+// compares too.
+constexpr uint32_t kCudaModuleInterface = 2;
 
 struct CudaModule {
   uint32_t struct_size;         // sizeof(CudaModule) in the module's build
   uint32_t interface;           // kCudaModuleInterface in the module's build
   const char* library_version;  // SPARSE_VERSION_STRING of the module's build
+  const char* interface_hash;   // SPARSE_CUDA_MODULE_HASH of the module's build
   // The functions of backend.hpp, as the module implements them. make_backend throws
   // sparse::Error (SPARSE_ERR_UNSUPPORTED without a device); the caller owns the result.
   int (*device_count)() noexcept;

@@ -3,6 +3,7 @@
 #include "libsparse/backend.hpp"
 #include "libsparse/cuda_module.hpp"
 #include "sparse_config.h"
+#include "sparse_cuda_module_hash.h"
 
 namespace {
 
@@ -11,8 +12,13 @@ sparse::Backend* make_backend(int device_index, void* stream, uint64_t seed) {
 }
 
 const sparse::CudaModule kModule = {
-    sizeof(sparse::CudaModule), sparse::kCudaModuleInterface,    SPARSE_VERSION_STRING,
-    sparse::cuda_device_count,  sparse::cuda_unavailable_reason, make_backend,
+    sizeof(sparse::CudaModule),
+    sparse::kCudaModuleInterface,
+    SPARSE_VERSION_STRING,
+    SPARSE_CUDA_MODULE_HASH,
+    sparse::cuda_device_count,
+    sparse::cuda_unavailable_reason,
+    make_backend,
 };
 
 }  // namespace
