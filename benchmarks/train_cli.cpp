@@ -1015,9 +1015,16 @@ nlohmann::json run_sliding_eval(const EvalOptions& o, sparse_model* model,
 
 namespace {
 
-// The data options of the run that saved `checkpoint`, from its run record.
+// The data options of the run that saved `checkpoint` (a checkpoint that was loaded), from its
+// run record. The checkpoint is an input here: its record is found next to the file it names
+// (through any symbolic links), and its folder need not be writable.
 DataSpec trained_data(const std::string& checkpoint) {
-  const std::string path = run_record_path(checkpoint);
+  std::string file = checkpoint;
+  if (char* real = ::realpath(checkpoint.c_str(), nullptr)) {
+    file = real;
+    std::free(real);
+  }
+  const std::string path = file + ".run.json";
   if (!path_exists(path))
     throw std::runtime_error("--data is needed: " + checkpoint + " has no run record (" + path +
                              ") naming the data it was trained on");
@@ -1036,10 +1043,11 @@ DataSpec trained_data(const std::string& checkpoint) {
 
 nlohmann::json run_eval(const EvalOptions& given) {
   EvalOptions o = given;
-  if (o.data.spec.empty()) o.data = trained_data(o.checkpoint);
   auto ctx = model_context(o.device, o.threads);
   sparse_model_config cfg;
+  // The checkpoint first: a missing or unreadable one is named as such by the loader.
   ModelPtr model = load_model(ctx.get(), o.checkpoint, o.device, &cfg);
+  if (o.data.spec.empty()) o.data = trained_data(o.checkpoint);
   if (o.sliding_stride > 0 || o.min_context >= 0) return run_sliding_eval(o, model.get(), cfg);
   if (o.offset > 0 || o.bytes > 0)
     throw std::runtime_error("--offset and --bytes apply to --sliding / --min-context");
