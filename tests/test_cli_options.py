@@ -146,6 +146,18 @@ def check_files(tmp):
     refused(["eval", "--checkpoint", tmp, "--data", "synthetic_text"], tmp, "folder")
     refused(["sample", "--checkpoint", tmp, "--out", os.path.join(tmp, "s.bin")], tmp, "folder")
     print("ok: a folder as checkpoint is refused as a folder")
+    # An output folder that names a file or a FIFO: refused naming --out, the path and what it is,
+    # before any work (main measured the memory table first, and named no option).
+    afile, fifo = os.path.join(tmp, "afile"), os.path.join(tmp, "fifo")
+    open(afile, "w").close()
+    os.mkfifo(fifo)
+    for path, kind in [(afile, "a regular file"), (fifo, "a FIFO")]:
+        for args in [["presets", "--only", "cifar10", "--steps", "1"], ["table1", "--quick"],
+                     ["main", "--minutes", "0.01"]]:
+            err = refused([*args, "--out", path], "--out", path, kind, "expected a folder",
+                          timeout=20)
+            assert "measuring" not in err and "preset on" not in err and "--log" not in err, err
+    print("ok: an output folder that is a file or a FIFO is refused before any work")
 
 
 def text_file(tmp, size):
