@@ -309,10 +309,35 @@ def check_quick_main(tmp):
     print("ok: a quick main job refuses a folder holding a real run's results")
 
 
+def check_sizes(tmp):
+    # Sizes beyond what the checkpoint can use are refused or clamped before any allocation: an
+    # eval --batch larger than the sequences evaluated gives the result of a batch of them (not
+    # "out of memory"), and a sample --length beyond the model's seq_len names --length and the
+    # limit, as does a PNG whose --length is not the model's image size.
+    m = os.path.join(tmp, "sizes.safetensors")
+    r = run(["train", *tiny("--steps", "1", "--checkpoint", m)])
+    assert r.returncode == 0, r.stderr
+    args = ["eval", "--checkpoint", m, "--sequences", "2", "--threads", "1", "--json"]
+    want = json.loads(run([*args, "--batch", "2"]).stdout)
+    r = run([*args, "--batch", str(2 ** 31 - 1)])
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["bits_per_dim"] == want["bits_per_dim"] and got["sequences"] == 2, (got, want)
+    out = os.path.join(tmp, "s.bin")
+    for length in ["65", "100000", str(2 ** 63 - 1)]:
+        refused(["sample", "--checkpoint", m, "--out", out, "--length", length],
+                "--length " + length, "seq_len = 64")
+    refused(["sample", "--checkpoint", m, "--out", os.path.join(tmp, "s.png"), "--length", "8"],
+            "--length 8", "64")
+    assert not os.path.exists(out)
+    print("ok: eval --batch beyond --sequences is clamped; sample --length beyond seq_len refused")
+
+
 with tempfile.TemporaryDirectory() as tmp:
     check_options()
     check_files(tmp)
     check_fixable(tmp)
     check_outputs(tmp)
     check_quick_main(tmp)
+    check_sizes(tmp)
 print("ok: all")
