@@ -158,6 +158,9 @@ def check_files(tmp):
                           timeout=20)
             assert "measuring" not in err and "preset on" not in err and "--log" not in err, err
     print("ok: an output folder that is a file or a FIFO is refused before any work")
+    # A presets --batch its synthetic source cannot hold: the error names the preset and --batch.
+    refused(["presets", "--only", "imagenet64", "--batch", "2147483647", "--steps", "1", "--out",
+             ""], "imagenet64 preset", "--batch 2147483647", timeout=30)
 
 
 def text_file(tmp, size):
