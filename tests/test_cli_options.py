@@ -326,12 +326,12 @@ def check_sizes(tmp):
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     assert got["bits_per_dim"] == want["bits_per_dim"] and got["sequences"] == 2, (got, want)
-    out = os.path.join(tmp, "s.bin")
+    out = os.path.join(tmp, "sizes.bin")
     for length in ["65", "100000", str(2 ** 63 - 1)]:
         refused(["sample", "--checkpoint", m, "--out", out, "--length", length],
                 "--length " + length, "seq_len = 64")
-    refused(["sample", "--checkpoint", m, "--out", os.path.join(tmp, "s.png"), "--length", "8"],
-            "--length 8", "64")
+    png = os.path.join(tmp, "sizes.png")
+    refused(["sample", "--checkpoint", m, "--out", png, "--length", "8"], "--length 8", "64")
     assert not os.path.exists(out)
     print("ok: eval --batch beyond --sequences is clamped; sample --length beyond seq_len refused")
 
