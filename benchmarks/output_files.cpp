@@ -20,9 +20,19 @@ void make_output_folder(const std::string& folder, const std::string& option,
                         std::initializer_list<const char*> files) {
   if (folder.empty()) return;
   struct stat st {};
-  if (::stat(folder.c_str(), &st) != 0 && ::mkdir(folder.c_str(), 0755) != 0)
-    throw std::runtime_error(option + " " + folder + ": cannot create the folder (" +
-                             std::strerror(errno) + ")");
+  if (::stat(folder.c_str(), &st) != 0) {
+    if (::mkdir(folder.c_str(), 0755) != 0)
+      throw std::runtime_error(option + " " + folder + ": cannot create the folder (" +
+                               std::strerror(errno) + ")");
+  } else if (!S_ISDIR(st.st_mode)) {
+    const char* kind = S_ISREG(st.st_mode)    ? "a regular file"
+                       : S_ISFIFO(st.st_mode) ? "a FIFO"
+                       : S_ISCHR(st.st_mode)  ? "a character device"
+                       : S_ISBLK(st.st_mode)  ? "a block device"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                                              : "not a folder";
+    throw std::runtime_error(option + " " + folder + " is " + kind + ", expected a folder");
+  }
   for (const char* f : files) check_output_path(folder + "/" + f, option);
 }
 

@@ -168,7 +168,17 @@ int run_presets(const PresetsOptions& o, int argc, char** argv) {
     t.eval_split = "train";  // the samples' held-out splits are shorter than one sequence
     t.threads = o.threads;
     t.quiet = false;
-    nlohmann::json s = run_train(t);
+    nlohmann::json s;
+    try {
+      s = run_train(t);
+    } catch (const std::runtime_error& e) {
+      // The run's own options (--data, --num-sequences, ...) are presets' wiring: the error
+      // names the preset and the presets options they come from.
+      throw std::runtime_error(std::string("the ") + r.preset + " preset (presets --batch " +
+                               std::to_string(o.batch) + " --steps " + std::to_string(o.steps) +
+                               " --backend " + o.device.backend + " --dtype " + o.device.dtype +
+                               ", data: " + w.note + "): " + e.what());
+    }
     sparse_model_config cfg;
     sparse_model_config_preset(r.preset, &cfg);
     const int64_t params = s["parameters"].get<int64_t>();

@@ -210,7 +210,9 @@ double evaluate(sparse_model* model, const sparse_dataset* ds, int64_t count, in
   check_same_length(ds, cfg);
   const int64_t n = cfg.seq_len;
   count = std::min(count, dataset_size(ds));
-  std::vector<uint8_t> tokens(static_cast<size_t>(batch * n));
+  // A batch larger than the sequences evaluated holds only those.
+  const int64_t rows = std::max<int64_t>(1, std::min<int64_t>(batch, count));
+  std::vector<uint8_t> tokens(static_cast<size_t>(rows * n));
   double total = 0;
   int64_t done = 0;
   while (done < count) {
@@ -1015,9 +1017,16 @@ nlohmann::json run_sliding_eval(const EvalOptions& o, sparse_model* model,
 
 namespace {
 
-// The data options of the run that saved `checkpoint`, from its run record.
+// The data options of the run that saved `checkpoint` (a checkpoint that was loaded), from its
+// run record. The checkpoint is an input here: its record is found next to the file it names
+// (through any symbolic links), and its folder need not be writable.
 DataSpec trained_data(const std::string& checkpoint) {
-  const std::string path = run_record_path(checkpoint);
+  std::string file = checkpoint;
+  if (char* real = ::realpath(checkpoint.c_str(), nullptr)) {
+    file = real;
+    std::free(real);
+  }
+  const std::string path = file + ".run.json";
   if (!path_exists(path))
     throw std::runtime_error("--data is needed: " + checkpoint + " has no run record (" + path +
                              ") naming the data it was trained on");
@@ -1036,10 +1045,11 @@ DataSpec trained_data(const std::string& checkpoint) {
 
 nlohmann::json run_eval(const EvalOptions& given) {
   EvalOptions o = given;
-  if (o.data.spec.empty()) o.data = trained_data(o.checkpoint);
   auto ctx = model_context(o.device, o.threads);
   sparse_model_config cfg;
+  // The checkpoint first: a missing or unreadable one is named as such by the loader.
   ModelPtr model = load_model(ctx.get(), o.checkpoint, o.device, &cfg);
+  if (o.data.spec.empty()) o.data = trained_data(o.checkpoint);
   if (o.sliding_stride > 0 || o.min_context >= 0) return run_sliding_eval(o, model.get(), cfg);
   if (o.offset > 0 || o.bytes > 0)
     throw std::runtime_error("--offset and --bytes apply to --sliding / --min-context");
@@ -1062,6 +1072,37 @@ nlohmann::json run_sample(const SampleOptions& o) {
   sparse_model_config cfg;
   ModelPtr model = load_model(ctx.get(), o.checkpoint, o.device, &cfg);
   const int64_t length = o.length > 0 ? o.length : cfg.seq_len;
+  // Checked before any allocation or sampling: the model generates at most seq_len tokens.
+  if (length > cfg.seq_len)
+    throw std::runtime_error(
+        "--length " + std::to_string(length) +
+        ": the model generates at most its seq_len = " + std::to_string(cfg.seq_len) + " tokens");
+  // The file type follows the extension: .png an image (the model's position tables give rows,
+  // columns and channels), .wav 8-bit mu-law decoded to 16-bit PCM at 12 kHz, else raw bytes.
+  auto ends_with = [&](const char* ext) {
+    const std::string e(ext);
+    return o.out.size() >= e.size() && o.out.compare(o.out.size() - e.size(), e.size(), e) == 0;
+  };
+  int rows = 0, cols = 0, channels = 1;
+  if (ends_with(".png")) {
+    if (cfg.num_position_dims == 3) {
+      rows = static_cast<int>(cfg.position_shape[0]);
+      cols = static_cast<int>(cfg.position_shape[1]);
+      channels = static_cast<int>(cfg.position_shape[2]);
+    } else if (cfg.num_position_dims == 2) {
+      rows = static_cast<int>(cfg.position_shape[0]);
+      cols = static_cast<int>(cfg.position_shape[1]);
+    }
+    const int64_t image = static_cast<int64_t>(rows) * cols * channels;
+    if (rows <= 0 || image != length)
+      throw std::runtime_error(
+          "--out *.png needs --length equal to the model's image size (rows x columns x "
+          "channels of its position tables" +
+          (rows > 0 ? " = " + std::to_string(rows) + " x " + std::to_string(cols) + " x " +
+                          std::to_string(channels) + " = " + std::to_string(image)
+                    : std::string(": the model has no image shape")) +
+          "), given --length " + std::to_string(length));
+  }
   sparse_sample_params params;
   sparse_sample_params_default(&params);
   params.temperature = o.temperature;
@@ -1071,28 +1112,9 @@ nlohmann::json run_sample(const SampleOptions& o) {
   check(sparse_model_sample(model.get(), &params, nullptr, 0, out.data(), length), "sample");
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  // The file type follows the extension: .png an image (the model's position tables give rows,
-  // columns and channels), .wav 8-bit mu-law decoded to 16-bit PCM at 12 kHz, else raw bytes.
-  auto ends_with = [&](const char* ext) {
-    const std::string e(ext);
-    return o.out.size() >= e.size() && o.out.compare(o.out.size() - e.size(), e.size(), e) == 0;
-  };
   std::string format = "raw bytes";
   std::vector<uint8_t> file(out.begin(), out.end());
   if (ends_with(".png")) {
-    int rows = 0, cols = 0, channels = 1;
-    if (cfg.num_position_dims == 3) {
-      rows = static_cast<int>(cfg.position_shape[0]);
-      cols = static_cast<int>(cfg.position_shape[1]);
-      channels = static_cast<int>(cfg.position_shape[2]);
-    } else if (cfg.num_position_dims == 2) {
-      rows = static_cast<int>(cfg.position_shape[0]);
-      cols = static_cast<int>(cfg.position_shape[1]);
-    }
-    if (rows <= 0 || static_cast<int64_t>(rows) * cols * channels != length)
-      throw std::runtime_error(
-          "--out *.png needs --length equal to the model's image size "
-          "(rows x columns x channels of its position tables)");
     // Nearest-neighbour enlargement: each token becomes a scale x scale square (by default
     // images narrower than 256 pixels are enlarged to at least that, at most 16 times).
     const int scale =

@@ -146,6 +146,21 @@ def check_files(tmp):
     refused(["eval", "--checkpoint", tmp, "--data", "synthetic_text"], tmp, "folder")
     refused(["sample", "--checkpoint", tmp, "--out", os.path.join(tmp, "s.bin")], tmp, "folder")
     print("ok: a folder as checkpoint is refused as a folder")
+    # An output folder that names a file or a FIFO: refused naming --out, the path and what it is,
+    # before any work (main measured the memory table first, and named no option).
+    afile, fifo = os.path.join(tmp, "afile"), os.path.join(tmp, "fifo")
+    open(afile, "w").close()
+    os.mkfifo(fifo)
+    for path, kind in [(afile, "a regular file"), (fifo, "a FIFO")]:
+        for args in [["presets", "--only", "cifar10", "--steps", "1"], ["table1", "--quick"],
+                     ["main", "--minutes", "0.01"]]:
+            err = refused([*args, "--out", path], "--out", path, kind, "expected a folder",
+                          timeout=20)
+            assert "measuring" not in err and "preset on" not in err and "--log" not in err, err
+    print("ok: an output folder that is a file or a FIFO is refused before any work")
+    # A presets --batch its synthetic source cannot hold: the error names the preset and --batch.
+    refused(["presets", "--only", "imagenet64", "--batch", "2147483647", "--steps", "1", "--out",
+             ""], "imagenet64 preset", "--batch 2147483647", timeout=30)
 
 
 def text_file(tmp, size):
@@ -297,10 +312,35 @@ def check_quick_main(tmp):
     print("ok: a quick main job refuses a folder holding a real run's results")
 
 
+def check_sizes(tmp):
+    # Sizes beyond what the checkpoint can use are refused or clamped before any allocation: an
+    # eval --batch larger than the sequences evaluated gives the result of a batch of them (not
+    # "out of memory"), and a sample --length beyond the model's seq_len names --length and the
+    # limit, as does a PNG whose --length is not the model's image size.
+    m = os.path.join(tmp, "sizes.safetensors")
+    r = run(["train", *tiny("--steps", "1", "--checkpoint", m)])
+    assert r.returncode == 0, r.stderr
+    args = ["eval", "--checkpoint", m, "--sequences", "2", "--threads", "1", "--json"]
+    want = json.loads(run([*args, "--batch", "2"]).stdout)
+    r = run([*args, "--batch", str(2 ** 31 - 1)])
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["bits_per_dim"] == want["bits_per_dim"] and got["sequences"] == 2, (got, want)
+    out = os.path.join(tmp, "sizes.bin")
+    for length in ["65", "100000", str(2 ** 63 - 1)]:
+        refused(["sample", "--checkpoint", m, "--out", out, "--length", length],
+                "--length " + length, "seq_len = 64")
+    png = os.path.join(tmp, "sizes.png")
+    refused(["sample", "--checkpoint", m, "--out", png, "--length", "8"], "--length 8", "64")
+    assert not os.path.exists(out)
+    print("ok: eval --batch beyond --sequences is clamped; sample --length beyond seq_len refused")
+
+
 with tempfile.TemporaryDirectory() as tmp:
     check_options()
     check_files(tmp)
     check_fixable(tmp)
     check_outputs(tmp)
     check_quick_main(tmp)
+    check_sizes(tmp)
 print("ok: all")

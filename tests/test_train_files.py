@@ -384,11 +384,41 @@ def resume_with_foreign_log(tmp):
     assert open(notes).read() == text, "the file given as --log was changed"
 
 
+def eval_checkpoint_is_input(tmp):
+    # eval without --data reads the checkpoint's run record: the checkpoint is an input, so a
+    # missing one, a folder or a FIFO is named as the checkpoint it is (not as a missing run record
+    # or an output), and a checkpoint in a read-only folder evaluates.
+    missing = os.path.join(tmp, "missing")
+    r = run(["eval", "--checkpoint", missing, "--threads", "1"])
+    refused(r, "checkpoint", missing, "No such file")
+    assert "run record" not in r.stderr, r.stderr
+    fifo = os.path.join(tmp, "fifo")
+    os.mkfifo(fifo)
+    for path, kind in [(tmp, "folder"), (fifo, "FIFO")]:
+        r = run(["eval", "--checkpoint", path, "--threads", "1"], timeout=20)
+        refused(r, "checkpoint", path, kind, "expected a regular file")
+        assert "outputs" not in r.stderr, r.stderr
+    if os.geteuid() == 0:
+        print("  (read-only folder skipped: root writes in read-only folders)")
+        return
+    m = make_checkpoint(tmp)
+    ro = os.path.join(tmp, "ro")
+    os.mkdir(ro)
+    for name in ["m", "m.run.json"]:
+        with open(os.path.join(tmp, name), "rb") as src, open(os.path.join(ro, name), "wb") as dst:
+            dst.write(src.read())
+    os.chmod(ro, 0o555)
+    args = ["--sequences", "2", "--threads", "1", "--json"]
+    got = summary(run(["eval", "--checkpoint", os.path.join(ro, "m"), *args]))
+    want = summary(run(["eval", "--checkpoint", m, "--data", "synthetic_text", *args]))
+    assert got["bits_per_dim"] == want["bits_per_dim"], (got, want)
+
+
 CASES = [fifo_data, fifo_checkpoint_resume, fifo_checkpoint_output, device_out, symlink_out,
          bench_output_fifo, missing_folder, summary_is_folder, read_only_folder, log_write_fails, concurrent_savers,
          kill_and_resume, shorter_seq_len, extend_finished_run, option_conflicts,
          resume_effective_values, resume_keeps_dtype, resume_with_foreign_log,
-         eval_16bit_checkpoint_on_cpu]
+         eval_16bit_checkpoint_on_cpu, eval_checkpoint_is_input]
 
 failed = []
 for case in CASES:
