@@ -91,6 +91,10 @@ void add_presets_options(CLI::App& app, PresetsOptions& o) {
 }
 
 int run_presets(const PresetsOptions& o, int argc, char** argv) {
+  // The device and the output folder are checked before anything is made or run: a context the
+  // options cannot have (bf16 on the CPU, CUDA without a GPU) is refused by name, and only then
+  // is the folder created.
+  sparse_context_destroy(create_device_context(o.device, o.threads));
   make_output_folder(o.out, "--out", {"presets.md", "presets.json"});
   const std::string data_dir = data_dir_or_default(o.data_dir);
   const nlohmann::json prov = provenance(argc, argv);

@@ -55,12 +55,12 @@ with tempfile.TemporaryDirectory() as tmp:
     assert proc.returncode != 0 and "--out" in proc.stderr and "cannot create" in proc.stderr, \
         proc.stderr
     assert "preset on" not in proc.stderr, proc.stderr
-    # A folder that is missing is created, and --backend / --dtype reach the run: bf16 on the CPU
-    # is refused by name (mixed precision is CUDA's) once the folder exists.
+    # --backend / --dtype are checked first: bf16 on the CPU is refused by name (mixed precision
+    # is CUDA's) before the folder is made or any preset starts.
     fresh = os.path.join(tmp, "fresh")
     proc = subprocess.run([exe, "presets", "--only", "cifar10", "--steps", "1", "--out", fresh,
                            "--dtype", "bf16", "--data-dir", data_dir],
                           capture_output=True, text=True)
     assert proc.returncode != 0 and "--dtype bf16" in proc.stderr, proc.stderr
-    assert os.path.isdir(fresh)
+    assert not os.path.exists(fresh) and "preset on" not in proc.stderr, proc.stderr
 print("ok")
