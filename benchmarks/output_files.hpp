@@ -17,7 +17,8 @@ void check_output_path(const std::string& path, const std::string& option);
 
 // An output folder: created (one level) when missing, before the work that fills it; an error
 // naming `option` when it cannot be, when it names something other than a folder (a file, a
-// FIFO, a device), or when `files` in it could not be written (see check_output_path). An empty path is accepted (no output).
+// FIFO, a device), or when `files` in it could not be written (see check_output_path). An empty
+// path is accepted (no output).
 void make_output_folder(const std::string& folder, const std::string& option,
                         std::initializer_list<const char*> files = {});
 
