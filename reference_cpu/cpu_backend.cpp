@@ -1,6 +1,7 @@
 // The CPU backend: Eigen kernels threaded with OpenMP. Every operation runs on the calling thread
 // (and its OpenMP team) and is complete when it returns.
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -133,8 +134,10 @@ class CpuBackend final : public Backend {
   int num_threads() const override { return threads_; }
   sparse_memory memory_kind() const override { return SPARSE_MEMORY_HOST; }
   void* allocate(size_t bytes) override {
-    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-    if (p == nullptr) throw std::bad_alloc();
+    void* p = bytes <= SIZE_MAX - 63 ? std::aligned_alloc(64, (bytes + 63) / 64 * 64) : nullptr;
+    if (p == nullptr)
+      throw_error(SPARSE_ERR_OUT_OF_MEMORY, "cannot allocate ",
+                  format_bytes(static_cast<double>(bytes)), " of host memory");
     return p;
   }
   void free(void* ptr) noexcept override { std::free(ptr); }

@@ -15,6 +15,7 @@
 #include "libsparse/cuda/model_ops_cuda.hpp"
 #include "libsparse/error.hpp"
 #include "libsparse/layout.hpp"
+#include "libsparse/resources.hpp"
 
 namespace sparse {
 namespace {
@@ -73,7 +74,11 @@ class CudaBackend final : public Backend {
   void* allocate(size_t bytes) override {
     check_cuda(cudaSetDevice(device_), "cudaSetDevice");
     void* p = nullptr;
-    check_cuda(cudaMalloc(&p, bytes), "cudaMalloc");
+    const cudaError_t status = cudaMalloc(&p, bytes);
+    if (status != cudaSuccess)
+      check_cuda(
+          status,
+          detail::concat("cudaMalloc of ", format_bytes(static_cast<double>(bytes))).c_str());
     return p;
   }
   void free(void* ptr) noexcept override {
