@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Layering of the library's sources: every quoted #include is written from the repository root
-(or names a public header "sparse/..." or the generated "sparse_config.h"), and libsparse/ never
+(or names a public header "sparse/..." or a header the top-level meson.build generates, such as
+"sparse_config.h"), and libsparse/ never
 includes reference_cpu/ (the engine reaches the CPU backend through make_cpu_backend() only).
 
 The driver (benchmarks/, sparse-repro) is a client of the C ABI: its sources include only the
@@ -37,7 +38,7 @@ def driver_problems(root):
     driver = os.path.join(root, DRIVER_DIR)
     with open(os.path.join(driver, "meson.build"), encoding="utf-8") as f:
         generated = set(re.findall(r"output:\s*'([^']+\.h)'", f.read()))
-    internal_names = {"sparse_config.h"}
+    internal_names = set(library_generated(root))
     for top in LIBRARY_DIRS:
         for _, _, files in os.walk(os.path.join(root, top)):
             internal_names.update(n for n in files if n.endswith(SUFFIXES))
@@ -69,10 +70,20 @@ def driver_problems(root):
     return problems, scanned
 
 
+def library_generated(root):
+    """The headers the top-level build generates for the library (sparse_config.h, the CUDA
+    module's interface hash): included by bare name."""
+    with open(os.path.join(root, "meson.build"), encoding="utf-8") as f:
+        text = f.read()
+    names = set(re.findall(r"output:\s*'([^']+\.h)'", text))
+    return names | {"sparse_config.h"}
+
+
 def main() -> int:
     root = sys.argv[1]
     problems = []
     scanned = 0
+    generated = library_generated(root)
     for top in LIBRARY_DIRS:
         for _, rel, text in sources(root, top):
             scanned += 1
@@ -80,7 +91,7 @@ def main() -> int:
                 inc = m.group(1)
                 line = text.count("\n", 0, m.start()) + 1
                 where = f"{rel}:{line}: #include \"{inc}\""
-                if inc.startswith("sparse/") or inc == "sparse_config.h":
+                if inc.startswith("sparse/") or inc in generated:
                     continue
                 if not os.path.isfile(os.path.join(root, inc)):
                     problems.append(f"{where}: not a path from the repository root")
