@@ -292,7 +292,9 @@ SPARSE_API sparse_status sparse_experimental_model_load_dtype(sparse_context* co
     sparse::require(path != nullptr, "path is NULL");
     sparse::Backend& backend = context_backend(context);
     auto model = std::make_unique<sparse_model>(context);
-    model->trainer = sparse::model::load_checkpoint(path, backend, dtype);
+    // Read as an int: a C caller may pass any value, and loading one outside the enum as
+    // sparse_dtype is undefined behaviour.
+    model->trainer = sparse::model::load_checkpoint(path, backend, sparse::enum_value(dtype));
     *out = model.release();
   });
 }

@@ -146,16 +146,15 @@ std::unique_ptr<Trainer> load_checkpoint(const std::string& path, Backend& backe
   return trainer_from(l, backend, path, false);
 }
 
-std::unique_ptr<Trainer> load_checkpoint(const std::string& path, Backend& backend,
-                                         sparse_dtype products) {
+std::unique_ptr<Trainer> load_checkpoint(const std::string& path, Backend& backend, int products) {
   require(!path.empty(), "path is empty");
-  const int value = enum_value(products);
-  require(value == SPARSE_DTYPE_F32 || value == SPARSE_DTYPE_BF16 || value == SPARSE_DTYPE_F16,
-          "dtype = ", value,
-          " must be SPARSE_DTYPE_F32, SPARSE_DTYPE_BF16 or SPARSE_DTYPE_F16 (the precision of the "
-          "matrix products)");
+  require(
+      products == SPARSE_DTYPE_F32 || products == SPARSE_DTYPE_BF16 || products == SPARSE_DTYPE_F16,
+      "dtype = ", products,
+      " must be SPARSE_DTYPE_F32, SPARSE_DTYPE_BF16 or SPARSE_DTYPE_F16 (the precision of the "
+      "matrix products)");
   CheckpointContents l = parse_checkpoint(path);
-  l.train.dtype = products;
+  l.train.dtype = static_cast<sparse_dtype>(products);
   return trainer_from(l, backend, path, true);
 }
 

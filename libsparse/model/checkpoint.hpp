@@ -37,13 +37,12 @@ void save_checkpoint(const Trainer& trainer, const std::string& path);
 std::unique_ptr<Trainer> load_checkpoint(const std::string& path, Backend& backend);
 
 // As load_checkpoint, with the trainer configuration's dtype (the precision of the matrix
-// products) replaced by `products` (SPARSE_DTYPE_F32, BF16 or F16; SPARSE_ERR_INVALID_ARGUMENT
-// otherwise). The parameters are stored in fp32 whatever the dtype, so any checkpoint loads in any
-// dtype the backend runs. The trainer state (parameters, Adam moments, step, skipped steps) stays
-// as saved; loss scaling follows the new configuration (a saved dynamic scale is restored only
-// when the new configuration scales dynamically too).
-std::unique_ptr<Trainer> load_checkpoint(const std::string& path, Backend& backend,
-                                         sparse_dtype products);
+// products) replaced by `products`, a caller's value read as an int (SPARSE_DTYPE_F32, BF16 or
+// F16; SPARSE_ERR_INVALID_ARGUMENT otherwise). The parameters are stored in fp32 whatever the
+// dtype, so any checkpoint loads in any dtype the backend runs. The trainer state (parameters, Adam
+// moments, step, skipped steps) stays as saved; loss scaling follows the new configuration (a saved
+// dynamic scale is restored only when the new configuration scales dynamically too).
+std::unique_ptr<Trainer> load_checkpoint(const std::string& path, Backend& backend, int products);
 
 // Loads into an existing trainer, whose model configuration must equal the checkpoint's
 // (SPARSE_ERR_FORMAT otherwise); the trainer keeps its own trainer configuration and is unchanged
