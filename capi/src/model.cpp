@@ -83,6 +83,22 @@ void check_tokens(const sparse::model::Trainer& t, const uint8_t* tokens, int64_
                   " is too large");
 }
 
+// The loaders' common frame: arguments checked, *out NULL on failure, the model holding a
+// reference to `context`; `load(backend)` builds its trainer.
+template <typename Load>
+sparse_status load_model(const char* function, sparse_context* context, const char* path,
+                         sparse_model** out, Load&& load) {
+  if (out != nullptr) *out = nullptr;
+  return sparse::capi::guard(function, [&] {
+    sparse::require(out != nullptr, "out is NULL");
+    sparse::require(path != nullptr, "path is NULL");
+    sparse::Backend& backend = context_backend(context);
+    auto model = std::make_unique<sparse_model>(context);
+    model->trainer = load(backend);
+    *out = model.release();
+  });
+}
+
 }  // namespace
 
 extern "C" {
@@ -265,37 +281,26 @@ SPARSE_API sparse_status sparse_model_save(const sparse_model* model, const char
 
 SPARSE_API sparse_status sparse_model_load(sparse_context* context, const char* path,
                                            sparse_model** out) {
-  if (out != nullptr) *out = nullptr;
-  return sparse::capi::guard(__func__, [&] {
-    sparse::require(out != nullptr, "out is NULL");
-    sparse::require(path != nullptr, "path is NULL");
-    sparse::Backend& backend = context_backend(context);
-    auto model = std::make_unique<sparse_model>(context);
+  return load_model(__func__, context, path, out, [&](sparse::Backend& backend) {
     try {
-      model->trainer = sparse::model::load_checkpoint(path, backend);
+      return sparse::model::load_checkpoint(path, backend);
     } catch (const sparse::Error& e) {
       if (e.status() != SPARSE_ERR_UNSUPPORTED) throw;
       sparse::throw_error(SPARSE_ERR_UNSUPPORTED, e.what(),
                           "; sparse_experimental_model_load_dtype() loads a checkpoint in another "
                           "dtype (SPARSE_DTYPE_F32 runs on every backend)");
     }
-    *out = model.release();
   });
 }
 
 SPARSE_API sparse_status sparse_experimental_model_load_dtype(sparse_context* context,
                                                               const char* path, sparse_dtype dtype,
                                                               sparse_model** out) {
-  if (out != nullptr) *out = nullptr;
-  return sparse::capi::guard(__func__, [&] {
-    sparse::require(out != nullptr, "out is NULL");
-    sparse::require(path != nullptr, "path is NULL");
-    sparse::Backend& backend = context_backend(context);
-    auto model = std::make_unique<sparse_model>(context);
-    // Read as an int: a C caller may pass any value, and loading one outside the enum as
-    // sparse_dtype is undefined behaviour.
-    model->trainer = sparse::model::load_checkpoint(path, backend, sparse::enum_value(dtype));
-    *out = model.release();
+  // The dtype is read as an int: a C caller may pass any value, and loading one outside the enum
+  // as sparse_dtype is undefined behaviour.
+  const int products = sparse::enum_value(dtype);
+  return load_model(__func__, context, path, out, [&](sparse::Backend& backend) {
+    return sparse::model::load_checkpoint(path, backend, products);
   });
 }
 

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <memory>
 #include <sstream>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -174,6 +175,10 @@ std::string shape_text(std::initializer_list<std::pair<const char*, double>> dim
 
 // The linear operations on given inputs, for the fp32 cases and the mixed-precision ones (which
 // run them with rounded inputs on the reference).
+// The products' shapes (rows, in, out), for every dtype: one row, odd sizes, and a tile-sized one.
+constexpr std::tuple<int64_t, int64_t, int64_t> kLinearShapes[] = {
+    {1, 8, 256}, {17, 33, 65}, {96, 128, 256}};
+
 struct LinearShape {
   int64_t rows, in, out;
 };
@@ -255,8 +260,7 @@ void add_model_cases(std::vector<Case>& cases, uint64_t seed) {
       });
     }
   }
-  for (auto [rows, nin, nout] :
-       {std::tuple<int64_t, int64_t, int64_t>{1, 8, 256}, {17, 33, 65}, {96, 128, 256}}) {
+  for (auto [rows, nin, nout] : kLinearShapes) {
     const Vec x = in.normal(rows * nin), w = in.normal(nin * nout, 0.2), b = in.normal(nout);
     const Vec dy = in.normal(rows * nout), dx0 = in.normal(rows * nin);
     const std::string shape = shape_text({{"rows", rows}, {"in", nin}, {"out", nout}});
@@ -405,8 +409,7 @@ void add_mixed_cases(std::vector<Case>& cases, uint64_t seed) {
     c.exact = exact;
     cases.push_back(std::move(c));
   };
-  for (auto [rows, nin, nout] :
-       {std::tuple<int64_t, int64_t, int64_t>{1, 8, 256}, {17, 33, 65}, {96, 128, 256}}) {
+  for (auto [rows, nin, nout] : kLinearShapes) {
     const Vec x = in.normal(rows * nin), w = in.normal(nin * nout, 0.2), b = in.normal(nout);
     const Vec dy = in.normal(rows * nout), dx0 = in.normal(rows * nin);
     const std::string shape = shape_text({{"rows", rows}, {"in", nin}, {"out", nout}});
