@@ -15,6 +15,8 @@
 //   resource_probe context N          creates a context, prints its thread count
 //   resource_probe layout-dense N     a dense causal layout of seq_len N, block 16
 //   resource_probe model-layers N     sparse_model_create with N layers of width 1024
+//   resource_probe model-layouts N    sparse_experimental_model_layouts of N layers (the count,
+//                                     and the layouts of the first 8 layers); prints count=C
 //   resource_probe time N             median time of attention with num_threads = N
 // Every command prints "status=<code> message=<sparse_last_error()>" and exits 0 when the
 // library returned (whatever the status), so a non-zero exit means the library ended the process.
@@ -34,6 +36,7 @@
 #include <thread>
 #include <vector>
 
+#include "sparse/experimental.h"
 #include "sparse/sparse.h"
 
 namespace {
@@ -277,6 +280,20 @@ int run_model_layers(int64_t layers) {
   return code;
 }
 
+// The layouts of a model of N interleaved layers: how many there are (no handles), then layer
+// 0's and 1's through a config of the first 8 layers (the map does not depend on the depth).
+int run_model_layouts(int64_t layers) {
+  sparse_model_config config;
+  sparse_model_config_default(&config);
+  config.num_layers = static_cast<int32_t>(layers);
+  config.head_mode = SPARSE_HEADS_INTERLEAVED;
+  int32_t count = -1;
+  const sparse_status status =
+      sparse_experimental_model_layouts(&config, nullptr, 0, &count, nullptr);
+  std::printf("count=%d ", count);
+  return report(status);
+}
+
 // Median seconds of 5 forward + backward passes with num_threads = N (dense causal, n = 2048,
 // block 64, head_dim 64), for comparing thread counts side by side.
 int run_time(int threads) {
@@ -311,6 +328,7 @@ int main(int argc, char** argv) {
   const int threads = std::atoi(argv[2]);
   if (command == "layout-dense") return run_layout_dense(std::atoll(argv[2]));
   if (command == "model-layers") return run_model_layers(std::atoll(argv[2]));
+  if (command == "model-layouts") return run_model_layouts(std::atoll(argv[2]));
   if (command == "threads") return run_threads(threads);
   if (command == "model-threads") return run_model_threads(threads);
   if (command == "alloc-in-region") return run_alloc_in_region(threads);

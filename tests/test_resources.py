@@ -34,12 +34,13 @@ def probe(args, env=None, prefix=()):
     r = run([PROBE] + args, env, timeout=60, prefix=prefix)
     if r.returncode != 0:
         return {"exit": r.returncode, "stderr": r.stderr.strip()[-300:]}
-    m = re.search(r"(?:num_threads=(-?\d+) )?started=(\d+) max_alive=(\d+) status=(-?\d+) "
-                  r"message=(.*)", r.stdout)
+    m = re.search(r"(?:num_threads=(-?\d+) )?(?:count=(-?\d+) )?started=(\d+) max_alive=(\d+) "
+                  r"status=(-?\d+) message=(.*)", r.stdout)
     if not m:
         return {"exit": 0, "stdout": r.stdout}
-    return {"exit": 0, "num_threads": int(m.group(1) or -1), "started": int(m.group(2)),
-            "max_alive": int(m.group(3)), "status": int(m.group(4)), "message": m.group(5)}
+    return {"exit": 0, "num_threads": int(m.group(1) or -1), "count": int(m.group(2) or -1),
+            "started": int(m.group(3)), "max_alive": int(m.group(4)), "status": int(m.group(5)),
+            "message": m.group(6)}
 
 
 def expect(name, ok, detail):
@@ -147,6 +148,12 @@ expect("SPARSE_MEMORY_LIMIT=8388607T (2^63 - 2^40 bytes) accepted", r.get("statu
 r = probe(["model-layers", "1000000000"], {"SPARSE_MEMORY_LIMIT": "16G"})
 expect("a model of 10^9 layers is refused with the figure",
        r.get("status") == OOM and "parameters" in r.get("message", ""), r)
+# The layouts of a model of 2^31 - 1 layers: two layouts, and no per-layer memory (the map of
+# layers to layouts is computed, not stored: 8 GiB as int32 per layer).
+if shutil.which("prlimit") and ADDRESS_LIMITS:
+    r = probe(["model-layouts", "2147483647"], prefix=["prlimit", "--as=1073741824"])
+    expect("sparse_experimental_model_layouts of 2^31 - 1 layers under ulimit -v 1G",
+           r.get("status") == OK and r.get("count") == 2, r)
 
 d = run([REPRO, "bench-attention", "--pattern", "dense", "--n", "4194304", "--block", "16"],
         {"SPARSE_MEMORY_LIMIT": "16G"}, timeout=60)

@@ -236,8 +236,7 @@ SPARSE_API sparse_status sparse_experimental_model_layouts(const sparse_model_co
         handles.back()->layout = std::move(layout);
       }
     if (layer_layout != nullptr)
-      for (size_t l = 0; l < built.layer_layout.size(); ++l)
-        layer_layout[l] = static_cast<int32_t>(built.layer_layout[l]);
+      for (int32_t l = 0; l < config->num_layers; ++l) layer_layout[l] = built.layer_layout(l);
     for (size_t i = 0; i < handles.size(); ++i) layouts[i] = handles[i].release();
   });
 }

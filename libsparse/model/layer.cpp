@@ -40,7 +40,7 @@ TensorView lse_view(sparse_memory memory, float* data, int64_t batch, int64_t he
 
 template <typename T>
 const Layout& Transformer<T>::layer_layout(int64_t layer) const {
-  return *layouts_.layouts[static_cast<size_t>(layouts_.layer_layout[static_cast<size_t>(layer)])];
+  return *layouts_.layouts[static_cast<size_t>(layouts_.layer_layout(layer))];
 }
 
 template <typename T>

@@ -108,7 +108,6 @@ KeyListSet key_lists_from_layout(const Layout& layout) {
 
 ModelLayouts build_model_layouts(const sparse_model_config& c) {
   ModelLayouts m;
-  m.layer_layout.assign(static_cast<size_t>(c.num_layers), 0);
   if (c.attention == SPARSE_MODEL_ATTENTION_DENSE) {
     m.layouts.push_back(layout_of(c, {make_pattern(SPARSE_PATTERN_DENSE, -1, c)}));
     return m;
@@ -119,10 +118,7 @@ ModelLayouts build_model_layouts(const sparse_model_config& c) {
     case SPARSE_HEADS_INTERLEAVED: {
       m.layouts.push_back(layout_of(c, {make_pattern(type1, -1, c)}));
       m.layouts.push_back(layout_of(c, {make_pattern(type2, -1, c)}));
-      const size_t len = strnlen(c.layer_cycle, sizeof c.layer_cycle);
-      for (int64_t l = 0; l < c.num_layers; ++l)
-        m.layer_layout[static_cast<size_t>(l)] =
-            c.layer_cycle[static_cast<size_t>(l) % len] == '1' ? 0 : 1;
+      m.cycle.assign(c.layer_cycle, strnlen(c.layer_cycle, sizeof c.layer_cycle));
       break;
     }
     case SPARSE_HEADS_MERGED:

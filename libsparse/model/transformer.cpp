@@ -77,7 +77,7 @@ void Transformer<T>::init_params(uint64_t seed) {
 
 template <typename T>
 const KeyListSet& Transformer<T>::key_lists(int64_t layer) {
-  const size_t id = static_cast<size_t>(layouts_.layer_layout[static_cast<size_t>(layer)]);
+  const size_t id = static_cast<size_t>(layouts_.layer_layout(layer));
   if (!key_lists_[id])
     key_lists_[id] = std::make_unique<KeyListSet>(key_lists_from_layout(*layouts_.layouts[id]));
   return *key_lists_[id];

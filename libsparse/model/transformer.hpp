@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "libsparse/backend.hpp"
@@ -42,10 +43,17 @@ struct KeyListSet {
 };
 KeyListSet key_lists_from_layout(const Layout& layout);
 
-// The layouts of a configuration: distinct layouts and, per layer, which one it uses.
+// The layouts of a configuration: distinct layouts and, per layer, which one it uses (computed
+// from the layer cycle, so a configuration of any depth costs no per-layer memory).
 struct ModelLayouts {
   std::vector<std::unique_ptr<Layout>> layouts;
-  std::vector<int> layer_layout;
+  // Interleaved heads: layer l uses layouts[cycle[l % cycle.size()] == '1' ? 0 : 1]. Empty: every
+  // layer uses layouts[0].
+  std::string cycle;
+  int layer_layout(int64_t layer) const {
+    if (cycle.empty()) return 0;
+    return cycle[static_cast<size_t>(layer % static_cast<int64_t>(cycle.size()))] == '1' ? 0 : 1;
+  }
 };
 ModelLayouts build_model_layouts(const sparse_model_config& c);
 

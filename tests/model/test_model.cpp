@@ -171,8 +171,8 @@ TEST_CASE("the head-combination modes attend to the right keys") {
     c.num_layers = 4;
     const ModelLayouts ml = build_model_layouts(c);
     for (int64_t layer = 0; layer < c.num_layers; ++layer) {
-      const KeyListSet k = key_lists_from_layout(
-          *ml.layouts[static_cast<size_t>(ml.layer_layout[static_cast<size_t>(layer)])]);
+      const KeyListSet k =
+          key_lists_from_layout(*ml.layouts[static_cast<size_t>(ml.layer_layout(layer))]);
       for (int h = 0; h < c.num_heads; ++h)
         for (int64_t i = 0; i < c.seq_len; ++i) {
           std::vector<bool> got(static_cast<size_t>(c.seq_len), false);
