@@ -63,6 +63,7 @@ int run_bench_train(const TrainBenchOptions& o) {
   sparse_model_parameter_count(model, &params);
 
   std::mt19937 rng(7);
+  check_token_memory(o.batch, cfg.seq_len, "--batch " + std::to_string(o.batch));
   std::vector<uint8_t> tokens(static_cast<size_t>(o.batch * cfg.seq_len));
   for (auto& t : tokens) t = static_cast<uint8_t>(rng() & 0xff);
   sparse_train_stats stats;

@@ -23,6 +23,14 @@ std::string library_message(const char* function) {
   return message.compare(0, prefix.size(), prefix) == 0 ? message.substr(prefix.size()) : message;
 }
 
+void check_token_memory(int64_t sequences, int64_t seq_len, const std::string& option) {
+  const std::string what = option + ": " + std::to_string(sequences) + " sequences of " +
+                           std::to_string(seq_len) + " tokens (1 byte each)";
+  if (sparse_experimental_check_memory(
+          static_cast<double>(sequences) * static_cast<double>(seq_len), what.c_str()) != SPARSE_OK)
+    throw std::runtime_error(library_message("sparse_experimental_check_memory"));
+}
+
 namespace {
 
 // The library's file calls report errors that already name the file and the reason.

@@ -21,6 +21,10 @@ void check(sparse_status s, const std::string& what);
 // what failed (the library's file and memory checks name the file or the sizes).
 std::string library_message(const char* function);
 
+// Refuses, before allocating, a token buffer of `sequences` x `seq_len` bytes larger than the
+// library's memory limit, naming `option` (e.g. "--batch 4"), the sizes and the limit.
+void check_token_memory(int64_t sequences, int64_t seq_len, const std::string& option);
+
 // Owning handles; each destroys its object (the destroy functions accept NULL).
 using ContextPtr = std::unique_ptr<sparse_context, void (*)(sparse_context*)>;
 using ModelPtr = std::unique_ptr<sparse_model, void (*)(sparse_model*)>;

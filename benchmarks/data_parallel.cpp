@@ -66,6 +66,9 @@ void DataParallel::attach(sparse_model* model) const { attach_reducer(model, *re
 const uint8_t* DataParallel::next_shard(sparse_dataset* ds, int64_t batch, int64_t seq_len,
                                         std::vector<uint8_t>& global) const {
   const int64_t total = batch * size();
+  check_token_memory(total, seq_len,
+                     "--batch " + std::to_string(batch) +
+                         (size() > 1 ? " on " + std::to_string(size()) + " ranks" : ""));
   global.resize(static_cast<size_t>(total * seq_len));
   check(
       sparse_dataset_next_batch(ds, total, SPARSE_TOKENS_U8, global.data(), global.size(), nullptr),
@@ -85,7 +88,9 @@ double DataParallel::evaluate(sparse_model* model, const sparse_dataset* ds, int
                              " tokens but the model's seq_len is " + std::to_string(cfg.seq_len));
   count = std::min(count, size_ds);
   const int64_t global = static_cast<int64_t>(batch) * size();
-  std::vector<uint8_t> tokens(static_cast<size_t>(batch * n));
+  const int64_t rows = std::max<int64_t>(1, std::min<int64_t>(batch, count));
+  check_token_memory(rows, n, "--batch " + std::to_string(batch));
+  std::vector<uint8_t> tokens(static_cast<size_t>(rows * n));
   double local = 0;
   for (int64_t done = 0; done < count; done += global) {
     const int64_t lo = done + static_cast<int64_t>(rank()) * batch;

@@ -212,6 +212,7 @@ double evaluate(sparse_model* model, const sparse_dataset* ds, int64_t count, in
   count = std::min(count, dataset_size(ds));
   // A batch larger than the sequences evaluated holds only those.
   const int64_t rows = std::max<int64_t>(1, std::min<int64_t>(batch, count));
+  check_token_memory(rows, n, "--batch " + std::to_string(batch));
   std::vector<uint8_t> tokens(static_cast<size_t>(rows * n));
   double total = 0;
   int64_t done = 0;

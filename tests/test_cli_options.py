@@ -161,6 +161,13 @@ def check_files(tmp):
     # A presets --batch its synthetic source cannot hold: the error names the preset and --batch.
     refused(["presets", "--only", "imagenet64", "--batch", "2147483647", "--steps", "1", "--out",
              ""], "imagenet64 preset", "--batch 2147483647", timeout=30)
+    # A batch whose tokens alone exceed the memory limit: refused before allocating, naming
+    # --batch, the sizes and the limit (it was the generic "out of memory" of a failed vector).
+    for args in [["train", "--preset", "cifar10-small", "--data", "synthetic_image", "--steps", "1"],
+                 ["bench-train", "--preset", "cifar10-small"]]:
+        refused([*args, "--batch", "2147483647"], "--batch 2147483647: 2147483647 sequences of",
+                "TiB", "memory limit", timeout=30)
+    print("ok: a batch too large for the memory limit is refused naming --batch")
 
 
 def text_file(tmp, size):
