@@ -108,6 +108,11 @@ void gemm(const GemmInputs& g, cublasOperation_t ta, cublasOperation_t tb, int64
   const float alpha = 1.0f;
   const void* ga = operand(g, a, lda * (ta == CUBLAS_OP_N ? k : m), g.a16);
   const void* gb = operand(g, b, ldb * (tb == CUBLAS_OP_N ? n : k), g.b16);
+  // An empty inner dimension (k = 0: in = 0 forward, out = 0 for dx) gives a leading dimension
+  // of 0, which cuBLAS refuses (ld >= max(1, rows)); the operands are then empty, any ld >= 1
+  // reads nothing, and cuBLAS computes C = beta C.
+  lda = lda < 1 ? 1 : lda;
+  ldb = ldb < 1 ? 1 : ldb;
   // fp32 inputs: the pedantic mode (no TF32, no reduced-precision shortcuts); 16-bit inputs:
   // fp32 accumulation on tensor cores.
   const cublasComputeType_t compute =
