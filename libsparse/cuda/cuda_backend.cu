@@ -40,7 +40,14 @@ class CudaBackend final : public Backend {
       release();
       throw_error(SPARSE_ERR_DEVICE, "cublasCreate failed on device ", device);
     }
-    cublasSetStream(cublas_, stream_);
+    // Unchecked, a failure would leave cuBLAS on the legacy default stream, unordered with the
+    // non-blocking stream every other operation runs on.
+    const cublasStatus_t set = cublasSetStream(cublas_, stream_);
+    if (set != CUBLAS_STATUS_SUCCESS) {
+      release();
+      throw_error(SPARSE_ERR_DEVICE, "cublasSetStream failed on device ", device, " (status ",
+                  static_cast<int>(set), ")");
+    }
     // cuBLASLt serves the forward products with a bias (its bias epilogue); without it they run
     // through cuBLAS and the bias kernel, and the description says why.
     const cublasStatus_t lt = cublasLtCreate(&cublas_lt_);

@@ -108,6 +108,11 @@ void gemm(const GemmInputs& g, cublasOperation_t ta, cublasOperation_t tb, int64
   const float alpha = 1.0f;
   const void* ga = operand(g, a, lda * (ta == CUBLAS_OP_N ? k : m), g.a16);
   const void* gb = operand(g, b, ldb * (tb == CUBLAS_OP_N ? n : k), g.b16);
+  // An empty inner dimension (k = 0: in = 0 forward, out = 0 for dx) gives a leading dimension
+  // of 0, which cuBLAS refuses (ld >= max(1, rows)); the operands are then empty, any ld >= 1
+  // reads nothing, and cuBLAS computes C = beta C.
+  lda = lda < 1 ? 1 : lda;
+  ldb = ldb < 1 ? 1 : ldb;
   // fp32 inputs: the pedantic mode (no TF32, no reduced-precision shortcuts); 16-bit inputs:
   // fp32 accumulation on tensor cores.
   const cublasComputeType_t compute =
@@ -351,6 +356,16 @@ bool LinearBiasLt::run(const GemmInputs& g, Operand x, Operand w, const float* b
   as_int(rows, "rows");  // the same limits as the GemmEx path
   as_int(in, "in");
   as_int(out, "out");
+  // cuBLASLt's alignment preferences cover A, B, C and D, not the bias; its heuristic is
+  // documented to read the bias pointer's alignment, yet epilogue kernels assuming a 16-byte
+  // aligned bias have faulted with "misaligned address" on less (an error that ends the CUDA
+  // context, so no fallback could follow). Such a bias takes the fallback.
+  if (const uint32_t bias_align = alignment(b); bias_align < 16) {
+    refuse("cuBLASLt bias epilogue not used for a bias address aligned to " +
+           std::to_string(bias_align) + " bytes (16 required)");
+    ++fallback_calls_;
+    return false;
+  }
   // The operands as gemm_xw reads them (gemm(N, N, out, rows, in, w, out, x, in)).
   const Source ws = source(g, w, out * in, g.a16), xs = source(g, x, in * rows, g.b16);
   Plan* p = plan(g, ws.data, xs.data, b, y, rows, in, out, workspace_bytes);

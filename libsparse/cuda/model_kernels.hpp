@@ -16,16 +16,10 @@
 #include <string>
 #include <vector>
 
+#include "libsparse/cuda/model_launch.hpp"
 #include "libsparse/model_ops.hpp"
 
 namespace sparse::cuda::model_ops {
-
-// Rows per partial sum of the two-pass column reductions (a constant: it fixes the order).
-constexpr int64_t kColumnChunk = 128;
-// Floats of scratch the column reductions need for `rows` x `cols`.
-inline int64_t column_scratch(int64_t rows, int64_t cols) {
-  return ((rows + kColumnChunk - 1) / kColumnChunk) * cols;
-}
 
 // model_gemm.cu. The products' inputs: fp32 (CUDA_R_32F, no TF32), or CUDA_R_16BF / CUDA_R_16F
 // for mixed precision, where both operands are first rounded to 16 bits into `a16` and `b16`

@@ -125,15 +125,15 @@ __global__ void decode_kernel(const int64_t* __restrict__ ptr, const int32_t* __
   const int64_t begin = ptr[h], end = ptr[h + 1];
   if (begin == end) return;
   const float* qh = q + h * dqk;
+  // Cache row of key e in int64 (keys[e] * heads in int would overflow past 2^31 / heads keys).
+  auto at = [&](int64_t e) { return static_cast<int64_t>(keys[e]) * heads + h; };
   float m = -INFINITY;
-  for (int64_t e = begin; e < end; ++e)
-    m = fmaxf(m, dot(qh, kcache + (keys[e] * heads + h) * dqk, dqk) * scale);
+  for (int64_t e = begin; e < end; ++e) m = fmaxf(m, dot(qh, kcache + at(e) * dqk, dqk) * scale);
   float sum = 0;
-  for (int64_t e = begin; e < end; ++e)
-    sum += expf(dot(qh, kcache + (keys[e] * heads + h) * dqk, dqk) * scale - m);
+  for (int64_t e = begin; e < end; ++e) sum += expf(dot(qh, kcache + at(e) * dqk, dqk) * scale - m);
   for (int64_t e = begin; e < end; ++e) {
-    const float w = expf(dot(qh, kcache + (keys[e] * heads + h) * dqk, dqk) * scale - m) / sum;
-    const float* vj = vcache + (keys[e] * heads + h) * dv;
+    const float w = expf(dot(qh, kcache + at(e) * dqk, dqk) * scale - m) / sum;
+    const float* vj = vcache + at(e) * dv;
     for (int64_t c = 0; c < dv; ++c) oh[c] += w * vj[c];
   }
 }

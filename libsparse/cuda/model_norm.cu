@@ -4,6 +4,7 @@
 // chunk sums are added in chunk order to the existing gradient.
 #include "libsparse/cuda/model_common.cuh"
 #include "libsparse/cuda/model_kernels.hpp"
+#include "libsparse/error.hpp"
 
 namespace sparse::cuda::model_ops {
 namespace {
@@ -56,22 +57,25 @@ __global__ void layer_norm_dx_kernel(const float* dy, const float* __restrict__ 
   }
 }
 
-// Partial sums of chunk blockIdx.y: one thread per column, rows of the chunk in order. With
-// `x` set, the summand is dy * xhat (dgamma), otherwise dy.
+// Partial sums of chunk blockIdx.x (column_partials_grid: the chunks on x, whose limit is 2^31 - 1,
+// not on y, whose 65535 chunks are only 8.4M rows): one thread per column of column block
+// blockIdx.y, rows of the chunk in order. With `x` set, the summand is dy * xhat (dgamma),
+// otherwise dy.
 __global__ void column_partials_kernel(const float* __restrict__ dy, const float* __restrict__ x,
                                        const float* __restrict__ mean,
                                        const float* __restrict__ rstd, int64_t rows, int64_t cols,
                                        float* __restrict__ partial) {
-  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t c = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (c >= cols) return;
-  const int64_t r0 = blockIdx.y * kColumnChunk;
+  const int64_t chunk = blockIdx.x;
+  const int64_t r0 = chunk * kColumnChunk;
   const int64_t r1 = r0 + kColumnChunk < rows ? r0 + kColumnChunk : rows;
   float s = 0;
   for (int64_t r = r0; r < r1; ++r) {
     const float g = dy[r * cols + c];
     s += x != nullptr ? g * (x[r * cols + c] - mean[r]) * rstd[r] : g;
   }
-  partial[blockIdx.y * cols + c] = s;
+  partial[chunk * cols + c] = s;
 }
 
 __global__ void column_finish_kernel(const float* __restrict__ partial, int64_t chunks,
@@ -86,13 +90,14 @@ __global__ void column_finish_kernel(const float* __restrict__ partial, int64_t 
 void column_reduce(const float* dy, const float* x, const float* mean, const float* rstd,
                    int64_t rows, int64_t cols, float* sums, float* scratch, cudaStream_t s) {
   if (rows == 0 || cols == 0) return;
-  const int64_t chunks = (rows + kColumnChunk - 1) / kColumnChunk;
-  const dim3 grid(static_cast<unsigned>((cols + kBlock - 1) / kBlock),
-                  static_cast<unsigned>(chunks));
-  column_partials_kernel<<<grid, kBlock, 0, s>>>(dy, x, mean, rstd, rows, cols, scratch);
+  const Grid2 g = column_partials_grid(rows, cols, kBlock);
+  require(grid_fits(g), "the column sums of ", rows, " x ", cols,
+          " exceed the CUDA grid (chunks of ", kColumnChunk, " rows ", g.x, ", column blocks ", g.y,
+          ")");
+  column_partials_kernel<<<dim3(static_cast<unsigned>(g.x), static_cast<unsigned>(g.y)), kBlock, 0,
+                           s>>>(dy, x, mean, rstd, rows, cols, scratch);
   check_launch("column_partials_kernel");
-  column_finish_kernel<<<static_cast<unsigned>((cols + kBlock - 1) / kBlock), kBlock, 0, s>>>(
-      scratch, chunks, cols, sums);
+  column_finish_kernel<<<static_cast<unsigned>(g.y), kBlock, 0, s>>>(scratch, g.x, cols, sums);
   check_launch("column_finish_kernel");
 }
 

@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "libsparse/cuda/model_launch.hpp"
 #include "ops/ops.hpp"
 
 using namespace sparse;
@@ -349,4 +350,27 @@ TEST_CASE("attention over key lists matches dense masked attention and finite di
   check_close(dq, numeric_grad(q, loss), 1e-7, 1e-6, "dq");
   check_close(dk, numeric_grad(k, loss), 1e-7, 1e-6, "dk");
   check_close(dvv, numeric_grad(v, loss), 1e-7, 1e-6, "dv");
+}
+
+// The CUDA column reductions' grid (host arithmetic, checked here without a GPU): every row and
+// column covered exactly once by chunks of kColumnChunk rows and blocks of 256 columns, within
+// CUDA's limits (gridDim.y <= 65535) up to the audio preset's 65536 positions x 128 sequences.
+TEST_CASE("the CUDA column sums' grid covers the rows within the grid limits") {
+  namespace mk = sparse::cuda::model_ops;
+  const int64_t block = 256;
+  for (int64_t rows : {int64_t{1}, int64_t{127}, int64_t{128}, int64_t{129}, int64_t{12288} * 16,
+                       int64_t{65536} * 128, int64_t{65536} * 1024})
+    for (int64_t cols : {int64_t{1}, int64_t{256}, int64_t{257}, int64_t{2048}, int64_t{8192}}) {
+      CAPTURE(rows);
+      CAPTURE(cols);
+      const mk::Grid2 g = mk::column_partials_grid(rows, cols, block);
+      CHECK(g.x <= 2147483647);
+      CHECK(g.y <= 65535);
+      CHECK(mk::grid_fits(g));
+      const int64_t chunks = rows / 128 + (rows % 128 != 0 ? 1 : 0);
+      const int64_t col_blocks = cols / block + (cols % block != 0 ? 1 : 0);
+      CHECK(g.x == chunks);  // column_partials_kernel reads the chunk from blockIdx.x
+      CHECK(g.y == col_blocks);
+      CHECK(mk::column_scratch(rows, cols) == chunks * cols);
+    }
 }
