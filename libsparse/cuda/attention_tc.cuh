@@ -578,7 +578,9 @@ __global__ void __launch_bounds__(TILE * 2)
           const uint64_t bits = a_row ? bits_a : bits_b;
           const bool allowed = ((bits >> col) & 1u) != 0;
           const float pr = allowed ? exp2f(p[nt][i] * scale_log2 - (a_row ? lse_a : lse_b)) : 0.0f;
-          dp[nt][i] = allowed ? pr * (dp[nt][i] - (a_row ? delta_a : delta_b)) : 0.0f;  // dS
+          // dS is selected to 0 wherever P is 0 (masked or underflowed), as on the CPU: a
+          // non-finite dP there (an Inf in V, a NaN in dO) must not give 0 x Inf = NaN.
+          dp[nt][i] = pr != 0.0f ? pr * (dp[nt][i] - (a_row ? delta_a : delta_b)) : 0.0f;  // dS
         }
       }
       if (exact)
@@ -661,7 +663,7 @@ __global__ void __launch_bounds__(TILE * 2)
           const bool allowed = ((sbits[qc] >> key) & 1u) != 0;
           const float pr = allowed ? exp2f(p[nt][i] * scale_log2 - slse[qc]) : 0.0f;
           p[nt][i] = pr;
-          ds[nt][i] = allowed ? pr * (ds[nt][i] - sdelta[qc]) : 0.0f;
+          ds[nt][i] = pr != 0.0f ? pr * (ds[nt][i] - sdelta[qc]) : 0.0f;  // 0 wherever P is
         }
       }
       if (exact) {
