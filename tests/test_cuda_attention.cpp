@@ -888,3 +888,41 @@ TEST_CASE("non-finite: queries without keys, a padded batch tail, the transposed
     check_nonfinite(layout.get(), sh, in);
   }
 }
+
+TEST_CASE("non-finite: an attended key of score -inf, NaN in dO, every kernel") {
+  // n = 32, blocks of 16: queries 0..15 attend keys 0..15; query 0 also attends key 20, which no
+  // other query attends (queries 16..31 attend keys 16..31 causally, key 20 masked out). With
+  // k[20][c] = -inf x sign(q[0][c]) the score of (0, 20) is -inf, so P(0, 20) = 0 exactly: with
+  // dout[0] = NaN, dS(0, 20) must be selected to 0 (not 0 x NaN), so dk[20] and dv[20] stay 0 as
+  // on the CPU. (An underflowed finite score cannot be compared: the CPU's vectorised exp stops
+  // at about 1e-38 instead of 0, so there 0 x NaN does reach key 20, as the contract allows.)
+  const int64_t n = 32;
+  const int block = 16;
+  const uint8_t blocks[2 * 2] = {1, 1, 0, 1};
+  std::vector<uint8_t> elements;
+  for (int r = 0; r < block; ++r)  // block (0, 0): every pair
+    for (int c = 0; c < block; ++c) elements.push_back(1);
+  for (int r = 0; r < block; ++r)  // block (0, 1): only (query 0, key 20)
+    for (int c = 0; c < block; ++c) elements.push_back(r == 0 && c == 4 ? 1 : 0);
+  for (int r = 0; r < block; ++r)  // block (1, 1): causal, key 20 masked out
+    for (int c = 0; c < block; ++c) elements.push_back(c <= r && c != 4 ? 1 : 0);
+  sparse_layout* raw = nullptr;
+  REQUIRE(sparse_layout_create_from_blocks(n, block, 1, blocks, elements.data(), 0, &raw) ==
+          SPARSE_OK);
+  LayoutPtr layout(raw);
+  const Shape sh(1, 1, n, 32, 0);
+  std::vector<float> in[4];
+  random_fill(sh, 36, in);
+  for (int64_t c = 0; c < sh.d; ++c)
+    in[1][sh.dense(0, 0, 20, c)] = in[0][sh.dense(0, 0, 0, c)] > 0 ? -INFINITY : INFINITY;
+  fill_row(in[3], sh, 0, std::nanf(""));
+  // The premise, on the CPU: the NaN reaches query 0's dq, and key 20's dk and dv are exactly 0.
+  auto cpu = make_context(SPARSE_BACKEND_CPU);
+  const Outputs want = cpu_attention(cpu.get(), layout.get(), sh, in);
+  REQUIRE(std::isnan(want.dq[sh.dense(0, 0, 0, 0)]));
+  for (int64_t c = 0; c < sh.d; ++c) {
+    REQUIRE(want.dk[sh.dense(0, 0, 20, c)] == 0.0f);
+    REQUIRE(want.dv[sh.dense(0, 0, 20, c)] == 0.0f);
+  }
+  check_nonfinite(layout.get(), sh, in);
+}

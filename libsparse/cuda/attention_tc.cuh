@@ -578,8 +578,8 @@ __global__ void __launch_bounds__(TILE * 2)
           const uint64_t bits = a_row ? bits_a : bits_b;
           const bool allowed = ((bits >> col) & 1u) != 0;
           const float pr = allowed ? exp2f(p[nt][i] * scale_log2 - (a_row ? lse_a : lse_b)) : 0.0f;
-          // dS is selected to 0 wherever P is 0 (masked or underflowed), as on the CPU: a
-          // non-finite dP there (an Inf in V, a NaN in dO) must not give 0 x Inf = NaN.
+          // dS is selected to 0 wherever P is 0 (masked, a score of -inf, or an underflow), as on
+          // the CPU: a non-finite dP there (an Inf in V, a NaN in dO) must not give 0 x Inf = NaN.
           dp[nt][i] = pr != 0.0f ? pr * (dp[nt][i] - (a_row ? delta_a : delta_b)) : 0.0f;  // dS
         }
       }

@@ -75,8 +75,8 @@ __global__ void __launch_bounds__(256)
       if (allowed) {
         const float row_lse = *elem_ptr(lse, b, h, qp);
         if (row_lse != -INFINITY) p = expf(s - row_lse);
-        // dS is 0 wherever P is (underflow included), as on the CPU: a non-finite dP there (an
-        // Inf in V, a NaN in dO) must not give 0 x Inf = NaN.
+        // dS is 0 wherever P is (a score of -inf or an underflow), as on the CPU: a non-finite dP
+        // (an Inf in V, a NaN in dO) must not give 0 x Inf = NaN.
         if (p != 0.0f) {
           const float dp =
               dot_strided(row_ptr(dout, b, h, qp), dout.s3, row_ptr(v, b, h, kp), v.s3, d);
