@@ -332,7 +332,29 @@ class Errors(unittest.TestCase):
             sp.attention_forward(self.ctx, self.layout, q, k, v, out=np.zeros_like(q),
                                  with_lse=False)
         self.assertEqual(e.exception.status, sp.Status.UNSUPPORTED)
-        self.assertTrue(e.exception.message)
+        self.assertIn("not SPARSE_DTYPE_F64", e.exception.message)  # names the dtype given
+        for dt, name in [(np.float16, "SPARSE_DTYPE_F16")]:
+            a = q.astype(dt)
+            with self.assertRaises(sp.SparseError) as e:
+                sp.attention_forward(self.ctx, self.layout, a, a, a, with_lse=False)
+            self.assertIn(name, e.exception.message)
+
+    def test_torch_dtypes_without_sparse_dtype_are_unsupported(self):
+        # The PyTorch operator's README: other dtypes raise SparseError (UNSUPPORTED) naming
+        # the dtype; an int64 tensor raised ValueError from Tensor.from_torch.
+        class FakeInt64:
+            shape, dtype, is_cuda = (1, 2, 64, 32), "torch.int64", False
+
+            def data_ptr(self):
+                return 0
+
+            def stride(self):
+                return (4096, 2048, 32, 1)
+
+        with self.assertRaises(sp.SparseError) as e:
+            sp.Tensor.from_torch(FakeInt64())
+        self.assertEqual(e.exception.status, sp.Status.UNSUPPORTED)
+        self.assertIn("torch.int64", e.exception.message)
 
     def test_overlapping_output(self):
         q, k, v = self.qkv()

@@ -210,12 +210,14 @@ class Tensor(ctypes.Structure):
     @classmethod
     def from_torch(cls, t):
         """Describes a torch tensor without importing torch (duck-typed: data_ptr(), stride(),
-        shape, dtype, is_cuda, device.index). The tensor must stay alive while used."""
+        shape, dtype, is_cuda, device.index). The tensor must stay alive while used. A dtype
+        without a sparse_dtype (integers, bool) raises SparseError (UNSUPPORTED)."""
         names = {"torch.float32": DType.F32, "torch.float16": DType.F16,
                  "torch.bfloat16": DType.BF16, "torch.float64": DType.F64}
         dtype = names.get(str(t.dtype))
-        if dtype is None:
-            raise ValueError(f"dtype {t.dtype} has no sparse_dtype")
+        if dtype is None:  # the operator's documented error for a dtype it cannot compute
+            raise SparseError(Status.UNSUPPORTED, f"dtype {t.dtype} has no sparse_dtype (float32, "
+                              "float16, bfloat16, float64)")
         cuda = bool(getattr(t, "is_cuda", False))
         index = getattr(getattr(t, "device", None), "index", None)
         d = cls.from_pointer(t.data_ptr(), tuple(t.shape), tuple(t.stride()), dtype,
