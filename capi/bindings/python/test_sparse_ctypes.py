@@ -135,6 +135,15 @@ class Masks(unittest.TestCase):
             expect = (bm[0][i // b, j // b] > 0) & (j <= i)
             np.testing.assert_array_equal(layout.mask(0), expect)
             self.assertEqual(layout.block_mask(0)[1, 1], 1)  # partial: causal diagonal
+        # Masks are non-zero = computed/allowed whatever their dtype: the uint8 cast made 0.5
+        # and 256 into 0, silently dropping those blocks and elements.
+        for scale in (0.5, 256):
+            with self.subTest(scale=scale), \
+                    sp.Layout.from_blocks(n, b, bm.astype(np.int64) * scale, causal=True) as layout:
+                np.testing.assert_array_equal(layout.mask(0), expect)
+        em = np.ones((int(bm.sum()), b, b)) * 0.5
+        with sp.Layout.from_blocks(n, b, bm, element_mask=em, causal=True) as layout:
+            np.testing.assert_array_equal(layout.mask(0), expect)
 
 
 CASES = [

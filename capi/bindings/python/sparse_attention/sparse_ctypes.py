@@ -795,7 +795,8 @@ class Layout(_Handle):
         seq_len, block_size = _c_int("seq_len", seq_len, 64), _c_int("block_size", block_size, 32)
         if block_size < 1:
             raise ValueError(f"block_size = {block_size} must be >= 1 (16, 32, 64 or 128)")
-        bm = np.ascontiguousarray(block_mask, dtype=np.uint8)
+        # Non-zero = computed, as the C API reads it: a cast to uint8 would turn 0.5 or 256 into 0.
+        bm = np.ascontiguousarray(np.asarray(block_mask) != 0, dtype=np.uint8)
         if bm.ndim != 3 or bm.shape[1] != bm.shape[2]:
             raise ValueError(f"block_mask must be [heads, nb, nb], got {bm.shape}")
         nb = -(-seq_len // block_size)
@@ -804,7 +805,7 @@ class Layout(_Handle):
                              f"/ block {block_size} needs {nb}")
         em_ptr = None
         if element_mask is not None:
-            em = np.ascontiguousarray(element_mask, dtype=np.uint8)
+            em = np.ascontiguousarray(np.asarray(element_mask) != 0, dtype=np.uint8)
             need = int(np.count_nonzero(bm)) * block_size * block_size
             if em.size != need:
                 raise ValueError(f"element_mask has {em.size} bytes, the computed blocks need "
