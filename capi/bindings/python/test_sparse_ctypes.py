@@ -445,6 +445,12 @@ class Errors(unittest.TestCase):
             self.assertIn(field, str(cm.exception))
         with sp.Context("cpu", num_threads=1, seed=2**64 - 1) as c:
             self.assertEqual(c.num_threads, 1)
+            for nbytes in (-1, 2**64):  # size_t: -1 was "cannot allocate 16.00 EiB"
+                with self.subTest(nbytes=nbytes), self.assertRaises(ValueError) as cm:
+                    c.alloc(nbytes)
+                self.assertIn("nbytes", str(cm.exception))
+            with self.assertRaises(ValueError):
+                c.empty((2, -3))
 
     def test_from_blocks_block_size_zero_names_it(self):
         with self.assertRaises(ValueError) as cm:  # was ZeroDivisionError

@@ -619,7 +619,8 @@ class Buffer:
     alive; freed by close(), __del__ or the end of a `with` block."""
 
     def __init__(self, ctx, nbytes):
-        self.ctx, self.nbytes = ctx, int(nbytes)
+        # size_t: ctypes would pass -1 as 2**64 - 1, refused as "cannot allocate 16 EiB".
+        self.ctx, self.nbytes = ctx, _c_int("nbytes", nbytes, 64, signed=False)
         p = ctypes.c_void_p()
         check(library().sparse_context_alloc(ctx.handle, self.nbytes, ctypes.byref(p)))
         self._p = p
