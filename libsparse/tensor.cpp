@@ -30,16 +30,30 @@ TensorView check_tensor(const sparse_tensor* t, const char* name, int32_t ndim) 
   v.memory = t->memory;
   v.device = t->device;
   v.ndim = ndim;
-  int64_t elements = 1;
+  bool empty = false;
   for (int i = 0; i < ndim; ++i) {
     require(t->shape[i] >= 0, name, ".shape[", i, "] = ", t->shape[i], " is negative");
     require(t->strides[i] >= 0, name, ".strides[", i, "] = ", t->strides[i], " is negative");
     v.shape[i] = t->shape[i];
     v.strides[i] = t->strides[i];
-    elements *= t->shape[i];
+    empty = empty || t->shape[i] == 0;
   }
-  require(elements == 0 || t->data != nullptr, name, ".data is NULL for a tensor of shape ",
-          shape_string(v));
+  if (empty) return v;
+  require(t->data != nullptr, name, ".data is NULL for a tensor of shape ", shape_string(v));
+  // The element count and the byte offset of the last element must fit in int64_t: the kernels
+  // index with 64-bit products, which would wrap around silently.
+  int64_t elements = 1, last = 0, step = 0, bytes = 0;
+  bool overflow = false;
+  for (int i = 0; i < ndim; ++i) {
+    overflow = overflow || __builtin_mul_overflow(elements, v.shape[i], &elements) ||
+               __builtin_mul_overflow(v.shape[i] - 1, v.strides[i], &step) ||
+               __builtin_add_overflow(last, step, &last);
+  }
+  const auto size = static_cast<int64_t>(sparse_dtype_size(v.dtype));
+  overflow = overflow || __builtin_add_overflow(last, int64_t{1}, &last) ||
+             __builtin_mul_overflow(last, size, &bytes);
+  require(!overflow, name, " of shape ", shape_string(v), " has more elements or a larger extent ",
+          "than 64-bit indices can address");
   return v;
 }
 

@@ -152,7 +152,12 @@ class CpuBackend final : public Backend {
                                  sparse_attention_algorithm) const override {
     if (memory != SPARSE_MEMORY_HOST)
       return "the CPU backend needs tensors in host memory (SPARSE_MEMORY_HOST)";
-    if (dtype != SPARSE_DTYPE_F32) return "the CPU backend computes attention in fp32 only";
+    if (dtype != SPARSE_DTYPE_F32) {
+      const std::string given = dtype == SPARSE_DTYPE_F16    ? "SPARSE_DTYPE_F16"
+                                : dtype == SPARSE_DTYPE_BF16 ? "SPARSE_DTYPE_BF16"
+                                                             : "SPARSE_DTYPE_F64";
+      return "the CPU backend computes attention in fp32 only (SPARSE_DTYPE_F32), not " + given;
+    }
     return {};
   }
   size_t attention_workspace_bytes(const Layout& layout, int64_t batch, int64_t head_dim,

@@ -773,7 +773,11 @@ function model_step(m::Model)
 end
 
 # tokens: a (seq_len, batch) UInt8 matrix (column-major: sequence after sequence), or a vector.
+# A (batch, seq_len) matrix has the same length but interleaves the sequences: refused.
 function batch_of(m::Model, tokens::DenseArray{UInt8})
+    (ndims(tokens) == 1 || (ndims(tokens) == 2 && size(tokens, 1) == m.seq_len)) ||
+        throw(ArgumentError("tokens of size $(size(tokens)): expected a vector of whole " *
+                            "sequences or a (seq_len = $(m.seq_len), batch) matrix"))
     (length(tokens) > 0 && length(tokens) % m.seq_len == 0) ||
         throw(ArgumentError("$(length(tokens)) tokens are not whole sequences of $(m.seq_len)"))
     return length(tokens) ÷ m.seq_len

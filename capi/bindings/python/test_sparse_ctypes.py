@@ -135,6 +135,15 @@ class Masks(unittest.TestCase):
             expect = (bm[0][i // b, j // b] > 0) & (j <= i)
             np.testing.assert_array_equal(layout.mask(0), expect)
             self.assertEqual(layout.block_mask(0)[1, 1], 1)  # partial: causal diagonal
+        # Masks are non-zero = computed/allowed whatever their dtype: the uint8 cast made 0.5
+        # and 256 into 0, silently dropping those blocks and elements.
+        for scale in (0.5, 256):
+            with self.subTest(scale=scale), \
+                    sp.Layout.from_blocks(n, b, bm.astype(np.int64) * scale, causal=True) as layout:
+                np.testing.assert_array_equal(layout.mask(0), expect)
+        em = np.ones((int(bm.sum()), b, b)) * 0.5
+        with sp.Layout.from_blocks(n, b, bm, element_mask=em, causal=True) as layout:
+            np.testing.assert_array_equal(layout.mask(0), expect)
 
 
 CASES = [
@@ -332,7 +341,29 @@ class Errors(unittest.TestCase):
             sp.attention_forward(self.ctx, self.layout, q, k, v, out=np.zeros_like(q),
                                  with_lse=False)
         self.assertEqual(e.exception.status, sp.Status.UNSUPPORTED)
-        self.assertTrue(e.exception.message)
+        self.assertIn("not SPARSE_DTYPE_F64", e.exception.message)  # names the dtype given
+        for dt, name in [(np.float16, "SPARSE_DTYPE_F16")]:
+            a = q.astype(dt)
+            with self.assertRaises(sp.SparseError) as e:
+                sp.attention_forward(self.ctx, self.layout, a, a, a, with_lse=False)
+            self.assertIn(name, e.exception.message)
+
+    def test_torch_dtypes_without_sparse_dtype_are_unsupported(self):
+        # The PyTorch operator's README: other dtypes raise SparseError (UNSUPPORTED) naming
+        # the dtype; an int64 tensor raised ValueError from Tensor.from_torch.
+        class FakeInt64:
+            shape, dtype, is_cuda = (1, 2, 64, 32), "torch.int64", False
+
+            def data_ptr(self):
+                return 0
+
+            def stride(self):
+                return (4096, 2048, 32, 1)
+
+        with self.assertRaises(sp.SparseError) as e:
+            sp.Tensor.from_torch(FakeInt64())
+        self.assertEqual(e.exception.status, sp.Status.UNSUPPORTED)
+        self.assertIn("torch.int64", e.exception.message)
 
     def test_overlapping_output(self):
         q, k, v = self.qkv()
@@ -376,6 +407,58 @@ class Errors(unittest.TestCase):
         closed.close()  # idempotent
         with self.assertRaises(ValueError):
             sp.attention_forward(self.ctx, closed, q, k, v)
+
+    def test_shapes_whose_element_count_overflows_are_refused(self):
+        # q, k, v broadcast over 2**62 batches (stride 0: a description of 16 KiB each): 2**75
+        # elements, a count that wraps around in 64 bits; the library returned OK without
+        # computing anything. It must refuse before touching memory.
+        q, k, v = self.qkv()
+        out = np.zeros_like(q)
+        shape = (2**62,) + q.shape[1:]
+        inputs = [sp.Tensor.from_pointer(a.ctypes.data, shape, (0,) + tuple(
+            s // 4 for s in a.strides[1:])) for a in (q, k, v)]
+        big_out = sp.Tensor.from_pointer(out.ctypes.data, shape)
+        with self.assertRaises(sp.SparseError) as e:
+            sp.attention_forward(self.ctx, self.layout, *inputs, out=big_out, with_lse=False)
+        self.assertEqual(e.exception.status, sp.Status.INVALID_ARGUMENT)
+        self.assertIn("q of shape [4611686018427387904, 2, 64, 32]", e.exception.message)
+        self.assertIn("64-bit", e.exception.message)
+        self.assertFalse(out.any())
+        # The same broadcast inputs with a batch that fits are computed (batch 3, stride 0).
+        shape3 = (3,) + q.shape[1:]
+        inputs3 = [sp.Tensor.from_pointer(a.ctypes.data, shape3, (0,) + tuple(
+            s // 4 for s in a.strides[1:])) for a in (q, k, v)]
+        out3, _ = sp.attention_forward(self.ctx, self.layout, *inputs3,
+                                       out=np.zeros(shape3, np.float32), with_lse=False)
+        ref, _ = sp.attention_forward(self.ctx, self.layout, q, k, v)
+        for b in range(3):
+            np.testing.assert_array_equal(out3[b], ref[0])
+
+    def test_context_settings_are_refused_not_wrapped(self):
+        # ctypes stored num_threads 2**40 as 0 (= all hardware threads) and seed -1 as 2**64 - 1.
+        for kwargs, field in [({"num_threads": 2**40}, "num_threads"),
+                              ({"num_threads": 2**32 + 1}, "num_threads"),
+                              ({"device_index": 2**32}, "device_index"),
+                              ({"seed": -1}, "seed"), ({"seed": 2**64}, "seed")]:
+            with self.subTest(field), self.assertRaises(ValueError) as cm:
+                sp.Context("cpu", **kwargs)
+            self.assertIn(field, str(cm.exception))
+        with sp.Context("cpu", num_threads=1, seed=2**64 - 1) as c:
+            self.assertEqual(c.num_threads, 1)
+            for nbytes in (-1, 2**64):  # size_t: -1 was "cannot allocate 16.00 EiB"
+                with self.subTest(nbytes=nbytes), self.assertRaises(ValueError) as cm:
+                    c.alloc(nbytes)
+                self.assertIn("nbytes", str(cm.exception))
+            with self.assertRaises(ValueError):
+                c.empty((2, -3))
+
+    def test_from_blocks_block_size_zero_names_it(self):
+        with self.assertRaises(ValueError) as cm:  # was ZeroDivisionError
+            sp.Layout.from_blocks(64, 0, np.ones((1, 4, 4), np.uint8))
+        self.assertIn("block_size = 0", str(cm.exception))
+        with self.assertRaises(ValueError) as cm:  # was silently cut to 64
+            sp.Layout(64.5, [P.dense()], 1, 16)
+        self.assertIn("seq_len", str(cm.exception))
 
     def test_cuda_without_gpu_or_build(self):
         if sp.backend_available("cuda"):
@@ -494,6 +577,67 @@ class Model(unittest.TestCase):
         self.assertEqual(c.num_position_dims, 1)
         with self.assertRaises(ValueError):
             sp.model_config(position_shape=[])
+
+    def test_tokens_outside_bytes_are_refused_not_wrapped(self):
+        # np.ascontiguousarray(tokens, dtype=np.uint8) turned 300 into 44, -1 into 255 and 3.7
+        # into 3: the model trained on other tokens than the caller's, without a word.
+        with sp.Model(self.ctx, tiny_config()) as m:
+            wide = self.tokens.astype(np.int64)
+            self.assertEqual(m.evaluate(wide), m.evaluate(self.tokens))  # in range: accepted
+            self.assertEqual(m.evaluate(self.tokens.tolist()), m.evaluate(self.tokens))
+            for bad, word in [(wide + 256, "[0, 255]"), (wide - 256, "[0, 255]"),
+                              (self.tokens.astype(np.float64) + 0.5, "float64"),
+                              (self.tokens.astype(bool), "bool")]:
+                for f in (m.evaluate, m.train_step, m.token_bits, m.measure_memory):
+                    with self.subTest(word, f=f.__name__), self.assertRaises(ValueError) as cm:
+                        f(bad)
+                    self.assertIn(word, str(cm.exception))
+            self.assertEqual(m.step, 0)
+
+    def test_paths_with_nul_bytes_are_refused(self):
+        # ctypes cut "dir/x\0y" to "dir/x": save wrote another file than the one named.
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp, sp.Model(self.ctx, tiny_config()) as m:
+            bad = os.path.join(tmp, "x\0y.safetensors")
+            for f in (m.save, m.restore, lambda p: sp.Model.load(self.ctx, p),
+                      lambda p: sp.Dataset("text", p, seq_len=8)):
+                with self.assertRaises(ValueError) as cm:
+                    f(bad)
+                self.assertIn("NUL", str(cm.exception))
+            self.assertEqual(os.listdir(tmp), [])
+            good = os.path.join(tmp, "ü ñ 模型 with spaces.safetensors")  # unicode, spaces
+            m.save(good)
+            with sp.Model.load(self.ctx, good) as r:
+                self.assertEqual(r.config.d_model, 16)
+            with self.assertRaises(sp.SparseError) as e:  # a folder is not a checkpoint
+                m.save(tmp)
+            self.assertEqual(e.exception.status, sp.Status.IO)
+            self.assertIn("folder", e.exception.message)
+
+    def test_config_integers_are_refused_not_wrapped(self):
+        # ctypes stored num_layers 2**33 as 0: the library then named a value the caller never
+        # gave (num_layers = 0).
+        for fields, field in [({"num_layers": 2**33}, "num_layers"),
+                              ({"seq_len": 2**64 + 32}, "seq_len"), ({"seed": -1}, "seed")]:
+            with self.subTest(field), self.assertRaises(ValueError) as cm:
+                sp.model_config(**fields)
+            self.assertIn(field, str(cm.exception))
+        with self.assertRaises(ValueError) as cm:
+            sp.train_config(warmup_steps=2**63)
+        self.assertIn("warmup_steps", str(cm.exception))
+        with self.assertRaises(ValueError) as cm:
+            sp.Dataset("synthetic_text", seq_len=2**64 + 8)
+        self.assertIn("seq_len", str(cm.exception))
+        with self.assertRaises(ValueError) as cm:  # was KeyError: 'BOGUS'
+            sp.Dataset("synthetic_text", split="bogus")
+        self.assertIn("train, valid, test", str(cm.exception))
+        with sp.Model(self.ctx, tiny_config()) as m:
+            with self.assertRaises(ValueError) as cm:
+                m.sample(8, seed=2**64)
+            self.assertIn("seed", str(cm.exception))
+            with self.assertRaises(sp.SparseError) as e:  # was a MemoryError allocating 1 TiB
+                m.sample(2**40)
+            self.assertIn("length = 1099511627776", e.exception.message)
 
 
 class Datasets(unittest.TestCase):

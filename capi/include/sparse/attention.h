@@ -5,8 +5,8 @@
  *
  * where A_h(i) is the set of keys of query i in head h defined by the layout (see layout.h).
  * Tensors are 4-D [batch, heads, seq_len, head_dim] with any non-negative element strides;
- * `lse` is 3-D [batch, heads, seq_len] and receives log(sum_j exp(scale q.k)) per row (natural
- * natural-log units), which the backward pass needs. A query with no key gets out = 0 and
+ * `lse` is 3-D [batch, heads, seq_len] and receives log(sum_j exp(scale q.k)) per row
+ * (natural-log units), which the backward pass needs. A query with no key gets out = 0 and
  * lse = -infinity, and its gradients are zero.
  *
  * By default the computation is fused (SPARSE_ATTENTION_FUSED): an online softmax over the

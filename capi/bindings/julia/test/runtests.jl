@@ -254,6 +254,8 @@ const CASES = [
         @test S.model_step(r) == 15
         @test [S.train_step!(r, b).loss for b in next] == cont
         @test_throws ArgumentError S.train_step!(m, tokens[1:40])
+        @test_throws ArgumentError S.evaluate(m, permutedims(tokens))  # (batch, seq_len)
+        @test S.evaluate(m, vec(tokens)) == S.evaluate(m, tokens)
         e = try S.load_model(ctx, path * ".missing"); nothing catch err; err end
         @test e isa SparseError && e.status == S.ERR_IO
         close(r); close(m); rm(path)

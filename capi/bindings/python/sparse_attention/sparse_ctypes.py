@@ -29,6 +29,7 @@ import ctypes
 import ctypes.util
 import enum
 import math
+import operator
 import os
 
 try:
@@ -209,12 +210,14 @@ class Tensor(ctypes.Structure):
     @classmethod
     def from_torch(cls, t):
         """Describes a torch tensor without importing torch (duck-typed: data_ptr(), stride(),
-        shape, dtype, is_cuda, device.index). The tensor must stay alive while used."""
+        shape, dtype, is_cuda, device.index). The tensor must stay alive while used. A dtype
+        without a sparse_dtype (integers, bool) raises SparseError (UNSUPPORTED)."""
         names = {"torch.float32": DType.F32, "torch.float16": DType.F16,
                  "torch.bfloat16": DType.BF16, "torch.float64": DType.F64}
         dtype = names.get(str(t.dtype))
-        if dtype is None:
-            raise ValueError(f"dtype {t.dtype} has no sparse_dtype")
+        if dtype is None:  # the operator's documented error for a dtype it cannot compute
+            raise SparseError(Status.UNSUPPORTED, f"dtype {t.dtype} has no sparse_dtype (float32, "
+                              "float16, bfloat16, float64)")
         cuda = bool(getattr(t, "is_cuda", False))
         index = getattr(getattr(t, "device", None), "index", None)
         d = cls.from_pointer(t.data_ptr(), tuple(t.shape), tuple(t.stride()), dtype,
@@ -556,10 +559,10 @@ class Context(_Handle):
         s = Settings()
         check(library().sparse_settings_default(ctypes.byref(s)))
         s.backend = _backend_value(backend)
-        s.num_threads = num_threads
-        s.device_index = device_index
+        s.num_threads = _c_int("num_threads", num_threads, 32)
+        s.device_index = _c_int("device_index", device_index, 32)
         if seed is not None:
-            s.seed = seed
+            s.seed = _c_int("seed", seed, 64, signed=False)
         if cuda_stream is not None:
             s.cuda_stream = cuda_stream
         h = ctypes.c_void_p()
@@ -616,7 +619,8 @@ class Buffer:
     alive; freed by close(), __del__ or the end of a `with` block."""
 
     def __init__(self, ctx, nbytes):
-        self.ctx, self.nbytes = ctx, int(nbytes)
+        # size_t: ctypes would pass -1 as 2**64 - 1, refused as "cannot allocate 16 EiB".
+        self.ctx, self.nbytes = ctx, _c_int("nbytes", nbytes, 64, signed=False)
         p = ctypes.c_void_p()
         check(library().sparse_context_alloc(ctx.handle, self.nbytes, ctypes.byref(p)))
         self._p = p
@@ -666,7 +670,12 @@ class Buffer:
 
 def _c_int(name, value, bits, signed=True):
     """`value` as an int that fits the C field `name` (ctypes would wrap it around silently)."""
-    v = int(value)
+    try:
+        v = operator.index(value)
+    except TypeError:
+        if not (isinstance(value, float) and value.is_integer()):
+            raise ValueError(f"{name} = {value!r} is not an integer") from None
+        v = int(value)
     lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     if not lo <= v <= hi:
         raise ValueError(f"{name} = {v} does not fit the C field ({'int' if signed else 'uint'}"
@@ -784,7 +793,11 @@ class Layout(_Handle):
     def from_blocks(cls, seq_len, block_size, block_mask, element_mask=None, causal=False):
         """block_mask: uint8 array [heads, nb, nb]; element_mask: per computed block (head, I, J
         row-major) block_size x block_size bytes, or None."""
-        bm = np.ascontiguousarray(block_mask, dtype=np.uint8)
+        seq_len, block_size = _c_int("seq_len", seq_len, 64), _c_int("block_size", block_size, 32)
+        if block_size < 1:
+            raise ValueError(f"block_size = {block_size} must be >= 1 (16, 32, 64 or 128)")
+        # Non-zero = computed, as the C API reads it: a cast to uint8 would turn 0.5 or 256 into 0.
+        bm = np.ascontiguousarray(np.asarray(block_mask) != 0, dtype=np.uint8)
         if bm.ndim != 3 or bm.shape[1] != bm.shape[2]:
             raise ValueError(f"block_mask must be [heads, nb, nb], got {bm.shape}")
         nb = -(-seq_len // block_size)
@@ -793,7 +806,7 @@ class Layout(_Handle):
                              f"/ block {block_size} needs {nb}")
         em_ptr = None
         if element_mask is not None:
-            em = np.ascontiguousarray(element_mask, dtype=np.uint8)
+            em = np.ascontiguousarray(np.asarray(element_mask) != 0, dtype=np.uint8)
             need = int(np.count_nonzero(bm)) * block_size * block_size
             if em.size != need:
                 raise ValueError(f"element_mask has {em.size} bytes, the computed blocks need "
@@ -944,8 +957,12 @@ def _set_fields(struct, fields):
     for name, value in fields.items():
         if name not in dict(type(struct)._fields_) or name in ("struct_size", "reserved"):
             raise AttributeError(f"{type(struct).__name__} has no settable field {name!r}")
+        ftype = dict(type(struct)._fields_)[name]
         if name == "layer_cycle" and isinstance(value, str):
             value = value.encode()
+        elif issubclass(ftype, ctypes._SimpleCData) and ftype._type_ in "bBhHiIlLqQ":
+            # ctypes would store an out-of-range int modulo 2^bits without a word.
+            value = _c_int(name, value, 8 * ctypes.sizeof(ftype), ftype(-1).value < 0)
         elif name == "position_shape":
             value = list(value)
             if not 1 <= len(value) <= 4:
@@ -995,8 +1012,26 @@ def progress_line(stats, total_steps=0, elapsed_seconds=0.0):
     return buf.value.decode()
 
 
+def _path(path, what):
+    """`path` (str, bytes or os.PathLike) as the C string the library reads, refusing NUL bytes
+    (ctypes would cut the path at the first one and the file would go elsewhere)."""
+    p = os.fsencode(path)
+    if b"\0" in p:
+        raise ValueError(f"{what} {path!r} contains a NUL byte")
+    return p
+
+
 def _tokens(tokens, seq_len):
-    t = np.ascontiguousarray(tokens, dtype=np.uint8)
+    a = np.asarray(tokens)
+    if a.dtype != np.uint8:
+        # Tokens are bytes: a cast would wrap 300 to 44 and cut 3.7 to 3 without a word.
+        if a.dtype.kind not in "iu":
+            raise ValueError(f"tokens must be bytes (uint8, or integers in [0, 255]), got dtype "
+                             f"{a.dtype}")
+        if a.size and (a.min() < 0 or a.max() > 255):
+            raise ValueError(f"tokens must be in [0, 255] (bytes), got values from {a.min()} to "
+                             f"{a.max()}")
+    t = np.ascontiguousarray(a, dtype=np.uint8)
     if t.ndim == 1:
         t = t.reshape(1, -1)
     if t.ndim != 2 or t.shape[1] != seq_len or t.shape[0] < 1:
@@ -1028,7 +1063,7 @@ class Model(_Handle):
         _Handle.__init__(self)
         self.ctx = ctx
         h = ctypes.c_void_p()
-        check(library().sparse_model_load(ctx.handle, os.fsencode(path), ctypes.byref(h)))
+        check(library().sparse_model_load(ctx.handle, _path(path, "checkpoint"), ctypes.byref(h)))
         self._h = h
         self.seq_len = self.config.seq_len
         return self
@@ -1097,20 +1132,23 @@ class Model(_Handle):
         if temperature is not None:
             p.temperature = temperature
         if seed is not None:
-            p.seed = seed
+            p.seed = _c_int("seed", seed, 64, signed=False)
+        length = _c_int("length", length, 64)
         prompt = bytes(prompt)
-        out = (ctypes.c_uint8 * max(int(length), 1))()
+        # A length outside [1, seq_len] is refused by the library before it writes anything: the
+        # buffer need not be allocated for it (2**40 bytes would be a MemoryError instead).
+        out = (ctypes.c_uint8 * max(min(length, self.seq_len), 1))()
         pr = (ctypes.c_uint8 * max(len(prompt), 1)).from_buffer_copy(prompt.ljust(1, b"\0"))
         check(library().sparse_model_sample(self.handle, ctypes.byref(p),
                                             ctypes.cast(pr, _u8p) if prompt else None,
                                             len(prompt), ctypes.cast(out, _u8p), int(length)))
-        return bytes(out[:int(length)])
+        return bytes(out[:length])
 
     def save(self, path):
-        check(library().sparse_model_save(self.handle, os.fsencode(path)))
+        check(library().sparse_model_save(self.handle, _path(path, "checkpoint")))
 
     def restore(self, path):
-        check(library().sparse_model_restore(self.handle, os.fsencode(path)))
+        check(library().sparse_model_restore(self.handle, _path(path, "checkpoint")))
 
 
 # ---------------------------------------------------------------- datasets (datasets.h)
@@ -1142,9 +1180,14 @@ class Dataset(_Handle):
         super().__init__()
         d = DatasetDesc()
         check(library().sparse_dataset_desc_default(ctypes.byref(d), _kind_value(kind)))
-        self._path = os.fsencode(path) if path is not None else None
+        self._path = _path(path, "dataset path") if path is not None else None
         d.path = self._path
-        d.split = Split[split.upper()] if isinstance(split, str) else int(split)
+        if isinstance(split, str):
+            if split.upper() not in Split.__members__:
+                raise ValueError(f"split {split!r} is not one of "
+                                 f"{', '.join(s.lower() for s in Split.__members__)}")
+            split = Split[split.upper()]
+        d.split = _c_int("split", split, 32)
         _set_fields(d, fields)
         h = ctypes.c_void_p()
         check(library().sparse_dataset_open(ctypes.byref(d), ctypes.byref(h)))

@@ -507,12 +507,15 @@ impl Context {
         v: &[T],
         shape: [usize; 4],
     ) -> Result<(Vec<T>, Vec<f32>)> {
-        let elements = shape
-            .iter()
-            .try_fold(1usize, |a, &b| a.checked_mul(b))
-            .ok_or_else(|| Error::invalid(format!("shape {shape:?} overflows")))?;
-        let mut out = vec![T::default(); elements];
-        let mut lse = vec![0f32; elements / shape[3].max(1)];
+        let count = |dims: &[usize]| {
+            dims.iter()
+                .try_fold(1usize, |a, &b| a.checked_mul(b))
+                .ok_or_else(|| Error::invalid(format!("shape {shape:?} overflows")))
+        };
+        let mut out = vec![T::default(); count(&shape)?];
+        // lse is [batch, heads, seq_len]: counted from those (with head_dim 0, elements / head_dim
+        // would give an empty lse, refused as too short instead of the library naming head_dim).
+        let mut lse = vec![0f32; count(&shape[..3])?];
         {
             let mut o = ViewMut::new(&mut out, &shape)?;
             let mut l = ViewMut::new(&mut lse, &shape[..3])?;

@@ -116,6 +116,27 @@ fn slices_are_checked_against_shapes() {
 }
 
 #[test]
+fn allocating_attention_names_the_bad_dimension() {
+    // lse was allocated as elements / head_dim: with head_dim 0 an empty lse, refused as "too
+    // short" although the caller gave no lse; the library names head_dim.
+    let (ctx, layout) = (ctx(), layout());
+    let err = ctx.attention::<f32>(&layout, &[], &[], &[], [1, 2, 64, 0]).unwrap_err();
+    assert_eq!(err.status, Status::InvalidArgument);
+    assert!(err.message.contains("head_dim"), "{}", err.message);
+    let err = ctx.attention::<f32>(&layout, &[], &[], &[], [0, 2, 64, 8]).unwrap_err();
+    assert!(err.message.contains("batch"), "{}", err.message);
+    let err = ctx.attention::<f32>(&layout, &[], &[], &[], [usize::MAX, 2, 64, 0]).unwrap_err();
+    assert!(err.message.contains("overflows"), "{}", err.message);
+    // 2^62 batches broadcast from one (stride 0): 2^75 elements, refused before any access.
+    let q = vec![0.5f32; 2 * 64 * 8];
+    let big = View::strided(&q, &[1 << 62, 2, 64, 8], &[0, 512, 8, 1]).unwrap();
+    let mut out = vec![0f32; q.len()];
+    let mut o = ViewMut::new(&mut out, &[1, 2, 64, 8]).unwrap();
+    let err = ctx.attention_forward(&layout, None, &big, &big, &big, &mut o, None).unwrap_err();
+    assert!(err.message.contains("64-bit"), "{}", err.message);
+}
+
+#[test]
 fn unsupported_requests_are_errors() {
     let (ctx, layout) = (ctx(), layout());
     let shape = [1, 2, 64, 8];
