@@ -160,10 +160,11 @@ DatasetPtr open_split(const DataSpec& spec, sparse_split split, int64_t seq_len,
       if (n > tokens) fix = "\nthe " + split_name + " split is too short for any model";
       throw std::runtime_error(message + fix);
     }
-    if (kind == "cifar10" && split != SPARSE_SPLIT_TRAIN &&
+    if ((kind == "cifar10" || kind == "imagenet64") && split != SPARSE_SPLIT_TRAIN &&
         message.find("train split only") != std::string::npos)
       throw std::runtime_error(message + "\n" + split_option +
-                               " train evaluates on the file's own records");
+                               " train evaluates on the file's own " +
+                               (kind == "cifar10" ? "records" : "images"));
     throw;
   }
 }
@@ -712,6 +713,19 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
     o.steps = o.extend_to;
   }
   keep_global_batch(o, dp);
+  if (o.micro_batch > 0 && o.batch % o.micro_batch != 0)
+    throw std::runtime_error("--micro-batch " + std::to_string(o.micro_batch) +
+                             " does not divide --batch " + std::to_string(o.batch) +
+                             " (the sequences of each rank); give a divisor of it, or 0 for "
+                             "one micro-batch");
+  nlohmann::json same_on_every_rank = effective_run_options(o);
+  same_on_every_rank["eval-every"] = o.eval_every;
+  same_on_every_rank["eval-sequences"] = o.eval_sequences;
+  same_on_every_rank["eval-split"] = o.eval_split;
+  same_on_every_rank["resume"] = o.resume;
+  same_on_every_rank["backend"] = o.device.backend;
+  same_on_every_rank["micro-batch"] = o.micro_batch;  // as given: 0 is the whole --batch
+  dp.check_same_options(same_on_every_rank);
   const bool root = dp.root();
   if (!root) o.quiet = true;
 
