@@ -461,7 +461,8 @@ void apply_run_settings(const nlohmann::json& saved, TrainOptions& o) {
 // The options of a resumed run: the saved run's, after checking that every run option given on
 // the command line equals the saved one. Without a record (a checkpoint of another program) the
 // given options stand, and the library compares the configuration they make with the checkpoint.
-TrainOptions resumed_options(const TrainOptions& given) {
+// world_size: the ranks of the resumed run.
+TrainOptions resumed_options(const TrainOptions& given, int world_size) {
   const std::string path = run_record_path(given.checkpoint);
   if (!path_exists(path)) {
     std::fprintf(stderr,
@@ -491,9 +492,27 @@ TrainOptions resumed_options(const TrainOptions& given) {
   apply_run_options(with_given, given_run);
   const nlohmann::json was = effective_run_options(saved_run);
   const nlohmann::json is = effective_run_options(given_run);
+  // On another number of ranks the run keeps its global batch: --batch is the per-rank share of
+  // it (keep_global_batch), and the saved per-rank value is accepted too.
+  const int64_t saved_ranks = before.value("world-size", 1);
+  const int64_t global = saved_ranks * was["batch"].get<int64_t>();
+  const bool other_ranks = saved_ranks != world_size;
   std::string conflicts;
   for (const std::string& name : given.given) {
     if (!now.contains(name) || is[name] == was[name]) continue;
+    if (name == "batch" && other_ranks) {
+      if (global % world_size == 0 && given.batch == global / world_size) continue;
+      conflicts +=
+          "\n  --batch: the checkpoint's run has " + was[name].dump() + " on each of " +
+          std::to_string(saved_ranks) + " rank(s) (a global batch of " + std::to_string(global) +
+          ")" +
+          (global % world_size == 0
+               ? "; on " + std::to_string(world_size) + " rank(s) it is kept with --batch " +
+                     std::to_string(global / world_size)
+               : ", which " + std::to_string(world_size) + " rank(s) cannot share equally") +
+          "; given " + is[name].dump();
+      continue;
+    }
     conflicts += "\n  --" + name + ": the checkpoint's run has " + was[name].dump() + ", given " +
                  is[name].dump();
     if (name == "steps") conflicts += " (--extend-to N continues a run to N steps)";
@@ -705,7 +724,7 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   if (given.checkpoint_every > 0 && given.checkpoint.empty())
     throw std::runtime_error("--checkpoint-every needs --checkpoint");
   if (given.extend_to > 0 && !given.resume) throw std::runtime_error("--extend-to needs --resume");
-  TrainOptions o = given.resume ? resumed_options(given) : given;
+  TrainOptions o = given.resume ? resumed_options(given, dp.size()) : given;
   if (o.extend_to > 0) {
     if (o.extend_to <= o.steps)
       throw std::runtime_error("--extend-to " + std::to_string(o.extend_to) +

@@ -6,7 +6,8 @@
   bit (the reducer adds the ranks' gradients in rank order, as one process adds its micro-batches;
   the reference is the single-process trainer, which never calls MPI).
 - a 2-rank run killed after a checkpoint and resumed under 2 ranks equals the uninterrupted run
-  (log and checkpoint byte for byte); resuming on 1 rank keeps the global batch, on 3 is refused.
+  (log and checkpoint byte for byte); resuming on 1 rank keeps the global batch (--batch 4 given
+  is accepted, --batch 3 refused naming 4), on 3 is refused.
 - a rank killed with SIGKILL: mpirun ends the job non-zero within 30 s, naming rank 1; a rank
   stopped (SIGSTOP, alive but silent): rank 0's reduction times out after --rank-timeout 3 and the
   job ends non-zero, the message naming rank 1.
@@ -185,7 +186,12 @@ def resume_two_ranks(tmp):
     shutil.copy(ref + ".ckpt.run.json", cut + ".ckpt.run.json")
     r = train(3, SLOW + ["--checkpoint", cut + ".ckpt", "--resume", "--extend-to", "121"])
     assert r.returncode != 0 and "3 ranks cannot share" in r.stderr, r.stderr[-2000:]
-    r = ok(train(0, SLOW + ["--checkpoint", cut + ".ckpt", "--resume", "--extend-to", "121"]))
+    # On 1 rank the run's --batch is 4: given, it is accepted; another value is refused naming 4.
+    r = train(0, SLOW + ["--checkpoint", cut + ".ckpt", "--resume", "--extend-to", "121",
+                         "--batch", "3"])
+    assert r.returncode != 0 and "kept with --batch 4; given 3" in r.stderr, r.stderr[-2000:]
+    r = ok(train(0, SLOW + ["--checkpoint", cut + ".ckpt", "--resume", "--extend-to", "121",
+                            "--batch", "4"]))
     s = json.loads(r.stdout)
     assert (s["batch"], s["world_size"], s["global_batch"]) == (4, 1, 4), s
     return (f"killed at step {interrupted}, resumed from {resumed_from} under 2 ranks: log and "
