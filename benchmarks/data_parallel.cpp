@@ -43,11 +43,27 @@ std::shared_ptr<GradientReducer> make_mpi_group(const LaunchEnvironment& launch,
                                "(-Dmpi=enabled, libopenmpi-dev)");
     return make_single_process_reducer();
   }
+  std::shared_ptr<GradientReducer> group;
   try {
-    return make_mpi_reducer(timeout);
+    group = make_mpi_reducer(timeout);
   } catch (const std::exception& e) {
     throw std::runtime_error(std::string("joining the MPI job: ") + e.what());
   }
+  if (group->size() == launch.size && group->rank() == launch.rank) return group;
+  // The variables describe a job MPI did not start (set by hand, an sbatch script's own, or
+  // srun without an MPI plugin): every such process is a group of one, rank 0, and would train
+  // and write the outputs alone. Only the process the variables call rank 0 goes on, alone.
+  const std::string said = launch.source + " say rank " + std::to_string(launch.rank) + " of " +
+                           std::to_string(launch.size) + ", but MPI started " +
+                           (group->size() == 1 ? std::string("this process alone")
+                                               : "rank " + std::to_string(group->rank()) + " of " +
+                                                     std::to_string(group->size()));
+  if (group->size() > 1 || launch.rank != 0)
+    throw std::runtime_error(said +
+                             "; start the ranks with mpirun or srun --mpi=pmix, or unset the "
+                             "launcher's variables to train in one process");
+  std::fprintf(stderr, "sparse-repro: %s; training in one process (world size 1)\n", said.c_str());
+  return group;
 }
 
 }  // namespace
@@ -110,6 +126,28 @@ double DataParallel::evaluate(sparse_model* model, const sparse_dataset* ds, int
   }
   if (evaluated) *evaluated = count;
   return count > 0 ? total / static_cast<double>(count) : std::nan("");
+}
+
+void DataParallel::check_same_options(const nlohmann::json& options) const {
+  if (size() == 1) return;
+  const std::string mine = options.dump();
+  uint64_t length = mine.size();
+  reducer_->broadcast(&length, sizeof length);
+  std::string at_root = root() ? mine : std::string(static_cast<size_t>(length), '\0');
+  reducer_->broadcast(at_root.data(), at_root.size());
+  if (at_root == mine) return;
+  const nlohmann::json theirs = nlohmann::json::parse(at_root);
+  std::string differences;
+  for (const auto& [name, value] : options.items()) {
+    const nlohmann::json other = theirs.contains(name) ? theirs[name] : nlohmann::json(nullptr);
+    if (other != value)
+      differences +=
+          "\n  --" + name + ": " + value.dump() + " on this rank, " + other.dump() + " on rank 0";
+  }
+  throw std::runtime_error(
+      "the ranks were started with different options; every rank of a data-parallel run needs "
+      "the same (mpirun -np N sparse-repro train OPTIONS):" +
+      differences);
 }
 
 void DataParallel::abort_job(const std::string& message) const {

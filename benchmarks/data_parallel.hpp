@@ -42,6 +42,10 @@ class DataParallel {
   // of size() * batch evaluated by their ranks and the sums added over the ranks.
   double evaluate(sparse_model* model, const sparse_dataset* ds, int64_t count, int batch,
                   int64_t* evaluated) const;
+  // Throws on every rank whose `options` differ from rank 0's, naming each option that differs
+  // (ranks launched with different arguments, e.g. an MPMD launch, would otherwise train
+  // different models or call the reductions out of step).
+  void check_same_options(const nlohmann::json& options) const;
   // A failure on one rank of several: prints it with the rank and ends the whole job.
   [[noreturn]] void abort_job(const std::string& message) const;
 

@@ -160,10 +160,11 @@ DatasetPtr open_split(const DataSpec& spec, sparse_split split, int64_t seq_len,
       if (n > tokens) fix = "\nthe " + split_name + " split is too short for any model";
       throw std::runtime_error(message + fix);
     }
-    if (kind == "cifar10" && split != SPARSE_SPLIT_TRAIN &&
+    if ((kind == "cifar10" || kind == "imagenet64") && split != SPARSE_SPLIT_TRAIN &&
         message.find("train split only") != std::string::npos)
       throw std::runtime_error(message + "\n" + split_option +
-                               " train evaluates on the file's own records");
+                               " train evaluates on the file's own " +
+                               (kind == "cifar10" ? "records" : "images"));
     throw;
   }
 }
@@ -461,7 +462,8 @@ void apply_run_settings(const nlohmann::json& saved, TrainOptions& o) {
 // The options of a resumed run: the saved run's, after checking that every run option given on
 // the command line equals the saved one. Without a record (a checkpoint of another program) the
 // given options stand, and the library compares the configuration they make with the checkpoint.
-TrainOptions resumed_options(const TrainOptions& given) {
+// world_size: the ranks of the resumed run.
+TrainOptions resumed_options(const TrainOptions& given, int world_size) {
   const std::string path = run_record_path(given.checkpoint);
   if (!path_exists(path)) {
     std::fprintf(stderr,
@@ -491,9 +493,27 @@ TrainOptions resumed_options(const TrainOptions& given) {
   apply_run_options(with_given, given_run);
   const nlohmann::json was = effective_run_options(saved_run);
   const nlohmann::json is = effective_run_options(given_run);
+  // On another number of ranks the run keeps its global batch: --batch is the per-rank share of
+  // it (keep_global_batch), and the saved per-rank value is accepted too.
+  const int64_t saved_ranks = before.value("world-size", 1);
+  const int64_t global = saved_ranks * was["batch"].get<int64_t>();
+  const bool other_ranks = saved_ranks != world_size;
   std::string conflicts;
   for (const std::string& name : given.given) {
     if (!now.contains(name) || is[name] == was[name]) continue;
+    if (name == "batch" && other_ranks) {
+      if (global % world_size == 0 && given.batch == global / world_size) continue;
+      conflicts +=
+          "\n  --batch: the checkpoint's run has " + was[name].dump() + " on each of " +
+          std::to_string(saved_ranks) + " rank(s) (a global batch of " + std::to_string(global) +
+          ")" +
+          (global % world_size == 0
+               ? "; on " + std::to_string(world_size) + " rank(s) it is kept with --batch " +
+                     std::to_string(global / world_size)
+               : ", which " + std::to_string(world_size) + " rank(s) cannot share equally") +
+          "; given " + is[name].dump();
+      continue;
+    }
     conflicts += "\n  --" + name + ": the checkpoint's run has " + was[name].dump() + ", given " +
                  is[name].dump();
     if (name == "steps") conflicts += " (--extend-to N continues a run to N steps)";
@@ -705,7 +725,7 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   if (given.checkpoint_every > 0 && given.checkpoint.empty())
     throw std::runtime_error("--checkpoint-every needs --checkpoint");
   if (given.extend_to > 0 && !given.resume) throw std::runtime_error("--extend-to needs --resume");
-  TrainOptions o = given.resume ? resumed_options(given) : given;
+  TrainOptions o = given.resume ? resumed_options(given, dp.size()) : given;
   if (o.extend_to > 0) {
     if (o.extend_to <= o.steps)
       throw std::runtime_error("--extend-to " + std::to_string(o.extend_to) +
@@ -713,6 +733,19 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
     o.steps = o.extend_to;
   }
   keep_global_batch(o, dp);
+  if (o.micro_batch > 0 && o.batch % o.micro_batch != 0)
+    throw std::runtime_error("--micro-batch " + std::to_string(o.micro_batch) +
+                             " does not divide --batch " + std::to_string(o.batch) +
+                             " (the sequences of each rank); give a divisor of it, or 0 for "
+                             "one micro-batch");
+  nlohmann::json same_on_every_rank = effective_run_options(o);
+  same_on_every_rank["eval-every"] = o.eval_every;
+  same_on_every_rank["eval-sequences"] = o.eval_sequences;
+  same_on_every_rank["eval-split"] = o.eval_split;
+  same_on_every_rank["resume"] = o.resume;
+  same_on_every_rank["backend"] = o.device.backend;
+  same_on_every_rank["micro-batch"] = o.micro_batch;  // as given: 0 is the whole --batch
+  dp.check_same_options(same_on_every_rank);
   const bool root = dp.root();
   if (!root) o.quiet = true;
 

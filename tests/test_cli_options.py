@@ -5,17 +5,18 @@ Refusals: every out-of-range or malformed value is an error naming the option, t
 value, before any work (no CLI11 "Value 0 not in range 0.000000 to 1797...", no internal field
 names such as `count`, no std::bad_alloc); a misspelt subcommand names the closest one.
 Fixable errors name the fix, and the fix works: a text split shorter than one sequence names a
---seq-len that fits (the same command with it then runs), a single CIFAR-10 record file names
---eval-split train. Output: train, eval and sample print one line for a person (train and eval:
-bits/dim, the split, the checkpoint; sample: the file, its format, the tokens), --json the JSON
-with the same figures; eval without --data takes the checkpoint's own data; a quick main job
-refuses a folder holding a real run's results; sample PNGs are enlarged by nearest neighbour
-(checked against the raw tokens)."""
+--seq-len that fits (the same command with it then runs), a single CIFAR-10 record file or
+ImageNet npz names --eval-split train. Output: train, eval and sample print one line for a
+person (train and eval: bits/dim, the split, the checkpoint; sample: the file, its format, the
+tokens), --json the JSON with the same figures; eval without --data takes the checkpoint's own
+data; a quick main job refuses a folder holding a real run's results; sample PNGs are enlarged by
+nearest neighbour (checked against the raw tokens)."""
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import zipfile
 
 from png_gray import read_gray_png
 
@@ -129,6 +130,8 @@ OPTION_CASES = [
     (["train", *tiny("--block", "24")], ["--block", "16, 32, 64 or 128"]),
     (["train", *tiny("--num-sequences", "99999999999")], ["--num-sequences"]),
     (["train", *tiny("--stride", "100")], ["--stride", "--seq-len"]),
+    # Before any work, in the options' names (not the library's micro_batch / batch fields).
+    (["train", *tiny("--batch", "3", "--micro-batch", "2")], ["--micro-batch 2", "--batch 3"]),
 ]
 
 
@@ -199,6 +202,19 @@ def check_fixable(tmp):
                                      for i in range(20)))
     c = ["train", "--preset", "cifar10-small", "--data", "cifar10:" + cifar, "--steps", "1",
          "--batch", "1", "--eval-sequences", "1", "--layers", "1", "--threads", "1", "--quiet"]
+    refused(c, "--eval-split train")
+    r = run(c + ["--eval-split", "train"], timeout=300)
+    assert r.returncode == 0, r.stderr
+    # One ImageNet 64x64 npz (numpy's format: a zip of data.npy, uint8 (2, 12288)) is the same.
+    npz = os.path.join(tmp, "images.npz")
+    header = "{'descr': '|u1', 'fortran_order': False, 'shape': (2, 12288), }"
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    npy = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode()
+    with zipfile.ZipFile(npz, "w") as z:
+        z.writestr("data.npy", npy + bytes(i % 251 for i in range(2 * 12288)))
+    c = ["train", "--preset", "imagenet64-small", "--data", "imagenet64:" + npz, "--steps", "1",
+         "--batch", "1", "--eval-sequences", "1", "--layers", "1", "--width", "32", "--heads",
+         "1", "--threads", "1", "--quiet"]
     refused(c, "--eval-split train")
     r = run(c + ["--eval-split", "train"], timeout=300)
     assert r.returncode == 0, r.stderr

@@ -6,10 +6,16 @@
   bit (the reducer adds the ranks' gradients in rank order, as one process adds its micro-batches;
   the reference is the single-process trainer, which never calls MPI).
 - a 2-rank run killed after a checkpoint and resumed under 2 ranks equals the uninterrupted run
-  (log and checkpoint byte for byte); resuming on 1 rank keeps the global batch, on 3 is refused.
+  (log and checkpoint byte for byte); resuming on 1 rank keeps the global batch (--batch 4 given
+  is accepted, --batch 3 refused naming 4), on 3 is refused.
 - a rank killed with SIGKILL: mpirun ends the job non-zero within 30 s, naming rank 1; a rank
   stopped (SIGSTOP, alive but silent): rank 0's reduction times out after --rank-timeout 3 and the
   job ends non-zero, the message naming rank 1.
+- ranks launched with different options (an MPMD launch, `-np 1 ... : -np 1 ...`): a different
+  --seed (which would silently train different models) or --eval-every (whose reductions would
+  run out of step and crash MPI) ends the job non-zero, naming the option and both values.
+- launcher variables without a launcher (SLURM_PROCID=1 SLURM_NTASKS=2 on a plain process): the
+  process MPI starts alone is refused, naming the variables, unless they call it rank 0.
 Exit 77 (skip) when mpirun is missing or sparse-repro was built without MPI."""
 import json
 import os
@@ -180,7 +186,12 @@ def resume_two_ranks(tmp):
     shutil.copy(ref + ".ckpt.run.json", cut + ".ckpt.run.json")
     r = train(3, SLOW + ["--checkpoint", cut + ".ckpt", "--resume", "--extend-to", "121"])
     assert r.returncode != 0 and "3 ranks cannot share" in r.stderr, r.stderr[-2000:]
-    r = ok(train(0, SLOW + ["--checkpoint", cut + ".ckpt", "--resume", "--extend-to", "121"]))
+    # On 1 rank the run's --batch is 4: given, it is accepted; another value is refused naming 4.
+    r = train(0, SLOW + ["--checkpoint", cut + ".ckpt", "--resume", "--extend-to", "121",
+                         "--batch", "3"])
+    assert r.returncode != 0 and "kept with --batch 4; given 3" in r.stderr, r.stderr[-2000:]
+    r = ok(train(0, SLOW + ["--checkpoint", cut + ".ckpt", "--resume", "--extend-to", "121",
+                            "--batch", "4"]))
     s = json.loads(r.stdout)
     assert (s["batch"], s["world_size"], s["global_batch"]) == (4, 1, 4), s
     return (f"killed at step {interrupted}, resumed from {resumed_from} under 2 ranks: log and "
@@ -213,6 +224,36 @@ def dead_rank(tmp, how):
     return f"rank 1 {how}: job ended with status {p.returncode} after {elapsed:.1f} s, naming rank 1"
 
 
+def mpmd_options(tmp):
+    base = ["train", "--json", *options(["--steps", "2", "--batch", "1"], TINY)]
+    shown = []
+    for option, value, given in (("--seed", "2", "1"), ("--eval-every", "1", "0")):
+        cmd = [mpirun, "--oversubscribe", "-np", "1", exe, *base, ":", "-np", "1", exe, *base,
+               option, value]
+        t0 = time.time()
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+        elapsed = time.time() - t0
+        assert r.returncode != 0, f"{option} differing across ranks: exit 0:\n{r.stderr[-1000:]}"
+        assert f"{option}: {value} on this rank, {given} on rank 0" in r.stderr, r.stderr[-2000:]
+        assert '"world_size"' not in r.stdout, "a summary was written"
+        shown.append(f"{option} ({elapsed:.1f} s)")
+    return "refused, naming " + " and ".join(shown)
+
+
+def launcher_variables(tmp):
+    plain = {k: v for k, v in env.items()
+             if not k.startswith(("OMPI_COMM_WORLD", "PMIX_", "PMI_", "SLURM_"))}
+    args = [exe, "train", "--json", *options(["--steps", "1", "--batch", "1"], TINY)]
+    slurm = dict(plain, SLURM_PROCID="1", SLURM_NTASKS="2", SLURM_LOCALID="1")
+    r = subprocess.run(args, capture_output=True, text=True, timeout=120, env=slurm)
+    assert r.returncode != 0, "SLURM rank 1 of 2 without srun trained alone:\n" + r.stdout[-500:]
+    assert "SLURM_PROCID/SLURM_NTASKS say rank 1 of 2" in r.stderr, r.stderr[-2000:]
+    r = ok(subprocess.run(args, capture_output=True, text=True, timeout=120,
+                          env=dict(slurm, SLURM_PROCID="0", SLURM_LOCALID="0")))
+    assert json.loads(r.stdout)["world_size"] == 1 and "rank 0 of 2" in r.stderr, r.stderr
+    return "SLURM rank 1 of 2 refused naming the variables; rank 0 of 2 trains alone, saying so"
+
+
 def main():
     probe = subprocess.run([exe, "train", "--help"], capture_output=True, text=True)
     if "--rank-timeout" not in probe.stdout:
@@ -228,7 +269,9 @@ def main():
         cases = [("same-as-one-process", lambda: same_as_one_process(tmp)),
                  ("resume-2-ranks", lambda: resume_two_ranks(tmp)),
                  ("rank-killed", lambda: dead_rank(tmp, "killed")),
-                 ("rank-stopped", lambda: dead_rank(tmp, "stopped"))]
+                 ("rank-stopped", lambda: dead_rank(tmp, "stopped")),
+                 ("mpmd-options", lambda: mpmd_options(tmp)),
+                 ("launcher-variables", lambda: launcher_variables(tmp))]
         only = sys.argv[2:] or [name for name, _ in cases]
         for name, case in cases:
             if name not in only:
