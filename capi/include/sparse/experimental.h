@@ -110,8 +110,10 @@ SPARSE_API sparse_status sparse_experimental_op_check(
  * wait_all_reduce_sum once; when it returns, every range begun in the step holds its sum over
  * the ranks. Memory: as for all_reduce_sum (`memory` below); with SPARSE_MEMORY_HOST and a model
  * in device memory each range is copied to a host buffer of the library's for begin, and all are
- * copied back after the wait. Neither callback may block for ever on a rank that is gone: a
- * reducer that waits for the other ranks fails after its own timeout (the library has none).
+ * copied back after the wait. Timeouts: begin should return without waiting for the other
+ * ranks (the backward pass waits for it); neither callback may block for ever on a rank that is
+ * gone: a reducer that waits for the other ranks fails after its own timeout (the library has
+ * none).
  * Errors: a failing begin or wait fails the step with its status and message (the parameters,
  * the optimiser state and the step are unchanged). When the step fails after a begin (a later
  * begin, or the backward pass itself), the library still calls wait_all_reduce_sum once before it
@@ -132,7 +134,7 @@ typedef struct sparse_experimental_gradient_reducer {
                            finished) when the call starts. */
   void* user;           /* passed to the callbacks; the caller keeps it alive */
   /* Replaces data[0, count) by its sum over the ranks, on every rank. `memory` says where data
-   * lives. Required. */
+   * lives. Required (not called while the overlap callbacks below are set). */
   sparse_status (*all_reduce_sum)(void* user, float* data, int64_t count, sparse_memory memory,
                                   char* error, size_t error_size);
   /* Replaces values[0, count) (host memory) by their sums over the ranks, the same on every
