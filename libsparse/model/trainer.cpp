@@ -124,8 +124,8 @@ sparse_train_stats Trainer::train_step(const uint8_t* tokens, int64_t batch) {
       backend_->copy(grads + offset, memory, grad_sum_.data() + offset, memory,
                      static_cast<size_t>(size) * sizeof(float));
     }
-    begun = true;
     reducer_->begin(*backend_, grads + offset, size);
+    begun = true;
   };
   try {
     // The weights are rounded (mixed precision) once for every micro-batch of the step.

@@ -986,12 +986,18 @@ TEST_CASE("gradient reducer overlap: both callbacks or neither; failures fail th
   CHECK(sparse_experimental_model_set_gradient_reducer(m.m, &r) == SPARSE_ERR_INVALID_ARGUMENT);
   CHECK(error_mentions("reducer->begin_all_reduce_sum is NULL"));
 
-  // The second begin fails: the step fails with its message, and the library still waits once
-  // for the range begun; a failing wait fails the step too. Neither step counts.
+  // A failing begin fails the step with its message. When it is the first, nothing is waited
+  // for; when it is the second, the library still waits once for the range begun. A failing
+  // wait fails the step too. No failed step counts.
   const std::vector<uint8_t> data = random_tokens(2 * c.seq_len, 77);
-  d.fail_begin = 2;
   r = doubling_hook(d, true);
   REQUIRE(sparse_experimental_model_set_gradient_reducer(m.m, &r) == SPARSE_OK);
+  d.fail_begin = 1;
+  CHECK(sparse_model_train_step(m.m, data.data(), 2, nullptr) == SPARSE_ERR_IO);
+  CHECK(error_mentions("begin 1: rank 1 is gone"));
+  CHECK(d.waits == 0);
+  d.begins = 0;
+  d.fail_begin = 2;
   CHECK(sparse_model_train_step(m.m, data.data(), 2, nullptr) == SPARSE_ERR_IO);
   CHECK(error_mentions("begin 2: rank 1 is gone"));
   CHECK(d.begins == 2);
