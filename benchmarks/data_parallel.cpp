@@ -77,7 +77,9 @@ std::string DataParallel::describe() const {
          ", local rank " + std::to_string(launch_.local_rank) + ")";
 }
 
-void DataParallel::attach(sparse_model* model) const { attach_reducer(model, *reducer_); }
+void DataParallel::attach(sparse_model* model, bool overlap) const {
+  attach_reducer(model, *reducer_, overlap);
+}
 
 const uint8_t* DataParallel::next_shard(sparse_dataset* ds, int64_t batch, int64_t seq_len,
                                         std::vector<uint8_t>& global) const {
@@ -167,6 +169,12 @@ void add_data_parallel_options(CLI::App& app, TrainOptions& o) {
                  "data parallel (mpirun/srun): a gradient reduction that waits this many seconds "
                  "for the other ranks ends the job, naming the ranks that did not arrive")
       ->check(number_in(0, kInf, true))
+      ->capture_default_str();
+  app.add_option("--reduce-overlap", o.reduce_overlap,
+                 "data parallel: on = sum each parameter range's gradient over the ranks while "
+                 "the backward pass computes the rest (the same results bit for bit), off = one "
+                 "sum after the backward pass")
+      ->check(CLI::IsMember({"on", "off"}))
       ->capture_default_str();
 }
 

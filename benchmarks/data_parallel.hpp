@@ -32,8 +32,9 @@ class DataParallel {
   std::shared_ptr<GradientReducer> reducer() const { return reducer_; }
 
   // Attaches the reducer to `model`'s trainer (through the library's gradient-reducer hook); the
-  // reducer outlives the model.
-  void attach(sparse_model* model) const;
+  // reducer outlives the model. With `overlap` a reducer that can sums the gradient's ranges
+  // while the backward pass goes on.
+  void attach(sparse_model* model, bool overlap) const;
   // Reads the next global batch of size() * batch sequences from `ds` into `global` and returns
   // this rank's shard (batch sequences).
   const uint8_t* next_shard(sparse_dataset* ds, int64_t batch, int64_t seq_len,
@@ -54,7 +55,7 @@ class DataParallel {
   std::shared_ptr<GradientReducer> reducer_;
 };
 
-// --micro-batch and --rank-timeout.
+// --micro-batch, --rank-timeout and --reduce-overlap.
 void add_data_parallel_options(CLI::App& app, TrainOptions& o);
 // Sets o.world_size to the group's; a resumed run saved with another world size keeps its global
 // batch (o.batch = saved world size * saved batch / size()) or is refused when size() does not

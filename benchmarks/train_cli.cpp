@@ -789,7 +789,7 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
         std::string("model (--preset ") + o.preset +
         " with the options given): " + with_option_names(sparse_last_error(), kModelFields));
   ModelPtr model(raw, sparse_model_destroy);
-  dp.attach(model.get());
+  dp.attach(model.get(), o.reduce_overlap == "on");
   // The library refuses a checkpoint whose model configuration differs from the one these
   // options make, naming the fields; the trainer configuration is the run's (with --extend-to,
   // the longer schedule).
@@ -917,6 +917,8 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   summary["world_size"] = dp.size();
   summary["global_batch"] = global_batch;
   summary["gradient_reducer"] = dp.reducer()->name();
+  // Whether the gradient sums overlapped the backward pass (off with no reducer).
+  summary["reduce_overlap"] = o.reduce_overlap == "on" && dp.reducer()->overlaps() ? "on" : "off";
   summary["tokens_seen"] = step * global_batch * cfg.seq_len;
   // Times, memory and loss of the steps this invocation trained: with none (a finished run
   // resumed) they are null, not zeros, and the note says so.

@@ -62,6 +62,8 @@ struct TrainOptions {
   std::string summary_out;  // JSON summary of the run
   bool quiet = false;
   bool json = false;  // print the JSON summary instead of the one-line summary
+  // data parallel: on | off (sum each gradient range during the backward pass, or after it)
+  std::string reduce_overlap = "on";
   // Long names of the options given on the command line (resume checks them against the run).
   std::vector<std::string> given;
 };

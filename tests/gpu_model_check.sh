@@ -16,9 +16,11 @@
 #                                          tighten them), no step skipped by loss scaling, and
 #                                          the activation peak below fp32's (16-bit storage)
 #   tests/gpu_model_check.sh nccl  BUILD   the 10 fp32 steps on CUDA again with SPARSE_REDUCER=nccl
-#                                          (a one-rank NCCL group, no launcher): the logged losses
-#                                          and gradient norms equal the run without a reducer bit
-#                                          for bit. Skipped (77) when gpu_check.sh found no
+#                                          (a one-rank NCCL group, no launcher), once with the sums
+#                                          overlapping the backward pass (--reduce-overlap on, the
+#                                          default) and once after it (off): the logged losses and
+#                                          gradient norms of both equal the run without a reducer
+#                                          bit for bit. Skipped (77) when gpu_check.sh found no
 #                                          libnccl.so.2 (SPARSE_NCCL=missing...).
 # BUILD holds benchmarks/sparse-repro (a build folder or .gpu-pack). Without a CUDA device the
 # exit status is 77 (skipped), or 1 when SPARSE_REQUIRE_GPU=1.
@@ -165,6 +167,7 @@ PY
       fi
       run plain SPARSE_REDUCER=mpi -- || exit 1
       run nccl SPARSE_REDUCER=nccl -- || exit 1
+      run nccl_off SPARSE_REDUCER=nccl -- --reduce-overlap off || exit 1
       python3 - "$work" <<'PY' || status=1
 import json, sys
 w = sys.argv[1]
@@ -176,14 +179,20 @@ def steps(name):
             d.pop("seconds", None)
             out.append(json.dumps(d, sort_keys=True))
     return out
-a, b = steps("plain"), steps("nccl")
-reducer = json.load(open(f"{w}/nccl.json"))["gradient_reducer"]
-same = a == b and len(a) == 10
-print(f"gradient reducer of the NCCL run: {reducer}")
-print(f"{'ok: ' if same and 'nccl' in reducer.lower() else 'FAIL: '}the one-rank NCCL run's "
-      f"{len(b)} logged steps {'equal' if same else 'differ from'} the run without a reducer "
-      "(loss, gradient norm, learning rate: bit for bit)")
-sys.exit(0 if same and "nccl" in reducer.lower() else 1)
+a = steps("plain")
+good = True
+for name, overlap in (("nccl", "on"), ("nccl_off", "off")):
+    b = steps(name)
+    s = json.load(open(f"{w}/{name}.json"))
+    reducer = s["gradient_reducer"]
+    same = a == b and len(a) == 10
+    ok = same and "nccl" in reducer.lower() and s["reduce_overlap"] == overlap
+    good = good and ok
+    print(f"gradient reducer of the {name} run: {reducer}, reduce_overlap {s['reduce_overlap']}")
+    print(f"{'ok: ' if ok else 'FAIL: '}the one-rank NCCL run's (overlap {overlap}) "
+          f"{len(b)} logged steps {'equal' if same else 'differ from'} the run without a "
+          "reducer (loss, gradient norm, learning rate: bit for bit)")
+sys.exit(0 if good else 1)
 PY
     fi
     rm -rf "$work"

@@ -4,7 +4,9 @@
 - 2 ranks x --batch 2 against 1 process x --batch 4 --micro-batch 2: the same per-step loss, bits
   per dim and gradient norm, the same evaluation, and the same parameters and Adam moments, bit for
   bit (the reducer adds the ranks' gradients in rank order, as one process adds its micro-batches;
-  the reference is the single-process trainer, which never calls MPI).
+  the reference is the single-process trainer, which never calls MPI). The 2 ranks sum the
+  gradient during the backward pass (--reduce-overlap on, the default); a third run with
+  --reduce-overlap off (one sum after the backward pass) must equal them bit for bit too.
 - a 2-rank run killed after a checkpoint and resumed under 2 ranks equals the uninterrupted run
   (log and checkpoint byte for byte); resuming on 1 rank keeps the global batch (--batch 4 given
   is accepted, --batch 3 refused naming 4), on 3 is refused.
@@ -107,23 +109,33 @@ def same_as_one_process(tmp):
     r = ok(train(2, common + ["--batch", "2", "--log", two + ".jsonl",
                               "--checkpoint", two + ".ckpt", "--summary-out", two + ".json"]))
     assert r.stdout.count('"world_size"') == 1, "the summary must come from rank 0 only"
-    a, b = log_records(one + ".jsonl"), log_records(two + ".jsonl")
-    assert len(a) == len(b) == 9, (len(a), len(b))  # 8 steps and the evaluation at step 4
-    for x, y in zip(a, b):
+    after = os.path.join(tmp, "after")
+    ok(train(2, common + ["--batch", "2", "--reduce-overlap", "off", "--log", after + ".jsonl",
+                          "--checkpoint", after + ".ckpt", "--summary-out", after + ".json"]))
+    a, b, c = log_records(one + ".jsonl"), log_records(two + ".jsonl"), log_records(after + ".jsonl")
+    assert len(a) == len(b) == len(c) == 9, (len(a), len(b), len(c))  # 8 steps, eval at step 4
+    for x, y, z in zip(a, b, c):
         for key in ("step", "loss", "bits_per_dim", "grad_norm", "lr"):
             assert x.get(key) == y.get(key), f"{key}: 1 process {x.get(key)}, 2 ranks {y.get(key)}"
+            assert z.get(key) == y.get(key), f"{key}: overlap off {z.get(key)}, on {y.get(key)}"
         close(x.get("eval_bits_per_dim"), y.get("eval_bits_per_dim"), "eval_bits_per_dim")
-    ta, tb = tensors(one + ".ckpt"), tensors(two + ".ckpt")
-    assert ta.keys() == tb.keys() and len(ta) > 0
+        assert z.get("eval_bits_per_dim") == y.get("eval_bits_per_dim"), (z, y)
+    ta, tb, tc = tensors(one + ".ckpt"), tensors(two + ".ckpt"), tensors(after + ".ckpt")
+    assert ta.keys() == tb.keys() == tc.keys() and len(ta) > 0
     differing = [k for k in ta if ta[k] != tb[k]]
     assert not differing, f"tensors differ: {differing[:5]}"
-    sa, sb = json.load(open(one + ".json")), json.load(open(two + ".json"))
+    differing = [k for k in tb if tb[k] != tc[k]]
+    assert not differing, f"tensors differ between overlap on and off: {differing[:5]}"
+    sa, sb, sc = (json.load(open(p + ".json")) for p in (one, two, after))
     assert (sa["world_size"], sb["world_size"]) == (1, 2), (sa["world_size"], sb["world_size"])
     for key in ("global_batch", "tokens_seen"):
         assert sa[key] == sb[key], f"{key}: 1 process {sa[key]}, 2 ranks {sb[key]}"
     close(sa["eval_bits_per_dim"], sb["eval_bits_per_dim"], "final eval_bits_per_dim")
     assert sb["gradient_reducer"] == "mpi"
-    return "2 ranks x 2 == 1 x 4 (micro 2): 8 steps, losses, grad norms, evals, parameters, Adam bit for bit"
+    overlap = (sa["reduce_overlap"], sb["reduce_overlap"], sc["reduce_overlap"])
+    assert overlap == ("off", "on", "off"), overlap  # no reducer in the single process
+    return ("2 ranks x 2 == 1 x 4 (micro 2), overlap on == off: 8 steps, losses, grad norms, "
+            "evals, parameters, Adam bit for bit")
 
 
 def rank_pid(marker, rank, timeout=60):

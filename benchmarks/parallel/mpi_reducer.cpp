@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -61,6 +62,8 @@ class MpiReducer final : public GradientReducer {
     }
     check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &comm_), "MPI_Comm_dup");
     check_mpi(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+    check_mpi(MPI_Comm_dup(comm_, &gather_comm_), "MPI_Comm_dup");
+    check_mpi(MPI_Comm_set_errhandler(gather_comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
     check_mpi(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
     check_mpi(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
     arrivals_in_.assign(static_cast<size_t>(size_), 0);
@@ -70,6 +73,7 @@ class MpiReducer final : public GradientReducer {
     // After a timed-out or failed collective the group is broken: the program ends it with
     // mpi_abort_job(), and finalising here could wait for ever.
     if (failed_) return;
+    MPI_Comm_free(&gather_comm_);
     MPI_Comm_free(&comm_);
     int finalized = 0;
     MPI_Finalized(&finalized);
@@ -81,15 +85,44 @@ class MpiReducer final : public GradientReducer {
   int size() const override { return size_; }
 
   void all_reduce_sum(float* x, int64_t count, sparse_memory memory) override {
+    begin_all_reduce_sum(x, count, memory);
+    wait_all_reduce_sum();
+  }
+
+  bool overlaps() const override { return true; }
+
+  // Starts the buckets of x[0, count) (each an MPI_Ialltoallv) and progresses the earlier ones.
+  void begin_all_reduce_sum(float* x, int64_t count, sparse_memory memory) override {
     require(memory == SPARSE_MEMORY_HOST,
             "the MPI reducer sums host memory (the library stages device gradients)");
     require(count >= 0, text("count = ", count, " must be >= 0"));
-    ++sequence_;
-    post_arrival();
+    refuse_after_failure();
+    if (!in_flight_) {
+      in_flight_ = true;
+      ++sequence_;
+      post_arrival();
+    }
     if (size_ > 1)
       for (int64_t off = 0; off < count; off += bucket_)
-        reduce_bucket(x + off, std::min(bucket_, count - off));
+        start_bucket(x + off, std::min(bucket_, count - off));
+    progress();
+  }
+
+  // Completes every bucket begun since the last wait, polling until the timeout.
+  void wait_all_reduce_sum() override {
+    refuse_after_failure();
+    if (!in_flight_) return;
+    const auto start = std::chrono::steady_clock::now();
+    for (int polls = 0; !progress(); ++polls) {
+      if (polls < 2000) continue;
+      const double waited =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (waited > timeout_) timed_out(stage_name(buckets_[gathered_]), waited);
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
     complete_arrival();
+    used_ = gathering_ = gathered_ = 0;
+    in_flight_ = false;
   }
 
   double all_reduce_sum(double value) override {
@@ -113,37 +146,86 @@ class MpiReducer final : public GradientReducer {
   }
 
  private:
-  // x[0, n) summed over the ranks in rank order: rank j receives slice j of every rank, adds
-  // them in rank order, and the sums are gathered back into every rank's x.
-  void reduce_bucket(float* x, int64_t n) {
+  // One bucket x[0, n) summed over the ranks in rank order: rank j receives slice j of every rank
+  // (MPI_Ialltoallv on comm_), adds them in rank order, and the sums are gathered back into every
+  // rank's x (MPI_Iallgatherv on gather_comm_). The arrays stay alive until the bucket completes.
+  struct Bucket {
+    float* x = nullptr;
+    std::vector<int> counts, displs, recv_counts, recv_displs;
+    std::vector<float> received;
+    MPI_Request request = MPI_REQUEST_NULL;
+    bool gathering = false;  // the all-gather is posted (else the reduce-scatter runs)
+  };
+
+  static const char* stage_name(const Bucket& b) {
+    return b.gathering ? "all-gather (MPI_Iallgatherv)" : "reduce-scatter (MPI_Ialltoallv)";
+  }
+
+  void start_bucket(float* x, int64_t n) {
+    if (used_ == buckets_.size()) buckets_.emplace_back();
+    Bucket& b = buckets_[used_++];
     const size_t ranks = static_cast<size_t>(size_);
-    std::vector<int> counts(ranks), displs(ranks);
+    b.x = x;
+    b.gathering = false;
+    b.counts.resize(ranks);
+    b.displs.resize(ranks);
     for (size_t j = 0; j < ranks; ++j) {
       const int64_t lo = n * static_cast<int64_t>(j) / size_;
       const int64_t hi = n * static_cast<int64_t>(j + 1) / size_;
-      displs[j] = static_cast<int>(lo);
-      counts[j] = static_cast<int>(hi - lo);
+      b.displs[j] = static_cast<int>(lo);
+      b.counts[j] = static_cast<int>(hi - lo);
     }
-    const int mine = counts[static_cast<size_t>(rank_)];
-    std::vector<int> recv_counts(ranks, mine), recv_displs(ranks);
-    for (size_t j = 0; j < ranks; ++j) recv_displs[j] = static_cast<int>(j) * mine;
-    received_.resize(ranks * static_cast<size_t>(mine));
-    MPI_Request request = MPI_REQUEST_NULL;
-    run(MPI_Ialltoallv(x, counts.data(), displs.data(), MPI_FLOAT, received_.data(),
-                       recv_counts.data(), recv_displs.data(), MPI_FLOAT, comm_, &request),
+    const int mine = b.counts[static_cast<size_t>(rank_)];
+    b.recv_counts.assign(ranks, mine);
+    b.recv_displs.resize(ranks);
+    for (size_t j = 0; j < ranks; ++j) b.recv_displs[j] = static_cast<int>(j) * mine;
+    b.received.resize(ranks * static_cast<size_t>(mine));
+    run(MPI_Ialltoallv(x, b.counts.data(), b.displs.data(), MPI_FLOAT, b.received.data(),
+                       b.recv_counts.data(), b.recv_displs.data(), MPI_FLOAT, comm_, &b.request),
         "MPI_Ialltoallv");
-    wait(request, "reduce-scatter (MPI_Ialltoallv)");
-    float* out = x + displs[static_cast<size_t>(rank_)];
-    for (int i = 0; i < mine; ++i) {
-      float sum = received_[static_cast<size_t>(i)];
-      for (size_t r = 1; r < ranks; ++r)
-        sum += received_[r * static_cast<size_t>(mine) + static_cast<size_t>(i)];
-      out[i] = sum;
+  }
+
+  // Advances the buckets without blocking: each finished reduce-scatter is summed and its
+  // all-gather posted, in bucket order (every rank posts the collectives of a communicator in the
+  // same order); finished all-gathers complete their buckets, also in order. Whether every bucket
+  // begun is complete.
+  bool progress() {
+    while (gathering_ < used_) {
+      Bucket& b = buckets_[gathering_];
+      int done = 0;
+      run(MPI_Test(&b.request, &done, MPI_STATUS_IGNORE), stage_name(b));
+      if (!done) break;
+      const size_t ranks = static_cast<size_t>(size_);
+      const int mine = b.counts[static_cast<size_t>(rank_)];
+      float* out = b.x + b.displs[static_cast<size_t>(rank_)];
+      for (int i = 0; i < mine; ++i) {
+        float sum = b.received[static_cast<size_t>(i)];
+        for (size_t r = 1; r < ranks; ++r)
+          sum += b.received[r * static_cast<size_t>(mine) + static_cast<size_t>(i)];
+        out[i] = sum;
+      }
+      b.gathering = true;
+      run(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, b.x, b.counts.data(), b.displs.data(),
+                          MPI_FLOAT, gather_comm_, &b.request),
+          "MPI_Iallgatherv");
+      ++gathering_;
     }
-    run(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, counts.data(), displs.data(),
-                        MPI_FLOAT, comm_, &request),
-        "MPI_Iallgatherv");
-    wait(request, "all-gather (MPI_Iallgatherv)");
+    while (gathered_ < gathering_) {
+      int done = 0;
+      run(MPI_Test(&buckets_[gathered_].request, &done, MPI_STATUS_IGNORE),
+          stage_name(buckets_[gathered_]));
+      if (!done) break;
+      ++gathered_;
+    }
+    return gathered_ == used_;
+  }
+
+  // After a failed or timed-out collective the group is broken: later calls fail at once rather
+  // than wait for requests that never complete.
+  void refuse_after_failure() const {
+    if (failed_)
+      throw ReduceError(SPARSE_ERR_IO, text("data-parallel rank ", rank_, " of ", size_,
+                                            ": an earlier reduction failed; the group is broken"));
   }
 
   // Every rank but 0 tells rank 0 it has reached reduction `sequence_`, so that rank 0 can name
@@ -219,13 +301,18 @@ class MpiReducer final : public GradientReducer {
   int64_t bucket_;
   bool owns_mpi_ = false;
   bool failed_ = false;
-  MPI_Comm comm_ = MPI_COMM_NULL;
+  MPI_Comm comm_ = MPI_COMM_NULL;         // reduce-scatters, scalars, broadcasts, arrivals
+  MPI_Comm gather_comm_ = MPI_COMM_NULL;  // all-gathers
   int rank_ = 0, size_ = 1;
   long long sequence_ = 0;
   long long arrival_out_ = 0;
   std::vector<long long> arrivals_in_;
   std::vector<MPI_Request> arrival_requests_;
-  std::vector<float> received_;
+  // Buckets of the reduction in flight: [0, used_) begun, [0, gathering_) summed with their
+  // all-gather posted, [0, gathered_) complete. Kept across reductions (no allocation per step).
+  std::deque<Bucket> buckets_;
+  size_t used_ = 0, gathering_ = 0, gathered_ = 0;
+  bool in_flight_ = false;  // a reduction has begun and not been waited for
 };
 
 }  // namespace

@@ -11,7 +11,7 @@
 namespace repro {
 
 // Raise whenever this table or GradientReducer changes.
-constexpr uint32_t kNcclModuleInterface = 1;
+constexpr uint32_t kNcclModuleInterface = 2;
 
 struct NcclModule {
   uint32_t struct_size;

@@ -52,6 +52,15 @@ class NcclReducer final : public GradientReducer {
   // The gradient stays on the device; the library has finished the backward pass when it calls.
   sparse_memory memory() const override { return SPARSE_MEMORY_DEVICE; }
   void all_reduce_sum(float* x, int64_t count, sparse_memory memory) override {
+    begin_all_reduce_sum(x, count, memory);
+    wait_all_reduce_sum();
+  }
+
+  // Overlap: each range's ncclAllReduce is queued on the reducer's stream, which runs beside the
+  // backend's stream while the backward pass goes on; the wait completes the stream (with no
+  // timeout, as the blocking sum: a rank that is gone leaves it waiting).
+  bool overlaps() const override { return true; }
+  void begin_all_reduce_sum(float* x, int64_t count, sparse_memory memory) override {
     if (memory != SPARSE_MEMORY_DEVICE)
       throw ReduceError(SPARSE_ERR_INVALID_ARGUMENT,
                         "the NCCL reducer needs the gradient in device memory (a CUDA backend)");
@@ -60,6 +69,8 @@ class NcclReducer final : public GradientReducer {
                         "count = " + std::to_string(count) + " must be >= 0");
     check_nccl(ncclAllReduce(x, x, static_cast<size_t>(count), ncclFloat, ncclSum, comm_, stream_),
                "ncclAllReduce");
+  }
+  void wait_all_reduce_sum() override {
     check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize after ncclAllReduce");
   }
   double all_reduce_sum(double value) override { return bootstrap_->all_reduce_sum(value); }

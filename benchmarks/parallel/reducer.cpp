@@ -50,6 +50,18 @@ sparse_status reduce_floats(void* user, float* data, int64_t count, sparse_memor
                  error, error_size);
 }
 
+sparse_status begin_floats(void* user, float* data, int64_t count, sparse_memory memory,
+                           char* error, size_t error_size) {
+  return guarded(
+      [&] { static_cast<GradientReducer*>(user)->begin_all_reduce_sum(data, count, memory); },
+      error, error_size);
+}
+
+sparse_status wait_floats(void* user, char* error, size_t error_size) {
+  return guarded([&] { static_cast<GradientReducer*>(user)->wait_all_reduce_sum(); }, error,
+                 error_size);
+}
+
 sparse_status reduce_doubles(void* user, double* values, int64_t count, char* error,
                              size_t error_size) {
   return guarded(
@@ -62,7 +74,7 @@ sparse_status reduce_doubles(void* user, double* values, int64_t count, char* er
 
 }  // namespace
 
-void attach_reducer(sparse_model* model, GradientReducer& reducer) {
+void attach_reducer(sparse_model* model, GradientReducer& reducer, bool overlap) {
   sparse_experimental_gradient_reducer hook;
   sparse_experimental_gradient_reducer_default(&hook);
   hook.rank = reducer.rank();
@@ -71,6 +83,10 @@ void attach_reducer(sparse_model* model, GradientReducer& reducer) {
   hook.user = &reducer;
   hook.all_reduce_sum = reduce_floats;
   hook.all_reduce_sum_f64 = reduce_doubles;
+  if (overlap && reducer.overlaps()) {
+    hook.begin_all_reduce_sum = begin_floats;
+    hook.wait_all_reduce_sum = wait_floats;
+  }
   const sparse_status s = sparse_experimental_model_set_gradient_reducer(model, &hook);
   if (s != SPARSE_OK)
     throw std::runtime_error(std::string("gradient reducer: ") + sparse_status_string(s) + ": " +

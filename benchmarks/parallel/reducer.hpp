@@ -5,14 +5,19 @@
 // A reducer sums arrays and scalars over the ranks of a data-parallel group. The trainer calls it
 // once per optimiser step, after the backward pass and before clipping and the update, on the
 // flat fp32 gradient (already scaled by 1 / (global batch * seq_len), so the sum is the global
-// mean gradient). Implementations:
+// mean gradient); or, when the reducer overlaps() and the run allows it (--reduce-overlap on),
+// begins a sum per parameter range as the backward pass completes it and waits for them all
+// before clipping. Implementations:
 //   - none (make_single_process_reducer): one process; nothing to do.
 //   - MPI (make_mpi_reducer, mpi_reducer.cpp): the gradient in buckets, each summed in rank order
-//     0, 1, ..., N-1 (a reduce-scatter by MPI_Alltoallv, the sums, an MPI_Allgatherv), so the
+//     0, 1, ..., N-1 (a reduce-scatter by MPI_Ialltoallv, the sums, an MPI_Iallgatherv), so the
 //     result is the same bit for bit on every rank and equals one process adding the ranks'
-//     shards in that order. Host memory: the library stages a device gradient through the host.
-//   - NCCL (make_nccl_reducer, nccl_reducer.cpp): ncclAllReduce on the device gradient; the NCCL
-//     unique id is broadcast over the bootstrap (MPI) reducer; the summation order is NCCL's.
+//     shards in that order, with or without overlap. Host memory: the library stages a device
+//     gradient through the host. Overlapped, the buckets of each range are started at once and
+//     progressed at every later begin (MPI progresses only inside MPI calls).
+//   - NCCL (make_nccl_reducer, nccl_reducer.cpp): ncclAllReduce on the device gradient, on the
+//     reducer's own CUDA stream; the NCCL unique id is broadcast over the bootstrap (MPI) reducer;
+//     the summation order is NCCL's.
 // The MPI and NCCL implementations are built only when their libraries are found; builds without
 // them get factories that throw (ReduceError with SPARSE_ERR_UNSUPPORTED).
 #pragma once
@@ -51,6 +56,16 @@ class GradientReducer {
   virtual void all_reduce_sum(float* /*x*/, int64_t /*count*/, sparse_memory /*memory*/) {}
   // The sum over the ranks of one value per rank, added in rank order (the same on every rank).
   virtual double all_reduce_sum(double value) { return value; }
+  // Whether begin_all_reduce_sum and wait_all_reduce_sum are offered.
+  virtual bool overlaps() const { return false; }
+  // Starts replacing x[0, count) (complete, in `memory`) by its sum over the ranks; the caller
+  // leaves it alone until wait_all_reduce_sum() returns. Every rank begins the same ranges in the
+  // same order.
+  virtual void begin_all_reduce_sum(float* x, int64_t count, sparse_memory memory) {
+    all_reduce_sum(x, count, memory);
+  }
+  // Completes every sum begun since the last wait; the timeout of all_reduce_sum applies.
+  virtual void wait_all_reduce_sum() {}
   // Copies `bytes` bytes of host memory from rank 0 to every other rank.
   virtual void broadcast(void* /*data*/, size_t /*bytes*/) {}
 };
@@ -58,8 +73,9 @@ class GradientReducer {
 std::unique_ptr<GradientReducer> make_single_process_reducer();
 
 // Installs `reducer` on `model`'s trainer (the model keeps a pointer: `reducer` must outlive it
-// or be replaced first). Throws std::runtime_error with the library's message.
-void attach_reducer(sparse_model* model, GradientReducer& reducer);
+// or be replaced first), with the overlap callbacks when `overlap` and reducer.overlaps(). Throws
+// std::runtime_error with the library's message.
+void attach_reducer(sparse_model* model, GradientReducer& reducer, bool overlap);
 
 // Whether this build has the MPI and NCCL reducers.
 bool mpi_compiled() noexcept;

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,6 +39,10 @@ sparse::TensorView like_q(const sparse_tensor* t, const char* name, const sparse
   return v;
 }
 
+// The overlap callbacks took 16 of the 32 reserved bytes: the struct keeps its size.
+static_assert(sizeof(void*) != 8 || sizeof(sparse_experimental_gradient_reducer) == 72,
+              "sparse_experimental_gradient_reducer changed size");
+
 // The caller's C reducer as the trainer's GradientReducer. Device gradients are staged through
 // host memory when the hook accepts host memory only.
 class HookReducer final : public sparse::GradientReducer {
@@ -45,6 +50,36 @@ class HookReducer final : public sparse::GradientReducer {
   explicit HookReducer(const sparse_experimental_gradient_reducer& hook) : hook_(hook) {}
   int rank() const override { return hook_.rank; }
   int size() const override { return hook_.size; }
+  bool overlaps() const override { return hook_.begin_all_reduce_sum != nullptr; }
+
+  void begin(sparse::Backend& backend, float* x, int64_t count) override {
+    backend.synchronize();  // the range is complete before the hook sees it
+    const sparse_memory memory = backend.memory_kind();
+    if (memory == SPARSE_MEMORY_HOST || hook_.memory == SPARSE_MEMORY_DEVICE) {
+      call_begin(x, count, memory);
+      return;
+    }
+    // Each range has its own host buffer, kept across steps (the ranges repeat); the deque grows
+    // without moving the buffers of the ranges in flight.
+    if (staged_ == ranges_.size()) ranges_.emplace_back();
+    Staged& r = ranges_[staged_++];
+    r.device = x;
+    r.host.resize(static_cast<size_t>(count));
+    backend.copy(r.host.data(), SPARSE_MEMORY_HOST, x, memory,
+                 static_cast<size_t>(count) * sizeof(float));
+    call_begin(r.host.data(), count, SPARSE_MEMORY_HOST);
+  }
+
+  void wait(sparse::Backend& backend) override {
+    const size_t staged = staged_;
+    staged_ = 0;
+    char error[kErrorSize] = "";
+    const sparse_status s = hook_.wait_all_reduce_sum(hook_.user, error, sizeof error);
+    if (s != SPARSE_OK) fail(s, error, "wait_all_reduce_sum");
+    for (size_t i = 0; i < staged; ++i)
+      backend.copy(ranges_[i].device, backend.memory_kind(), ranges_[i].host.data(),
+                   SPARSE_MEMORY_HOST, ranges_[i].host.size() * sizeof(float));
+  }
 
   void all_reduce_sum(sparse::Backend& backend, float* x, int64_t count) override {
     backend.synchronize();  // the backward pass is complete before the hook sees the gradient
@@ -70,6 +105,13 @@ class HookReducer final : public sparse::GradientReducer {
  private:
   static constexpr size_t kErrorSize = 2048;
 
+  void call_begin(float* x, int64_t count, sparse_memory memory) {
+    char error[kErrorSize] = "";
+    const sparse_status s =
+        hook_.begin_all_reduce_sum(hook_.user, x, count, memory, error, sizeof error);
+    if (s != SPARSE_OK) fail(s, error, "begin_all_reduce_sum");
+  }
+
   void call(float* x, int64_t count, sparse_memory memory) {
     char error[kErrorSize] = "";
     const sparse_status s = hook_.all_reduce_sum(hook_.user, x, count, memory, error, sizeof error);
@@ -91,8 +133,16 @@ class HookReducer final : public sparse::GradientReducer {
                         ")");
   }
 
+  // A range begun from device memory: where it goes back after the wait, and its host copy.
+  struct Staged {
+    float* device = nullptr;
+    std::vector<float> host;
+  };
+
   sparse_experimental_gradient_reducer hook_;
   std::vector<float> staging_;
+  std::deque<Staged> ranges_;
+  size_t staged_ = 0;  // ranges_[0, staged_) are in flight
 };
 
 }  // namespace
@@ -204,6 +254,11 @@ SPARSE_API sparse_status sparse_experimental_model_set_gradient_reducer(
                     "reducer->memory = ", memory, " is not a sparse_memory");
     sparse::require(reducer->all_reduce_sum != nullptr, "reducer->all_reduce_sum is NULL");
     sparse::require(reducer->all_reduce_sum_f64 != nullptr, "reducer->all_reduce_sum_f64 is NULL");
+    const bool begin = reducer->begin_all_reduce_sum != nullptr;
+    const bool wait = reducer->wait_all_reduce_sum != nullptr;
+    sparse::require(begin == wait, "reducer->", begin ? "wait" : "begin",
+                    "_all_reduce_sum is NULL but reducer->", begin ? "begin" : "wait",
+                    "_all_reduce_sum is set: the overlap takes both or neither");
     require_zero(reducer->reserved, "reducer->reserved");
     trainer.set_reducer(std::make_shared<HookReducer>(*reducer));
   });

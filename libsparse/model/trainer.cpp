@@ -113,26 +113,59 @@ sparse_train_stats Trainer::train_step(const uint8_t* tokens, int64_t batch) {
   if (micros > 1 && grad_sum_.size() != model_.grads.size())
     grad_sum_ = Buffer<float>(backend_, count);
   double loss_sum = 0;
-  // The weights are rounded (mixed precision) once for every micro-batch of the step.
-  std::optional<Transformer<float>::WeightsHeld> held;
-  held.emplace(model_);
-  for (int64_t mb = 0; mb < micros; ++mb) {
-    const uint64_t seed = mix_seed(cfg.seed, 0xd50, static_cast<uint64_t>(step),
-                                   static_cast<uint64_t>(first_micro + mb));
-    backend_->zero(grads, grad_bytes);
-    loss_sum += model_.forward_backward(tokens + mb * micro * n, micro, grad_scale, seed, true);
-    // Each micro-batch's gradient on its own, then added in order: sum = g0 + g1 + ... exactly as
-    // the reducer adds the ranks' gradients.
-    if (micros == 1) continue;
-    if (mb == 0)
-      backend_->copy(grad_sum_.data(), memory, grads, memory, grad_bytes);
-    else
-      model_ops.accumulate(grad_sum_.data(), grads, count);
+  // With a reducer that overlaps, the last micro-batch's backward pass hands it each parameter
+  // range as soon as that range is final: the micro-batch sum of the range (added in the same
+  // order as below) is formed first and begun; the reducer owns the range until wait().
+  const bool overlap = reducer_->overlaps();
+  bool begun = false;
+  const Transformer<float>::RangeReady begin = [&](int64_t offset, int64_t size) {
+    if (micros > 1) {
+      model_ops.accumulate(grad_sum_.data() + offset, grads + offset, size);
+      backend_->copy(grads + offset, memory, grad_sum_.data() + offset, memory,
+                     static_cast<size_t>(size) * sizeof(float));
+    }
+    reducer_->begin(*backend_, grads + offset, size);
+    begun = true;
+  };
+  try {
+    // The weights are rounded (mixed precision) once for every micro-batch of the step.
+    std::optional<Transformer<float>::WeightsHeld> held;
+    held.emplace(model_);
+    for (int64_t mb = 0; mb < micros; ++mb) {
+      const uint64_t seed = mix_seed(cfg.seed, 0xd50, static_cast<uint64_t>(step),
+                                     static_cast<uint64_t>(first_micro + mb));
+      const bool overlapped = overlap && mb == micros - 1;
+      backend_->zero(grads, grad_bytes);
+      loss_sum += model_.forward_backward(tokens + mb * micro * n, micro, grad_scale, seed, true,
+                                          overlapped ? begin : Transformer<float>::RangeReady());
+      // Each micro-batch's gradient on its own, then added in order: sum = g0 + g1 + ... exactly
+      // as the reducer adds the ranks' gradients.
+      if (micros == 1 || overlapped) continue;
+      if (mb == 0)
+        backend_->copy(grad_sum_.data(), memory, grads, memory, grad_bytes);
+      else
+        model_ops.accumulate(grad_sum_.data(), grads, count);
+    }
+    held.reset();  // before the update writes the parameters
+    // The one reduction point: clipping and the update below see the global gradient.
+    if (overlap) {
+      begun = false;
+      reducer_->wait(*backend_);
+    } else {
+      if (micros > 1) backend_->copy(grads, memory, grad_sum_.data(), memory, grad_bytes);
+      reducer_->all_reduce_sum(*backend_, grads, count);
+    }
+  } catch (...) {
+    // No sum may stay in flight over the gradient once the step has failed; the first error is
+    // the one reported.
+    if (begun) {
+      try {
+        reducer_->wait(*backend_);
+      } catch (...) {  // the reducer's own failure after the first one
+      }
+    }
+    throw;
   }
-  held.reset();  // before the update writes the parameters
-  if (micros > 1) backend_->copy(grads, memory, grad_sum_.data(), memory, grad_bytes);
-  // The one reduction point: clipping and the update below see the global gradient.
-  reducer_->all_reduce_sum(*backend_, grads, count);
   const double loss = reducer_->all_reduce_sum(loss_sum) / static_cast<double>(global_batch * n);
 
   const double squared = model_ops.squared_norm(grads, count);

@@ -143,7 +143,8 @@ double Transformer<T>::forward(const uint8_t* host_tokens, int64_t batch, uint64
 
 template <typename T>
 double Transformer<T>::forward_backward(const uint8_t* host_tokens, int64_t batch, T grad_scale,
-                                        uint64_t dropout_seed, bool train) {
+                                        uint64_t dropout_seed, bool train,
+                                        const RangeReady& ready) {
   const Dims& D = dims_;
   const int64_t rows = batch * D.n;
   const bool recompute = config_.recompute != 0;
@@ -191,6 +192,12 @@ double Transformer<T>::forward_backward(const uint8_t* host_tokens, int64_t batc
     ops_->layer_norm_backward(dy.data(), h.back().data(), p(fg), mean.data(), rstd.data(), rows,
                               D.d, dh.data(), g(fg), g(fb));
   }
+  // The parameter groups' ranges (param_table's order: embeddings, layers, final norm, out.w).
+  const int64_t head = fg.offset;
+  auto layer_start = [&](int64_t l) {
+    return l < D.layers ? table_.layer(l, kLn1Gain).offset : head;
+  };
+  if (ready) ready(head, table_.total - head);
   h.back().release();
   Buffer<T> dx = buffer(rows * D.d);
   for (int64_t l = D.layers - 1; l >= 0; --l) {
@@ -206,6 +213,7 @@ double Transformer<T>::forward_backward(const uint8_t* host_tokens, int64_t batc
                    recompute ? recomputed : caches[i], dx.data());
     std::swap(dh, dx);
     if (l > 0) h[i].release();
+    if (ready) ready(layer_start(l), layer_start(l + 1) - layer_start(l));
   }
   std::vector<T*> dpos;
   for (int k = 0; k < config_.num_position_dims; ++k)
@@ -213,6 +221,7 @@ double Transformer<T>::forward_backward(const uint8_t* host_tokens, int64_t batc
   ops_->embedding_backward(tokens, batch, D.n, D.d, dh.data(), position_shape(),
                            g(table_.tensors[table_.token]), g(table_.tensors[table_.start]),
                            dpos.data());
+  if (ready) ready(0, layer_start(0));
   return loss;
 }
 

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -99,12 +100,20 @@ class Transformer {
   // output projection 0), deterministic in `seed`.
   void init_params(uint64_t seed);
 
+  // Called with grads[offset, offset + count) once the backward pass has finished adding to it
+  // (its work queued on the backend); the pass does not touch that range again.
+  using RangeReady = std::function<void(int64_t offset, int64_t count)>;
+
   // `tokens` and `logits` are host memory.
   // Forward and backward on `batch` sequences of seq_len bytes. Adds grad_scale * d(sum of
   // per-token losses) / d(params) to `grads` and returns the sum of per-token losses in nats.
   // Dropout (when config.dropout > 0 and `train`) uses streams derived from `dropout_seed`.
+  // `ready` (when set) is called as the backward completes the parameter groups, in this order,
+  // each a contiguous range, together covering every parameter once: the head (the final layer
+  // norm, and out.w unless the embeddings are tied), each layer from last to first, then the
+  // embeddings (with a tied token embedding, whose gradient the head also adds to).
   double forward_backward(const uint8_t* tokens, int64_t batch, T grad_scale, uint64_t dropout_seed,
-                          bool train);
+                          bool train, const RangeReady& ready = {});
   // Sum of per-token losses without gradients; logits [batch * seq, 256] written when not NULL.
   double forward(const uint8_t* tokens, int64_t batch, uint64_t dropout_seed, bool train,
                  T* logits);

@@ -798,6 +798,226 @@ TEST_CASE("gradient reducer hook: a failing callback's status and message reach 
   CHECK(step == 1);  // failed steps change nothing
 }
 
+namespace {
+
+// A test reducer for a group of two ranks that both hold this process's gradient: every sum is
+// twice the value, exact in floating point, so a step equals the single-process step. Overlapped,
+// begin copies the range aside and fills it with NaN (a library that reads the range before the
+// wait, or begins it before it is complete, gets a different result), and wait writes back twice
+// the copy. It records the ranges begun in each step.
+struct Doubling {
+  struct Range {
+    float* data;
+    int64_t count;
+    std::vector<float> copy;
+  };
+  std::vector<Range> pending;
+  std::vector<std::vector<std::pair<const float*, int64_t>>> steps;  // ranges begun, per wait
+  int full_sums = 0, waits = 0, begins = 0;
+  int fail_begin = 0;  // > 0: the begin of that number (counted from 1) fails
+  bool fail_wait = false;
+};
+
+sparse_status doubling_sum(void* user, float* data, int64_t count, sparse_memory memory, char*,
+                           size_t) {
+  REQUIRE(memory == SPARSE_MEMORY_HOST);
+  ++static_cast<Doubling*>(user)->full_sums;
+  for (int64_t i = 0; i < count; ++i) data[i] = data[i] + data[i];
+  return SPARSE_OK;
+}
+sparse_status doubling_sum_f64(void*, double* values, int64_t count, char*, size_t) {
+  for (int64_t i = 0; i < count; ++i) values[i] = values[i] + values[i];
+  return SPARSE_OK;
+}
+sparse_status doubling_begin(void* user, float* data, int64_t count, sparse_memory memory,
+                             char* error, size_t size) {
+  auto& r = *static_cast<Doubling*>(user);
+  REQUIRE(memory == SPARSE_MEMORY_HOST);
+  if (++r.begins == r.fail_begin) {
+    std::snprintf(error, size, "begin %d: rank 1 is gone", r.begins);
+    return SPARSE_ERR_IO;
+  }
+  r.pending.push_back({data, count, std::vector<float>(data, data + count)});
+  std::fill(data, data + count, std::nanf(""));
+  return SPARSE_OK;
+}
+sparse_status doubling_wait(void* user, char* error, size_t size) {
+  auto& r = *static_cast<Doubling*>(user);
+  ++r.waits;
+  std::vector<std::pair<const float*, int64_t>> ranges;
+  for (Doubling::Range& p : r.pending) {
+    for (int64_t i = 0; i < p.count; ++i) p.data[i] = p.copy[i] + p.copy[i];
+    ranges.emplace_back(p.data, p.count);
+  }
+  r.pending.clear();
+  r.steps.push_back(ranges);
+  if (r.fail_wait) {
+    std::snprintf(error, size, "the wait timed out");
+    return SPARSE_ERR_IO;
+  }
+  return SPARSE_OK;
+}
+
+sparse_experimental_gradient_reducer doubling_hook(Doubling& d, bool overlap) {
+  sparse_experimental_gradient_reducer r;
+  REQUIRE(sparse_experimental_gradient_reducer_default(&r) == SPARSE_OK);
+  r.rank = 0;
+  r.size = 2;
+  r.user = &d;
+  r.all_reduce_sum = doubling_sum;
+  r.all_reduce_sum_f64 = doubling_sum_f64;
+  if (overlap) {
+    r.begin_all_reduce_sum = doubling_begin;
+    r.wait_all_reduce_sum = doubling_wait;
+  }
+  return r;
+}
+
+// What a run leaves: the losses and gradient norms of each step, and the checkpoint's bytes.
+struct RunResult {
+  std::vector<double> losses, norms;
+  std::vector<char> checkpoint;
+};
+
+// 3 steps of a model of `c` (batch 2) with `hook` installed (none when NULL).
+RunResult run_steps(sparse_context* ctx, const sparse_model_config& c, int micro_batch,
+                    const sparse_experimental_gradient_reducer* hook) {
+  sparse_train_config t;
+  sparse_train_config_default(&t);
+  t.micro_batch = micro_batch;
+  Model m;
+  REQUIRE(sparse_model_create(ctx, &c, &t, &m.m) == SPARSE_OK);
+  if (hook != nullptr)
+    REQUIRE(sparse_experimental_model_set_gradient_reducer(m.m, hook) == SPARSE_OK);
+  RunResult out;
+  for (int step = 0; step < 3; ++step) {
+    const std::vector<uint8_t> data =
+        random_tokens(2 * c.seq_len, 500 + static_cast<uint64_t>(step));
+    sparse_train_stats s;
+    s.struct_size = sizeof s;
+    REQUIRE(sparse_model_train_step(m.m, data.data(), 2, &s) == SPARSE_OK);
+    out.losses.push_back(s.loss);
+    out.norms.push_back(s.grad_norm);
+  }
+  const std::string path = temp_path("overlap.safetensors");
+  REQUIRE(sparse_model_save(m.m, path.c_str()) == SPARSE_OK);
+  out.checkpoint = read_all(path);
+  std::remove(path.c_str());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("gradient reducer overlap: ranges in backward order, each parameter once, same results") {
+  Ctx ctx;
+  for (int tied = 0; tied <= 1; ++tied)
+    for (int recompute = 0; recompute <= 1; ++recompute)
+      for (int micro = 0; micro <= 1; ++micro) {
+        CAPTURE(tied);
+        CAPTURE(recompute);
+        CAPTURE(micro);
+        sparse_model_config c = small_config();
+        c.tied_embeddings = tied;
+        c.recompute = recompute;
+        c.dropout = 0.1f;
+        // The expected ranges, written out from the architecture: the head (final layer norm,
+        // and the 256 x d output projection unless tied), then each layer (the difference of
+        // the parameter counts of 2 and 1 layers), then the embeddings (token table, start
+        // vector, one table per position dimension).
+        int64_t total = 0, one_layer = 0;
+        REQUIRE(sparse_model_config_parameter_count(&c, &total) == SPARSE_OK);
+        sparse_model_config shallow = c;
+        shallow.num_layers = 1;
+        REQUIRE(sparse_model_config_parameter_count(&shallow, &one_layer) == SPARSE_OK);
+        const int64_t d = c.d_model;
+        const int64_t layer = total - one_layer;
+        const int64_t head = 2 * d + (tied ? 0 : 256 * d);
+        const int64_t embed = 256 * d + d + (c.position_shape[0] + c.position_shape[1]) * d;
+        REQUIRE(head + c.num_layers * layer + embed == total);
+        std::vector<int64_t> expected = {head};
+        for (int l = 0; l < c.num_layers; ++l) expected.push_back(layer);
+        expected.push_back(embed);
+
+        const int micro_batch = micro ? 1 : 0;  // two micro-batches of one sequence
+        const RunResult single = run_steps(ctx.ctx, c, micro_batch, nullptr);
+        Doubling plain, overlapped;
+        const sparse_experimental_gradient_reducer a = doubling_hook(plain, false);
+        const sparse_experimental_gradient_reducer b = doubling_hook(overlapped, true);
+        const RunResult reference = run_steps(ctx.ctx, c, micro_batch, &a);
+        const RunResult result = run_steps(ctx.ctx, c, micro_batch, &b);
+        CHECK(plain.full_sums == 3);
+        CHECK(plain.begins == 0);
+        CHECK(overlapped.full_sums == 0);
+        CHECK(overlapped.waits == 3);
+        REQUIRE(overlapped.steps.size() == 3);
+        for (const auto& ranges : overlapped.steps) {
+          REQUIRE(ranges.size() == expected.size());
+          // Backward order is descending in the flat vector: each range ends where the previous
+          // one starts, the first ends at the last parameter and the last starts at the first.
+          const float* base = ranges.back().first;
+          CHECK(ranges.front().first + ranges.front().second == base + total);
+          for (size_t k = 0; k < ranges.size(); ++k) {
+            CAPTURE(k);
+            CHECK(ranges[k].second == expected[k]);
+            if (k > 0) CHECK(ranges[k].first + ranges[k].second == ranges[k - 1].first);
+          }
+        }
+        CHECK(result.losses == reference.losses);
+        CHECK(result.norms == reference.norms);
+        CHECK(result.checkpoint == reference.checkpoint);
+        // Doubling a gradient scaled for two ranks is exact: the single process's step.
+        CHECK(reference.losses == single.losses);
+        CHECK(reference.checkpoint == single.checkpoint);
+      }
+}
+
+TEST_CASE("gradient reducer overlap: both callbacks or neither; failures fail the step") {
+  Ctx ctx;
+  const sparse_model_config c = small_config();
+  Model m;
+  REQUIRE(sparse_model_create(ctx.ctx, &c, nullptr, &m.m) == SPARSE_OK);
+  Doubling d;
+  sparse_experimental_gradient_reducer r = doubling_hook(d, true);
+  r.wait_all_reduce_sum = nullptr;
+  CHECK(sparse_experimental_model_set_gradient_reducer(m.m, &r) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(error_mentions("reducer->wait_all_reduce_sum is NULL"));
+  r = doubling_hook(d, true);
+  r.begin_all_reduce_sum = nullptr;
+  CHECK(sparse_experimental_model_set_gradient_reducer(m.m, &r) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(error_mentions("reducer->begin_all_reduce_sum is NULL"));
+
+  // A failing begin fails the step with its message. When it is the first, nothing is waited
+  // for; when it is the second, the library still waits once for the range begun. A failing
+  // wait fails the step too. No failed step counts.
+  const std::vector<uint8_t> data = random_tokens(2 * c.seq_len, 77);
+  r = doubling_hook(d, true);
+  REQUIRE(sparse_experimental_model_set_gradient_reducer(m.m, &r) == SPARSE_OK);
+  d.fail_begin = 1;
+  CHECK(sparse_model_train_step(m.m, data.data(), 2, nullptr) == SPARSE_ERR_IO);
+  CHECK(error_mentions("begin 1: rank 1 is gone"));
+  CHECK(d.waits == 0);
+  d.begins = 0;
+  d.fail_begin = 2;
+  CHECK(sparse_model_train_step(m.m, data.data(), 2, nullptr) == SPARSE_ERR_IO);
+  CHECK(error_mentions("begin 2: rank 1 is gone"));
+  CHECK(d.begins == 2);
+  CHECK(d.waits == 1);
+  REQUIRE(d.steps.size() == 1);
+  CHECK(d.steps[0].size() == 1);
+  d.fail_begin = 0;
+  d.fail_wait = true;
+  CHECK(sparse_model_train_step(m.m, data.data(), 2, nullptr) == SPARSE_ERR_IO);
+  CHECK(error_mentions("the wait timed out"));
+  CHECK(d.waits == 2);
+  int64_t step = -1;
+  REQUIRE(sparse_model_step(m.m, &step) == SPARSE_OK);
+  CHECK(step == 0);
+  d.fail_wait = false;
+  CHECK(sparse_model_train_step(m.m, data.data(), 2, nullptr) == SPARSE_OK);
+  REQUIRE(sparse_model_step(m.m, &step) == SPARSE_OK);
+  CHECK(step == 1);
+}
+
 // A model holds a reference to its context: destroying the context handle first leaves the model
 // training and evaluating as a model on a live context does (the same numbers), and destroying
 // the model afterwards frees both (AddressSanitizer and LeakSanitizer in CI see the rest).

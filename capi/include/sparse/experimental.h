@@ -95,6 +95,31 @@ SPARSE_API sparse_status sparse_experimental_op_check(
  * same batch, its shard of a global batch of size * batch sequences, and micro-batch k of rank r
  * draws the dropout stream of global micro-batch r * (batch / micro_batch) + k.
  *
+ * Overlap (optional): with begin_all_reduce_sum and wait_all_reduce_sum set, the trainer calls
+ * them instead of all_reduce_sum, so that the sums run while the backward pass goes on. During
+ * the backward pass of the step's last micro-batch it calls begin_all_reduce_sum once per
+ * parameter group, as soon as the group's gradient is final, with disjoint ranges of the flat
+ * gradient that together cover it exactly once, in the order the backward completes them: the
+ * head (the final layer norm, and the output projection unless the embeddings are tied), each
+ * layer from the last to the first, then the embeddings (a tied token embedding's gradient is
+ * complete only then). Every rank calls them with the same ranges in the same order. The data of
+ * a range is complete when begin is called (in device memory: the backend's work is finished);
+ * from then on the library neither reads nor writes the range until wait_all_reduce_sum returns,
+ * so the reducer may sum it in place in the background. After the last begin of the step (and
+ * before clipping, the update and the loss's all_reduce_sum_f64) the trainer calls
+ * wait_all_reduce_sum once; when it returns, every range begun in the step holds its sum over
+ * the ranks. Memory: as for all_reduce_sum (`memory` below); with SPARSE_MEMORY_HOST and a model
+ * in device memory each range is copied to a host buffer of the library's for begin, and all are
+ * copied back after the wait. Timeouts: begin should return without waiting for the other
+ * ranks (the backward pass waits for it); neither callback may block for ever on a rank that is
+ * gone: a reducer that waits for the other ranks fails after its own timeout (the library has
+ * none).
+ * Errors: a failing begin or wait fails the step with its status and message (the parameters,
+ * the optimiser state and the step are unchanged). When the step fails after a begin (a later
+ * begin, or the backward pass itself), the library still calls wait_all_reduce_sum once before it
+ * returns, so that no sum is left running over its memory; that wait's own error is ignored. A
+ * reducer whose callback failed may refuse every later call (the group is usually broken).
+ *
  * Callbacks return SPARSE_OK, or a status and a message (NUL-terminated, at most error_size
  * bytes with the NUL) in `error`; the training step then fails with that status and message.
  * They must not throw (C++) or longjmp out of the library. */
@@ -109,17 +134,23 @@ typedef struct sparse_experimental_gradient_reducer {
                            finished) when the call starts. */
   void* user;           /* passed to the callbacks; the caller keeps it alive */
   /* Replaces data[0, count) by its sum over the ranks, on every rank. `memory` says where data
-   * lives. Required. */
+   * lives. Required (not called while the overlap callbacks below are set). */
   sparse_status (*all_reduce_sum)(void* user, float* data, int64_t count, sparse_memory memory,
                                   char* error, size_t error_size);
   /* Replaces values[0, count) (host memory) by their sums over the ranks, the same on every
    * rank. Required. */
   sparse_status (*all_reduce_sum_f64)(void* user, double* values, int64_t count, char* error,
                                       size_t error_size);
-  uint8_t reserved[32]; /* must be zero */
+  /* Overlap (see above): starts summing data[0, count) over the ranks, in place. Optional; set
+   * together with wait_all_reduce_sum (both NULL: all_reduce_sum after the backward pass). */
+  sparse_status (*begin_all_reduce_sum)(void* user, float* data, int64_t count,
+                                        sparse_memory memory, char* error, size_t error_size);
+  /* Overlap: completes every sum begun since the last wait. Optional, with begin_all_reduce_sum. */
+  sparse_status (*wait_all_reduce_sum)(void* user, char* error, size_t error_size);
+  uint8_t reserved[16]; /* must be zero */
 } sparse_experimental_gradient_reducer;
 
-/* Fills `reducer` with the defaults above (rank 0 of 1, host memory, no callbacks).
+/* Fills `reducer` with the defaults above (rank 0 of 1, host memory, no callbacks, no overlap).
  * Errors: SPARSE_ERR_INVALID_ARGUMENT for NULL. */
 SPARSE_API sparse_status
 sparse_experimental_gradient_reducer_default(sparse_experimental_gradient_reducer* reducer);
@@ -128,7 +159,8 @@ sparse_experimental_gradient_reducer_default(sparse_experimental_gradient_reduce
  * destroyed or another reducer is installed) on the model's trainer. NULL restores the
  * single-process trainer (no reduction).
  * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL model, a wrong struct_size, rank outside [0, size),
- * size < 1, an unknown memory kind, a NULL callback, non-zero reserved bytes). */
+ * size < 1, an unknown memory kind, a NULL all_reduce_sum or all_reduce_sum_f64, only one of
+ * begin_all_reduce_sum and wait_all_reduce_sum set, non-zero reserved bytes). */
 SPARSE_API sparse_status sparse_experimental_model_set_gradient_reducer(
     sparse_model* model, const sparse_experimental_gradient_reducer* reducer);
 
