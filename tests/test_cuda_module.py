@@ -189,6 +189,14 @@ with tempfile.TemporaryDirectory() as tmp:
         expect("info: cuda compiled in, not available, with the reason",
                re.search(r"^backend cuda: compiled in, not available on this machine: no CUDA "
                          r"device is present", r.stdout, re.M) is not None, r.stdout)
+        # The NCCL reducer without a device says so, not cudaSetDevice's driver message.
+        r = run([REPRO, "train", "--preset", "cifar10-small", "--steps", "1", "--backend", "cpu"],
+                {"SPARSE_REDUCER": "nccl"}, timeout=60)
+        expect("SPARSE_REDUCER=nccl without a device: an error saying no device is seen",
+               r.returncode not in (0, -6, -11, "timeout") and
+               ("NCCL needs a CUDA device and this process sees none" in r.stderr or
+                "built without NCCL" in r.stderr or "cannot open" in r.stderr),
+               (r.returncode, r.stderr.strip()[-300:]))
     else:
         r = run([REPRO, "info"])
         expect("info: cuda not compiled", "backend cuda: not compiled into this build" in r.stdout,

@@ -28,6 +28,18 @@ class NcclReducer final : public GradientReducer {
       : bootstrap_(std::move(bootstrap)) {
     rank_ = bootstrap_->rank();
     size_ = bootstrap_->size();
+    // No device (or no usable driver) is said plainly, not as cudaSetDevice's driver message.
+    int devices = 0;
+    const cudaError_t e = cudaGetDeviceCount(&devices);
+    if (e != cudaSuccess || devices == 0)
+      throw ReduceError(
+          SPARSE_ERR_UNSUPPORTED,
+          "NCCL needs a CUDA device and this process sees none (cudaGetDeviceCount: " +
+              std::string(e != cudaSuccess ? cudaGetErrorString(e) : "0 devices") + ")");
+    if (device >= devices)
+      throw ReduceError(SPARSE_ERR_INVALID_ARGUMENT,
+                        "NCCL on CUDA device " + std::to_string(device) + ": this process sees " +
+                            std::to_string(devices) + " device(s) (local rank picks the device)");
     check_cuda(cudaSetDevice(device), "cudaSetDevice");
     ncclUniqueId id;
     std::memset(&id, 0, sizeof id);
