@@ -13,7 +13,14 @@ namespace {
 
 std::shared_ptr<GradientReducer> make_mpi_group(const LaunchEnvironment& launch, double timeout);
 
-// SPARSE_REDUCER=nccl: the gradient summed by NCCL on the GPU (CUDA device local_rank); MPI, when
+// The CUDA device of a rank (DataParallel::cuda_device).
+int local_cuda_device(const LaunchEnvironment& launch) {
+  int32_t count = 0;
+  if (sparse_cuda_device_count(&count) != SPARSE_OK || count <= 0) return 0;
+  return launch.local_rank % count;
+}
+
+// SPARSE_REDUCER=nccl: the gradient summed by NCCL on the GPU (CUDA device `device`); MPI, when
 // the process was launched as one of several ranks, carries NCCL's unique id and the scalar sums.
 // A single process needs no launcher (a one-rank NCCL group).
 std::shared_ptr<GradientReducer> make_group(const LaunchEnvironment& launch, double timeout) {
@@ -27,7 +34,7 @@ std::shared_ptr<GradientReducer> make_group(const LaunchEnvironment& launch, dou
   std::shared_ptr<GradientReducer> bootstrap;
   if (launch.launched && launch.size > 1) bootstrap = make_mpi_group(launch, timeout);
   try {
-    return make_nccl_reducer(bootstrap, launch.local_rank);
+    return make_nccl_reducer(bootstrap, local_cuda_device(launch));
   } catch (const std::exception& e) {
     throw std::runtime_error(std::string("SPARSE_REDUCER=nccl: ") + e.what());
   }
@@ -70,6 +77,8 @@ std::shared_ptr<GradientReducer> make_mpi_group(const LaunchEnvironment& launch,
 
 DataParallel::DataParallel(double timeout_seconds)
     : launch_(launch_environment()), reducer_(make_group(launch_, timeout_seconds)) {}
+
+int DataParallel::cuda_device() const { return local_cuda_device(launch_); }
 
 std::string DataParallel::describe() const {
   return "rank " + std::to_string(rank()) + " of " + std::to_string(size()) + " (" +

@@ -29,6 +29,12 @@ class DataParallel {
   int size() const { return reducer_->size(); }
   bool root() const { return rank() == 0; }
   std::string describe() const;
+  // The CUDA device of this rank: its local rank modulo the devices the process sees (each rank
+  // of a machine on its own GPU; a launcher that shows each rank only its own GPU, e.g.
+  // srun --gpus-per-task=1, gives device 0), or 0 when it sees none. The model's context and the
+  // NCCL reducer both use it. Asks the library for the device count (loading the CUDA module):
+  // only for a run that uses CUDA.
+  int cuda_device() const;
   std::shared_ptr<GradientReducer> reducer() const { return reducer_; }
 
   // Attaches the reducer to `model`'s trainer (through the library's gradient-reducer hook); the

@@ -18,7 +18,7 @@ void add_device_options(CLI::App& app, DeviceOptions& o) {
       ->capture_default_str();
 }
 
-sparse_context* create_device_context(const DeviceOptions& o, int threads) {
+sparse_context* create_device_context(const DeviceOptions& o, int threads, int cuda_device) {
   sparse_settings s;
   sparse_settings_default(&s);
   if (o.backend == "cpu")
@@ -33,11 +33,15 @@ sparse_context* create_device_context(const DeviceOptions& o, int threads) {
                              ": bf16/fp16 mixed precision runs on the CUDA backend only (the CPU "
                              "backend computes in fp32); give --backend cuda, or --dtype fp32");
   s.num_threads = threads;
+  if (s.backend == SPARSE_BACKEND_CUDA) s.device_index = cuda_device;
   sparse_context* ctx = nullptr;
   const sparse_status st = sparse_context_create(&s, &ctx);
   if (st != SPARSE_OK)
-    throw std::runtime_error("--backend " + o.backend + ": " + sparse_status_string(st) + ": " +
-                             sparse_last_error());
+    throw std::runtime_error("--backend " + o.backend +
+                             (s.backend == SPARSE_BACKEND_CUDA && cuda_device != 0
+                                  ? " (CUDA device " + std::to_string(cuda_device) + ")"
+                                  : std::string()) +
+                             ": " + sparse_status_string(st) + ": " + sparse_last_error());
   return ctx;
 }
 

@@ -16,9 +16,10 @@ struct DeviceOptions {
 
 void add_device_options(CLI::App& app, DeviceOptions& options);
 
-// Creates the context the options ask for (threads: CPU threads, 0 = all); throws
-// std::runtime_error naming the option when it cannot.
-sparse_context* create_device_context(const DeviceOptions& options, int threads);
+// Creates the context the options ask for (threads: CPU threads, 0 = all; cuda_device: the CUDA
+// device ordinal of --backend cuda); throws std::runtime_error naming the option when it cannot.
+sparse_context* create_device_context(const DeviceOptions& options, int threads,
+                                      int cuda_device = 0);
 
 // The sparse_train_config dtype of --dtype.
 sparse_dtype model_dtype(const DeviceOptions& options);

@@ -26,9 +26,9 @@
 namespace repro {
 namespace {
 
-// The context of --backend / --dtype (threads: CPU threads).
-ContextPtr model_context(const DeviceOptions& device, int threads) {
-  return ContextPtr(create_device_context(device, threads), sparse_context_destroy);
+// The context of --backend / --dtype (threads: CPU threads; cuda_device: the CUDA device).
+ContextPtr model_context(const DeviceOptions& device, int threads, int cuda_device = 0) {
+  return ContextPtr(create_device_context(device, threads, cuda_device), sparse_context_destroy);
 }
 
 sparse_split parse_split(const std::string& name) {
@@ -749,7 +749,8 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   const bool root = dp.root();
   if (!root) o.quiet = true;
 
-  auto ctx = model_context(o.device, o.threads);
+  // Each rank of a machine on its own GPU (the NCCL reducer uses the same device).
+  auto ctx = model_context(o.device, o.threads, o.device.backend == "cuda" ? dp.cuda_device() : 0);
   sparse_model_config cfg;
   check(sparse_model_config_preset(o.preset.c_str(), &cfg), "--preset");
   set_attention(cfg, o);
@@ -903,6 +904,7 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   summary["summary"] = cfg.summary;
   summary["block"] = cfg.block_size;
   summary["backend"] = o.device.backend;
+  if (o.device.backend == "cuda") summary["cuda_device"] = dp.cuda_device();
   summary["dtype"] = o.device.dtype;
   summary["final_loss_scale"] = step > first_step ? stats.loss_scale : 1.0;
   summary["skipped_steps"] = stats.skipped_steps;
