@@ -66,6 +66,9 @@ class Backend {
   // caller until free() (which accepts nullptr); copies and zero() wait for completion of the
   // work issued before them.
   virtual sparse_memory memory_kind() const = 0;
+  // The device ordinal of that memory (sparse_tensor.device of the tensors the backend accepts):
+  // the CUDA device of a CUDA context, 0 for host memory.
+  virtual int32_t device_index() const { return 0; }
   virtual void* allocate(size_t bytes) = 0;
   virtual void free(void* ptr) noexcept = 0;
   virtual void copy(void* dst, sparse_memory dst_memory, const void* src, sparse_memory src_memory,

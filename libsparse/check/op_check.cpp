@@ -518,10 +518,11 @@ std::shared_ptr<Layout> attention_layout(const AttentionShape& a) {
 }
 
 // [batch, seq, heads, dim] rows viewed as [batch, heads, seq, dim].
-TensorView head_view(sparse_memory memory, float* data, const AttentionShape& a, int64_t dim) {
+TensorView head_view(const Backend& backend, float* data, const AttentionShape& a, int64_t dim) {
   TensorView t;
   t.data = data;
-  t.memory = memory;
+  t.memory = backend.memory_kind();
+  t.device = backend.device_index();
   t.ndim = dim > 0 ? 4 : 3;
   if (dim > 0) {
     t.shape = {a.batch, a.heads, a.seq, dim};
@@ -566,16 +567,16 @@ void add_attention_cases(std::vector<Case>& cases, uint64_t seed) {
           const std::string why = e.backend->supports_attention(
               *layout, SPARSE_DTYPE_F32, e.backend->memory_kind(), a.dim, algo);
           if (!why.empty()) throw_error(SPARSE_ERR_UNSUPPORTED, why);
-          const sparse_memory mem = e.backend->memory_kind();
+          const Backend& on = *e.backend;
           AttentionForwardArgs f;
           f.layout = layout.get();
           f.scale = scale;
           f.algorithm = algo;
-          f.q = head_view(mem, Q.data(), a, a.dim);
-          f.k = head_view(mem, K.data(), a, a.dim);
-          f.v = head_view(mem, V.data(), a, a.dim);
-          f.out = head_view(mem, O.data(), a, a.dim);
-          f.lse = head_view(mem, L.data(), a, 0);
+          f.q = head_view(on, Q.data(), a, a.dim);
+          f.k = head_view(on, K.data(), a, a.dim);
+          f.v = head_view(on, V.data(), a, a.dim);
+          f.out = head_view(on, O.data(), a, a.dim);
+          f.lse = head_view(on, L.data(), a, 0);
           AttentionBackwardArgs b;
           b.layout = layout.get();
           b.scale = scale;
@@ -585,10 +586,10 @@ void add_attention_cases(std::vector<Case>& cases, uint64_t seed) {
           b.v = f.v;
           b.out = f.out;
           b.lse = f.lse;
-          b.dout = head_view(mem, DO.data(), a, a.dim);
-          b.dq = head_view(mem, DQ.data(), a, a.dim);
-          b.dk = head_view(mem, DK.data(), a, a.dim);
-          b.dv = head_view(mem, DV.data(), a, a.dim);
+          b.dout = head_view(on, DO.data(), a, a.dim);
+          b.dq = head_view(on, DQ.data(), a, a.dim);
+          b.dk = head_view(on, DK.data(), a, a.dim);
+          b.dv = head_view(on, DV.data(), a, a.dim);
           e.run([&] {
             e.backend->attention_forward(f);
             e.backend->attention_backward(b);

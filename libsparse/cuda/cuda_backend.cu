@@ -60,6 +60,7 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override { release(); }
 
   sparse_backend kind() const override { return SPARSE_BACKEND_CUDA; }
+  int32_t device_index() const override { return device_; }
   // The device, and how the fp32 forward products with a bias have run so far.
   std::string description() const override {
     const cuda::LinearBiasStats lt =

@@ -12,24 +12,27 @@ namespace sparse::model {
 
 namespace {
 
-// Views the rows of a [batch * n, heads * dh] projection as a [batch, heads, n, dh] tensor.
-TensorView head_view(sparse_memory memory, void* data, sparse_dtype dtype, int64_t batch,
+// Views the rows of a [batch * n, heads * dh] projection as a [batch, heads, n, dh] tensor in
+// `backend`'s memory (and device).
+TensorView head_view(const Backend& backend, void* data, sparse_dtype dtype, int64_t batch,
                      int64_t heads, int64_t n, int64_t dh) {
   TensorView t;
   t.data = data;
   t.dtype = dtype;
-  t.memory = memory;
+  t.memory = backend.memory_kind();
+  t.device = backend.device_index();
   t.ndim = 4;
   t.shape = {batch, heads, n, dh};
   t.strides = {n * heads * dh, dh, heads * dh, 1};
   return t;
 }
 
-TensorView lse_view(sparse_memory memory, float* data, int64_t batch, int64_t heads, int64_t n) {
+TensorView lse_view(const Backend& backend, float* data, int64_t batch, int64_t heads, int64_t n) {
   TensorView t;
   t.data = data;
   t.dtype = SPARSE_DTYPE_F32;
-  t.memory = memory;
+  t.memory = backend.memory_kind();
+  t.device = backend.device_index();
   t.ndim = 3;
   t.shape = {batch, heads, n, 1};
   t.strides = {heads * n, n, 1, 0};
@@ -123,12 +126,12 @@ void Transformer<T>::attention_forward(int64_t layer, int64_t batch, LayerCache&
   if constexpr (std::is_same_v<T, float>) {
     if (!use_listed_attention) {
       auto view = [&](void* data, sparse_dtype dtype) {
-        return head_view(backend_->memory_kind(), data, dtype, batch, D.heads, D.n, D.head_v);
+        return head_view(*backend_, data, dtype, batch, D.heads, D.n, D.head_v);
       };
       AttentionForwardArgs a;
       a.layout = &layer_layout(layer);
       a.scale = scale;
-      a.lse = lse_view(backend_->memory_kind(), c.lse.data(), batch, D.heads, D.n);
+      a.lse = lse_view(*backend_, c.lse.data(), batch, D.heads, D.n);
       if (c.v.in_16_bits()) {  // q, k (padded) and v stored in the attention's 16-bit dtype
         const sparse_dtype dtype = c.v.dtype;
         c.att.release();
@@ -175,14 +178,13 @@ void Transformer<T>::attention_backward(int64_t layer, int64_t batch, LayerCache
   if constexpr (std::is_same_v<T, float>) {
     if (!use_listed_attention) {
       auto view = [&](const void* data, sparse_dtype dtype) {
-        return head_view(backend_->memory_kind(), const_cast<void*>(data), dtype, batch, D.heads,
-                         D.n, D.head_v);
+        return head_view(*backend_, const_cast<void*>(data), dtype, batch, D.heads, D.n, D.head_v);
       };
       const int64_t rows = batch * D.n;
       AttentionBackwardArgs a;
       a.layout = &layer_layout(layer);
       a.scale = scale;
-      a.lse = lse_view(backend_->memory_kind(), c.lse.data(), batch, D.heads, D.n);
+      a.lse = lse_view(*backend_, c.lse.data(), batch, D.heads, D.n);
       // With half-size Q/K heads the kernels' dq and dk are padded to head_v.
       const bool padded = D.head_qk != D.head_v;
       Buffer<float> dqp, dkp;

@@ -254,6 +254,10 @@ class EmulatingBackend final : public Backend {
   std::string description() const override { return "bf16 emulation"; }
   int num_threads() const override { return 1; }
   sparse_memory memory_kind() const override { return cpu_->memory_kind(); }
+  // A device ordinal other than 0 (a CUDA context on another GPU): the attention calls check that
+  // every tensor they are given names it.
+  void set_device_index(int32_t device) { device_ = device; }
+  int32_t device_index() const override { return device_; }
   void* allocate(size_t bytes) override { return cpu_->allocate(bytes); }
   void free(void* ptr) noexcept override { cpu_->free(ptr); }
   void copy(void* dst, sparse_memory dm, const void* src, sparse_memory sm, size_t n) override {
@@ -271,6 +275,7 @@ class EmulatingBackend final : public Backend {
     return cpu_->attention_workspace_bytes(l, b, hd, bw, a);
   }
   void attention_forward(const AttentionForwardArgs& a) override {
+    for (const TensorView* t : {&a.q, &a.k, &a.v, &a.out, &a.lse}) REQUIRE(t->device == device_);
     if (a.q.dtype == SPARSE_DTYPE_BF16) {
       ++n_.attention16;
       REQUIRE(attention_ == Attention::Bf16Tensors);
@@ -291,6 +296,8 @@ class EmulatingBackend final : public Backend {
     round_in_place(a.out);
   }
   void attention_backward(const AttentionBackwardArgs& a) override {
+    for (const TensorView* t : {&a.q, &a.k, &a.v, &a.out, &a.lse, &a.dout, &a.dq, &a.dk, &a.dv})
+      REQUIRE(t->device == device_);
     if (a.q.dtype == SPARSE_DTYPE_BF16) {
       ++n_.attention16;
       REQUIRE(attention_ == Attention::Bf16Tensors);
@@ -356,6 +363,7 @@ class EmulatingBackend final : public Backend {
   std::unique_ptr<Backend> cpu_;
   Bf16Emulation ops_;
   Counts& n_;
+  int32_t device_ = 0;
   Attention attention_;
 };
 

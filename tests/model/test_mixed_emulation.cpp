@@ -180,3 +180,22 @@ TEST_CASE("activations stored in bf16 train bit for bit like fp32 storage, at le
     }
   }
 }
+
+TEST_CASE("a backend on another device: the model's attention tensors name that device") {
+  // A CUDA context on device 3 refuses tensors that name device 0; the emulating backend checks
+  // every attention tensor against its device ordinal (3 here), in fp32 and bf16, training and
+  // evaluating.
+  for (sparse_dtype dtype : {SPARSE_DTYPE_F32, SPARSE_DTYPE_BF16}) {
+    CAPTURE(static_cast<int>(dtype));
+    sparse_train_config tc = default_train_config();
+    tc.dtype = dtype;
+    Counts counts;
+    EmulatingBackend backend(true, counts, Attention::Bf16Tensors);
+    backend.set_device_index(3);
+    Trainer trainer(small(), tc, backend);
+    const std::vector<uint8_t> data = tokens(2 * 16, 7);
+    trainer.train_step(data.data(), 2);
+    CHECK(std::isfinite(trainer.evaluate(data.data(), 2)));
+    CHECK(counts.attention16 + counts.attention32 > 0);
+  }
+}
