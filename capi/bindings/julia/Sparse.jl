@@ -204,6 +204,7 @@ end
 "A compute context (backend, threads, seed); freed by its finalizer or `close`."
 mutable struct Context
     ptr::Ptr{Cvoid}
+    device::Int32  # device ordinal of the memory `Buffer` allocates: device_index on CUDA, else 0
     function Context(backend=:auto; num_threads::Integer=0, device_index::Integer=0,
                      seed::Union{Nothing,Integer}=nothing)
         s = zeroed(Settings)
@@ -214,8 +215,9 @@ mutable struct Context
         out = Ref{Ptr{Cvoid}}(C_NULL)
         check(ccall((:sparse_context_create, libsparse), Cint, (Ref{Settings}, Ref{Ptr{Cvoid}}),
                     s, out))
-        ctx = new(out[])
+        ctx = new(out[], Int32(0))
         finalizer(close, ctx)
+        memory(ctx) == MEMORY_DEVICE && (ctx.device = Int32(device_index))
         return ctx
     end
 end
@@ -331,7 +333,8 @@ function tensor(b::Buffer, ::Type{T}, cshape) where {T}
         st[i] = acc
         acc *= max(cshape[i], 1)
     end
-    SparseTensor(b.ptr, dtype_of(T), b.memory, 0, length(cshape), pad8(cshape), pad8(st))
+    SparseTensor(b.ptr, dtype_of(T), b.memory, b.ctx.device, length(cshape), pad8(cshape),
+                 pad8(st))
 end
 
 # ------------------------------------------------------------------ patterns and layouts

@@ -329,6 +329,9 @@ impl Settings {
 /// A compute context (one backend, its threads and seed). Freed on drop.
 pub struct Context {
     raw: NonNull<ffi::sparse_context>,
+    // The device ordinal of the memory `alloc` returns: the settings' device_index on a CUDA
+    // context, 0 on the CPU (what `Buffer` views tell the library).
+    device: i32,
 }
 
 // A context may move between threads but not be shared: the C contract is one context per thread
@@ -344,10 +347,20 @@ impl Context {
     pub fn with_settings(settings: &Settings) -> Result<Context> {
         let mut out: *mut ffi::sparse_context = ptr::null_mut();
         check(unsafe { ffi::sparse_context_create(&settings.raw, &mut out) })?;
-        NonNull::new(out).map(|raw| Context { raw }).ok_or_else(|| Error {
-            status: Status::Internal,
-            message: "sparse_context_create returned NULL".into(),
-        })
+        let mut ctx =
+            NonNull::new(out).map(|raw| Context { raw, device: 0 }).ok_or_else(|| Error {
+                status: Status::Internal,
+                message: "sparse_context_create returned NULL".into(),
+            })?;
+        if ctx.memory()? == Memory::Device {
+            ctx.device = settings.raw.device_index;
+        }
+        Ok(ctx)
+    }
+
+    /// The device ordinal of the memory `alloc` returns (the CUDA device; 0 on the CPU).
+    pub fn device_index(&self) -> i32 {
+        self.device
     }
 
     pub fn as_ptr(&self) -> *mut ffi::sparse_context {
@@ -617,7 +630,7 @@ impl<'c> Buffer<'c> {
         }
         let mut raw = describe::<T>(self.ptr, self.bytes / std::mem::size_of::<T>(), shape, None)?;
         raw.memory = self.memory.raw();
-        raw.device = 0;
+        raw.device = self.ctx.device;
         Ok(raw)
     }
 
