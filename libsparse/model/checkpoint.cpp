@@ -159,6 +159,7 @@ std::unique_ptr<Trainer> load_checkpoint(const std::string& path, Backend& backe
 }
 
 void restore_checkpoint(Trainer& trainer, const std::string& path) {
+  trainer.require_not_stepping();
   require(!path.empty(), "path is empty");
   CheckpointContents l = parse_checkpoint(path);
   if (config_to_string(trainer.model().config()) != config_to_string(l.config))

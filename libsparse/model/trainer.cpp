@@ -82,7 +82,14 @@ Trainer::Trainer(const sparse_model_config& config, const sparse_train_config& t
   decay_mask_ = mask;
 }
 
+void Trainer::require_not_stepping() const {
+  require(!stepping_,
+          "refused during a training step of this model (a gradient reducer callback calling "
+          "back into the model); call it before or after sparse_model_train_step");
+}
+
 void Trainer::set_reducer(std::shared_ptr<GradientReducer> r) {
+  require_not_stepping();
   reducer_ =
       r != nullptr ? std::move(r) : std::shared_ptr<GradientReducer>(make_single_process_reducer());
 }
@@ -92,6 +99,12 @@ sparse_train_stats Trainer::train_step(const uint8_t* tokens, int64_t batch) {
   require(batch >= 1, "batch = ", batch, " must be >= 1");
   const int64_t micro = train_.micro_batch > 0 ? train_.micro_batch : batch;
   require(batch % micro == 0, "micro_batch = ", micro, " does not divide batch = ", batch);
+  require_not_stepping();
+  stepping_ = true;
+  struct Stepping {
+    bool& flag;
+    ~Stepping() { flag = false; }
+  } stepping{stepping_};
   ThreadScope threads(threads_);
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t n = model_.dims().n;
@@ -255,6 +268,7 @@ void Trainer::token_bits(const uint8_t* tokens, int64_t batch, double* bits) {
 }
 
 int64_t Trainer::measure_memory(const uint8_t* tokens, int64_t batch) {
+  require_not_stepping();
   require(tokens != nullptr, "tokens is NULL");
   require(batch >= 1, "batch = ", batch, " must be >= 1");
   ThreadScope threads(threads_);

@@ -78,8 +78,12 @@ class Trainer {
   // the scale, clean-step count and skipped steps it had).
   LossScaler loss_scaler;
 
-  // Replaces the reducer (the single-process one by default); nullptr restores that.
+  // Replaces the reducer (the single-process one by default); nullptr restores that. Refused
+  // during train_step() (from a reducer's callback), as are train_step() and measure_memory().
   void set_reducer(std::shared_ptr<GradientReducer> r);
+  // Throws while a train_step() is running: a reducer's callback calling back
+  // into the model must not replace the reducer, the parameters or the gradient it is summing.
+  void require_not_stepping() const;
   const GradientReducer& reducer() const { return *reducer_; }
   bool writes_checkpoints() const { return reducer_->rank() == 0; }
 
@@ -107,6 +111,7 @@ class Trainer {
   // The sum of the micro-batch gradients of a step with more than one (allocated on first use).
   Buffer<float> grad_sum_;
   std::shared_ptr<GradientReducer> reducer_;
+  bool stepping_ = false;  // a train_step() is running
 };
 
 // The CPU operations thread their loops and Eigen's products with OpenMP; sparse::ThreadScope

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <string>
 #include <thread>
@@ -816,6 +817,7 @@ struct Doubling {
   int full_sums = 0, waits = 0, begins = 0;
   int fail_begin = 0;  // > 0: the begin of that number (counted from 1) fails
   bool fail_wait = false;
+  std::function<void()> on_begin;  // called by each begin, before it takes the range
 };
 
 sparse_status doubling_sum(void* user, float* data, int64_t count, sparse_memory memory, char*,
@@ -837,6 +839,7 @@ sparse_status doubling_begin(void* user, float* data, int64_t count, sparse_memo
     std::snprintf(error, size, "begin %d: rank 1 is gone", r.begins);
     return SPARSE_ERR_IO;
   }
+  if (r.on_begin) r.on_begin();
   r.pending.push_back({data, count, std::vector<float>(data, data + count)});
   std::fill(data, data + count, std::nanf(""));
   return SPARSE_OK;
@@ -1016,6 +1019,62 @@ TEST_CASE("gradient reducer overlap: both callbacks or neither; failures fail th
   CHECK(sparse_model_train_step(m.m, data.data(), 2, nullptr) == SPARSE_OK);
   REQUIRE(sparse_model_step(m.m, &step) == SPARSE_OK);
   CHECK(step == 1);
+}
+
+TEST_CASE("gradient reducer overlap: a callback cannot replace the reducer or train its model") {
+  // A callback calling back into its model mid-step would free the reducer being called, zero or
+  // replace the gradient whose ranges are in flight, or swap the parameters under the backward
+  // pass. Each such call is refused, and the step goes on as if it had not been made: three
+  // steps equal the single-process run bit for bit.
+  Ctx ctx;
+  sparse_model_config c = small_config();
+  c.dropout = 0.1f;
+  const RunResult single = run_steps(ctx.ctx, c, 0, nullptr);
+  Model m;
+  REQUIRE(sparse_model_create(ctx.ctx, &c, nullptr, &m.m) == SPARSE_OK);
+  const std::string initial = temp_path("reenter.safetensors");
+  REQUIRE(sparse_model_save(m.m, initial.c_str()) == SPARSE_OK);
+  Doubling d;
+  const sparse_experimental_gradient_reducer r = doubling_hook(d, true);
+  REQUIRE(sparse_experimental_model_set_gradient_reducer(m.m, &r) == SPARSE_OK);
+  std::vector<std::string> refused;
+  d.on_begin = [&] {
+    if (d.begins != 2) return;
+    d.on_begin = nullptr;
+    const std::vector<uint8_t> other = random_tokens(2 * c.seq_len, 9);
+    int64_t peak = 0;
+    const std::pair<const char*, sparse_status> calls[] = {
+        {"set_gradient_reducer(NULL)",
+         sparse_experimental_model_set_gradient_reducer(m.m, nullptr)},
+        {"set_gradient_reducer", sparse_experimental_model_set_gradient_reducer(m.m, &r)},
+        {"train_step", sparse_model_train_step(m.m, other.data(), 2, nullptr)},
+        {"restore", sparse_model_restore(m.m, initial.c_str())},
+        {"measure_memory", sparse_model_measure_memory(m.m, other.data(), 2, &peak)}};
+    for (const auto& call : calls) {
+      CAPTURE(call.first);
+      CHECK(call.second == SPARSE_ERR_INVALID_ARGUMENT);
+      if (call.second != SPARSE_OK && error_mentions("during a training step of this model"))
+        refused.push_back(call.first);
+    }
+  };
+  RunResult out;
+  for (int step = 0; step < 3; ++step) {
+    const std::vector<uint8_t> data =
+        random_tokens(2 * c.seq_len, 500 + static_cast<uint64_t>(step));
+    sparse_train_stats s;
+    s.struct_size = sizeof s;
+    REQUIRE(sparse_model_train_step(m.m, data.data(), 2, &s) == SPARSE_OK);
+    out.losses.push_back(s.loss);
+  }
+  std::remove(initial.c_str());
+  CHECK(refused.size() == 5);
+  CHECK(d.waits == 3);
+  CHECK(d.pending.empty());
+  CHECK(out.losses == single.losses);
+  const std::string path = temp_path("reenter.safetensors");
+  REQUIRE(sparse_model_save(m.m, path.c_str()) == SPARSE_OK);
+  CHECK(read_all(path) == single.checkpoint);
+  std::remove(path.c_str());
 }
 
 // A model holds a reference to its context: destroying the context handle first leaves the model

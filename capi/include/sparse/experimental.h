@@ -122,7 +122,11 @@ SPARSE_API sparse_status sparse_experimental_op_check(
  *
  * Callbacks return SPARSE_OK, or a status and a message (NUL-terminated, at most error_size
  * bytes with the NUL) in `error`; the training step then fails with that status and message.
- * They must not throw (C++) or longjmp out of the library. */
+ * They must not throw (C++) or longjmp out of the library. During the step they may not replace
+ * the model's reducer, train, restore or measure it:
+ * sparse_experimental_model_set_gradient_reducer, sparse_model_train_step, sparse_model_restore and
+ * sparse_model_measure_memory on the same model return SPARSE_ERR_INVALID_ARGUMENT (the step itself
+ * goes on). */
 typedef struct sparse_experimental_gradient_reducer {
   uint32_t struct_size; /* sizeof(sparse_experimental_gradient_reducer) */
   int32_t rank;         /* this process's rank in [0, size) (default 0) */
@@ -160,7 +164,8 @@ sparse_experimental_gradient_reducer_default(sparse_experimental_gradient_reduce
  * single-process trainer (no reduction).
  * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL model, a wrong struct_size, rank outside [0, size),
  * size < 1, an unknown memory kind, a NULL all_reduce_sum or all_reduce_sum_f64, only one of
- * begin_all_reduce_sum and wait_all_reduce_sum set, non-zero reserved bytes). */
+ * begin_all_reduce_sum and wait_all_reduce_sum set, non-zero reserved bytes, a call from a
+ * callback of the model's reducer during its training step). */
 SPARSE_API sparse_status sparse_experimental_model_set_gradient_reducer(
     sparse_model* model, const sparse_experimental_gradient_reducer* reducer);
 
