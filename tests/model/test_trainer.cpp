@@ -799,6 +799,44 @@ TEST_CASE("gradient reducer hook: a failing callback's status and message reach 
   CHECK(step == 1);  // failed steps change nothing
 }
 
+TEST_CASE("gradient reducer hook: under loss scaling the gradient carries the loss scale") {
+  // The same step with loss scaling from 1024 (a power of two: scaling is exact) and without:
+  // the reducer sees 1024 times the gradient, and the step's gradient norm is the same.
+  Ctx ctx;
+  const sparse_model_config c = small_config();
+  const std::vector<uint8_t> data = random_tokens(2 * c.seq_len, 77);
+  std::vector<float> seen[2];
+  double norms[2] = {0, 0};
+  for (int k = 0; k < 2; ++k) {
+    sparse_train_config t;
+    REQUIRE(sparse_train_config_default(&t) == SPARSE_OK);
+    t.loss_scale = k == 0 ? 0.0f : 1024.0f;
+    Model m;
+    REQUIRE(sparse_model_create(ctx.ctx, &c, &t, &m.m) == SPARSE_OK);
+    sparse_experimental_gradient_reducer r;
+    REQUIRE(sparse_experimental_gradient_reducer_default(&r) == SPARSE_OK);
+    r.user = &seen[k];
+    r.all_reduce_sum = [](void* user, float* x, int64_t count, sparse_memory, char*, size_t) {
+      static_cast<std::vector<float>*>(user)->assign(x, x + count);
+      return SPARSE_OK;
+    };
+    r.all_reduce_sum_f64 = identity_sum_f64;
+    REQUIRE(sparse_experimental_model_set_gradient_reducer(m.m, &r) == SPARSE_OK);
+    sparse_train_stats s;
+    s.struct_size = sizeof s;
+    REQUIRE(sparse_model_train_step(m.m, data.data(), 2, &s) == SPARSE_OK);
+    CHECK(s.loss_scale == (k == 0 ? 1.0 : 1024.0));
+    norms[k] = s.grad_norm;
+  }
+  REQUIRE(seen[0].size() == seen[1].size());
+  REQUIRE(!seen[0].empty());
+  size_t differing = 0;
+  for (size_t i = 0; i < seen[0].size(); ++i)
+    if (seen[1][i] != 1024.0f * seen[0][i]) ++differing;
+  CHECK(differing == 0);
+  CHECK(norms[1] == doctest::Approx(norms[0]).epsilon(1e-6));
+}
+
 namespace {
 
 // A test reducer for a group of two ranks that both hold this process's gradient: every sum is

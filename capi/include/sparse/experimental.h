@@ -91,7 +91,9 @@ SPARSE_API sparse_status sparse_experimental_op_check(
  * trainer calls it once per sparse_model_train_step(), after the backward pass and before
  * gradient clipping and the optimiser update, with the flat fp32 gradient of every parameter
  * (already scaled by 1 / (size * batch * seq_len), so that the sum over the ranks is the global
- * mean), and once with the step's loss sum. rank and size shape the step: every rank passes the
+ * mean; under loss scaling it is also multiplied by the step's loss scale, which the update
+ * divides out, so the sum is the scaled mean and may be non-finite: the step is then skipped),
+ * and once with the step's loss sum. rank and size shape the step: every rank passes the
  * same batch, its shard of a global batch of size * batch sequences, and micro-batch k of rank r
  * draws the dropout stream of global micro-batch r * (batch / micro_batch) + k.
  *
