@@ -1076,9 +1076,10 @@ TEST_CASE("gradient reducer overlap: a callback cannot replace the reducer or tr
   const sparse_experimental_gradient_reducer r = doubling_hook(d, true);
   REQUIRE(sparse_experimental_model_set_gradient_reducer(m.m, &r) == SPARSE_OK);
   std::vector<std::string> refused;
+  bool tried = false;
   d.on_begin = [&] {
-    if (d.begins != 2) return;
-    d.on_begin = nullptr;
+    if (d.begins != 2 || tried) return;
+    tried = true;
     const std::vector<uint8_t> other = random_tokens(2 * c.seq_len, 9);
     int64_t peak = 0;
     const std::pair<const char*, sparse_status> calls[] = {
