@@ -515,8 +515,12 @@ int run_bench_attention(const BenchOptions& o) {
   sparse_attention_params params;
   sparse_attention_params_default(&params);
   params.algorithm = o.algorithm == "unfused" ? SPARSE_ATTENTION_UNFUSED : SPARSE_ATTENTION_FUSED;
-  // Refuse sizes that cannot fit before anything is measured (the GEMM rate takes seconds).
+  // Refuse sizes that cannot fit before anything is measured (the GEMM rate takes seconds, and
+  // minutes under a sanitizer): the tensors, then the layouts (whose memory check comes before
+  // any block is listed).
   for (int64_t n : o.seq_lens) check_buffer_memory(o, n, o.mode != "fwd", dtype);
+  for (int64_t n : o.seq_lens)
+    for (const std::string& name : o.patterns) make_layout(name, n, o);
   const double gemm = on_gpu ? 0.0 : gemm_gflops(threads);
 
   std::vector<std::string> modes;
