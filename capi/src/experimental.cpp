@@ -62,12 +62,13 @@ class HookReducer final : public sparse::GradientReducer {
     // Each range has its own host buffer, kept across steps (the ranges repeat); the deque grows
     // without moving the buffers of the ranges in flight.
     if (staged_ == ranges_.size()) ranges_.emplace_back();
-    Staged& r = ranges_[staged_++];
+    Staged& r = ranges_[staged_];
     r.device = x;
     r.host.resize(static_cast<size_t>(count));
     backend.copy(r.host.data(), SPARSE_MEMORY_HOST, x, memory,
                  static_cast<size_t>(count) * sizeof(float));
     call_begin(r.host.data(), count, SPARSE_MEMORY_HOST);
+    ++staged_;  // in flight only once begun: a refused range is not copied back by wait()
   }
 
   void wait(sparse::Backend& backend) override {
