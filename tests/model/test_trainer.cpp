@@ -920,6 +920,25 @@ struct RunResult {
   std::vector<char> checkpoint;
 };
 
+// 3 steps of `model` (batch 2, the same data for every run), then its checkpoint's bytes.
+RunResult train_steps(sparse_model* model, const sparse_model_config& c) {
+  RunResult out;
+  for (int step = 0; step < 3; ++step) {
+    const std::vector<uint8_t> data =
+        random_tokens(2 * c.seq_len, 500 + static_cast<uint64_t>(step));
+    sparse_train_stats s;
+    s.struct_size = sizeof s;
+    REQUIRE(sparse_model_train_step(model, data.data(), 2, &s) == SPARSE_OK);
+    out.losses.push_back(s.loss);
+    out.norms.push_back(s.grad_norm);
+  }
+  const std::string path = temp_path("overlap.safetensors");
+  REQUIRE(sparse_model_save(model, path.c_str()) == SPARSE_OK);
+  out.checkpoint = read_all(path);
+  std::remove(path.c_str());
+  return out;
+}
+
 // 3 steps of a model of `c` (batch 2) with `hook` installed (none when NULL).
 RunResult run_steps(sparse_context* ctx, const sparse_model_config& c, int micro_batch,
                     const sparse_experimental_gradient_reducer* hook) {
@@ -930,21 +949,7 @@ RunResult run_steps(sparse_context* ctx, const sparse_model_config& c, int micro
   REQUIRE(sparse_model_create(ctx, &c, &t, &m.m) == SPARSE_OK);
   if (hook != nullptr)
     REQUIRE(sparse_experimental_model_set_gradient_reducer(m.m, hook) == SPARSE_OK);
-  RunResult out;
-  for (int step = 0; step < 3; ++step) {
-    const std::vector<uint8_t> data =
-        random_tokens(2 * c.seq_len, 500 + static_cast<uint64_t>(step));
-    sparse_train_stats s;
-    s.struct_size = sizeof s;
-    REQUIRE(sparse_model_train_step(m.m, data.data(), 2, &s) == SPARSE_OK);
-    out.losses.push_back(s.loss);
-    out.norms.push_back(s.grad_norm);
-  }
-  const std::string path = temp_path("overlap.safetensors");
-  REQUIRE(sparse_model_save(m.m, path.c_str()) == SPARSE_OK);
-  out.checkpoint = read_all(path);
-  std::remove(path.c_str());
-  return out;
+  return train_steps(m.m, c);
 }
 
 }  // namespace
@@ -1096,24 +1101,14 @@ TEST_CASE("gradient reducer overlap: a callback cannot replace the reducer or tr
         refused.push_back(call.first);
     }
   };
-  RunResult out;
-  for (int step = 0; step < 3; ++step) {
-    const std::vector<uint8_t> data =
-        random_tokens(2 * c.seq_len, 500 + static_cast<uint64_t>(step));
-    sparse_train_stats s;
-    s.struct_size = sizeof s;
-    REQUIRE(sparse_model_train_step(m.m, data.data(), 2, &s) == SPARSE_OK);
-    out.losses.push_back(s.loss);
-  }
+  const RunResult out = train_steps(m.m, c);
   std::remove(initial.c_str());
   CHECK(refused.size() == 5);
   CHECK(d.waits == 3);
   CHECK(d.pending.empty());
   CHECK(out.losses == single.losses);
-  const std::string path = temp_path("reenter.safetensors");
-  REQUIRE(sparse_model_save(m.m, path.c_str()) == SPARSE_OK);
-  CHECK(read_all(path) == single.checkpoint);
-  std::remove(path.c_str());
+  CHECK(out.norms == single.norms);
+  CHECK(out.checkpoint == single.checkpoint);
 }
 
 // A model holds a reference to its context: destroying the context handle first leaves the model
