@@ -93,10 +93,12 @@ void DataParallel::attach(sparse_model* model, bool overlap) const {
 const uint8_t* DataParallel::next_shard(sparse_dataset* ds, int64_t batch, int64_t seq_len,
                                         std::vector<uint8_t>& global) const {
   const int64_t total = batch * size();
-  check_token_memory(total, seq_len,
-                     "--batch " + std::to_string(batch) +
-                         (size() > 1 ? " on " + std::to_string(size()) + " ranks" : ""));
-  global.resize(static_cast<size_t>(total * seq_len));
+  if (global.size() != static_cast<size_t>(total * seq_len)) {  // the first step's allocation
+    check_token_memory(total, seq_len,
+                       "--batch " + std::to_string(batch) +
+                           (size() > 1 ? " on " + std::to_string(size()) + " ranks" : ""));
+    global.resize(static_cast<size_t>(total * seq_len));
+  }
   check(
       sparse_dataset_next_batch(ds, total, SPARSE_TOKENS_U8, global.data(), global.size(), nullptr),
       "batch");
