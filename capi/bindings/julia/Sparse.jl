@@ -201,10 +201,14 @@ function cuda_device_count()
     return Int(out[])
 end
 
-"A compute context (backend, threads, seed); freed by its finalizer or `close`."
+"""A compute context (backend, threads, seed); freed by its finalizer or `close`. Memory of its
+`Buffer`s must be freed before the C context is destroyed: `close` with buffers still open
+defers the destroy to the last one's `close`."""
 mutable struct Context
     ptr::Ptr{Cvoid}
     device::Int32  # device ordinal of the memory `Buffer` allocates: device_index on CUDA, else 0
+    open_buffers::Int
+    closing::Ptr{Cvoid}  # the C context after `close`, while buffers are open
     function Context(backend=:auto; num_threads::Integer=0, device_index::Integer=0,
                      seed::Union{Nothing,Integer}=nothing)
         s = zeroed(Settings)
@@ -215,7 +219,7 @@ mutable struct Context
         out = Ref{Ptr{Cvoid}}(C_NULL)
         check(ccall((:sparse_context_create, libsparse), Cint, (Ref{Settings}, Ref{Ptr{Cvoid}}),
                     s, out))
-        ctx = new(out[], Int32(0))
+        ctx = new(out[], Int32(0), 0, C_NULL)
         finalizer(close, ctx)
         memory(ctx) == MEMORY_DEVICE && (ctx.device = Int32(device_index))
         return ctx
@@ -223,10 +227,12 @@ mutable struct Context
 end
 
 function Base.close(ctx::Context)
-    if ctx.ptr != C_NULL
+    if ctx.ptr != C_NULL && ctx.open_buffers > 0
+        ctx.closing = ctx.ptr
+    elseif ctx.ptr != C_NULL
         ccall((:sparse_context_destroy, libsparse), Cvoid, (Ptr{Cvoid},), ctx.ptr)
-        ctx.ptr = C_NULL
     end
+    ctx.ptr = C_NULL
     return nothing
 end
 
@@ -270,16 +276,24 @@ mutable struct Buffer
         check(ccall((:sparse_context_alloc, libsparse), Cint, (Ptr{Cvoid}, Csize_t, Ref{Ptr{Cvoid}}),
                     handle(ctx), bytes, out))
         b = new(ctx, out[], Int(bytes), memory(ctx))
+        b.ptr != C_NULL && (ctx.open_buffers += 1)
         finalizer(close, b)
         return b
     end
 end
 
+"Frees the memory (idempotent); after the Context's `close`, also destroys it if this was its last."
 function Base.close(b::Buffer)
-    if b.ptr != C_NULL && b.ctx.ptr != C_NULL
-        ccall((:sparse_context_free, libsparse), Cvoid, (Ptr{Cvoid}, Ptr{Cvoid}), b.ctx.ptr, b.ptr)
-    end
+    b.ptr == C_NULL && return nothing
+    ctx = b.ctx
+    c = ctx.ptr != C_NULL ? ctx.ptr : ctx.closing
+    ccall((:sparse_context_free, libsparse), Cvoid, (Ptr{Cvoid}, Ptr{Cvoid}), c, b.ptr)
     b.ptr = C_NULL
+    ctx.open_buffers -= 1
+    if ctx.open_buffers == 0 && ctx.closing != C_NULL
+        ccall((:sparse_context_destroy, libsparse), Cvoid, (Ptr{Cvoid},), ctx.closing)
+        ctx.closing = C_NULL
+    end
     return nothing
 end
 

@@ -279,6 +279,28 @@ class Attention(unittest.TestCase):
         with self.assertRaises(ValueError):
             sp.Buffer(self.ctx, 16).copy_from(np.zeros(3, np.float32))
 
+    def test_context_closed_before_its_buffer(self):
+        # Context.close() with a Buffer open made the Buffer's close raise "Context is closed"
+        # (swallowed in __del__): its memory was never freed. The destroy now waits for it.
+        def rss():
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        nbytes = 256 << 20
+        ctx = sp.Context("cpu", num_threads=1)
+        buf = ctx.alloc(nbytes)
+        buf.copy_from(np.ones(nbytes // 4, np.float32))  # touches every page
+        ctx.close()
+        with self.assertRaises(ValueError):  # closed for new work ...
+            ctx.alloc(16)
+        with self.assertRaises(ValueError):
+            buf.copy_to(np.zeros(nbytes // 4, np.float32))
+        if os.path.exists("/proc/self/statm"):
+            before = rss()
+            buf.close()  # ... and destroyed with its last buffer
+            self.assertLess(rss(), before - nbytes // 2)
+        buf.close()
+        ctx.close()
+
     def test_unfused_algorithm_matches_fused(self):
         rng = np.random.default_rng(9)
         with sp.Layout(150, [P.strided_row(12, head=0), P.strided_column(12, head=1)], 2,

@@ -186,6 +186,15 @@ const CASES = [
         out = copyto!(similar(q), bo)
         @test out ≈ S.attention_forward(ctx, layout, q, q, q)[1]
         close(bq); close(bo)
+        # A Context closed before its buffer: the buffer's memory is still freed (it leaked), then
+        # the context destroyed with it.
+        c2 = S.Context(:cpu; num_threads=1)
+        b2 = S.Buffer(c2, 1024)
+        close(c2)
+        @test_throws ArgumentError S.handle(c2)
+        @test c2.closing != C_NULL && c2.open_buffers == 1
+        close(b2); close(b2)
+        @test c2.closing == C_NULL && c2.open_buffers == 0
     end
 
     @testset "errors" begin

@@ -569,6 +569,22 @@ class Context(_Handle):
         check(library().sparse_context_create(ctypes.byref(s), ctypes.byref(h)))
         self._h = h
         self._device_index = device_index
+        # Buffers hold memory of this context, which must be freed before the context is
+        # destroyed: close() with buffers still open defers the destroy to the last one's close.
+        self._open_buffers = 0
+        self._closing = None
+
+    def close(self):
+        if self._h and self._open_buffers:
+            self._closing, self._h = self._h, None
+            return
+        super().close()
+
+    def _buffer_freed(self):
+        self._open_buffers -= 1
+        if self._open_buffers == 0 and self._closing:
+            library().sparse_context_destroy(self._closing)
+            self._closing = None
 
     @property
     def backend(self):
@@ -616,14 +632,17 @@ class Context(_Handle):
 
 class Buffer:
     """Memory from sparse_context_alloc() (device memory on a CUDA context). Keeps its context
-    alive; freed by close(), __del__ or the end of a `with` block."""
+    alive (a Context closed first is destroyed when its last Buffer is freed); freed by close(),
+    __del__ or the end of a `with` block."""
 
     def __init__(self, ctx, nbytes):
         # size_t: ctypes would pass -1 as 2**64 - 1, refused as "cannot allocate 16 EiB".
         self.ctx, self.nbytes = ctx, _c_int("nbytes", nbytes, 64, signed=False)
         p = ctypes.c_void_p()
         check(library().sparse_context_alloc(ctx.handle, self.nbytes, ctypes.byref(p)))
-        self._p = p
+        self._p, self._ctx_handle = p, ctx.handle
+        if p.value:
+            ctx._open_buffers += 1
 
     @property
     def ptr(self):
@@ -631,9 +650,11 @@ class Buffer:
         return self._p.value
 
     def close(self):
-        if self._p is not None and self._p.value:
-            library().sparse_context_free(self.ctx.handle, self._p)
-        self._p = ctypes.c_void_p()
+        """Frees the memory (idempotent). Works after the context's close(), which waits for it."""
+        p, self._p = getattr(self, "_p", None), ctypes.c_void_p()
+        if p is not None and p.value:
+            library().sparse_context_free(self._ctx_handle, p)
+            self.ctx._buffer_freed()
 
     def __del__(self):
         try:
