@@ -117,6 +117,15 @@ OPTION_CASES = [
     (["trian"], ["unknown subcommand", '"trian"', 'did you mean "train"']),
     (["bench-atention"], ['did you mean "bench-attention"']),
     (["frobnicate"], ["unknown subcommand", "subcommands:"]),
+    # A misspelt option names the one meant, also where it leaves a required option missing.
+    (["train", "--step", "3"], ['train: unknown option "--step"', 'did you mean "--steps"',
+                                "train --help"]),
+    (["train", "--warmpu=5"], ['"--warmpu"', 'did you mean "--warmup"']),
+    (["eval", "--chekpoint", "x.safetensors"], ['"--chekpoint"', 'did you mean "--checkpoint"']),
+    (["sample", "--checkpoint", "x", "--output", "y.png"], ['"--output"', 'did you mean "--out"']),
+    (["eval", "--check", "x"], ['"--check"', 'did you mean "--checkpoint"']),
+    (["bench-attention", "--patern", "dense"], ['did you mean "--pattern"']),
+    (["train", "--frobnicate"], ['unknown option "--frobnicate"', "train --help"]),
     ([], ["SUBCOMMAND", "subcommands:", "train, eval, sample"]),
     # Mixed precision on the CPU: refused naming --dtype and both fixes, before any data is read.
     (["train", *tiny("--dtype", "fp16", "--data", "text:/nonexistent")],
