@@ -108,6 +108,11 @@ DatasetPtr open_dataset(const DataSpec& spec, sparse_split split, int64_t seq_le
   const std::string& path = source.path;
   sparse_dataset_kind kind;
   check(sparse_dataset_kind_from_name(source.kind.c_str(), &kind), "--data " + spec.spec);
+  if (path.empty() && kind != SPARSE_DATASET_SYNTHETIC_IMAGE &&
+      kind != SPARSE_DATASET_SYNTHETIC_TEXT)
+    throw std::runtime_error("--data " + spec.spec + ": " + source.kind +
+                             " reads a file or folder: give it as --data " + source.kind +
+                             ":PATH (formats in datasets/README.md)");
   sparse_dataset_desc desc;
   check(sparse_dataset_desc_default(&desc, kind), "dataset defaults");
   desc.path = path.empty() ? nullptr : path.c_str();
@@ -176,8 +181,10 @@ namespace {
 ModelPtr load_model(sparse_context* ctx, const std::string& path, const DeviceOptions& device,
                     sparse_model_config* cfg) {
   sparse_model* raw = nullptr;
-  check(sparse_experimental_model_load_dtype(ctx, path.c_str(), model_dtype(device), &raw),
-        "load " + path);
+  if (sparse_experimental_model_load_dtype(ctx, path.c_str(), model_dtype(device), &raw) !=
+      SPARSE_OK)
+    throw std::runtime_error("--checkpoint: " +
+                             library_message("sparse_experimental_model_load_dtype"));
   ModelPtr model(raw, sparse_model_destroy);
   check(sparse_model_get_config(model.get(), cfg), "config");
   return model;
@@ -464,6 +471,10 @@ void apply_run_settings(const nlohmann::json& saved, TrainOptions& o) {
 // given options stand, and the library compares the configuration they make with the checkpoint.
 // world_size: the ranks of the resumed run.
 TrainOptions resumed_options(const TrainOptions& given, int world_size) {
+  if (!path_exists(given.checkpoint))
+    throw std::runtime_error("--resume: the checkpoint \"" + given.checkpoint +
+                             "\" does not exist, so there is no run to continue (without "
+                             "--resume, train starts a new run and saves it there)");
   const std::string path = run_record_path(given.checkpoint);
   if (!path_exists(path)) {
     std::fprintf(stderr,

@@ -141,6 +141,16 @@ OPTION_CASES = [
     (["train", *tiny("--stride", "100")], ["--stride", "--seq-len"]),
     # Before any work, in the options' names (not the library's micro_batch / batch fields).
     (["train", *tiny("--batch", "3", "--micro-batch", "2")], ["--micro-batch 2", "--batch 3"]),
+    # A data kind that reads a file, given without one: the form that works, not desc->path.
+    (["train", *tiny("--data", "cifar10")], ["--data cifar10", "--data cifar10:PATH"]),
+    (["train", *tiny("--data", "enwik8:")], ["--data enwik8:PATH"]),
+    # Unknown names list the known ones.
+    (["train", *tiny("--data", "foo")], ['"foo"', "synthetic_text", "enwik8", "audio"]),
+    (["bench-attention", "--pattern", "stried"], ['"stried"', "strided_row", "strided_merged"]),
+    # bench-attention's layout fields are named by their options.
+    (["bench-attention", "--n", "100"], ["--stride 128", "--n 100", "at most 100"]),
+    (["bench-attention", "--pattern", "fixed", "--n", "256", "--stride", "64", "--summary", "100"],
+     ["--summary 100", "--stride 64", "at most 64"]),
 ]
 
 
@@ -150,6 +160,15 @@ def check_options():
     # The internal field name is gone from the library's message about the count.
     err = refused(["train", *tiny("--num-sequences", "99999999999")], "--num-sequences")
     assert "count" not in err, err
+    for args in [["train", *tiny("--data", "cifar10")], ["bench-attention", "--n", "100"],
+                 ["bench-attention", "--pattern", "stried"]]:
+        err = refused(args)
+        assert "desc->" not in err and "patterns[0]" not in err and "_from_name" not in err, err
+    # The stride bench-attention suggests for a short --n works.
+    err = refused(["bench-attention", "--n", "100"])
+    stride = err.split("e.g. --stride ")[1].split()[0]
+    r = run(["bench-attention", "--n", "100", "--stride", stride, "--reps", "1", "--json"])
+    assert r.returncode == 0 and json.loads(r.stdout.splitlines()[0])["n"] == 100, r.stderr
     print(f"ok: {len(OPTION_CASES)} refusals name the option, the range and the value")
 
 
@@ -158,6 +177,17 @@ def check_files(tmp):
     refused(["eval", "--checkpoint", tmp, "--data", "synthetic_text"], tmp, "folder")
     refused(["sample", "--checkpoint", tmp, "--out", os.path.join(tmp, "s.bin")], tmp, "folder")
     print("ok: a folder as checkpoint is refused as a folder")
+    # A checkpoint that does not exist: one message naming --checkpoint (eval, sample) or
+    # --resume and the path, without library function names or a missing-record warning.
+    missing = os.path.join(tmp, "missing.safetensors")
+    for args, words in [(["eval", "--checkpoint", missing], ["--checkpoint", "cannot open"]),
+                        (["sample", "--checkpoint", missing, "--out", os.path.join(tmp, "s.txt")],
+                         ["--checkpoint", "cannot open"]),
+                        (["train", *tiny("--checkpoint", missing), "--resume"],
+                         ["--resume", "does not exist", "without --resume"])]:
+        err = refused(args, missing, *words)
+        assert "sparse_" not in err and "no record" not in err and err.count("\n") == 1, err
+    print("ok: a missing checkpoint is named once, with the option")
     # An output folder that names a file or a FIFO: refused naming --out, the path and what it is,
     # before any work (main measured the memory table first, and named no option).
     afile, fifo = os.path.join(tmp, "afile"), os.path.join(tmp, "fifo")
