@@ -537,6 +537,12 @@ TrainOptions resumed_options(const TrainOptions& given, int world_size) {
   TrainOptions o = given;
   apply_run_options(before, o);
   if (saved.contains("settings")) apply_run_settings(saved["settings"], o);
+  // The record keeps --data as it was given: a relative path is relative to the run's folder.
+  const std::string data_path = parse_data_spec(o.data.spec).path;
+  if (!data_path.empty() && data_path[0] != '/' && !path_exists(data_path))
+    throw std::runtime_error("--resume: the run's data, --data " + o.data.spec +
+                             " (from its run record), is a path relative to the folder the run "
+                             "started in and is not found from this one: resume from that folder");
   return o;
 }
 
@@ -1098,7 +1104,17 @@ nlohmann::json run_eval(const EvalOptions& given) {
   sparse_model_config cfg;
   // The checkpoint first: a missing or unreadable one is named as such by the loader.
   ModelPtr model = load_model(ctx.get(), o.checkpoint, o.device, &cfg);
-  if (o.data.spec.empty()) o.data = trained_data(o.checkpoint);
+  if (o.data.spec.empty()) {
+    o.data = trained_data(o.checkpoint);
+    // The record keeps --data as train was given it: a relative path is relative to the folder
+    // train ran in.
+    const std::string path = parse_data_spec(o.data.spec).path;
+    if (!path.empty() && path[0] != '/' && !path_exists(path))
+      throw std::runtime_error("the data " + o.checkpoint + " was trained on, --data " +
+                               o.data.spec + " (from its run record), is a path relative to " +
+                               "the folder train ran in and is not found from this one: run " +
+                               "eval from that folder, or give --data KIND:PATH");
+  }
   if (o.sliding_stride > 0 || o.min_context >= 0) return run_sliding_eval(o, model.get(), cfg);
   if (o.offset > 0 || o.bytes > 0)
     throw std::runtime_error("--offset and --bytes apply to --sliding / --min-context");

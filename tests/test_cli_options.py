@@ -188,6 +188,27 @@ def check_files(tmp):
         err = refused(args, missing, *words)
         assert "sparse_" not in err and "no record" not in err and err.count("\n") == 1, err
     print("ok: a missing checkpoint is named once, with the option")
+    # eval without --data from another folder than train's: the run record's relative data path
+    # is named with both fixes, and running from train's folder works.
+    sub = os.path.join(tmp, "run-folder")
+    os.mkdir(sub)
+    with open(os.path.join(sub, "text.txt"), "wb") as f:
+        f.write(bytes(range(256)) * 16)
+    r = run(["train", *tiny("--data", "text:text.txt", "--steps", "1"), "--checkpoint", "m.st"],
+            cwd=sub)
+    assert r.returncode == 0, r.stderr
+    r = run(["eval", "--checkpoint", os.path.join(sub, "m.st")], cwd=tmp)
+    assert r.returncode != 0 and "text:text.txt" in r.stderr and "run eval from that folder" in \
+        r.stderr and "--data KIND:PATH" in r.stderr and "sparse_" not in r.stderr, r.stderr
+    r = run(["eval", "--checkpoint", "m.st", "--sequences", "2"], cwd=sub)
+    assert r.returncode == 0 and "test split of text:text.txt" in r.stdout, r.stderr
+    resume = ["train", "--resume", "--extend-to", "2", "--quiet", "--checkpoint"]
+    r = run([*resume, os.path.join(sub, "m.st")], cwd=tmp)
+    assert r.returncode != 0 and "text:text.txt" in r.stderr and "resume from that folder" in \
+        r.stderr and "sparse_" not in r.stderr, r.stderr
+    r = run([*resume, "m.st"], cwd=sub)
+    assert r.returncode == 0, r.stderr
+    print("ok: eval and train --resume name the run record's relative data path elsewhere")
     # An output folder that names a file or a FIFO: refused naming --out, the path and what it is,
     # before any work (main measured the memory table first, and named no option).
     afile, fifo = os.path.join(tmp, "afile"), os.path.join(tmp, "fifo")
