@@ -615,10 +615,18 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
   app.add_option("--recompute", o.recompute, "1/0 (default: the preset's)")
       ->check(integer_in(0, 1));
   add_data_options(app, o.data);
-  app.add_option("--steps", o.steps)->check(integer_in(1))->capture_default_str();
-  app.add_option("--batch", o.batch)->check(integer_in(1, kIntMax))->capture_default_str();
-  app.add_option("--lr", o.lr)->check(number_in(0, kInf, true))->capture_default_str();
-  app.add_option("--warmup", o.warmup)->check(integer_in(0))->capture_default_str();
+  app.add_option("--steps", o.steps, "optimizer steps in all")
+      ->check(integer_in(1))
+      ->capture_default_str();
+  app.add_option("--batch", o.batch, "sequences per step (per rank under mpirun)")
+      ->check(integer_in(1, kIntMax))
+      ->capture_default_str();
+  app.add_option("--lr", o.lr, "peak learning rate (after --warmup, cosine decay to 0 at --steps)")
+      ->check(number_in(0, kInf, true))
+      ->capture_default_str();
+  app.add_option("--warmup", o.warmup, "steps of linear learning-rate warm-up from 0")
+      ->check(integer_in(0))
+      ->capture_default_str();
   app.add_option("--optimizer", o.optimizer,
                  "adam (weight decay as an L2 penalty, as OpenAI's code) or adamw (decoupled)")
       ->check(CLI::IsMember({"adam", "adamw"}))
@@ -627,8 +635,12 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
       ->check(number_in(0, kInf));
   app.add_option("--eval-every", o.eval_every, "evaluate every k steps (0 = at the end only)")
       ->check(integer_in(0));
-  app.add_option("--eval-sequences", o.eval_sequences)->check(integer_in(1))->capture_default_str();
-  app.add_option("--eval-split", o.eval_split)
+  app.add_option("--eval-sequences", o.eval_sequences,
+                 "sequences of --eval-split evaluated (at most the split's)")
+      ->check(integer_in(1))
+      ->capture_default_str();
+  app.add_option("--eval-split", o.eval_split,
+                 "the split evaluated (a single record file has train only)")
       ->check(one_of({"train", "valid", "test"}))
       ->capture_default_str();
   app.add_option("--checkpoint", o.checkpoint,
@@ -646,9 +658,9 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
                  "cosine) at the same step, with no second warm-up: after a finished run it goes "
                  "from the decayed rate straight to that curve's value")
       ->check(integer_in(1));
-  app.add_option("--threads", o.threads)->check(integer_in(0, kIntMax));
+  app.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(integer_in(0, kIntMax));
   add_device_options(app, o.device);
-  app.add_option("--seed", o.seed)->capture_default_str();
+  app.add_option("--seed", o.seed, "random seed of the run")->capture_default_str();
   app.add_option("--log", o.log,
                  "write one JSON line per step as it ends (the loss curve); --resume cuts it "
                  "back to the checkpoint's step and appends");
@@ -660,16 +672,21 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
 }
 
 void add_eval_options(CLI::App& app, EvalOptions& o) {
-  app.add_option("--checkpoint", o.checkpoint)->required();
+  app.add_option("--checkpoint", o.checkpoint, "a checkpoint written by train --checkpoint")
+      ->required();
   // Without --data, the data the checkpoint was trained on (from its run record).
   o.data.spec.clear();
   add_data_options(app, o.data);
-  app.add_option("--split", o.split)
+  app.add_option("--split", o.split, "the split evaluated")
       ->check(one_of({"train", "valid", "test"}))
       ->capture_default_str();
-  app.add_option("--sequences", o.sequences)->check(integer_in(1))->capture_default_str();
-  app.add_option("--batch", o.batch)->check(integer_in(1, kIntMax))->capture_default_str();
-  app.add_option("--threads", o.threads)->check(integer_in(0, kIntMax));
+  app.add_option("--sequences", o.sequences, "sequences of --split evaluated (at most the split's)")
+      ->check(integer_in(1))
+      ->capture_default_str();
+  app.add_option("--batch", o.batch, "sequences per forward pass")
+      ->check(integer_in(1, kIntMax))
+      ->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(integer_in(0, kIntMax));
   add_device_options(app, o.device);
   auto* sliding =
       app.add_option("--sliding", o.sliding_stride,
@@ -689,7 +706,8 @@ void add_eval_options(CLI::App& app, EvalOptions& o) {
 }
 
 void add_sample_options(CLI::App& app, SampleOptions& o) {
-  app.add_option("--checkpoint", o.checkpoint)->required();
+  app.add_option("--checkpoint", o.checkpoint, "a checkpoint written by train --checkpoint")
+      ->required();
   app.add_option("--out", o.out,
                  "write the sample here (atomically): FILE.png an image, FILE.wav audio, any "
                  "other name the raw tokens")
@@ -700,9 +718,11 @@ void add_sample_options(CLI::App& app, SampleOptions& o) {
                  "PNG: each token as a K x K square (default: images narrower than 256 pixels "
                  "are enlarged to at least that, at most 16 times)")
       ->check(integer_in(1, 64));
-  app.add_option("--temperature", o.temperature)->check(number_in(0, kInf))->capture_default_str();
-  app.add_option("--seed", o.seed)->capture_default_str();
-  app.add_option("--threads", o.threads)->check(integer_in(0, kIntMax));
+  app.add_option("--temperature", o.temperature, "sampling temperature (0 = greedy)")
+      ->check(number_in(0, kInf))
+      ->capture_default_str();
+  app.add_option("--seed", o.seed, "random seed of the sampling")->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(integer_in(0, kIntMax));
   add_device_options(app, o.device);
   app.add_flag("--json", o.json, "print the result as JSON instead of the one-line summary");
 }
