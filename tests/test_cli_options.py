@@ -20,7 +20,7 @@ import zipfile
 
 from png_gray import read_gray_png
 
-exe = sys.argv[1]
+exe = os.path.abspath(sys.argv[1])  # tests below also run it from other folders
 # What a refusal must never say.
 NEVER = ["1797", "0.000000", "A subcommand is required", "bad_alloc", "out of memory",
          "Could not convert"]
