@@ -58,7 +58,10 @@ std::vector<sparse_pattern> patterns_for(const std::string& name, const BenchOpt
     add(SPARSE_PATTERN_STRIDED_COLUMN, -1);
   } else {
     sparse_pattern_kind kind;
-    check(sparse_pattern_kind_from_name(name.c_str(), &kind), "--pattern");
+    if (sparse_pattern_kind_from_name(name.c_str(), &kind) != SPARSE_OK)
+      throw std::runtime_error("--pattern " + name + ": " +
+                               library_message("sparse_pattern_kind_from_name") +
+                               "; or the head combinations strided, strided_merged, fixed");
     add(kind, -1);
   }
   return out;
@@ -66,6 +69,23 @@ std::vector<sparse_pattern> patterns_for(const std::string& name, const BenchOpt
 
 LayoutPtr make_layout(const std::string& name, int64_t n, const BenchOptions& o) {
   const auto patterns = patterns_for(name, o);
+  // The library names its fields (stride, summary, seq_len); these are the options that set them.
+  for (const sparse_pattern& p : patterns) {
+    const bool strided =
+        p.kind == SPARSE_PATTERN_STRIDED_ROW || p.kind == SPARSE_PATTERN_STRIDED_COLUMN ||
+        p.kind == SPARSE_PATTERN_FIXED_BLOCK || p.kind == SPARSE_PATTERN_FIXED_SUMMARY;
+    if (strided && o.stride > n)
+      throw std::runtime_error(
+          "--pattern " + name + " --n " + std::to_string(n) + ": --stride " +
+          std::to_string(o.stride) + " (l) is larger than n; give --stride at most " +
+          std::to_string(n) + ", e.g. --stride " +
+          std::to_string(std::max<int64_t>(1, std::llround(std::sqrt(static_cast<double>(n))))) +
+          " (l about sqrt(n), as in the paper)");
+    if (p.kind == SPARSE_PATTERN_FIXED_SUMMARY && o.summary > o.stride)
+      throw std::runtime_error("--pattern " + name + ": --summary " + std::to_string(o.summary) +
+                               " (c) is larger than --stride " + std::to_string(o.stride) +
+                               " (l); give --summary at most " + std::to_string(o.stride));
+  }
   sparse_layout_desc desc;
   sparse_layout_desc_default(&desc);
   desc.seq_len = n;

@@ -66,6 +66,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "sparse-repro: %s\n", unknown.c_str());
     return 2;
   }
+  // CLI11 names neither the option a misspelt one meant nor, when a required option is missing,
+  // the misspelt one at all.
+  const std::string unknown_opt = unknown_option(app, argc, argv);
+  if (!unknown_opt.empty()) {
+    std::fprintf(stderr, "sparse-repro: %s\n", unknown_opt.c_str());
+    return 2;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

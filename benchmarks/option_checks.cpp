@@ -122,4 +122,40 @@ std::string unknown_subcommand(const CLI::App& app, int argc, char** argv) {
   return message + "\nsubcommands: " + names + "\n(sparse-repro SUBCOMMAND --help for its options)";
 }
 
+std::string unknown_option(const CLI::App& app, int argc, char** argv) {
+  if (argc < 3 || argv[1][0] == '-') return {};
+  const CLI::App* command = nullptr;
+  for (const CLI::App* sub : app.get_subcommands({}))
+    if (sub->get_name() == argv[1]) command = sub;
+  if (command == nullptr) return {};
+  for (int i = 2; i < argc; ++i) {
+    const std::string argument = argv[i];
+    if (argument == "--") break;
+    if (argument.size() <= 2 || argument.compare(0, 2, "--") != 0) continue;
+    const std::string given = argument.substr(0, argument.find('='));
+    if (command->get_option_no_throw(given) != nullptr) continue;
+    // The closest option by edit distance, or the one option the given name begins or extends.
+    std::string best, prefix_of;
+    size_t best_distance = std::string::npos;
+    int prefixes = 0;
+    for (const CLI::Option* option : command->get_options()) {
+      for (const std::string& long_name : option->get_lnames()) {
+        const std::string name = "--" + long_name;
+        const size_t d = edit_distance(given, name);
+        if (d < best_distance) best_distance = d, best = name;
+        if (name.compare(0, given.size(), given) == 0 || given.compare(0, name.size(), name) == 0)
+          ++prefixes, prefix_of = name;
+      }
+    }
+    const std::string subcommand = command->get_name();
+    std::string message = subcommand + ": unknown option \"" + given + "\"";
+    if (best_distance <= std::max<size_t>(2, given.size() / 3))
+      message += "; did you mean \"" + best + "\"?";
+    else if (prefixes == 1)
+      message += "; did you mean \"" + prefix_of + "\"?";
+    return message + "\n(sparse-repro " + subcommand + " --help lists its options)";
+  }
+  return {};
+}
+
 }  // namespace repro

@@ -25,4 +25,10 @@ CLI::Validator one_of(std::initializer_list<const char*> names);
 // subcommand of `app`, a message naming it, the closest subcommand and the list; else empty.
 std::string unknown_subcommand(const CLI::App& app, int argc, char** argv);
 
+// When argv[1] is a subcommand of `app` and a later argument `--NAME` (or `--NAME=VALUE`, before
+// any `--`) is none of its options, a message naming it, the closest option and the subcommand's
+// --help; else empty. Found before parsing, so a misspelt option is named even where it leaves a
+// required option missing.
+std::string unknown_option(const CLI::App& app, int argc, char** argv);
+
 }  // namespace repro

@@ -108,6 +108,11 @@ DatasetPtr open_dataset(const DataSpec& spec, sparse_split split, int64_t seq_le
   const std::string& path = source.path;
   sparse_dataset_kind kind;
   check(sparse_dataset_kind_from_name(source.kind.c_str(), &kind), "--data " + spec.spec);
+  if (path.empty() && kind != SPARSE_DATASET_SYNTHETIC_IMAGE &&
+      kind != SPARSE_DATASET_SYNTHETIC_TEXT)
+    throw std::runtime_error("--data " + spec.spec + ": " + source.kind +
+                             " reads a file or folder: give it as --data " + source.kind +
+                             ":PATH (formats in datasets/README.md)");
   sparse_dataset_desc desc;
   check(sparse_dataset_desc_default(&desc, kind), "dataset defaults");
   desc.path = path.empty() ? nullptr : path.c_str();
@@ -176,8 +181,10 @@ namespace {
 ModelPtr load_model(sparse_context* ctx, const std::string& path, const DeviceOptions& device,
                     sparse_model_config* cfg) {
   sparse_model* raw = nullptr;
-  check(sparse_experimental_model_load_dtype(ctx, path.c_str(), model_dtype(device), &raw),
-        "load " + path);
+  if (sparse_experimental_model_load_dtype(ctx, path.c_str(), model_dtype(device), &raw) !=
+      SPARSE_OK)
+    throw std::runtime_error("--checkpoint: " +
+                             library_message("sparse_experimental_model_load_dtype"));
   ModelPtr model(raw, sparse_model_destroy);
   check(sparse_model_get_config(model.get(), cfg), "config");
   return model;
@@ -464,6 +471,10 @@ void apply_run_settings(const nlohmann::json& saved, TrainOptions& o) {
 // given options stand, and the library compares the configuration they make with the checkpoint.
 // world_size: the ranks of the resumed run.
 TrainOptions resumed_options(const TrainOptions& given, int world_size) {
+  if (!path_exists(given.checkpoint))
+    throw std::runtime_error("--resume: the checkpoint \"" + given.checkpoint +
+                             "\" does not exist, so there is no run to continue (without "
+                             "--resume, train starts a new run and saves it there)");
   const std::string path = run_record_path(given.checkpoint);
   if (!path_exists(path)) {
     std::fprintf(stderr,
@@ -526,6 +537,12 @@ TrainOptions resumed_options(const TrainOptions& given, int world_size) {
   TrainOptions o = given;
   apply_run_options(before, o);
   if (saved.contains("settings")) apply_run_settings(saved["settings"], o);
+  // The record keeps --data as it was given: a relative path is relative to the run's folder.
+  const std::string data_path = parse_data_spec(o.data.spec).path;
+  if (!data_path.empty() && data_path[0] != '/' && !path_exists(data_path))
+    throw std::runtime_error("--resume: the run's data, --data " + o.data.spec +
+                             " (from its run record), is a path relative to the folder the run "
+                             "started in and is not found from this one: resume from that folder");
   return o;
 }
 
@@ -598,10 +615,18 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
   app.add_option("--recompute", o.recompute, "1/0 (default: the preset's)")
       ->check(integer_in(0, 1));
   add_data_options(app, o.data);
-  app.add_option("--steps", o.steps)->check(integer_in(1))->capture_default_str();
-  app.add_option("--batch", o.batch)->check(integer_in(1, kIntMax))->capture_default_str();
-  app.add_option("--lr", o.lr)->check(number_in(0, kInf, true))->capture_default_str();
-  app.add_option("--warmup", o.warmup)->check(integer_in(0))->capture_default_str();
+  app.add_option("--steps", o.steps, "optimizer steps in all")
+      ->check(integer_in(1))
+      ->capture_default_str();
+  app.add_option("--batch", o.batch, "sequences per step (per rank under mpirun)")
+      ->check(integer_in(1, kIntMax))
+      ->capture_default_str();
+  app.add_option("--lr", o.lr, "peak learning rate (after --warmup, cosine decay to 0 at --steps)")
+      ->check(number_in(0, kInf, true))
+      ->capture_default_str();
+  app.add_option("--warmup", o.warmup, "steps of linear learning-rate warm-up from 0")
+      ->check(integer_in(0))
+      ->capture_default_str();
   app.add_option("--optimizer", o.optimizer,
                  "adam (weight decay as an L2 penalty, as OpenAI's code) or adamw (decoupled)")
       ->check(CLI::IsMember({"adam", "adamw"}))
@@ -610,8 +635,12 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
       ->check(number_in(0, kInf));
   app.add_option("--eval-every", o.eval_every, "evaluate every k steps (0 = at the end only)")
       ->check(integer_in(0));
-  app.add_option("--eval-sequences", o.eval_sequences)->check(integer_in(1))->capture_default_str();
-  app.add_option("--eval-split", o.eval_split)
+  app.add_option("--eval-sequences", o.eval_sequences,
+                 "sequences of --eval-split evaluated (at most the split's)")
+      ->check(integer_in(1))
+      ->capture_default_str();
+  app.add_option("--eval-split", o.eval_split,
+                 "the split evaluated (a single record file has train only)")
       ->check(one_of({"train", "valid", "test"}))
       ->capture_default_str();
   app.add_option("--checkpoint", o.checkpoint,
@@ -629,9 +658,9 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
                  "cosine) at the same step, with no second warm-up: after a finished run it goes "
                  "from the decayed rate straight to that curve's value")
       ->check(integer_in(1));
-  app.add_option("--threads", o.threads)->check(integer_in(0, kIntMax));
+  app.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(integer_in(0, kIntMax));
   add_device_options(app, o.device);
-  app.add_option("--seed", o.seed)->capture_default_str();
+  app.add_option("--seed", o.seed, "random seed of the run")->capture_default_str();
   app.add_option("--log", o.log,
                  "write one JSON line per step as it ends (the loss curve); --resume cuts it "
                  "back to the checkpoint's step and appends");
@@ -643,16 +672,21 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
 }
 
 void add_eval_options(CLI::App& app, EvalOptions& o) {
-  app.add_option("--checkpoint", o.checkpoint)->required();
+  app.add_option("--checkpoint", o.checkpoint, "a checkpoint written by train --checkpoint")
+      ->required();
   // Without --data, the data the checkpoint was trained on (from its run record).
   o.data.spec.clear();
   add_data_options(app, o.data);
-  app.add_option("--split", o.split)
+  app.add_option("--split", o.split, "the split evaluated")
       ->check(one_of({"train", "valid", "test"}))
       ->capture_default_str();
-  app.add_option("--sequences", o.sequences)->check(integer_in(1))->capture_default_str();
-  app.add_option("--batch", o.batch)->check(integer_in(1, kIntMax))->capture_default_str();
-  app.add_option("--threads", o.threads)->check(integer_in(0, kIntMax));
+  app.add_option("--sequences", o.sequences, "sequences of --split evaluated (at most the split's)")
+      ->check(integer_in(1))
+      ->capture_default_str();
+  app.add_option("--batch", o.batch, "sequences per forward pass")
+      ->check(integer_in(1, kIntMax))
+      ->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(integer_in(0, kIntMax));
   add_device_options(app, o.device);
   auto* sliding =
       app.add_option("--sliding", o.sliding_stride,
@@ -672,7 +706,8 @@ void add_eval_options(CLI::App& app, EvalOptions& o) {
 }
 
 void add_sample_options(CLI::App& app, SampleOptions& o) {
-  app.add_option("--checkpoint", o.checkpoint)->required();
+  app.add_option("--checkpoint", o.checkpoint, "a checkpoint written by train --checkpoint")
+      ->required();
   app.add_option("--out", o.out,
                  "write the sample here (atomically): FILE.png an image, FILE.wav audio, any "
                  "other name the raw tokens")
@@ -683,9 +718,11 @@ void add_sample_options(CLI::App& app, SampleOptions& o) {
                  "PNG: each token as a K x K square (default: images narrower than 256 pixels "
                  "are enlarged to at least that, at most 16 times)")
       ->check(integer_in(1, 64));
-  app.add_option("--temperature", o.temperature)->check(number_in(0, kInf))->capture_default_str();
-  app.add_option("--seed", o.seed)->capture_default_str();
-  app.add_option("--threads", o.threads)->check(integer_in(0, kIntMax));
+  app.add_option("--temperature", o.temperature, "sampling temperature (0 = greedy)")
+      ->check(number_in(0, kInf))
+      ->capture_default_str();
+  app.add_option("--seed", o.seed, "random seed of the sampling")->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(integer_in(0, kIntMax));
   add_device_options(app, o.device);
   app.add_flag("--json", o.json, "print the result as JSON instead of the one-line summary");
 }
@@ -1087,7 +1124,17 @@ nlohmann::json run_eval(const EvalOptions& given) {
   sparse_model_config cfg;
   // The checkpoint first: a missing or unreadable one is named as such by the loader.
   ModelPtr model = load_model(ctx.get(), o.checkpoint, o.device, &cfg);
-  if (o.data.spec.empty()) o.data = trained_data(o.checkpoint);
+  if (o.data.spec.empty()) {
+    o.data = trained_data(o.checkpoint);
+    // The record keeps --data as train was given it: a relative path is relative to the folder
+    // train ran in.
+    const std::string path = parse_data_spec(o.data.spec).path;
+    if (!path.empty() && path[0] != '/' && !path_exists(path))
+      throw std::runtime_error("the data " + o.checkpoint + " was trained on, --data " +
+                               o.data.spec + " (from its run record), is a path relative to " +
+                               "the folder train ran in and is not found from this one: run " +
+                               "eval from that folder, or give --data KIND:PATH");
+  }
   if (o.sliding_stride > 0 || o.min_context >= 0) return run_sliding_eval(o, model.get(), cfg);
   if (o.offset > 0 || o.bytes > 0)
     throw std::runtime_error("--offset and --bytes apply to --sliding / --min-context");

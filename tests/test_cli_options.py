@@ -20,7 +20,7 @@ import zipfile
 
 from png_gray import read_gray_png
 
-exe = sys.argv[1]
+exe = os.path.abspath(sys.argv[1])  # tests below also run it from other folders
 # What a refusal must never say.
 NEVER = ["1797", "0.000000", "A subcommand is required", "bad_alloc", "out of memory",
          "Could not convert"]
@@ -117,6 +117,15 @@ OPTION_CASES = [
     (["trian"], ["unknown subcommand", '"trian"', 'did you mean "train"']),
     (["bench-atention"], ['did you mean "bench-attention"']),
     (["frobnicate"], ["unknown subcommand", "subcommands:"]),
+    # A misspelt option names the one meant, also where it leaves a required option missing.
+    (["train", "--step", "3"], ['train: unknown option "--step"', 'did you mean "--steps"',
+                                "train --help"]),
+    (["train", "--warmpu=5"], ['"--warmpu"', 'did you mean "--warmup"']),
+    (["eval", "--chekpoint", "x.safetensors"], ['"--chekpoint"', 'did you mean "--checkpoint"']),
+    (["sample", "--checkpoint", "x", "--output", "y.png"], ['"--output"', 'did you mean "--out"']),
+    (["eval", "--check", "x"], ['"--check"', 'did you mean "--checkpoint"']),
+    (["bench-attention", "--patern", "dense"], ['did you mean "--pattern"']),
+    (["train", "--frobnicate"], ['unknown option "--frobnicate"', "train --help"]),
     ([], ["SUBCOMMAND", "subcommands:", "train, eval, sample"]),
     # Mixed precision on the CPU: refused naming --dtype and both fixes, before any data is read.
     (["train", *tiny("--dtype", "fp16", "--data", "text:/nonexistent")],
@@ -132,6 +141,16 @@ OPTION_CASES = [
     (["train", *tiny("--stride", "100")], ["--stride", "--seq-len"]),
     # Before any work, in the options' names (not the library's micro_batch / batch fields).
     (["train", *tiny("--batch", "3", "--micro-batch", "2")], ["--micro-batch 2", "--batch 3"]),
+    # A data kind that reads a file, given without one: the form that works, not desc->path.
+    (["train", *tiny("--data", "cifar10")], ["--data cifar10", "--data cifar10:PATH"]),
+    (["train", *tiny("--data", "enwik8:")], ["--data enwik8:PATH"]),
+    # Unknown names list the known ones.
+    (["train", *tiny("--data", "foo")], ['"foo"', "synthetic_text", "enwik8", "audio"]),
+    (["bench-attention", "--pattern", "stried"], ['"stried"', "strided_row", "strided_merged"]),
+    # bench-attention's layout fields are named by their options.
+    (["bench-attention", "--n", "100"], ["--stride 128", "--n 100", "at most 100"]),
+    (["bench-attention", "--pattern", "fixed", "--n", "256", "--stride", "64", "--summary", "100"],
+     ["--summary 100", "--stride 64", "at most 64"]),
 ]
 
 
@@ -141,6 +160,15 @@ def check_options():
     # The internal field name is gone from the library's message about the count.
     err = refused(["train", *tiny("--num-sequences", "99999999999")], "--num-sequences")
     assert "count" not in err, err
+    for args in [["train", *tiny("--data", "cifar10")], ["bench-attention", "--n", "100"],
+                 ["bench-attention", "--pattern", "stried"]]:
+        err = refused(args)
+        assert "desc->" not in err and "patterns[0]" not in err and "_from_name" not in err, err
+    # The stride bench-attention suggests for a short --n works.
+    err = refused(["bench-attention", "--n", "100"])
+    stride = err.split("e.g. --stride ")[1].split()[0]
+    r = run(["bench-attention", "--n", "100", "--stride", stride, "--reps", "1", "--json"])
+    assert r.returncode == 0 and json.loads(r.stdout.splitlines()[0])["n"] == 100, r.stderr
     print(f"ok: {len(OPTION_CASES)} refusals name the option, the range and the value")
 
 
@@ -149,6 +177,38 @@ def check_files(tmp):
     refused(["eval", "--checkpoint", tmp, "--data", "synthetic_text"], tmp, "folder")
     refused(["sample", "--checkpoint", tmp, "--out", os.path.join(tmp, "s.bin")], tmp, "folder")
     print("ok: a folder as checkpoint is refused as a folder")
+    # A checkpoint that does not exist: one message naming --checkpoint (eval, sample) or
+    # --resume and the path, without library function names or a missing-record warning.
+    missing = os.path.join(tmp, "missing.safetensors")
+    for args, words in [(["eval", "--checkpoint", missing], ["--checkpoint", "cannot open"]),
+                        (["sample", "--checkpoint", missing, "--out", os.path.join(tmp, "s.txt")],
+                         ["--checkpoint", "cannot open"]),
+                        (["train", *tiny("--checkpoint", missing), "--resume"],
+                         ["--resume", "does not exist", "without --resume"])]:
+        err = refused(args, missing, *words)
+        assert "sparse_" not in err and "no record" not in err and err.count("\n") == 1, err
+    print("ok: a missing checkpoint is named once, with the option")
+    # eval without --data from another folder than train's: the run record's relative data path
+    # is named with both fixes, and running from train's folder works.
+    sub = os.path.join(tmp, "run-folder")
+    os.mkdir(sub)
+    with open(os.path.join(sub, "text.txt"), "wb") as f:
+        f.write(bytes(range(256)) * 16)
+    r = run(["train", *tiny("--data", "text:text.txt", "--steps", "1"), "--checkpoint", "m.st"],
+            cwd=sub)
+    assert r.returncode == 0, r.stderr
+    r = run(["eval", "--checkpoint", os.path.join(sub, "m.st")], cwd=tmp)
+    assert r.returncode != 0 and "text:text.txt" in r.stderr and "run eval from that folder" in \
+        r.stderr and "--data KIND:PATH" in r.stderr and "sparse_" not in r.stderr, r.stderr
+    r = run(["eval", "--checkpoint", "m.st", "--sequences", "2"], cwd=sub)
+    assert r.returncode == 0 and "test split of text:text.txt" in r.stdout, r.stderr
+    resume = ["train", "--resume", "--extend-to", "2", "--quiet", "--checkpoint"]
+    r = run([*resume, os.path.join(sub, "m.st")], cwd=tmp)
+    assert r.returncode != 0 and "text:text.txt" in r.stderr and "resume from that folder" in \
+        r.stderr and "sparse_" not in r.stderr, r.stderr
+    r = run([*resume, "m.st"], cwd=sub)
+    assert r.returncode == 0, r.stderr
+    print("ok: eval and train --resume name the run record's relative data path elsewhere")
     # An output folder that names a file or a FIFO: refused naming --out, the path and what it is,
     # before any work (main measured the memory table first, and named no option).
     afile, fifo = os.path.join(tmp, "afile"), os.path.join(tmp, "fifo")

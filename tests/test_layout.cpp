@@ -226,6 +226,14 @@ TEST_CASE("bad layout arguments give their error and a message") {
   CHECK(sparse_pattern_kind_from_name("strided_column", &kind) == SPARSE_OK);
   CHECK(kind == SPARSE_PATTERN_STRIDED_COLUMN);
   CHECK(sparse_pattern_kind_from_name("triangle", &kind) == SPARSE_ERR_INVALID_ARGUMENT);
+  {  // the message lists every name that would have worked
+    const std::string message = sparse_last_error();
+    CHECK(message.find("\"triangle\"") != std::string::npos);
+    for (int k = SPARSE_PATTERN_DENSE; k <= SPARSE_PATTERN_BIGBIRD; ++k)
+      CHECK_MESSAGE(message.find(sparse_pattern_kind_name(static_cast<sparse_pattern_kind>(k))) !=
+                        std::string::npos,
+                    message);
+  }
   CHECK(sparse_layout_get_stats(nullptr, 0, nullptr) == SPARSE_ERR_INVALID_ARGUMENT);
   CHECK(sparse_layout_create_from_blocks(10, 16, 1, nullptr, nullptr, 1, &raw) ==
         SPARSE_ERR_INVALID_ARGUMENT);

@@ -175,7 +175,10 @@ SPARSE_API sparse_status sparse_dataset_kind_from_name(const char* name, sparse_
         return;
       }
     }
-    sparse::throw_invalid("unknown dataset kind \"", name, "\"");
+    std::string names;
+    for (sparse_dataset_kind k : kAllKinds)
+      names += std::string(names.empty() ? "" : ", ") + kind_name(k);
+    sparse::throw_invalid("unknown dataset kind \"", name, "\" (expected one of ", names, ")");
   });
 }
 

@@ -65,7 +65,10 @@ SPARSE_API sparse_status sparse_pattern_kind_from_name(const char* name, sparse_
         return;
       }
     }
-    sparse::throw_invalid("unknown pattern name \"", name, "\"");
+    std::string names;
+    for (sparse_pattern_kind k : kAllKinds)
+      names += std::string(names.empty() ? "" : ", ") + sparse_pattern_kind_name(k);
+    sparse::throw_invalid("unknown pattern name \"", name, "\" (expected one of ", names, ")");
   });
 }
 

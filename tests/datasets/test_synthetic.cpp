@@ -275,6 +275,14 @@ TEST_CASE("dataset ABI: bad arguments") {
   CHECK(sparse_dataset_kind_from_name("CIFAR10", &k) == SPARSE_OK);
   CHECK(k == SPARSE_DATASET_CIFAR10);
   CHECK(sparse_dataset_kind_from_name("mnist", &k) == SPARSE_ERR_INVALID_ARGUMENT);
+  {  // the message lists every name that would have worked
+    const std::string message = sparse_last_error();
+    CHECK(message.find("\"mnist\"") != std::string::npos);
+    for (int kind = SPARSE_DATASET_SYNTHETIC_IMAGE; kind <= SPARSE_DATASET_AUDIO; ++kind)
+      CHECK_MESSAGE(message.find(sparse_dataset_kind_name(
+                        static_cast<sparse_dataset_kind>(kind))) != std::string::npos,
+                    message);
+  }
   CHECK(std::string(sparse_dataset_kind_name(SPARSE_DATASET_IMAGENET64)) == "imagenet64");
 }
 
