@@ -1141,9 +1141,12 @@ nlohmann::json run_eval(const EvalOptions& given) {
   auto ds = open_split(o.data, parse_split(o.split), cfg.seq_len, cfg.block_size, "--split",
                        "a model trained with --seq-len");
   if (dataset_seq_len(ds.get()) != cfg.seq_len)
-    throw std::runtime_error("the data's sequences have " +
-                             std::to_string(dataset_seq_len(ds.get())) +
-                             " tokens but the model's seq_len is " + std::to_string(cfg.seq_len));
+    throw std::runtime_error(
+        "--data " + o.data.spec + ": its sequences have " +
+        std::to_string(dataset_seq_len(ds.get())) + " tokens, but the model in " + o.checkpoint +
+        " reads seq_len " + std::to_string(cfg.seq_len) +
+        ": evaluate it on data of the kind it was trained on (without --data, eval uses the data "
+        "in its run record)");
   int64_t count = 0;
   const double bpd = evaluate(model.get(), ds.get(), o.sequences, o.batch, &count);
   return {{"checkpoint", o.checkpoint}, {"data", o.data.spec},    {"split", o.split},

@@ -329,6 +329,10 @@ def check_outputs(tmp):
              "--quiet", "--eval-sequences", "1", "--layers", "1", "--checkpoint", img,
              "--threads", "1"])
     assert r.returncode == 0, r.stderr
+    # A text model (seq_len 64) evaluated on images: the error names --data, both lengths and the
+    # way out (it said only "the data's sequences have 1024 tokens").
+    refused(["eval", "--checkpoint", m, "--data", "synthetic_image"], "--data synthetic_image",
+            "1024 tokens", m, "seq_len 64", "without --data")
     names = {"{M}": m, "{I}": img, "{X}": text_file(tmp, 20000), "{T}": tmp}
 
     def fill(x):
