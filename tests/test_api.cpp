@@ -203,6 +203,16 @@ TEST_CASE("context memory: allocation and copies on the CPU backend") {
   CHECK(sparse_context_alloc(ctx, 0, &p) == SPARSE_OK);
   CHECK(p == nullptr);
   CHECK(sparse_context_alloc(nullptr, 8, &p) == SPARSE_ERR_INVALID_ARGUMENT);
+  // Host memory is bounded by the memory limit: a request above it is refused, not allocated.
+  REQUIRE(::setenv("SPARSE_MEMORY_LIMIT", "1M", 1) == 0);
+  p = ctx;  // not NULL: a failure must clear it
+  CHECK(sparse_context_alloc(ctx, size_t{3} << 20, &p) == SPARSE_ERR_OUT_OF_MEMORY);
+  CHECK(p == nullptr);
+  CHECK(error_mentions("SPARSE_MEMORY_LIMIT"));
+  CHECK(error_mentions("3145728 bytes"));
+  CHECK(sparse_context_alloc(ctx, 4096, &p) == SPARSE_OK);
+  sparse_context_free(ctx, p);
+  REQUIRE(::unsetenv("SPARSE_MEMORY_LIMIT") == 0);
   sparse_context_destroy(ctx);
 }
 

@@ -147,7 +147,7 @@ class Input {
         return fdp_.ConsumeIntegralInRange<int64_t>(lo, hi);
     }
   }
-  int32_t i32(int32_t lo, int32_t hi) {
+  int32_t i32(int64_t lo, int64_t hi) {
     const int64_t v = i64(lo, hi);
     return v < INT32_MIN || v > INT32_MAX ? static_cast<int32_t>(static_cast<uint64_t>(v))
                                           : static_cast<int32_t>(v);
@@ -234,9 +234,9 @@ void op_layout_create(Input& in, State& st) {
       sparse_pattern_default(&p, SPARSE_PATTERN_DENSE);
       put(p.kind, kind);  // an unknown kind, as a C caller may write it
     }
-    p.head =
-        in.coin(8) ? in.i32(-2, desc.num_heads + 1) : -1 + in.fdp().ConsumeIntegralInRange(0, 2);
-    const int64_t n = desc.seq_len > 0 ? desc.seq_len : 1;
+    p.head = in.coin(8) ? in.i32(-2, int64_t{desc.num_heads} + 1)
+                        : -1 + in.fdp().ConsumeIntegralInRange(0, 2);
+    const int64_t n = std::min(std::max<int64_t>(desc.seq_len, 1), int64_t{1} << 40);
     p.window = in.i64(1, n + 2);
     p.stride = in.i64(1, n);
     p.summary = in.i64(1, std::max<int64_t>(1, p.stride));
@@ -309,7 +309,7 @@ void op_layout_from_blocks(Input& in, State& st) {
   const int32_t causal = in.coin(4) ? in.i32(0, 2) : in.fdp().ConsumeIntegralInRange(0, 1);
   const bool valid_args =
       n >= 1 && heads >= 1 && (block == 16 || block == 32 || block == 64 || block == 128);
-  const int64_t nb = valid_args ? (n + block - 1) / block : 0;
+  const int64_t nb = valid_args ? n / block + (n % block != 0) : 0;
   Buffer mask, elements;
   const uint8_t* mask_ptr = nullptr;
   const uint8_t* element_ptr = nullptr;
@@ -321,9 +321,12 @@ void op_layout_from_blocks(Input& in, State& st) {
   } else if (static_cast<double>(heads) * nb * nb <= (1 << 20)) {
     mask = Buffer(static_cast<size_t>(heads * nb * nb));
     size_t nnz = 0;
+    // The library examines every element of every computed block: at most 2^24 of them here.
     for (size_t e = 0; e < mask.size; ++e) {
-      mask.data()[e] = (splitmix(rng) % 8) < static_cast<uint64_t>(density) ? 1 + e % 200 : 0;
-      nnz += mask.data()[e] != 0;
+      const bool on = (splitmix(rng) % 8) < static_cast<uint64_t>(density) &&
+                      (nnz + 1) * block * block <= (size_t{1} << 24);
+      mask.data()[e] = on ? static_cast<uint8_t>(1 + e % 200) : 0;
+      nnz += on;
     }
     mask_ptr = mask.data();
     if (in.coin(2) && nnz * block * block <= (size_t{1} << 22)) {
@@ -386,7 +389,7 @@ void op_layout_query(Input& in, State& st) {
   const sparse_layout* layout = pick_layout(in, st, &ref);
   const int32_t heads = ref != nullptr ? ref->heads : 1;
   const int32_t head =
-      in.coin(8) ? in.i32(-2, heads + 1) : in.fdp().ConsumeIntegralInRange(0, heads - 1);
+      in.coin(8) ? in.i32(-2, int64_t{heads} + 1) : in.fdp().ConsumeIntegralInRange(0, heads - 1);
   switch (in.fdp().ConsumeIntegralInRange(0, 2)) {
     case 0: {
       sparse_layout_stats stats;
@@ -464,7 +467,8 @@ void make_tensor(Input& in, Tensor& x, const int64_t (&shape)[4], int ndim, uint
   int64_t stride = 1;
   for (int k = ndim - 1; k >= 0; --k) {
     t.strides[order[k]] = stride;
-    stride *= std::max<int64_t>(1, std::min<int64_t>(t.shape[order[k]], int64_t{1} << 20));
+    if (__builtin_mul_overflow(stride, std::max<int64_t>(1, t.shape[order[k]]), &stride))
+      stride = std::numeric_limits<int64_t>::max() / 2;
   }
   if (in.coin(6))
     t.strides[in.fdp().ConsumeIntegralInRange(0, ndim - 1)] +=
@@ -496,7 +500,7 @@ void make_tensor(Input& in, Tensor& x, const int64_t (&shape)[4], int ndim, uint
       f[splitmix(rng) % (x.buffer.size / 4)] =
           special == 0 ? std::numeric_limits<float>::quiet_NaN()
                        : (special == 1 ? std::numeric_limits<float>::infinity() : 3e38f);
-      x.finite = special == 2;
+      x.finite = false;  // 3e38 is finite, but its products overflow
     }
     t.data = x.buffer.data();
     x.backed = true;
