@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "test_support.hpp"
@@ -211,6 +212,19 @@ TEST_CASE("bad layout arguments give their error and a message") {
   Pattern bb = make(SPARSE_PATTERN_BIGBIRD, 4);
   bb.random_blocks = 5;
   expect(support::make_layout({bb}, 64, 16, 1, layout), "random_blocks");
+  // Sizes whose arithmetic overflows int64_t are refused, not wrapped: seq_len + block_size when
+  // counting blocks, summary * summary_variants.
+  const int64_t max = std::numeric_limits<int64_t>::max();
+  expect(support::make_layout({make(SPARSE_PATTERN_DENSE)}, max, 64, 1, layout), "seq_len");
+  Pattern fs = make(SPARSE_PATTERN_FIXED_SUMMARY, int64_t{1} << 37, int64_t{1} << 37);
+  fs.variants = 1 << 27;  // 2^37 * 2^27 = 2^64 wraps to 0
+  expect(support::make_layout({fs}, int64_t{1} << 37, 128, 1, layout), "summary_variants");
+  const uint8_t one_block = 1;
+  sparse_layout* blocks = nullptr;
+  CHECK(sparse_layout_create_from_blocks(max, 16, 1, &one_block, nullptr, 0, &blocks) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(std::string(sparse_last_error()).find("seq_len") != std::string::npos);
+  CHECK(blocks == nullptr);
 
   sparse_layout_desc desc;
   sparse_layout_desc_default(&desc);

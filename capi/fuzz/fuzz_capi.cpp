@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -78,8 +79,31 @@ void put(E& field, int value) {
 // library reports as SPARSE_ERR_INTERNAL by design.
 bool reducer_returned_invalid = false;
 
+// Accepted and refused calls per function, printed at exit when FUZZ_CAPI_STATS is set (to show
+// that the target reaches the accepted paths, not only the argument checks).
+struct Counts {
+  long ok = 0, failed = 0;
+};
+std::map<std::string, Counts>& counts() {
+  static auto* table = new std::map<std::string, Counts>;  // outlives the atexit print
+  return *table;
+}
+void print_counts() {
+  for (const auto& [name, c] : counts())
+    std::fprintf(stderr, "fuzz_capi: %-45s ok %8ld  refused %8ld\n", name.c_str(), c.ok, c.failed);
+}
+const bool stats = [] {
+  if (std::getenv("FUZZ_CAPI_STATS") != nullptr) std::atexit(print_counts);
+  return std::getenv("FUZZ_CAPI_STATS") != nullptr;
+}();
+
 // The invariants of every failing call.
 sparse_status checked(sparse_status s, const char* call) {
+  if (stats) {
+    const char* paren = std::strchr(call, '(');
+    Counts& c = counts()[std::string(call, paren != nullptr ? paren - call : std::strlen(call))];
+    ++(s == SPARSE_OK ? c.ok : c.failed);
+  }
   if (s == SPARSE_OK) return s;
   if (s > SPARSE_OK || s < SPARSE_ERR_BUFFER_TOO_SMALL) fail("unknown status", call, s);
   if (s == SPARSE_ERR_INTERNAL && !reducer_returned_invalid) fail("internal error", call, s);
