@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <string>
 #include <unordered_map>
 
@@ -474,6 +475,11 @@ std::unique_ptr<Layout> build_layout(const sparse_layout_desc& desc) {
   require(nb < (int64_t{1} << 31), "seq_len = ", n, " gives ", nb, " blocks of ", desc.block_size,
           " per side, more than the limit of 2^31 - 1 (block indices are 32-bit)");
 
+  // Per head: its terms, its signature text and its handle, before the heads are told apart.
+  constexpr double kBytesPerHead = sizeof(std::vector<Term>) + sizeof(std::string) + 64 +
+                                   sizeof(std::shared_ptr<const HeadLayout>);
+  check_memory(kBytesPerHead * desc.num_heads,
+               detail::concat("the layout's per-head tables (num_heads = ", desc.num_heads, ")"));
   std::vector<std::vector<Term>> head_terms(static_cast<size_t>(desc.num_heads));
   std::vector<std::string> signature(static_cast<size_t>(desc.num_heads));
   for (int index = 0; index < desc.num_patterns; ++index) {

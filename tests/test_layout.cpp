@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <string>
 
@@ -219,6 +220,14 @@ TEST_CASE("bad layout arguments give their error and a message") {
   Pattern fs = make(SPARSE_PATTERN_FIXED_SUMMARY, int64_t{1} << 37, int64_t{1} << 37);
   fs.variants = 1 << 27;  // 2^37 * 2^27 = 2^64 wraps to 0
   expect(support::make_layout({fs}, int64_t{1} << 37, 128, 1, layout), "summary_variants");
+  // Ten million heads of one pattern: their tables are bounded by the memory limit before they
+  // are allocated.
+  REQUIRE(::setenv("SPARSE_MEMORY_LIMIT", "64M", 1) == 0);
+  CHECK(support::make_layout({make(SPARSE_PATTERN_DENSE)}, 16, 16, 10000000, layout) ==
+        SPARSE_ERR_OUT_OF_MEMORY);
+  CHECK(std::string(sparse_last_error()).find("num_heads = 10000000") != std::string::npos);
+  CHECK(layout == nullptr);
+  REQUIRE(::unsetenv("SPARSE_MEMORY_LIMIT") == 0);
   const uint8_t one_block = 1;
   sparse_layout* blocks = nullptr;
   CHECK(sparse_layout_create_from_blocks(max, 16, 1, &one_block, nullptr, 0, &blocks) ==
