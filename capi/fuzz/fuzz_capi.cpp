@@ -143,6 +143,7 @@ class Input {
 
   // Mostly small values, sometimes the boundaries and raw 64-bit values.
   int64_t i64(int64_t lo, int64_t hi) {
+    hi = std::max(lo, hi);  // bounds derived from earlier (odd) values may cross
     switch (fdp_.ConsumeIntegralInRange<int>(0, 15)) {
       case 0: {
         static constexpr int64_t special[] = {0,
@@ -228,7 +229,7 @@ struct State {
 };
 
 constexpr size_t kMaxLayouts = 4;
-constexpr int64_t kMaxTensorBytes = int64_t{1} << 18;
+constexpr int64_t kMaxTensorBytes = int64_t{1} << 17;
 
 // ------------------------------------------------------------------------------ layouts
 
@@ -980,7 +981,7 @@ void op_model_config(Input& in, State& st) {
 void op_model_run(Input& in, State& st) {
   sparse_model* m = in.coin(32) ? nullptr : st.model;
   // Running a model costs time: only small ones are run.
-  if (st.model != nullptr && (st.model_params > 200000 || st.model_seq_len > 256)) m = nullptr;
+  if (st.model != nullptr && (st.model_params > 50000 || st.model_seq_len > 128)) m = nullptr;
   const int64_t n = st.model != nullptr ? st.model_seq_len : 64;
   const int64_t batch = in.coin(16) ? in.i64(0, 3) : in.fdp().ConsumeIntegralInRange<int64_t>(1, 2);
   const bool fits = batch >= 1 && batch <= 4;
@@ -1071,12 +1072,12 @@ void op_model_run(Input& in, State& st) {
       std::memset(&stats, 0, sizeof stats);
       stats.struct_size = sizeof stats;
       stats.step = in.i64(0, 100);
-      stats.loss = in.fdp().ConsumeFloatingPoint<double>();
-      stats.bits_per_dim = in.fdp().ConsumeFloatingPoint<double>();
-      stats.learning_rate = in.fdp().ConsumeFloatingPoint<double>();
+      stats.loss = in.f32();
+      stats.bits_per_dim = in.f32();
+      stats.learning_rate = in.coin(4) ? in.fdp().ConsumeFloatingPoint<double>() : 3e-4;
       stats.tokens = in.i64(0, 1 << 20);
       stats.seconds = in.fdp().ConsumeFloatingPoint<double>();
-      const int64_t size = in.fdp().ConsumeIntegralInRange<int64_t>(0, 200);
+      const int64_t size = in.fdp().ConsumeIntegralInRange<int64_t>(0, 600);
       Buffer buffer(static_cast<size_t>(size));
       CALL(sparse_train_progress_line(
           &stats, in.i64(0, 1000), in.fdp().ConsumeFloatingPoint<double>(),
