@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <string>
 #include <unordered_map>
 
@@ -366,8 +367,10 @@ Term validate_term(const sparse_pattern& p, int index, int64_t n, int64_t nb) {
             " must be in [1, stride = ", p.stride, "]");
     require(p.summary_variants >= 1, name, " (", kind, "): summary_variants = ", p.summary_variants,
             " must be >= 1");
-    require(p.summary * p.summary_variants <= p.stride, name, " (", kind, "): summary * ",
-            "summary_variants = ", p.summary * p.summary_variants, " exceeds stride = ", p.stride);
+    // summary * summary_variants <= stride, without the product (it may overflow int64_t).
+    require(p.summary_variants <= p.stride / p.summary, name, " (", kind,
+            "): summary = ", p.summary, " times summary_variants = ", p.summary_variants,
+            " exceeds stride = ", p.stride);
   }
   if (has_causal_flag(p.kind)) {
     require(p.causal == 0 || p.causal == 1, name, ".causal = ", p.causal, " must be 0 or 1");
@@ -468,10 +471,15 @@ std::unique_ptr<Layout> build_layout(const sparse_layout_desc& desc) {
   require(desc.transpose_strided_column == 0 || desc.transpose_strided_column == 1,
           "transpose_strided_column = ", desc.transpose_strided_column, " must be 0 or 1");
   const int64_t n = desc.seq_len;
-  const int64_t nb = (n + desc.block_size - 1) / desc.block_size;
+  const int64_t nb = n / desc.block_size + (n % desc.block_size != 0);  // n + block may overflow
   require(nb < (int64_t{1} << 31), "seq_len = ", n, " gives ", nb, " blocks of ", desc.block_size,
           " per side, more than the limit of 2^31 - 1 (block indices are 32-bit)");
 
+  // Per head: its terms, its signature text and its handle, before the heads are told apart.
+  constexpr double kBytesPerHead = sizeof(std::vector<Term>) + sizeof(std::string) + 64 +
+                                   sizeof(std::shared_ptr<const HeadLayout>);
+  check_memory(kBytesPerHead * desc.num_heads,
+               detail::concat("the layout's per-head tables (num_heads = ", desc.num_heads, ")"));
   std::vector<std::vector<Term>> head_terms(static_cast<size_t>(desc.num_heads));
   std::vector<std::string> signature(static_cast<size_t>(desc.num_heads));
   for (int index = 0; index < desc.num_patterns; ++index) {
@@ -542,7 +550,7 @@ std::unique_ptr<Layout> build_layout_from_blocks(int64_t seq_len, int block, int
   check_block_size(block);
   require(num_heads >= 1, "num_heads = ", num_heads, " must be >= 1");
   require(block_mask != nullptr, "block_mask is NULL");
-  const int64_t nb = (seq_len + block - 1) / block;
+  const int64_t nb = seq_len / block + (seq_len % block != 0);  // seq_len + block may overflow
   require(nb < (int64_t{1} << 16), "seq_len = ", seq_len,
           " is too long for a dense user block mask (at most 65535 blocks per side)");
   double blocks = 0;

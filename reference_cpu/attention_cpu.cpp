@@ -394,44 +394,73 @@ struct BackwardItem {
   int64_t slot;
 };
 
-// Splits the backward pass into items of about equal work (computed blocks). A pair whose work
-// exceeds its share by more than 25% is split by query blocks so no thread waits on one heavy head
-// (the fixed pattern's summary head has ~25x the blocks of its block head). Heaviest items first.
-std::vector<BackwardItem> plan_backward(const Layout& layout, int64_t batch, int64_t heads,
-                                        int num_threads, int64_t* slots) {
-  std::vector<BackwardItem> items;
+// The total work (computed blocks plus block rows) of the backward pass, and each thread's share.
+int64_t backward_target(const Layout& layout, int64_t batch, int64_t heads, int num_threads) {
   int64_t total = 0;
   for (int64_t h = 0; h < heads; ++h) {
     const HeadLayout& L = layout.head(static_cast<int>(h));
     total += batch * (L.nnz() + L.num_blocks);
   }
-  const int64_t target = std::max<int64_t>(1, total / static_cast<int64_t>(num_threads));
+  return std::max<int64_t>(1, total / static_cast<int64_t>(num_threads));
+}
+
+// The items of one (batch, head) pair of head L (pair and slot left for the caller): one item
+// [0, nb) unless the pair's work exceeds its share by more than 25%, when it is split by query
+// blocks where the running work crosses multiples of work / chunks.
+std::vector<BackwardItem> split_pair(const HeadLayout& L, int64_t target, int num_threads) {
+  const int64_t nb = L.num_blocks, work = L.nnz() + nb;
+  // Split only a clearly heavy pair: each split costs an n x d accumulator pair.
+  const int64_t chunks =
+      num_threads == 1 || 4 * work <= 5 * target ? 1 : std::min(nb, (work + target - 1) / target);
+  if (chunks == 1) return {{0, 0, nb, work, -1}};
+  std::vector<BackwardItem> items;
+  int64_t I0 = 0, acc = 0, cut = 1;
+  for (int64_t I = 0; I < nb; ++I) {
+    acc += L.row_ptr[I + 1] - L.row_ptr[I] + 1;
+    if ((acc * chunks >= cut * work && cut < chunks) || I == nb - 1) {
+      items.push_back({0, I0, I + 1, acc, 0});
+      I0 = I + 1;
+      acc = 0;
+      ++cut;
+    }
+  }
+  return items;
+}
+
+// Splits the backward pass into items of about equal work (computed blocks). A pair whose work
+// exceeds its share by more than 25% is split by query blocks so no thread waits on one heavy head
+// (the fixed pattern's summary head has ~25x the blocks of its block head). Heaviest items first.
+std::vector<BackwardItem> plan_backward(const Layout& layout, int64_t batch, int64_t heads,
+                                        int num_threads, int64_t* slots) {
+  const int64_t target = backward_target(layout, batch, heads, num_threads);
+  std::vector<std::vector<BackwardItem>> per_head;
+  for (int64_t h = 0; h < heads; ++h)
+    per_head.push_back(split_pair(layout.head(static_cast<int>(h)), target, num_threads));
+  std::vector<BackwardItem> items;
   *slots = 0;
   for (int64_t pair = 0; pair < batch * heads; ++pair) {
-    const HeadLayout& L = layout.head(static_cast<int>(pair % heads));
-    const int64_t nb = L.num_blocks, work = L.nnz() + nb;
-    // Split only a clearly heavy pair: each split costs an n x d accumulator pair.
-    const int64_t chunks =
-        num_threads == 1 || 4 * work <= 5 * target ? 1 : std::min(nb, (work + target - 1) / target);
-    if (chunks == 1) {
-      items.push_back({pair, 0, nb, work, -1});
-      continue;
-    }
-    // Cut [0, nb) where the running work crosses multiples of work / chunks.
-    int64_t I0 = 0, acc = 0, cut = 1;
-    for (int64_t I = 0; I < nb; ++I) {
-      acc += L.row_ptr[I + 1] - L.row_ptr[I] + 1;
-      if ((acc * chunks >= cut * work && cut < chunks) || I == nb - 1) {
-        items.push_back({pair, I0, I + 1, acc, (*slots)++});
-        I0 = I + 1;
-        acc = 0;
-        ++cut;
-      }
+    for (BackwardItem item : per_head[static_cast<size_t>(pair % heads)]) {
+      item.pair = pair;
+      if (item.slot >= 0) item.slot = (*slots)++;
+      items.push_back(item);
     }
   }
   std::stable_sort(items.begin(), items.end(),
                    [](const BackwardItem& a, const BackwardItem& b) { return a.work > b.work; });
   return items;
+}
+
+// The number of private dK/dV accumulators plan_backward hands out, without listing the items
+// (batch may be any size the caller asks a workspace for).
+int64_t backward_slots(const Layout& layout, int64_t batch, int64_t heads, int num_threads) {
+  const int64_t target = backward_target(layout, batch, heads, num_threads);
+  int64_t per_batch = 0;
+  for (int64_t h = 0; h < heads; ++h) {
+    const std::vector<BackwardItem> items =
+        split_pair(layout.head(static_cast<int>(h)), target, num_threads);
+    if (items.size() > 1 || items[0].slot >= 0) per_batch += static_cast<int64_t>(items.size());
+  }
+  return batch * per_batch;
 }
 
 }  // namespace
@@ -508,8 +537,7 @@ size_t attention_workspace_bytes(const Layout& layout, int64_t batch, int64_t he
   int64_t max_rows = 0;
   for (int h = 0; h < layout.num_heads; ++h)
     max_rows = std::max(max_rows, layout.head(h).num_blocks * layout.block);
-  int64_t slots = 0;
-  plan_backward(layout, batch, layout.num_heads, num_threads, &slots);
+  const int64_t slots = backward_slots(layout, batch, layout.num_heads, num_threads);
   // Per-thread tiles and accumulators, plus one accumulator per split item.
   return threads * sizeof(float) * (6 * B * d + 2 * B * B + 2 * B) +
          (threads + static_cast<size_t>(slots)) * 2 * static_cast<size_t>(max_rows) * d *

@@ -203,6 +203,16 @@ TEST_CASE("context memory: allocation and copies on the CPU backend") {
   CHECK(sparse_context_alloc(ctx, 0, &p) == SPARSE_OK);
   CHECK(p == nullptr);
   CHECK(sparse_context_alloc(nullptr, 8, &p) == SPARSE_ERR_INVALID_ARGUMENT);
+  // Host memory is bounded by the memory limit: a request above it is refused, not allocated.
+  REQUIRE(::setenv("SPARSE_MEMORY_LIMIT", "1M", 1) == 0);
+  p = ctx;  // not NULL: a failure must clear it
+  CHECK(sparse_context_alloc(ctx, size_t{3} << 20, &p) == SPARSE_ERR_OUT_OF_MEMORY);
+  CHECK(p == nullptr);
+  CHECK(error_mentions("SPARSE_MEMORY_LIMIT"));
+  CHECK(error_mentions("3145728 bytes"));
+  CHECK(sparse_context_alloc(ctx, 4096, &p) == SPARSE_OK);
+  sparse_context_free(ctx, p);
+  REQUIRE(::unsetenv("SPARSE_MEMORY_LIMIT") == 0);
   sparse_context_destroy(ctx);
 }
 
@@ -227,6 +237,17 @@ TEST_CASE("tensor helpers") {
   CHECK(sparse_tensor_contiguous(&t, data, SPARSE_DTYPE_F32, 2, negative) ==
         SPARSE_ERR_INVALID_ARGUMENT);
   CHECK(error_mentions("shape[1]"));
+  // Strides, element counts and byte sizes that overflow int64_t are refused, not wrapped.
+  const int64_t huge[3] = {int64_t{1} << 32, int64_t{1} << 32, 2};
+  CHECK(sparse_tensor_contiguous(&t, data, SPARSE_DTYPE_F32, 3, huge) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(error_mentions("[4294967296, 4294967296, 2]"));
+  const int64_t bytes_overflow[2] = {int64_t{1} << 31, int64_t{1} << 30};  // 2^61 elements
+  CHECK(sparse_tensor_contiguous(&t, data, SPARSE_DTYPE_F64, 2, bytes_overflow) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(sparse_tensor_contiguous(&t, data, SPARSE_DTYPE_F16, 2, bytes_overflow) == SPARSE_OK);
+  const int64_t with_zero[3] = {int64_t{1} << 62, 0, 4};  // no elements, strides still fit
+  CHECK(sparse_tensor_contiguous(&t, data, SPARSE_DTYPE_F32, 3, with_zero) == SPARSE_OK);
   CHECK(sparse_dtype_size(SPARSE_DTYPE_F32) == 4);
   CHECK(sparse_dtype_size(SPARSE_DTYPE_BF16) == 2);
   CHECK(sparse_dtype_size(static_cast<sparse_dtype>(99)) == 0);

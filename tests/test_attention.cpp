@@ -462,6 +462,33 @@ TEST_CASE("unfused: gradients match central finite differences") {
   check_finite_differences(SPARSE_ATTENTION_UNFUSED);
 }
 
+TEST_CASE(
+    "workspace size: a batch or head_dim beyond 64-bit offsets is refused, a large one is "
+    "answered without listing every (batch, head) pair") {
+  auto ctx = cpu_context(2);
+  LayoutPtr layout;
+  const std::vector<Pattern> patterns = {make(SPARSE_PATTERN_STRIDED_ROW, 64, 0, 0),
+                                         make(SPARSE_PATTERN_FIXED_SUMMARY, 64, 16, 1)};
+  REQUIRE(support::make_layout(patterns, 1000, 32, 2, layout) == SPARSE_OK);
+  sparse_attention_params params;
+  sparse_attention_params_default(&params);
+  params.algorithm = SPARSE_ATTENTION_UNFUSED;
+  size_t bytes = 0;
+  // batch * computed blocks * 32 * 32 * 4 bytes of scores wrapped around size_t.
+  CHECK(sparse_attention_workspace_size_params(ctx.get(), layout.get(), &params, int64_t{1} << 50,
+                                               64, 0, &bytes) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(std::string(sparse_last_error()).find("batch = 1125899906842624") != std::string::npos);
+  CHECK(sparse_attention_workspace_size(ctx.get(), layout.get(), 1, int64_t{1} << 60, 1, &bytes) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(std::string(sparse_last_error()).find("head_dim") != std::string::npos);
+  // 2^36 sequences of [2, 1000, 1] fit 64-bit offsets; the fused backward pass's workspace is
+  // the same as for a small batch split the same way (no list of 2^37 pairs is built).
+  size_t large = 0;
+  CHECK(sparse_attention_workspace_size(ctx.get(), layout.get(), int64_t{1} << 36, 1, 1, &large) ==
+        SPARSE_OK);
+  CHECK(large > 0);
+}
+
 TEST_CASE("unfused: the workspace stores every computed block; bad algorithm values are rejected") {
   auto ctx = cpu_context(2);
   LayoutPtr layout;

@@ -3,6 +3,8 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <limits>
 #include <string>
 
 #include "test_support.hpp"
@@ -211,6 +213,27 @@ TEST_CASE("bad layout arguments give their error and a message") {
   Pattern bb = make(SPARSE_PATTERN_BIGBIRD, 4);
   bb.random_blocks = 5;
   expect(support::make_layout({bb}, 64, 16, 1, layout), "random_blocks");
+  // Sizes whose arithmetic overflows int64_t are refused, not wrapped: seq_len + block_size when
+  // counting blocks, summary * summary_variants.
+  const int64_t max = std::numeric_limits<int64_t>::max();
+  expect(support::make_layout({make(SPARSE_PATTERN_DENSE)}, max, 64, 1, layout), "seq_len");
+  Pattern fs = make(SPARSE_PATTERN_FIXED_SUMMARY, int64_t{1} << 37, int64_t{1} << 37);
+  fs.variants = 1 << 27;  // 2^37 * 2^27 = 2^64 wraps to 0
+  expect(support::make_layout({fs}, int64_t{1} << 37, 128, 1, layout), "summary_variants");
+  // Ten million heads of one pattern: their tables are bounded by the memory limit before they
+  // are allocated.
+  REQUIRE(::setenv("SPARSE_MEMORY_LIMIT", "64M", 1) == 0);
+  CHECK(support::make_layout({make(SPARSE_PATTERN_DENSE)}, 16, 16, 10000000, layout) ==
+        SPARSE_ERR_OUT_OF_MEMORY);
+  CHECK(std::string(sparse_last_error()).find("num_heads = 10000000") != std::string::npos);
+  CHECK(layout == nullptr);
+  REQUIRE(::unsetenv("SPARSE_MEMORY_LIMIT") == 0);
+  const uint8_t one_block = 1;
+  sparse_layout* blocks = nullptr;
+  CHECK(sparse_layout_create_from_blocks(max, 16, 1, &one_block, nullptr, 0, &blocks) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(std::string(sparse_last_error()).find("seq_len") != std::string::npos);
+  CHECK(blocks == nullptr);
 
   sparse_layout_desc desc;
   sparse_layout_desc_default(&desc);

@@ -38,6 +38,26 @@ sparse_attention_params checked_params(const sparse_attention_params* params) {
   return p;
 }
 
+// The sizes the backends index and size workspaces with: the [batch, heads, seq_len, head_dim]
+// tensors and the unfused algorithm's fp32 scores of every computed block (two buffers in the
+// backward pass) must be addressable with 64-bit byte offsets.
+void check_sizes(const sparse::Layout& l, int64_t batch, int64_t head_dim) {
+  int64_t blocks = 0;
+  for (int h = 0; h < l.num_heads; ++h) blocks += l.head(h).nnz();
+  int64_t tensor = 0, scores = 0;
+  const bool overflow = __builtin_mul_overflow(batch, int64_t{l.num_heads}, &tensor) ||
+                        __builtin_mul_overflow(tensor, l.seq_len, &tensor) ||
+                        __builtin_mul_overflow(tensor, head_dim, &tensor) ||
+                        __builtin_mul_overflow(tensor, int64_t{8}, &tensor) ||
+                        __builtin_mul_overflow(batch, blocks, &scores) ||
+                        __builtin_mul_overflow(scores, int64_t{l.block} * l.block, &scores) ||
+                        __builtin_mul_overflow(scores, int64_t{8}, &scores);
+  sparse::require(!overflow, "batch = ", batch, " and head_dim = ", head_dim,
+                  " are too large for the layout (", l.num_heads, " heads, seq_len ", l.seq_len,
+                  ", ", blocks, " computed blocks of ", l.block, " x ", l.block,
+                  "): its tensors or workspace would exceed 64-bit byte offsets");
+}
+
 Common check_common(sparse_context* context, const sparse_layout* layout,
                     const sparse_attention_params* params, const sparse::TensorView& q) {
   sparse::require(context != nullptr, "context is NULL");
@@ -49,6 +69,7 @@ Common check_common(sparse_context* context, const sparse_layout* layout,
                   l.num_heads);
   sparse::require(q.shape[2] == l.seq_len, "q has seq_len ", q.shape[2],
                   " but the layout was built for seq_len ", l.seq_len);
+  check_sizes(l, q.shape[0], q.shape[3]);
   const sparse_attention_params p = checked_params(params);
   const auto algorithm = static_cast<sparse_attention_algorithm>(p.algorithm);
   const float scale =
@@ -183,6 +204,7 @@ SPARSE_API sparse_status sparse_attention_workspace_size_params(
     sparse::require(bytes != nullptr, "bytes is NULL");
     sparse::require(batch >= 1, "batch = ", batch, " must be >= 1");
     sparse::require(head_dim >= 1, "head_dim = ", head_dim, " must be >= 1");
+    check_sizes(*layout->layout, batch, head_dim);
     const sparse_attention_params p = checked_params(params);
     *bytes = context->backend->attention_workspace_bytes(
         *layout->layout, batch, head_dim, backward != 0,

@@ -8,6 +8,7 @@
 
 #include "capi/src/guard.hpp"
 #include "libsparse/backend.hpp"
+#include "libsparse/resources.hpp"
 
 namespace {
 
@@ -146,6 +147,11 @@ SPARSE_API sparse_status sparse_context_alloc(sparse_context* context, size_t by
     sparse::require(context != nullptr, "context is NULL");
     sparse::require(out != nullptr, "out is NULL");
     if (bytes == 0) return;
+    // Host memory counts against the process's memory limit, as every allocation the library
+    // makes for itself does (the device's own allocator refuses what does not fit).
+    if (context->backend->memory_kind() == SPARSE_MEMORY_HOST)
+      sparse::check_memory(static_cast<double>(bytes),
+                           "sparse_context_alloc(" + std::to_string(bytes) + " bytes)");
     *out = context->backend->allocate(bytes);
   });
 }

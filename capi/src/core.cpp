@@ -24,6 +24,16 @@ void set_last_error(const char* function, const char* message) noexcept {
 
 }  // namespace sparse::capi
 
+namespace {
+
+std::string shape_text(const int64_t* shape, int ndim) {
+  std::string text;
+  for (int i = 0; i < ndim; ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
+  return text;
+}
+
+}  // namespace
+
 extern "C" {
 
 SPARSE_API const char* sparse_status_string(sparse_status status) {
@@ -92,12 +102,21 @@ SPARSE_API sparse_status sparse_tensor_contiguous(sparse_tensor* out, void* data
     t.dtype = dtype;
     t.memory = SPARSE_MEMORY_HOST;
     t.ndim = ndim;
-    int64_t stride = 1;
+    // The strides, the element count and the byte size must fit in int64_t, as every attention
+    // entry point requires of a tensor.
+    int64_t stride = 1, elements = 1, bytes = 0;
+    bool overflow = false;
     for (int i = ndim - 1; i >= 0; --i) {
       t.shape[i] = shape[i];
       t.strides[i] = stride;
-      stride *= shape[i] > 0 ? shape[i] : 1;
+      overflow = overflow || __builtin_mul_overflow(elements, shape[i], &elements) ||
+                 (i > 0 && __builtin_mul_overflow(stride, shape[i] > 0 ? shape[i] : 1, &stride));
     }
+    overflow = overflow || __builtin_mul_overflow(
+                               elements, static_cast<int64_t>(sparse_dtype_size(dtype)), &bytes);
+    sparse::require(
+        !overflow, "a tensor of shape [", shape_text(shape, ndim),
+        "] has more elements, bytes or a larger stride than 64-bit indices can address");
     *out = t;
   });
 }

@@ -75,7 +75,7 @@ class HookReducer final : public sparse::GradientReducer {
     const size_t staged = staged_;
     staged_ = 0;
     char error[kErrorSize] = "";
-    const sparse_status s = hook_.wait_all_reduce_sum(hook_.user, error, sizeof error);
+    const int s = sparse::enum_value(hook_.wait_all_reduce_sum(hook_.user, error, sizeof error));
     if (s != SPARSE_OK) fail(s, error, "wait_all_reduce_sum");
     for (size_t i = 0; i < staged; ++i)
       backend.copy(ranges_[i].device, backend.memory_kind(), ranges_[i].host.data(),
@@ -98,7 +98,8 @@ class HookReducer final : public sparse::GradientReducer {
 
   double all_reduce_sum(double value) override {
     char error[kErrorSize] = "";
-    const sparse_status s = hook_.all_reduce_sum_f64(hook_.user, &value, 1, error, sizeof error);
+    const int s =
+        sparse::enum_value(hook_.all_reduce_sum_f64(hook_.user, &value, 1, error, sizeof error));
     if (s != SPARSE_OK) fail(s, error, "all_reduce_sum_f64");
     return value;
   }
@@ -108,30 +109,33 @@ class HookReducer final : public sparse::GradientReducer {
 
   void call_begin(float* x, int64_t count, sparse_memory memory) {
     char error[kErrorSize] = "";
-    const sparse_status s =
-        hook_.begin_all_reduce_sum(hook_.user, x, count, memory, error, sizeof error);
+    const int s = sparse::enum_value(
+        hook_.begin_all_reduce_sum(hook_.user, x, count, memory, error, sizeof error));
     if (s != SPARSE_OK) fail(s, error, "begin_all_reduce_sum");
   }
 
   void call(float* x, int64_t count, sparse_memory memory) {
     char error[kErrorSize] = "";
-    const sparse_status s = hook_.all_reduce_sum(hook_.user, x, count, memory, error, sizeof error);
+    const int s =
+        sparse::enum_value(hook_.all_reduce_sum(hook_.user, x, count, memory, error, sizeof error));
     if (s != SPARSE_OK) fail(s, error, "all_reduce_sum");
   }
 
-  [[noreturn]] static void fail(sparse_status s, char (&error)[kErrorSize], const char* what) {
+  // `s` is read as an int: a C callback may return any value, and one outside the enumeration
+  // cannot be loaded as sparse_status (undefined behaviour).
+  [[noreturn]] static void fail(int s, char (&error)[kErrorSize], const char* what) {
     error[kErrorSize - 1] = '\0';
     // A value outside the enumeration would reach the caller as a status no caller knows.
     if (s > SPARSE_OK || s < SPARSE_ERR_BUFFER_TOO_SMALL) {
-      const int returned = static_cast<int>(s);
       sparse::throw_error(SPARSE_ERR_INTERNAL, "the gradient reducer's ", what, " returned status ",
-                          returned, ", which is not a sparse_status",
+                          s, ", which is not a sparse_status",
                           error[0] != '\0' ? " (its message: " : "", error,
                           error[0] != '\0' ? ")" : "");
     }
-    if (error[0] != '\0') sparse::throw_error(s, error);
-    sparse::throw_error(s, "the gradient reducer's ", what, " failed (", sparse_status_string(s),
-                        ")");
+    const auto status = static_cast<sparse_status>(s);
+    if (error[0] != '\0') sparse::throw_error(status, error);
+    sparse::throw_error(status, "the gradient reducer's ", what, " failed (",
+                        sparse_status_string(status), ")");
   }
 
   // A range begun from device memory: where it goes back after the wait, and its host copy.

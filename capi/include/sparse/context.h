@@ -88,8 +88,9 @@ SPARSE_API sparse_status sparse_context_synchronize(sparse_context* context);
 /* Memory where the context computes: host memory for the CPU backend (64-byte aligned), device
  * memory of the context's GPU for CUDA. Lets C, Rust and Julia callers run on the GPU without the
  * CUDA toolkit. On failure *out is NULL.
- * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL arguments); SPARSE_ERR_OUT_OF_MEMORY;
- * SPARSE_ERR_DEVICE. A size of 0 gives *out = NULL and SPARSE_OK. */
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL arguments); SPARSE_ERR_OUT_OF_MEMORY (host memory
+ * also when `bytes` exceeds the memory limit of common.h); SPARSE_ERR_DEVICE. A size of 0 gives
+ * *out = NULL and SPARSE_OK. */
 SPARSE_API sparse_status sparse_context_alloc(sparse_context* context, size_t bytes, void** out);
 
 /* Frees memory from sparse_context_alloc() of the same context. NULL pointers are ignored. */
