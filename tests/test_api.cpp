@@ -227,6 +227,21 @@ TEST_CASE("tensor helpers") {
   CHECK(sparse_tensor_contiguous(&t, data, SPARSE_DTYPE_F32, 2, negative) ==
         SPARSE_ERR_INVALID_ARGUMENT);
   CHECK(error_mentions("shape[1]"));
+  // 2^40 x 2^40 elements: the row-major strides fit in int64, the element count does not, so no
+  // dense tensor has this shape. Refused, t untouched, instead of a wrapped stride product.
+  const int64_t huge[2] = {int64_t{1} << 40, int64_t{1} << 40};
+  t.strides[0] = 7;
+  CHECK(sparse_tensor_contiguous(&t, data, SPARSE_DTYPE_F32, 2, huge) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(error_mentions("elements"));
+  CHECK(t.strides[0] == 7);
+  const int64_t strides_overflow[3] = {2, int64_t{1} << 32, int64_t{1} << 32};
+  CHECK(sparse_tensor_contiguous(&t, data, SPARSE_DTYPE_F32, 3, strides_overflow) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+  // The largest count that fits is accepted (the descriptor only; nothing is allocated).
+  const int64_t largest[2] = {int64_t{1} << 31, (int64_t{1} << 32) - 1};
+  REQUIRE(sparse_tensor_contiguous(&t, data, SPARSE_DTYPE_F32, 2, largest) == SPARSE_OK);
+  CHECK(t.strides[0] == (int64_t{1} << 32) - 1);
   CHECK(sparse_dtype_size(SPARSE_DTYPE_F32) == 4);
   CHECK(sparse_dtype_size(SPARSE_DTYPE_BF16) == 2);
   CHECK(sparse_dtype_size(static_cast<sparse_dtype>(99)) == 0);

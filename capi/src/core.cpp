@@ -84,8 +84,13 @@ SPARSE_API sparse_status sparse_tensor_contiguous(sparse_tensor* out, void* data
                     " is outside [1, ", SPARSE_TENSOR_MAX_DIMS, "]");
     sparse::require(sparse::known_dtype(sparse::enum_value(dtype)), "dtype ",
                     sparse::enum_value(dtype), " is not a known sparse_dtype");
-    for (int i = 0; i < ndim; ++i)
+    int64_t elements = 1;
+    for (int i = 0; i < ndim; ++i) {
       sparse::require(shape[i] >= 0, "shape[", i, "] = ", shape[i], " is negative");
+      sparse::require(!__builtin_mul_overflow(elements, shape[i] > 0 ? shape[i] : 1, &elements),
+                      "shape[", i, "] = ", shape[i],
+                      ": the tensor has more elements than an int64_t counts (2^63 - 1)");
+    }
     sparse_tensor t;
     std::memset(&t, 0, sizeof t);
     t.data = data;

@@ -106,7 +106,8 @@ typedef struct sparse_tensor {
 
 /* Fills a descriptor for a dense row-major (C-contiguous) host tensor of `ndim` dimensions.
  * Errors: SPARSE_ERR_INVALID_ARGUMENT if `out` or `shape` is NULL, `ndim` is outside
- * [1, SPARSE_TENSOR_MAX_DIMS], `dtype` is not a sparse_dtype or a dimension is negative. */
+ * [1, SPARSE_TENSOR_MAX_DIMS], `dtype` is not a sparse_dtype, a dimension is negative or the
+ * product of the (non-zero) dimensions exceeds 2^63 - 1; `out` is unchanged then. */
 SPARSE_API sparse_status sparse_tensor_contiguous(sparse_tensor* out, void* data,
                                                   sparse_dtype dtype, int32_t ndim,
                                                   const int64_t* shape);
