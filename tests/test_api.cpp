@@ -248,6 +248,13 @@ TEST_CASE("tensor helpers") {
   CHECK(sparse_tensor_contiguous(&t, data, SPARSE_DTYPE_F16, 2, bytes_overflow) == SPARSE_OK);
   const int64_t with_zero[3] = {int64_t{1} << 62, 0, 4};  // no elements, strides still fit
   CHECK(sparse_tensor_contiguous(&t, data, SPARSE_DTYPE_F32, 3, with_zero) == SPARSE_OK);
+  // Refused, t untouched: 2^40 x 2^40 elements (the strides fit, the count does not).
+  const int64_t square[2] = {int64_t{1} << 40, int64_t{1} << 40};
+  t.strides[0] = 7;
+  CHECK(sparse_tensor_contiguous(&t, data, SPARSE_DTYPE_F32, 2, square) ==
+        SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(error_mentions("elements"));
+  CHECK(t.strides[0] == 7);
   CHECK(sparse_dtype_size(SPARSE_DTYPE_F32) == 4);
   CHECK(sparse_dtype_size(SPARSE_DTYPE_BF16) == 2);
   CHECK(sparse_dtype_size(static_cast<sparse_dtype>(99)) == 0);

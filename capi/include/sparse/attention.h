@@ -56,7 +56,8 @@ SPARSE_API sparse_status sparse_attention_params_default(sparse_attention_params
 /* Forward pass. `params` may be NULL for the defaults; `lse` may be NULL when the backward pass
  * will not be run. q, k, v, out share one shape; out and lse must not overlap the inputs.
  * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL, shapes that do not match the layout or each other,
- * overlapping outputs, non-finite scale, an unknown algorithm); SPARSE_ERR_UNSUPPORTED (a
+ * overlapping outputs, params->struct_size other than sizeof(sparse_attention_params), non-zero
+ * reserved bytes, non-finite scale, an unknown algorithm); SPARSE_ERR_UNSUPPORTED (a
  * dtype, head_dim, block size, algorithm or memory kind the backend cannot compute);
  * SPARSE_ERR_OUT_OF_MEMORY; SPARSE_ERR_DEVICE. */
 SPARSE_API sparse_status sparse_attention_forward(sparse_context* context,

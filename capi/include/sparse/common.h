@@ -10,7 +10,9 @@
  * - the library never calls exit() or abort() on bad input and no C++ exception crosses the ABI;
  * - objects come in create/destroy pairs and every destroy function accepts NULL;
  * - structs that may grow carry a leading `struct_size` field, filled by their *_default()
- *   function; the library reads only the fields that fit in the size the caller passes.
+ *   function. sparse_settings, sparse_dataset_desc and sparse_train_stats also accept the smaller
+ *   size of their first version (the library then reads or writes only the fields that fit);
+ *   every other struct_size must equal the library's sizeof, else SPARSE_ERR_INVALID_ARGUMENT.
  */
 #ifndef SPARSE_COMMON_H
 #define SPARSE_COMMON_H
@@ -104,7 +106,8 @@ typedef struct sparse_tensor {
 
 /* Fills a descriptor for a dense row-major (C-contiguous) host tensor of `ndim` dimensions.
  * Errors: SPARSE_ERR_INVALID_ARGUMENT if `out` or `shape` is NULL, `ndim` is outside
- * [1, SPARSE_TENSOR_MAX_DIMS] or a dimension is negative. */
+ * [1, SPARSE_TENSOR_MAX_DIMS], `dtype` is not a sparse_dtype, a dimension is negative or the
+ * product of the (non-zero) dimensions exceeds 2^63 - 1; `out` is unchanged then. */
 SPARSE_API sparse_status sparse_tensor_contiguous(sparse_tensor* out, void* data,
                                                   sparse_dtype dtype, int32_t ndim,
                                                   const int64_t* shape);

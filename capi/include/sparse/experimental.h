@@ -228,7 +228,8 @@ SPARSE_API sparse_status sparse_experimental_model_layouts(const sparse_model_co
  * (the sizes it comes from), the estimate and the process's memory limit and where that comes
  * from, when estimate_bytes exceeds the limit (SPARSE_MEMORY_LIMIT, else the smallest of physical
  * memory, the cgroup's memory.max, RLIMIT_AS and RLIMIT_DATA); SPARSE_OK when it fits.
- * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL what, an unreadable SPARSE_MEMORY_LIMIT). */
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL what, a negative or NaN estimate, an unreadable
+ * SPARSE_MEMORY_LIMIT). */
 SPARSE_API sparse_status sparse_experimental_check_memory(double estimate_bytes, const char* what);
 
 /* ------------------------------------------------------------------ files */

@@ -107,10 +107,11 @@ SPARSE_API sparse_status sparse_layout_desc_default(sparse_layout_desc* desc);
 typedef struct sparse_layout sparse_layout;
 
 /* Builds a layout. On failure *out is NULL.
- * Errors: SPARSE_ERR_INVALID_ARGUMENT naming the field (seq_len < 1, unsupported block size,
- * head out of range, stride < 1 or > seq_len, summary outside [1, stride], window < 1, a global
- * token out of range, more global tokens than positions, NULL patterns, ...);
- * SPARSE_ERR_OUT_OF_MEMORY. */
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT naming the field (struct_size or pattern_struct_size not
+ * those sparse_layout_desc_default() sets, non-zero reserved bytes, seq_len < 1, unsupported
+ * block size, head out of range, stride < 1 or > seq_len, summary outside [1, stride],
+ * window < 1, a global token out of range, more global tokens than positions, NULL patterns,
+ * ...); SPARSE_ERR_OUT_OF_MEMORY. */
 SPARSE_API sparse_status sparse_layout_create(const sparse_layout_desc* desc, sparse_layout** out);
 
 /* Builds a layout from a user-supplied block mask: `block_mask` holds num_heads x nb x nb bytes

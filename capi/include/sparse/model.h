@@ -8,8 +8,10 @@
  *   logits = norm(HN) W_out (or tied: norm(HN) E^T), loss = cross-entropy in nats
  *   bits per dim = mean loss / ln 2 over every one of the n positions.
  * Tokens are bytes (vocabulary 256). The model trains and samples on the context's backend, in
- * fp32; a backend that lacks one of the model's operations makes sparse_model_create return
- * SPARSE_ERR_UNSUPPORTED naming it (nothing runs on another device than the one asked for).
+ * fp32 or, where the backend offers it, with bf16/fp16 matrix products
+ * (sparse_train_config.dtype); a backend that lacks one of the model's operations or the dtype
+ * makes sparse_model_create return SPARSE_ERR_UNSUPPORTED naming it (nothing runs on another
+ * device than the one asked for).
  */
 #ifndef SPARSE_MODEL_H
 #define SPARSE_MODEL_H
@@ -165,7 +167,9 @@ typedef struct sparse_model sparse_model;
  * be NULL for the defaults. The model holds a reference to `context` (destroying the context
  * first is allowed: it lives until its last model is destroyed); its thread count is used. On
  * failure *out is NULL.
- * Errors: SPARSE_ERR_INVALID_ARGUMENT naming the bad field; SPARSE_ERR_OUT_OF_MEMORY. */
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT naming the bad field (also a struct_size other than
+ * sizeof); SPARSE_ERR_UNSUPPORTED (the backend lacks an operation of the model or the dtype, e.g.
+ * bf16/fp16 on the CPU backend); SPARSE_ERR_OUT_OF_MEMORY. */
 SPARSE_API sparse_status sparse_model_create(sparse_context* context,
                                              const sparse_model_config* config,
                                              const sparse_train_config* train, sparse_model** out);
@@ -273,8 +277,9 @@ SPARSE_API sparse_status sparse_model_load(sparse_context* context, const char* 
  * configuration differs from the model's; the model is unchanged on failure. */
 SPARSE_API sparse_status sparse_model_restore(sparse_model* model, const char* path);
 
-/* Formats a progress line: "step S/T | loss L | bpd B | N tok/s | ETA ...". total_steps 0 =
- * unknown. Errors: SPARSE_ERR_INVALID_ARGUMENT; SPARSE_ERR_BUFFER_TOO_SMALL (truncated). */
+/* Formats a progress line: "step S/T | loss L | bpd B | lr R | N tok/s | ETA HhMMmSSs".
+ * total_steps 0 = unknown: "step S" and ETA "?" (ETA is "?" also before the first step).
+ * Errors: SPARSE_ERR_INVALID_ARGUMENT (NULL, size 0); SPARSE_ERR_BUFFER_TOO_SMALL (truncated). */
 SPARSE_API sparse_status sparse_train_progress_line(const sparse_train_stats* stats,
                                                     int64_t total_steps, double elapsed_seconds,
                                                     char* buffer, size_t size);
