@@ -230,7 +230,8 @@ void add_model_cases(std::vector<Case>& cases, uint64_t seed) {
   auto add = [&](const std::string& op, const std::string& shape, ModelOp needs, auto fn) {
     cases.push_back({op, shape, fn, fn, needs});
   };
-  for (auto [rows, dim] : {std::pair<int64_t, int64_t>{1, 8}, {7, 33}, {64, 128}}) {
+  for (const auto& shape_rd : {std::pair<int64_t, int64_t>{1, 8}, {7, 33}, {64, 128}}) {
+    const int64_t rows = shape_rd.first, dim = shape_rd.second;
     for (double scale : {1.0, 1e-3}) {
       const Vec x = in.normal(rows * dim, scale), gamma = in.normal(dim), beta = in.normal(dim);
       const Vec dy = in.normal(rows * dim);
@@ -260,7 +261,8 @@ void add_model_cases(std::vector<Case>& cases, uint64_t seed) {
       });
     }
   }
-  for (auto [rows, nin, nout] : kLinearShapes) {
+  for (const auto& linear : kLinearShapes) {
+    const int64_t rows = std::get<0>(linear), nin = std::get<1>(linear), nout = std::get<2>(linear);
     const Vec x = in.normal(rows * nin), w = in.normal(nin * nout, 0.2), b = in.normal(nout);
     const Vec dy = in.normal(rows * nout), dx0 = in.normal(rows * nin);
     const std::string shape = shape_text({{"rows", rows}, {"in", nin}, {"out", nout}});
@@ -332,8 +334,10 @@ void add_model_cases(std::vector<Case>& cases, uint64_t seed) {
           });
     }
   }
-  for (auto [rows, src, dst, cols] :
+  for (const auto& shape_rsdc :
        {std::tuple<int64_t, int64_t, int64_t, int64_t>{5, 8, 16, 8}, {64, 32, 16, 16}}) {
+    const int64_t rows = std::get<0>(shape_rsdc), src = std::get<1>(shape_rsdc),
+                  dst = std::get<2>(shape_rsdc), cols = std::get<3>(shape_rsdc);
     const Vec x = in.normal(rows * src);
     add("copy_rows", shape_text({{"rows", rows}, {"src", src}, {"dst", dst}, {"cols", cols}}),
         ModelOp::Elementwise, [=](auto& e) -> Outputs {
@@ -342,7 +346,9 @@ void add_model_cases(std::vector<Case>& cases, uint64_t seed) {
           return {{"y", e.down(Y)}};
         });
   }
-  for (auto [batch, seq, dim] : {std::tuple<int64_t, int64_t, int64_t>{1, 12, 8}, {3, 64, 32}}) {
+  for (const auto& shape_bsd : {std::tuple<int64_t, int64_t, int64_t>{1, 12, 8}, {3, 64, 32}}) {
+    const int64_t batch = std::get<0>(shape_bsd), seq = std::get<1>(shape_bsd),
+                  dim = std::get<2>(shape_bsd);
     const Vec table = in.normal(256 * dim), start = in.normal(dim);
     const Vec p0 = in.normal(4 * dim), p1 = in.normal((seq / 4) * dim),
               dh = in.normal(batch * seq * dim);
@@ -373,7 +379,8 @@ void add_model_cases(std::vector<Case>& cases, uint64_t seed) {
                   {"dpos1", e.down(DP1)}};
         });
   }
-  for (auto [rows, vocab] : {std::pair<int64_t, int64_t>{1, 256}, {100, 256}}) {
+  for (const auto& shape_rv : {std::pair<int64_t, int64_t>{1, 256}, {100, 256}}) {
+    const int64_t rows = shape_rv.first, vocab = shape_rv.second;
     const Vec z = in.normal(rows * vocab, 4.0);
     const std::vector<uint8_t> targets = in.bytes(rows);
     add("softmax_cross_entropy", shape_text({{"rows", rows}, {"vocab", vocab}}),
@@ -409,7 +416,8 @@ void add_mixed_cases(std::vector<Case>& cases, uint64_t seed) {
     c.exact = exact;
     cases.push_back(std::move(c));
   };
-  for (auto [rows, nin, nout] : kLinearShapes) {
+  for (const auto& linear : kLinearShapes) {
+    const int64_t rows = std::get<0>(linear), nin = std::get<1>(linear), nout = std::get<2>(linear);
     const Vec x = in.normal(rows * nin), w = in.normal(nin * nout, 0.2), b = in.normal(nout);
     const Vec dy = in.normal(rows * nout), dx0 = in.normal(rows * nin);
     const std::string shape = shape_text({{"rows", rows}, {"in", nin}, {"out", nout}});
