@@ -27,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -191,6 +192,70 @@ Result compare(const std::vector<G>& got, const std::vector<W>& want, int64_t di
     r.norm_ok = err_sq == 0;
   }
   return r;
+}
+
+// What one comparison was of: the kernel, the layout and shape, and the tensor compared.
+struct RecordKey {
+  std::string kernel;  // e.g. "fused bf16"
+  std::string layout;  // the patterns, e.g. "strided_row(l=16)+strided_column(l=16)"
+  std::string tensor;  // out, lse, dq, dk or dv
+  int64_t batch = 0, heads = 0, n = 0, d = 0;
+  int block = 0;
+  int order = 0;         // the storage order of the test's tensors
+  double q_scale = 1.0;  // q multiplied by this (large logits)
+};
+
+// A JSON string literal of `s`.
+inline std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (const char ch : s) {
+    const auto u = static_cast<unsigned char>(ch);
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (u < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", u);
+      out += buf;
+    } else {
+      out += ch;
+    }
+  }
+  return out + "\"";
+}
+
+// A JSON number, or null for NaN and infinities (JSON has neither).
+inline std::string json_number(double x) {
+  if (!std::isfinite(x)) return "null";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", x);
+  return buf;
+}
+
+// Appends one JSON line for the comparison `r` of `key` to the file the environment variable
+// SPARSE_CHECK_RECORD names; nothing when it is unset or empty. A passing run records its errors
+// too: benchmarks/correctness_table.py makes the correctness table (maximum normalised error per
+// kernel, head size, block size and layout) from these lines. Returns false when the file cannot
+// be written (the comparison itself is not affected).
+inline bool record(const RecordKey& key, const Result& r) {
+  const char* path = std::getenv("SPARSE_CHECK_RECORD");
+  if (path == nullptr || *path == '\0') return true;
+  const std::string line =
+      "{\"kernel\": " + json_string(key.kernel) + ", \"layout\": " + json_string(key.layout) +
+      ", \"tensor\": " + json_string(key.tensor) + ", \"batch\": " + std::to_string(key.batch) +
+      ", \"heads\": " + std::to_string(key.heads) + ", \"n\": " + std::to_string(key.n) +
+      ", \"head_dim\": " + std::to_string(key.d) +
+      ", \"block_size\": " + std::to_string(key.block) +
+      ", \"order\": " + std::to_string(key.order) + ", \"q_scale\": " + json_number(key.q_scale) +
+      ", \"norm_error\": " + json_number(r.norm_error) +
+      ", \"worst_row\": " + json_number(r.worst_row) +
+      ", \"bad_elements\": " + std::to_string(r.bad_elements) +
+      ", \"bad_rows\": " + std::to_string(r.bad_rows) + ", \"ok\": " + (r.ok() ? "true" : "false") +
+      "}\n";
+  std::FILE* f = std::fopen(path, "a");
+  if (f == nullptr) return false;
+  const bool written = std::fputs(line.c_str(), f) >= 0;
+  return std::fclose(f) == 0 && written;
 }
 
 // Elements of the rows whose reference lse is -inf (queries without keys) that are not exactly

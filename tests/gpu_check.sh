@@ -265,7 +265,7 @@ step() {
   esac
   # The last line that says what happened (doctest's summary, the sanitizer's error count).
   local last
-  last=$(grep -E "test cases:|ERROR SUMMARY|RACECHECK SUMMARY|SKIP:|FAIL:|Error|error:|failed \(exit|gpu_attention_peers:|gpu_train_peers:|checks, [0-9]+ failed|^ok:|^sparse-repro:" "$logs/$name.log" 2>/dev/null | tail -1 | tr '\t' ' ' | cut -c1-160)
+  last=$(grep -E "test cases:|ERROR SUMMARY|RACECHECK SUMMARY|SKIP:|FAIL:|Error|error:|failed \(exit|gpu_attention_peers:|gpu_train_peers:|correctness_table:|checks, [0-9]+ failed|^ok:|^sparse-repro:" "$logs/$name.log" 2>/dev/null | tail -1 | tr '\t' ' ' | cut -c1-160)
   [[ -n $last ]] && note="${note:+$note; }$last"
   printf '%s\t%s\t%s\t%s\n' "$name" "$verdict" "$secs" "$note" >> "$logs/steps.tsv"
   echo "    $verdict in ${secs} s${note:+: $note}"
@@ -308,7 +308,14 @@ run_main() {
   # reducer bit for bit.
   step model_mixed 60 bash tests/gpu_model_check.sh mixed "$p"
   step model_nccl 55 bash tests/gpu_model_check.sh nccl "$p"
-  step test_cuda_attention 170 "$p/tests/test_cuda_attention"
+  # Every comparison with the CPU, passing or not, is recorded (attention_check.hpp's record())
+  # and made into the correctness table: the largest normalised error per kernel, head size,
+  # block size and layout (gpu_correctness.md, for results/gpu_attention.md).
+  step test_cuda_attention 170 env SPARSE_CHECK_RECORD="$logs/attention_checks.jsonl" \
+    "$p/tests/test_cuda_attention"
+  step correctness_table 10 python3 benchmarks/correctness_table.py \
+    "$logs/attention_checks.jsonl" --provenance "$logs/provenance.txt" \
+    --out "$logs/gpu_correctness.md"
   # 3. compute-sanitizer on the sweep made for it: every kernel and dtype, every block size and
   #    head size, rows of several blocks, n not a multiple of the block, padded rows.
   local tool limit

@@ -5,9 +5,14 @@
 // missing -inf, a non-zero row that must be zero, a softmax without the running maximum on large
 // logits, a written padding byte); outputs rounded to bf16 or fp16 pass their dtype's bounds.
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <string>
+#include <vector>
 
 #include "attention_check.hpp"
 #include "test_support.hpp"
@@ -290,4 +295,58 @@ TEST_CASE(
     for (int64_t c = 0; c < 64; ++c) wrong.got[2][static_cast<size_t>(300 * 64 + c)] *= 1.1f;
     CHECK_FALSE(compare(wrong, 2, check::tolerances(dtype)).ok());
   }
+}
+
+TEST_CASE("record: one JSON line per comparison, in the file SPARSE_CHECK_RECORD names") {
+  // got = want * (1 + eps): the normalised error is eps^2 exactly (in real numbers).
+  const double eps = 1e-3;
+  std::vector<double> want(64), got(64);
+  for (size_t i = 0; i < want.size(); ++i) {
+    want[i] = std::sin(0.37 * static_cast<double>(i)) + 0.1;
+    got[i] = want[i] * (1 + eps);
+  }
+  const check::Tol tol{1e-2, 1e-2, 1e-4, 0};
+  const check::Result r = check::compare(got, want, 8, tol);
+  REQUIRE(r.ok());
+  check::RecordKey key;
+  key.kernel = "fused \"x\" bf16";  // a quote, escaped in the JSON
+  key.layout = "strided_row(l=16)";
+  key.tensor = "dq";
+  key.batch = 2;
+  key.heads = 3;
+  key.n = 64;
+  key.d = 8;
+  key.block = 16;
+  char path[] = "/tmp/sparse-record-XXXXXX";
+  const int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  close(fd);
+  std::remove(path);
+
+  CHECK(check::record(key, r));  // unset: nothing written, nothing refused
+  CHECK(!std::ifstream(path).good());
+  REQUIRE(setenv("SPARSE_CHECK_RECORD", path, 1) == 0);
+  CHECK(check::record(key, r));
+  got[5] = NAN;  // a non-finite result: norm_error is infinite, written as null
+  key.tensor = "dk";
+  CHECK(check::record(key, check::compare(got, want, 8, tol)));
+  unsetenv("SPARSE_CHECK_RECORD");
+
+  std::ifstream in(path);
+  std::string first, second, extra;
+  REQUIRE(std::getline(in, first));
+  REQUIRE(std::getline(in, second));
+  CHECK(!std::getline(in, extra));
+  std::remove(path);
+  CHECK(first.find("\"kernel\": \"fused \\\"x\\\" bf16\"") != std::string::npos);
+  for (const char* field : {"\"layout\": \"strided_row(l=16)\"", "\"tensor\": \"dq\"",
+                            "\"batch\": 2,", "\"heads\": 3,", "\"n\": 64,", "\"head_dim\": 8,",
+                            "\"block_size\": 16,", "\"bad_elements\": 0,", "\"ok\": true}"})
+    CHECK_MESSAGE(first.find(field) != std::string::npos, field << " not in " << first);
+  const size_t at = first.find("\"norm_error\": ");
+  REQUIRE(at != std::string::npos);
+  CHECK(std::stod(first.substr(at + 14)) == doctest::Approx(eps * eps).epsilon(1e-6));
+  CHECK(second.find("\"tensor\": \"dk\"") != std::string::npos);
+  CHECK(second.find("\"norm_error\": null") != std::string::npos);
+  CHECK(second.find("\"ok\": false}") != std::string::npos);
 }

@@ -126,24 +126,27 @@ struct Shape {
   size_t elements() const { return static_cast<size_t>(batch * heads * n * d); }
 };
 
-// Compares a dense [b, h, n, dim] result with the reference (attention_check.hpp's rule) and
-// reports the first mismatches with their [b, h, i, c] indices.
-int compare(const char* kernel, const char* name, const std::vector<float>& got,
+// Compares a dense [b, h, n, dim] result with the reference (attention_check.hpp's rule),
+// records the comparison (check::record: SPARSE_CHECK_RECORD) and reports the first mismatches
+// with their [b, h, i, c] indices.
+int compare(const check::RecordKey& key, const std::vector<float>& got,
             const std::vector<float>& want, const Shape& sh, int64_t dim, const Tol& tol) {
   const check::Result r = check::compare(got, want, dim, tol);
+  CHECK_MESSAGE(check::record(key, r), "cannot append to SPARSE_CHECK_RECORD's file");
   if (r.ok()) return 0;
+  const std::string& kernel = key.kernel;
+  const std::string& name = key.tensor;
   for (const check::Mismatch& m : r.first) {
     const int64_t i = m.row % sh.n, h = (m.row / sh.n) % sh.heads, b = m.row / sh.n / sh.heads;
     if (m.col >= 0)
-      FAIL_CHECK(std::string(kernel)
-                 << ": " << std::string(name) << "[" << b << "," << h << "," << i << "," << m.col
-                 << "]: cuda " << m.got << ", cpu " << m.want << " (bound " << m.bound << ")");
+      FAIL_CHECK(kernel << ": " << name << "[" << b << "," << h << "," << i << "," << m.col
+                        << "]: cuda " << m.got << ", cpu " << m.want << " (bound " << m.bound
+                        << ")");
     else
-      FAIL_CHECK(std::string(kernel) << ": " << std::string(name) << "[" << b << "," << h << ","
-                                     << i << ", :]: row error " << m.got << " > " << m.bound
-                                     << " (row norm " << m.want << ")");
+      FAIL_CHECK(kernel << ": " << name << "[" << b << "," << h << "," << i << ", :]: row error "
+                        << m.got << " > " << m.bound << " (row norm " << m.want << ")");
   }
-  FAIL_CHECK(r.describe((std::string(kernel) + ": " + name).c_str()));
+  FAIL_CHECK(r.describe((kernel + ": " + name).c_str()));
   return static_cast<int>(r.bad_elements + r.bad_rows + (r.norm_ok ? 0 : 1));
 }
 
@@ -190,6 +193,27 @@ LayoutPtr case_layout(const Case& c) {
     layout.reset(l);
   }
   return layout;
+}
+
+// The case's layout in words for the correctness table: its patterns with their parameters.
+std::string describe_layout(const Case& c) {
+  if (!c.block_mask.empty())
+    return c.element_mask.empty() ? "user block mask" : "user block and element masks";
+  std::string text;
+  for (const Pattern& p : c.patterns) {
+    std::string params;
+    auto add = [&](const char* name, int64_t value) {
+      if (value > 0)
+        params += (params.empty() ? "" : ",") + std::string(name) + std::to_string(value);
+    };
+    add("l=", p.stride);
+    add("c=", p.summary);
+    add("w=", p.window);
+    if (p.head >= 0) params += (params.empty() ? "head " : ",head ") + std::to_string(p.head);
+    text += (text.empty() ? "" : "+") + std::string(sparse_pattern_kind_name(p.kind)) +
+            (params.empty() ? "" : "(" + params + ")");
+  }
+  return text;
 }
 
 // Runs `kernel` on the GPU and the CPU reference on the same inputs, compares out, lse, dq, dk,
@@ -273,6 +297,21 @@ void run_case(const Case& c, const Kernel& kernel, sparse_context* cpu, sparse_c
   REQUIRE(sparse_context_synchronize(gpu) == SPARSE_OK);
 
   const char* names[8] = {"q", "k", "v", "dout", "out", "dq", "dk", "dv"};
+  const std::string layout_text = describe_layout(c);
+  auto key = [&](const char* tensor) {
+    check::RecordKey k;
+    k.kernel = kernel.name;
+    k.layout = layout_text;
+    k.tensor = tensor;
+    k.batch = c.batch;
+    k.heads = c.heads;
+    k.n = c.n;
+    k.d = c.d;
+    k.block = c.block;
+    k.order = c.order;
+    k.q_scale = c.q_scale;
+    return k;
+  };
   const std::vector<bool> covered = covered_bytes(sh, elem, bytes);
   std::vector<unsigned char> back(bytes + guard);
   std::vector<float> got(size);
@@ -302,7 +341,7 @@ void run_case(const Case& c, const Kernel& kernel, sparse_context* cpu, sparse_c
           }
     Tol tol = check::widened(t == 4 ? kernel.fwd : kernel.bwd, c.widen);
     if (t > 4 && !c.backward_rows) tol.row = 0;
-    compare(kernel.name, names[t], got, dense[t], sh, c.d, tol);
+    compare(key(names[t]), got, dense[t], sh, c.d, tol);
     if (t == 4 || t == 5)
       CHECK_MESSAGE(check::nonzero_in_empty_rows(got, c.d, lse_cpu) == 0,
                     kernel.name << ": " << names[t] << ": rows of queries without keys not zero");
@@ -322,7 +361,7 @@ void run_case(const Case& c, const Kernel& kernel, sparse_context* cpu, sparse_c
       kernel.name << ": lse: the guard after the tensor was written (byte " << first << ")");
   std::vector<float> lse_gpu(rows);
   std::memcpy(lse_gpu.data(), lse_back.data(), lse_bytes);
-  compare(kernel.name, "lse", lse_gpu, lse_cpu, sh, 1, check::widened(kernel.lse, c.widen));
+  compare(key("lse"), lse_gpu, lse_cpu, sh, 1, check::widened(kernel.lse, c.widen));
 }
 
 Pattern make(sparse_pattern_kind kind, int64_t stride, int64_t summary = 0, int head = -1) {
