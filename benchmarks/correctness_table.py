@@ -7,10 +7,13 @@ error, and the comparisons that failed.
 
 Usage: benchmarks/correctness_table.py RECORD.jsonl [--provenance FILE] [--out OUT.md]
 Without --out the table goes to standard output; with it, the file is written atomically.
-Exit status 1 when a line is not a comparison record (named with its line number).
+Exit status 1, with a message, when a line is not a comparison record (named with its line number
+and the field), when the file holds none (an empty record: the test did not run on a GPU) or when
+a file cannot be read or written.
 """
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -21,10 +24,37 @@ TENSORS = ["out", "lse", "dq", "dk", "dv"]
 FIELDS = ["kernel", "layout", "tensor", "head_dim", "block_size", "norm_error", "worst_row", "ok"]
 
 
+def _field_error(r):
+    """Why the record `r` (a dict with every field of FIELDS) has a field of the wrong kind, or
+    None. A non-finite error (NaN, Infinity: Python's json reads them) becomes None, as the
+    recorder writes it."""
+    for k in ("kernel", "layout"):
+        if not isinstance(r[k], str) or not r[k]:
+            return f"{k} must be a non-empty string, given {json.dumps(r[k])}"
+    if r["tensor"] not in TENSORS:
+        return f"tensor must be one of {', '.join(TENSORS)}, given {json.dumps(r['tensor'])}"
+    for k in ("head_dim", "block_size"):
+        if isinstance(r[k], bool) or not isinstance(r[k], int):
+            return f"{k} must be an integer, given {json.dumps(r[k])}"
+    for k in ("norm_error", "worst_row"):
+        v = r[k]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            return f"{k} must be a number or null, given {json.dumps(v)}"
+        if v is not None and not math.isfinite(v):
+            r[k] = None
+    if not isinstance(r["ok"], bool):
+        return f"ok must be true or false, given {json.dumps(r['ok'])}"
+    return None
+
+
 def read_records(path):
     records = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"{path}:{number}: not UTF-8 text") from None
             if not line.strip():
                 continue
             try:
@@ -34,7 +64,13 @@ def read_records(path):
             missing = [k for k in FIELDS if not isinstance(r, dict) or k not in r]
             if missing:
                 raise ValueError(f"{path}:{number}: not a comparison record (no {', '.join(missing)})")
+            error = _field_error(r)
+            if error:
+                raise ValueError(f"{path}:{number}: {error}")
             records.append(r)
+    if not records:
+        raise ValueError(f"{path}: no comparison records (empty: did the test run on a GPU, with "
+                         "SPARSE_CHECK_RECORD set?)")
     return records
 
 
@@ -49,6 +85,11 @@ def cell(value, present):
     if not present:
         return "-"
     return "non-finite" if value is None else f"{value:.2e}"
+
+
+def md(text):
+    """`text` as one Markdown table cell: '|' escaped, line breaks as spaces."""
+    return " ".join(str(text).splitlines()).replace("|", "\\|")
 
 
 def render(records):
@@ -78,13 +119,13 @@ def render(records):
             of_t = [r["norm_error"] for r in rs if r["tensor"] == t]
             cells.append(cell(worst(of_t), bool(of_t)))
         rows = [r["worst_row"] for r in rs]
-        lines.append(f"| {kernels[key[0]]} | {key[1]} | {key[2]} | {key[3]} | {len(rs)} | " +
+        lines.append(f"| {md(kernels[key[0]])} | {key[1]} | {key[2]} | {md(key[3])} | {len(rs)} | " +
                      " | ".join(cells) + f" | {cell(worst(rows), True)} | "
                      f"{sum(1 for r in rs if not r['ok'])} |")
     if failed:
         lines += ["", "Failed comparisons (the test's log has their first mismatches):", ""]
         for r in failed:
-            lines.append(f"- {r['kernel']}, {r['layout']}, head_dim {r['head_dim']}, block "
+            lines.append(f"- {md(r['kernel'])}, {md(r['layout'])}, head_dim {r['head_dim']}, block "
                          f"{r['block_size']}, n {r.get('n', '?')}: {r['tensor']} normalised error "
                          f"{cell(r['norm_error'], True)}, {r.get('bad_elements', '?')} bad "
                          f"elements, {r.get('bad_rows', '?')} bad rows")
@@ -99,18 +140,18 @@ def main():
     args = ap.parse_args()
     try:
         records = read_records(args.record)
-    except (OSError, ValueError) as e:
+        text = "# GPU kernels against the CPU reference\n\n"
+        if args.provenance:
+            with open(args.provenance, encoding="utf-8") as f:
+                text += "```\n" + f.read().rstrip("\n") + "\n```\n\n"
+        text += render(records)
+        if args.out:
+            write_atomically(args.out, text)
+        else:
+            sys.stdout.write(text)
+    except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
         print(f"correctness_table: {e}", file=sys.stderr)
         return 1
-    text = "# GPU kernels against the CPU reference\n\n"
-    if args.provenance:
-        with open(args.provenance, encoding="utf-8") as f:
-            text += "```\n" + f.read().rstrip("\n") + "\n```\n\n"
-    text += render(records)
-    if args.out:
-        write_atomically(args.out, text)
-    else:
-        sys.stdout.write(text)
     return 0
 
 

@@ -23,8 +23,8 @@ def rec(kernel, layout, tensor, norm, worst_row=1e-3, ok=True, d=64, block=64):
 def run(lines, *args):
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "record.jsonl")
-        with open(path, "w") as f:
-            f.write("".join(lines))
+        with open(path, "wb") as f:
+            f.write(b"".join(x if isinstance(x, bytes) else x.encode() for x in lines))
         r = subprocess.run([sys.executable, SCRIPT, path, *args], capture_output=True, text=True)
         return r
 
@@ -70,6 +70,37 @@ def main():
     assert bad.returncode == 1 and "record.jsonl:3" in bad.stderr and "tensor" in bad.stderr, bad.stderr
     bad = run(["{not json\n"])
     assert bad.returncode == 1 and "record.jsonl:1: not JSON" in bad.stderr, bad.stderr
+
+    # Fields of the wrong kind are refused naming the line and the field (a string error raised
+    # ValueError from the formatting, a string head_dim a TypeError from the sort, a string "ok"
+    # counted as passing, an unknown tensor was dropped from the cells but counted).
+    for field, value, named in [("norm_error", "abc", "norm_error must be a number or null"),
+                                ("head_dim", "64", "head_dim must be an integer"),
+                                ("ok", "false", "ok must be true or false"),
+                                ("tensor", "dbias", "tensor must be one of out, lse"),
+                                ("kernel", 7, "kernel must be a non-empty string")]:
+        r = dict(records[0], **{field: value})
+        bad = run([json.dumps(records[0]) + "\n", json.dumps(r) + "\n"])
+        assert bad.returncode == 1 and "record.jsonl:2: " + named in bad.stderr, (field, bad.stderr)
+    # An empty record (the test skipped: no GPU) is not a table of 0 comparisons, 0 failed.
+    bad = run([])
+    assert bad.returncode == 1 and "no comparison records" in bad.stderr, (bad.stdout, bad.stderr)
+    bad = run([json.dumps(records[0]) + "\n", b"\xff\xfe\n"])
+    assert bad.returncode == 1 and "record.jsonl:2: not UTF-8" in bad.stderr, bad.stderr
+    # NaN and Infinity (which Python's json reads) are non-finite errors, as null is.
+    nan = dict(records[6], norm_error=float("nan"), worst_row=float("inf"))
+    r = run([json.dumps(nan) + "\n"])
+    assert r.returncode == 0 and "| fused fp32 | 32 | 16 | dense | 1 | non-finite |" in r.stdout, r.stdout
+    # A missing --provenance file and an unwritable --out: a message, not a traceback.
+    for args, named in [(["--provenance", "/nonexistent/p.txt"], "/nonexistent/p.txt"),
+                        (["--out", "/proc/table.md"], "/proc")]:
+        bad = run([json.dumps(records[0]) + "\n"], *args)
+        assert bad.returncode == 1 and bad.stderr.startswith("correctness_table: ") and \
+            named in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    # A '|' or a line break in a kernel or layout name does not break the table's row.
+    odd = dict(records[6], kernel="fused|odd\nname", layout="a|b")
+    r = run([json.dumps(odd) + "\n"])
+    assert r.returncode == 0 and "| fused\\|odd name | 32 | 16 | a\\|b | 1 |" in r.stdout, r.stdout
     print("ok: correctness table")
 
 
