@@ -3,7 +3,7 @@
 # project straight from its sources (the dataset readers, the checkpoint reader, the audio path)
 # and runs each for a bounded time on a generated seed corpus.
 #   datasets/run_fuzz.sh [BUILDDIR]      (work files go to BUILDDIR/datasets-fuzz)
-# FUZZ_SECONDS (default 15) sets the time per target; FUZZ_TARGETS (default: all) a space-
+# FUZZ_SECONDS (default 15) sets the time per target (0: each corpus is run once); FUZZ_TARGETS (default: all) a space-
 # separated subset (cifar10 zip npy imagenet64 text checkpoint audio). Exits 0 with a SKIP
 # message when clang or libFuzzer is missing (Debian: apt-get install clang libclang-rt-14-dev).
 set -euo pipefail
@@ -13,6 +13,15 @@ build="${1:-build}"
 [[ "$build" = /* ]] || build="$root/$build"
 work="$build/datasets-fuzz"
 seconds="${FUZZ_SECONDS:-15}"
+# libFuzzer reads -max_total_time with atoi: "junk", "" and 0 would all mean "run forever".
+if ! [[ "$seconds" =~ ^[0-9]+$ ]]; then
+  echo "run_fuzz.sh: FUZZ_SECONDS must be a whole number of seconds (0: run each corpus once)," \
+    "given \"$seconds\"" >&2
+  exit 2
+fi
+seconds=$((10#$seconds))
+limit=(-max_total_time="$seconds")
+((seconds > 0)) || limit=(-runs=0)
 mkdir -p "$work"
 
 cxx=""
@@ -130,7 +139,7 @@ for t in "${targets[@]}"; do
   echo "=== fuzz_$t for ${seconds} s"
   if ! UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
        LSAN_OPTIONS=suppressions="$here/fuzz/lsan.supp" \
-       "$work/fuzz_$t" -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 \
+       "$work/fuzz_$t" "${limit[@]}" -max_len=65536 -rss_limit_mb=2048 \
        -malloc_limit_mb=1024 -timeout=10 -print_final_stats=1 -artifact_prefix="$work/crash_${t}_" \
        "$corpus" >"$work/fuzz_$t.log" 2>&1; then
     echo "FAILED: fuzz_$t (log: $work/fuzz_$t.log)"

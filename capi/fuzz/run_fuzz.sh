@@ -4,8 +4,8 @@
 # for a bounded time on a seed corpus plus the inputs of capi/fuzz/regressions (each once crashed
 # or broke an invariant of the target).
 #   capi/fuzz/run_fuzz.sh [BUILDDIR]      (work files go to BUILDDIR/capi-fuzz)
-# FUZZ_SECONDS (default 30) sets the fuzzing time; FUZZ_JOBS (default: all cores) the parallel
-# compilations. Exits 0 with a SKIP message when clang or libFuzzer is missing (Debian: apt-get
+# FUZZ_SECONDS (default 30) sets the fuzzing time (0: the corpus is run once, no new inputs);
+# FUZZ_JOBS (default: all cores) the parallel compilations. Exits 0 with a SKIP message when clang or libFuzzer is missing (Debian: apt-get
 # install clang libclang-rt-14-dev). Uses ccache when it is installed.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -15,6 +15,20 @@ build="${1:-build}"
 work="$build/capi-fuzz"
 seconds="${FUZZ_SECONDS:-30}"
 jobs="${FUZZ_JOBS:-$(nproc)}"
+# libFuzzer reads -max_total_time with atoi: "junk", "" and 0 would all mean "run forever".
+if ! [[ "$seconds" =~ ^[0-9]+$ ]]; then
+  echo "run_fuzz.sh: FUZZ_SECONDS must be a whole number of seconds (0: run the corpus once)," \
+    "given \"$seconds\"" >&2
+  exit 2
+fi
+if ! [[ "$jobs" =~ ^[0-9]+$ ]] || ((10#$jobs < 1)); then
+  echo "run_fuzz.sh: FUZZ_JOBS must be a whole number of parallel compilations (at least 1)," \
+    "given \"$jobs\"" >&2
+  exit 2
+fi
+seconds=$((10#$seconds))
+limit=(-max_total_time="$seconds")
+((seconds > 0)) || limit=(-runs=0)
 mkdir -p "$work/obj" "$work/include"
 
 cxx=""
@@ -96,7 +110,7 @@ cp -n "$here/regressions"/* "$corpus"/ 2>/dev/null || true
 echo "=== fuzz_capi for ${seconds} s"
 status=0
 if ! UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
-     "$work/fuzz_capi" -max_total_time="$seconds" -max_len=4096 -rss_limit_mb=2048 \
+     "$work/fuzz_capi" "${limit[@]}" -max_len=4096 -rss_limit_mb=2048 \
      -malloc_limit_mb=1024 -timeout=10 -print_final_stats=1 -artifact_prefix="$work/crash_" \
      "$corpus" >"$work/fuzz_capi.log" 2>&1; then
   echo "FAILED: fuzz_capi (log: $work/fuzz_capi.log)"
