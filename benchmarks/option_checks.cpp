@@ -1,6 +1,7 @@
 #include "option_checks.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -128,12 +129,38 @@ std::string unknown_option(const CLI::App& app, int argc, char** argv) {
   for (const CLI::App* sub : app.get_subcommands({}))
     if (sub->get_name() == argv[1]) command = sub;
   if (command == nullptr) return {};
+  const std::string subcommand = command->get_name();
+  const std::string help = "\n(sparse-repro " + subcommand + " --help lists its options)";
   for (int i = 2; i < argc; ++i) {
-    const std::string argument = argv[i];
+    std::string argument = argv[i];
     if (argument == "--") break;
-    if (argument.size() <= 2 || argument.compare(0, 2, "--") != 0) continue;
+    // A long name written with one dash, or with an en or em dash (text copied from a document
+    // that typeset "--"): CLI11 would take it for short options, or for an unexpected word, and
+    // report only the required option it leaves missing. Values such as -5 or -1e-3 begin with a
+    // digit or a dot; a known short option (-h, or one with its value attached) is left to CLI11.
+    std::string dash;
+    for (const char* d : {"\u2014", "\u2013"})
+      if (argument.compare(0, std::char_traits<char>::length(d), d) == 0) dash = d;
+    if (!dash.empty()) {
+      const std::string rest = argument.substr(dash.size());
+      return subcommand + ": \"" + argument.substr(0, argument.find('=')) + "\" begins with \"" +
+             dash + "\" (a typographic dash), not \"--\"; did you mean \"--" +
+             rest.substr(0, rest.find('=')) + "\"?" + help;
+    }
+    const bool one_dash = argument.size() > 2 && argument[0] == '-' && argument[1] != '-' &&
+                          std::isalpha(static_cast<unsigned char>(argument[1])) &&
+                          command->get_option_no_throw(argument.substr(0, 2)) == nullptr;
+    if (one_dash)
+      argument = "-" + argument;
+    else if (argument.size() <= 2 || argument.compare(0, 2, "--") != 0)
+      continue;
     const std::string given = argument.substr(0, argument.find('='));
-    if (command->get_option_no_throw(given) != nullptr) continue;
+    if (command->get_option_no_throw(given) != nullptr) {
+      if (one_dash)
+        return subcommand + ": \"" + given.substr(1) + "\" has one dash; did you mean \"" + given +
+               "\"?" + help;
+      continue;
+    }
     // The closest option by edit distance, or the one option the given name begins or extends.
     std::string best, prefix_of;
     size_t best_distance = std::string::npos;
@@ -147,13 +174,13 @@ std::string unknown_option(const CLI::App& app, int argc, char** argv) {
           ++prefixes, prefix_of = name;
       }
     }
-    const std::string subcommand = command->get_name();
-    std::string message = subcommand + ": unknown option \"" + given + "\"";
+    std::string message =
+        subcommand + ": unknown option \"" + (one_dash ? given.substr(1) : given) + "\"";
     if (best_distance <= std::max<size_t>(2, given.size() / 3))
       message += "; did you mean \"" + best + "\"?";
     else if (prefixes == 1)
       message += "; did you mean \"" + prefix_of + "\"?";
-    return message + "\n(sparse-repro " + subcommand + " --help lists its options)";
+    return message + help;
   }
   return {};
 }

@@ -126,6 +126,12 @@ OPTION_CASES = [
     (["eval", "--check", "x"], ['"--check"', 'did you mean "--checkpoint"']),
     (["bench-attention", "--patern", "dense"], ['did you mean "--pattern"']),
     (["train", "--frobnicate"], ['unknown option "--frobnicate"', "train --help"]),
+    # One dash, or a typographic dash copied from a document: CLI11 said only "--checkpoint is
+    # required" for each.
+    (["eval", "-checkpoint", "x"], ['"-checkpoint" has one dash', 'did you mean "--checkpoint"']),
+    (["eval", "-chekpoint=x"], ['unknown option "-chekpoint"', 'did you mean "--checkpoint"']),
+    (["eval", "\u2014checkpoint", "x"], ["typographic dash", 'did you mean "--checkpoint"']),
+    (["train", "\u2013steps=3"], ["typographic dash", 'did you mean "--steps"']),
     ([], ["SUBCOMMAND", "subcommands:", "train, eval, sample"]),
     # Mixed precision on the CPU: refused naming --dtype and both fixes, before any data is read.
     (["train", *tiny("--dtype", "fp16", "--data", "text:/nonexistent")],
@@ -157,6 +163,11 @@ OPTION_CASES = [
 def check_options():
     for args, words in OPTION_CASES:
         refused(args, *words)
+    # Values that begin with a dash, short options and '--' are not taken for misspelt options.
+    for args in [["train", "--seed", "-5", "-h"], ["eval", "-h"],
+                 ["eval", "-h", "--", "-checkpoint"]]:
+        r = run(args)
+        assert r.returncode == 0 and "Usage:" in r.stdout, (args, r.stderr)
     # The internal field name is gone from the library's message about the count.
     err = refused(["train", *tiny("--num-sequences", "99999999999")], "--num-sequences")
     assert "count" not in err, err
