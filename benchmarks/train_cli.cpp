@@ -107,12 +107,20 @@ DatasetPtr open_dataset(const DataSpec& spec, sparse_split split, int64_t seq_le
   const DataSource source = parse_data_spec(spec.spec);
   const std::string& path = source.path;
   sparse_dataset_kind kind;
-  check(sparse_dataset_kind_from_name(source.kind.c_str(), &kind), "--data " + spec.spec);
-  if (path.empty() && kind != SPARSE_DATASET_SYNTHETIC_IMAGE &&
-      kind != SPARSE_DATASET_SYNTHETIC_TEXT)
+  if (sparse_dataset_kind_from_name(source.kind.c_str(), &kind) != SPARSE_OK)
+    throw std::runtime_error("--data " + spec.spec + ": " +
+                             library_message("sparse_dataset_kind_from_name"));
+  const bool synthetic =
+      kind == SPARSE_DATASET_SYNTHETIC_IMAGE || kind == SPARSE_DATASET_SYNTHETIC_TEXT;
+  if (path.empty() && !synthetic)
     throw std::runtime_error("--data " + spec.spec + ": " + source.kind +
                              " reads a file or folder: give it as --data " + source.kind +
                              ":PATH (formats in datasets/README.md)");
+  // The synthetic kinds make their data: a path would be ignored, and the run named after it.
+  if (!path.empty() && synthetic)
+    throw std::runtime_error("--data " + spec.spec + ": " + source.kind +
+                             " makes its own data and reads no file: give it as --data " +
+                             source.kind + " (its sizes: --vocab, --num-sequences, ...)");
   sparse_dataset_desc desc;
   check(sparse_dataset_desc_default(&desc, kind), "dataset defaults");
   desc.path = path.empty() ? nullptr : path.c_str();

@@ -152,6 +152,9 @@ OPTION_CASES = [
     (["train", *tiny("--data", "enwik8:")], ["--data enwik8:PATH"]),
     # Unknown names list the known ones.
     (["train", *tiny("--data", "foo")], ['"foo"', "synthetic_text", "enwik8", "audio"]),
+    # A path given to a synthetic kind was ignored (the run was still named after it).
+    (["train", *tiny("--data", "synthetic_text:/nonexistent")],
+     ["--data synthetic_text:/nonexistent", "reads no file", "--data synthetic_text "]),
     (["bench-attention", "--pattern", "stried"], ['"stried"', "strided_row", "strided_merged"]),
     # bench-attention's layout fields are named by their options.
     (["bench-attention", "--n", "100"], ["--stride 128", "--n 100", "at most 100"]),
@@ -172,6 +175,7 @@ def check_options():
     err = refused(["train", *tiny("--num-sequences", "99999999999")], "--num-sequences")
     assert "count" not in err, err
     for args in [["train", *tiny("--data", "cifar10")], ["bench-attention", "--n", "100"],
+                 ["train", *tiny("--data", "foo")], ["train", *tiny("--data", ":")],
                  ["bench-attention", "--pattern", "stried"]]:
         err = refused(args)
         assert "desc->" not in err and "patterns[0]" not in err and "_from_name" not in err, err
