@@ -301,6 +301,17 @@ class Attention(unittest.TestCase):
         buf.close()
         ctx.close()
 
+    def test_buffer_is_not_copied(self):
+        # copy.copy(buf) made a second owner of the same memory: both closes freed it (glibc:
+        # "double free detected", abort) and counted twice against the context's open buffers.
+        import copy
+        import pickle
+        buf = self.ctx.alloc(16)
+        for f in (copy.copy, copy.deepcopy, pickle.dumps):
+            with self.assertRaises(TypeError):
+                f(buf)
+        buf.close()
+
     def test_unfused_algorithm_matches_fused(self):
         rng = np.random.default_rng(9)
         with sp.Layout(150, [P.strided_row(12, head=0), P.strided_column(12, head=1)], 2,

@@ -668,6 +668,18 @@ class Buffer:
     def __exit__(self, *exc):
         self.close()
 
+    def __copy__(self):
+        # A copy would free the same memory a second time (a double free, and a second count
+        # against its context's open buffers).
+        raise TypeError("a Buffer owns its memory and cannot be copied: allocate another and "
+                        "copy_from() this one's contents")
+
+    def __deepcopy__(self, memo):
+        self.__copy__()
+
+    def __reduce__(self):
+        raise TypeError("a Buffer (memory of a Context) cannot be pickled")
+
     def _host(self, a, nbytes):
         if not isinstance(a, np.ndarray) or not a.flags.c_contiguous:
             raise ValueError("expected a C-contiguous numpy array")
