@@ -1035,6 +1035,12 @@ end
 
 audio_supported() = ccall((:sparse_dataset_audio_supported, libsparse), Cint, ()) != 0
 
+# A deep copy would own the same library handle or memory: both finalizers would free it (a
+# double free). A Layout never changes and is shared; the others refuse.
+Base.deepcopy_internal(x::Union{Context,Buffer,Model,Dataset}, ::IdDict) =
+    throw(ArgumentError("a $(nameof(typeof(x))) owns a library handle and cannot be copied"))
+Base.deepcopy_internal(l::Layout, ::IdDict) = l
+
 function __init__()
     major = api_version() >> 16
     major == API_VERSION_MAJOR ||

@@ -311,6 +311,27 @@ class Attention(unittest.TestCase):
             with self.assertRaises(TypeError):
                 f(buf)
         buf.close()
+        # The other handles: a Context, Model or Dataset copy was a second owner too (copy.copy
+        # returned one: both closes destroyed the handle); a Layout never changes and is shared.
+        for make in (lambda: sp.Context("cpu", num_threads=1),
+                     lambda: sp.Model(self.ctx, tiny_config())):
+            h = make()
+            for f in (copy.copy, copy.deepcopy, pickle.dumps):
+                with self.assertRaises(TypeError):
+                    f(h)
+            h.close()
+        layout = sp.Layout(64, [P.dense()], 2, 16)
+        self.assertIs(copy.copy(layout), layout)
+        self.assertIs(copy.deepcopy({"l": layout})["l"], layout)
+        with self.assertRaises(TypeError):
+            pickle.dumps(layout)
+        layout.close()
+        # The operator's cached Layout (sparse_attention.layout): deep-copied with the module
+        # holding it (an EMA copy of a model), it stays the one object, not a second owner.
+        from sparse_attention import layout as cached
+        shared = cached.Layout.dense(64, num_heads=2, block_size=16)
+        self.assertIs(copy.deepcopy([shared])[0], shared)
+        self.assertIs(copy.copy(shared), shared)
 
     def test_unfused_algorithm_matches_fused(self):
         rng = np.random.default_rng(9)

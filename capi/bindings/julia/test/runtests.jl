@@ -195,6 +195,12 @@ const CASES = [
         @test c2.closing != C_NULL && c2.open_buffers == 1
         close(b2); close(b2)
         @test c2.closing == C_NULL && c2.open_buffers == 0
+        # A deep copy would be a second owner (a double free): refused; a Layout is shared.
+        b3 = S.Buffer(ctx, 64)
+        @test_throws ArgumentError deepcopy(b3)
+        @test_throws ArgumentError deepcopy(ctx)
+        @test deepcopy([layout])[1] === layout
+        close(b3)
     end
 
     @testset "errors" begin

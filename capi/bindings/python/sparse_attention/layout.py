@@ -60,6 +60,14 @@ class Layout:
     def __init__(self, *args, **kwargs):  # all the work is done in __new__ (cached objects)
         pass
 
+    # Immutable and cached: a copy is the same object (a module holding a layout deep-copies, as
+    # for an EMA of its weights, without a second owner of the library handle).
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
     @classmethod
     def _cached(cls, key, build):
         with _lock:

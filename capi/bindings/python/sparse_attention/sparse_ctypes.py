@@ -542,6 +542,17 @@ class _Handle:
     def __exit__(self, *exc):
         self.close()
 
+    # A copy would own the same library handle: both would destroy it (a double free). Layouts,
+    # which never change, are shared instead (see Layout).
+    def __copy__(self):
+        raise TypeError(f"a {type(self).__name__} owns a library handle and cannot be copied")
+
+    def __deepcopy__(self, memo):
+        return self.__copy__()
+
+    def __reduce__(self):
+        raise TypeError(f"a {type(self).__name__} (a library handle) cannot be pickled")
+
     @property
     def handle(self):
         if not self._h:
@@ -795,8 +806,16 @@ class Pattern:
 
 
 class Layout(_Handle):
-    """sparse_layout built from patterns (see layout.h for the token-level definitions)."""
+    """sparse_layout built from patterns (see layout.h for the token-level definitions). A layout
+    never changes: copy.copy and copy.deepcopy return the same object (a module holding one can be
+    deep-copied)."""
     _destroy = "sparse_layout_destroy"
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
 
     def __init__(self, seq_len, patterns, num_heads=1, block_size=64,
                  transpose_strided_column=True):
