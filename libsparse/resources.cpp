@@ -123,9 +123,13 @@ MemoryLimit memory_limit() {
 void check_memory(double estimate_bytes, const std::string& what) {
   const MemoryLimit limit = memory_limit();
   if (!(estimate_bytes > limit.bytes)) return;
-  throw_error(SPARSE_ERR_OUT_OF_MEMORY, what, " needs about ", format_bytes(estimate_bytes),
-              ", more than the memory limit of ", format_bytes(limit.bytes), " (", limit.source,
-              ")");
+  std::string need = format_bytes(estimate_bytes), have = format_bytes(limit.bytes);
+  if (need == have) {  // just over the limit: the rounded sizes would read as equal
+    need = detail::concat(static_cast<uint64_t>(estimate_bytes), " bytes");
+    have = detail::concat(static_cast<uint64_t>(limit.bytes), " bytes");
+  }
+  throw_error(SPARSE_ERR_OUT_OF_MEMORY, what, " needs about ", need,
+              ", more than the memory limit of ", have, " (", limit.source, ")");
 }
 
 }  // namespace sparse
