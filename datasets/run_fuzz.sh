@@ -3,42 +3,22 @@
 # project straight from its sources (the dataset readers, the checkpoint reader, the audio path)
 # and runs each for a bounded time on a generated seed corpus.
 #   datasets/run_fuzz.sh [BUILDDIR]      (work files go to BUILDDIR/datasets-fuzz)
-# FUZZ_SECONDS (default 15) sets the time per target (0: each corpus is run once); FUZZ_TARGETS (default: all) a space-
-# separated subset (cifar10 zip npy imagenet64 text checkpoint audio). Exits 0 with a SKIP
-# message when clang or libFuzzer is missing (Debian: apt-get install clang libclang-rt-14-dev).
+# FUZZ_SECONDS (default 15) sets the time per target (0: each corpus is run once); FUZZ_TARGETS
+# (default: all) a space-separated subset (cifar10 zip npy imagenet64 text checkpoint audio).
+# Exits 0 with a SKIP message when clang or libFuzzer is missing (Debian: apt-get install clang
+# libclang-rt-14-dev).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 build="${1:-build}"
 [[ "$build" = /* ]] || build="$root/$build"
 work="$build/datasets-fuzz"
-seconds="${FUZZ_SECONDS:-15}"
-# libFuzzer reads -max_total_time with atoi: "junk", "" and 0 would all mean "run forever".
-if ! [[ "$seconds" =~ ^[0-9]+$ ]]; then
-  echo "run_fuzz.sh: FUZZ_SECONDS must be a whole number of seconds (0: run each corpus once)," \
-    "given \"$seconds\"" >&2
-  exit 2
-fi
-seconds=$((10#$seconds))
-limit=(-max_total_time="$seconds")
-((seconds > 0)) || limit=(-runs=0)
+# shellcheck source=../tests/fuzz_setup.sh
+source "$root/tests/fuzz_setup.sh"
+fuzz_time 15
 mkdir -p "$work"
 
-cxx=""
-for c in clang++ clang++-14; do
-  if command -v "$c" >/dev/null; then cxx="$c"; break; fi
-done
-if [[ -z "$cxx" ]]; then
-  echo "SKIP datasets fuzzing: clang++ not found (apt-get install clang libclang-rt-14-dev)"
-  exit 0
-fi
-printf '#include <cstdint>\n#include <cstddef>\nextern "C" int LLVMFuzzerTestOneInput(const uint8_t*, size_t) { return 0; }\n' \
-  > "$work/probe.cpp"
-if ! "$cxx" -fsanitize=fuzzer "$work/probe.cpp" -o "$work/probe" 2>"$work/probe.log"; then
-  echo "SKIP datasets fuzzing: $cxx cannot link libFuzzer (apt-get install libclang-rt-14-dev):"
-  cat "$work/probe.log"
-  exit 0
-fi
+fuzz_compiler "$work" "datasets fuzzing"
 
 # The parsers' build configuration: zlib on, audio off except for the audio target (libsndfile's
 # and libFLAC's own parsers are not instrumented: they are not ours).

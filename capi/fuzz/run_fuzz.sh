@@ -5,47 +5,27 @@
 # or broke an invariant of the target).
 #   capi/fuzz/run_fuzz.sh [BUILDDIR]      (work files go to BUILDDIR/capi-fuzz)
 # FUZZ_SECONDS (default 30) sets the fuzzing time (0: the corpus is run once, no new inputs);
-# FUZZ_JOBS (default: all cores) the parallel compilations. Exits 0 with a SKIP message when clang or libFuzzer is missing (Debian: apt-get
-# install clang libclang-rt-14-dev). Uses ccache when it is installed.
+# FUZZ_JOBS (default: all cores) the parallel compilations. Exits 0 with a SKIP message when
+# clang or libFuzzer is missing (Debian: apt-get install clang libclang-rt-14-dev). Uses ccache
+# when it is installed.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 build="${1:-build}"
 [[ "$build" = /* ]] || build="$root/$build"
 work="$build/capi-fuzz"
-seconds="${FUZZ_SECONDS:-30}"
 jobs="${FUZZ_JOBS:-$(nproc)}"
-# libFuzzer reads -max_total_time with atoi: "junk", "" and 0 would all mean "run forever".
-if ! [[ "$seconds" =~ ^[0-9]+$ ]]; then
-  echo "run_fuzz.sh: FUZZ_SECONDS must be a whole number of seconds (0: run the corpus once)," \
-    "given \"$seconds\"" >&2
-  exit 2
-fi
 if ! [[ "$jobs" =~ ^[0-9]+$ ]] || ((10#$jobs < 1)); then
   echo "run_fuzz.sh: FUZZ_JOBS must be a whole number of parallel compilations (at least 1)," \
     "given \"$jobs\"" >&2
   exit 2
 fi
-seconds=$((10#$seconds))
-limit=(-max_total_time="$seconds")
-((seconds > 0)) || limit=(-runs=0)
+# shellcheck source=../../tests/fuzz_setup.sh
+source "$root/tests/fuzz_setup.sh"
+fuzz_time 30
 mkdir -p "$work/obj" "$work/include"
 
-cxx=""
-for c in clang++ clang++-14; do
-  if command -v "$c" >/dev/null; then cxx="$c"; break; fi
-done
-if [[ -z "$cxx" ]]; then
-  echo "SKIP C ABI fuzzing: clang++ not found (apt-get install clang libclang-rt-14-dev)"
-  exit 0
-fi
-printf '#include <cstdint>\n#include <cstddef>\nextern "C" int LLVMFuzzerTestOneInput(const uint8_t*, size_t) { return 0; }\n' \
-  > "$work/probe.cpp"
-if ! "$cxx" -fsanitize=fuzzer "$work/probe.cpp" -o "$work/probe" 2>"$work/probe.log"; then
-  echo "SKIP C ABI fuzzing: $cxx cannot link libFuzzer (apt-get install libclang-rt-14-dev):"
-  cat "$work/probe.log"
-  exit 0
-fi
+fuzz_compiler "$work" "C ABI fuzzing"
 launcher=()
 if command -v ccache >/dev/null; then launcher=(ccache); fi
 
