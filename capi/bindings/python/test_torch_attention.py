@@ -121,6 +121,25 @@ class LayoutTest(unittest.TestCase):
         self.assertIsNot(sa.Layout.from_block_mask(bm2, 128, 32),
                          sa.Layout.from_block_mask(bm, 128, 32))
 
+    def test_module_holding_a_layout_deep_copies(self):
+        # copy.deepcopy of a module (an EMA copy of a model) copied its Layout into a second
+        # owner of the library handle; the copy is now the same cached object.
+        import copy
+
+        class Attend(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layout = sa.Layout.strided(64, 8, num_heads=2, block_size=16)
+
+            def forward(self, q):
+                return sa.attention(q, q, q, self.layout)
+
+        m = Attend()
+        ema = copy.deepcopy(m)
+        self.assertIs(ema.layout, m.layout)
+        q = torch.randn(1, 2, 64, 16)
+        torch.testing.assert_close(ema(q), m(q), rtol=0, atol=0)
+
     def test_bad_descriptions_name_the_field(self):
         with self.assertRaisesRegex(sc.SparseError, "stride"):
             sa.Layout.strided(64, 0, 2, block_size=16)
