@@ -124,9 +124,9 @@ void check_memory(double estimate_bytes, const std::string& what) {
   const MemoryLimit limit = memory_limit();
   if (!(estimate_bytes > limit.bytes)) return;
   std::string need = format_bytes(estimate_bytes), have = format_bytes(limit.bytes);
-  if (need == have) {  // just over the limit: the rounded sizes would read as equal
-    need = detail::concat(static_cast<uint64_t>(estimate_bytes), " bytes");
-    have = detail::concat(static_cast<uint64_t>(limit.bytes), " bytes");
+  if (need == have) {  // just over the limit: the rounded sizes alone would read as equal
+    need += detail::concat(" (", static_cast<uint64_t>(estimate_bytes), " bytes)");
+    have += detail::concat(" (", static_cast<uint64_t>(limit.bytes), " bytes)");
   }
   throw_error(SPARSE_ERR_OUT_OF_MEMORY, what, " needs about ", need,
               ", more than the memory limit of ", have, " (", limit.source, ")");

@@ -214,7 +214,9 @@ TEST_CASE("context memory: allocation and copies on the CPU backend") {
   sparse_context_free(ctx, p);
   // One byte over: the sizes in bytes, not "1.00 MiB, more than ... 1.00 MiB".
   CHECK(sparse_context_alloc(ctx, (size_t{1} << 20) + 1, &p) == SPARSE_ERR_OUT_OF_MEMORY);
-  CHECK(error_mentions("1048577 bytes, more than the memory limit of 1048576 bytes"));
+  CHECK(
+      error_mentions("1.00 MiB (1048577 bytes), more than the memory limit of 1.00 MiB (1048576 "
+                     "bytes)"));
   CHECK(sparse_context_alloc(ctx, size_t{1} << 20, &p) == SPARSE_OK);
   sparse_context_free(ctx, p);
   REQUIRE(::unsetenv("SPARSE_MEMORY_LIMIT") == 0);
