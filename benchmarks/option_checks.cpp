@@ -45,6 +45,18 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   return row[b.size()];
 }
 
+// The candidate nearest `given` by edit distance when it is close enough to be a misspelling of
+// it (at most 2 edits, or a third of its length); else empty.
+std::string closest(const std::string& given, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_distance = std::string::npos;
+  for (const std::string& name : candidates) {
+    const size_t d = edit_distance(given, name);
+    if (d < best_distance) best_distance = d, best = name;
+  }
+  return best_distance <= std::max<size_t>(2, given.size() / 3) ? best : std::string();
+}
+
 }  // namespace
 
 CLI::Validator integer_in(int64_t lo, int64_t hi) {
@@ -108,18 +120,17 @@ std::string unknown_subcommand(const CLI::App& app, int argc, char** argv) {
   }
   if (argv[1][0] == '-') return {};
   const std::string given = argv[1];
-  std::string names, best;
-  size_t best_distance = std::string::npos;
+  std::string names;
+  std::vector<std::string> candidates;
   for (const CLI::App* sub : app.get_subcommands({})) {
     const std::string& name = sub->get_name();
     if (name == given) return {};
     names += (names.empty() ? "" : ", ") + name;
-    const size_t d = edit_distance(given, name);
-    if (d < best_distance) best_distance = d, best = name;
+    candidates.push_back(name);
   }
   std::string message = "unknown subcommand \"" + given + "\"";
-  if (best_distance <= std::max<size_t>(2, given.size() / 3))
-    message += "; did you mean \"" + best + "\"?";
+  const std::string best = closest(given, candidates);
+  if (!best.empty()) message += "; did you mean \"" + best + "\"?";
   return message + "\nsubcommands: " + names + "\n(sparse-repro SUBCOMMAND --help for its options)";
 }
 
@@ -162,21 +173,21 @@ std::string unknown_option(const CLI::App& app, int argc, char** argv) {
       continue;
     }
     // The closest option by edit distance, or the one option the given name begins or extends.
-    std::string best, prefix_of;
-    size_t best_distance = std::string::npos;
+    std::vector<std::string> candidates;
+    std::string prefix_of;
     int prefixes = 0;
     for (const CLI::Option* option : command->get_options()) {
       for (const std::string& long_name : option->get_lnames()) {
         const std::string name = "--" + long_name;
-        const size_t d = edit_distance(given, name);
-        if (d < best_distance) best_distance = d, best = name;
+        candidates.push_back(name);
         if (name.compare(0, given.size(), given) == 0 || given.compare(0, name.size(), name) == 0)
           ++prefixes, prefix_of = name;
       }
     }
     std::string message =
         subcommand + ": unknown option \"" + (one_dash ? given.substr(1) : given) + "\"";
-    if (best_distance <= std::max<size_t>(2, given.size() / 3))
+    const std::string best = closest(given, candidates);
+    if (!best.empty())
       message += "; did you mean \"" + best + "\"?";
     else if (prefixes == 1)
       message += "; did you mean \"" + prefix_of + "\"?";

@@ -308,15 +308,8 @@ TEST_CASE("record: one JSON line per comparison, in the file SPARSE_CHECK_RECORD
   const check::Tol tol{1e-2, 1e-2, 1e-4, 0};
   const check::Result r = check::compare(got, want, 8, tol);
   REQUIRE(r.ok());
-  check::RecordKey key;
-  key.kernel = "fused \"x\" bf16";  // a quote, escaped in the JSON
-  key.layout = "strided_row(l=16)";
-  key.tensor = "dq";
-  key.batch = 2;
-  key.heads = 3;
-  key.n = 64;
-  key.d = 8;
-  key.block = 16;
+  // The kernel's name has a quote, escaped in the JSON.
+  check::RecordKey key{"fused \"x\" bf16", "strided_row(l=16)", "dq", 2, 3, 64, 8, 16};
   char path[] = "/tmp/sparse-record-XXXXXX";
   const int fd = mkstemp(path);
   REQUIRE(fd >= 0);

@@ -299,18 +299,8 @@ void run_case(const Case& c, const Kernel& kernel, sparse_context* cpu, sparse_c
   const char* names[8] = {"q", "k", "v", "dout", "out", "dq", "dk", "dv"};
   const std::string layout_text = describe_layout(c);
   auto key = [&](const char* tensor) {
-    check::RecordKey k;
-    k.kernel = kernel.name;
-    k.layout = layout_text;
-    k.tensor = tensor;
-    k.batch = c.batch;
-    k.heads = c.heads;
-    k.n = c.n;
-    k.d = c.d;
-    k.block = c.block;
-    k.order = c.order;
-    k.q_scale = c.q_scale;
-    return k;
+    return check::RecordKey{kernel.name, layout_text, tensor,  c.batch, c.heads,
+                            c.n,         c.d,         c.block, c.order, c.q_scale};
   };
   const std::vector<bool> covered = covered_bytes(sh, elem, bytes);
   std::vector<unsigned char> back(bytes + guard);
