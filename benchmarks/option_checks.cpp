@@ -158,6 +158,22 @@ std::string unknown_option(const CLI::App& app, int argc, char** argv) {
              dash + "\" (a typographic dash), not \"--\"; did you mean \"--" +
              rest.substr(0, rest.find('=')) + "\"?" + help;
     }
+    // "name=value" with no dash at all (as in a config file or a Python call): CLI11 reports an
+    // unexpected argument, or only the required option it leaves missing. A word that is the
+    // value of the option before it (--out a=b) is left alone.
+    const size_t equals = argument.find('=');
+    if (argument[0] != '-' && equals != std::string::npos && equals > 0) {
+      const std::string before = argv[i - 1];
+      const CLI::Option* previous =
+          i > 2 && before.compare(0, 1, "-") == 0 && before.find('=') == std::string::npos
+              ? command->get_option_no_throw(before)
+              : nullptr;
+      const std::string name = "--" + argument.substr(0, equals);
+      if ((previous == nullptr || previous->get_items_expected_min() == 0) &&
+          command->get_option_no_throw(name) != nullptr)
+        return subcommand + ": \"" + argument + "\" has no leading \"--\"; did you mean \"--" +
+               argument + "\"?" + help;
+    }
     const bool one_dash = argument.size() > 2 && argument[0] == '-' && argument[1] != '-' &&
                           std::isalpha(static_cast<unsigned char>(argument[1])) &&
                           command->get_option_no_throw(argument.substr(0, 2)) == nullptr;

@@ -354,7 +354,9 @@ Term validate_term(const sparse_pattern& p, int index, int64_t n, int64_t nb) {
   const char* kind = sparse_pattern_kind_name(p.kind);
   if (uses_window(p.kind)) {
     require(p.window >= 1, name, " (", kind, "): window = ", p.window, " must be >= 1");
-    t.window = p.window;
+    // A window of seq_len or more reaches every key: stored as seq_len, so that i + window
+    // cannot overflow for a window near INT64_MAX.
+    t.window = std::min(p.window, n);
   }
   if (uses_stride(p.kind)) {
     require(p.stride >= 1, name, " (", kind, "): stride = ", p.stride, " must be >= 1");

@@ -132,6 +132,10 @@ OPTION_CASES = [
     (["eval", "-chekpoint=x"], ['unknown option "-chekpoint"', 'did you mean "--checkpoint"']),
     (["eval", "\u2014checkpoint", "x"], ["typographic dash", 'did you mean "--checkpoint"']),
     (["train", "\u2013steps=3"], ["typographic dash", 'did you mean "--steps"']),
+    # name=value without the dashes: CLI11 said only "--checkpoint is required".
+    (["eval", "checkpoint=x"], ['"checkpoint=x" has no leading "--"',
+                                'did you mean "--checkpoint=x"']),
+    (["train", "--steps", "3", "seed=2"], ['"seed=2" has no leading "--"']),
     ([], ["SUBCOMMAND", "subcommands:", "train, eval, sample"]),
     # Mixed precision on the CPU: refused naming --dtype and both fixes, before any data is read.
     (["train", *tiny("--dtype", "fp16", "--data", "text:/nonexistent")],
@@ -167,7 +171,9 @@ def check_options():
     for args, words in OPTION_CASES:
         refused(args, *words)
     # Values that begin with a dash, short options and '--' are not taken for misspelt options.
+    # Nor is a name=value word that is the value of the option before it.
     for args in [["train", "--seed", "-5", "-h"], ["eval", "-h"],
+                 ["train", "--summary-out", "steps=3", "-h"],
                  ["eval", "-h", "--", "-checkpoint"]]:
         r = run(args)
         assert r.returncode == 0 and "Usage:" in r.stdout, (args, r.stderr)

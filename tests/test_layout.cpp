@@ -102,6 +102,26 @@ TEST_CASE("every pattern kind matches its token-level definition") {
   }
 }
 
+TEST_CASE("windows as long as the sequence or longer, up to INT64_MAX") {
+  // i + window - 1 overflowed for a non-causal window near INT64_MAX (UBSan, found by the C ABI
+  // fuzzer); every such window reaches every key.
+  for (int64_t window :
+       {int64_t{149}, int64_t{150}, int64_t{151}, std::numeric_limits<int64_t>::max() - 1,
+        std::numeric_limits<int64_t>::max()}) {
+    CAPTURE(window);
+    check_rows_match({make(SPARSE_PATTERN_LOCAL, window)}, 150, 32, 1);
+    for (auto kind :
+         {SPARSE_PATTERN_SLIDING_WINDOW, SPARSE_PATTERN_LONGFORMER, SPARSE_PATTERN_BIGBIRD}) {
+      Pattern p = make(kind, window);
+      p.causal = false;
+      if (kind != SPARSE_PATTERN_SLIDING_WINDOW) p.globals = {5};
+      check_rows_match({p}, 150, 32, 2);
+      p.causal = true;
+      check_rows_match({p}, 150, 32, 2);
+    }
+  }
+}
+
 TEST_CASE("merged heads, split heads and unnamed heads") {
   // Merged: one head attends to the union of row and column (natural order, not transposed).
   check_rows_match({make(SPARSE_PATTERN_STRIDED_ROW, 10), make(SPARSE_PATTERN_STRIDED_COLUMN, 10)},

@@ -16,6 +16,7 @@
 #include <fuzzer/FuzzedDataProvider.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -75,9 +76,10 @@ void put(E& field, int value) {
   std::abort();
 }
 
-// Set when the fuzzer's own gradient reducer returned a value outside sparse_status, which the
-// library reports as SPARSE_ERR_INTERNAL by design.
-bool reducer_returned_invalid = false;
+// Set when the fuzzer's own gradient reducer returned SPARSE_ERR_INTERNAL, which the step passes
+// on as documented, or a value outside sparse_status, which the library reports as
+// SPARSE_ERR_INTERNAL by design.
+bool reducer_returns_internal = false;
 
 // Accepted and refused calls per function, printed at exit when FUZZ_CAPI_STATS is set (to show
 // that the target reaches the accepted paths, not only the argument checks).
@@ -106,7 +108,7 @@ sparse_status checked(sparse_status s, const char* call) {
   }
   if (s == SPARSE_OK) return s;
   if (s > SPARSE_OK || s < SPARSE_ERR_BUFFER_TOO_SMALL) fail("unknown status", call, s);
-  if (s == SPARSE_ERR_INTERNAL && !reducer_returned_invalid) fail("internal error", call, s);
+  if (s == SPARSE_ERR_INTERNAL && !reducer_returns_internal) fail("internal error", call, s);
   const char* message = sparse_last_error();
   if (message == nullptr || message[0] == '\0') fail("failed without a message", call, s);
   return s;
@@ -220,12 +222,28 @@ struct State {
   int64_t model_params = 0;
   int64_t model_seq_len = 0;
   sparse_dataset* dataset = nullptr;
+  double memory_limit = 0;  // SPARSE_MEMORY_LIMIT in bytes; 0 when it is set to junk
   ~State() {
     sparse_model_destroy(model);
     for (sparse_layout* l : layouts) sparse_layout_destroy(l);
     sparse_dataset_destroy(dataset);
     sparse_context_destroy(context);
   }
+};
+
+// Sets SPARSE_MEMORY_LIMIT to a number of bytes for one call, then puts the old text back.
+class ScopedMemoryLimit {
+ public:
+  explicit ScopedMemoryLimit(double bytes) {
+    if (const char* old = std::getenv("SPARSE_MEMORY_LIMIT")) old_ = old;
+    setenv("SPARSE_MEMORY_LIMIT", std::to_string(static_cast<uint64_t>(bytes)).c_str(), 1);
+  }
+  ~ScopedMemoryLimit() { setenv("SPARSE_MEMORY_LIMIT", old_.c_str(), 1); }
+  ScopedMemoryLimit(const ScopedMemoryLimit&) = delete;
+  ScopedMemoryLimit& operator=(const ScopedMemoryLimit&) = delete;
+
+ private:
+  std::string old_;
 };
 
 constexpr size_t kMaxLayouts = 4;
@@ -304,8 +322,21 @@ void op_layout_create(Input& in, State& st) {
   else  // num_patterns outside [1, 64]: refused (< 1) or more than this array holds (NULL)
     desc.patterns = num_patterns < 1 ? reinterpret_cast<const sparse_pattern*>(sentinel) : nullptr;
   if (in.coin(64)) desc.patterns = nullptr;
+  // Listing a layout costs about (computed blocks) x block_size x patterns row operations, which
+  // the memory limit bounds only through the blocks: under the input's own limit (256M allows
+  // 11 million blocks) one call could run for minutes here. For this call the limit is lowered
+  // so that what the library accepts stays under about 2^22 such operations (well under a second
+  // with the sanitizers); larger layouts meet the library's own memory refusal instead.
+  std::optional<ScopedMemoryLimit> work_bound;
+  if (st.memory_limit > 0) {
+    const double per_block =
+        std::clamp<double>(desc.block_size, 16, 256) * std::clamp<double>(desc.num_patterns, 1, 64);
+    constexpr double kBytesPerBlock = 24;  // the library's estimate per computed block
+    work_bound.emplace(std::min(st.memory_limit, kBytesPerBlock * (1 << 22) / per_block));
+  }
   sparse_layout* layout = reinterpret_cast<sparse_layout*>(sentinel);
   const sparse_status s = CALL(sparse_layout_create(in.coin(64) ? nullptr : &desc, &layout));
+  work_bound.reset();
   if (s != SPARSE_OK) {
     if (layout != nullptr) fail("*out not NULL after a failure", "sparse_layout_create");
     return;
@@ -1058,10 +1089,11 @@ void op_model_run(Input& in, State& st) {
       const std::string message = in.text(3000);
       shim_reducer_message = message.data();
       shim_reducer_message_size = message.size();
-      reducer_returned_invalid =
-          shim_reducer_status > SPARSE_OK || shim_reducer_status < SPARSE_ERR_BUFFER_TOO_SMALL;
+      reducer_returns_internal = shim_reducer_status == SPARSE_ERR_INTERNAL ||
+                                 shim_reducer_status > SPARSE_OK ||
+                                 shim_reducer_status < SPARSE_ERR_BUFFER_TOO_SMALL;
       CALL(sparse_model_train_step(m, tok, batch, nullptr));
-      reducer_returned_invalid = false;
+      reducer_returns_internal = false;
       shim_reducer_status = SPARSE_OK;
       int64_t skipped = 0;
       CALL(sparse_experimental_model_skipped_steps(m, &skipped));
@@ -1183,10 +1215,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Input in(data, size);
   // The memory limit huge sizes are refused against (an unreadable value, sometimes).
   static const char* limits[] = {"64M", "16M", "256M", "1M", "4K", "junk"};
+  static constexpr double limit_bytes[] = {64 << 20, 16 << 20, 256 << 20, 1 << 20, 4 << 10, 0};
   const int limit =
       in.coin(16) ? in.fdp().ConsumeIntegralInRange(0, 5) : in.fdp().ConsumeIntegralInRange(0, 1);
   setenv("SPARSE_MEMORY_LIMIT", limits[limit], 1);
   State st;
+  st.memory_limit = limit_bytes[limit];
   sparse_settings s;
   sparse_settings_default(&s);
   s.backend = SPARSE_BACKEND_CPU;
