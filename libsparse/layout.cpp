@@ -512,7 +512,13 @@ std::unique_ptr<Layout> build_layout(const sparse_layout_desc& desc) {
     const MemoryLimit limit = memory_limit();
     std::map<std::string, int> distinct;
     for (int h = 0; h < desc.num_heads; ++h) distinct.emplace(signature[static_cast<size_t>(h)], h);
-    const double stop_at = limit.bytes / kLayoutBytesPerBlock;
+    // The per-row tables first: counting blocks visits every block row, and a head that no
+    // pattern names has no block to stop the count early.
+    const double row_bytes = layout_bytes(0, nb, static_cast<int>(distinct.size()));
+    check_memory(row_bytes, detail::concat("the layout's block-row tables (seq_len = ", n,
+                                           ", block_size = ", desc.block_size, ": ", nb,
+                                           " block rows, ", distinct.size(), " distinct head(s))"));
+    const double stop_at = (limit.bytes - row_bytes) / kLayoutBytesPerBlock;
     double blocks = 0;
     for (const auto& entry : distinct) {
       const int h = entry.second;

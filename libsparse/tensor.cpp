@@ -40,6 +40,11 @@ TensorView check_tensor(const sparse_tensor* t, const char* name, int32_t ndim) 
   }
   if (empty) return v;
   require(t->data != nullptr, name, ".data is NULL for a tensor of shape ", shape_string(v));
+  // The kernels load whole elements (and the GPU's misaligned load is a sticky fault that ends
+  // the context), so an element must start at a multiple of its size, as in any C array.
+  const size_t align = sparse_dtype_size(v.dtype);
+  require(reinterpret_cast<uintptr_t>(t->data) % align == 0, name, ".data = ", t->data,
+          " is not aligned to the ", align, " bytes of its dtype's elements");
   // The element count and the byte offset of the last element must fit in int64_t: the kernels
   // index with 64-bit products, which would wrap around silently.
   int64_t elements = 1, last = 0, step = 0, bytes = 0;

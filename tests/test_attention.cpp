@@ -390,6 +390,14 @@ TEST_CASE("bad attention arguments give their error and a message") {
   bad = T[0];
   bad.strides[1] = -1;
   CHECK(fwd(&bad, &T[3]) == SPARSE_ERR_INVALID_ARGUMENT);
+  // An fp32 tensor that starts 2 bytes into its buffer: refused on every backend (on a GPU the
+  // misaligned load would be a fault that ends the context).
+  std::vector<float> shifted(buf[0].size() + 1, 0.5f);
+  bad = T[0];
+  bad.data = reinterpret_cast<char*>(shifted.data()) + 2;
+  CHECK(fwd(&bad, &T[3]) == SPARSE_ERR_INVALID_ARGUMENT);
+  CHECK(mentions("q.data"));
+  CHECK(mentions("not aligned to the 4 bytes"));
   // Unsupported on the CPU backend: fp16 tensors, device memory.
   sparse_tensor half[4];
   for (int t = 0; t < 4; ++t) {

@@ -247,6 +247,13 @@ TEST_CASE("bad layout arguments give their error and a message") {
         SPARSE_ERR_OUT_OF_MEMORY);
   CHECK(std::string(sparse_last_error()).find("num_heads = 10000000") != std::string::npos);
   CHECK(layout == nullptr);
+  // 2^31 - 1 block rows, and a head that no pattern names: its rows have no block, so counting
+  // blocks against the limit ran through all of them (seconds; minutes under the sanitizers)
+  // before the per-row tables (32 GiB per head) were refused.
+  CHECK(support::make_layout({make(SPARSE_PATTERN_LOCAL, 16, 0, 0)}, 16 * ((int64_t{1} << 31) - 1),
+                             16, 2, layout) == SPARSE_ERR_OUT_OF_MEMORY);
+  CHECK(std::string(sparse_last_error()).find("2147483647 block rows") != std::string::npos);
+  CHECK(layout == nullptr);
   REQUIRE(::unsetenv("SPARSE_MEMORY_LIMIT") == 0);
   const uint8_t one_block = 1;
   sparse_layout* blocks = nullptr;

@@ -526,9 +526,11 @@ void make_tensor(Input& in, Tensor& x, const int64_t (&shape)[4], int ndim, uint
     if (__builtin_mul_overflow(stride, std::max<int64_t>(1, t.shape[order[k]]), &stride))
       stride = std::numeric_limits<int64_t>::max() / 2;
   }
-  if (in.coin(6))
-    t.strides[in.fdp().ConsumeIntegralInRange(0, ndim - 1)] +=
-        in.fdp().ConsumeIntegralInRange(0, 3);
+  if (in.coin(6)) {
+    int64_t& s = t.strides[in.fdp().ConsumeIntegralInRange(0, ndim - 1)];
+    if (__builtin_add_overflow(s, in.fdp().ConsumeIntegralInRange(0, 3), &s))
+      s = std::numeric_limits<int64_t>::max();
+  }
   if (in.coin(10)) t.strides[in.fdp().ConsumeIntegralInRange(0, ndim - 1)] = 0;
   if (in.coin(16)) t.strides[in.fdp().ConsumeIntegralInRange(0, ndim - 1)] = in.i64(-2, 64);
   if (in.coin(16)) t.shape[in.fdp().ConsumeIntegralInRange(0, ndim - 1)] = in.i64(-1, 8);

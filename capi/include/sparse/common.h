@@ -91,7 +91,8 @@ typedef enum sparse_memory { SPARSE_MEMORY_HOST = 0, SPARSE_MEMORY_DEVICE = 1 } 
 #define SPARSE_TENSOR_MAX_DIMS 8
 
 /* A caller-owned tensor descriptor. The library never frees `data` and never keeps the pointer
- * beyond the call it was passed to. `strides` are in elements (not bytes), may be any
+ * beyond the call it was passed to. `data` must be a multiple of the dtype's size, as in any C
+ * array (else SPARSE_ERR_INVALID_ARGUMENT). `strides` are in elements (not bytes), may be any
  * non-negative values that keep distinct indices at distinct addresses for outputs, and are
  * read only for the first `ndim` dimensions. */
 typedef struct sparse_tensor {
