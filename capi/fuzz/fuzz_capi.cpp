@@ -1096,7 +1096,10 @@ void op_model_run(Input& in, State& st) {
                                  shim_reducer_status < SPARSE_ERR_BUFFER_TOO_SMALL;
       CALL(sparse_model_train_step(m, tok, batch, nullptr));
       reducer_returns_internal = false;
+      // The model keeps the reducer: later steps call it after `message` is gone.
       shim_reducer_status = SPARSE_OK;
+      shim_reducer_message = nullptr;
+      shim_reducer_message_size = 0;
       int64_t skipped = 0;
       CALL(sparse_experimental_model_skipped_steps(m, &skipped));
       break;
