@@ -13,6 +13,17 @@ namespace {
 
 std::shared_ptr<GradientReducer> make_mpi_group(const LaunchEnvironment& launch, double timeout);
 
+// Prints a failure of rank `rank` of `size` and ends the whole job. Used where the other ranks
+// have joined MPI and wait for this one: returning (or unwinding) would finalise MPI, which waits
+// for them for ever, before the message is printed.
+[[noreturn]] void end_job(int rank, int size, const std::string& message) {
+  std::fprintf(stderr, "sparse-repro: error on rank %d of %d: %s\nsparse-repro: ending the job\n",
+               rank, size, message.c_str());
+  std::fflush(stderr);
+  mpi_abort_job(1);
+  std::_Exit(1);
+}
+
 // The CUDA device of a rank (DataParallel::cuda_device).
 int local_cuda_device(const LaunchEnvironment& launch) {
   int32_t count = 0;
@@ -36,7 +47,9 @@ std::shared_ptr<GradientReducer> make_group(const LaunchEnvironment& launch, dou
   try {
     return make_nccl_reducer(bootstrap, local_cuda_device(launch));
   } catch (const std::exception& e) {
-    throw std::runtime_error(std::string("SPARSE_REDUCER=nccl: ") + e.what());
+    const std::string message = std::string("SPARSE_REDUCER=nccl: ") + e.what();
+    if (bootstrap) end_job(bootstrap->rank(), bootstrap->size(), message);
+    throw std::runtime_error(message);
   }
 }
 
@@ -65,10 +78,11 @@ std::shared_ptr<GradientReducer> make_mpi_group(const LaunchEnvironment& launch,
                            (group->size() == 1 ? std::string("this process alone")
                                                : "rank " + std::to_string(group->rank()) + " of " +
                                                      std::to_string(group->size()));
-  if (group->size() > 1 || launch.rank != 0)
-    throw std::runtime_error(said +
-                             "; start the ranks with mpirun or srun --mpi=pmix, or unset the "
-                             "launcher's variables to train in one process");
+  const std::string fix =
+      "; start the ranks with mpirun or srun --mpi=pmix, or unset the launcher's variables to "
+      "train in one process";
+  if (group->size() > 1) end_job(group->rank(), group->size(), said + fix);
+  if (launch.rank != 0) throw std::runtime_error(said + fix);
   std::fprintf(stderr, "sparse-repro: %s; training in one process (world size 1)\n", said.c_str());
   return group;
 }
@@ -141,35 +155,59 @@ double DataParallel::evaluate(sparse_model* model, const sparse_dataset* ds, int
   return count > 0 ? total / static_cast<double>(count) : std::nan("");
 }
 
-void DataParallel::check_same_options(const nlohmann::json& options) const {
-  if (size() == 1) return;
-  const std::string mine = options.dump();
+std::string DataParallel::differences_from_root(const nlohmann::json& values,
+                                                const std::string& prefix) const {
+  if (size() == 1) return {};
+  const std::string mine = values.dump();
   uint64_t length = mine.size();
   reducer_->broadcast(&length, sizeof length);
   std::string at_root = root() ? mine : std::string(static_cast<size_t>(length), '\0');
   reducer_->broadcast(at_root.data(), at_root.size());
-  if (at_root == mine) return;
+  if (at_root == mine) return {};
   const nlohmann::json theirs = nlohmann::json::parse(at_root);
   std::string differences;
-  for (const auto& [name, value] : options.items()) {
+  for (const auto& [name, value] : values.items()) {
     const nlohmann::json other = theirs.contains(name) ? theirs[name] : nlohmann::json(nullptr);
     if (other != value)
-      differences +=
-          "\n  --" + name + ": " + value.dump() + " on this rank, " + other.dump() + " on rank 0";
+      differences += "\n  " + prefix + name + ": " + value.dump() + " on this rank, " +
+                     other.dump() + " on rank 0";
   }
+  return differences;
+}
+
+void DataParallel::check_same_options(const nlohmann::json& options) const {
+  const std::string differences = differences_from_root(options, "--");
+  if (differences.empty()) return;
   throw std::runtime_error(
       "the ranks were started with different options; every rank of a data-parallel run needs "
       "the same (mpirun -np N sparse-repro train OPTIONS):" +
       differences);
 }
 
-void DataParallel::abort_job(const std::string& message) const {
-  std::fprintf(stderr, "sparse-repro: error on rank %d of %d: %s\nsparse-repro: ending the job\n",
-               rank(), size(), message.c_str());
-  std::fflush(stderr);
-  mpi_abort_job(1);
-  std::_Exit(1);
+void DataParallel::check_same_data(const nlohmann::json& fingerprint,
+                                   const std::string& data) const {
+  const std::string differences = differences_from_root(fingerprint, "");
+  if (differences.empty()) return;
+  throw std::runtime_error(
+      "--data " + data +
+      " is not the same data on every rank (a copy on this machine that differs from rank 0's, "
+      "or a relative path that names another file from this rank's folder); every rank must "
+      "read the same files:" +
+      differences);
 }
+
+void DataParallel::finish() const {
+  if (size() == 1) return;
+  try {
+    reducer_->all_reduce_sum(0.0);
+  } catch (const std::exception& e) {
+    abort_job(std::string("at the end of the run (rank 0 had written its outputs unless it is "
+                          "the rank named): ") +
+              e.what());
+  }
+}
+
+void DataParallel::abort_job(const std::string& message) const { end_job(rank(), size(), message); }
 
 void add_data_parallel_options(CLI::App& app, TrainOptions& o) {
   app.add_option("--micro-batch", o.micro_batch,
@@ -177,8 +215,10 @@ void add_data_parallel_options(CLI::App& app, TrainOptions& o) {
                  "gradients added in order; 0 = one micro-batch)")
       ->check(integer_in(0, kIntMax));
   app.add_option("--rank-timeout", o.rank_timeout,
-                 "data parallel (mpirun/srun): a gradient reduction that waits this many seconds "
-                 "for the other ranks ends the job, naming the ranks that did not arrive")
+                 "data parallel (mpirun/srun): a reduction that waits this many seconds for the "
+                 "other ranks ends the job, naming the ranks that did not arrive (the ranks also "
+                 "wait for rank 0's checkpoint writes: keep it above a checkpoint's write time; "
+                 "start-up, MPI_Init, is not covered: mpirun --timeout or srun --time bound it)")
       ->check(number_in(0, kInf, true))
       ->capture_default_str();
   app.add_option("--reduce-overlap", o.reduce_overlap,

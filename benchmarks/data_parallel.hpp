@@ -53,10 +53,21 @@ class DataParallel {
   // (ranks launched with different arguments, e.g. an MPMD launch, would otherwise train
   // different models or call the reductions out of step).
   void check_same_options(const nlohmann::json& options) const;
+  // Throws on every rank whose `fingerprint` of the data (the splits' sizes and checksums of
+  // some sequences) differs from rank 0's, naming --data `data` and each value that differs.
+  void check_same_data(const nlohmann::json& fingerprint, const std::string& data) const;
+  // Waits, within --rank-timeout, until every rank has reached the end of the run, so that no
+  // rank finalises MPI (which waits without a timeout) while another hangs; a timeout ends the
+  // job naming the missing ranks.
+  void finish() const;
   // A failure on one rank of several: prints it with the rank and ends the whole job.
   [[noreturn]] void abort_job(const std::string& message) const;
 
  private:
+  // The entries of `values` that differ from rank 0's, one line each (name after `prefix`);
+  // empty when all agree. Every rank must call it.
+  std::string differences_from_root(const nlohmann::json& values, const std::string& prefix) const;
+
   LaunchEnvironment launch_;
   std::shared_ptr<GradientReducer> reducer_;
 };

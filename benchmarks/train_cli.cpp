@@ -487,9 +487,14 @@ TrainOptions resumed_options(const TrainOptions& given, int world_size) {
   if (!path_exists(path)) {
     std::fprintf(stderr,
                  "--resume: %s has no record of its run's options (%s); the model and trainer "
-                 "configuration the given options make must equal the checkpoint's\n",
-                 given.checkpoint.c_str(), path.c_str());
-    return given;
+                 "configuration the given options make must equal the checkpoint's, and the "
+                 "number of ranks it was trained on is unknown: --batch %d is taken per rank as "
+                 "given (a global batch of %lld)\n",
+                 given.checkpoint.c_str(), path.c_str(), given.batch,
+                 static_cast<long long>(given.batch) * world_size);
+    TrainOptions o = given;
+    o.world_size = world_size;  // nothing to keep: the given --batch stands on every rank
+    return o;
   }
   nlohmann::json saved;
   try {
@@ -545,6 +550,7 @@ TrainOptions resumed_options(const TrainOptions& given, int world_size) {
   TrainOptions o = given;
   apply_run_options(before, o);
   if (saved.contains("settings")) apply_run_settings(saved["settings"], o);
+  o.saved_step = saved.value("step", int64_t{-1});
   // The record keeps --data as it was given: a relative path is relative to the run's folder.
   const std::string data_path = parse_data_spec(o.data.spec).path;
   if (!data_path.empty() && data_path[0] != '/' && !path_exists(data_path))
@@ -554,14 +560,40 @@ TrainOptions resumed_options(const TrainOptions& given, int world_size) {
   return o;
 }
 
+// The record and the checkpoint are two files, each replaced atomically: the record names the
+// step of the checkpoint it was written with, so that a pair from two saves (a run killed between
+// the two renames, over another run's files) is refused on resume instead of mixing the runs.
 void save_run(sparse_model* model, const TrainOptions& o) {
-  write_file_atomically(
-      run_record_path(o.checkpoint),
-      nlohmann::json(
-          {{"format", kRunFormat}, {"options", run_options(o)}, {"settings", run_settings(o)}})
-              .dump(1) +
-          "\n");
+  // The batches consumed: the optimiser's steps and those skipped by loss scaling (as resume
+  // counts them).
+  int64_t step = 0, skipped = 0;
+  check(sparse_model_step(model, &step), "step");
+  check(sparse_experimental_model_skipped_steps(model, &skipped), "skipped steps");
+  step += skipped;
+  write_file_atomically(run_record_path(o.checkpoint),
+                        nlohmann::json({{"format", kRunFormat},
+                                        {"step", step},
+                                        {"options", run_options(o)},
+                                        {"settings", run_settings(o)}})
+                                .dump(1) +
+                            "\n");
   check(sparse_model_save(model, o.checkpoint.c_str()), "save " + o.checkpoint);
+}
+
+// A checksum of the data a rank reads: each split's size and the bytes of its first and last
+// sequences (FNV-1a), so that ranks reading different files behind one --data are refused.
+nlohmann::json data_fingerprint(const sparse_dataset* ds) {
+  const int64_t count = dataset_size(ds), n = dataset_seq_len(ds);
+  std::vector<uint8_t> tokens(static_cast<size_t>(n));
+  uint64_t hash = 14695981039346656037ull;
+  for (int64_t index : {int64_t{0}, count - 1}) {
+    check(sparse_dataset_read(ds, index, 1, SPARSE_TOKENS_U8, tokens.data(), tokens.size()),
+          "read");
+    for (uint8_t t : tokens) hash = (hash ^ t) * 1099511628211ull;
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
+  return {{"sequences", count}, {"checksum of the first and last", hex}};
 }
 
 }  // namespace
@@ -751,20 +783,26 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp);
 nlohmann::json run_train(const TrainOptions& given) {
   const DataParallel dp(given.rank_timeout);
   if (dp.size() == 1) return train(given, dp);
+  nlohmann::json summary;
   try {
-    return train(given, dp);
+    summary = train(given, dp);
   } catch (const std::exception& e) {
     dp.abort_job(e.what());
   }
+  dp.finish();
+  return summary;
 }
 
 namespace {
 
 nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   // Every output is checked before the work that produces it.
+  // Under mpirun only rank 0 writes the log and the summary (their folders may be its own).
   check_output_path(given.checkpoint, "--checkpoint");
-  check_output_path(given.log, "--log");
-  check_output_path(given.summary_out, "--summary-out");
+  if (dp.root()) {
+    check_output_path(given.log, "--log");
+    check_output_path(given.summary_out, "--summary-out");
+  }
   if (given.resume && given.checkpoint.empty())
     throw std::runtime_error("--resume needs --checkpoint");
   if (given.checkpoint_every > 0 && given.checkpoint.empty())
@@ -790,6 +828,10 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   same_on_every_rank["resume"] = o.resume;
   same_on_every_rank["backend"] = o.device.backend;
   same_on_every_rank["micro-batch"] = o.micro_batch;  // as given: 0 is the whole --batch
+  // How the gradient is cut into the collectives' buckets: ranks that differ call mismatched
+  // collectives.
+  same_on_every_rank["reduce-overlap"] = o.reduce_overlap;
+  same_on_every_rank["checkpoint"] = o.checkpoint;  // every rank resumes from it
   dp.check_same_options(same_on_every_rank);
   const bool root = dp.root();
   if (!root) o.quiet = true;
@@ -819,6 +861,10 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   fit_positions(cfg, kind, o.data);
   auto held_out = open_split(o.data, parse_split(o.eval_split), cfg.seq_len, cfg.block_size,
                              "--eval-split", n_option);
+  if (dp.size() > 1)
+    dp.check_same_data({{"train split", data_fingerprint(train.get())},
+                        {o.eval_split + " split", data_fingerprint(held_out.get())}},
+                       o.data.spec);
 
   sparse_train_config tc;
   sparse_train_config_default(&tc);
@@ -852,6 +898,14 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   const int64_t updates = step;
   step += skipped;
   const int64_t first_step = step;
+  if (o.resume && o.saved_step >= 0 && o.saved_step != step)
+    throw std::runtime_error(
+        "--resume: the run record " + run_record_path(o.checkpoint) + " was written with the " +
+        "checkpoint of step " + std::to_string(o.saved_step) + ", but " + o.checkpoint +
+        " holds step " + std::to_string(step) +
+        ": the two files come from different saves (a run stopped between writing them, over "
+        "another run's files), so the options in the record may not be this model's run; start "
+        "a new run, or restore the pair that belongs together");
   if (o.resume && root)
     std::fprintf(stderr, "resuming %s at step %lld of %lld%s\n", o.checkpoint.c_str(),
                  static_cast<long long>(step), static_cast<long long>(o.steps),

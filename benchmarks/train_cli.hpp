@@ -57,6 +57,7 @@ struct TrainOptions {
   int micro_batch = 0;        // sequences per micro-batch (0 = the whole --batch)
   double rank_timeout = 600;  // data parallel: seconds a reduction waits for the other ranks
   int world_size = 1;         // data parallel: ranks (set from the launcher, not an option)
+  int64_t saved_step = -1;    // resume: the step the run record was written at (-1: unknown)
   uint64_t seed = 1;
   std::string log;          // JSON lines: one per step (loss curve)
   std::string summary_out;  // JSON summary of the run

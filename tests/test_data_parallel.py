@@ -18,6 +18,13 @@
   run out of step and crash MPI) ends the job non-zero, naming the option and both values.
 - launcher variables without a launcher (SLURM_PROCID=1 SLURM_NTASKS=2 on a plain process): the
   process MPI starts alone is refused, naming the variables, unless they call it rank 0.
+- a checkpoint without its run record resumed under 2 ranks with the original command line equals
+  the resume with the record (the given --batch stands per rank).
+- the whole job stopped longer than --rank-timeout and continued: no rank times out.
+- MPMD: a different --reduce-overlap is refused (it used to corrupt the heap); a rank failing at
+  set-up (SPARSE_REDUCER=nccl on one rank) ends the job with its reason; ranks in different
+  folders need the --log/--summary-out folder on rank 0 only, and different files behind one
+  --data are refused.
 Exit 77 (skip) when mpirun is missing or sparse-repro was built without MPI."""
 import json
 import os
@@ -206,8 +213,23 @@ def resume_two_ranks(tmp):
                             "--batch", "4"]))
     s = json.loads(r.stdout)
     assert (s["batch"], s["world_size"], s["global_batch"]) == (4, 1, 4), s
+    # A checkpoint without its run record: the number of ranks it was trained on is unknown, so
+    # the given --batch stands per rank (it was taken as a 1-rank run's and halved). With the
+    # original command line, the run continues exactly as with the record.
+    shutil.copy(ref + ".ckpt", cut + ".ckpt")
+    shutil.copy(ref + ".ckpt.run.json", cut + ".ckpt.run.json")
+    ok(train(2, SLOW + ["--checkpoint", cut + ".ckpt", "--resume", "--extend-to", "121"]))
+    norec = os.path.join(tmp, "norec")
+    shutil.copy(ref + ".ckpt", norec + ".ckpt")
+    r = ok(train(2, args + ["--checkpoint", norec + ".ckpt", "--resume", "--extend-to", "121"]))
+    s = json.loads(r.stdout)
+    assert "no record" in r.stderr and (s["batch"], s["global_batch"]) == (2, 4), (s, r.stderr)
+    with_record, without = tensors(cut + ".ckpt"), tensors(norec + ".ckpt")
+    differing = [k for k in with_record if with_record[k] != without.get(k)]
+    assert not differing, f"resumed without the record: tensors differ: {differing[:5]}"
     return (f"killed at step {interrupted}, resumed from {resumed_from} under 2 ranks: log and "
-            "checkpoint equal the uninterrupted run; 1 rank keeps the global batch 4, 3 refused")
+            "checkpoint equal the uninterrupted run; 1 rank keeps the global batch 4, 3 refused; "
+            "without the run record the given --batch stands (same parameters as with it)")
 
 
 def dead_rank(tmp, how):
@@ -236,12 +258,41 @@ def dead_rank(tmp, how):
     return f"rank 1 {how}: job ended with status {p.returncode} after {elapsed:.1f} s, naming rank 1"
 
 
+def job_suspended(tmp):
+    # The whole job stopped for longer than --rank-timeout and continued (Ctrl-Z, a scheduler's
+    # suspend): a rank's wait leaves out the time it was itself not running, so no rank times out
+    # for it (rank 0 used to blame rank 1 for its own stop), and training goes on.
+    log = os.path.join(tmp, "suspended.jsonl")
+    p = start(2, SLOW + ["--steps", "100000", "--batch", "2", "--log", log, "--rank-timeout", "2"])
+    try:
+        wait_lines(log, 3, p)
+        pids = [rank_pid(log, 0), rank_pid(log, 1)]
+        for _ in range(3):
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            time.sleep(3)
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+            time.sleep(0.5)
+        lines = len(log_records(log))
+        wait_lines(log, lines + 3, p)
+        assert p.poll() is None, "the job ended"
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.communicate(timeout=60)
+    return "stopped 3 x 3 s (timeout 2 s), continued: no rank timed out, training went on"
+
+
 def mpmd_options(tmp):
     base = ["train", "--json", *options(["--steps", "2", "--batch", "1"], TINY)]
     shown = []
-    for option, value, given in (("--seed", "2", "1"), ("--eval-every", "1", "0")):
+    # --reduce-overlap cuts the gradient into the collectives' buckets: ranks that differed
+    # called mismatched collectives (heap corruption) before it was compared.
+    for option, value, given in (("--seed", "2", "1"), ("--eval-every", "1", "0"),
+                                 ("--reduce-overlap", "\"off\"", "\"on\"")):
         cmd = [mpirun, "--oversubscribe", "-np", "1", exe, *base, ":", "-np", "1", exe, *base,
-               option, value]
+               option, value.strip('"')]
         t0 = time.time()
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
         elapsed = time.time() - t0
@@ -249,7 +300,47 @@ def mpmd_options(tmp):
         assert f"{option}: {value} on this rank, {given} on rank 0" in r.stderr, r.stderr[-2000:]
         assert '"world_size"' not in r.stdout, "a summary was written"
         shown.append(f"{option} ({elapsed:.1f} s)")
-    return "refused, naming " + " and ".join(shown)
+    # A rank that fails while the group is set up (here: NCCL asked for on one rank, which has no
+    # GPU or no NCCL) ends the job with its reason; it used to wait in MPI_Finalize, unprinted,
+    # until --rank-timeout.
+    cmd = [mpirun, "--oversubscribe", "-np", "1", exe, *base, ":", "-np", "1", "-x",
+           "SPARSE_REDUCER=nccl", exe, *base]
+    t0 = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    elapsed = time.time() - t0
+    assert r.returncode != 0 and "SPARSE_REDUCER=nccl" in r.stderr, r.stderr[-2000:]
+    assert elapsed < 60, f"took {elapsed:.1f} s"
+    shown.append(f"a rank failing at set-up named ({elapsed:.1f} s)")
+    return "refused, naming " + ", ".join(shown)
+
+
+def per_rank_folders(tmp):
+    # Ranks started in different folders (-wdir): the log and summary are rank 0's alone, so only
+    # rank 0 needs their folder; a data file that differs between the folders is refused.
+    a, b = os.path.join(tmp, "wa"), os.path.join(tmp, "wb")
+    os.makedirs(os.path.join(a, "out"))
+    os.makedirs(b)
+    for folder, text in ((a, bytes(range(256)) * 400), (b, b"a" * 102400)):
+        with open(os.path.join(folder, "t.txt"), "wb") as f:
+            f.write(text)
+    def mpmd(extra):
+        base = [os.path.abspath(exe), "train", "--json",
+                *options(["--steps", "2", "--batch", "1", "--log", "out/l.jsonl", "--summary-out",
+                          "out/s.json", *extra], TINY)]
+        cmd = [mpirun, "--oversubscribe", "-np", "1", "-wdir", a, *base, ":", "-np", "1", "-wdir",
+               b, *base]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    r = ok(mpmd([]))
+    assert json.load(open(os.path.join(a, "out", "s.json")))["world_size"] == 2
+    assert not os.path.exists(os.path.join(b, "out")), "rank 1 wrote outputs"
+    text = ["--preset", "enwik8-small", "--data", "text:t.txt", "--seq-len", "256", "--layers", "1",
+            "--width", "32", "--heads", "2", "--stride", "16"]
+    r = mpmd(text)
+    assert r.returncode != 0, "ranks reading different files trained:\n" + r.stdout[-500:]
+    assert "--data text:t.txt is not the same data on every rank" in r.stderr, r.stderr[-2000:]
+    assert "train split" in r.stderr, r.stderr[-2000:]
+    return ("log/summary folders needed on rank 0 only; different files behind one --data "
+            "refused")
 
 
 def launcher_variables(tmp):
@@ -282,7 +373,9 @@ def main():
                  ("resume-2-ranks", lambda: resume_two_ranks(tmp)),
                  ("rank-killed", lambda: dead_rank(tmp, "killed")),
                  ("rank-stopped", lambda: dead_rank(tmp, "stopped")),
+                 ("job-suspended", lambda: job_suspended(tmp)),
                  ("mpmd-options", lambda: mpmd_options(tmp)),
+                 ("per-rank-folders", lambda: per_rank_folders(tmp)),
                  ("launcher-variables", lambda: launcher_variables(tmp))]
         only = sys.argv[2:] or [name for name, _ in cases]
         for name, case in cases:

@@ -318,6 +318,24 @@ def resume_keeps_dtype(tmp):
             "--dtype fp16")
 
 
+def record_from_another_save(tmp):
+    # The run record names the step of the checkpoint it was written with: a record and a
+    # checkpoint from two saves (a run killed between the two renames, over another run's files)
+    # are refused, not continued as one run with the other's options.
+    m = make_checkpoint(tmp, steps="3")
+    record_path = m + ".run.json"
+    record = json.load(open(record_path))
+    assert record["step"] == 3, record
+    summary(run(["train", "--checkpoint", m, "--resume", "--quiet", "--json", "--extend-to", "4"]))
+    record = json.load(open(record_path))
+    assert record["step"] == 4, record
+    record["step"] = 1
+    with open(record_path, "w") as f:
+        json.dump(record, f)
+    refused(run(["train", "--checkpoint", m, "--resume", "--quiet", "--extend-to", "5"]),
+            "written with the checkpoint of step 1", "holds step 4", "different saves")
+
+
 def relabel_checkpoint_dtype(src, dst, dtype):
     """Writes to `dst` the checkpoint `src` with its trainer configuration saying the run computed
     its matrix products in `dtype` (sparse_dtype value: 1 fp16, 2 bf16), as a run on a GPU saves
@@ -417,7 +435,8 @@ def eval_checkpoint_is_input(tmp):
 CASES = [fifo_data, fifo_checkpoint_resume, fifo_checkpoint_output, device_out, symlink_out,
          bench_output_fifo, missing_folder, summary_is_folder, read_only_folder, log_write_fails, concurrent_savers,
          kill_and_resume, shorter_seq_len, extend_finished_run, option_conflicts,
-         resume_effective_values, resume_keeps_dtype, resume_with_foreign_log,
+         resume_effective_values, resume_keeps_dtype, record_from_another_save,
+         resume_with_foreign_log,
          eval_16bit_checkpoint_on_cpu, eval_checkpoint_is_input]
 
 failed = []

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <deque>
 #include <sstream>
 #include <string>
@@ -24,6 +25,32 @@ std::string mpi_message(int code) {
     return "MPI error " + std::to_string(code);
   return std::string(text, static_cast<size_t>(length));
 }
+
+// "0.3" below 10 s, "42" above (a timeout of 0.3 s once read "waited 0 s").
+std::string seconds_text(double seconds) {
+  char out[32];
+  std::snprintf(out, sizeof out, seconds < 10 ? "%.1f" : "%.0f", seconds);
+  return out;
+}
+
+// The time a rank has waited for the others, less the time it was itself not running: a gap of
+// over 100 ms between two polls (which sleep 50 us) means this process was stopped (SIGSTOP, a
+// debugger) or starved, and counting it would make this rank blame the others for its own delay
+// (as rank 0, the one that names the missing ranks).
+class WaitClock {
+ public:
+  double waited() {
+    const auto now = std::chrono::steady_clock::now();
+    const double gap = std::chrono::duration<double>(now - last_).count();
+    if (gap > 0.1) stalled_ += gap;
+    last_ = now;
+    return std::chrono::duration<double>(now - start_).count() - stalled_;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now(), last_ = start_;
+  double stalled_ = 0;
+};
 
 // The arguments written one after the other, as a message.
 template <typename... Args>
@@ -112,12 +139,10 @@ class MpiReducer final : public GradientReducer {
   void wait_all_reduce_sum() override {
     refuse_after_failure();
     if (!in_flight_) return;
-    const auto start = std::chrono::steady_clock::now();
+    WaitClock clock;
     for (int polls = 0; !progress(); ++polls) {
       if (polls < 2000) continue;
-      const double waited =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      if (waited > timeout_) timed_out(stage_name(buckets_[gathered_]), waited);
+      if (clock.waited() > timeout_) timed_out(stage_name(buckets_[gathered_]), clock.waited());
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
     complete_arrival();
@@ -258,15 +283,13 @@ class MpiReducer final : public GradientReducer {
 
   // Waits for `request`, polling, until the timeout.
   void wait(MPI_Request& request, const char* what) {
-    const auto start = std::chrono::steady_clock::now();
+    WaitClock clock;
     for (int polls = 0;; ++polls) {
       int done = 0;
       run(MPI_Test(&request, &done, MPI_STATUS_IGNORE), what);
       if (done) return;
       if (polls < 2000) continue;
-      const double waited =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      if (waited > timeout_) timed_out(what, waited);
+      if (clock.waited() > timeout_) timed_out(what, clock.waited());
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
   }
@@ -293,8 +316,8 @@ class MpiReducer final : public GradientReducer {
     throw ReduceError(
         SPARSE_ERR_IO,
         text("data-parallel rank ", rank_, " of ", size_, ": the ", what, " of reduction ",
-             sequence_, " waited ", static_cast<int>(waited), " s (timeout ", timeout_, " s) for ",
-             who, "; a rank failed, hangs or never started"));
+             sequence_, " waited ", seconds_text(waited), " s (timeout ", timeout_, " s) for ", who,
+             "; a rank failed, hangs or never started"));
   }
 
   double timeout_;
