@@ -138,7 +138,10 @@ RunOutputsLock::RunOutputsLock(const std::string& checkpoint, const std::string&
     struct stat st {};
     if (::stat(lock_path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))  // never open a device
       throw std::runtime_error(not_regular);
-    const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0666);
+    int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0666);
+    // Another user's lock file in a shared folder: reading is enough to lock it.
+    if (fd < 0 && errno == EACCES)
+      fd = ::open(lock_path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
       throw std::runtime_error("--checkpoint " + checkpoint + ": cannot open its lock file " +
                                lock_path + " (" + std::strerror(errno) + ")");
