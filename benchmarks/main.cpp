@@ -20,6 +20,7 @@
 #include "check.hpp"
 #include "cli_common.hpp"
 #include "info.hpp"
+#include "launch_ranks.hpp"
 #include "main_job.hpp"
 #include "memory_table_cmd.hpp"
 #include "option_checks.hpp"
@@ -73,6 +74,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "sparse-repro: %s\n", unknown_opt.c_str());
     return 2;
   }
+  // Under an MPI launcher only train uses the ranks; rank 0 alone runs any other subcommand.
+  if (argc >= 2 && argv[1][0] != '-' && !runs_on_this_rank(argv[1])) return 0;
+  for (CLI::App* command : app.get_subcommands({}))
+    if (command->get_name() != "train") command->footer(kOneProcessNote);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -685,7 +685,8 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
       ->capture_default_str();
   app.add_option("--checkpoint", o.checkpoint,
                  "save the model here (atomically; with the run's options in FILE.run.json) "
-                 "at the end, at each --eval-every evaluation and every --checkpoint-every steps");
+                 "at the end, at each --eval-every evaluation and every --checkpoint-every steps; "
+                 "locked through FILE.lock while the run lasts (a second run is refused)");
   app.add_option("--checkpoint-every", o.checkpoint_every,
                  "also save --checkpoint every k steps (0 = only at evaluations and the end)")
       ->check(integer_in(0));
@@ -703,7 +704,7 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
   app.add_option("--seed", o.seed, "random seed of the run")->capture_default_str();
   app.add_option("--log", o.log,
                  "write one JSON line per step as it ends (the loss curve); --resume cuts it "
-                 "back to the checkpoint's step and appends");
+                 "back to the checkpoint's step and appends; locked while the run lasts");
   app.add_option("--summary-out", o.summary_out,
                  "write the run's JSON summary here (atomically, at the end)");
   app.add_flag("--quiet", o.quiet, "no progress display");
@@ -799,9 +800,13 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   // Every output is checked before the work that produces it.
   // Under mpirun only rank 0 writes the log and the summary (their folders may be its own).
   check_output_path(given.checkpoint, "--checkpoint");
+  // Rank 0 writes the outputs and locks them until the run ends: a second run given the same
+  // --checkpoint or --log is refused here, before any work (output_files.hpp).
+  std::optional<RunOutputsLock> outputs_lock;
   if (dp.root()) {
     check_output_path(given.log, "--log");
     check_output_path(given.summary_out, "--summary-out");
+    outputs_lock.emplace(given.checkpoint, given.log);
   }
   if (given.resume && given.checkpoint.empty())
     throw std::runtime_error("--resume needs --checkpoint");
@@ -920,7 +925,7 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
 
   if (o.resume && !o.log.empty() && root) truncate_log_to_step(o.log, "--log", updates);
   std::optional<LineLog> log;
-  if (!o.log.empty() && root) log.emplace(o.log, "--log", o.resume);
+  if (!o.log.empty() && root) log.emplace(o.log, "--log", o.resume, true);
   std::vector<uint8_t> tokens;
   const auto t0 = std::chrono::steady_clock::now();
   const bool tty = stderr_is_tty();

@@ -16,6 +16,7 @@
 - ranks launched with different options (an MPMD launch, `-np 1 ... : -np 1 ...`): a different
   --seed (which would silently train different models) or --eval-every (whose reductions would
   run out of step and crash MPI) ends the job non-zero, naming the option and both values.
+- eval and sample under mpirun -np 2: rank 0 alone runs them (one JSON document, one file).
 - launcher variables without a launcher (SLURM_PROCID=1 SLURM_NTASKS=2 on a plain process): the
   process MPI starts alone is refused, naming the variables, unless they call it rank 0.
 - a checkpoint without its run record resumed under 2 ranks with the original command line equals
@@ -343,6 +344,21 @@ def per_rank_folders(tmp):
             "refused")
 
 
+def one_process_commands(tmp):
+    m = os.path.join(tmp, "one.ckpt")
+    ok(train(2, ["--steps", "1", "--batch", "1", "--checkpoint", m]))
+    two = [mpirun, "--oversubscribe", "-np", "2", exe]
+    r = ok(subprocess.run(two + ["eval", "--checkpoint", m, "--sequences", "2", "--json"],
+                          capture_output=True, text=True, timeout=120, env=env))
+    result = json.loads(r.stdout)  # one JSON document, not one per rank
+    assert "bits_per_dim" in result and r.stderr.count("runs in one process") == 1, r.stderr
+    out = os.path.join(tmp, "one.bin")
+    r = ok(subprocess.run(two + ["sample", "--checkpoint", m, "--out", out, "--length", "8",
+                                 "--json"], capture_output=True, text=True, timeout=120, env=env))
+    assert json.loads(r.stdout)["tokens"] == 8 and os.path.getsize(out) == 8, r.stdout
+    return "eval and sample under 2 ranks: one JSON document, one file, one note"
+
+
 def launcher_variables(tmp):
     plain = {k: v for k, v in env.items()
              if not k.startswith(("OMPI_COMM_WORLD", "PMIX_", "PMI_", "SLURM_"))}
@@ -376,6 +392,7 @@ def main():
                  ("job-suspended", lambda: job_suspended(tmp)),
                  ("mpmd-options", lambda: mpmd_options(tmp)),
                  ("per-rank-folders", lambda: per_rank_folders(tmp)),
+                 ("one-process-commands", lambda: one_process_commands(tmp)),
                  ("launcher-variables", lambda: launcher_variables(tmp))]
         only = sys.argv[2:] or [name for name, _ in cases]
         for name, case in cases:

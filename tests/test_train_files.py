@@ -4,8 +4,10 @@
 Files: a FIFO as input or output never blocks and is never replaced; a device is refused and kept;
 a symbolic link is kept and its target written; an output in a missing folder (or a read-only one,
 when not root) or on a folder is refused before any training step; a failed write of the loss log
-is an error; two writers of one checkpoint both succeed; --checkpoint-every + kill -9 + --resume
-gives the uninterrupted run's log and checkpoint byte for byte.
+is an error; a second run given the checkpoint or log of a run in progress is refused, naming the
+output and the first run's pid, and leaves that run's log whole, while a killed run's locks block
+nothing; --checkpoint-every + kill -9 + --resume gives the uninterrupted run's log and checkpoint
+byte for byte. Under a launcher's variables (rank r of 2), eval and sample run on rank 0 alone.
 Resume: every run option that differs from the saved run is refused with the option, the saved and
 the given value; --extend-to continues a finished run with the stated schedule, checked against the
 closed-form warm-up + cosine."""
@@ -168,17 +170,69 @@ def log_write_fails(tmp):
     refused(r, "--log", log)
 
 
-def concurrent_savers(tmp):
-    m = os.path.join(tmp, "m")
-    args = train_args("--checkpoint", m, "--steps", "30", "--eval-every", "1")
-    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    for p in procs:
-        out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, f"a concurrent saver failed: {err}"
-    summary(train(tmp, "--checkpoint", m, "--resume"))
-    leftovers = [f for f in os.listdir(tmp) if "tmp" in f]
-    assert not leftovers, f"temporary files left: {leftovers}"
+def second_run_refused(tmp):
+    # While a run writes its checkpoint and log, a second run given either of them (or resuming
+    # the checkpoint) is refused before any work, naming the output and the first run's pid; the
+    # first run's log stays whole (every line a record, steps 1, 2, ... in order). The first run is
+    # then killed with SIGKILL: the kernel drops its locks, and a new run given the same outputs
+    # trains (a crashed run leaves no lock behind).
+    m, log, out = (os.path.join(tmp, name) for name in ("m", "m.log", "s.json"))
+    first = subprocess.Popen(train_args("--checkpoint", m, "--log", log, "--summary-out", out,
+                                        "--steps", "1000000", "--eval-every", "20"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and first.poll() is None:
+            if os.path.exists(m) and os.path.exists(log) and len(open(log).readlines()) >= 30:
+                break
+            time.sleep(0.01)
+        assert first.poll() is None, f"the first run ended: {first.stderr.read()}"
+        before = len(log_records(log))
+        m2, log2 = os.path.join(tmp, "m2"), os.path.join(tmp, "m2.log")
+        for extra, option in [(["--checkpoint", m, "--log", log, "--summary-out", out], "--log"),
+                              (["--checkpoint", m2, "--log", log], "--log"),
+                              (["--checkpoint", m, "--log", log2], "--checkpoint"),
+                              (["--checkpoint", m, "--resume"], "--checkpoint")]:
+            r = train(tmp, *extra, "--steps", "5")
+            assert first.poll() is None, "the first run ended before the second was refused"
+            refused(r, option, "another run (pid %d) is writing it" % first.pid)
+        assert not [f for f in os.listdir(tmp) if f.startswith("m2")], os.listdir(tmp)
+    finally:
+        first.kill()
+        first.wait()
+    records = log_records(log)  # every line a whole record
+    steps = [x["step"] for x in records if "loss" in x]
+    assert len(records) >= before and steps == list(range(1, len(steps) + 1)), steps[:50]
+    assert os.path.exists(m + ".lock"), "the checkpoint's lock file is missing"
+    r = summary(train(tmp, "--checkpoint", m, "--log", log, "--summary-out", out, "--steps", "3"))
+    assert r["steps"] == 3 and [x["step"] for x in log_records(log)] == [1, 2, 3], r
+    assert not [f for f in os.listdir(tmp) if "tmp" in f], "temporary files left behind"
+
+
+def one_process_commands(tmp):
+    # Under a launcher with 2 ranks (its variables set here by hand), eval and sample run on rank 0
+    # alone: rank 1 exits 0 at once with no output and writes no file; rank 0 prints one JSON
+    # document and one note on stderr, and writes the sample.
+    m = make_checkpoint(tmp)
+    plain = {k: v for k, v in os.environ.items()
+             if not k.startswith(("OMPI_COMM_WORLD", "PMIX_", "PMI_", "SLURM_"))}
+    for rank_vars in ({"OMPI_COMM_WORLD_RANK": "%d", "OMPI_COMM_WORLD_SIZE": "2"},
+                      {"SLURM_PROCID": "%d", "SLURM_NTASKS": "2"}):
+        for rank in (1, 0):
+            env = dict(plain, **{k: v.replace("%d", str(rank)) for k, v in rank_vars.items()})
+            out = os.path.join(tmp, "sample%d.bin" % rank)
+            for cmd in (["eval", "--checkpoint", m, "--sequences", "2", "--threads", "1", "--json"],
+                        ["sample", "--checkpoint", m, "--out", out, "--length", "8", "--json"]):
+                r = subprocess.run([exe, *cmd], capture_output=True, text=True, timeout=60,
+                                   env=env)
+                assert r.returncode == 0, (rank, cmd[0], r.stderr)
+                if rank == 1:
+                    assert r.stdout == "" and r.stderr == "", (cmd[0], r.stdout, r.stderr)
+                    continue
+                result = json.loads(r.stdout)  # one document
+                assert r.stderr.count("runs in one process") == 1, r.stderr
+                assert ("bits_per_dim" if cmd[0] == "eval" else "tokens") in result, result
+            assert os.path.exists(out) == (rank == 0), (rank, rank_vars)
 
 
 def kill_and_resume(tmp):
@@ -433,10 +487,10 @@ def eval_checkpoint_is_input(tmp):
 
 
 CASES = [fifo_data, fifo_checkpoint_resume, fifo_checkpoint_output, device_out, symlink_out,
-         bench_output_fifo, missing_folder, summary_is_folder, read_only_folder, log_write_fails, concurrent_savers,
-         kill_and_resume, shorter_seq_len, extend_finished_run, option_conflicts,
-         resume_effective_values, resume_keeps_dtype, record_from_another_save,
-         resume_with_foreign_log,
+         bench_output_fifo, missing_folder, summary_is_folder, read_only_folder, log_write_fails,
+         second_run_refused, one_process_commands, kill_and_resume, shorter_seq_len,
+         extend_finished_run, option_conflicts, resume_effective_values, resume_keeps_dtype,
+         record_from_another_save, resume_with_foreign_log,
          eval_16bit_checkpoint_on_cpu, eval_checkpoint_is_input]
 
 failed = []

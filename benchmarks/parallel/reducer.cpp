@@ -93,20 +93,33 @@ void attach_reducer(sparse_model* model, GradientReducer& reducer, bool overlap)
                              sparse_last_error());
 }
 
+namespace {
+
+struct LaunchSource {
+  const char *rank, *size, *local, *label;
+};
+// In order of precedence: a launcher's own variables before the resource manager's.
+const LaunchSource kLaunchSources[] = {
+    {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+     "OMPI_COMM_WORLD_*"},
+    {"PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "PMIX_RANK"},
+    {"PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "PMI_RANK/PMI_SIZE"},
+    {"SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_PROCID/SLURM_NTASKS"},
+};
+
+}  // namespace
+
+void forget_launch_environment() {
+  for (const LaunchSource& s : kLaunchSources) {
+    ::unsetenv(s.rank);
+    ::unsetenv(s.size);
+    ::unsetenv(s.local);
+  }
+}
+
 LaunchEnvironment launch_environment() {
   LaunchEnvironment e;
-  struct Source {
-    const char *rank, *size, *local, *label;
-  };
-  // In order of precedence: a launcher's own variables before the resource manager's.
-  const Source sources[] = {
-      {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
-       "OMPI_COMM_WORLD_*"},
-      {"PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "PMIX_RANK"},
-      {"PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "PMI_RANK/PMI_SIZE"},
-      {"SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_PROCID/SLURM_NTASKS"},
-  };
-  for (const Source& s : sources) {
+  for (const LaunchSource& s : kLaunchSources) {
     const int rank = env_int(s.rank);
     if (rank < 0) continue;
     e.launched = true;

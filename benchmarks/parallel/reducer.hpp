@@ -91,6 +91,9 @@ struct LaunchEnvironment {
   int rank = 0, size = 1, local_rank = 0;
 };
 LaunchEnvironment launch_environment();
+// Unsets the variables launch_environment() reads: this process, and those it starts, are then
+// a plain process each.
+void forget_launch_environment();
 
 // MPI over MPI_COMM_WORLD. Initialises MPI (MPI_THREAD_FUNNELED) unless it already is, and
 // finalises it when the reducer that initialised it is destroyed. Errors return (MPI_ERRORS_RETURN)

@@ -1,0 +1,21 @@
+// Which ranks of an MPI launch (mpirun -np N, srun -n N, or a job script's SLURM variables) run a
+// subcommand. Only train divides its work among the ranks (data_parallel.hpp). Every other
+// subcommand is a one-process job: rank 0 does it, once, as a plain process (it forgets the
+// launcher's variables, so that the models main, table1 and presets train do not join an MPI job,
+// and the processes it starts see no launch either) and says so in one line on stderr; the other
+// ranks do nothing and exit 0 at once, without output. A job script can so run train, then eval
+// and sample, under the same launch, and gets one result and one file of each.
+#pragma once
+
+#include <string>
+
+namespace repro {
+
+// The help text of that rule, for --help.
+extern const char* const kOneProcessNote;
+
+// Whether this process runs `subcommand` (false: exit now, with status 0 and no output); see
+// above.
+bool runs_on_this_rank(const std::string& subcommand);
+
+}  // namespace repro
