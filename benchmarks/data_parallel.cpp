@@ -73,8 +73,10 @@ std::shared_ptr<GradientReducer> make_mpi_group(const LaunchEnvironment& launch,
   // The variables describe a job MPI did not start (set by hand, an sbatch script's own, or
   // srun without an MPI plugin): every such process is a group of one, rank 0, and would train
   // and write the outputs alone. Only the process the variables call rank 0 goes on, alone.
-  const std::string said = launch.source + " say rank " + std::to_string(launch.rank) + " of " +
-                           std::to_string(launch.size) + ", but MPI started " +
+  const std::string said = launch.source + " say rank " + std::to_string(launch.rank) +
+                           (launch.size_given ? " of " + std::to_string(launch.size)
+                                              : std::string(" (and no world size)")) +
+                           ", but MPI started " +
                            (group->size() == 1 ? std::string("this process alone")
                                                : "rank " + std::to_string(group->rank()) + " of " +
                                                      std::to_string(group->size()));

@@ -370,6 +370,10 @@ def launcher_variables(tmp):
     r = ok(subprocess.run(args, capture_output=True, text=True, timeout=120,
                           env=dict(slurm, SLURM_PROCID="0", SLURM_LOCALID="0")))
     assert json.loads(r.stdout)["world_size"] == 1 and "rank 0 of 2" in r.stderr, r.stderr
+    # A rank without a world size was called "rank 1 of 1".
+    r = subprocess.run(args, capture_output=True, text=True, timeout=120,
+                       env=dict(plain, SLURM_PROCID="1"))
+    assert r.returncode != 0 and "say rank 1 (and no world size)" in r.stderr, r.stderr[-2000:]
     return "SLURM rank 1 of 2 refused naming the variables; rank 0 of 2 trains alone, saying so"
 
 

@@ -125,8 +125,9 @@ LaunchEnvironment launch_environment() {
     e.launched = true;
     e.source = s.label;
     e.rank = rank;
-    const int size = env_int(s.size);
-    e.size = size > 0 ? size : (env_int("SLURM_NTASKS") > 0 ? env_int("SLURM_NTASKS") : 1);
+    const int size = env_int(s.size) > 0 ? env_int(s.size) : env_int("SLURM_NTASKS");
+    e.size_given = size > 0;
+    e.size = e.size_given ? size : 1;
     const int local = env_int(s.local);
     e.local_rank =
         local >= 0 ? local : (env_int("SLURM_LOCALID") >= 0 ? env_int("SLURM_LOCALID") : 0);

@@ -89,6 +89,7 @@ struct LaunchEnvironment {
   bool launched = false;
   std::string source;  // the variables read, e.g. "OMPI_COMM_WORLD_*"
   int rank = 0, size = 1, local_rank = 0;
+  bool size_given = false;  // the variables named the world size (else size is 1)
 };
 LaunchEnvironment launch_environment();
 // Unsets the variables launch_environment() reads: this process, and those it starts, are then
