@@ -781,15 +781,22 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp);
 
 // Under an MPI launcher every rank runs this; rank 0 alone writes files and progress and returns
 // the summary (the other ranks return null). A failure on one rank of several ends the job.
-nlohmann::json run_train(const TrainOptions& given) {
+nlohmann::json run_train(const TrainOptions& given,
+                         const std::function<void(const nlohmann::json&)>& on_summary) {
   const DataParallel dp(given.rank_timeout);
-  if (dp.size() == 1) return train(given, dp);
   nlohmann::json summary;
-  try {
+  if (dp.size() == 1) {
     summary = train(given, dp);
-  } catch (const std::exception& e) {
-    dp.abort_job(e.what());
+  } else {
+    try {
+      summary = train(given, dp);
+    } catch (const std::exception& e) {
+      dp.abort_job(e.what());
+    }
   }
+  // Printed before the ranks meet for the last time: a rank that hangs there ends the job with
+  // an error, but the result (its files are written) is out.
+  if (on_summary && !summary.is_null()) on_summary(summary);
   dp.finish();
   return summary;
 }

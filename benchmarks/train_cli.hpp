@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -125,7 +126,11 @@ void add_eval_options(CLI::App& app, EvalOptions& o);
 void add_sample_options(CLI::App& app, SampleOptions& o);
 
 // Each returns a JSON summary (also printed) or throws std::runtime_error.
-nlohmann::json run_train(const TrainOptions& o);
+// run_train: under an MPI launcher rank 0 returns the summary and the other ranks null; rank 0
+// calls `on_summary` with it before it leaves the MPI job (MPI_Finalize waits for every rank, with
+// no timeout), so what it prints is out even if another rank hangs there.
+nlohmann::json run_train(const TrainOptions& o,
+                         const std::function<void(const nlohmann::json&)>& on_summary = {});
 // One line for a person: held-out bits per dim, steps, time and where the checkpoint went.
 std::string train_summary_line(const nlohmann::json& summary);
 nlohmann::json run_eval(const EvalOptions& o);

@@ -13,10 +13,12 @@ void register_train_commands(CLI::App& app) {
   add_train_options(*train, *train_options);
   train->callback([train, train_options] {
     note_given_options(*train, *train_options);
-    // Data parallel: rank 0 prints the summary, the other ranks return null.
-    const nlohmann::json summary = run_train(*train_options);
-    if (!summary.is_null())
-      std::cout << (train_options->json ? summary.dump(2) : train_summary_line(summary)) << "\n";
+    // Data parallel: rank 0 prints the summary (before it leaves the MPI job), the other ranks
+    // get none.
+    run_train(*train_options, [&](const nlohmann::json& summary) {
+      std::cout << (train_options->json ? summary.dump(2) : train_summary_line(summary))
+                << std::endl;
+    });
   });
 
   auto eval_options = std::make_shared<EvalOptions>();

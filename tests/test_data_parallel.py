@@ -22,6 +22,7 @@
 - a checkpoint without its run record resumed under 2 ranks with the original command line equals
   the resume with the record (the given --batch stands per rank).
 - the whole job stopped longer than --rank-timeout and continued: no rank times out.
+- rank 1 stopped at the end of the run: rank 0 prints its result and does not wait for ever.
 - MPMD: a different --reduce-overlap is refused (it used to corrupt the heap); a rank failing at
   set-up (SPARSE_REDUCER=nccl on one rank) ends the job with its reason; ranks in different
   folders need the --log/--summary-out folder on rank 0 only, and different files behind one
@@ -285,6 +286,57 @@ def job_suspended(tmp):
     return "stopped 3 x 3 s (timeout 2 s), continued: no rank timed out, training went on"
 
 
+def hang_at_exit(tmp):
+    # Rank 1 stopped once rank 0 writes the final checkpoint: rank 0 prints its result, and its
+    # last meeting with the ranks (a barrier, then MPI_Finalize, which has no timeout of its own)
+    # ends within --rank-timeout, naming what it waited for; rank 0 used to wait for ever. (When
+    # rank 1 is stopped after both have passed MPI_Finalize, rank 0 has exited and only mpirun
+    # waits for the stopped process: that is the launcher's, and is accepted.)
+    ckpt = os.path.join(tmp, "exit.ckpt")
+    p = start(2, SLOW + ["--steps", "3", "--batch", "2", "--checkpoint", ckpt, "--rank-timeout",
+                         "3", "--eval-sequences", "40"])
+    pid = None
+    try:
+        t0 = time.time()
+        while not os.path.exists(ckpt) and time.time() - t0 < 120 and p.poll() is None:
+            if pid is None:
+                try:
+                    pid = rank_pid(ckpt, 1, timeout=0.01)
+                except AssertionError:
+                    pass
+            time.sleep(0.002)
+        assert pid is not None and os.path.exists(ckpt), "no checkpoint, or no rank 1 found"
+        os.kill(pid, signal.SIGSTOP)
+        t0 = time.time()
+        while p.poll() is None and time.time() - t0 < 15:
+            time.sleep(0.1)
+        elapsed = time.time() - t0
+        ended = p.poll() is not None
+        if not ended:
+            try:
+                rank_pid(ckpt, 0, timeout=0.5)
+                rank0_alive = True
+            except AssertionError:
+                rank0_alive = False
+            assert not rank0_alive, f"rank 0 still waits {elapsed:.0f} s after rank 1 stopped"
+            os.kill(pid, signal.SIGKILL)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    assert '"world_size": 2' in out, "rank 0's result was not printed:\n" + out[-1000:]
+    if not ended:
+        return "rank 1 stopped after MPI_Finalize: rank 0 exited with its result; mpirun waited"
+    assert p.returncode != 0, "exit 0 with a rank stopped"
+    assert "MPI_Finalize" in err or "at the end of the run" in err, err[-2000:]
+    return f"rank 1 stopped at the end: result printed, job ended after {elapsed:.1f} s"
+
+
 def mpmd_options(tmp):
     base = ["train", "--json", *options(["--steps", "2", "--batch", "1"], TINY)]
     shown = []
@@ -394,6 +446,7 @@ def main():
                  ("rank-killed", lambda: dead_rank(tmp, "killed")),
                  ("rank-stopped", lambda: dead_rank(tmp, "stopped")),
                  ("job-suspended", lambda: job_suspended(tmp)),
+                 ("hang-at-exit", lambda: hang_at_exit(tmp)),
                  ("mpmd-options", lambda: mpmd_options(tmp)),
                  ("per-rank-folders", lambda: per_rank_folders(tmp)),
                  ("one-process-commands", lambda: one_process_commands(tmp)),

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <sstream>
 #include <string>
@@ -104,7 +105,23 @@ class MpiReducer final : public GradientReducer {
     MPI_Comm_free(&comm_);
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (owns_mpi_ && !finalized) MPI_Finalize();
+    if (!owns_mpi_ || finalized) return;
+    if (size_ > 1) {
+      // MPI_Finalize waits for every rank, without a timeout: a rank that hangs after the run's
+      // last collective (stopped, or stuck in its file system) would keep this one, and the job,
+      // waiting for ever. The program's work is done here; after the timeout the process ends.
+      std::thread([rank = rank_, size = size_, timeout = timeout_] {
+        std::this_thread::sleep_for(std::chrono::duration<double>(timeout));
+        std::fprintf(stderr,
+                     "sparse-repro: rank %d of %d: leaving the MPI job (MPI_Finalize) waited %s s "
+                     "(--rank-timeout) for the other ranks; one hangs after the end of the run "
+                     "(this rank's work is complete); ending the process\n",
+                     rank, size, seconds_text(timeout).c_str());
+        std::fflush(stderr);
+        std::_Exit(1);
+      }).detach();
+    }
+    MPI_Finalize();
   }
 
   std::string name() const override { return "mpi"; }
