@@ -32,6 +32,7 @@ void register_memory_table(CLI::App& app, int argc, char** argv) {
   mem->add_flag("--measure,!--no-measure", o->measure,
                 "measure this library's fused attention memory (one process per row)");
   mem->callback([o, argc, argv] {
+    check_output_path(o->output, "--output");  // before the measurement, which takes a while
     const nlohmann::json prov = provenance(argc, argv);  // before the work: the load it found
     auto table = memory_table_json(o->with_sparse, o->block);
     if (o->measure) add_measured_memory(table, o->block);

@@ -158,22 +158,30 @@ std::string unknown_option(const CLI::App& app, int argc, char** argv) {
              dash + "\" (a typographic dash), not \"--\"; did you mean \"--" +
              rest.substr(0, rest.find('=')) + "\"?" + help;
     }
+    // Whether this argument is the value of the option before it (--out a=b, --temperature -inf).
+    const std::string before = argv[i - 1];
+    const CLI::Option* previous =
+        i > 2 && before.size() > 1 && before[0] == '-' && before.find('=') == std::string::npos
+            ? command->get_option_no_throw(before)
+            : nullptr;
+    const bool is_value = previous != nullptr && previous->get_items_expected_min() > 0;
+    // An option given where the one before it expects its value: CLI11 takes it as that value
+    // (--checkpoint --quiet saved the checkpoint as a file named "--quiet").
+    if (is_value && argument.size() > 2 && argument.compare(0, 2, "--") == 0)
+      return subcommand + ": " + before + " needs a value, but the argument after it is \"" +
+             argument + "\"" +
+             (command->get_option_no_throw(argument.substr(0, argument.find('=')))
+                  ? ", another option"
+                  : "") +
+             " (a value that begins with \"--\" is given as " + before + "=VALUE)" + help;
+    if (is_value) continue;
     // "name=value" with no dash at all (as in a config file or a Python call): CLI11 reports an
-    // unexpected argument, or only the required option it leaves missing. A word that is the
-    // value of the option before it (--out a=b) is left alone.
+    // unexpected argument, or only the required option it leaves missing.
     const size_t equals = argument.find('=');
-    if (argument[0] != '-' && equals != std::string::npos && equals > 0) {
-      const std::string before = argv[i - 1];
-      const CLI::Option* previous =
-          i > 2 && before.compare(0, 1, "-") == 0 && before.find('=') == std::string::npos
-              ? command->get_option_no_throw(before)
-              : nullptr;
-      const std::string name = "--" + argument.substr(0, equals);
-      if ((previous == nullptr || previous->get_items_expected_min() == 0) &&
-          command->get_option_no_throw(name) != nullptr)
-        return subcommand + ": \"" + argument + "\" has no leading \"--\"; did you mean \"--" +
-               argument + "\"?" + help;
-    }
+    if (argument[0] != '-' && equals != std::string::npos && equals > 0 &&
+        command->get_option_no_throw("--" + argument.substr(0, equals)) != nullptr)
+      return subcommand + ": \"" + argument + "\" has no leading \"--\"; did you mean \"--" +
+             argument + "\"?" + help;
     const bool one_dash = argument.size() > 2 && argument[0] == '-' && argument[1] != '-' &&
                           std::isalpha(static_cast<unsigned char>(argument[1])) &&
                           command->get_option_no_throw(argument.substr(0, 2)) == nullptr;

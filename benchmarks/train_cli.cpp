@@ -54,8 +54,11 @@ const FieldNames kModelFields = {
     {"layer_cycle", "--layer-cycle"}, {"dropout", "--dropout"}};
 
 // Replaces each field name that stands as a whole word (not inside a longer name, not after
-// "->" or "-") by its option.
-std::string with_option_names(std::string message, const FieldNames& fields) {
+// "->" or "-") by its option. With `assigned_only`, only where the library states its value
+// ("count = 0"): a dataset's messages also quote paths and other libraries' text ("Channel count
+// is zero", "fx/count/a.txt"), whose words are not fields.
+std::string with_option_names(std::string message, const FieldNames& fields,
+                              bool assigned_only = false) {
   auto name_char = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
   for (const auto& [field, option] : fields) {
     const std::string name = field;
@@ -66,6 +69,7 @@ std::string with_option_names(std::string message, const FieldNames& fields) {
       const size_t end = at + name.size();
       const char after = end < message.size() ? message[end] : ' ';
       if (name_char(before) || before == '>' || before == '-' || name_char(after)) continue;
+      if (assigned_only && message.compare(end, 3, " = ") != 0) continue;
       out += message.substr(from, at - from) + option;
       from = end;
     }
@@ -140,7 +144,7 @@ DatasetPtr open_dataset(const DataSpec& spec, sparse_split split, int64_t seq_le
   sparse_dataset* ds = nullptr;
   if (sparse_dataset_open(&desc, &ds) != SPARSE_OK)
     throw std::runtime_error("--data " + spec.spec + ": " +
-                             with_option_names(sparse_last_error(), kDataFields));
+                             with_option_names(sparse_last_error(), kDataFields, true));
   return DatasetPtr(ds, sparse_dataset_destroy);
 }
 
@@ -502,6 +506,8 @@ TrainOptions resumed_options(const TrainOptions& given, int world_size) {
     if (saved.at("format") != kRunFormat) throw std::runtime_error("unknown format");
     TrainOptions probe;
     apply_run_options(saved.at("options"), probe);
+    if (saved.contains("step") && !saved["step"].is_number_integer())
+      throw std::runtime_error("\"step\" is " + saved["step"].dump() + ", not a whole number");
   } catch (const std::exception& e) {
     throw std::runtime_error("--resume: cannot read the run record " + path + ": " + e.what());
   }

@@ -282,7 +282,9 @@ SourcePtr open_audio(const std::string& path, Split split, const AudioOptions& o
   if (!is_directory(path)) {
     // One recording: split in time, like text. Train is the first 1 - valid - test of its
     // samples, then valid, then test (the recording's end).
-    if (!is_regular_file(path)) throw_error(SPARSE_ERR_IO, "file ", path, ": does not exist");
+    // Anything but a regular file is refused here, named for what it is (a FIFO without
+    // blocking on it, a device, a missing path).
+    if (!is_regular_file(path)) ::close(open_regular_file(path, "file"));
     std::vector<uint8_t> all = decode_audio_file(path, o.sample_rate).mulaw;
     const auto n = static_cast<double>(all.size());
     const auto n_test = static_cast<size_t>(std::floor(o.test_fraction * n));

@@ -136,6 +136,20 @@ OPTION_CASES = [
     (["eval", "checkpoint=x"], ['"checkpoint=x" has no leading "--"',
                                 'did you mean "--checkpoint=x"']),
     (["train", "--steps", "3", "seed=2"], ['"seed=2" has no leading "--"']),
+    # An option where the one before it expects its value: CLI11 took it as the value
+    # (--checkpoint --quiet saved the checkpoint as "--quiet"; memory-table wrote "./--json").
+    (["train", "--checkpoint", "--quiet"], ["--checkpoint needs a value", '"--quiet", another option',
+                                            "--checkpoint=VALUE"]),
+    (["memory-table", "--output", "--json"], ["--output needs a value"]),
+    # A value that begins with a dash is not taken for a one-dash option.
+    (["sample", "--checkpoint", "x", "--out", "y", "--temperature", "-inf"],
+     ["--temperature", "-inf", "at least 0"]),
+    # The output is checked before the measurement (which takes a while).
+    (["memory-table", "--measure", "--output", "/nonexistent-folder/t.md"],
+     ["--output", "/nonexistent-folder"]),
+    # A dataset's message quotes paths and other libraries' text: only "count = N" is a field.
+    (["train", *tiny("--data", "text:/nonexistent/count/a.txt")], ["/nonexistent/count/a.txt"]),
+    (["train", *tiny("--data", "audio:/dev/zero")], ["/dev/zero", "character device"]),
     ([], ["SUBCOMMAND", "subcommands:", "train, eval, sample"]),
     # Mixed precision on the CPU: refused naming --dtype and both fixes, before any data is read.
     (["train", *tiny("--dtype", "fp16", "--data", "text:/nonexistent")],

@@ -388,6 +388,12 @@ def record_from_another_save(tmp):
         json.dump(record, f)
     refused(run(["train", "--checkpoint", m, "--resume", "--quiet", "--extend-to", "5"]),
             "written with the checkpoint of step 1", "holds step 4", "different saves")
+    # A damaged step names the record, not only the JSON library's words.
+    record["step"] = "4"
+    with open(record_path, "w") as f:
+        json.dump(record, f)
+    refused(run(["train", "--checkpoint", m, "--resume", "--quiet", "--extend-to", "5"]),
+            "cannot read the run record " + record_path, '"step" is "4", not a whole number')
 
 
 def relabel_checkpoint_dtype(src, dst, dtype):
