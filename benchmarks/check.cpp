@@ -15,6 +15,7 @@
 #include <string>
 
 #include "cli_common.hpp"
+#include "option_checks.hpp"
 #include "sparse/experimental.h"
 
 namespace repro {
@@ -53,7 +54,7 @@ void register_check(CLI::App& app) {
       "bf16 and f16 matrix products and conversions where the backend has mixed precision)");
   cmd->add_flag("--bench", options->bench, "also time each operation (us per call)");
   cmd->add_option("--filter", options->filter, "only operations whose name contains this");
-  cmd->add_option("--seed", options->seed, "seed of the inputs");
+  cmd->add_option("--seed", options->seed, "seed of the inputs")->check(seed_value());
   cmd->callback([options] { run_check(*options); });
 }
 

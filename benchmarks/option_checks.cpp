@@ -75,6 +75,21 @@ CLI::Validator integer_in(int64_t lo, int64_t hi) {
       brief);
 }
 
+CLI::Validator seed_value() {
+  const std::string brief = "a whole number in [0, 2^64 - 1]";
+  return CLI::Validator(
+      [brief](std::string& value) -> std::string {
+        // Decimal digits only: strtoull would take "-1" as 2^64 - 1 and CLI11 "0x10" as 16.
+        const bool digits =
+            !value.empty() && value.find_first_not_of("0123456789") == std::string::npos;
+        errno = 0;
+        if (digits) std::strtoull(value.c_str(), nullptr, 10);
+        if (!digits || errno == ERANGE) return "must be " + brief + ", given \"" + value + "\"";
+        return {};
+      },
+      brief);
+}
+
 CLI::Validator number_in(double lo, double hi, bool lo_open, bool hi_open) {
   std::string range;
   if (std::isinf(hi))

@@ -16,6 +16,8 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // An integer in [lo, hi].
 CLI::Validator integer_in(int64_t lo, int64_t hi = std::numeric_limits<int64_t>::max());
+// A seed: decimal digits only, at most 2^64 - 1 (no sign, no hexadecimal, no wrap-around).
+CLI::Validator seed_value();
 // A number in [lo, hi] (hi_open: [lo, hi); lo_open: (lo, hi]).
 CLI::Validator number_in(double lo, double hi, bool lo_open = false, bool hi_open = false);
 // One of `names`, listed in the message.

@@ -568,7 +568,8 @@ TrainOptions resumed_options(const TrainOptions& given, int world_size) {
 
 // The record and the checkpoint are two files, each replaced atomically: the record names the
 // step of the checkpoint it was written with, so that a pair from two saves (a run killed between
-// the two renames, over another run's files) is refused on resume instead of mixing the runs.
+// the two renames, over another run's files) is refused on resume instead of mixing the runs. The
+// checkpoint goes first: when it cannot be written (a full disk) the previous pair stays whole.
 void save_run(sparse_model* model, const TrainOptions& o) {
   // The batches consumed: the optimiser's steps and those skipped by loss scaling (as resume
   // counts them).
@@ -576,6 +577,7 @@ void save_run(sparse_model* model, const TrainOptions& o) {
   check(sparse_model_step(model, &step), "step");
   check(sparse_experimental_model_skipped_steps(model, &skipped), "skipped steps");
   step += skipped;
+  check(sparse_model_save(model, o.checkpoint.c_str()), "save " + o.checkpoint);
   write_file_atomically(run_record_path(o.checkpoint),
                         nlohmann::json({{"format", kRunFormat},
                                         {"step", step},
@@ -583,7 +585,6 @@ void save_run(sparse_model* model, const TrainOptions& o) {
                                         {"settings", run_settings(o)}})
                                 .dump(1) +
                             "\n");
-  check(sparse_model_save(model, o.checkpoint.c_str()), "save " + o.checkpoint);
 }
 
 // A checksum of the data a rank reads: each split's size and the bytes of its first and last
@@ -628,7 +629,7 @@ void add_data_options(CLI::App& app, DataSpec& d) {
       ->check(number_in(0, kInf, true));
   app.add_option("--copy-offset", d.copy_offset, "synthetic text copy distance")
       ->check(integer_in(1));
-  app.add_option("--data-seed", d.seed, "dataset seed")->capture_default_str();
+  app.add_option("--data-seed", d.seed, "dataset seed")->check(seed_value())->capture_default_str();
 }
 
 void add_train_options(CLI::App& app, TrainOptions& o) {
@@ -707,7 +708,9 @@ void add_train_options(CLI::App& app, TrainOptions& o) {
       ->check(integer_in(1));
   app.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(integer_in(0, kIntMax));
   add_device_options(app, o.device);
-  app.add_option("--seed", o.seed, "random seed of the run")->capture_default_str();
+  app.add_option("--seed", o.seed, "random seed of the run")
+      ->check(seed_value())
+      ->capture_default_str();
   app.add_option("--log", o.log,
                  "write one JSON line per step as it ends (the loss curve); --resume cuts it "
                  "back to the checkpoint's step and appends; locked while the run lasts");
@@ -768,7 +771,9 @@ void add_sample_options(CLI::App& app, SampleOptions& o) {
   app.add_option("--temperature", o.temperature, "sampling temperature (0 = greedy)")
       ->check(number_in(0, kInf))
       ->capture_default_str();
-  app.add_option("--seed", o.seed, "random seed of the sampling")->capture_default_str();
+  app.add_option("--seed", o.seed, "random seed of the sampling")
+      ->check(seed_value())
+      ->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(integer_in(0, kIntMax));
   add_device_options(app, o.device);
   app.add_flag("--json", o.json, "print the result as JSON instead of the one-line summary");

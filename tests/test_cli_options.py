@@ -150,6 +150,12 @@ OPTION_CASES = [
     # A dataset's message quotes paths and other libraries' text: only "count = N" is a field.
     (["train", *tiny("--data", "text:/nonexistent/count/a.txt")], ["/nonexistent/count/a.txt"]),
     (["train", *tiny("--data", "audio:/dev/zero")], ["/dev/zero", "character device"]),
+    # Seeds: decimal digits only ("-1" was taken as 2^64 - 1, "0x10" as 16); a value that begins
+    # with a dash is the value's problem, not an unknown option "-5".
+    (["train", "--seed", "-5"], ['--seed: must be a whole number in [0, 2^64 - 1], given "-5"']),
+    (["train", "--data-seed", "0x10"], ["--data-seed", '"0x10"']),
+    (["sample", "--checkpoint", "x", "--out", "y", "--seed", "18446744073709551616"],
+     ["--seed", "18446744073709551616"]),
     ([], ["SUBCOMMAND", "subcommands:", "train, eval, sample"]),
     # Mixed precision on the CPU: refused naming --dtype and both fixes, before any data is read.
     (["train", *tiny("--dtype", "fp16", "--data", "text:/nonexistent")],
@@ -186,7 +192,7 @@ def check_options():
         refused(args, *words)
     # Values that begin with a dash, short options and '--' are not taken for misspelt options.
     # Nor is a name=value word that is the value of the option before it.
-    for args in [["train", "--seed", "-5", "-h"], ["eval", "-h"],
+    for args in [["eval", "-h"],
                  ["train", "--summary-out", "steps=3", "-h"],
                  ["eval", "-h", "--", "-checkpoint"]]:
         r = run(args)
