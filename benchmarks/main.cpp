@@ -19,6 +19,7 @@
 #include "bench_train.hpp"
 #include "check.hpp"
 #include "cli_common.hpp"
+#include "git_version.h"
 #include "info.hpp"
 #include "launch_ranks.hpp"
 #include "main_job.hpp"
@@ -26,6 +27,7 @@
 #include "option_checks.hpp"
 #include "presets.hpp"
 #include "report.hpp"
+#include "sparse/sparse.h"
 #include "table1.hpp"
 #include "train_commands.hpp"
 
@@ -33,6 +35,8 @@ int main(int argc, char** argv) {
   using namespace repro;
   CLI::App app{"sparse-repro: Sparse Transformer reproduction drivers"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("sparse-repro ") + SPARSE_GIT_DESCRIBE +
+                                        ", libsparse " + sparse_version_string());
 
   register_check(app);
   register_info(app);

@@ -191,6 +191,11 @@ def check_options():
     for args, words in OPTION_CASES:
         refused(args, *words)
     # Values that begin with a dash, short options and '--' are not taken for misspelt options.
+    # --version names the driver's commit and the library's version (it said "A subcommand is
+    # required").
+    r = run(["--version"])
+    assert r.returncode == 0 and "sparse-repro " in r.stdout and "libsparse " in r.stdout, (
+        r.stdout, r.stderr)
     # Nor is a name=value word that is the value of the option before it.
     for args in [["eval", "-h"],
                  ["train", "--summary-out", "steps=3", "-h"],
