@@ -82,8 +82,8 @@ class LineLog {
 
  private:
   std::string path_, option_;
-  int fd_ = -1;  // owned by lock_ when exclusive
-  FileLock lock_;
+  int fd_ = -1;
+  FileLock lock_;  // when exclusive: a duplicate of fd_ (one open file, one lock)
 };
 
 // Cuts a JSON-lines log back to its records of steps <= `step` (and drops a trailing partial

@@ -796,14 +796,11 @@ nlohmann::json run_train(const TrainOptions& given,
                          const std::function<void(const nlohmann::json&)>& on_summary) {
   const DataParallel dp(given.rank_timeout);
   nlohmann::json summary;
-  if (dp.size() == 1) {
+  try {
     summary = train(given, dp);
-  } else {
-    try {
-      summary = train(given, dp);
-    } catch (const std::exception& e) {
-      dp.abort_job(e.what());
-    }
+  } catch (const std::exception& e) {
+    if (dp.size() == 1) throw;
+    dp.abort_job(e.what());
   }
   // Printed before the ranks meet for the last time: a rank that hangs there ends the job with
   // an error, but the result (its files are written) is out.
@@ -815,11 +812,11 @@ nlohmann::json run_train(const TrainOptions& given,
 namespace {
 
 nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
-  // Every output is checked before the work that produces it.
-  // Under mpirun only rank 0 writes the log and the summary (their folders may be its own).
+  // Every output is checked before the work that produces it. Every rank resumes from the
+  // checkpoint; rank 0 alone writes the outputs (the folders of the log and summary may be its
+  // own) and locks them until the run ends: a second run given the same --checkpoint or --log is
+  // refused here, before any work (output_files.hpp).
   check_output_path(given.checkpoint, "--checkpoint");
-  // Rank 0 writes the outputs and locks them until the run ends: a second run given the same
-  // --checkpoint or --log is refused here, before any work (output_files.hpp).
   std::optional<RunOutputsLock> outputs_lock;
   if (dp.root()) {
     check_output_path(given.log, "--log");

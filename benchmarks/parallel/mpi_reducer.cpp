@@ -159,7 +159,8 @@ class MpiReducer final : public GradientReducer {
     WaitClock clock;
     for (int polls = 0; !progress(); ++polls) {
       if (polls < 2000) continue;
-      if (clock.waited() > timeout_) timed_out(stage_name(buckets_[gathered_]), clock.waited());
+      const double waited = clock.waited();
+      if (waited > timeout_) timed_out(stage_name(buckets_[gathered_]), waited);
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
     complete_arrival();
@@ -306,7 +307,8 @@ class MpiReducer final : public GradientReducer {
       run(MPI_Test(&request, &done, MPI_STATUS_IGNORE), what);
       if (done) return;
       if (polls < 2000) continue;
-      if (clock.waited() > timeout_) timed_out(what, clock.waited());
+      const double waited = clock.waited();
+      if (waited > timeout_) timed_out(what, waited);
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
   }

@@ -125,7 +125,8 @@ LaunchEnvironment launch_environment() {
     e.launched = true;
     e.source = s.label;
     e.rank = rank;
-    const int size = env_int(s.size) > 0 ? env_int(s.size) : env_int("SLURM_NTASKS");
+    const int own = env_int(s.size);
+    const int size = own > 0 ? own : env_int("SLURM_NTASKS");
     e.size_given = size > 0;
     e.size = e.size_given ? size : 1;
     const int local = env_int(s.local);

@@ -331,7 +331,7 @@ void op_layout_create(Input& in, State& st) {
   if (st.memory_limit > 0) {
     const double per_block =
         std::clamp<double>(desc.block_size, 16, 256) * std::clamp<double>(desc.num_patterns, 1, 64);
-    constexpr double kBytesPerBlock = 24;  // the library's estimate per computed block
+    constexpr double kBytesPerBlock = 20;  // as layout.cpp's kLayoutBytesPerBlock counts
     work_bound.emplace(std::min(st.memory_limit, kBytesPerBlock * (1 << 22) / per_block));
   }
   sparse_layout* layout = reinterpret_cast<sparse_layout*>(sentinel);
@@ -1219,13 +1219,16 @@ void op_dataset(Input& in, State& st) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Input in(data, size);
   // The memory limit huge sizes are refused against (an unreadable value, sometimes).
-  static const char* limits[] = {"64M", "16M", "256M", "1M", "4K", "junk"};
-  static constexpr double limit_bytes[] = {64 << 20, 16 << 20, 256 << 20, 1 << 20, 4 << 10, 0};
+  static constexpr struct {
+    const char* text;
+    double bytes;  // 0: not a size
+  } limits[] = {{"64M", 64 << 20}, {"16M", 16 << 20}, {"256M", 256 << 20},
+                {"1M", 1 << 20},   {"4K", 4 << 10},   {"junk", 0}};
   const int limit =
       in.coin(16) ? in.fdp().ConsumeIntegralInRange(0, 5) : in.fdp().ConsumeIntegralInRange(0, 1);
-  setenv("SPARSE_MEMORY_LIMIT", limits[limit], 1);
+  setenv("SPARSE_MEMORY_LIMIT", limits[limit].text, 1);
   State st;
-  st.memory_limit = limit_bytes[limit];
+  st.memory_limit = limits[limit].bytes;
   sparse_settings s;
   sparse_settings_default(&s);
   s.backend = SPARSE_BACKEND_CPU;
