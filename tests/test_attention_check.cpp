@@ -38,7 +38,7 @@ struct Run {
   int64_t d = 0;
   std::vector<float> got[5];
   std::vector<double> want[5];
-  std::vector<double> q, k, v;
+  std::vector<double> q, k, v, dout;
   naive::Problem pb{};
 };
 const char* const kNames[5] = {"out", "lse", "dq", "dk", "dv"};
@@ -65,6 +65,7 @@ Run cpu_run(int64_t batch, int64_t heads, int64_t n, int64_t d, int block,
   r.q = ind[0];
   r.k = ind[1];
   r.v = ind[2];
+  r.dout = ind[3];
   for (int t = 0; t < 5; ++t) r.got[t].assign(t == 1 ? rows : size, 0.0f);
   const int64_t shape[4] = {batch, heads, n, d}, lse_shape[3] = {batch, heads, n};
   sparse_tensor T[4], O[5];
@@ -294,6 +295,59 @@ TEST_CASE(
     Run wrong = rounded;
     for (int64_t c = 0; c < 64; ++c) wrong.got[2][static_cast<size_t>(300 * 64 + c)] *= 1.1f;
     CHECK_FALSE(compare(wrong, 2, check::tolerances(dtype)).ok());
+  }
+}
+
+TEST_CASE("terms rule: dq and dk rows whose terms cancel are judged by the terms' size") {
+  // A window of 1: every query attends only itself, so P = 1, D_i = dP_ii and dq = dk = 0
+  // exactly (the naive double reference gives exact zeros); a kernel's result there is rounding
+  // noise of the terms' size, which no rule relative to the (zero) result can accept.
+  const int64_t n = 64, d = 32;
+  const Run r = cpu_run(1, 2, n, d, 16, {make(SPARSE_PATTERN_LOCAL, 1)}, 1.0f, 0.0f, 17);
+  const double s = r.pb.scale;
+  const check::TermNorms t =
+      check::term_norms(1, 2, n, d, s, r.q, r.k, r.v, r.dout, r.want[0], r.want[1],
+                        [&](int h, int64_t i, std::vector<uint8_t>& mask) {
+                          for (int64_t j = 0; j < n; ++j)
+                            mask[static_cast<size_t>(j)] =
+                                r.pb.masks[static_cast<size_t>(h)][static_cast<size_t>(i * n + j)];
+                        });
+  // The closed form with one key: out_i = v_i, so t_dq_i = s (|dO_i.v_i| + ||dO_i|| ||v_i||)
+  // ||k_i|| and t_dk_i the same with ||q_i||.
+  for (size_t row = 0; row < static_cast<size_t>(2 * n); ++row) {
+    double dv = 0, gg = 0, vv = 0, kk = 0, qq = 0;
+    for (size_t c = 0; c < static_cast<size_t>(d); ++c) {
+      const size_t e = row * static_cast<size_t>(d) + c;
+      dv += r.dout[e] * r.v[e];
+      gg += r.dout[e] * r.dout[e];
+      vv += r.v[e] * r.v[e];
+      kk += r.k[e] * r.k[e];
+      qq += r.q[e] * r.q[e];
+    }
+    const double w = std::fabs(dv) + std::sqrt(gg * vv);
+    CHECK(t.dq[row] == doctest::Approx(s * w * std::sqrt(kk)).epsilon(1e-9));
+    CHECK(t.dk[row] == doctest::Approx(s * w * std::sqrt(qq)).epsilon(1e-9));
+  }
+  for (double x : r.want[2]) REQUIRE(x == 0.0);
+  // The CPU backend's fp32 result passes with the terms; so do exact zeros (what a kernel that
+  // selects dS gives).
+  for (int which : {2, 3}) {
+    const std::vector<double>& terms = which == 2 ? t.dq : t.dk;
+    CHECK(check::compare(r.got[which], r.want[which], d, kF32.bwd, terms).ok());
+    CHECK(check::compare(std::vector<float>(r.got[which].size(), 0.0f), r.want[which], d, kF32.bwd,
+                         terms)
+              .ok());
+    // An error of 1e-4 of the terms' size in one row (500 times fp32's rounding of them) fails,
+    // in bf16's bounds too at 0.5 of their size.
+    std::vector<float> wrong = r.got[which];
+    for (int64_t c = 0; c < d; ++c)
+      wrong[static_cast<size_t>(5 * d + c)] += static_cast<float>(1e-4 * terms[5]);
+    CHECK_FALSE(check::compare(wrong, r.want[which], d, kF32.bwd, terms).ok());
+    for (int64_t c = 0; c < d; ++c)
+      wrong[static_cast<size_t>(5 * d + c)] += static_cast<float>(0.5 * terms[5]);
+    CHECK_FALSE(
+        check::compare(wrong, r.want[which], d, check::tolerances(SPARSE_DTYPE_BF16).bwd, terms)
+            .ok());
   }
 }
 

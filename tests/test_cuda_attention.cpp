@@ -130,8 +130,9 @@ struct Shape {
 // records the comparison (check::record: SPARSE_CHECK_RECORD) and reports the first mismatches
 // with their [b, h, i, c] indices.
 int compare(const check::RecordKey& key, const std::vector<float>& got,
-            const std::vector<float>& want, const Shape& sh, int64_t dim, const Tol& tol) {
-  const check::Result r = check::compare(got, want, dim, tol);
+            const std::vector<float>& want, const Shape& sh, int64_t dim, const Tol& tol,
+            const std::vector<double>& terms = {}) {
+  const check::Result r = check::compare(got, want, dim, tol, terms);
   CHECK_MESSAGE(check::record(key, r), "cannot append to SPARSE_CHECK_RECORD's file");
   if (r.ok()) return 0;
   const std::string& kernel = key.kernel;
@@ -247,6 +248,14 @@ void run_case(const Case& c, const Kernel& kernel, sparse_context* cpu, sparse_c
   REQUIRE(sparse_attention_backward(cpu, layout.get(), &params, &T[0], &T[1], &T[2], &T[4], &L,
                                     &T[3], &T[5], &T[6], &T[7]) == SPARSE_OK);
 
+  // The size of the terms summed into each row of dq and dk (attention_check.hpp's terms rule).
+  const double scale = c.scale > 0 ? c.scale : 1.0 / std::sqrt(static_cast<double>(c.d));
+  const check::TermNorms terms = check::term_norms(
+      c.batch, c.heads, c.n, c.d, scale, dense[0], dense[1], dense[2], dense[3], dense[4], lse_cpu,
+      [&](int h, int64_t i, std::vector<uint8_t>& mask) {
+        REQUIRE(sparse_layout_row_mask(layout.get(), h, i, mask.data(), mask.size()) == SPARSE_OK);
+      });
+
   // Host staging in the GPU's storage order and dtype, with a guard after the tensor; outputs
   // (and the padding of inputs) hold the sentinel.
   const size_t elem = half ? 2 : 4, guard = 256;
@@ -331,7 +340,10 @@ void run_case(const Case& c, const Kernel& kernel, sparse_context* cpu, sparse_c
           }
     Tol tol = check::widened(t == 4 ? kernel.fwd : kernel.bwd, c.widen);
     if (t > 4 && !c.backward_rows) tol.row = 0;
-    compare(key(names[t]), got, dense[t], sh, c.d, tol);
+    compare(key(names[t]), got, dense[t], sh, c.d, tol,
+            t == 5   ? terms.dq
+            : t == 6 ? terms.dk
+                     : std::vector<double>{});
     if (t == 4 || t == 5)
       CHECK_MESSAGE(check::nonzero_in_empty_rows(got, c.d, lse_cpu) == 0,
                     kernel.name << ": " << names[t] << ": rows of queries without keys not zero");
@@ -783,15 +795,21 @@ void compare_finiteness(const char* kernel, const char* name, const std::vector<
     }
   const double atol = tol.atol * std::max(1.0, finite ? std::sqrt(sq / double(finite)) : 0.0);
   int bad = 0;
+  std::string elements;  // the first 40 bad elements' indices
   for (size_t e = 0; e < want.size(); ++e) {
     const double g = got[e], w = want[e];
     const bool ok = std::isfinite(w)
                         ? std::isfinite(g) && std::fabs(g - w) <= atol + tol.rtol * std::fabs(w)
                         : !std::isfinite(g);
-    if (!ok && bad++ < 5)
+    if (ok) continue;
+    if (bad < 40) elements += " " + std::to_string(e);
+    if (bad++ < 5)
       FAIL_CHECK(std::string(kernel)
                  << ": " << std::string(name) << "[" << e << "]: cuda " << g << ", cpu " << w);
   }
+  if (bad > 0)
+    FAIL_CHECK(std::string(kernel) << ": " << std::string(name) << ": " << bad
+                                   << " bad elements; the first:" << elements);
 }
 
 // Every kernel (16-bit ones on inputs rounded to their dtype) against the CPU on `in`.
@@ -954,4 +972,29 @@ TEST_CASE("non-finite: an attended key of score -inf, NaN in dO, every kernel") 
     REQUIRE(want.dv[sh.dense(0, 0, 20, c)] == 0.0f);
   }
   check_nonfinite(layout.get(), sh, in);
+  // The same score of -inf with dO finite: key 20's dk and dv are exactly 0 (query 0's dq may
+  // take 0 x Inf, so only dk and dv are compared). Tells an Inf in K apart from the NaN in dO.
+  // Then a NaN in dO, and an Inf in q, of query 5, which does not attend key 20: the dK/dV
+  // kernel takes its exact path for the query chunk, and key 20's rows must stay 0.
+  fill_row(in[3], sh, 0, 0.5f);
+  auto gpu = make_context(SPARSE_BACKEND_CUDA);
+  for (int variant = 0; variant < 3; ++variant) {
+    std::vector<float> x[4] = {in[0], in[1], in[2], in[3]};
+    if (variant == 1) fill_row(x[3], sh, 5, std::nanf(""));
+    if (variant == 2) fill_row(x[0], sh, 5, INFINITY);
+    for (const Kernel& kernel : kKernels) {
+      CAPTURE(variant);
+      CAPTURE(kernel.name);
+      const Outputs got = gpu_attention(kernel, gpu.get(), layout.get(), sh, x);
+      int bad = 0;
+      for (int64_t c = 0; c < sh.d; ++c)
+        bad += got.dk[sh.dense(0, 0, 20, c)] != 0.0f || got.dv[sh.dense(0, 0, 20, c)] != 0.0f;
+      CHECK_MESSAGE(bad == 0, kernel.name << ", variant " << variant << ": dk[20][0..1] "
+                                          << got.dk[sh.dense(0, 0, 20, 0)] << " "
+                                          << got.dk[sh.dense(0, 0, 20, 1)] << ", dv[20][0] "
+                                          << got.dv[sh.dense(0, 0, 20, 0)] << ", dk[21][0] "
+                                          << got.dk[sh.dense(0, 0, 21, 0)] << ", dk[5][0] "
+                                          << got.dk[sh.dense(0, 0, 5, 0)]);
+    }
+  }
 }

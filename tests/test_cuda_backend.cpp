@@ -139,6 +139,14 @@ void dense_case(sparse_context* cpu, sparse_context* gpu, sparse_dtype dtype, in
   REQUIRE(sparse_context_synchronize(gpu) == SPARSE_OK);
 
   const check::KernelTol tol = check::tolerances(dtype);
+  // dq and dk of queries over few keys cancel (a query with one key has dq = 0 exactly): the
+  // terms rule of attention_check.hpp, with the causal keys j <= i.
+  const check::TermNorms terms =
+      check::term_norms(batch, heads, n, d, a.scale, x[0], x[1], x[2], x[3], x[4], lse,
+                        [](int, int64_t i, std::vector<uint8_t>& mask) {
+                          for (size_t j = 0; j < mask.size(); ++j)
+                            mask[j] = static_cast<int64_t>(j) <= i ? 1 : 0;
+                        });
   const char* names[8] = {"q", "k", "v", "dout", "out", "dq", "dk", "dv"};
   std::vector<float> got(size);
   for (int t = 4; t < 8 && why.empty(); ++t) {
@@ -153,7 +161,10 @@ void dense_case(sparse_context* cpu, sparse_context* gpu, sparse_dtype dtype, in
         got[e] = dtype == SPARSE_DTYPE_BF16 ? check::from_bf16(b) : check::from_f16(b);
       }
     }
-    const check::Result r = check::compare(got, x[t], d, t == 4 ? tol.fwd : tol.bwd);
+    const check::Result r = check::compare(got, x[t], d, t == 4 ? tol.fwd : tol.bwd,
+                                           t == 5   ? terms.dq
+                                           : t == 6 ? terms.dk
+                                                    : std::vector<double>{});
     CHECK_MESSAGE(r.ok(), r.describe(names[t]));
   }
   if (why.empty()) {
@@ -164,6 +175,17 @@ void dense_case(sparse_context* cpu, sparse_context* gpu, sparse_dtype dtype, in
     CHECK_MESSAGE(r.ok(), r.describe("lse"));
   }
   for (void* ptr : dev) sparse_context_free(gpu, ptr);
+}
+
+// ||a - b|| / ||b|| (infinite when b is all zero, or anything is NaN).
+double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
+  double diff = 0, ref = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+    ref += static_cast<double>(b[i]) * b[i];
+  }
+  const double r = std::sqrt(diff / ref);
+  return std::isnan(r) ? HUGE_VAL : r;
 }
 
 }  // namespace
@@ -185,8 +207,13 @@ TEST_CASE("the cuBLAS dense causal baseline equals the CPU reference (fp32, bf16
 }
 
 // Mixed precision's held weights (ModelOps::hold_weights): a product whose weight operand lies in
-// the held range reads the copy rounded at the hold, which must equal rounding at the call (the
-// same rounding), bit for bit; after the weights change and are held again, the new copy is read.
+// the held range reads the copy rounded at the hold, which must equal rounding at the call: the
+// same 16-bit inputs, so the products agree to fp32 accumulation (relative L2 below 1e-6; a
+// rounding mode other than round-to-nearest-even would be ~1e-3 off). Not bit for bit: cuBLAS
+// picks its kernel by the operands' alignment, and the held copy of w (5 floats into the held
+// range: 10 bytes) is aligned differently from a fresh scratch buffer; the first GPU run
+// (2026-11-30) saw fp16 products differ in the last bits. After the weights change and are held
+// again, the new copy is read (the old product is far off).
 TEST_CASE("mixed-precision products on held weights equal products rounding at each call") {
   sparse_context* gpu = context(SPARSE_BACKEND_CUDA);
   sparse::Backend& b = *gpu->backend;
@@ -217,16 +244,19 @@ TEST_CASE("mixed-precision products on held weights equal products rounding at e
     put(w, hw);
     const std::vector<float> each_call = product(*ops);
     ops->hold_weights(w, held_n);
-    CHECK(product(*ops) == each_call);
+    const std::vector<float> held = product(*ops);
+    CHECK(relative_l2(held, each_call) < 1e-6);
     ops->release_weights();
     // New weights: the next hold rounds them again.
     std::vector<float> hw2 = hw;
     for (auto& e : hw2) e = -0.5f * e;
     put(w, hw2);
     const std::vector<float> each_call2 = product(*ops);
-    CHECK(each_call2 != each_call);
+    CHECK(relative_l2(each_call2, each_call) > 1.0);
     ops->hold_weights(w, held_n);
-    CHECK(product(*ops) == each_call2);
+    const std::vector<float> held2 = product(*ops);
+    CHECK(relative_l2(held2, each_call2) < 1e-6);
+    CHECK(relative_l2(held2, held) > 1.0);
     ops->release_weights();
   }
   b.free(x);

@@ -349,7 +349,16 @@ def compiled_flex(torch, flex_attention):
     for name in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"):
         if hasattr(cfg, name):
             setattr(cfg, name, True)
-    return torch.compile(flex_attention, fullgraph=True, dynamic=False)
+    compiled = torch.compile(flex_attention, fullgraph=True, dynamic=False)
+    # The kernel's tiles must divide the block mask's blocks (FlexAttention's default tiles are
+    # 128 wide; ours are a.block = 64): forward BLOCK_M x BLOCK_N, backward dK/dV
+    # BLOCK_M1 x BLOCK_N1 and dQ BLOCK_M2 x BLOCK_N2.
+    def flex(q, k, v, block_mask):
+        t = block_mask.BLOCK_SIZE[0]
+        return compiled(q, k, v, block_mask=block_mask,
+                        kernel_options={"BLOCK_M": t, "BLOCK_N": t, "BLOCK_M1": t // 2,
+                                        "BLOCK_N1": t, "BLOCK_M2": t, "BLOCK_N2": t // 2})
+    return flex
 
 
 def no_recompile(torch):
@@ -371,8 +380,12 @@ def run(a):
     # FlexAttention's eager (unfused) path announces itself with this warning: make it an error.
     warnings.filterwarnings("error", message=".*unfused implementation.*")
     dev = torch.device("cuda")
+    # PyTorch's default stream is the legacy stream, whose handle is 0, and libsparse reads a
+    # null cuda_stream as "the context's own stream" (non-blocking): the first GPU run
+    # (2026-11-30) timed our kernels with events on a stream they did not run on and reported
+    # 1126 TFLOP/s. 0x1 is cudaStreamLegacy, as in sparse_attention/torch_ops.py.
     stream = torch.cuda.current_stream()
-    ctx = sp.Context("cuda", cuda_stream=stream.cuda_stream)
+    ctx = sp.Context("cuda", cuda_stream=stream.cuda_stream or 0x1)
     l2 = getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", 64 << 20) or (64 << 20)
     flush = torch.empty(2 * l2 // 4, dtype=torch.float32, device=dev)
     started = datetime.datetime.now(datetime.timezone.utc)

@@ -6,6 +6,8 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "libsparse/backend.hpp"
@@ -55,6 +57,10 @@ class CudaBackend final : public Backend {
       cublas_lt_ = nullptr;
       lt_off_ = "cublasLtCreate failed (status " + std::to_string(static_cast<int>(lt)) + ")";
     }
+    // SPARSE_CUDA_LT=0 is read here, once: the mixed-precision tables are made on first use, and
+    // the first GPU run (2026-11-30) found them reading the environment of that later moment.
+    const char* env = std::getenv("SPARSE_CUDA_LT");
+    lt_disabled_ = env != nullptr && std::strcmp(env, "0") == 0;
     model_ops_ = make_ops(SPARSE_DTYPE_F32);
   }
   ~CudaBackend() override { release(); }
@@ -216,7 +222,8 @@ class CudaBackend final : public Backend {
   static size_t align(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
   std::unique_ptr<ModelOps<float>> make_ops(sparse_dtype products) {
-    return cuda::make_cuda_model_ops(device_, stream_, cublas_, cublas_lt_, lt_off_, products);
+    return cuda::make_cuda_model_ops(device_, stream_, cublas_, cublas_lt_, lt_off_, lt_disabled_,
+                                     products);
   }
 
   // Grows the backend's workspace to at least `bytes` (waiting for work that may still use it).
@@ -259,7 +266,8 @@ class CudaBackend final : public Backend {
   bool owns_stream_ = false;
   cublasHandle_t cublas_ = nullptr;
   cublasLtHandle_t cublas_lt_ = nullptr;
-  std::string lt_off_;  // why cublas_lt_ is null
+  std::string lt_off_;        // why cublas_lt_ is null
+  bool lt_disabled_ = false;  // SPARSE_CUDA_LT=0 when the backend was made
   std::unique_ptr<ModelOps<float>> model_ops_, bf16_ops_, f16_ops_;
   cuda::LayoutCache layouts_;
   void* workspace_ = nullptr;

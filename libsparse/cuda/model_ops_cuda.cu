@@ -425,7 +425,7 @@ LinearBiasStats linear_bias_stats(const ModelOps<float>& ops) {
 
 std::unique_ptr<ModelOps<float>> make_cuda_model_ops(int device, cudaStream_t stream,
                                                      cublasHandle_t cublas, cublasLtHandle_t lt,
-                                                     const std::string& lt_off,
+                                                     const std::string& lt_off, bool lt_disabled,
                                                      sparse_dtype products) {
   require(
       products == SPARSE_DTYPE_F32 || products == SPARSE_DTYPE_BF16 || products == SPARSE_DTYPE_F16,
@@ -434,11 +434,9 @@ std::unique_ptr<ModelOps<float>> make_cuda_model_ops(int device, cudaStream_t st
   const cudaDataType type = products == SPARSE_DTYPE_BF16  ? CUDA_R_16BF
                             : products == SPARSE_DTYPE_F16 ? CUDA_R_16F
                                                            : CUDA_R_32F;
-  const char* env = std::getenv("SPARSE_CUDA_LT");
-  const bool disabled = env != nullptr && std::strcmp(env, "0") == 0;
   return std::make_unique<CudaModelOps>(
-      device, stream, cublas, type, disabled ? nullptr : lt,
-      disabled ? std::string("cuBLASLt bias epilogue disabled by SPARSE_CUDA_LT=0") : lt_off);
+      device, stream, cublas, type, lt_disabled ? nullptr : lt,
+      lt_disabled ? std::string("cuBLASLt bias epilogue disabled by SPARSE_CUDA_LT=0") : lt_off);
 }
 
 }  // namespace sparse::cuda

@@ -17,11 +17,11 @@ namespace sparse::cuda {
 // `products`: the matrix products' input type (SPARSE_DTYPE_F32, or SPARSE_DTYPE_BF16 /
 // SPARSE_DTYPE_F16 for mixed precision: fp32 storage, 16-bit inputs, fp32 accumulation).
 // `lt`: the backend's cuBLASLt handle for forward products with a bias (the bias epilogue), or
-// null with the reason in `lt_off`; SPARSE_CUDA_LT=0 in the environment (read here) turns the
-// epilogue off too, leaving cublasGemmEx and the bias kernel.
+// null with the reason in `lt_off`; `lt_disabled` (SPARSE_CUDA_LT=0 in the environment when the
+// backend was made) turns the epilogue off too, leaving cublasGemmEx and the bias kernel.
 std::unique_ptr<ModelOps<float>> make_cuda_model_ops(int device, cudaStream_t stream,
                                                      cublasHandle_t cublas, cublasLtHandle_t lt,
-                                                     const std::string& lt_off,
+                                                     const std::string& lt_off, bool lt_disabled,
                                                      sparse_dtype products = SPARSE_DTYPE_F32);
 
 // How a table made by make_cuda_model_ops ran its forward products with a bias (for tests and
