@@ -26,6 +26,8 @@
 #       and peak memory with their ratios (benchmarks/peers/gpu_train_peers.py, GPU_TRAIN_PEERS_S
 #       = 100 s of the budget), then the paper's CIFAR-10 preset on CUDA in bf16, 3 steps of 4
 #       sequences: `sparse-repro presets`, the full run's GPU-hours (the last GPU_PRESETS_S = 35 s).
+# 2+3 in one call (saves a machine start; about 4-6 minutes):
+#      run(command="bash tests/gpu_check.sh all", carry=[".gpu-pack"], timeout_s=560)
 # 4. A follow-up (one test case, a sanitizer tool) in the environment `run` sets up:
 #      run(command="bash tests/gpu_check.sh exec .gpu-pack/tests/test_cuda_attention -tc='*x*'", ...)
 # Unpack with `tar -xzf gpu_check.tar.gz` (a folder gpu_check/ with steps.tsv, provenance.txt,
@@ -368,7 +370,13 @@ case ${1:-} in
   pack) pack ;;
   run) run_main ;;
   peers) run_peers ;;
+  # Both in one device call (one machine start instead of two): the archives of run and peers.
+  all)
+    GPU_CHECK_BUDGET=${GPU_CHECK_BUDGET:-300} bash "$0" run  # leaves peers its 230 s within 560
+    rc=$?
+    bash "$0" peers || rc=1
+    exit "$rc" ;;
   # A follow-up check in the same environment: tests/gpu_check.sh exec COMMAND [ARGS...]
   exec) shift; setup_env > /dev/null; exec "$@" ;;
-  *) echo "usage: $0 pack | run | peers | exec COMMAND...   (see the top of this file)" >&2; exit 2 ;;
+  *) echo "usage: $0 pack | run | peers | all | exec COMMAND...   (see the top of this file)" >&2; exit 2 ;;
 esac
