@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "cli_common.hpp"
@@ -43,6 +44,11 @@ int run_bench_train(const TrainBenchOptions& o) {
   sparse_model_config cfg;
   check(sparse_model_config_preset(o.preset.c_str(), &cfg), "--preset");
   if (o.seq_len > 0) cfg.seq_len = o.seq_len;
+  // bench-train has no --stride: name the option that can fix it, not the library's field.
+  if (o.seq_len > 0 && cfg.stride > cfg.seq_len)
+    throw std::runtime_error("--seq-len " + std::to_string(o.seq_len) + " is shorter than preset " +
+                             o.preset + "'s attention stride " + std::to_string(cfg.stride) +
+                             ": give --seq-len " + std::to_string(cfg.stride) + " or more");
   if (o.layers > 0) cfg.num_layers = o.layers;
   if (o.width > 0) cfg.d_model = o.width;
   if (o.heads > 0) cfg.num_heads = o.heads;

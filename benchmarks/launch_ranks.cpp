@@ -1,6 +1,8 @@
 #include "launch_ranks.hpp"
 
+#include <chrono>
 #include <cstdio>
+#include <thread>
 
 #include "parallel/reducer.hpp"
 
@@ -21,6 +23,16 @@ bool runs_on_this_rank(const std::string& subcommand) {
                subcommand.c_str(), launch.size, launch.source.c_str());
   forget_launch_environment();
   return true;
+}
+
+int silent_exit(int status) {
+  if (status != 0) std::this_thread::sleep_for(std::chrono::seconds(2));
+  return status;
+}
+
+bool prints_usage_errors() {
+  const LaunchEnvironment launch = launch_environment();
+  return !launch.launched || launch.rank == 0;
 }
 
 }  // namespace repro

@@ -67,7 +67,9 @@ int main(int argc, char** argv) {
 
   // CLI11 says only "A subcommand is required" for a misspelt one, and for none.
   const std::string unknown = unknown_subcommand(app, argc, argv);
+  const bool prints = prints_usage_errors();
   if (!unknown.empty()) {
+    if (!prints) return silent_exit(2);
     std::fprintf(stderr, "sparse-repro: %s\n", unknown.c_str());
     return 2;
   }
@@ -75,6 +77,7 @@ int main(int argc, char** argv) {
   // the misspelt one at all.
   const std::string unknown_opt = unknown_option(app, argc, argv);
   if (!unknown_opt.empty()) {
+    if (!prints) return silent_exit(2);
     std::fprintf(stderr, "sparse-repro: %s\n", unknown_opt.c_str());
     return 2;
   }
@@ -85,6 +88,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    if (!prints) return silent_exit(e.get_exit_code());
     return app.exit(e);
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr,

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <map>
 #include <sstream>
 #include <vector>
 
@@ -157,6 +158,7 @@ std::string unknown_option(const CLI::App& app, int argc, char** argv) {
   if (command == nullptr) return {};
   const std::string subcommand = command->get_name();
   const std::string help = "\n(sparse-repro " + subcommand + " --help lists its options)";
+  std::map<const CLI::Option*, std::string> single_values;  // the first value of each
   for (int i = 2; i < argc; ++i) {
     std::string argument = argv[i];
     if (argument == "--") break;
@@ -205,10 +207,22 @@ std::string unknown_option(const CLI::App& app, int argc, char** argv) {
     else if (argument.size() <= 2 || argument.compare(0, 2, "--") != 0)
       continue;
     const std::string given = argument.substr(0, argument.find('='));
-    if (command->get_option_no_throw(given) != nullptr) {
+    if (const CLI::Option* option = command->get_option_no_throw(given)) {
       if (one_dash)
         return subcommand + ": \"" + given.substr(1) + "\" has one dash; did you mean \"" + given +
                "\"?" + help;
+      // An option of one value given twice: CLI11 says only "At Most 1 required but received 2".
+      // (List options, such as --n 128,256, take every occurrence; flags may repeat.)
+      if (option->get_items_expected_min() == 1 && option->get_items_expected_max() == 1) {
+        const size_t eq = argument.find('=');
+        const std::string value = eq != std::string::npos ? argument.substr(eq + 1)
+                                  : i + 1 < argc          ? std::string(argv[i + 1])
+                                                          : std::string();
+        auto [at, first] = single_values.emplace(option, value);
+        if (!first)
+          return subcommand + ": " + given + " is given twice (" + at->second + ", then " + value +
+                 "); give it once" + help;
+      }
       continue;
     }
     // The closest option by edit distance, or the one option the given name begins or extends.

@@ -29,8 +29,8 @@ std::string unknown_subcommand(const CLI::App& app, int argc, char** argv);
 
 // When argv[1] is a subcommand of `app` and a later argument `--NAME` (or `--NAME=VALUE`, before
 // any `--`) is none of its options, a message naming it, the closest option and the subcommand's
-// --help; else empty. Found before parsing, so a misspelt option is named even where it leaves a
-// required option missing.
+// --help; the same for an option of one value given twice (naming both values); else empty. Found
+// before parsing, so a misspelt option is named even where it leaves a required option missing.
 std::string unknown_option(const CLI::App& app, int argc, char** argv);
 
 }  // namespace repro

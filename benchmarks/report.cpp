@@ -347,7 +347,9 @@ std::string baselines_markdown(const nlohmann::json& table) {
 void add_report_options(CLI::App& app, ReportOptions& o) {
   app.add_option("--dir", o.dir, "the results folder")->capture_default_str();
   app.add_flag("--plots,!--no-plots", o.plots, "also draw the PNG plots (benchmarks/plots.py)");
-  app.add_option("--python", o.python, "the Python that runs plots.py")->capture_default_str();
+  app.add_option("--python", o.python, "the Python that runs plots.py")
+      ->capture_default_str()
+      ->each([&o](const std::string&) { o.python_given = true; });
 }
 
 namespace {
@@ -434,6 +436,10 @@ int run_report(const ReportOptions& o) {
     return 0;
   }
   if (std::system(("command -v " + shell_quote(o.python) + " >/dev/null 2>&1").c_str()) != 0) {
+    if (o.python_given)
+      throw std::runtime_error("--python " + o.python +
+                               ": no such program (neither on PATH nor an executable file); the "
+                               "Markdown tables were rendered, the plots were not");
     std::printf("plots skipped: %s is not installed\n", o.python.c_str());
     return 0;
   }

@@ -26,10 +26,12 @@ struct ReportOptions {
   std::string dir = "results";
   bool plots = true;
   std::string python = "python3";
+  bool python_given = false;  // --python was given: a missing interpreter is an error, not a skip
 };
 void add_report_options(CLI::App& app, ReportOptions& o);
 // Re-renders the Markdown of every known JSON in o.dir, then the plots (benchmarks/plots.py)
-// when python3 with matplotlib is there. Returns the exit code.
+// when python3 with matplotlib is there (a --python that is not there is an error). Returns the
+// exit code.
 int run_report(const ReportOptions& o);
 
 }  // namespace repro

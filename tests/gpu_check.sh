@@ -72,6 +72,12 @@ pack() {
   local modules=(libsparse_cuda.so benchmarks/libsparse_repro_nccl.so)
   ninja -C "$pack_build" -j"${PACK_JOBS:-2}" "${targets[@]}" "${modules[@]}" ||
     { echo "pack: build failed" >&2; exit 1; }
+  # Every CUDA object must know its headers, else an edit of a header alone (attention_tc.cuh)
+  # leaves stale kernels in the pack: the first H200 run (2026-11-30) ran tensor-core objects
+  # compiled before a fix to that header.
+  python3 tests/cuda_header_deps.py "$(command -v ninja)" "$pack_build" > /dev/null ||
+    { python3 tests/cuda_header_deps.py "$(command -v ninja)" "$pack_build" >&2;
+      echo "pack: ninja does not track the CUDA objects' headers in $pack_build (rm -rf it)" >&2; exit 1; }
   rm -rf "$pack_dir"
   mkdir -p "$pack_dir/tests" "$pack_dir/benchmarks" "$pack_dir/lib"
   local t

@@ -136,6 +136,10 @@ OPTION_CASES = [
     (["eval", "checkpoint=x"], ['"checkpoint=x" has no leading "--"',
                                 'did you mean "--checkpoint=x"']),
     (["train", "--steps", "3", "seed=2"], ['"seed=2" has no leading "--"']),
+    # An option of one value given twice: CLI11 said "--steps: At Most 1 required but received 2".
+    (["train", "--steps", "2", "--steps=1"], ["train: --steps is given twice (2, then 1)",
+                                              "give it once"]),
+    (["sample", "--checkpoint", "x", "--out", "y", "--out", "z"], ["--out is given twice (y, then z)"]),
     # An option where the one before it expects its value: CLI11 took it as the value
     # (--checkpoint --quiet saved the checkpoint as "--quiet"; memory-table wrote "./--json").
     (["train", "--checkpoint", "--quiet"], ["--checkpoint needs a value", '"--quiet", another option',
@@ -161,6 +165,10 @@ OPTION_CASES = [
     (["train", *tiny("--dtype", "fp16", "--data", "text:/nonexistent")],
      ["--dtype fp16", "--backend cuda", "--dtype fp32"]),
     (["bench-train", "--dtype", "bf16"], ["--dtype bf16", "--backend cuda", "--dtype fp32"]),
+    # bench-train has no --stride: the fix is named in its own options (it said "stride = 96 must
+    # be in [1, seq_len = 5]", the library's fields).
+    (["bench-train", "--preset", "cifar10-small", "--seq-len", "5"],
+     ["--seq-len 5", "stride 96", "--seq-len 96 or more"]),
     (["eval", "--checkpoint", "x", "--data", "synthetic_text", "--dtype", "bf16"],
      ["--dtype bf16", "--backend cuda"]),
     (["sample", "--checkpoint", "x", "--out", "y", "--dtype", "fp16"],

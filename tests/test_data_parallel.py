@@ -411,6 +411,18 @@ def one_process_commands(tmp):
     return "eval and sample under 2 ranks: one JSON document, one file, one note"
 
 
+def usage_errors_once(tmp):
+    """A bad command line is the same on every rank: one message (rank 0's), not one per rank."""
+    three = [mpirun, "--oversubscribe", "-np", "3", exe]
+    for args, text in ((["train", "--steps", "0"], "--steps: must be an integer"),
+                       (["train", "--stpes", "3"], 'unknown option "--stpes"'),
+                       (["trian"], 'did you mean "train"')):
+        r = subprocess.run(three + args, capture_output=True, text=True, timeout=120, env=env)
+        assert r.returncode != 0, f"{args}: exit 0"
+        assert (r.stdout + r.stderr).count(text) == 1, f"{args}:\n{r.stdout}{r.stderr}"
+    return "a bad value, a misspelt option and a misspelt subcommand under 3 ranks: one message each"
+
+
 def launcher_variables(tmp):
     plain = {k: v for k, v in env.items()
              if not k.startswith(("OMPI_COMM_WORLD", "PMIX_", "PMI_", "SLURM_"))}
@@ -450,6 +462,7 @@ def main():
                  ("mpmd-options", lambda: mpmd_options(tmp)),
                  ("per-rank-folders", lambda: per_rank_folders(tmp)),
                  ("one-process-commands", lambda: one_process_commands(tmp)),
+                 ("usage-errors-once", lambda: usage_errors_once(tmp)),
                  ("launcher-variables", lambda: launcher_variables(tmp))]
         only = sys.argv[2:] or [name for name, _ in cases]
         for name, case in cases:

@@ -316,6 +316,11 @@ def check_table1_and_report(tmp):
     except ImportError:
         assert "plots skipped: matplotlib" in p.stdout, p.stdout
 
+    # A --python that is not there: an error after the tables (it was "plots skipped", exit 0).
+    p = run("report", "--dir", res, "--python", os.path.join(tmp, "no-such-python"), check=False)
+    assert p.returncode != 0 and "--python" in p.stderr and "no such program" in p.stderr, p.stderr
+    assert "wrote " in p.stdout, p.stdout
+
     # Bad input.
     empty = os.path.join(tmp, "empty")
     os.mkdir(empty)
