@@ -82,6 +82,14 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
+// One 16-byte global store (a plain uint4 assignment was split into four 4-byte stores, and
+// __stwb gives a .wb store that sm_90 executes as STG.STRONG.SM).
+__device__ __forceinline__ void st_global16(void* dst, const uint4& v) {
+  asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(dst), "r"(v.x), "r"(v.y),
+               "r"(v.z), "r"(v.w)
+               : "memory");
+}
+
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -408,8 +416,7 @@ __global__ void __launch_bounds__(TILE * 2)
     const uint4 raw = *reinterpret_cast<const uint4*>(sq + (warp * 16 + r) * kSD + c);
     T* dst = row_ptr<T>(out, b, h, pos) + c * out.s3;
     if (out.s3 == 1 && (reinterpret_cast<uintptr_t>(dst) & 15u) == 0) {
-      __stwb(reinterpret_cast<uint4*>(dst), raw);  // one 16-byte store (a plain assignment was
-                                                   // split into four 4-byte stores)
+      v2::st_global16(dst, raw);
     } else {
       T vals[8];
       memcpy(vals, &raw, sizeof raw);
