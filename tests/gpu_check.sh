@@ -321,7 +321,7 @@ run_main() {
   # Every comparison with the CPU, passing or not, is recorded (attention_check.hpp's record())
   # and made into the correctness table: the largest normalised error per kernel, head size,
   # block size and layout (gpu_correctness.md, for results/gpu_attention.md).
-  step test_cuda_attention 170 env SPARSE_CHECK_RECORD="$logs/attention_checks.jsonl" \
+  step test_cuda_attention 220 env SPARSE_CHECK_RECORD="$logs/attention_checks.jsonl" \
     "$p/tests/test_cuda_attention"
   step correctness_table 10 python3 benchmarks/correctness_table.py \
     "$logs/attention_checks.jsonl" --provenance "$logs/provenance.txt" \
@@ -341,6 +341,11 @@ run_main() {
   local bench=(python3 benchmarks/cpu_attention_table.py --build "$p" --backend cuda
                --patterns "$patterns" --baseline cublas-dense)
   step bench_bf16 60 "${bench[@]}" --dtype bf16 --n 4096,16384,65536 --out "$logs/gpu_attention_bf16"
+  # The second 16-bit forward kernel (SPARSE_CUDA_TC_FORWARD=2), forward only, beside bench_bf16's
+  # forward rows (same shapes; its dense column is the v2 kernel on the dense causal layout).
+  step bench_bf16_fwd2 15 env SPARSE_CUDA_TC_FORWARD=2 python3 benchmarks/cpu_attention_table.py \
+    --build "$p" --backend cuda --patterns dense,strided --baseline layout --mode fwd --dtype bf16 \
+    --n 16384,65536 --out "$logs/gpu_attention_bf16_fwd2"
   step bench_f16 40 "${bench[@]}" --dtype f16 --n 4096,16384 --out "$logs/gpu_attention_f16"
   step bench_f32 50 "${bench[@]}" --dtype f32 --n 4096,16384 --out "$logs/gpu_attention_f32"
   step bench_unfused 30 python3 benchmarks/cpu_attention_table.py --build "$p" --backend cuda \

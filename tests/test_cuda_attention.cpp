@@ -77,19 +77,46 @@ struct Kernel {
   sparse_dtype dtype;
   sparse_attention_algorithm algorithm;
   Tol fwd, bwd, lse;
+  bool forward2;  // runs on the context made with SPARSE_CUDA_TC_FORWARD=2
 };
 
-Kernel kernel(const char* name, sparse_dtype dtype, sparse_attention_algorithm algorithm) {
+Kernel kernel(const char* name, sparse_dtype dtype, sparse_attention_algorithm algorithm,
+              bool forward2 = false) {
   const check::KernelTol t = check::tolerances(dtype);
-  return {name, dtype, algorithm, t.fwd, t.bwd, t.lse};
+  return {name, dtype, algorithm, t.fwd, t.bwd, t.lse, forward2};
 }
 
+// The "fwd2" kernels are the 16-bit ones with the second forward kernel (SPARSE_CUDA_TC_FORWARD=2;
+// the backward is the same), checked by every sweep against the same bounds.
 const Kernel kKernels[] = {
     kernel("fused fp32", SPARSE_DTYPE_F32, SPARSE_ATTENTION_FUSED),
     kernel("unfused fp32", SPARSE_DTYPE_F32, SPARSE_ATTENTION_UNFUSED),
     kernel("fused bf16", SPARSE_DTYPE_BF16, SPARSE_ATTENTION_FUSED),
     kernel("fused fp16", SPARSE_DTYPE_F16, SPARSE_ATTENTION_FUSED),
+    kernel("fused bf16 fwd2", SPARSE_DTYPE_BF16, SPARSE_ATTENTION_FUSED, true),
+    kernel("fused fp16 fwd2", SPARSE_DTYPE_F16, SPARSE_ATTENTION_FUSED, true),
 };
+
+// A test's CUDA contexts: the default one, and one created while SPARSE_CUDA_TC_FORWARD=2 is set
+// (the backend reads the variable once, when it is created; the variable is restored after).
+struct GpuContexts {
+  ContextPtr v1, v2;
+  sparse_context* get(const Kernel& k) const { return k.forward2 ? v2.get() : v1.get(); }
+};
+
+GpuContexts make_gpu_contexts() {
+  GpuContexts g;
+  g.v1 = make_context(SPARSE_BACKEND_CUDA);
+  const char* previous = std::getenv("SPARSE_CUDA_TC_FORWARD");
+  const std::string saved = previous != nullptr ? previous : "";
+  setenv("SPARSE_CUDA_TC_FORWARD", "2", 1);
+  g.v2 = make_context(SPARSE_BACKEND_CUDA);
+  if (previous != nullptr)
+    setenv("SPARSE_CUDA_TC_FORWARD", saved.c_str(), 1);
+  else
+    unsetenv("SPARSE_CUDA_TC_FORWARD");
+  return g;
+}
 
 bool tensor_core_dim(int64_t d) { return d == 32 || d == 64 || d == 128; }
 
@@ -379,7 +406,7 @@ Pattern make(sparse_pattern_kind kind, int64_t stride, int64_t summary = 0, int 
 // Random cases; each runs every kernel that supports its head_dim.
 void sweep(int trials, int64_t max_n, uint64_t seed) {
   auto cpu = make_context(SPARSE_BACKEND_CPU);
-  auto gpu = make_context(SPARSE_BACKEND_CUDA);
+  auto gpu = make_gpu_contexts();
   std::mt19937_64 rng(seed);
   for (int trial = 0; trial < trials; ++trial) {
     Case c;
@@ -405,7 +432,7 @@ void sweep(int trials, int64_t max_n, uint64_t seed) {
     for (const Kernel& kernel : kKernels) {
       if (kernel.dtype != SPARSE_DTYPE_F32 && !tensor_core_dim(c.d)) continue;
       CAPTURE(kernel.name);
-      run_case(c, kernel, cpu.get(), gpu.get(), data_seed);
+      run_case(c, kernel, cpu.get(), gpu.get(kernel), data_seed);
     }
   }
 }
@@ -422,7 +449,7 @@ TEST_CASE("sweep: every kernel, pattern kind, block size, head size and memory o
 
 TEST_CASE("every block size and head size with the paper's patterns, every kernel") {
   auto cpu = make_context(SPARSE_BACKEND_CPU);
-  auto gpu = make_context(SPARSE_BACKEND_CUDA);
+  auto gpu = make_gpu_contexts();
   for (int block : {16, 32, 64, 128})
     for (int64_t d : {32, 64, 128})
       for (const Kernel& kernel : kKernels) {
@@ -438,16 +465,16 @@ TEST_CASE("every block size and head size with the paper's patterns, every kerne
                   0,
                   {make(SPARSE_PATTERN_STRIDED_ROW, 16, 0, 0),
                    make(SPARSE_PATTERN_STRIDED_COLUMN, 16, 0, 1)}},
-                 kernel, cpu.get(), gpu.get(), 3);
+                 kernel, cpu.get(), gpu.get(kernel), 3);
         // Rows without keys: the summary head with l = 64, c = 8 leaves queries 0..55 empty.
         run_case({1, 2, 130, d, block, 2, {make(SPARSE_PATTERN_FIXED_SUMMARY, 64, 8, 0)}}, kernel,
-                 cpu.get(), gpu.get(), 4);
+                 cpu.get(), gpu.get(kernel), 4);
       }
 }
 
 TEST_CASE("the paper's patterns at realistic lengths") {
   auto cpu = make_context(SPARSE_BACKEND_CPU);
-  auto gpu = make_context(SPARSE_BACKEND_CUDA);
+  auto gpu = make_gpu_contexts();
   for (int block : {32, 64, 128})
     for (int64_t d : {64, 128})
       for (const Kernel& kernel : kKernels) {
@@ -462,7 +489,7 @@ TEST_CASE("the paper's patterns at realistic lengths") {
                   0,
                   {make(SPARSE_PATTERN_STRIDED_ROW, 96, 0, 0),
                    make(SPARSE_PATTERN_STRIDED_COLUMN, 96, 0, 1)}},
-                 kernel, cpu.get(), gpu.get(), 7);
+                 kernel, cpu.get(), gpu.get(kernel), 7);
         run_case({1,
                   2,
                   2100,
@@ -471,7 +498,7 @@ TEST_CASE("the paper's patterns at realistic lengths") {
                   1,
                   {make(SPARSE_PATTERN_FIXED_BLOCK, 128, 0, 0),
                    make(SPARSE_PATTERN_FIXED_SUMMARY, 128, 32, 1)}},
-                 kernel, cpu.get(), gpu.get(), 8);
+                 kernel, cpu.get(), gpu.get(kernel), 8);
       }
 }
 
@@ -501,7 +528,7 @@ void random_user_layout(Case& c, std::mt19937_64& rng, double density) {
 
 TEST_CASE("sanitizer sweep: every kernel, block size and head size, rows of several blocks") {
   auto cpu = make_context(SPARSE_BACKEND_CPU);
-  auto gpu = make_context(SPARSE_BACKEND_CUDA);
+  auto gpu = make_gpu_contexts();
   for (int block : {16, 32, 64, 128})
     for (int64_t d : {32, 48, 64, 128})
       for (const Kernel& kernel : kKernels) {
@@ -520,13 +547,13 @@ TEST_CASE("sanitizer sweep: every kernel, block size and head size, rows of seve
              block,
              2,
              {make(SPARSE_PATTERN_DENSE, 0, 0, 0), make(SPARSE_PATTERN_STRIDED_COLUMN, 5, 0, 1)}},
-            kernel, cpu.get(), gpu.get(), 11);
+            kernel, cpu.get(), gpu.get(kernel), 11);
       }
 }
 
 TEST_CASE("large logits: every kernel subtracts the running maximum") {
   auto cpu = make_context(SPARSE_BACKEND_CPU);
-  auto gpu = make_context(SPARSE_BACKEND_CUDA);
+  auto gpu = make_gpu_contexts();
   for (int64_t d : {32, 64})
     for (const Kernel& kernel : kKernels) {
       CAPTURE(d);
@@ -547,13 +574,13 @@ TEST_CASE("large logits: every kernel subtracts the running maximum") {
       c.scale = 4.0f;
       c.backward_rows = false;
       c.widen = kernel.dtype == SPARSE_DTYPE_F32 ? 10 : 1;
-      run_case(c, kernel, cpu.get(), gpu.get(), 21);
+      run_case(c, kernel, cpu.get(), gpu.get(kernel), 21);
     }
 }
 
 TEST_CASE("user block and element masks, causal and not") {
   auto cpu = make_context(SPARSE_BACKEND_CPU);
-  auto gpu = make_context(SPARSE_BACKEND_CUDA);
+  auto gpu = make_gpu_contexts();
   std::mt19937_64 rng(31);
   for (int block : {16, 64, 128})
     for (int64_t d : {32, 64, 128})
@@ -566,13 +593,13 @@ TEST_CASE("user block and element masks, causal and not") {
           Case c{2, 2, 2 * block + 9, d, block, block == 64 ? 1 : 0, {}};
           random_user_layout(c, rng, 0.5);
           c.user_causal = causal;
-          run_case(c, kernel, cpu.get(), gpu.get(), rng());
+          run_case(c, kernel, cpu.get(), gpu.get(kernel), rng());
         }
 }
 
 TEST_CASE("forward without lse") {
   auto cpu = make_context(SPARSE_BACKEND_CPU);
-  auto gpu = make_context(SPARSE_BACKEND_CUDA);
+  auto gpu = make_gpu_contexts();
   for (int block : {16, 64})
     for (int64_t d : {32, 64, 128})
       for (const Kernel& kernel : kKernels) {
@@ -588,13 +615,13 @@ TEST_CASE("forward without lse") {
                {make(SPARSE_PATTERN_FIXED_BLOCK, 32, 0, 0),
                 make(SPARSE_PATTERN_FIXED_SUMMARY, 32, 8, 1)}};
         c.gpu_lse = false;
-        run_case(c, kernel, cpu.get(), gpu.get(), 41);
+        run_case(c, kernel, cpu.get(), gpu.get(kernel), 41);
       }
 }
 
 TEST_CASE("strided column head in natural order (not transposed)") {
   auto cpu = make_context(SPARSE_BACKEND_CPU);
-  auto gpu = make_context(SPARSE_BACKEND_CUDA);
+  auto gpu = make_gpu_contexts();
   for (int block : {16, 64, 128})
     for (int64_t d : {32, 64, 128})
       for (const Kernel& kernel : kKernels) {
@@ -610,7 +637,7 @@ TEST_CASE("strided column head in natural order (not transposed)") {
                {make(SPARSE_PATTERN_STRIDED_ROW, 32, 0, 0),
                 make(SPARSE_PATTERN_STRIDED_COLUMN, 32, 0, 1)}};
         c.transpose = 0;
-        run_case(c, kernel, cpu.get(), gpu.get(), 51);
+        run_case(c, kernel, cpu.get(), gpu.get(kernel), 51);
       }
 }
 
@@ -815,7 +842,7 @@ void compare_finiteness(const char* kernel, const char* name, const std::vector<
 // Every kernel (16-bit ones on inputs rounded to their dtype) against the CPU on `in`.
 void check_nonfinite(sparse_layout* layout, const Shape& sh, const std::vector<float> (&in)[4]) {
   auto cpu = make_context(SPARSE_BACKEND_CPU);
-  auto gpu = make_context(SPARSE_BACKEND_CUDA);
+  auto gpu = make_gpu_contexts();
   for (const Kernel& kernel : kKernels) {
     if (kernel.dtype != SPARSE_DTYPE_F32 && !tensor_core_dim(sh.d)) continue;
     CAPTURE(kernel.name);
@@ -829,7 +856,7 @@ void check_nonfinite(sparse_layout* layout, const Shape& sh, const std::vector<f
           x = from_f16(to_f16(x));
     }
     const Outputs want = cpu_attention(cpu.get(), layout, sh, rounded);
-    const Outputs got = gpu_attention(kernel, gpu.get(), layout, sh, rounded);
+    const Outputs got = gpu_attention(kernel, gpu.get(kernel), layout, sh, rounded);
     compare_finiteness(kernel.name, "out", got.out, want.out, kernel.fwd);
     compare_finiteness(kernel.name, "lse", got.lse, want.lse, kernel.lse);
     compare_finiteness(kernel.name, "dq", got.dq, want.dq, kernel.bwd);
@@ -977,7 +1004,7 @@ TEST_CASE("non-finite: an attended key of score -inf, NaN in dO, every kernel") 
   // Then a NaN in dO, and an Inf in q, of query 5, which does not attend key 20: the dK/dV
   // kernel takes its exact path for the query chunk, and key 20's rows must stay 0.
   fill_row(in[3], sh, 0, 0.5f);
-  auto gpu = make_context(SPARSE_BACKEND_CUDA);
+  auto gpu = make_gpu_contexts();
   for (int variant = 0; variant < 3; ++variant) {
     std::vector<float> x[4] = {in[0], in[1], in[2], in[3]};
     if (variant == 1) fill_row(x[3], sh, 5, std::nanf(""));
@@ -985,7 +1012,7 @@ TEST_CASE("non-finite: an attended key of score -inf, NaN in dO, every kernel") 
     for (const Kernel& kernel : kKernels) {
       CAPTURE(variant);
       CAPTURE(kernel.name);
-      const Outputs got = gpu_attention(kernel, gpu.get(), layout.get(), sh, x);
+      const Outputs got = gpu_attention(kernel, gpu.get(kernel), layout.get(), sh, x);
       int bad = 0;
       for (int64_t c = 0; c < sh.d; ++c)
         bad += got.dk[sh.dense(0, 0, 20, c)] != 0.0f || got.dv[sh.dense(0, 0, 20, c)] != 0.0f;

@@ -42,6 +42,52 @@ TEST_CASE("a CUDA context runs on the GPU and reports its device") {
   CHECK(sparse_context_create(&s, &ctx) == SPARSE_ERR_INVALID_ARGUMENT);
 }
 
+// SPARSE_CUDA_TC_FORWARD, read when the backend is created, picks the bf16/fp16 forward kernel and
+// the description says which; a value other than 1 or 2 fails the context with a message naming
+// the variable. (The kernels' results: test_cuda_attention's "fwd2" kernels.)
+TEST_CASE("SPARSE_CUDA_TC_FORWARD selects the 16-bit forward kernel, read at creation") {
+  const char* previous = std::getenv("SPARSE_CUDA_TC_FORWARD");
+  const std::string saved = previous != nullptr ? previous : "";
+  sparse_settings s;
+  sparse_settings_default(&s);
+  s.backend = SPARSE_BACKEND_CUDA;
+  struct Want {
+    const char* value;  // null: unset
+    const char* says;   // in the description; null: creation fails
+  };
+  const Want wants[] = {{nullptr, "16-bit forward: v1"},
+                        {"1", "16-bit forward: v1"},
+                        {"", "16-bit forward: v1"},
+                        {"2", "16-bit forward: v2"},
+                        {"3", nullptr},
+                        {"v2", nullptr}};
+  for (const Want& w : wants) {
+    CAPTURE(w.value != nullptr ? w.value : "(unset)");
+    if (w.value != nullptr)
+      setenv("SPARSE_CUDA_TC_FORWARD", w.value, 1);
+    else
+      unsetenv("SPARSE_CUDA_TC_FORWARD");
+    sparse_context* ctx = nullptr;
+    const sparse_status status = sparse_context_create(&s, &ctx);
+    // Read once: changing the variable afterwards does not change the context.
+    setenv("SPARSE_CUDA_TC_FORWARD", "1", 1);
+    if (w.says == nullptr) {
+      CHECK(status == SPARSE_ERR_INVALID_ARGUMENT);
+      CHECK(std::string(sparse_last_error()).find("SPARSE_CUDA_TC_FORWARD") != std::string::npos);
+      continue;
+    }
+    REQUIRE_MESSAGE(status == SPARSE_OK, sparse_last_error());
+    const std::string description = ctx->backend->description();
+    std::printf("%s\n", description.c_str());
+    CHECK(description.find(w.says) != std::string::npos);
+    sparse_context_destroy(ctx);
+  }
+  if (previous != nullptr)
+    setenv("SPARSE_CUDA_TC_FORWARD", saved.c_str(), 1);
+  else
+    unsetenv("SPARSE_CUDA_TC_FORWARD");
+}
+
 namespace {
 
 sparse_context* context(sparse_backend backend) {

@@ -27,10 +27,11 @@ void attention_backward_fp32(const DeviceLayout& layout, const AttentionBackward
 
 // bf16 / fp16 on tensor cores (attention_tc.cu): q, k, v, out, dout, dq, dk, dv of the 16-bit
 // dtype, lse fp32; head_dim 32, 64 or 128 and block sizes 16..128 (tensor_core_support() says
-// why not, empty when supported).
+// why not, empty when supported). forward_version 2 runs the second forward kernel
+// (attention_tc_forward_v2.cuh, the same results), any other value the first.
 std::string tensor_core_support(int block, int64_t head_dim);
 void attention_forward_tc(const DeviceLayout& layout, const AttentionForwardArgs& args,
-                          cudaStream_t stream);
+                          cudaStream_t stream, int forward_version = 1);
 void attention_backward_tc(const DeviceLayout& layout, const AttentionBackwardArgs& args,
                            float* delta, cudaStream_t stream);
 

@@ -12,17 +12,27 @@
 namespace sparse::cuda {
 namespace {
 
+template <typename T, int D>
+void forward_dim(const DeviceLayout& dl, const AttentionForwardArgs& a, cudaStream_t stream,
+                 int version) {
+  if (version == 2)
+    tc::forward_v2<T, D>(dl, a, stream);
+  else
+    tc::forward<T, D>(dl, a, stream);
+}
+
 template <typename T>
-void forward_typed(const DeviceLayout& dl, const AttentionForwardArgs& a, cudaStream_t stream) {
+void forward_typed(const DeviceLayout& dl, const AttentionForwardArgs& a, cudaStream_t stream,
+                   int version) {
   switch (a.q.shape[3]) {
     case 32:
-      tc::forward<T, 32>(dl, a, stream);
+      forward_dim<T, 32>(dl, a, stream, version);
       break;
     case 64:
-      tc::forward<T, 64>(dl, a, stream);
+      forward_dim<T, 64>(dl, a, stream, version);
       break;
     case 128:
-      tc::forward<T, 128>(dl, a, stream);
+      forward_dim<T, 128>(dl, a, stream, version);
       break;
     default:
       break;  // rejected by tensor_core_support()
@@ -69,12 +79,12 @@ std::string tensor_core_support(int block, int64_t head_dim) {
 }
 
 void attention_forward_tc(const DeviceLayout& dl, const AttentionForwardArgs& a,
-                          cudaStream_t stream) {
+                          cudaStream_t stream, int forward_version) {
   check_launch(a.q.shape[0], dl);
   if (a.q.dtype == SPARSE_DTYPE_BF16)
-    forward_typed<__nv_bfloat16>(dl, a, stream);
+    forward_typed<__nv_bfloat16>(dl, a, stream, forward_version);
   else if (a.q.dtype == SPARSE_DTYPE_F16)
-    forward_typed<__half>(dl, a, stream);
+    forward_typed<__half>(dl, a, stream, forward_version);
   else
     throw_error(SPARSE_ERR_INTERNAL, "attention_forward_tc called with a non-16-bit dtype");
   check_cuda(cudaGetLastError(), "tensor-core attention forward launch");

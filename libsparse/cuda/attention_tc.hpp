@@ -13,6 +13,10 @@ struct DeviceLayout;
 namespace tc {
 template <typename T, int D>
 void forward(const DeviceLayout& dl, const AttentionForwardArgs& a, cudaStream_t stream);
+// The second forward kernel (attention_tc_forward_v2.cuh): the same results, cp.async pipelining
+// and ldmatrix (SPARSE_CUDA_TC_FORWARD=2).
+template <typename T, int D>
+void forward_v2(const DeviceLayout& dl, const AttentionForwardArgs& a, cudaStream_t stream);
 template <typename T, int D>
 void backward(const DeviceLayout& dl, const AttentionBackwardArgs& a, float* delta,
               cudaStream_t stream);

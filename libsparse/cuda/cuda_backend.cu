@@ -27,6 +27,17 @@ using cuda::check_cuda;
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, void* stream) : device_(device) {
+    // SPARSE_CUDA_TC_FORWARD picks the bf16/fp16 forward kernel, read once here (before anything
+    // is acquired, so a bad value fails the context cleanly): unset, empty or 1 the first, 2 the
+    // second (cp.async pipelining and ldmatrix; the same results).
+    if (const char* fwd = std::getenv("SPARSE_CUDA_TC_FORWARD"); fwd != nullptr) {
+      if (std::strcmp(fwd, "2") == 0)
+        tc_forward_ = 2;
+      else if (fwd[0] != '\0' && std::strcmp(fwd, "1") != 0)
+        throw_invalid(
+            "SPARSE_CUDA_TC_FORWARD must be 1 or 2 (the tensor-core forward kernel), not \"", fwd,
+            "\"");
+    }
     check_cuda(cudaSetDevice(device), "cudaSetDevice");
     cudaDeviceProp prop{};
     check_cuda(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
@@ -67,7 +78,8 @@ class CudaBackend final : public Backend {
 
   sparse_backend kind() const override { return SPARSE_BACKEND_CUDA; }
   int32_t device_index() const override { return device_; }
-  // The device, and how the fp32 forward products with a bias have run so far.
+  // The device, the bf16/fp16 forward kernel, and how the fp32 forward products with a bias have
+  // run so far.
   std::string description() const override {
     const cuda::LinearBiasStats lt =
         model_ops_ != nullptr ? cuda::linear_bias_stats(*model_ops_) : cuda::LinearBiasStats{};
@@ -77,8 +89,11 @@ class CudaBackend final : public Backend {
       bias += " (" + std::to_string(lt.lt_calls) + " epilogue, " +
               std::to_string(lt.fallback_calls) + " fallback calls)";
     if (!lt.note.empty()) bias += "; " + lt.note;
+    const std::string forward =
+        tc_forward_ == 2 ? "16-bit forward: v2 (cp.async, ldmatrix; SPARSE_CUDA_TC_FORWARD=2)"
+                         : "16-bit forward: v1";
     return "cuda device " + std::to_string(device_) + " (" + name_ + ", sm_" + std::to_string(sm_) +
-           "; " + bias + ")";
+           "; " + forward + "; " + bias + ")";
   }
   int num_threads() const override { return 1; }
   void synchronize() override {
@@ -177,7 +192,7 @@ class CudaBackend final : public Backend {
     } else if (args.q.dtype == SPARSE_DTYPE_F32) {
       cuda::attention_forward_fp32(dl, args, stream_);
     } else {
-      cuda::attention_forward_tc(dl, args, stream_);
+      cuda::attention_forward_tc(dl, args, stream_, tc_forward_);
     }
   }
   void attention_backward(const AttentionBackwardArgs& args) override {
@@ -268,6 +283,7 @@ class CudaBackend final : public Backend {
   cublasLtHandle_t cublas_lt_ = nullptr;
   std::string lt_off_;        // why cublas_lt_ is null
   bool lt_disabled_ = false;  // SPARSE_CUDA_LT=0 when the backend was made
+  int tc_forward_ = 1;        // SPARSE_CUDA_TC_FORWARD when the backend was made
   std::unique_ptr<ModelOps<float>> model_ops_, bf16_ops_, f16_ops_;
   cuda::LayoutCache layouts_;
   void* workspace_ = nullptr;
