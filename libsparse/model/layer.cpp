@@ -141,7 +141,10 @@ void Transformer<T>::attention_forward(int64_t layer, int64_t batch, LayerCache&
         a.k = view(c.k.half.data(), dtype);
         a.v = view(c.v.half.data(), dtype);
         a.out = view(c.att.half.data(), dtype);
-        backend_->attention_forward(a);
+        {
+          const OpProfile::Scope timed(profile_.get(), "attention_forward");
+          backend_->attention_forward(a);
+        }
         return;
       }
       float* q = c.q.full.data();
@@ -157,7 +160,10 @@ void Transformer<T>::attention_forward(int64_t layer, int64_t batch, LayerCache&
       a.k = view(k, SPARSE_DTYPE_F32);
       a.v = view(c.v.full.data(), SPARSE_DTYPE_F32);
       a.out = view(c.att.full.data(), SPARSE_DTYPE_F32);
-      backend_->attention_forward(a);
+      {
+        const OpProfile::Scope timed(profile_.get(), "attention_forward");
+        backend_->attention_forward(a);
+      }
       c.qp.release();
       c.kp.release();
       return;
@@ -209,7 +215,10 @@ void Transformer<T>::attention_backward(int64_t layer, int64_t batch, LayerCache
         a.dq = view(dq16.data(), dtype);
         a.dk = view(dk16.data(), dtype);
         a.dv = view(dv16.data(), dtype);
-        backend_->attention_backward(a);
+        {
+          const OpProfile::Scope timed(profile_.get(), "attention_backward");
+          backend_->attention_backward(a);
+        }
         ops_->widen_from_16(dq16.data(), count, dtype, dqo);
         ops_->widen_from_16(dk16.data(), count, dtype, dko);
         ops_->widen_from_16(dv16.data(), count, dtype, dv);
@@ -229,7 +238,10 @@ void Transformer<T>::attention_backward(int64_t layer, int64_t batch, LayerCache
         a.dq = view(dqo, SPARSE_DTYPE_F32);
         a.dk = view(dko, SPARSE_DTYPE_F32);
         a.dv = view(dv, SPARSE_DTYPE_F32);
-        backend_->attention_backward(a);
+        {
+          const OpProfile::Scope timed(profile_.get(), "attention_backward");
+          backend_->attention_backward(a);
+        }
       }
       if (padded) {
         ops_->copy_rows(dqp.data(), D.head_v, dq, D.head_qk, rows * D.heads, D.head_qk);

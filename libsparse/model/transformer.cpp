@@ -40,6 +40,11 @@ Transformer<T>::Transformer(const sparse_model_config& config, Backend* backend,
   if (!why.empty() || ops_ == nullptr)
     throw_error(SPARSE_ERR_UNSUPPORTED, "the model cannot run on the ", backend_->description(),
                 " backend: ", why.empty() ? "it has no model operations" : why);
+  profile_ = OpProfile::from_environment(*backend_);
+  if (profile_ != nullptr) {
+    profiled_ops_ = std::make_unique<ProfiledOps<T>>(*ops_, *profile_);
+    ops_ = profiled_ops_.get();
+  }
   table_ = param_table(config_);
   dims_ = dims_of(config_);
   layouts_ = build_model_layouts(config_);

@@ -27,6 +27,7 @@
 #include "libsparse/layout.hpp"
 #include "libsparse/model/buffer.hpp"
 #include "libsparse/model/config.hpp"
+#include "libsparse/model/op_profile.hpp"
 #include "libsparse/random.hpp"
 
 namespace sparse::model {
@@ -187,6 +188,10 @@ class Transformer {
   Dims dims_;
   Backend* backend_;
   ModelOps<T>* ops_;
+  // SPARSE_PROFILE_OPS (op_profile.hpp): the profile, and ops_ wrapped so that each call is
+  // timed in it; both null otherwise.
+  std::unique_ptr<OpProfile> profile_;
+  std::unique_ptr<ModelOps<T>> profiled_ops_;
   Buffer<uint8_t> tokens_;
   ModelLayouts layouts_;
   std::vector<std::unique_ptr<KeyListSet>> key_lists_;  // per layout, built on first use
