@@ -25,7 +25,9 @@
 #       same model in PyTorch, bf16 autocast and FlexAttention with the same block mask, tokens/s
 #       and peak memory with their ratios (benchmarks/peers/gpu_train_peers.py, GPU_TRAIN_PEERS_S
 #       = 100 s of the budget), then the paper's CIFAR-10 preset on CUDA in bf16, 3 steps of 4
-#       sequences: `sparse-repro presets`, the full run's GPU-hours (the last GPU_PRESETS_S = 35 s).
+#       sequences: `sparse-repro presets`, the full run's GPU-hours (the last GPU_PRESETS_S = 35 s),
+#       after the same preset's step profiled per operation (SPARSE_PROFILE_OPS, GPU_PROFILE_S =
+#       30 s: profile_cifar10.json).
 # 2+3 in one call (saves a machine start; about 4-6 minutes):
 #      run(command="bash tests/gpu_check.sh all", carry=[".gpu-pack"], timeout_s=560)
 # 4. A follow-up (one test case, a sanitizer tool) in the environment `run` sets up:
@@ -364,11 +366,17 @@ run_peers() {
   # libsparse bench-train --backend cuda --dtype bf16 against the same model in PyTorch (bf16
   # autocast, FlexAttention with the same block mask) on imagenet64-small: tokens/s, memory.
   # GPU_PRESETS_S of the budget stays for the paper's CIFAR-10 preset after it.
-  local presets_s=${GPU_PRESETS_S:-35}
-  left=$((budget - (SECONDS - t_start) - 20 - presets_s))
+  local presets_s=${GPU_PRESETS_S:-35} profile_s=${GPU_PROFILE_S:-30}
+  left=$((budget - (SECONDS - t_start) - 20 - presets_s - profile_s))
   step train_peers $((left + 5)) python3 benchmarks/peers/gpu_train_peers.py --build "$pack_dir" \
     --preset imagenet64-small --batch 4 --steps 5 --warmup 2 --time-budget "$left" \
     --out "$logs/gpu_train_peers"
+  # Where the paper's CIFAR-10 step spends its time: every model operation and attention call
+  # timed between synchronisations (SPARSE_PROFILE_OPS, JSON in the archive).
+  left=$((budget - (SECONDS - t_start) - 15 - presets_s))
+  step profile_cifar10 "$left" env SPARSE_PROFILE_OPS="$logs/profile_cifar10.json" \
+    "$pack_dir/benchmarks/sparse-repro" bench-train --preset cifar10 --backend cuda --dtype bf16 \
+    --batch 4 --steps 2 --warmup 1
   # The paper's full CIFAR-10 model (128 layers, n = 3072) on the GPU in bf16: the measured time
   # per sequence and the full run's GPU-hours (presets.md).
   left=$((budget - (SECONDS - t_start) - 15))
