@@ -27,7 +27,7 @@
 #       = 100 s of the budget), then the paper's CIFAR-10 preset on CUDA in bf16, 3 steps of 4
 #       sequences: `sparse-repro presets`, the full run's GPU-hours (the last GPU_PRESETS_S = 35 s),
 #       after the same preset's step profiled per operation (SPARSE_PROFILE_OPS, GPU_PROFILE_S =
-#       30 s: profile_cifar10.json).
+#       30 s: profile_cifar10.jsonl).
 # 2+3 in one call (saves a machine start; about 4-6 minutes):
 #      run(command="bash tests/gpu_check.sh all", carry=[".gpu-pack"], timeout_s=560)
 # 4. A follow-up (one test case, a sanitizer tool) in the environment `run` sets up:
@@ -374,7 +374,7 @@ run_peers() {
   # Where the paper's CIFAR-10 step spends its time: every model operation and attention call
   # timed between synchronisations (SPARSE_PROFILE_OPS, JSON in the archive).
   left=$((budget - (SECONDS - t_start) - 15 - presets_s))
-  step profile_cifar10 "$left" env SPARSE_PROFILE_OPS="$logs/profile_cifar10.json" \
+  step profile_cifar10 "$left" env SPARSE_PROFILE_OPS="$logs/profile_cifar10.jsonl" \
     "$pack_dir/benchmarks/sparse-repro" bench-train --preset cifar10 --backend cuda --dtype bf16 \
     --batch 4 --steps 2 --warmup 1
   # The paper's full CIFAR-10 model (128 layers, n = 3072) on the GPU in bf16: the measured time

@@ -3,8 +3,9 @@
 implies (pre-norm blocks: two layer norms per layer and a final one; six products per layer,
 query, key, value, output and the feed-forward's two, and the head's; one loss per step; one
 fused attention forward and backward per layer), every time is non-negative and the total is
-within the run's wall time; written as JSON to a path, as a table to stderr for 1, nothing when
-unset, and an unwritable path is reported without failing the run.
+within the run's wall time; one JSON line per model appended to a path (a second run adds a
+line, the first stays), a table on stderr for 1, nothing when unset, and an unwritable path is
+reported without failing the run.
 
 Usage: test_op_profile.py SPARSE_REPRO"""
 import json
@@ -33,10 +34,12 @@ def run(value):
 
 def main():
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "profile.json")
+        path = os.path.join(tmp, "profile.jsonl")
         r, wall = run(path)
         assert r.returncode == 0, r.stderr
-        doc = json.load(open(path))
+        lines = open(path).read().splitlines()
+        assert len(lines) == 1, lines
+        doc = json.loads(lines[0])
         assert doc["profile"] == "sparse-model-ops" and doc["synchronised"] is True, doc
         ops = {o["op"]: o for o in doc["ops"]}
         steps = STEPS + WARMUP
@@ -55,6 +58,11 @@ def main():
         assert abs(total - doc["total_seconds"]) <= 1e-6 * max(1.0, total), doc["total_seconds"]
         assert 0 < doc["total_seconds"] < wall, (doc["total_seconds"], wall)
 
+        r, _ = run(path)
+        lines = open(path).read().splitlines()
+        assert len(lines) == 2 and json.loads(lines[0]) == doc, "a second run replaced the first's line"
+        assert json.loads(lines[1])["profile"] == "sparse-model-ops"
+
         r, _ = run("1")
         assert r.returncode == 0 and "SPARSE_PROFILE_OPS" in r.stderr, r.stderr
         assert any(line.split()[:2] == ["attention_forward", str(LAYERS * steps)]
@@ -64,7 +72,7 @@ def main():
         r, _ = run(None)
         assert r.returncode == 0 and "SPARSE_PROFILE_OPS" not in r.stderr and not os.path.exists(path)
 
-        bad = os.path.join(tmp, "no-such-folder", "p.json")
+        bad = os.path.join(tmp, "no-such-folder", "p.jsonl")
         r, _ = run(bad)
         assert r.returncode == 0 and "SPARSE_PROFILE_OPS" in r.stderr and "no-such-folder" in r.stderr, \
             r.stderr

@@ -1,13 +1,20 @@
 #include "libsparse/model/op_profile.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "libsparse/error.hpp"
 #include "libsparse/file_io.hpp"
 
 namespace sparse {
@@ -19,6 +26,19 @@ std::unique_ptr<OpProfile> OpProfile::from_environment(Backend& backend) {
 }
 
 namespace {
+
+void append_line_fd(int fd, const std::string& path, const std::string& line) {
+  struct stat st {};
+  const bool regular = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  const ssize_t n = regular ? ::write(fd, line.data(), line.size()) : -1;
+  const int err = errno;
+  ::close(fd);
+  if (!regular)
+    throw_error(SPARSE_ERR_IO, "the operation profile ", path, " is not a regular file");
+  if (n != static_cast<ssize_t>(line.size()))
+    throw_error(SPARSE_ERR_IO, "cannot write the operation profile ", path, ": ",
+                n < 0 ? std::strerror(err) : "short write");
+}
 
 std::string json_string(const std::string& s) {
   std::string out = "\"";
@@ -33,6 +53,23 @@ std::string json_string(const std::string& s) {
     out += ch;
   }
   return out + "\"";
+}
+
+// Appends `line` (ending in a newline) to `path` with one write(2) in O_APPEND mode, so that the
+// models of one process (table1 trains three) and several processes add whole lines, never
+// splitting or overwriting one another's. A regular file only (created when missing).
+void append_line(const std::string& path, const std::string& line) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) {
+    // O_NOFOLLOW refuses a link: follow it to the file it names, as other outputs do.
+    const std::string target = resolve_output_path(path, "the operation profile");
+    const int fd2 = ::open(target.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd2 < 0)
+      throw_error(SPARSE_ERR_IO, "cannot open the operation profile ", path, ": ",
+                  std::strerror(errno));
+    return append_line_fd(fd2, path, line);
+  }
+  append_line_fd(fd, path, line);
 }
 
 }  // namespace
@@ -67,7 +104,7 @@ OpProfile::~OpProfile() {
     }
     std::snprintf(buf, sizeof buf, "%.9g", total);
     doc += std::string("], \"total_seconds\": ") + buf + "}\n";
-    write_file_atomically(destination_, {{doc.data(), doc.size()}}, "the operation profile");
+    append_line(destination_, doc);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "libsparse: SPARSE_PROFILE_OPS: %s\n", e.what());
   }

@@ -4,9 +4,11 @@
 //
 //   SPARSE_PROFILE_OPS=1      a table on stderr: operation, calls, total seconds, mean
 //                             microseconds, share of the profiled time
-//   SPARSE_PROFILE_OPS=PATH   the same as one JSON document written atomically to PATH
-//                             ({"profile": "sparse-model-ops", "synchronised": true,
-//                               "ops": [{"op", "calls", "seconds"}, ...], "total_seconds"})
+//   SPARSE_PROFILE_OPS=PATH   the same as one JSON line per model appended to PATH (JSON Lines;
+//                             one write in append mode, so the models of one process and of
+//                             several keep whole lines): {"profile": "sparse-model-ops",
+//                             "synchronised": true, "backend", "ops": [{"op", "calls",
+//                             "seconds"}, ...], "total_seconds"}
 //
 // Each timed call is bracketed by Backend::synchronize(), so a call's time is its own device time
 // plus its launch and the synchronisation: the table attributes a step's time to operations, at
