@@ -147,7 +147,11 @@ def markdown(doc, notes):
               "`tests/attention_check.hpp`). Each cell is the largest normalised error "
               "sum (g - w)^2 / sum w^2 of that output over the cases (layouts, shapes, storage "
               "orders, logit scales); the table per kernel, head size, block size and layout is "
-              "`results/gpu/gpu_correctness.md`.\n")
+              "`results/gpu/gpu_correctness.md`. 'worst row' is the largest ||g_r - w_r|| / "
+              "||w_r||: a dq or dk row whose terms cancel is bounded by the size of its terms "
+              "(the terms rule), not by its own small norm, so it can exceed 1 in a passing "
+              "comparison; so can the normalised error of a dq or dk that is zero in exact "
+              "arithmetic (one key per query).\n")
     md.append("| kernel | head_dim | block sizes | layouts | comparisons | "
               + " | ".join(TENSORS) + " | worst row | failed |")
     md.append("|---|---:|---|---:|---:|" + "---:|" * len(TENSORS) + "---:|---:|")
