@@ -19,7 +19,8 @@
 #       $OUT/gpu_check_summary.txt (one line per step, also printed last).
 # 3. Optional, at once (the machine stays warm only 30 s after a call; about 4 minutes):
 #      run(command="bash tests/gpu_check.sh peers", carry=[".gpu-pack"], timeout_s=270)
-#    -> $OUT/gpu_peers.tar.gz: libsparse vs PyTorch SDPA (flash, dense causal) and FlexAttention
+#    -> $OUT/gpu_peers.tar.gz: the PyTorch operator's tests on CUDA tensors (torch_operator), then
+#       libsparse vs PyTorch SDPA (flash, dense causal) and FlexAttention
 #       with the same block mask (benchmarks/peers/gpu_attention_peers.py), then training steps
 #       of imagenet64-small: `sparse-repro bench-train --backend cuda --dtype bf16` against the
 #       same model in PyTorch, bf16 autocast and FlexAttention with the same block mask, tokens/s
@@ -357,6 +358,9 @@ run_main() {
 
 run_peers() {
   start_run gpu_peers.tar.gz gpu_peers "${GPU_PEERS_BUDGET:-230}" peers
+  # The PyTorch operator (capi/bindings/python/sparse_attention) on CUDA tensors against the CPU,
+  # on a side stream and on the legacy default stream (its test_cuda_matches_cpu).
+  step torch_operator 30 env SPARSE_REQUIRE_TORCH=1 python3 capi/bindings/python/test_torch_attention.py
   # The attention alone first, then whole training steps (GPU_TRAIN_PEERS_S of the budget).
   local train_s=${GPU_TRAIN_PEERS_S:-100}
   local left=$((budget - (SECONDS - t_start) - 25 - train_s))
