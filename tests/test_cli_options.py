@@ -169,6 +169,10 @@ OPTION_CASES = [
     # be in [1, seq_len = 5]", the library's fields).
     (["bench-train", "--preset", "cifar10-small", "--seq-len", "5"],
      ["--seq-len 5", "stride 96", "--seq-len 96 or more"]),
+    # ... and above the preset's position grid (it said "the product of position_shape must be
+    # >= seq_len = 5000").
+    (["bench-train", "--preset", "cifar10-small", "--seq-len", "5000"],
+     ["--seq-len 5000", "32 x 32 x 3 = 3072", "--seq-len 3072 or less"]),
     (["eval", "--checkpoint", "x", "--data", "synthetic_text", "--dtype", "bf16"],
      ["--dtype bf16", "--backend cuda"]),
     (["sample", "--checkpoint", "x", "--out", "y", "--dtype", "fp16"],
