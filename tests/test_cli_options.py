@@ -140,6 +140,12 @@ OPTION_CASES = [
     (["train", "--steps", "2", "--steps=1"], ["train: --steps is given twice (2, then 1)",
                                               "give it once"]),
     (["sample", "--checkpoint", "x", "--out", "y", "--out", "z"], ["--out is given twice (y, then z)"]),
+    # The second without a value: it said "(3, then --quiet)", an option shown as the value, or
+    # "(3, then )".
+    (["train", "--steps", "3", "--steps", "--quiet"],
+     ["--steps is given twice (3, then with no value)"]),
+    (["train", "--steps", "3", "--steps"], ["--steps is given twice (3, then with no value)"]),
+    (["train", "--steps=3", "--steps="], ['--steps is given twice (3, then "")']),
     # An option where the one before it expects its value: CLI11 took it as the value
     # (--checkpoint --quiet saved the checkpoint as "--quiet"; memory-table wrote "./--json").
     (["train", "--checkpoint", "--quiet"], ["--checkpoint needs a value", '"--quiet", another option',
