@@ -49,6 +49,18 @@ int run_bench_train(const TrainBenchOptions& o) {
     throw std::runtime_error("--seq-len " + std::to_string(o.seq_len) + " is shorter than preset " +
                              o.preset + "'s attention stride " + std::to_string(cfg.stride) +
                              ": give --seq-len " + std::to_string(cfg.stride) + " or more");
+  // ... nor a longer sequence than the preset's grid of learned positions.
+  int64_t positions = 1;
+  std::string grid;
+  for (int32_t i = 0; i < cfg.num_position_dims; ++i) {
+    positions *= cfg.position_shape[i];
+    grid += (i ? " x " : "") + std::to_string(cfg.position_shape[i]);
+  }
+  if (o.seq_len > 0 && cfg.num_position_dims > 0 && o.seq_len > positions)
+    throw std::runtime_error("--seq-len " + std::to_string(o.seq_len) + " is longer than preset " +
+                             o.preset + "'s grid of positions " + grid + " = " +
+                             std::to_string(positions) + ": give --seq-len " +
+                             std::to_string(positions) + " or less");
   if (o.layers > 0) cfg.num_layers = o.layers;
   if (o.width > 0) cfg.d_model = o.width;
   if (o.heads > 0) cfg.num_heads = o.heads;

@@ -15,6 +15,7 @@ Writes the Markdown report (figures from those files; the hand-written findings 
 implementation's timings that are known to be wrong (the reason goes into the notes)."""
 import argparse
 import collections
+import contextlib
 import json
 import math
 import os
@@ -28,10 +29,46 @@ TENSORS = ("out", "lse", "dq", "dk", "dv")
 BENCH = ("bf16", "f16", "f32", "unfused")
 
 
+class BadInput(Exception):
+    """A file of the archive is missing or malformed (the message names it)."""
+
+
+@contextlib.contextmanager
+def reading(path, line=None):
+    """Turns an error while reading `path` (at `line`) into a BadInput naming them."""
+    where = f"{path}, line {line}" if line is not None else path
+    try:
+        yield
+    except BadInput:
+        raise
+    except OSError as e:
+        raise BadInput(f"{where}: cannot read ({e.strerror or e})") from None
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{where}: not JSON ({e.msg})") from None
+    except KeyError as e:
+        raise BadInput(f"{where}: no field {e}") from None
+    except (TypeError, ValueError, IndexError, AttributeError) as e:
+        raise BadInput(f"{where}: malformed ({type(e).__name__}: {e})") from None
+
+
+def json_lines(path):
+    """(line number, record) of each non-empty line of a JSON Lines file."""
+    with reading(path), open(path, encoding="utf-8") as f:
+        lines = list(enumerate(f, 1))
+    for number, line in lines:
+        if line.strip():
+            with reading(path, number):
+                r = json.loads(line)
+                if not isinstance(r, dict):
+                    raise BadInput(f"{path}, line {number}: not a JSON object")
+            yield number, r
+
+
 def read_provenance(folder):
     keep = ("command", "date", "gpu", "cuda (driver)", "nvcc", "pack: commit", "compute-sanitizer")
     prov = {}
-    with open(os.path.join(folder, "provenance.txt"), encoding="utf-8") as f:
+    path = os.path.join(folder, "provenance.txt")
+    with reading(path), open(path, encoding="utf-8") as f:
         for line in f:
             key, _, value = line.rstrip("\n").partition(": ")
             if key == "pack" and value.startswith("commit "):
@@ -42,19 +79,25 @@ def read_provenance(folder):
 
 
 def read_steps(folder):
-    with open(os.path.join(folder, "steps.tsv"), encoding="utf-8") as f:
+    path = os.path.join(folder, "steps.tsv")
+    with reading(path), open(path, encoding="utf-8") as f:
         lines = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    if not lines:
+        raise BadInput(f"{path}: empty (no header line step, verdict, seconds, note)")
     head, rows = lines[0], lines[1:]
-    return [dict(zip(head, r)) for r in rows]
+    missing = [k for k in ("step", "verdict", "seconds") if k not in head]
+    if missing:
+        raise BadInput(f"{path}: the header line has no column {', '.join(missing)}")
+    # A row cut short (a run stopped while writing it) keeps its first columns.
+    return [dict(zip(head, r + [""] * (len(head) - len(r)))) for r in rows]
 
 
 def correctness(folder):
     path = os.path.join(folder, "attention_checks.jsonl")
     agg = collections.OrderedDict()
     total = failed = 0
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            r = json.loads(line)
+    for number, r in json_lines(path):
+        with reading(path, number):
             total += 1
             failed += not r["ok"]
             key = (r["kernel"], r["head_dim"])
@@ -95,9 +138,8 @@ def benchmarks(folder):
         path = os.path.join(folder, f"gpu_attention_{name}.jsonl")
         if not os.path.exists(path):
             continue
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                r = json.loads(line)
+        for number, r in json_lines(path):
+            with reading(path, number):
                 if "pattern" not in r:
                     continue
                 rows.append({k: r.get(k) for k in (
@@ -108,10 +150,21 @@ def benchmarks(folder):
 
 
 def peers(folder, exclude):
-    with open(os.path.join(folder, "gpu_attention_peers.json"), encoding="utf-8") as f:
-        doc = json.load(f)
-    rows = [r for r in doc["rows"] if r.get("impl") not in exclude]
-    return doc["provenance"], rows
+    path = os.path.join(folder, "gpu_attention_peers.json")
+    with reading(path):
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        prov = doc["provenance"]
+        needs = [(prov, ("command", "torch", "reps", "shapes"), "provenance"),
+                 (prov["shapes"], ("batch", "heads"), "provenance.shapes")]
+        needs += [(r, ("impl", "mode", "n", "head_dim"), f"rows[{i}]")
+                  for i, r in enumerate(doc["rows"])]
+        for record, keys, what in needs:
+            missing = [k for k in keys if k not in record]
+            if missing:
+                raise BadInput(f"{path}: {what} has no field {', '.join(missing)}")
+        rows = [r for r in doc["rows"] if r["impl"] not in exclude]
+    return prov, rows
 
 
 def fmt(x, spec=".3g"):
@@ -210,6 +263,13 @@ def markdown(doc, notes):
 
 
 def main():
+    try:
+        report()
+    except BadInput as e:
+        sys.exit(f"gpu_results: {e}")
+
+
+def report():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", required=True, help="the unpacked gpu_check folder of the run")
     ap.add_argument("--earlier", help="an earlier run's gpu_check folder (its steps are listed)")
@@ -243,7 +303,7 @@ def main():
             and (b["mode"], b["n"], b["head_dim"]) in sdpa]
     notes = ""
     if a.notes:
-        with open(a.notes, encoding="utf-8") as f:
+        with reading(a.notes), open(a.notes, encoding="utf-8") as f:
             notes = f.read()
     write_atomically(a.out + ".json", json.dumps(doc, indent=1, default=list) + "\n")
     write_atomically(a.out + ".md", markdown(doc, notes))

@@ -20,8 +20,10 @@ bool runs_on_this_rank(const std::string& subcommand);
 
 // Whether this process prints a command-line error (an unknown subcommand or option, a bad value,
 // --help): every rank of a launch parses the same arguments, so only rank 0 prints (one message,
-// not one per rank); the other ranks exit with the same status, silently. Errors found later,
-// while a rank works, are printed by that rank.
+// not one per rank); the other ranks exit with the same status, silently. Exceptions, whose
+// arguments rank 0 does not see: the first rank of each further command line of an MPMD launch
+// (mpirun A : B), and SLURM variables with no srun behind them (no SLURM_STEP_ID). Errors found
+// later, while a rank works, are printed by that rank.
 bool prints_usage_errors();
 // The exit of a rank that does not print its error: `status`, after a pause when it is non-zero,
 // so that rank 0 has printed before the launcher, seeing a failed rank, stops the job.

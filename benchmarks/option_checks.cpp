@@ -214,10 +214,14 @@ std::string unknown_option(const CLI::App& app, int argc, char** argv) {
       // An option of one value given twice: CLI11 says only "At Most 1 required but received 2".
       // (List options, such as --n 128,256, take every occurrence; flags may repeat.)
       if (option->get_items_expected_min() == 1 && option->get_items_expected_max() == 1) {
+        // The value as given: after '=', else the next argument unless it is missing or another
+        // option (which CLI11 reports as a missing value).
         const size_t eq = argument.find('=');
-        const std::string value = eq != std::string::npos ? argument.substr(eq + 1)
-                                  : i + 1 < argc          ? std::string(argv[i + 1])
-                                                          : std::string();
+        std::string value = "with no value";
+        if (eq != std::string::npos)
+          value = eq + 1 < argument.size() ? argument.substr(eq + 1) : "\"\"";
+        else if (i + 1 < argc && std::string(argv[i + 1]).compare(0, 2, "--") != 0)
+          value = argv[i + 1];
         auto [at, first] = single_values.emplace(option, value);
         if (!first)
           return subcommand + ": " + given + " is given twice (" + at->second + ", then " + value +

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -359,6 +360,22 @@ bool is_file(const std::string& path) {
   return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
+// Whether `name` is a program exec can start: a path (with a '/') to an executable regular file,
+// or such a file in a folder of PATH. A folder, or a shell builtin with no program of its name
+// (cd), is not.
+bool is_program(const std::string& name) {
+  const auto executable = [](const std::string& path) {
+    return is_file(path) && access(path.c_str(), X_OK) == 0;
+  };
+  if (name.empty()) return false;
+  if (name.find('/') != std::string::npos) return executable(name);
+  const char* env = std::getenv("PATH");
+  std::istringstream dirs(env != nullptr ? env : "");
+  for (std::string dir; std::getline(dirs, dir, ':');)
+    if (executable((dir.empty() ? "." : dir) + "/" + name)) return true;
+  return false;
+}
+
 nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw std::runtime_error("cannot read " + path);
@@ -435,7 +452,7 @@ int run_report(const ReportOptions& o) {
     std::printf("plots skipped: %s is not there (plots need the source tree)\n", script.c_str());
     return 0;
   }
-  if (std::system(("command -v " + shell_quote(o.python) + " >/dev/null 2>&1").c_str()) != 0) {
+  if (!is_program(o.python)) {
     if (o.python_given)
       throw std::runtime_error("--python " + o.python +
                                ": no such program (neither on PATH nor an executable file); the "

@@ -389,6 +389,10 @@ run_peers() {
   exit $status
 }
 
+usage() {
+  echo "usage: $0 pack | run | peers | all | exec COMMAND [ARGS...]   (see the top of this file)" >&2
+}
+
 case ${1:-} in
   pack) pack ;;
   run) run_main ;;
@@ -400,6 +404,10 @@ case ${1:-} in
     bash "$0" peers || rc=1
     exit "$rc" ;;
   # A follow-up check in the same environment: tests/gpu_check.sh exec COMMAND [ARGS...]
-  exec) shift; setup_env > /dev/null; exec "$@" ;;
-  *) echo "usage: $0 pack | run | peers | all | exec COMMAND...   (see the top of this file)" >&2; exit 2 ;;
+  exec)
+    shift
+    (( $# > 0 )) || { usage; exit 2; }
+    setup_env > /dev/null
+    exec "$@" ;;
+  *) usage; exit 2 ;;
 esac

@@ -140,6 +140,12 @@ OPTION_CASES = [
     (["train", "--steps", "2", "--steps=1"], ["train: --steps is given twice (2, then 1)",
                                               "give it once"]),
     (["sample", "--checkpoint", "x", "--out", "y", "--out", "z"], ["--out is given twice (y, then z)"]),
+    # The second without a value: it said "(3, then --quiet)", an option shown as the value, or
+    # "(3, then )".
+    (["train", "--steps", "3", "--steps", "--quiet"],
+     ["--steps is given twice (3, then with no value)"]),
+    (["train", "--steps", "3", "--steps"], ["--steps is given twice (3, then with no value)"]),
+    (["train", "--steps=3", "--steps="], ['--steps is given twice (3, then "")']),
     # An option where the one before it expects its value: CLI11 took it as the value
     # (--checkpoint --quiet saved the checkpoint as "--quiet"; memory-table wrote "./--json").
     (["train", "--checkpoint", "--quiet"], ["--checkpoint needs a value", '"--quiet", another option',
@@ -169,6 +175,10 @@ OPTION_CASES = [
     # be in [1, seq_len = 5]", the library's fields).
     (["bench-train", "--preset", "cifar10-small", "--seq-len", "5"],
      ["--seq-len 5", "stride 96", "--seq-len 96 or more"]),
+    # ... and above the preset's position grid (it said "the product of position_shape must be
+    # >= seq_len = 5000").
+    (["bench-train", "--preset", "cifar10-small", "--seq-len", "5000"],
+     ["--seq-len 5000", "32 x 32 x 3 = 3072", "--seq-len 3072 or less"]),
     (["eval", "--checkpoint", "x", "--data", "synthetic_text", "--dtype", "bf16"],
      ["--dtype bf16", "--backend cuda"]),
     (["sample", "--checkpoint", "x", "--out", "y", "--dtype", "fp16"],

@@ -420,7 +420,24 @@ def usage_errors_once(tmp):
         r = subprocess.run(three + args, capture_output=True, text=True, timeout=120, env=env)
         assert r.returncode != 0, f"{args}: exit 0"
         assert (r.stdout + r.stderr).count(text) == 1, f"{args}:\n{r.stdout}{r.stderr}"
-    return "a bad value, a misspelt option and a misspelt subcommand under 3 ranks: one message each"
+    # Only the second command line of an MPMD launch is wrong: rank 0 cannot speak for it, so that
+    # rank prints its own error (it used to exit 2 in silence), and the job ends.
+    good = ["train", "--json", *options(["--steps", "2", "--batch", "1"], TINY)]
+    cmd = [mpirun, "--oversubscribe", "-np", "1", exe, *good, ":", "-np", "2", exe, "train",
+           "--stpes", "3"]
+    t0 = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode != 0, f"MPMD with a misspelt option on rank 1: exit 0\n{r.stderr[-1000:]}"
+    assert (r.stdout + r.stderr).count('unknown option "--stpes"') == 1, r.stdout + r.stderr
+    assert time.time() - t0 < 60, f"took {time.time() - t0:.1f} s"
+    # SLURM variables set by hand, with no srun (no SLURM_STEP_ID): no rank 0 prints for rank 1.
+    plain = {k: v for k, v in env.items()
+             if not k.startswith(("OMPI_", "PMIX_", "PMI_", "SLURM_"))}
+    r = subprocess.run([exe, "train", "--steps", "0"], capture_output=True, text=True, timeout=60,
+                       env=dict(plain, SLURM_PROCID="1", SLURM_NTASKS="3"))
+    assert r.returncode != 0 and "--steps: must be an integer" in r.stderr, r.stderr
+    return ("a bad value, a misspelt option and a misspelt subcommand under 3 ranks: one message "
+            "each; an MPMD launch's second command line and SLURM variables without srun: shown")
 
 
 def launcher_variables(tmp):

@@ -320,6 +320,13 @@ def check_table1_and_report(tmp):
     p = run("report", "--dir", res, "--python", os.path.join(tmp, "no-such-python"), check=False)
     assert p.returncode != 0 and "--python" in p.stderr and "no such program" in p.stderr, p.stderr
     assert "wrote " in p.stdout, p.stdout
+    # A folder or a file that is not executable: not a program either (the shell said
+    # "Permission denied" and the report "plots.py failed (exit 126)").
+    plain = os.path.join(tmp, "not-executable")
+    open(plain, "w").close()
+    for bad in (tmp, plain):
+        p = run("report", "--dir", res, "--python", bad, check=False)
+        assert p.returncode != 0 and f"--python {bad}: no such program" in p.stderr, (bad, p.stderr)
 
     # Bad input.
     empty = os.path.join(tmp, "empty")

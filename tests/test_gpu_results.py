@@ -2,7 +2,8 @@
 """benchmarks/gpu_results.py on hand-made gpu_check / gpu_peers folders whose figures are known:
 the largest normalised error per kernel and head size, the failed count, the sanitizer summary
 lines, the timings, SDPA's rows kept and an excluded implementation's rows left out, and our rate
-over SDPA's where the mode, n and head size match; a missing folder is refused by name."""
+over SDPA's where the mode, n and head size match; a missing folder is refused by name, and so
+is a missing or malformed file of the archive (no traceback)."""
 import json
 import os
 import subprocess
@@ -104,6 +105,50 @@ def main():
                             "--out", out], capture_output=True, text=True)
         check(r.returncode != 0 and "missing is not a folder" in r.stderr,
               f"missing folder: exit {r.returncode}, {r.stderr!r}")
+        # Broken archives: a clear message naming the file, never a traceback.
+        import shutil
+
+        def broken(what, name, edit, folder="check", expect=None):
+            work = os.path.join(tmp, "broken", what.replace(" ", "_"))
+            c, pe = os.path.join(work, "gpu_check"), os.path.join(work, "gpu_peers")
+            shutil.copytree(check_dir, c)
+            shutil.copytree(peers_dir, pe)
+            target = os.path.join(c if folder == "check" else pe, name)
+            if edit is None:
+                os.remove(target)
+            else:
+                write(target, edit)
+            r = subprocess.run([sys.executable, SCRIPT, "--check", c, "--peers", pe, "--out",
+                                os.path.join(work, "o")], capture_output=True, text=True)
+            check(r.returncode != 0 and "Traceback" not in r.stderr and name in r.stderr
+                  and (expect is None or expect in r.stderr),
+                  f"{what}: exit {r.returncode}, {r.stderr[-600:]!r}")
+
+        broken("no provenance", "provenance.txt", None)
+        broken("empty steps", "steps.tsv", "")
+        broken("broken jsonl line", "attention_checks.jsonl",
+               rec("fused bf16", 64, "out", 2e-6) + '{"kernel": "fused\n', expect="line 2")
+        broken("record without ok", "attention_checks.jsonl", '{"kernel": "k"}\n', expect="ok")
+        broken("broken benchmark line", "gpu_attention_bf16.jsonl", "garbage\n", expect="line 1")
+        broken("peers not JSON", "gpu_attention_peers.json", "{", folder="peers")
+        broken("peers without provenance", "gpu_attention_peers.json",
+               json.dumps({"rows": []}), folder="peers", expect="provenance")
+        broken("peers provenance without command", "gpu_attention_peers.json",
+               json.dumps({"provenance": {}, "rows": []}), folder="peers", expect="command")
+        r = subprocess.run([sys.executable, SCRIPT, "--check", check_dir, "--notes",
+                            os.path.join(tmp, "no-notes.md"), "--out", out],
+                           capture_output=True, text=True)
+        check(r.returncode != 0 and "Traceback" not in r.stderr and "no-notes.md" in r.stderr,
+              f"missing notes: exit {r.returncode}, {r.stderr[-600:]!r}")
+        # Peers without SDPA rows: the report, without the side-by-side rates.
+        nosdpa = dict(peers, rows=[r for r in peers["rows"] if r["impl"] != "sdpa-flash-dense"])
+        pe = os.path.join(tmp, "nosdpa", "gpu_peers")
+        shutil.copytree(peers_dir, pe)
+        write(os.path.join(pe, "gpu_attention_peers.json"), json.dumps(nosdpa))
+        r = subprocess.run([sys.executable, SCRIPT, "--check", check_dir, "--peers", pe, "--out",
+                            out], capture_output=True, text=True)
+        check(r.returncode == 0 and json.load(open(out + ".json"))["vs_sdpa"] == [],
+              f"peers without SDPA: exit {r.returncode}, {r.stderr[-600:]!r}")
     for f in failures:
         print("FAIL:", f)
     print("gpu-results:", "ok" if not failures else f"{len(failures)} failures")

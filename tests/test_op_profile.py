@@ -4,8 +4,8 @@ implies (pre-norm blocks: two layer norms per layer and a final one; six product
 query, key, value, output and the feed-forward's two, and the head's; one loss per step; one
 fused attention forward and backward per layer), every time is non-negative and the total is
 within the run's wall time; one JSON line per model appended to a path (a second run adds a
-line, the first stays), a table on stderr for 1, nothing when unset, and an unwritable path is
-reported without failing the run.
+line, the first stays), a table on stderr for 1 (and yes/true/on), nothing when unset (or
+0/no/false/off), and an unwritable path or a FIFO is reported without failing or blocking the run.
 
 Usage: test_op_profile.py SPARSE_REPRO"""
 import json
@@ -22,13 +22,17 @@ ARGS = ["bench-train", "--preset", "cifar10-small", "--layers", str(LAYERS), "--
         "--threads", "1"]
 
 
-def run(value):
+def run(value, cwd=None):
     env = dict(os.environ)
     env.pop("SPARSE_PROFILE_OPS", None)
     if value is not None:
         env["SPARSE_PROFILE_OPS"] = value
     t0 = time.monotonic()
-    r = subprocess.run([exe, *ARGS], capture_output=True, text=True, env=env, timeout=300)
+    try:
+        r = subprocess.run([exe, *ARGS], capture_output=True, text=True, env=env, timeout=60,
+                           cwd=cwd)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"SPARSE_PROFILE_OPS={value}: the run did not end in 60 s")
     return r, time.monotonic() - t0
 
 
@@ -76,6 +80,21 @@ def main():
         r, _ = run(bad)
         assert r.returncode == 0 and "SPARSE_PROFILE_OPS" in r.stderr and "no-such-folder" in r.stderr, \
             r.stderr
+        # A FIFO (no reader) is not a file to append to: refused at once; the run used to hang at
+        # the end, blocked in open(2).
+        fifo = os.path.join(tmp, "fifo")
+        os.mkfifo(fifo)
+        r, _ = run(fifo)
+        assert r.returncode == 0 and "not a regular file" in r.stderr, r.stderr
+
+        # Switch words, in the current folder: 0/no/false/off profile nothing, yes/true/on print
+        # the table; neither becomes a file of that name.
+        for word, table in (("0", False), ("off", False), ("No", False), ("yes", True),
+                            ("TRUE", True), ("on", True)):
+            r, _ = run(word, cwd=tmp)
+            assert r.returncode == 0, r.stderr
+            assert ("libsparse: model operations" in r.stderr) == table, (word, r.stderr)
+            assert not os.path.exists(os.path.join(tmp, word)), f"a file named {word!r} was written"
     print("ok: operation profile")
     return 0
 

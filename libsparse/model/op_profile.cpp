@@ -1,6 +1,7 @@
 #include "libsparse/model/op_profile.hpp"
 
 #include <fcntl.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <initializer_list>
 #include <string>
 #include <utility>
 #include <vector>
@@ -19,9 +21,22 @@
 
 namespace sparse {
 
+namespace {
+
+bool is_one_of(const char* value, std::initializer_list<const char*> words) {
+  for (const char* w : words)
+    if (::strcasecmp(value, w) == 0) return true;
+  return false;
+}
+
+}  // namespace
+
 std::unique_ptr<OpProfile> OpProfile::from_environment(Backend& backend) {
   const char* value = std::getenv("SPARSE_PROFILE_OPS");
-  if (value == nullptr || *value == '\0') return nullptr;
+  if (value == nullptr || *value == '\0' || is_one_of(value, {"0", "no", "false", "off"}))
+    return nullptr;
+  // A switch word is not a file name: the table on stderr, as for 1.
+  if (is_one_of(value, {"yes", "true", "on"})) value = "1";
   return std::unique_ptr<OpProfile>(new OpProfile(backend, value));
 }
 
@@ -59,11 +74,18 @@ std::string json_string(const std::string& s) {
 // models of one process (table1 trains three) and several processes add whole lines, never
 // splitting or overwriting one another's. A regular file only (created when missing).
 void append_line(const std::string& path, const std::string& line) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  // O_NONBLOCK: a FIFO would block open(2) until a reader comes (ENXIO instead); a regular file
+  // ignores it.
+  const int flags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK;
+  const int fd = ::open(path.c_str(), flags | O_NOFOLLOW, 0644);
   if (fd < 0) {
+    if (errno == ENXIO)
+      throw_error(SPARSE_ERR_IO, "the operation profile ", path, " is not a regular file");
     // O_NOFOLLOW refuses a link: follow it to the file it names, as other outputs do.
     const std::string target = resolve_output_path(path, "the operation profile");
-    const int fd2 = ::open(target.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    const int fd2 = ::open(target.c_str(), flags, 0644);
+    if (fd2 < 0 && errno == ENXIO)
+      throw_error(SPARSE_ERR_IO, "the operation profile ", path, " is not a regular file");
     if (fd2 < 0)
       throw_error(SPARSE_ERR_IO, "cannot open the operation profile ", path, ": ",
                   std::strerror(errno));

@@ -13,7 +13,9 @@
 // Each timed call is bracketed by Backend::synchronize(), so a call's time is its own device time
 // plus its launch and the synchronisation: the table attributes a step's time to operations, at
 // the cost of the overlap between calls (a profiled run is slower than a plain one, and host work
-// between calls is not counted). Unset or empty: nothing is wrapped and nothing is timed.
+// between calls is not counted). Unset, empty, 0, no, false or off: nothing is wrapped and
+// nothing is timed; yes, true and on mean 1 (any case). A path that is not a regular file (a
+// folder, a FIFO, a device) is refused on stderr, without blocking.
 #pragma once
 
 #include <chrono>
