@@ -274,10 +274,11 @@ __device__ __forceinline__ void gemm_rs(float (&acc)[N][4], const float (&p)[KC 
 // selected fp32 FMAs, so a non-finite B[k][.] reaches only the rows that take k. Rare, so it
 // favours small code: the fragments are copied to local arrays indexed at run time (the fast
 // path's registers stay statically indexed) and the weight of (row, k) is fetched from the quad
-// lane that holds it.
-template <typename T, int KC, int N, int SB, typename Attends>
-__device__ void gemm_rs_exact(float (&acc)[N][4], const float (&w)[KC / 8][4], const T* b, int lane,
-                              bool skip_zero, Attends attends) {
+// lane that holds it. load(n, k) gives B[k][n] (gemm_rs_exact: B n-major; the second forward
+// kernel: V row-major).
+template <int KC, int N, typename Attends, typename Load>
+__device__ void gemm_exact(float (&acc)[N][4], const float (&w)[KC / 8][4], int lane,
+                           bool skip_zero, Attends attends, Load load) {
   float wl[KC / 8][4], al[N][4];
 #pragma unroll
   for (int j = 0; j < KC / 8; ++j)
@@ -299,7 +300,7 @@ __device__ void gemm_rs_exact(float (&acc)[N][4], const float (&w)[KC / 8][4], c
     for (int nt = 0; nt < N; ++nt) {
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
-        const float x = ElemOps<T>::to_float(b[(nt * 8 + 2 * tq + i) * SB + k]);
+        const float x = load(nt * 8 + 2 * tq + i, k);  // B[k][n]
         if (ta) al[nt][i] = fmaf(wa, x, al[nt][i]);
         if (tb) al[nt][2 + i] = fmaf(wb, x, al[nt][2 + i]);
       }
@@ -309,6 +310,14 @@ __device__ void gemm_rs_exact(float (&acc)[N][4], const float (&w)[KC / 8][4], c
   for (int j = 0; j < N; ++j)
 #pragma unroll
     for (int i = 0; i < 4; ++i) acc[j][i] = al[j][i];
+}
+
+// B[k][n] read n-major from `b` (rows n, columns k), as gemm_rs reads it.
+template <typename T, int KC, int N, int SB, typename Attends>
+__device__ void gemm_rs_exact(float (&acc)[N][4], const float (&w)[KC / 8][4], const T* b, int lane,
+                              bool skip_zero, Attends attends) {
+  gemm_exact<KC, N>(acc, w, lane, skip_zero, attends,
+                    [&](int n, int k) { return ElemOps<T>::to_float(b[n * SB + k]); });
 }
 
 // Writes a warp's 16 x D accumulator rows (rows g and g + 8 of the warp) times alpha.
@@ -334,6 +343,64 @@ __device__ __forceinline__ void store_rows(const Tensor4& t, int64_t b, int64_t 
       row[c * t.s3] = ElemOps<T>::from_float(acc[dt][2] * alpha_b);
       row[(c + 1) * t.s3] = ElemOps<T>::from_float(acc[dt][3] * alpha_b);
     }
+  }
+}
+
+// One key tile of the forward's online softmax (Milakov and Gimelshein 2018, as in
+// FlashAttention): scores s (the warp's 16 rows x TILE keys, C fragments: rows g and g + 8) are
+// scaled to log2 units where bits_a / bits_b allow the key and set to -inf elsewhere (selected,
+// never multiplied); the running maxima m, the per-lane partial sums l and the accumulator acc
+// are rescaled to the new maxima; s is left holding P = exp2(s - max). Shared by both forward
+// kernels, so that they compute the same values.
+template <int TILE, int D>
+__device__ __forceinline__ void online_softmax_tile(float (&s)[TILE / 8][4], uint64_t bits_a,
+                                                    uint64_t bits_b, float scale_log2, float& m_a,
+                                                    float& m_b, float& l_a, float& l_b,
+                                                    float (&acc)[D / 8][4]) {
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  float mx_a = -INFINITY, mx_b = -INFINITY;
+#pragma unroll
+  for (int nt = 0; nt < TILE / 8; ++nt) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int col = nt * 8 + 2 * (lane & 3) + (i & 1);
+      const uint64_t bits = i < 2 ? bits_a : bits_b;
+      s[nt][i] = ((bits >> col) & 1u) ? s[nt][i] * scale_log2 : -INFINITY;
+    }
+    mx_a = fmaxf(mx_a, fmaxf(s[nt][0], s[nt][1]));
+    mx_b = fmaxf(mx_b, fmaxf(s[nt][2], s[nt][3]));
+  }
+  // The four lanes of a quad share rows g and g + 8.
+#pragma unroll
+  for (int o = 1; o <= 2; o <<= 1) {
+    mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, o));
+    mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, o));
+  }
+  const float new_a = fmaxf(m_a, mx_a), new_b = fmaxf(m_b, mx_b);
+  // With no allowed key so far the row max is -inf: subtract 0 instead (all p are 0).
+  const float base_a = new_a == -INFINITY ? 0.0f : new_a;
+  const float base_b = new_b == -INFINITY ? 0.0f : new_b;
+  const float corr_a = exp2f(m_a - base_a), corr_b = exp2f(m_b - base_b);
+  m_a = new_a;
+  m_b = new_b;
+  float sum_a = 0.0f, sum_b = 0.0f;
+#pragma unroll
+  for (int nt = 0; nt < TILE / 8; ++nt) {
+    s[nt][0] = exp2f(s[nt][0] - base_a);
+    s[nt][1] = exp2f(s[nt][1] - base_a);
+    s[nt][2] = exp2f(s[nt][2] - base_b);
+    s[nt][3] = exp2f(s[nt][3] - base_b);
+    sum_a += s[nt][0] + s[nt][1];
+    sum_b += s[nt][2] + s[nt][3];
+  }
+  l_a = l_a * corr_a + sum_a;  // per-lane partial sums, reduced over the quad at the end
+  l_b = l_b * corr_b + sum_b;
+#pragma unroll
+  for (int dt = 0; dt < D / 8; ++dt) {
+    acc[dt][0] *= corr_a;
+    acc[dt][1] *= corr_a;
+    acc[dt][2] *= corr_b;
+    acc[dt][3] *= corr_b;
   }
 }
 
@@ -414,50 +481,7 @@ __global__ void __launch_bounds__(TILE * 2)
       const uint64_t valid = *skvalid;
       const uint64_t bits_a = mask_bits(L, mask, r0 + row_a, c0, TILE) & valid;
       const uint64_t bits_b = mask_bits(L, mask, r0 + row_b, c0, TILE) & valid;
-      float mx_a = -INFINITY, mx_b = -INFINITY;
-#pragma unroll
-      for (int nt = 0; nt < TILE / 8; ++nt) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int col = nt * 8 + 2 * (lane & 3) + (i & 1);
-          const uint64_t bits = i < 2 ? bits_a : bits_b;
-          s[nt][i] = ((bits >> col) & 1u) ? s[nt][i] * scale_log2 : -INFINITY;
-        }
-        mx_a = fmaxf(mx_a, fmaxf(s[nt][0], s[nt][1]));
-        mx_b = fmaxf(mx_b, fmaxf(s[nt][2], s[nt][3]));
-      }
-      // The four lanes of a quad share rows g and g + 8.
-#pragma unroll
-      for (int o = 1; o <= 2; o <<= 1) {
-        mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, o));
-        mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, o));
-      }
-      const float new_a = fmaxf(m_a, mx_a), new_b = fmaxf(m_b, mx_b);
-      // With no allowed key so far the row max is -inf: subtract 0 instead (all p are 0).
-      const float base_a = new_a == -INFINITY ? 0.0f : new_a;
-      const float base_b = new_b == -INFINITY ? 0.0f : new_b;
-      const float corr_a = exp2f(m_a - base_a), corr_b = exp2f(m_b - base_b);
-      m_a = new_a;
-      m_b = new_b;
-      float sum_a = 0.0f, sum_b = 0.0f;
-#pragma unroll
-      for (int nt = 0; nt < TILE / 8; ++nt) {
-        s[nt][0] = exp2f(s[nt][0] - base_a);
-        s[nt][1] = exp2f(s[nt][1] - base_a);
-        s[nt][2] = exp2f(s[nt][2] - base_b);
-        s[nt][3] = exp2f(s[nt][3] - base_b);
-        sum_a += s[nt][0] + s[nt][1];
-        sum_b += s[nt][2] + s[nt][3];
-      }
-      l_a = l_a * corr_a + sum_a;  // per-lane partial sums, reduced over the quad at the end
-      l_b = l_b * corr_b + sum_b;
-#pragma unroll
-      for (int dt = 0; dt < D / 8; ++dt) {
-        acc[dt][0] *= corr_a;
-        acc[dt][1] *= corr_a;
-        acc[dt][2] *= corr_b;
-        acc[dt][3] *= corr_b;
-      }
+      online_softmax_tile<TILE, D>(s, bits_a, bits_b, scale_log2, m_a, m_b, l_a, l_b, acc);
       if (exact)
         gemm_rs_exact<T, TILE, D / 8, S::kST>(acc, s, svt, lane, false, [&](bool second, int c) {
           return (((second ? bits_b : bits_a) >> c) & 1u) != 0;

@@ -136,40 +136,12 @@ __device__ __forceinline__ void chunk_of(int tid, int j, int& r, int& c) {
 }
 
 // acc += W V over the pairs (row, key) that attends(second_row, key) accepts, as selected fp32
-// FMAs: gemm_rs_exact of attention_tc.cuh with V read row-major (V[key][d] at v[key * SV + d]).
+// FMAs: gemm_exact of attention_tc.cuh with V read row-major (V[key][d] at v[key * SV + d]).
 template <typename T, int KC, int N, int SV, typename Attends>
 __device__ void gemm_pv_exact(float (&acc)[N][4], const float (&w)[KC / 8][4], const T* v, int lane,
                               Attends attends) {
-  float wl[KC / 8][4], al[N][4];
-#pragma unroll
-  for (int j = 0; j < KC / 8; ++j)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) wl[j][i] = w[j][i];
-#pragma unroll
-  for (int j = 0; j < N; ++j)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) al[j][i] = acc[j][i];
-  const int tq = lane & 3;
-#pragma unroll 1
-  for (int k = 0; k < KC; ++k) {
-    const int src = (lane & ~3) | ((k & 7) >> 1);
-    const float wa = __shfl_sync(0xffffffffu, wl[k >> 3][k & 1], src);
-    const float wb = __shfl_sync(0xffffffffu, wl[k >> 3][2 + (k & 1)], src);
-    const bool ta = attends(false, k), tb = attends(true, k);
-#pragma unroll 1
-    for (int nt = 0; nt < N; ++nt) {
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const float x = ElemOps<T>::to_float(v[k * SV + nt * 8 + 2 * tq + i]);
-        if (ta) al[nt][i] = fmaf(wa, x, al[nt][i]);
-        if (tb) al[nt][2 + i] = fmaf(wb, x, al[nt][2 + i]);
-      }
-    }
-  }
-#pragma unroll
-  for (int j = 0; j < N; ++j)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) acc[j][i] = al[j][i];
+  gemm_exact<KC, N>(acc, w, lane, false, attends,
+                    [&](int n, int k) { return ElemOps<T>::to_float(v[k * SV + n]); });
 }
 
 }  // namespace v2
@@ -315,50 +287,7 @@ __global__ void __launch_bounds__(TILE * 2)
     const uint64_t keep = low_bits(TILE) & valid;
     const uint64_t bits_a = (smask[st * TILE + row_a] >> (c0 & 63)) & keep;
     const uint64_t bits_b = (smask[st * TILE + row_b] >> (c0 & 63)) & keep;
-    float mx_a = -INFINITY, mx_b = -INFINITY;
-#pragma unroll
-    for (int nt = 0; nt < TILE / 8; ++nt) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int col = nt * 8 + 2 * (lane & 3) + (i & 1);
-        const uint64_t bits = i < 2 ? bits_a : bits_b;
-        s[nt][i] = ((bits >> col) & 1u) ? s[nt][i] * scale_log2 : -INFINITY;
-      }
-      mx_a = fmaxf(mx_a, fmaxf(s[nt][0], s[nt][1]));
-      mx_b = fmaxf(mx_b, fmaxf(s[nt][2], s[nt][3]));
-    }
-    // The four lanes of a quad share rows g and g + 8.
-#pragma unroll
-    for (int o = 1; o <= 2; o <<= 1) {
-      mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, o));
-      mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, o));
-    }
-    const float new_a = fmaxf(m_a, mx_a), new_b = fmaxf(m_b, mx_b);
-    // With no allowed key so far the row max is -inf: subtract 0 instead (all p are 0).
-    const float base_a = new_a == -INFINITY ? 0.0f : new_a;
-    const float base_b = new_b == -INFINITY ? 0.0f : new_b;
-    const float corr_a = exp2f(m_a - base_a), corr_b = exp2f(m_b - base_b);
-    m_a = new_a;
-    m_b = new_b;
-    float sum_a = 0.0f, sum_b = 0.0f;
-#pragma unroll
-    for (int nt = 0; nt < TILE / 8; ++nt) {
-      s[nt][0] = exp2f(s[nt][0] - base_a);
-      s[nt][1] = exp2f(s[nt][1] - base_a);
-      s[nt][2] = exp2f(s[nt][2] - base_b);
-      s[nt][3] = exp2f(s[nt][3] - base_b);
-      sum_a += s[nt][0] + s[nt][1];
-      sum_b += s[nt][2] + s[nt][3];
-    }
-    l_a = l_a * corr_a + sum_a;  // per-lane partial sums, reduced over the quad at the end
-    l_b = l_b * corr_b + sum_b;
-#pragma unroll
-    for (int dt = 0; dt < D / 8; ++dt) {
-      acc[dt][0] *= corr_a;
-      acc[dt][1] *= corr_a;
-      acc[dt][2] *= corr_b;
-      acc[dt][3] *= corr_b;
-    }
+    online_softmax_tile<TILE, D>(s, bits_a, bits_b, scale_log2, m_a, m_b, l_a, l_b, acc);
     if (exact) {
       v2::gemm_pv_exact<T, TILE, D / 8, kSD>(acc, s, tv, lane, [&](bool second, int c) {
         return (((second ? bits_b : bits_a) >> c) & 1u) != 0;
