@@ -57,7 +57,7 @@ sources=(
   libsparse/parallel/reducer.cpp capi/fuzz/op_check_stub.cpp
   libsparse/model/config.cpp libsparse/model/transformer.cpp libsparse/model/layer.cpp
   libsparse/model/decoding.cpp libsparse/model/layouts.cpp libsparse/model/trainer.cpp
-  libsparse/model/checkpoint.cpp libsparse/model/checkpoint_format.cpp
+  libsparse/model/checkpoint.cpp libsparse/model/checkpoint_format.cpp libsparse/model/op_profile.cpp
   reference_cpu/cpu_backend.cpp reference_cpu/attention_cpu.cpp reference_cpu/ops/ops.cpp
   datasets/io.cpp datasets/archive.cpp datasets/npy.cpp datasets/loader.cpp
   datasets/synthetic.cpp datasets/cifar10.cpp datasets/text.cpp datasets/imagenet64.cpp
