@@ -360,7 +360,7 @@ run_peers() {
   start_run gpu_peers.tar.gz gpu_peers "${GPU_PEERS_BUDGET:-230}" peers
   # The PyTorch operator (capi/bindings/python/sparse_attention) on CUDA tensors against the CPU,
   # on a side stream and on the legacy default stream (its test_cuda_matches_cpu).
-  step torch_operator 30 env SPARSE_REQUIRE_TORCH=1 python3 capi/bindings/python/test_torch_attention.py
+  step torch_operator 90 env SPARSE_REQUIRE_TORCH=1 python3 capi/bindings/python/test_torch_attention.py
   # The attention alone first, then whole training steps (GPU_TRAIN_PEERS_S of the budget).
   local train_s=${GPU_TRAIN_PEERS_S:-100}
   local left=$((budget - (SECONDS - t_start) - 25 - train_s))
