@@ -85,7 +85,7 @@ def main():
         fifo = os.path.join(tmp, "fifo")
         os.mkfifo(fifo)
         r, _ = run(fifo)
-        assert r.returncode == 0 and "not a regular file" in r.stderr, r.stderr
+        assert r.returncode == 0 and "is a FIFO" in r.stderr, r.stderr
 
         # Switch words, in the current folder: 0/no/false/off profile nothing, yes/true/on print
         # the table; neither becomes a file of that name.

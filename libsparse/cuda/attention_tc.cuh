@@ -43,6 +43,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "libsparse/cuda/attention_cuda.hpp"
 #include "libsparse/cuda/attention_tc.hpp"
@@ -712,6 +713,23 @@ __global__ void __launch_bounds__(TILE * 2)
 
 inline int tile_for_block(int block) { return block < 64 ? block : 64; }
 
+// Calls f(std::integral_constant<int, TILE>) with the kernels' tile for `block` (16, 32 or 64),
+// so that each launcher instantiates its tile sizes in one place.
+template <typename F>
+void with_tile(int block, F&& f) {
+  switch (tile_for_block(block)) {
+    case 16:
+      f(std::integral_constant<int, 16>{});
+      break;
+    case 32:
+      f(std::integral_constant<int, 32>{});
+      break;
+    default:
+      f(std::integral_constant<int, 64>{});
+      break;
+  }
+}
+
 template <typename Kernel>
 void prepare_launch(Kernel kernel, size_t smem_bytes) {
   int device = 0, optin = 0;
@@ -764,17 +782,8 @@ void backward_tile(const DeviceLayout& dl, const AttentionBackwardArgs& a, float
 
 template <typename T, int D>
 void forward(const DeviceLayout& dl, const AttentionForwardArgs& a, cudaStream_t stream) {
-  switch (tile_for_block(a.layout->block)) {
-    case 16:
-      forward_tile<T, D, 16>(dl, a, stream);
-      break;
-    case 32:
-      forward_tile<T, D, 32>(dl, a, stream);
-      break;
-    default:
-      forward_tile<T, D, 64>(dl, a, stream);
-      break;
-  }
+  with_tile(a.layout->block,
+            [&](auto tile) { forward_tile<T, D, decltype(tile)::value>(dl, a, stream); });
 }
 
 template <typename T, int D>
@@ -783,17 +792,8 @@ void backward(const DeviceLayout& dl, const AttentionBackwardArgs& a, float* del
   const int64_t batch = a.q.shape[0], heads = a.q.shape[1], n = a.q.shape[2];
   const dim3 rows(static_cast<unsigned>((heads * n + 3) / 4), static_cast<unsigned>(batch));
   delta_kernel<T><<<rows, 128, 0, stream>>>(tensor4(a.out), tensor4(a.dout), delta, heads, n, D);
-  switch (tile_for_block(a.layout->block)) {
-    case 16:
-      backward_tile<T, D, 16>(dl, a, delta, stream);
-      break;
-    case 32:
-      backward_tile<T, D, 32>(dl, a, delta, stream);
-      break;
-    default:
-      backward_tile<T, D, 64>(dl, a, delta, stream);
-      break;
-  }
+  with_tile(a.layout->block,
+            [&](auto tile) { backward_tile<T, D, decltype(tile)::value>(dl, a, delta, stream); });
 }
 
 }  // namespace sparse::cuda::tc

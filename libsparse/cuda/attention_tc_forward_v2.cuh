@@ -372,17 +372,8 @@ void forward_v2_tile(const DeviceLayout& dl, const AttentionForwardArgs& a, cuda
 
 template <typename T, int D>
 void forward_v2(const DeviceLayout& dl, const AttentionForwardArgs& a, cudaStream_t stream) {
-  switch (tile_for_block(a.layout->block)) {
-    case 16:
-      forward_v2_tile<T, D, 16>(dl, a, stream);
-      break;
-    case 32:
-      forward_v2_tile<T, D, 32>(dl, a, stream);
-      break;
-    default:
-      forward_v2_tile<T, D, 64>(dl, a, stream);
-      break;
-  }
+  with_tile(a.layout->block,
+            [&](auto tile) { forward_v2_tile<T, D, decltype(tile)::value>(dl, a, stream); });
 }
 
 }  // namespace sparse::cuda::tc

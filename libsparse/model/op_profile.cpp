@@ -18,6 +18,7 @@
 
 #include "libsparse/error.hpp"
 #include "libsparse/file_io.hpp"
+#include "libsparse/model/checkpoint_format.hpp"
 
 namespace sparse {
 
@@ -42,7 +43,18 @@ std::unique_ptr<OpProfile> OpProfile::from_environment(Backend& backend) {
 
 namespace {
 
-void append_line_fd(int fd, const std::string& path, const std::string& line) {
+// Appends `line` (ending in a newline) to the regular file `path` names (resolve_output_path:
+// a link is followed, a folder, device, FIFO or socket refused) with one write(2) in O_APPEND
+// mode, so that the models of one process (table1 trains three) and several processes add whole
+// lines, never splitting or overwriting one another's. O_NONBLOCK: should a FIFO appear there
+// after the check, open(2) fails (ENXIO) instead of waiting for a reader.
+void append_line(const std::string& path, const std::string& line) {
+  const std::string target = resolve_output_path(path, "the operation profile");
+  const int fd =
+      ::open(target.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0644);
+  if (fd < 0)
+    throw_error(SPARSE_ERR_IO, "cannot open the operation profile ", path, ": ",
+                std::strerror(errno));
   struct stat st {};
   const bool regular = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
   const ssize_t n = regular ? ::write(fd, line.data(), line.size()) : -1;
@@ -53,45 +65,6 @@ void append_line_fd(int fd, const std::string& path, const std::string& line) {
   if (n != static_cast<ssize_t>(line.size()))
     throw_error(SPARSE_ERR_IO, "cannot write the operation profile ", path, ": ",
                 n < 0 ? std::strerror(err) : "short write");
-}
-
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (const char ch : s) {
-    if (static_cast<unsigned char>(ch) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(ch));
-      out += buf;
-      continue;
-    }
-    if (ch == '"' || ch == '\\') out += '\\';
-    out += ch;
-  }
-  return out + "\"";
-}
-
-// Appends `line` (ending in a newline) to `path` with one write(2) in O_APPEND mode, so that the
-// models of one process (table1 trains three) and several processes add whole lines, never
-// splitting or overwriting one another's. A regular file only (created when missing).
-void append_line(const std::string& path, const std::string& line) {
-  // O_NONBLOCK: a FIFO would block open(2) until a reader comes (ENXIO instead); a regular file
-  // ignores it.
-  const int flags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK;
-  const int fd = ::open(path.c_str(), flags | O_NOFOLLOW, 0644);
-  if (fd < 0) {
-    if (errno == ENXIO)
-      throw_error(SPARSE_ERR_IO, "the operation profile ", path, " is not a regular file");
-    // O_NOFOLLOW refuses a link: follow it to the file it names, as other outputs do.
-    const std::string target = resolve_output_path(path, "the operation profile");
-    const int fd2 = ::open(target.c_str(), flags, 0644);
-    if (fd2 < 0 && errno == ENXIO)
-      throw_error(SPARSE_ERR_IO, "the operation profile ", path, " is not a regular file");
-    if (fd2 < 0)
-      throw_error(SPARSE_ERR_IO, "cannot open the operation profile ", path, ": ",
-                  std::strerror(errno));
-    return append_line_fd(fd2, path, line);
-  }
-  append_line_fd(fd, path, line);
 }
 
 }  // namespace
@@ -117,11 +90,11 @@ OpProfile::~OpProfile() {
       return;
     }
     std::string doc = "{\"profile\": \"sparse-model-ops\", \"synchronised\": true, \"backend\": " +
-                      json_string(backend_.description()) + ", \"ops\": [";
+                      model::ckpt::json_string(backend_.description()) + ", \"ops\": [";
     char buf[64];
     for (size_t i = 0; i < rows.size(); ++i) {
       std::snprintf(buf, sizeof buf, "%.9g", rows[i].second.seconds);
-      doc += std::string(i ? ", " : "") + "{\"op\": " + json_string(rows[i].first) +
+      doc += std::string(i ? ", " : "") + "{\"op\": " + model::ckpt::json_string(rows[i].first) +
              ", \"calls\": " + std::to_string(rows[i].second.calls) + ", \"seconds\": " + buf + "}";
     }
     std::snprintf(buf, sizeof buf, "%.9g", total);
