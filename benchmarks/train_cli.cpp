@@ -506,8 +506,10 @@ TrainOptions resumed_options(const TrainOptions& given, int world_size) {
     if (saved.at("format") != kRunFormat) throw std::runtime_error("unknown format");
     TrainOptions probe;
     apply_run_options(saved.at("options"), probe);
-    if (saved.contains("step") && !saved["step"].is_number_integer())
-      throw std::runtime_error("\"step\" is " + saved["step"].dump() + ", not a whole number");
+    for (const char* key : {"step", "previous_step"})
+      if (saved.contains(key) && !saved[key].is_number_integer())
+        throw std::runtime_error(std::string("\"") + key + "\" is " + saved[key].dump() +
+                                 ", not a whole number");
   } catch (const std::exception& e) {
     throw std::runtime_error("--resume: cannot read the run record " + path + ": " + e.what());
   }
@@ -557,6 +559,7 @@ TrainOptions resumed_options(const TrainOptions& given, int world_size) {
   apply_run_options(before, o);
   if (saved.contains("settings")) apply_run_settings(saved["settings"], o);
   o.saved_step = saved.value("step", int64_t{-1});
+  o.saved_previous_step = saved.value("previous_step", int64_t{-1});
   // The record keeps --data as it was given: a relative path is relative to the run's folder.
   const std::string data_path = parse_data_spec(o.data.spec).path;
   if (!data_path.empty() && data_path[0] != '/' && !path_exists(data_path))
@@ -566,25 +569,28 @@ TrainOptions resumed_options(const TrainOptions& given, int world_size) {
   return o;
 }
 
-// The record and the checkpoint are two files, each replaced atomically: the record names the
-// step of the checkpoint it was written with, so that a pair from two saves (a run killed between
-// the two renames, over another run's files) is refused on resume instead of mixing the runs. The
-// checkpoint goes first: when it cannot be written (a full disk) the previous pair stays whole.
-void save_run(sparse_model* model, const TrainOptions& o) {
+// The record and the checkpoint are two files, each replaced atomically, so a run can stop
+// (SIGTERM from a scheduler, a full disk) between the two renames. The record goes first and names
+// both the step of the checkpoint about to be written and that of the one it replaces
+// (`previous_step`, when this run wrote or resumed it): whichever of the two the checkpoint holds,
+// the pair is whole. A pair from two runs (a record over another run's checkpoint) names neither
+// step and is refused on resume instead of mixing the runs. `on_disk_step` is the step of the
+// checkpoint this run last wrote or resumed (-1: none); it is updated here.
+void save_run(sparse_model* model, const TrainOptions& o, int64_t& on_disk_step) {
   // The batches consumed: the optimiser's steps and those skipped by loss scaling (as resume
   // counts them).
   int64_t step = 0, skipped = 0;
   check(sparse_model_step(model, &step), "step");
   check(sparse_experimental_model_skipped_steps(model, &skipped), "skipped steps");
   step += skipped;
+  nlohmann::json record = {{"format", kRunFormat},
+                           {"step", step},
+                           {"options", run_options(o)},
+                           {"settings", run_settings(o)}};
+  if (on_disk_step >= 0 && on_disk_step != step) record["previous_step"] = on_disk_step;
+  write_file_atomically(run_record_path(o.checkpoint), record.dump(1) + "\n");
   check(sparse_model_save(model, o.checkpoint.c_str()), "save " + o.checkpoint);
-  write_file_atomically(run_record_path(o.checkpoint),
-                        nlohmann::json({{"format", kRunFormat},
-                                        {"step", step},
-                                        {"options", run_options(o)},
-                                        {"settings", run_settings(o)}})
-                                .dump(1) +
-                            "\n");
+  on_disk_step = step;
 }
 
 // A checksum of the data a rank reads: each split's size and the bytes of its first and last
@@ -918,14 +924,19 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   const int64_t updates = step;
   step += skipped;
   const int64_t first_step = step;
-  if (o.resume && o.saved_step >= 0 && o.saved_step != step)
+  if (o.resume && o.saved_step >= 0 && o.saved_step != step && o.saved_previous_step != step)
     throw std::runtime_error(
         "--resume: the run record " + run_record_path(o.checkpoint) + " was written with the " +
-        "checkpoint of step " + std::to_string(o.saved_step) + ", but " + o.checkpoint +
-        " holds step " + std::to_string(step) +
-        ": the two files come from different saves (a run stopped between writing them, over "
-        "another run's files), so the options in the record may not be this model's run; start "
-        "a new run, or restore the pair that belongs together");
+        "checkpoint of step " + std::to_string(o.saved_step) +
+        (o.saved_previous_step >= 0
+             ? " (replacing that of step " + std::to_string(o.saved_previous_step) + ")"
+             : std::string()) +
+        ", but " + o.checkpoint + " holds step " + std::to_string(step) +
+        ": the two files come from different runs (a record over another run's checkpoint), so "
+        "the options in the record may not be this model's run; start a new run, or restore the "
+        "pair that belongs together");
+  // The step of the checkpoint at --checkpoint that belongs to this run (see save_run).
+  int64_t on_disk_step = o.resume ? step : -1;
   if (o.resume && root)
     std::fprintf(stderr, "resuming %s at step %lld of %lld%s\n", o.checkpoint.c_str(),
                  static_cast<long long>(step), static_cast<long long>(o.steps),
@@ -993,10 +1004,10 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
       evals.push_back({{"step", stats.step}, {"bits_per_dim", bpd}, {"sequences", count}});
       if (log)
         log->write_line(nlohmann::json({{"step", stats.step}, {"eval_bits_per_dim", bpd}}).dump());
-      if (!o.checkpoint.empty() && root) save_run(model.get(), o);
+      if (!o.checkpoint.empty() && root) save_run(model.get(), o, on_disk_step);
     } else if (o.checkpoint_every > 0 && stats.step % o.checkpoint_every == 0 &&
                stats.step < o.steps && root) {
-      save_run(model.get(), o);
+      save_run(model.get(), o, on_disk_step);
     }
   }
   if (!o.quiet && tty) std::fprintf(stderr, "\n");
@@ -1004,7 +1015,7 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   const double bpd = dp.evaluate(model.get(), held_out.get(), o.eval_sequences, o.batch, &count);
   evals.push_back({{"step", step}, {"bits_per_dim", bpd}, {"sequences", count}});
   if (!root) return nullptr;
-  if (!o.checkpoint.empty()) save_run(model.get(), o);
+  if (!o.checkpoint.empty()) save_run(model.get(), o, on_disk_step);
 
   nlohmann::json summary;
   summary["preset"] = o.preset;

@@ -55,10 +55,11 @@ struct TrainOptions {
   bool resume = false;           // continue from --checkpoint
   int64_t extend_to = 0;         // with resume: continue the saved run to this many steps in all
   int threads = 0;
-  int micro_batch = 0;        // sequences per micro-batch (0 = the whole --batch)
-  double rank_timeout = 600;  // data parallel: seconds a reduction waits for the other ranks
-  int world_size = 1;         // data parallel: ranks (set from the launcher, not an option)
-  int64_t saved_step = -1;    // resume: the step the run record was written at (-1: unknown)
+  int micro_batch = 0;               // sequences per micro-batch (0 = the whole --batch)
+  double rank_timeout = 600;         // data parallel: seconds a reduction waits for the other ranks
+  int world_size = 1;                // data parallel: ranks (set from the launcher, not an option)
+  int64_t saved_step = -1;           // resume: the step the run record was written at (-1: unknown)
+  int64_t saved_previous_step = -1;  // resume: the step of the checkpoint it replaced (-1: none)
   uint64_t seed = 1;
   std::string log;          // JSON lines: one per step (loss curve)
   std::string summary_out;  // JSON summary of the run

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import signal
 import stat
 import subprocess
@@ -373,27 +374,39 @@ def resume_keeps_dtype(tmp):
 
 
 def record_from_another_save(tmp):
-    # The run record names the step of the checkpoint it was written with: a record and a
-    # checkpoint from two saves (a run killed between the two renames, over another run's files)
+    # The run record is written before the checkpoint and names the step of the checkpoint it was
+    # written with and of the one it replaces: a run stopped between the two renames (the record
+    # one save ahead) resumes from the checkpoint on disk; a record and a checkpoint from two runs
     # are refused, not continued as one run with the other's options.
     m = make_checkpoint(tmp, steps="3")
     record_path = m + ".run.json"
     record = json.load(open(record_path))
-    assert record["step"] == 3, record
+    assert record["step"] == 3 and "previous_step" not in record, record
+    shutil.copy(m, m + ".at3")
     summary(run(["train", "--checkpoint", m, "--resume", "--quiet", "--json", "--extend-to", "4"]))
     record = json.load(open(record_path))
-    assert record["step"] == 4, record
-    record["step"] = 1
+    assert record["step"] == 4 and record["previous_step"] == 3, record
+    # Stopped after the record's rename, before the checkpoint's: the step-3 checkpoint stands.
+    shutil.copy(m + ".at3", m)
+    r = summary(run(["train", "--checkpoint", m, "--resume", "--quiet", "--json",
+                     "--extend-to", "5"]))
+    assert r["resumed_from_step"] == 3, r
+    record = json.load(open(record_path))
+    assert record["step"] == 5 and record["previous_step"] == 3, record
+    record["step"], record["previous_step"] = 1, 2
     with open(record_path, "w") as f:
         json.dump(record, f)
-    refused(run(["train", "--checkpoint", m, "--resume", "--quiet", "--extend-to", "5"]),
-            "written with the checkpoint of step 1", "holds step 4", "different saves")
+    refused(run(["train", "--checkpoint", m, "--resume", "--quiet", "--extend-to", "6"]),
+            "written with the checkpoint of step 1 (replacing that of step 2)", "holds step 5",
+            "different runs")
     # A damaged step names the record, not only the JSON library's words.
-    record["step"] = "4"
-    with open(record_path, "w") as f:
-        json.dump(record, f)
-    refused(run(["train", "--checkpoint", m, "--resume", "--quiet", "--extend-to", "5"]),
-            "cannot read the run record " + record_path, '"step" is "4", not a whole number')
+    for key in ("step", "previous_step"):
+        record[key] = "4"
+        with open(record_path, "w") as f:
+            json.dump(record, f)
+        refused(run(["train", "--checkpoint", m, "--resume", "--quiet", "--extend-to", "6"]),
+                "cannot read the run record " + record_path, f'"{key}" is "4", not a whole number')
+        record[key] = 4
 
 
 def relabel_checkpoint_dtype(src, dst, dtype):
