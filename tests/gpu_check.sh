@@ -31,6 +31,10 @@
 #       30 s: profile_cifar10.jsonl).
 # 2+3 in one call (saves a machine start; about 4-6 minutes):
 #      run(command="bash tests/gpu_check.sh all", carry=[".gpu-pack"], timeout_s=560)
+# Short of device time (under about 5 minutes left, machine start included):
+#      run(command="bash tests/gpu_check.sh quick", carry=[".gpu-pack"], timeout_s=175)
+#    -> $OUT/gpu_quick.tar.gz: the kernel checks, memcheck, both forward kernels timed, the
+#       forwards against SDPA and FlexAttention, the model's steps, racecheck (run_quick below).
 # 4. A follow-up (one test case, a sanitizer tool) in the environment `run` sets up:
 #      run(command="bash tests/gpu_check.sh exec .gpu-pack/tests/test_cuda_attention -tc='*x*'", ...)
 # Unpack with `tar -xzf gpu_check.tar.gz` (a folder gpu_check/ with steps.tsv, provenance.txt,
@@ -306,6 +310,48 @@ start_run() {  # start_run ARCHIVE_NAME LOG_FOLDER BUDGET ARGS...
   write_archive
 }
 
+# bench_forward_v2 LIMIT ARGS...: the second 16-bit forward kernel, bf16, forward only, on the
+# dense causal and strided layouts (gpu_attention_bf16_fwd2).
+bench_forward_v2() {
+  local limit=$1
+  shift
+  step bench_bf16_fwd2 "$limit" env SPARSE_CUDA_TC_FORWARD=2 python3 benchmarks/cpu_attention_table.py \
+    --build "$pack_dir" --backend cuda --patterns dense,strided --baseline layout --mode fwd \
+    --dtype bf16 "$@" --out "$logs/gpu_attention_bf16_fwd2"
+}
+
+# A short check for a small device budget (about 2.5 minutes; GPU_QUICK_BUDGET, default 150):
+# the two CUDA test programs, memcheck, both 16-bit forward kernels timed, the dense causal and
+# strided forwards against SDPA and FlexAttention side by side, 10 model steps against the CPU,
+# racecheck, then training against PyTorch while time remains. One archive, gpu_quick.tar.gz.
+run_quick() {
+  start_run gpu_quick.tar.gz gpu_quick "${GPU_QUICK_BUDGET:-150}" quick
+  local p=$pack_dir
+  step test_cuda_backend 30 "$p/tests/test_cuda_backend"
+  step test_cuda_attention 100 env SPARSE_CHECK_RECORD="$logs/attention_checks.jsonl" \
+    "$p/tests/test_cuda_attention"
+  step correctness_table 10 python3 benchmarks/correctness_table.py \
+    "$logs/attention_checks.jsonl" --provenance "$logs/provenance.txt" \
+    --out "$logs/gpu_correctness.md"
+  step sanitizer_memcheck 30 "$sanitizer" --tool memcheck --error-exitcode 1 --print-limit 50 \
+    "$p/tests/test_cuda_attention" -tc="*sanitizer sweep*"
+  step bench_bf16_fwd1 15 env SPARSE_CUDA_TC_FORWARD=1 python3 benchmarks/cpu_attention_table.py \
+    --build "$p" --backend cuda --patterns dense,strided --baseline layout --mode fwd \
+    --dtype bf16 --n 16384,65536 --out "$logs/gpu_attention_bf16_fwd1"
+  bench_forward_v2 15 --n 16384,65536
+  step peers 45 python3 benchmarks/peers/gpu_attention_peers.py --build "$p" --n 16384 \
+    --head-dim 64 --pattern dense,strided --modes fwd --time-budget 30 \
+    --out "$logs/gpu_attention_peers"
+  step model_train 30 bash tests/gpu_model_check.sh train "$p"
+  step sanitizer_racecheck 40 "$sanitizer" --tool racecheck --error-exitcode 1 --print-limit 50 \
+    "$p/tests/test_cuda_attention" -tc="*sanitizer sweep*"
+  local left=$((budget - (SECONDS - t_start) - 20))
+  step train_peers "$left" python3 benchmarks/peers/gpu_train_peers.py --build "$p" \
+    --preset imagenet64-small --batch 4 --steps 5 --warmup 2 --time-budget $((left - 5)) \
+    --out "$logs/gpu_train_peers"
+  exit $status
+}
+
 run_main() {
   start_run gpu_check.tar.gz gpu_check "${GPU_CHECK_BUDGET:-400}" run
   local p=$pack_dir
@@ -343,13 +389,14 @@ run_main() {
   local patterns=dense,local,strided,fixed
   local bench=(python3 benchmarks/cpu_attention_table.py --build "$p" --backend cuda
                --patterns "$patterns" --baseline cublas-dense)
-  step bench_bf16 60 "${bench[@]}" --dtype bf16 --n 4096,16384,65536 --out "$logs/gpu_attention_bf16"
-  # The second 16-bit forward kernel (SPARSE_CUDA_TC_FORWARD=2), forward only, beside bench_bf16's
+  # bench_bf16 and bench_f16 time the first 16-bit forward kernel (SPARSE_CUDA_TC_FORWARD=1);
+  # bench_bf16_fwd2 the second (the default since 2026-11-30), forward only, beside bench_bf16's
   # forward rows (same shapes; its dense column is the v2 kernel on the dense causal layout).
-  step bench_bf16_fwd2 15 env SPARSE_CUDA_TC_FORWARD=2 python3 benchmarks/cpu_attention_table.py \
-    --build "$p" --backend cuda --patterns dense,strided --baseline layout --mode fwd --dtype bf16 \
-    --n 16384,65536 --out "$logs/gpu_attention_bf16_fwd2"
-  step bench_f16 40 "${bench[@]}" --dtype f16 --n 4096,16384 --out "$logs/gpu_attention_f16"
+  step bench_bf16 60 env SPARSE_CUDA_TC_FORWARD=1 "${bench[@]}" --dtype bf16 --n 4096,16384,65536 \
+    --out "$logs/gpu_attention_bf16"
+  bench_forward_v2 15 --n 16384,65536
+  step bench_f16 40 env SPARSE_CUDA_TC_FORWARD=1 "${bench[@]}" --dtype f16 --n 4096,16384 \
+    --out "$logs/gpu_attention_f16"
   step bench_f32 50 "${bench[@]}" --dtype f32 --n 4096,16384 --out "$logs/gpu_attention_f32"
   step bench_unfused 30 python3 benchmarks/cpu_attention_table.py --build "$p" --backend cuda \
     --patterns strided,fixed --algorithm unfused --n 4096,16384 --out "$logs/gpu_attention_unfused"
@@ -390,13 +437,14 @@ run_peers() {
 }
 
 usage() {
-  echo "usage: $0 pack | run | peers | all | exec COMMAND [ARGS...]   (see the top of this file)" >&2
+  echo "usage: $0 pack | run | peers | all | quick | exec COMMAND [ARGS...]   (see the top of this file)" >&2
 }
 
 case ${1:-} in
   pack) pack ;;
   run) run_main ;;
   peers) run_peers ;;
+  quick) run_quick ;;
   # Both in one device call (one machine start instead of two): the archives of run and peers.
   all)
     GPU_CHECK_BUDGET=${GPU_CHECK_BUDGET:-300} bash "$0" run  # leaves peers its 230 s within 560

@@ -86,8 +86,9 @@ Kernel kernel(const char* name, sparse_dtype dtype, sparse_attention_algorithm a
   return {name, dtype, algorithm, t.fwd, t.bwd, t.lse, forward2};
 }
 
-// The "fwd2" kernels are the 16-bit ones with the second forward kernel (SPARSE_CUDA_TC_FORWARD=2;
-// the backward is the same), checked by every sweep against the same bounds.
+// The "fwd2" kernels are the 16-bit ones with the second forward kernel (SPARSE_CUDA_TC_FORWARD=2,
+// the default; the backward is the same), the others with the first (=1), checked by every sweep
+// against the same bounds.
 const Kernel kKernels[] = {
     kernel("fused fp32", SPARSE_DTYPE_F32, SPARSE_ATTENTION_FUSED),
     kernel("unfused fp32", SPARSE_DTYPE_F32, SPARSE_ATTENTION_UNFUSED),
@@ -97,7 +98,7 @@ const Kernel kKernels[] = {
     kernel("fused fp16 fwd2", SPARSE_DTYPE_F16, SPARSE_ATTENTION_FUSED, true),
 };
 
-// A test's CUDA contexts: the default one, and one created while SPARSE_CUDA_TC_FORWARD=2 is set
+// A test's CUDA contexts: one made while SPARSE_CUDA_TC_FORWARD=1 is set and one while it is 2
 // (the backend reads the variable once, when it is created; the variable is restored after).
 struct GpuContexts {
   ContextPtr v1, v2;
@@ -106,9 +107,10 @@ struct GpuContexts {
 
 GpuContexts make_gpu_contexts() {
   GpuContexts g;
-  g.v1 = make_context(SPARSE_BACKEND_CUDA);
   const char* previous = std::getenv("SPARSE_CUDA_TC_FORWARD");
   const std::string saved = previous != nullptr ? previous : "";
+  setenv("SPARSE_CUDA_TC_FORWARD", "1", 1);
+  g.v1 = make_context(SPARSE_BACKEND_CUDA);
   setenv("SPARSE_CUDA_TC_FORWARD", "2", 1);
   g.v2 = make_context(SPARSE_BACKEND_CUDA);
   if (previous != nullptr)

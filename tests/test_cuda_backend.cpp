@@ -55,9 +55,9 @@ TEST_CASE("SPARSE_CUDA_TC_FORWARD selects the 16-bit forward kernel, read at cre
     const char* value;  // null: unset
     const char* says;   // in the description; null: creation fails
   };
-  const Want wants[] = {{nullptr, "16-bit forward: v1"},
+  const Want wants[] = {{nullptr, "16-bit forward: v2"},
                         {"1", "16-bit forward: v1"},
-                        {"", "16-bit forward: v1"},
+                        {"", "16-bit forward: v2"},
                         {"2", "16-bit forward: v2"},
                         {"3", nullptr},
                         {"v2", nullptr}};
@@ -70,7 +70,8 @@ TEST_CASE("SPARSE_CUDA_TC_FORWARD selects the 16-bit forward kernel, read at cre
     sparse_context* ctx = nullptr;
     const sparse_status status = sparse_context_create(&s, &ctx);
     // Read once: changing the variable afterwards does not change the context.
-    setenv("SPARSE_CUDA_TC_FORWARD", "1", 1);
+    setenv("SPARSE_CUDA_TC_FORWARD", w.value != nullptr && std::string(w.value) == "1" ? "2" : "1",
+           1);
     if (w.says == nullptr) {
       CHECK(status == SPARSE_ERR_INVALID_ARGUMENT);
       CHECK(std::string(sparse_last_error()).find("SPARSE_CUDA_TC_FORWARD") != std::string::npos);

@@ -5,14 +5,16 @@ backend) and PyTorch FlexAttention with the *same* block mask, forward and forwa
 one run on one GPU. Writes Markdown + JSON with provenance.
 
 usage: benchmarks/peers/gpu_attention_peers.py [--build build] [--n 16384,4096,65536]
-           [--head-dim 64,128] [--pattern strided,fixed] [--time-budget S]
+           [--head-dim 64,128] [--pattern strided,fixed,dense] [--time-budget S]
            [--out results/gpu_attention_peers]
        benchmarks/peers/gpu_attention_peers.py --dry-run      (no GPU, no PyTorch: the plan, each
            configuration's computed blocks and FLOPs, from the library's layouts)
        benchmarks/peers/gpu_attention_peers.py --self-check   (CPU only: checks that the
            FlexAttention mask built here equals the library's layout, element by element)
 
-The same block mask: FlexAttention's BlockMask is built from the layout's own block mask
+Patterns: strided and fixed (the paper's, heads alternating between its two rules) and dense (the
+dense causal layout: the same work as SDPA's causal attention, so `vs SDPA rate` there compares
+the kernels themselves). The same block mask: FlexAttention's BlockMask is built from the layout's own block mask
 (sparse_layout_block_mask: 0 skipped, 1 partial, 2 full), partial blocks through a mask_mod that
 applies the pattern's token-level rule. Heads the library computes in the transposed order
 (strided column heads) are given to FlexAttention in that same order (q, k, v gathered per head,
@@ -83,8 +85,8 @@ def parse_args():
     a.patterns = a.pattern.split(",")
     a.mode_list = a.modes.split(",")
     for p in a.patterns:
-        if p not in ("strided", "fixed"):
-            fail(f"--pattern takes strided and/or fixed (got {p!r})")
+        if p not in ("strided", "fixed", "dense"):
+            fail(f"--pattern takes strided, fixed and/or dense (got {p!r})")
     for m in a.mode_list:
         if m not in ("fwd", "fwdbwd"):
             fail(f"--modes takes fwd and/or fwdbwd (got {m!r})")
@@ -151,7 +153,9 @@ def head_kinds(pattern, heads):
         return ["strided_row" if h % 2 == 0 else "strided_column" for h in range(heads)]
     if pattern == "fixed":
         return ["fixed_block" if h % 2 == 0 else "fixed_summary" for h in range(heads)]
-    raise ValueError(f"unknown pattern {pattern!r} (strided or fixed)")
+    if pattern == "dense":  # the dense causal layout: the same work as SDPA's causal attention
+        return ["dense"] * heads
+    raise ValueError(f"unknown pattern {pattern!r} (strided, fixed or dense)")
 
 
 def make_layout(sp, pattern, n, a):
@@ -164,6 +168,8 @@ def make_layout(sp, pattern, n, a):
             patterns.append(sp.Pattern.strided_column(a.stride, head=h))
         elif kind == "fixed_block":
             patterns.append(sp.Pattern.fixed_block(a.stride, head=h))
+        elif kind == "dense":
+            patterns.append(sp.Pattern.dense(head=h))
         else:
             patterns.append(sp.Pattern.fixed_summary(a.stride, a.summary, head=h))
     return sp.Layout(n, patterns, num_heads=a.heads, block_size=a.block), kinds
@@ -206,6 +212,7 @@ def token_rule(torch, kinds, a, qp, kp, h):
         "strided_column": causal & ((qp - kp) % l == 0),
         "fixed_block": causal & (qp // l == kp // l),
         "fixed_summary": causal & (kp % l >= l - c),
+        "dense": causal,
     }
     out = torch.zeros_like(causal)
     for head, kind in enumerate(kinds):
@@ -258,7 +265,7 @@ def self_check(a):
     small = argparse.Namespace(**vars(a))
     small.stride, small.summary, small.block, small.heads = 12, 4, 16, 4
     bad = 0
-    for pattern in ("strided", "fixed"):
+    for pattern in ("strided", "fixed", "dense"):
         for n in (50, 97, 160):
             layout, kinds = make_layout(sp, pattern, n, small)
             order = ComputedOrder(torch, layout, kinds, n, small, "cpu")

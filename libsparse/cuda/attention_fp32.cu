@@ -59,8 +59,9 @@ __global__ void __launch_bounds__(kWarps * 32)
     forward_kernel(const DeviceHead* heads, Strided4 q, Strided4 k, Strided4 v, Strided4 out,
                    Strided3 lse, int d, float scale) {
   const DeviceHead L = heads[blockIdx.y];
-  const int64_t b = blockIdx.z, h = blockIdx.y, I = blockIdx.x;
-  if (I >= L.num_blocks) return;
+  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const int64_t I = ordered_block(L, L.row_order, blockIdx.x);
+  if (I < 0) return;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   for (int r = warp; r < L.block; r += kWarps) {
     const int64_t pos = natural_position(L, I * L.block + r);
@@ -121,8 +122,9 @@ __global__ void __launch_bounds__(kWarps * 32)
               Strided4 dout, const float* delta, Strided4 dq, int64_t num_heads, int d,
               float scale) {
   const DeviceHead L = heads[blockIdx.y];
-  const int64_t b = blockIdx.z, h = blockIdx.y, I = blockIdx.x;
-  if (I >= L.num_blocks) return;
+  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const int64_t I = ordered_block(L, L.row_order, blockIdx.x);
+  if (I < 0) return;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   for (int r = warp; r < L.block; r += kWarps) {
     const int64_t pos = natural_position(L, I * L.block + r);
@@ -162,8 +164,9 @@ __global__ void __launch_bounds__(kWarps * 32)
                 Strided4 dout, const float* delta, Strided4 dk, Strided4 dv, int64_t num_heads,
                 int d, float scale) {
   const DeviceHead L = heads[blockIdx.y];
-  const int64_t b = blockIdx.z, h = blockIdx.y, J = blockIdx.x;
-  if (J >= L.num_blocks) return;
+  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const int64_t J = ordered_block(L, L.col_order, blockIdx.x);
+  if (J < 0) return;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   for (int c = warp; c < L.block; c += kWarps) {
     const int64_t kp = natural_position(L, J * L.block + c);

@@ -359,14 +359,17 @@ __device__ __forceinline__ void online_softmax_tile(float (&s)[TILE / 8][4], uin
                                                     float& m_b, float& l_a, float& l_b,
                                                     float (&acc)[D / 8][4]) {
   const int lane = static_cast<int>(threadIdx.x) & 31;
+  // The lane's columns are nt * 8 + 2 (lane % 4) + (i % 2): shifted once by the lane's part, the
+  // bit of each element is at a constant position (no 64-bit shift by a run-time amount).
+  const uint64_t lane_a = bits_a >> (2 * (lane & 3)), lane_b = bits_b >> (2 * (lane & 3));
   float mx_a = -INFINITY, mx_b = -INFINITY;
 #pragma unroll
   for (int nt = 0; nt < TILE / 8; ++nt) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const int col = nt * 8 + 2 * (lane & 3) + (i & 1);
-      const uint64_t bits = i < 2 ? bits_a : bits_b;
-      s[nt][i] = ((bits >> col) & 1u) ? s[nt][i] * scale_log2 : -INFINITY;
+      const uint64_t bit = uint64_t{1} << (nt * 8 + (i & 1));
+      const uint64_t bits = i < 2 ? lane_a : lane_b;
+      s[nt][i] = (bits & bit) ? s[nt][i] * scale_log2 : -INFINITY;
     }
     mx_a = fmaxf(mx_a, fmaxf(s[nt][0], s[nt][1]));
     mx_b = fmaxf(mx_b, fmaxf(s[nt][2], s[nt][3]));
@@ -443,8 +446,8 @@ __global__ void __launch_bounds__(TILE * 2)
 
   const DeviceHead& L = heads[blockIdx.y];
   const int B = L.block, split = B / TILE;
-  const int64_t I = blockIdx.x / split;
-  if (I >= L.num_blocks) return;  // uniform over the CTA
+  const int64_t I = ordered_block(L, L.row_order, blockIdx.x / split);
+  if (I < 0) return;  // uniform over the CTA
   const int r0 = static_cast<int>(blockIdx.x % split) * TILE;
   const int64_t b = blockIdx.z, h = blockIdx.y;
   const int warp = static_cast<int>(threadIdx.x) >> 5, lane = static_cast<int>(threadIdx.x) & 31;
@@ -551,8 +554,8 @@ __global__ void __launch_bounds__(TILE * 2)
 
   const DeviceHead& L = heads[blockIdx.y];
   const int B = L.block, split = B / TILE;
-  const int64_t I = blockIdx.x / split;
-  if (I >= L.num_blocks) return;
+  const int64_t I = ordered_block(L, L.row_order, blockIdx.x / split);
+  if (I < 0) return;
   const int r0 = static_cast<int>(blockIdx.x % split) * TILE;
   const int64_t b = blockIdx.z, h = blockIdx.y;
   const int warp = static_cast<int>(threadIdx.x) >> 5, lane = static_cast<int>(threadIdx.x) & 31;
@@ -639,8 +642,8 @@ __global__ void __launch_bounds__(TILE * 2)
 
   const DeviceHead& L = heads[blockIdx.y];
   const int B = L.block, split = B / TILE;
-  const int64_t J = blockIdx.x / split;
-  if (J >= L.num_blocks) return;
+  const int64_t J = ordered_block(L, L.col_order, blockIdx.x / split);
+  if (J < 0) return;
   const int c0 = static_cast<int>(blockIdx.x % split) * TILE;
   const int64_t b = blockIdx.z, h = blockIdx.y;
   const int warp = static_cast<int>(threadIdx.x) >> 5, lane = static_cast<int>(threadIdx.x) & 31;

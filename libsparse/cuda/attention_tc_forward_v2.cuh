@@ -171,8 +171,8 @@ __global__ void __launch_bounds__(TILE * 2)
 
   const DeviceHead& L = heads[blockIdx.y];
   const int B = L.block, split = B / TILE;
-  const int64_t I = blockIdx.x / split;
-  if (I >= L.num_blocks) return;  // uniform over the CTA
+  const int64_t I = ordered_block(L, L.row_order, blockIdx.x / split);
+  if (I < 0) return;  // uniform over the CTA
   const int r0 = static_cast<int>(blockIdx.x % split) * TILE;
   const int64_t b = blockIdx.z, h = blockIdx.y;
   const int tid = static_cast<int>(threadIdx.x);

@@ -28,12 +28,13 @@ class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, void* stream) : device_(device) {
     // SPARSE_CUDA_TC_FORWARD picks the bf16/fp16 forward kernel, read once here (before anything
-    // is acquired, so a bad value fails the context cleanly): unset, empty or 1 the first, 2 the
-    // second (cp.async pipelining and ldmatrix; the same results).
+    // is acquired, so a bad value fails the context cleanly): unset, empty or 2 the second
+    // (cp.async pipelining and ldmatrix; 1.6 times the first on an H200, the same results), 1
+    // the first.
     if (const char* fwd = std::getenv("SPARSE_CUDA_TC_FORWARD"); fwd != nullptr) {
-      if (std::strcmp(fwd, "2") == 0)
-        tc_forward_ = 2;
-      else if (fwd[0] != '\0' && std::strcmp(fwd, "1") != 0)
+      if (std::strcmp(fwd, "1") == 0)
+        tc_forward_ = 1;
+      else if (fwd[0] != '\0' && std::strcmp(fwd, "2") != 0)
         throw_invalid(
             "SPARSE_CUDA_TC_FORWARD must be 1 or 2 (the tensor-core forward kernel), not \"", fwd,
             "\"");
@@ -89,9 +90,8 @@ class CudaBackend final : public Backend {
       bias += " (" + std::to_string(lt.lt_calls) + " epilogue, " +
               std::to_string(lt.fallback_calls) + " fallback calls)";
     if (!lt.note.empty()) bias += "; " + lt.note;
-    const std::string forward =
-        tc_forward_ == 2 ? "16-bit forward: v2 (cp.async, ldmatrix; SPARSE_CUDA_TC_FORWARD=2)"
-                         : "16-bit forward: v1";
+    const std::string forward = tc_forward_ == 2 ? "16-bit forward: v2 (cp.async, ldmatrix)"
+                                                 : "16-bit forward: v1 (SPARSE_CUDA_TC_FORWARD=1)";
     return "cuda device " + std::to_string(device_) + " (" + name_ + ", sm_" + std::to_string(sm_) +
            "; " + forward + "; " + bias + ")";
   }
@@ -283,7 +283,7 @@ class CudaBackend final : public Backend {
   cublasLtHandle_t cublas_lt_ = nullptr;
   std::string lt_off_;        // why cublas_lt_ is null
   bool lt_disabled_ = false;  // SPARSE_CUDA_LT=0 when the backend was made
-  int tc_forward_ = 1;        // SPARSE_CUDA_TC_FORWARD when the backend was made
+  int tc_forward_ = 2;        // SPARSE_CUDA_TC_FORWARD when the backend was made
   std::unique_ptr<ModelOps<float>> model_ops_, bf16_ops_, f16_ops_;
   cuda::LayoutCache layouts_;
   void* workspace_ = nullptr;

@@ -1,5 +1,7 @@
+#include <algorithm>
 #include <cstring>
 #include <map>
+#include <numeric>
 #include <vector>
 
 #include "libsparse/cuda/cuda_check.hpp"
@@ -19,6 +21,16 @@ size_t append(std::vector<unsigned char>& buffer, const T* data, size_t count) {
   return offset;
 }
 
+// The indices 0..n-1 by ptr[i + 1] - ptr[i] (entries of row or column i), most first, ties by
+// index.
+std::vector<int32_t> longest_first(const std::vector<int64_t>& ptr, int64_t n) {
+  std::vector<int32_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return ptr[a + 1] - ptr[a] > ptr[b + 1] - ptr[b]; });
+  return order;
+}
+
 }  // namespace
 
 LayoutCache::~LayoutCache() {
@@ -35,7 +47,7 @@ const DeviceLayout& LayoutCache::get(const Layout& layout, cudaStream_t stream) 
   // Stage every distinct head's arrays, then the DeviceHead table, in one host buffer.
   std::vector<unsigned char> staging;
   struct Offsets {
-    size_t row_ptr, col_idx, mask_id, col_ptr, row_idx, col_to_csr, masks;
+    size_t row_ptr, col_idx, mask_id, col_ptr, row_idx, col_to_csr, masks, row_order, col_order;
   };
   std::map<const HeadLayout*, Offsets> offsets;
   int64_t max_blocks = 0;
@@ -51,6 +63,10 @@ const DeviceLayout& LayoutCache::get(const Layout& layout, cudaStream_t stream) 
     o.row_idx = append(staging, L.row_idx.data(), L.row_idx.size());
     o.col_to_csr = append(staging, L.col_to_csr.data(), L.col_to_csr.size());
     o.masks = append(staging, L.masks.data(), L.masks.size());
+    const std::vector<int32_t> rows = longest_first(L.row_ptr, L.num_blocks);
+    const std::vector<int32_t> cols = longest_first(L.col_ptr, L.num_blocks);
+    o.row_order = append(staging, rows.data(), rows.size());
+    o.col_order = append(staging, cols.data(), cols.size());
     offsets[&L] = o;
   }
   const size_t table = (staging.size() + 7) & ~size_t{7};
@@ -78,6 +94,8 @@ const DeviceLayout& LayoutCache::get(const Layout& layout, cudaStream_t stream) 
     d.row_idx = reinterpret_cast<const int32_t*>(base + o.row_idx);
     d.col_to_csr = reinterpret_cast<const int64_t*>(base + o.col_to_csr);
     d.masks = reinterpret_cast<const uint64_t*>(base + o.masks);
+    d.row_order = reinterpret_cast<const int32_t*>(base + o.row_order);
+    d.col_order = reinterpret_cast<const int32_t*>(base + o.col_order);
   }
   staging.resize(table);
   append(staging, heads.data(), heads.size());

@@ -28,7 +28,19 @@ struct DeviceHead {
   const int32_t* row_idx;
   const int64_t* col_to_csr;
   const uint64_t* masks;
+  // The block rows by their number of CSR entries, most first (ties by index), and the block
+  // columns likewise by CSC entries: the kernels that give a CTA one block row (or column) take
+  // the slot-th CTA's from here, so the longest start first and the short ones fill the last
+  // wave (longest-processing-time-first; in a causal layout the last rows are the longest).
+  const int32_t* row_order;
+  const int32_t* col_order;
 };
+
+// The block row (or column) of the CTA in `slot` (blockIdx.x / split), or -1 past this head's
+// blocks (uniform over the CTA).
+__device__ inline int64_t ordered_block(const DeviceHead& L, const int32_t* order, int64_t slot) {
+  return slot < L.num_blocks ? order[slot] : -1;
+}
 
 // Natural position of computed index t (or -1 for padding / past the end).
 __host__ __device__ inline int64_t natural_position(const DeviceHead& L, int64_t t) {
