@@ -104,7 +104,8 @@ def main():
             vs = doc["vs_sdpa"]
             check(len(vs) == 2 and abs(vs[0]["ratio"] - 0.25) < 1e-12
                   and abs(vs[1]["ratio"] - 0.5) < 1e-12, f"vs SDPA {vs}")
-            check("HAND-WRITTEN" in md and "| fwd | 16384 | fused | dense | 48.0 | 192.0 | 0.25 |" in md,
+            check("HAND-WRITTEN" in md
+                  and "| bench | fwd | 16384 | 64 | fused | dense | 48.0 | 192.0 | 0.25 |" in md,
                   "notes or the ratio row in the Markdown")
         r = subprocess.run([sys.executable, SCRIPT, "--check", os.path.join(tmp, "missing"),
                             "--out", out], capture_output=True, text=True)
@@ -145,6 +146,31 @@ def main():
                            capture_output=True, text=True)
         check(r.returncode != 0 and "Traceback" not in r.stderr and "no-notes.md" in r.stderr,
               f"missing notes: exit {r.returncode}, {r.stderr[-600:]!r}")
+        # A peers JSON on its own (no provenance.txt or steps.tsv beside it, as `gpu_check.sh exec`
+        # writes it) with our dense causal layout timed beside SDPA: that rate (96 of 192: 0.5)
+        # comes first, from the peers run; the first forward kernel's file is named as such.
+        alone = os.path.join(tmp, "alone")
+        os.makedirs(alone)
+        dense = {"n": 16384, "head_dim": 64, "mode": "fwd", "impl": "libsparse",
+                 "pattern": "dense", "time_s": 0.0014, "tflops": 96.0}
+        write(os.path.join(alone, "gpu_attention_peers.json"),
+              json.dumps(dict(peers, rows=peers["rows"][:1] + [dense])))
+        quick = os.path.join(tmp, "quick", "gpu_quick")
+        shutil.copytree(check_dir, quick)
+        os.rename(os.path.join(quick, "gpu_attention_bf16.jsonl"),
+                  os.path.join(quick, "gpu_attention_bf16_fwd1.jsonl"))
+        r = subprocess.run([sys.executable, SCRIPT, "--check", quick, "--peers", alone, "--out",
+                            out], capture_output=True, text=True)
+        check(r.returncode == 0, f"peers alone: exit {r.returncode}, {r.stderr[-600:]!r}")
+        if r.returncode == 0:
+            doc = json.load(open(out + ".json"))
+            vs = [(v["source"], v["algorithm"], round(v["ratio"], 12)) for v in doc["vs_sdpa"]]
+            check(vs == [("peers", "fused", 0.5), ("bench", "fused (forward v1)", 0.25),
+                         ("bench", "fused (forward v2)", 0.5)], f"peers alone: vs SDPA {vs}")
+            check("peers run" not in doc["runs"], f"peers alone: runs {list(doc['runs'])}")
+            md = open(out + ".md", encoding="utf-8").read()
+            check("| peers | fwd | 16384 | 64 | fused | dense | 96.0 | 192.0 | 0.50 |" in md,
+                  "peers alone: the peers rate in the Markdown")
         # Peers without SDPA rows: the report, without the side-by-side rates.
         nosdpa = dict(peers, rows=[r for r in peers["rows"] if r["impl"] != "sdpa-flash-dense"])
         pe = os.path.join(tmp, "nosdpa", "gpu_peers")
