@@ -29,6 +29,7 @@
 #include "report.hpp"
 #include "sparse/sparse.h"
 #include "table1.hpp"
+#include "train_cli.hpp"
 #include "train_commands.hpp"
 
 int main(int argc, char** argv) {
@@ -90,6 +91,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     if (!prints) return silent_exit(e.get_exit_code());
     return app.exit(e);
+  } catch (const repro::TrainStopped& e) {
+    if (e.what()[0] != '\0') std::fprintf(stderr, "sparse-repro: %s\n", e.what());
+    return 128 + e.signal;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr,
                  "sparse-repro: out of memory: the sizes asked for (--n, --seq-len, --batch, "

@@ -7,6 +7,7 @@
 #include <cctype>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -804,6 +805,12 @@ nlohmann::json run_train(const TrainOptions& given,
   nlohmann::json summary;
   try {
     summary = train(given, dp);
+  } catch (const TrainStopped& e) {
+    // Every rank stopped after the same step: they leave together, and rank 0 alone says so.
+    if (dp.size() == 1) throw;
+    dp.finish();
+    if (dp.root()) throw;
+    throw TrainStopped(e.signal, "");
   } catch (const std::exception& e) {
     if (dp.size() == 1) throw;
     dp.abort_job(e.what());
@@ -816,6 +823,52 @@ nlohmann::json run_train(const TrainOptions& given,
 }
 
 namespace {
+
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void on_stop_signal(int sig) {
+  if (g_stop_signal != 0) {  // the second signal: end now, as without the handler
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  g_stop_signal = sig;
+}
+
+// While training: SIGTERM (a scheduler's preemption, mpirun passing on its own) and SIGINT
+// (Ctrl-C) stop the run at the end of the current step instead of mid-write, after saving the
+// checkpoint; a second one ends the process at once. A signal the process was started with
+// ignored stays ignored. The previous handlers come back at the end.
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal = 0;
+    for (int i = 0; i < 2; ++i) {
+      previous_[i] = std::signal(kSignals[i], on_stop_signal);
+      if (previous_[i] == SIG_IGN) std::signal(kSignals[i], SIG_IGN);
+    }
+  }
+  ~StopSignals() {
+    for (int i = 0; i < 2; ++i)
+      if (previous_[i] != SIG_ERR) std::signal(kSignals[i], previous_[i]);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+  // The signal that asked to stop (0: none). With several ranks every rank must call it after
+  // the same step: they agree (a rank stops when any rank was asked), so none is left waiting
+  // in the next step's reduction.
+  static int requested(const DataParallel& dp) {
+    const int sig = g_stop_signal;
+    if (dp.size() == 1) return sig;
+    const double asked = dp.reducer()->all_reduce_sum(sig != 0 ? 1.0 : 0.0);
+    return asked > 0 ? (sig != 0 ? sig : SIGTERM) : 0;
+  }
+
+ private:
+  static constexpr int kSignals[2] = {SIGTERM, SIGINT};
+  using Handler = void (*)(int);
+  Handler previous_[2] = {SIG_ERR, SIG_ERR};
+};
 
 nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   // Every output is checked before the work that produces it. Every rank resumes from the
@@ -961,6 +1014,7 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
   double train_seconds = 0;
   int64_t peak = 0;
   nlohmann::json evals = nlohmann::json::array();
+  StopSignals stop_signals;
   for (; step < o.steps; ++step) {
     const uint8_t* shard = dp.next_shard(train.get(), o.batch, cfg.seq_len, tokens);
     {
@@ -1008,6 +1062,18 @@ nlohmann::json train(const TrainOptions& given, const DataParallel& dp) {
     } else if (o.checkpoint_every > 0 && stats.step % o.checkpoint_every == 0 &&
                stats.step < o.steps && root) {
       save_run(model.get(), o, on_disk_step);
+    }
+    if (const int sig = StopSignals::requested(dp); sig != 0) {
+      const std::string name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+      std::string message = "stopped by " + name + " after step " + std::to_string(stats.step) +
+                            " of " + std::to_string(o.steps);
+      if (o.checkpoint.empty()) {
+        message += "; nothing was saved (no --checkpoint)";
+      } else {
+        if (root) save_run(model.get(), o, on_disk_step);
+        message += "; " + o.checkpoint + " holds it: the same command with --resume continues";
+      }
+      throw TrainStopped(sig, message);
     }
   }
   if (!o.quiet && tty) std::fprintf(stderr, "\n");

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,15 @@
 #include "sparse/sparse.h"
 
 namespace repro {
+
+// Thrown by train when SIGTERM or SIGINT stopped the run at the end of a step (after saving the
+// checkpoint, when there is one): sparse-repro exits with 128 + signal, as a process the signal
+// ended would.
+struct TrainStopped : std::runtime_error {
+  TrainStopped(int signal, const std::string& message)
+      : std::runtime_error(message), signal(signal) {}
+  int signal;
+};
 
 struct DataSpec {
   std::string spec = "synthetic_image";  // kind[:path]

@@ -192,13 +192,16 @@ def resume_two_ranks(tmp):
     ok(train(2, args + ["--checkpoint", ref + ".ckpt", "--log", ref + ".jsonl"]))
     p = start(2, args + ["--checkpoint", cut + ".ckpt", "--log", cut + ".jsonl"])
     wait_lines(cut + ".jsonl", 25, p)
-    p.send_signal(signal.SIGTERM)  # mpirun forwards it and ends both ranks
+    # mpirun passes SIGTERM on: the ranks agree to stop after one step and save it there, unless
+    # mpirun ends them first (then the last --checkpoint-every save stands).
+    p.send_signal(signal.SIGTERM)
     p.communicate(timeout=60)
     interrupted = len(log_records(cut + ".jsonl"))
     r = ok(train(2, SLOW + ["--checkpoint", cut + ".ckpt", "--log", cut + ".jsonl", "--resume"]))
     assert "resuming" in r.stderr, r.stderr
     resumed_from = json.loads(r.stdout)["resumed_from_step"]
-    assert resumed_from < 120 and resumed_from % 10 == 0, resumed_from
+    assert resumed_from < 120 and (resumed_from == interrupted or resumed_from % 10 == 0), \
+        (resumed_from, interrupted)
     strip = lambda recs: [{k: v for k, v in x.items() if k != "seconds"} for x in recs]
     assert strip(log_records(cut + ".jsonl")) == strip(log_records(ref + ".jsonl"))
     assert open(cut + ".ckpt", "rb").read() == open(ref + ".ckpt", "rb").read()

@@ -264,6 +264,46 @@ def kill_and_resume(tmp):
     assert open(m, "rb").read() == open(ref_m, "rb").read(), "the resumed checkpoint differs"
 
 
+def stop_signal_and_resume(tmp):
+    # SIGTERM (a scheduler's preemption) stops the run at the end of a step, saves the checkpoint
+    # there (no --checkpoint-every) and exits 143; the resumed run ends where an uninterrupted one
+    # does, bit for bit. SIGINT without --checkpoint exits 130, saying nothing was saved.
+    big = ["--seq-len", "128", "--width", "64", "--layers", "2", "--steps", "150"]
+    ref_m, ref_log = os.path.join(tmp, "ref"), os.path.join(tmp, "ref.log")
+    summary(train(tmp, *big, "--checkpoint", ref_m, "--log", ref_log, timeout=300))
+    m, log = os.path.join(tmp, "m"), os.path.join(tmp, "m.log")
+    p = subprocess.Popen(train_args(*big, "--checkpoint", m, "--log", log),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None:
+        if os.path.exists(log) and len(open(log).readlines()) >= 10:
+            break
+        time.sleep(0.005)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 128 + signal.SIGTERM, (p.returncode, err)
+    lines = len(log_records(log))
+    assert f"stopped by SIGTERM after step {lines} of 150" in err and "--resume" in err, err
+    assert out == "", out  # no summary: the run is not finished
+    assert json.load(open(m + ".run.json"))["step"] == lines
+    r = run(["train", "--checkpoint", m, "--log", log, "--resume", "--quiet", "--json"], timeout=300)
+    assert summary(r)["resumed_from_step"] == lines, r.stderr
+    strip = lambda recs: [{k: v for k, v in x.items() if k != "seconds"} for x in recs]
+    assert strip(log_records(log)) == strip(log_records(ref_log)), "the resumed log differs"
+    assert open(m, "rb").read() == open(ref_m, "rb").read(), "the resumed checkpoint differs"
+    log2 = os.path.join(tmp, "n.log")
+    p = subprocess.Popen(train_args(*big, "--log", log2), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    while time.time() < deadline + 120 and p.poll() is None:
+        if os.path.exists(log2) and len(open(log2).readlines()) >= 2:
+            break
+        time.sleep(0.005)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 128 + signal.SIGINT and "stopped by SIGINT" in err, (p.returncode, err)
+    assert "nothing was saved (no --checkpoint)" in err, err
+
+
 # ---------------------------------------------------------------- kind: resume
 def shorter_seq_len(tmp):
     if not os.path.exists(enwik8):
@@ -507,7 +547,8 @@ def eval_checkpoint_is_input(tmp):
 
 CASES = [fifo_data, fifo_checkpoint_resume, fifo_checkpoint_output, device_out, symlink_out,
          bench_output_fifo, missing_folder, summary_is_folder, read_only_folder, log_write_fails,
-         second_run_refused, one_process_commands, kill_and_resume, shorter_seq_len,
+         second_run_refused, one_process_commands, kill_and_resume, stop_signal_and_resume,
+         shorter_seq_len,
          extend_finished_run, option_conflicts, resume_effective_values, resume_keeps_dtype,
          record_from_another_save, resume_with_foreign_log,
          eval_16bit_checkpoint_on_cpu, eval_checkpoint_is_input]
